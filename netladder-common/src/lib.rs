@@ -1,0 +1,285 @@
+//! Wire types shared by the eBPF programs and the `netladder` binary.
+//!
+//! Everything here is `#[repr(C)]`, fixed-size and free of logic: the kernel side fills these
+//! structs, userspace reads them back byte for byte. With the `user` feature the types implement
+//! `aya::Pod` so they can be handed to maps and globals.
+#![no_std]
+
+/// Length of a task's `comm` in the kernel.
+pub const COMM_LEN: usize = 16;
+
+/// Marker for an offset or drop-reason value that this kernel does not have.
+pub const ABSENT: u32 = u32::MAX;
+
+/// Config flag: the optional fexit programs on tcp_v4_connect / tcp_v6_connect are attached.
+pub const CFG_FEXIT_CONNECT: u32 = 1 << 0;
+/// Config flag: the kfree_skb tracepoint carries a drop reason (5.17+).
+pub const CFG_DROP_REASONS: u32 = 1 << 1;
+
+/// Offsets and values computed in userspace from the running kernel's BTF and tracefs at start-up
+/// and handed to the programs as a read-only global (aya has no CO-RE relocations).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// `CFG_*` flags.
+    pub flags: u32,
+    /// Our own process id: events caused by netladder itself are ignored.
+    pub self_tgid: u32,
+
+    // struct sock / struct sock_common
+    pub sk_daddr: u32,
+    pub sk_rcv_saddr: u32,
+    pub sk_dport: u32,
+    pub sk_num: u32,
+    /// `struct inet_sock` -> `inet_sport`: unlike skc_num it survives the move to CLOSE.
+    pub sk_sport: u32,
+    pub sk_family: u32,
+    pub sk_protocol: u32,
+    pub sk_v6_daddr: u32,
+    pub sk_v6_rcv_saddr: u32,
+    pub sk_net: u32,
+    pub sk_err: u32,
+    pub sk_err_soft: u32,
+    /// `struct net` -> `ns.inum`.
+    pub net_ns_inum: u32,
+    /// `struct task_struct` -> `nsproxy`, `struct nsproxy` -> `net_ns` (netns of the caller).
+    pub task_nsproxy: u32,
+    pub nsproxy_net_ns: u32,
+
+    // struct sk_buff
+    pub skb_head: u32,
+    pub skb_network_header: u32,
+    pub skb_transport_header: u32,
+    pub skb_sk: u32,
+    pub skb_iif: u32,
+    pub skb_dev: u32,
+    /// `struct net_device` -> `nd_net` (possible_net_t, whose first member is the net pointer).
+    pub dev_nd_net: u32,
+
+    // enum skb_drop_reason values, ABSENT when the kernel lacks them
+    pub reason_no_socket: u32,
+    pub reason_netfilter_drop: u32,
+    pub reason_ip_outnoroutes: u32,
+    pub reason_neigh_failed: u32,
+
+    // syscall tracepoint field offsets (tracefs format files)
+    pub sys_enter_connect_fd: u32,
+    pub sys_enter_connect_addr: u32,
+    pub sys_exit_ret: u32,
+}
+
+impl Config {
+    /// A config where every offset is absent; userspace fills in what the kernel has.
+    pub const fn empty() -> Self {
+        Self {
+            flags: 0,
+            self_tgid: 0,
+            sk_daddr: ABSENT,
+            sk_rcv_saddr: ABSENT,
+            sk_dport: ABSENT,
+            sk_num: ABSENT,
+            sk_sport: ABSENT,
+            sk_family: ABSENT,
+            sk_protocol: ABSENT,
+            sk_v6_daddr: ABSENT,
+            sk_v6_rcv_saddr: ABSENT,
+            sk_net: ABSENT,
+            sk_err: ABSENT,
+            sk_err_soft: ABSENT,
+            net_ns_inum: ABSENT,
+            task_nsproxy: ABSENT,
+            nsproxy_net_ns: ABSENT,
+            skb_head: ABSENT,
+            skb_network_header: ABSENT,
+            skb_transport_header: ABSENT,
+            skb_sk: ABSENT,
+            skb_iif: ABSENT,
+            skb_dev: ABSENT,
+            dev_nd_net: ABSENT,
+            reason_no_socket: ABSENT,
+            reason_netfilter_drop: ABSENT,
+            reason_ip_outnoroutes: ABSENT,
+            reason_neigh_failed: ABSENT,
+            sys_enter_connect_fd: ABSENT,
+            sys_enter_connect_addr: ABSENT,
+            sys_exit_ret: ABSENT,
+        }
+    }
+}
+
+/// Address family values as the kernel uses them.
+pub const AF_INET: u16 = 2;
+pub const AF_INET6: u16 = 10;
+
+/// A TCP/UDP flow as seen from the connecting socket: `src` is the local end.
+/// Ports are in host byte order; IPv4 addresses use the first 4 bytes of the arrays.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Flow {
+    pub family: u16,
+    pub sport: u16,
+    pub dport: u16,
+    pub protocol: u16,
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+}
+
+/// The process a failure belongs to, recorded in process context (the connect() caller),
+/// never in softirq where `current` is unrelated.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProcInfo {
+    /// Thread id.
+    pub tid: u32,
+    /// Process id (thread group id).
+    pub pid: u32,
+    pub cgroup_id: u64,
+    /// Inode number of the network namespace (`ip netns identify`, `/proc/PID/ns/net`).
+    pub netns: u32,
+    pub _pad: u32,
+    pub comm: [u8; COMM_LEN],
+}
+
+/// Kinds of events on the ring buffer.
+pub mod kind {
+    /// A TCP connection left SYN_SENT without being established: one event per failed connection.
+    pub const CONN_FAILED: u32 = 1;
+    /// A socket syscall returned an error (e.g. connect() = -ENETUNREACH).
+    pub const SYSCALL_FAILED: u32 = 2;
+}
+
+/// The in-kernel verdict on a failed connection, before userspace enrichment.
+pub mod verdict {
+    /// Error on the socket, no better classification.
+    pub const UNKNOWN: u32 = 0;
+    /// The SYN was answered with a RST that was not made by the local firewall and whose SYN did
+    /// not reach a local stack without a listener (a remote peer refused).
+    pub const REFUSED_PEER: u32 = 1;
+    /// The SYN reached a local stack (any local netns) that had no socket for it.
+    pub const REFUSED_NO_LISTENER: u32 = 2;
+    /// The SYN was dropped by the local firewall and a RST came back: REJECT with tcp-reset.
+    pub const FIREWALL_REJECT_RST: u32 = 3;
+    /// ECONNREFUSED without any RST: an ICMP port-unreachable answered the SYN (a REJECT rule).
+    pub const FIREWALL_REJECT_ICMP: u32 = 4;
+    /// SYNs retransmitted, then ETIMEDOUT (or the application gave up), with local netfilter drops.
+    pub const TIMEOUT_LOCAL_DROP: u32 = 5;
+    /// SYNs retransmitted, then ETIMEDOUT (or the application gave up), no local drop seen.
+    pub const TIMEOUT_NO_REPLY: u32 = 6;
+    /// EHOSTUNREACH on the socket (ICMP host unreachable or neighbour failure).
+    pub const HOST_UNREACHABLE: u32 = 7;
+    /// ENETUNREACH on the socket.
+    pub const NET_UNREACHABLE: u32 = 8;
+    /// The local firewall dropped the SYN and an ICMP error (not port-unreachable) came back.
+    pub const FIREWALL_REJECT_OTHER: u32 = 9;
+}
+
+/// Bits of [`Event::flags`].
+pub mod eflag {
+    /// A RST was received while in SYN_SENT (tcp:tcp_receive_reset).
+    pub const RST_RECEIVED: u32 = 1 << 0;
+    /// The socket closed with no error after SYN retransmits: the application gave up.
+    pub const APP_GAVE_UP: u32 = 1 << 1;
+    /// A netfilter drop hit a packet of this flow that the local host sent (skb had no input iface).
+    pub const DROP_OUTGOING: u32 = 1 << 2;
+    /// A netfilter drop hit a packet of this flow after it was received on an interface.
+    pub const DROP_INCOMING: u32 = 1 << 3;
+    /// Process info came from the connect path (fexit or state change in process context).
+    pub const HAVE_PROC: u32 = 1 << 4;
+    /// The socket was IPv6 (AF_INET6) but the flow is IPv4-mapped.
+    pub const V4_MAPPED: u32 = 1 << 5;
+}
+
+/// Syscalls watched for error returns.
+pub mod syscall {
+    pub const CONNECT: u32 = 1;
+}
+
+/// One event on the ring buffer. Fixed size so both sides agree without framing.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Event {
+    /// One of [`kind`].
+    pub kind: u32,
+    /// One of [`verdict`] (CONN_FAILED) or [`syscall`] (SYSCALL_FAILED).
+    pub verdict: u32,
+    /// Kernel monotonic time of the event (bpf_ktime_get_ns).
+    pub ts_ns: u64,
+    /// When the connection entered SYN_SENT (0 when unknown).
+    pub start_ns: u64,
+    /// Kernel address of the socket, used only as an identity for de-duplication.
+    pub sk: u64,
+    pub proc: ProcInfo,
+    pub flow: Flow,
+    /// sk_err at close (positive errno), or the negative syscall return for SYSCALL_FAILED.
+    pub err: i32,
+    pub err_soft: i32,
+    /// SYN retransmissions seen (tcp:tcp_retransmit_skb in SYN_SENT).
+    pub syn_retrans: u32,
+    /// [`eflag`] bits.
+    pub flags: u32,
+    /// Packets of this flow dropped by netfilter (NETFILTER_DROP).
+    pub nf_drops: u32,
+    /// Packets of this flow dropped because no socket wanted them (NO_SOCKET).
+    pub nosock_drops: u32,
+    /// Packets of this flow dropped for any other reason.
+    pub other_drops: u32,
+    /// The last drop reason seen for this flow (kernel enum value; userspace names it via BTF).
+    pub last_drop_reason: u32,
+    /// Kernel address where the last netfilter drop happened (symbolized in userspace).
+    pub drop_location: u64,
+    /// Input interface index of the last dropped packet (0 = locally generated).
+    pub drop_ifindex: u32,
+    /// Network namespace inode where the last drop happened.
+    pub drop_netns: u32,
+}
+
+/// Per-flow drop record kept in the kernel until the connection closes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DropRecord {
+    pub nf_drops: u32,
+    pub nosock_drops: u32,
+    pub other_drops: u32,
+    pub last_reason: u32,
+    pub location: u64,
+    pub ifindex: u32,
+    pub netns: u32,
+    pub flags: u32,
+    pub _pad: u32,
+    /// Kernel time of the last drop: a record older than the connection is someone else's.
+    pub last_ns: u64,
+}
+
+/// Per-socket connection state kept in the kernel from SYN_SENT until close.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConnState {
+    pub proc: ProcInfo,
+    pub start_ns: u64,
+    pub syn_retrans: u32,
+    pub flags: u32,
+}
+
+/// Indexes of the per-CPU counters netladder keeps in the kernel (map `COUNTERS`).
+pub mod counter {
+    /// An event could not be put on the ring buffer (full): it is lost and counted here.
+    pub const RINGBUF_FULL: u32 = 0;
+    /// A connection could not be tracked because the state map was full.
+    pub const CONN_MAP_FULL: u32 = 1;
+    /// A drop record could not be stored because the drop map was full.
+    pub const DROP_MAP_FULL: u32 = 2;
+    /// Events emitted.
+    pub const EVENTS: u32 = 3;
+    /// A packet could not be parsed (bad or truncated headers).
+    pub const MALFORMED: u32 = 4;
+    pub const COUNT: u32 = 8;
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    unsafe impl aya::Pod for super::Config {}
+    unsafe impl aya::Pod for super::Event {}
+    unsafe impl aya::Pod for super::Flow {}
+    unsafe impl aya::Pod for super::DropRecord {}
+    unsafe impl aya::Pod for super::ConnState {}
+}

@@ -1,0 +1,20 @@
+//! netladder's eBPF programs. This file only declares modules; each kernel signal family lives in
+//! its own file. Programs are built for the bpf target by netladder-user's build.rs (aya-build).
+#![no_std]
+#![no_main]
+
+mod conn;
+mod drop;
+mod kernel;
+mod maps;
+mod syscall;
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

@@ -1,0 +1,54 @@
+//! Maps shared by the programs, and the small helpers that touch them.
+use aya_ebpf::{
+    macros::map,
+    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+};
+use netladder_common::{counter, ConnState, DropRecord, Event, Flow};
+
+/// Failure events to userspace.
+#[map(name = "EVENTS")]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
+
+/// Per-socket state from SYN_SENT until the socket leaves it. Key: socket address.
+#[map(name = "CONNS")]
+pub static CONNS: HashMap<u64, ConnState> = HashMap::with_max_entries(65536, 0);
+
+/// Drops seen for a flow (client's view), merged into the connection's event at close.
+#[map(name = "DROPS")]
+pub static DROPS: LruHashMap<Flow, DropRecord> = LruHashMap::with_max_entries(16384, 0);
+
+/// connect() arguments saved at syscall entry, keyed by pid_tgid.
+#[map(name = "CONNECT_ARGS")]
+pub static CONNECT_ARGS: HashMap<u64, ConnectArgs> = HashMap::with_max_entries(16384, 0);
+
+/// netladder's own counters (lost events, full maps...). Index: `netladder_common::counter`.
+#[map(name = "COUNTERS")]
+pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ConnectArgs {
+    pub addr: [u8; 28],
+    pub fd: u32,
+}
+
+#[inline(always)]
+pub fn count(index: u32) {
+    if let Some(slot) = COUNTERS.get_ptr_mut(index) {
+        // Per-CPU slot: no other writer can race with us.
+        unsafe { *slot += 1 };
+    }
+}
+
+/// Puts `event` on the ring buffer, or counts it as lost when the buffer is full.
+#[inline(always)]
+pub fn emit(event: &Event) {
+    match EVENTS.reserve::<Event>(0) {
+        Some(mut slot) => {
+            slot.write(*event);
+            slot.submit(0);
+            count(counter::EVENTS);
+        }
+        None => count(counter::RINGBUF_FULL),
+    }
+}
