@@ -1,0 +1,372 @@
+//! The classifier: a pure state machine from kernel observations to failures.
+//!
+//! It never touches the kernel. It turns one connection summary (and the synchronous syscall error
+//! that may accompany it) into one `Failure` with its ladder code, layer, cause and evidence, and it
+//! merges duplicates and out-of-order arrivals: a connect() error seen before or after the
+//! connection's own summary, or the same summary delivered twice, yields one failure.
+use std::{collections::HashMap, net::SocketAddr};
+
+use netladder_common::{eflag, verdict};
+
+use crate::ladder::Layer;
+
+pub mod errno;
+mod evidence;
+
+/// How long a syscall error waits for its connection summary before it stands alone.
+pub const PAIR_WINDOW_NS: u64 = 250_000_000;
+/// How long a failure is remembered to absorb its late duplicates.
+pub const DEDUP_WINDOW_NS: u64 = 2_000_000_000;
+
+/// The process a failure belongs to.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Proc {
+    pub pid: u32,
+    pub tid: u32,
+    pub comm: String,
+    pub cgroup_id: u64,
+    pub netns: u32,
+}
+
+/// Packet drops seen for the flow, with names already resolved by the kernel layer.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Drops {
+    pub netfilter: u32,
+    pub no_socket: u32,
+    pub other: u32,
+    /// Name of the last drop reason (e.g. "NETFILTER_DROP").
+    pub last_reason: Option<String>,
+    /// Symbol where the last netfilter drop happened (e.g. "nft_do_chain+0x2f4").
+    pub location: Option<String>,
+    /// The dropped packet was locally generated (no input interface).
+    pub outgoing: bool,
+    pub incoming: bool,
+    pub ifindex: u32,
+    /// Network namespace where the last drop happened (0 = unknown).
+    pub netns: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// A connection left SYN_SENT without being established, with the in-kernel verdict.
+    Conn { verdict: u32 },
+    /// A syscall returned an error (`call` is its name, e.g. "connect").
+    Syscall { call: &'static str },
+}
+
+/// One decoded kernel event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Observation {
+    pub kind: Kind,
+    pub ts_ns: u64,
+    /// Socket identity (kernel address) for de-duplication; 0 for syscall events.
+    pub sk: u64,
+    pub proc: Proc,
+    pub src: Option<SocketAddr>,
+    pub dst: SocketAddr,
+    /// Positive errno (socket error, or the syscall's error), 0 when none.
+    pub err: i32,
+    pub syn_retrans: u32,
+    /// `netladder_common::eflag` bits.
+    pub flags: u32,
+    /// Time since the socket entered SYN_SENT.
+    pub duration_ns: Option<u64>,
+    pub drops: Drops,
+}
+
+/// What the enrichment stage should look up for a failure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lookup {
+    None,
+    /// Who listens on the destination port in this network namespace (where the SYN found no
+    /// socket, which is the server's, not necessarily the client's).
+    Listeners {
+        netns: u32,
+    },
+}
+
+/// A classified failure: one per failed connection or failed call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failure {
+    pub code: u16,
+    /// Machine-readable cause, e.g. "no_listener", "firewall_drop".
+    pub cause: &'static str,
+    pub layer: Layer,
+    pub errno: Option<i32>,
+    pub proc: Proc,
+    pub src: Option<SocketAddr>,
+    pub dst: SocketAddr,
+    /// One sentence: what happened.
+    pub summary: String,
+    /// The kernel signals seen, with counts.
+    pub evidence: Vec<String>,
+    pub duration_ns: Option<u64>,
+    pub ts_ns: u64,
+    pub count: u32,
+    pub lookup: Lookup,
+}
+
+type PairKey = (u32, SocketAddr);
+
+#[derive(Default)]
+pub struct Classifier {
+    /// Syscall errors waiting for their connection summary: key -> (observation, deadline).
+    pending: HashMap<PairKey, (Observation, u64)>,
+    /// Recently reported failures: key -> expiry. Absorbs the matching syscall error.
+    recent: HashMap<PairKey, u64>,
+    /// Connection summaries already handled: (sk, ts) -> expiry.
+    seen: HashMap<(u64, u64), u64>,
+    /// Errors outside the ladder (counted, reported in stats).
+    pub unclassified: u64,
+}
+
+impl Classifier {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Feeds one observation; returns the failures it completes. `now` is kernel monotonic time.
+    pub fn feed(&mut self, obs: Observation, now: u64) -> Vec<Failure> {
+        let mut out = self.expire(now);
+        let key = (obs.proc.pid, obs.dst);
+        match obs.kind {
+            Kind::Conn { verdict } => {
+                if self
+                    .seen
+                    .insert((obs.sk, obs.ts_ns), now + DEDUP_WINDOW_NS)
+                    .is_some()
+                {
+                    return out;
+                }
+                let syscall = self.pending.remove(&key).map(|(o, _)| o);
+                if let Some(mut f) = from_conn(&obs, verdict) {
+                    if let Some(s) = syscall {
+                        f.evidence.push(evidence::syscall_line("connect", s.err));
+                    }
+                    self.recent.insert(key, now + DEDUP_WINDOW_NS);
+                    out.push(f);
+                } else if let Some(s) = syscall {
+                    out.extend(self.standalone(s));
+                }
+            }
+            Kind::Syscall { .. } => {
+                if self.recent.contains_key(&key) || self.pending.contains_key(&key) {
+                    // The connection's summary already told this story, or this is the same
+                    // error seen by a second hook.
+                    return out;
+                }
+                self.pending.insert(key, (obs, now + PAIR_WINDOW_NS));
+            }
+        }
+        out
+    }
+
+    /// Releases syscall errors whose connection summary did not come. Call periodically.
+    pub fn tick(&mut self, now: u64) -> Vec<Failure> {
+        self.expire(now)
+    }
+
+    fn expire(&mut self, now: u64) -> Vec<Failure> {
+        self.recent.retain(|_, exp| *exp > now);
+        self.seen.retain(|_, exp| *exp > now);
+        let due: Vec<PairKey> = self
+            .pending
+            .iter()
+            .filter(|(_, (_, deadline))| *deadline <= now)
+            .map(|(k, _)| *k)
+            .collect();
+        let mut out = Vec::new();
+        for k in due {
+            if let Some((obs, _)) = self.pending.remove(&k) {
+                out.extend(self.standalone(obs));
+                self.recent.insert(k, now + DEDUP_WINDOW_NS);
+            }
+        }
+        out.sort_by_key(|f| f.ts_ns);
+        out
+    }
+
+    /// A syscall error with no connection summary: classified by its errno alone.
+    fn standalone(&mut self, obs: Observation) -> Option<Failure> {
+        let call = match obs.kind {
+            Kind::Syscall { call } => call,
+            Kind::Conn { .. } => "connect",
+        };
+        let (code, cause, layer, summary) = match obs.err {
+            111 => (
+                21,
+                "refused",
+                Layer::Application,
+                "the connection was refused".to_owned(),
+            ),
+            110 => (
+                23,
+                "no_reply",
+                Layer::Route,
+                "the connection timed out".to_owned(),
+            ),
+            113 => (
+                22,
+                "host_unreachable",
+                Layer::Route,
+                "no route to the host".to_owned(),
+            ),
+            101 => (
+                26,
+                "net_unreachable",
+                Layer::Route,
+                "the network is unreachable".to_owned(),
+            ),
+            99 => (
+                28,
+                "no_local_address",
+                Layer::Address,
+                "no free local address/port for the connection".to_owned(),
+            ),
+            _ => {
+                self.unclassified += 1;
+                return None;
+            }
+        };
+        Some(Failure {
+            code,
+            cause,
+            layer,
+            errno: Some(obs.err),
+            summary: format!("{summary}: {call}() failed at once"),
+            evidence: vec![evidence::syscall_line(call, obs.err)],
+            proc: obs.proc,
+            src: obs.src,
+            dst: obs.dst,
+            duration_ns: None,
+            ts_ns: obs.ts_ns,
+            count: 1,
+            lookup: Lookup::None,
+        })
+    }
+}
+
+/// Turns a connection summary into a failure. `None` for a verdict the ladder has no code for.
+fn from_conn(obs: &Observation, v: u32) -> Option<Failure> {
+    let d = &obs.drops;
+    let gave_up = obs.flags & eflag::APP_GAVE_UP != 0;
+    let (code, cause, layer, summary, lookup) = match v {
+        verdict::REFUSED_NO_LISTENER => (
+            21,
+            "no_listener",
+            Layer::Application,
+            "the SYN reached this host but nothing listens on the port".to_owned(),
+            Lookup::Listeners {
+                netns: if d.netns != 0 { d.netns } else { obs.proc.netns },
+            },
+        ),
+        verdict::REFUSED_PEER => (
+            21,
+            "peer_reset",
+            Layer::Application,
+            "the peer answered the SYN with a reset: no service on that port there".to_owned(),
+            Lookup::None,
+        ),
+        verdict::FIREWALL_REJECT_RST => (
+            21,
+            "firewall_reject_rst",
+            Layer::Firewall,
+            format!("{} rejected the SYN with a TCP reset", evidence::firewall_name(d)),
+            Lookup::None,
+        ),
+        verdict::FIREWALL_REJECT_ICMP if d.netfilter > 0 => (
+            21,
+            "firewall_reject_icmp",
+            Layer::Firewall,
+            format!("{} rejected the SYN with an ICMP port-unreachable", evidence::firewall_name(d)),
+            Lookup::None,
+        ),
+        verdict::FIREWALL_REJECT_ICMP => (
+            21,
+            "firewall_reject_icmp",
+            Layer::Firewall,
+            "an ICMP port-unreachable answered the SYN: a REJECT rule on the path (not on this host)"
+                .to_owned(),
+            Lookup::None,
+        ),
+        verdict::TIMEOUT_LOCAL_DROP => (
+            23,
+            "firewall_drop",
+            Layer::Firewall,
+            format!(
+                "{} dropped the handshake ({} packet{})",
+                evidence::firewall_name(d),
+                d.netfilter,
+                plural(d.netfilter)
+            ),
+            Lookup::None,
+        ),
+        verdict::TIMEOUT_NO_REPLY if gave_up => (
+            23,
+            "app_gave_up",
+            Layer::Route,
+            "no answer to the SYN and the application gave up first; nothing dropped it on this host"
+                .to_owned(),
+            Lookup::None,
+        ),
+        verdict::TIMEOUT_NO_REPLY => (
+            23,
+            "no_reply",
+            Layer::Route,
+            "no answer to the SYN; nothing dropped it on this host: peer down, a firewall on the path, or asymmetric routing".to_owned(),
+            Lookup::None,
+        ),
+        verdict::HOST_UNREACHABLE => (
+            22,
+            "host_unreachable",
+            Layer::Route,
+            "the host is unreachable (ICMP host-unreachable or failed neighbour resolution)".to_owned(),
+            Lookup::None,
+        ),
+        verdict::NET_UNREACHABLE => (
+            26,
+            "net_unreachable",
+            Layer::Route,
+            "the network is unreachable".to_owned(),
+            Lookup::None,
+        ),
+        verdict::FIREWALL_REJECT_OTHER => (
+            if obs.err == 101 { 26 } else { 22 },
+            "firewall_reject_icmp",
+            Layer::Firewall,
+            format!("{} rejected the SYN with an ICMP error", evidence::firewall_name(d)),
+            Lookup::None,
+        ),
+        _ => match obs.err {
+            111 => (21, "refused", Layer::Application, "the connection was refused".to_owned(), Lookup::None),
+            110 => (23, "no_reply", Layer::Route, "the connection timed out".to_owned(), Lookup::None),
+            _ => return None,
+        },
+    };
+    Some(Failure {
+        code,
+        cause,
+        layer,
+        errno: (obs.err != 0).then_some(obs.err),
+        proc: obs.proc.clone(),
+        src: obs.src,
+        dst: obs.dst,
+        summary,
+        evidence: evidence::conn_lines(obs),
+        duration_ns: obs.duration_ns,
+        ts_ns: obs.ts_ns,
+        count: 1,
+        lookup,
+    })
+}
+
+fn plural(n: u32) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,320 @@
+use std::net::SocketAddr;
+
+use netladder_common::{eflag, verdict};
+
+use super::*;
+
+const MS: u64 = 1_000_000;
+
+fn dst() -> SocketAddr {
+    "127.0.0.1:8080".parse().unwrap()
+}
+
+fn proc_(pid: u32) -> Proc {
+    Proc {
+        pid,
+        tid: pid,
+        comm: "curl".into(),
+        cgroup_id: 7,
+        netns: 4026531840,
+    }
+}
+
+fn conn(v: u32, err: i32, flags: u32, drops: Drops, retrans: u32, ts: u64) -> Observation {
+    Observation {
+        kind: Kind::Conn { verdict: v },
+        ts_ns: ts,
+        sk: 0xffff_8880_1234_0000,
+        proc: proc_(4211),
+        src: Some("127.0.0.1:51234".parse().unwrap()),
+        dst: dst(),
+        err,
+        syn_retrans: retrans,
+        flags,
+        duration_ns: Some(3_000 * MS),
+        drops,
+    }
+}
+
+fn syscall(err: i32, ts: u64) -> Observation {
+    Observation {
+        kind: Kind::Syscall { call: "connect" },
+        ts_ns: ts,
+        sk: 0,
+        proc: proc_(4211),
+        src: None,
+        dst: dst(),
+        err,
+        syn_retrans: 0,
+        flags: 0,
+        duration_ns: None,
+        drops: Drops::default(),
+    }
+}
+
+fn nosock() -> Drops {
+    Drops {
+        no_socket: 1,
+        netns: 0,
+        last_reason: Some("NO_SOCKET".into()),
+        ..Drops::default()
+    }
+}
+
+fn nf(n: u32, location: &str, outgoing: bool) -> Drops {
+    Drops {
+        netfilter: n,
+        last_reason: Some("NETFILTER_DROP".into()),
+        location: Some(location.into()),
+        outgoing,
+        incoming: !outgoing,
+        ifindex: if outgoing { 0 } else { 1 },
+        ..Drops::default()
+    }
+}
+
+#[test]
+fn local_refusal_without_listener() {
+    let mut c = Classifier::new();
+    let out = c.feed(
+        conn(
+            verdict::REFUSED_NO_LISTENER,
+            111,
+            eflag::RST_RECEIVED,
+            nosock(),
+            0,
+            10,
+        ),
+        10,
+    );
+    assert_eq!(out.len(), 1);
+    let f = &out[0];
+    assert_eq!(
+        (f.code, f.cause, f.layer),
+        (21, "no_listener", Layer::Application)
+    );
+    assert_eq!(
+        f.lookup,
+        Lookup::Listeners { netns: 4026531840 },
+        "falls back to the client's netns"
+    );
+    assert_eq!(f.errno, Some(111));
+    assert!(f.evidence.iter().any(|e| e.contains("RST received")));
+    assert!(f.evidence.iter().any(|e| e.contains("NO_SOCKET")));
+}
+
+#[test]
+fn firewall_reset_is_firewall_not_no_listener() {
+    let mut c = Classifier::new();
+    let d = nf(1, "nft_do_chain+0x2f4", false);
+    let out = c.feed(
+        conn(
+            verdict::FIREWALL_REJECT_RST,
+            111,
+            eflag::RST_RECEIVED,
+            d,
+            0,
+            10,
+        ),
+        10,
+    );
+    let f = &out[0];
+    assert_eq!(
+        (f.code, f.cause, f.layer),
+        (21, "firewall_reject_rst", Layer::Firewall)
+    );
+    assert!(f.summary.contains("nftables, input"), "{}", f.summary);
+    assert!(f
+        .evidence
+        .iter()
+        .any(|e| e.contains("NETFILTER_DROP at nft_do_chain+0x2f4")));
+}
+
+#[test]
+fn icmp_reject_without_local_drop_blames_the_path() {
+    let mut c = Classifier::new();
+    let out = c.feed(
+        conn(
+            verdict::FIREWALL_REJECT_ICMP,
+            111,
+            0,
+            Drops::default(),
+            0,
+            10,
+        ),
+        10,
+    );
+    assert_eq!(out[0].cause, "firewall_reject_icmp");
+    assert!(out[0].summary.contains("not on this host"));
+}
+
+#[test]
+fn timeout_with_local_drops_counts_them() {
+    let mut c = Classifier::new();
+    let d = nf(3, "nf_hook_slow+0x9a", true);
+    let out = c.feed(conn(verdict::TIMEOUT_LOCAL_DROP, 110, 0, d, 2, 10), 10);
+    let f = &out[0];
+    assert_eq!(
+        (f.code, f.cause, f.layer),
+        (23, "firewall_drop", Layer::Firewall)
+    );
+    assert!(f.summary.contains("3 packets"));
+    assert!(f.summary.contains("output"));
+    assert!(f
+        .evidence
+        .iter()
+        .any(|e| e.starts_with("3 SYNs sent (2 retransmits")));
+    assert!(f
+        .evidence
+        .iter()
+        .any(|e| e.contains("ETIMEDOUT after 3.0 s")));
+}
+
+#[test]
+fn timeout_without_drop_and_application_gave_up() {
+    let mut c = Classifier::new();
+    let out = c.feed(
+        conn(verdict::TIMEOUT_NO_REPLY, 110, 0, Drops::default(), 6, 10),
+        10,
+    );
+    assert_eq!((out[0].cause, out[0].layer), ("no_reply", Layer::Route));
+    let mut c = Classifier::new();
+    let out = c.feed(
+        conn(
+            verdict::TIMEOUT_NO_REPLY,
+            0,
+            eflag::APP_GAVE_UP,
+            Drops::default(),
+            1,
+            10,
+        ),
+        10,
+    );
+    assert_eq!(out[0].cause, "app_gave_up");
+    assert_eq!(out[0].errno, None);
+    assert!(out[0]
+        .evidence
+        .iter()
+        .any(|e| e.contains("application closed the socket")));
+}
+
+#[test]
+fn duplicate_summary_is_reported_once() {
+    let mut c = Classifier::new();
+    let ev = conn(
+        verdict::REFUSED_PEER,
+        111,
+        eflag::RST_RECEIVED,
+        Drops::default(),
+        0,
+        10,
+    );
+    assert_eq!(c.feed(ev.clone(), 10).len(), 1);
+    assert_eq!(c.feed(ev, 20).len(), 0);
+}
+
+#[test]
+fn syscall_error_after_summary_is_absorbed() {
+    let mut c = Classifier::new();
+    let ev = conn(
+        verdict::REFUSED_PEER,
+        111,
+        eflag::RST_RECEIVED,
+        Drops::default(),
+        0,
+        10,
+    );
+    assert_eq!(c.feed(ev, 10).len(), 1);
+    assert!(c.feed(syscall(111, 11), 11).is_empty());
+    assert!(c.tick(10 + PAIR_WINDOW_NS * 4).is_empty());
+}
+
+#[test]
+fn syscall_error_before_summary_is_merged() {
+    let mut c = Classifier::new();
+    assert!(c.feed(syscall(111, 5), 5).is_empty());
+    let out = c.feed(
+        conn(
+            verdict::REFUSED_PEER,
+            111,
+            eflag::RST_RECEIVED,
+            Drops::default(),
+            0,
+            4,
+        ),
+        6,
+    );
+    assert_eq!(out.len(), 1);
+    assert!(out[0]
+        .evidence
+        .iter()
+        .any(|e| e == "connect() returned ECONNREFUSED"));
+    assert!(
+        c.tick(6 + PAIR_WINDOW_NS * 4).is_empty(),
+        "the syscall error is not reported again"
+    );
+}
+
+#[test]
+fn lone_syscall_error_stands_alone_after_the_window() {
+    let mut c = Classifier::new();
+    assert!(c.feed(syscall(101, 5), 5).is_empty());
+    assert!(c.tick(5 + PAIR_WINDOW_NS - 1).is_empty());
+    let out = c.tick(5 + PAIR_WINDOW_NS);
+    assert_eq!(out.len(), 1);
+    assert_eq!((out[0].code, out[0].cause), (26, "net_unreachable"));
+    // A second hook (fexit) reporting the same error while it waits is not a second failure.
+    let mut c = Classifier::new();
+    c.feed(syscall(99, 5), 5);
+    c.feed(syscall(99, 6), 6);
+    assert_eq!(c.tick(5 + 2 * PAIR_WINDOW_NS).len(), 1);
+}
+
+#[test]
+fn errors_outside_the_ladder_are_counted_not_dropped_silently() {
+    let mut c = Classifier::new();
+    c.feed(syscall(22, 5), 5);
+    assert!(c.tick(5 + PAIR_WINDOW_NS).is_empty());
+    assert_eq!(c.unclassified, 1);
+}
+
+#[test]
+fn same_destination_other_process_is_not_merged() {
+    let mut c = Classifier::new();
+    c.feed(
+        conn(
+            verdict::REFUSED_PEER,
+            111,
+            eflag::RST_RECEIVED,
+            Drops::default(),
+            0,
+            10,
+        ),
+        10,
+    );
+    let mut other = syscall(111, 11);
+    other.proc.pid = 999;
+    assert!(c.feed(other, 11).is_empty());
+    assert_eq!(c.tick(11 + PAIR_WINDOW_NS).len(), 1);
+}
+
+#[test]
+fn listener_lookup_goes_to_the_namespace_that_dropped_the_syn() {
+    let mut c = Classifier::new();
+    let d = Drops {
+        netns: 4026532999,
+        ..nosock()
+    };
+    let out = c.feed(
+        conn(
+            verdict::REFUSED_NO_LISTENER,
+            111,
+            eflag::RST_RECEIVED,
+            d,
+            0,
+            10,
+        ),
+        10,
+    );
+    assert_eq!(out[0].lookup, Lookup::Listeners { netns: 4026532999 });
+}

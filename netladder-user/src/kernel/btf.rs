@@ -1,0 +1,183 @@
+//! The running kernel's BTF: struct member offsets and enum values, resolved by name at start-up so
+//! nothing about the kernel's layout is hard-coded.
+use std::collections::HashMap;
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use btf_rs::{Btf, Type};
+
+pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
+
+pub struct KernelBtf {
+    btf: Btf,
+}
+
+impl KernelBtf {
+    pub fn load() -> Result<Self> {
+        Self::from_file(VMLINUX_BTF)
+    }
+
+    pub fn from_file(path: &str) -> Result<Self> {
+        if !std::path::Path::new(path).exists() {
+            bail!(
+                "no kernel BTF at {path}: this kernel was built without CONFIG_DEBUG_INFO_BTF, \
+                 which netladder needs to find struct offsets and drop reasons"
+            );
+        }
+        let btf = Btf::from_file(path).with_context(|| format!("cannot parse BTF in {path}"))?;
+        Ok(Self { btf })
+    }
+
+    /// Byte offset of `path` ("a.b.c") inside `struct name`, looking through anonymous
+    /// structs/unions the way C does.
+    pub fn offset(&self, name: &str, path: &str) -> Result<u32> {
+        let mut ty = self.named_struct(name)?;
+        let mut total = 0u32;
+        for part in path.split('.') {
+            let (bits, member_ty) = self
+                .find_member(&ty, part)?
+                .ok_or_else(|| anyhow!("struct {name} has no member {path} on this kernel"))?;
+            if bits % 8 != 0 {
+                bail!("{name}.{path} is a bitfield: it cannot be read by offset");
+            }
+            total += bits / 8;
+            ty = self.strip(member_ty)?;
+        }
+        Ok(total)
+    }
+
+    /// Values of a C enum by member name (e.g. `enum skb_drop_reason`).
+    pub fn enum_values(&self, name: &str) -> Result<HashMap<String, u32>> {
+        for ty in self.btf.resolve_types_by_name(name).unwrap_or_default() {
+            if let Type::Enum(e) = ty {
+                let mut out = HashMap::new();
+                for m in &e.members {
+                    out.insert(self.btf.resolve_name(m)?, m.val());
+                }
+                return Ok(out);
+            }
+        }
+        bail!("enum {name} is not in this kernel's BTF")
+    }
+
+    /// Number of arguments of a BTF-enabled tracepoint (`btf_trace_<name>` minus the context).
+    pub fn tracepoint_args(&self, name: &str) -> Option<usize> {
+        let ty = self
+            .btf
+            .resolve_types_by_name(&format!("btf_trace_{name}"))
+            .ok()?
+            .into_iter()
+            .next()?;
+        let mut ty = self.btf.resolve_chained_type(ty.as_btf_type()?).ok()?;
+        loop {
+            match ty {
+                Type::FuncProto(p) => return Some(p.parameters.len().saturating_sub(1)),
+                Type::Ptr(_) | Type::Typedef(_) => {
+                    ty = self.btf.resolve_chained_type(ty.as_btf_type()?).ok()?
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    /// Whether the kernel has a function of this name (for fexit/kprobe targets).
+    pub fn has_function(&self, name: &str) -> bool {
+        self.btf
+            .resolve_types_by_name(name)
+            .map(|v| v.iter().any(|t| matches!(t, Type::Func(_))))
+            .unwrap_or(false)
+    }
+
+    fn named_struct(&self, name: &str) -> Result<Type> {
+        self.btf
+            .resolve_types_by_name(name)
+            .unwrap_or_default()
+            .into_iter()
+            .find(|t| matches!(t, Type::Struct(_)))
+            .ok_or_else(|| anyhow!("struct {name} is not in this kernel's BTF"))
+    }
+
+    /// Follows typedefs and qualifiers to the underlying type.
+    fn strip(&self, mut ty: Type) -> Result<Type> {
+        loop {
+            match ty {
+                Type::Typedef(_)
+                | Type::Const(_)
+                | Type::Volatile(_)
+                | Type::Restrict(_)
+                | Type::TypeTag(_) => {
+                    let inner = ty.as_btf_type().ok_or_else(|| anyhow!("bad BTF chain"))?;
+                    ty = self.btf.resolve_chained_type(inner)?;
+                }
+                other => return Ok(other),
+            }
+        }
+    }
+
+    /// Finds `name` in a struct/union, descending into anonymous members. Returns the bit
+    /// offset relative to `ty` and the member's type.
+    fn find_member(&self, ty: &Type, name: &str) -> Result<Option<(u32, Type)>> {
+        let members = match ty {
+            Type::Struct(s) | Type::Union(s) => &s.members,
+            _ => return Ok(None),
+        };
+        for m in members {
+            let member_name = self.btf.resolve_name(m).unwrap_or_default();
+            let member_ty = self.strip(self.btf.resolve_chained_type(m)?)?;
+            if member_name == name {
+                return Ok(Some((m.bit_offset(), member_ty)));
+            }
+            if member_name.is_empty() {
+                if let Some((bits, t)) = self.find_member(&member_ty, name)? {
+                    return Ok(Some((m.bit_offset() + bits, t)));
+                }
+            }
+        }
+        Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host() -> Option<KernelBtf> {
+        KernelBtf::load().ok()
+    }
+
+    #[test]
+    fn resolves_nested_and_anonymous_members() {
+        let Some(btf) = host() else {
+            println!("NL-SKIP no kernel BTF on this machine");
+            return;
+        };
+        // skc_family sits after the address and port unions in sock_common on every kernel.
+        let daddr = btf.offset("sock", "__sk_common.skc_daddr").unwrap();
+        let family = btf.offset("sock", "__sk_common.skc_family").unwrap();
+        assert!(family > daddr);
+        // network_header is inside an anonymous struct group on recent kernels.
+        let nh = btf.offset("sk_buff", "network_header").unwrap();
+        let th = btf.offset("sk_buff", "transport_header").unwrap();
+        assert_eq!(th + 2, nh, "transport_header is followed by network_header");
+        assert!(btf.offset("sock", "no_such_member").is_err());
+    }
+
+    #[test]
+    fn finds_drop_reasons_and_tracepoint_args() {
+        let Some(btf) = host() else {
+            println!("NL-SKIP no kernel BTF on this machine");
+            return;
+        };
+        if let Ok(reasons) = btf.enum_values("skb_drop_reason") {
+            assert!(reasons.contains_key("SKB_DROP_REASON_NO_SOCKET"));
+            assert!(
+                reasons["SKB_DROP_REASON_NETFILTER_DROP"] > reasons["SKB_DROP_REASON_NO_SOCKET"]
+            );
+        }
+        assert_eq!(btf.tracepoint_args("inet_sock_set_state"), Some(3));
+        assert_eq!(
+            btf.tracepoint_args("tcp_receive_reset").map(|n| n >= 1),
+            Some(true)
+        );
+        assert!(btf.has_function("tcp_v4_connect"));
+    }
+}

@@ -1,0 +1,80 @@
+//! Builds the `Config` handed to the eBPF programs: struct offsets and drop-reason values from BTF,
+//! syscall tracepoint offsets from tracefs. Each missing piece is reported, never guessed.
+use std::{collections::HashMap, path::Path};
+
+use netladder_common::{Config, ABSENT};
+
+use super::{btf::KernelBtf, tracefs};
+
+/// The config plus what could not be resolved on this kernel (one line each).
+pub struct Resolved {
+    pub config: Config,
+    pub missing: Vec<String>,
+    /// Every `enum skb_drop_reason` value by name, for naming drop reasons in evidence.
+    pub drop_reasons: HashMap<u32, String>,
+}
+
+pub fn resolve(btf: &KernelBtf, tracefs_root: &Path) -> Resolved {
+    let mut c = Config::empty();
+    let mut missing = Vec::new();
+    let mut off = |strukt: &str, path: &str| -> u32 {
+        btf.offset(strukt, path).unwrap_or_else(|e| {
+            missing.push(e.to_string());
+            ABSENT
+        })
+    };
+    c.sk_daddr = off("sock", "__sk_common.skc_daddr");
+    c.sk_rcv_saddr = off("sock", "__sk_common.skc_rcv_saddr");
+    c.sk_dport = off("sock", "__sk_common.skc_dport");
+    c.sk_num = off("sock", "__sk_common.skc_num");
+    c.sk_sport = off("inet_sock", "inet_sport");
+    c.sk_family = off("sock", "__sk_common.skc_family");
+    c.sk_v6_daddr = off("sock", "__sk_common.skc_v6_daddr");
+    c.sk_v6_rcv_saddr = off("sock", "__sk_common.skc_v6_rcv_saddr");
+    c.sk_net = off("sock", "__sk_common.skc_net");
+    c.sk_protocol = off("sock", "sk_protocol");
+    c.sk_err = off("sock", "sk_err");
+    c.sk_err_soft = off("sock", "sk_err_soft");
+    c.net_ns_inum = off("net", "ns.inum");
+    c.task_nsproxy = off("task_struct", "nsproxy");
+    c.nsproxy_net_ns = off("nsproxy", "net_ns");
+    c.skb_head = off("sk_buff", "head");
+    c.skb_network_header = off("sk_buff", "network_header");
+    c.skb_transport_header = off("sk_buff", "transport_header");
+    c.skb_sk = off("sk_buff", "sk");
+    c.skb_iif = off("sk_buff", "skb_iif");
+    c.skb_dev = off("sk_buff", "dev");
+    c.dev_nd_net = off("net_device", "nd_net");
+
+    let mut drop_reasons = HashMap::new();
+    match btf.enum_values("skb_drop_reason") {
+        Ok(values) => {
+            let get = |name: &str| values.get(name).copied().unwrap_or(ABSENT);
+            c.reason_no_socket = get("SKB_DROP_REASON_NO_SOCKET");
+            c.reason_netfilter_drop = get("SKB_DROP_REASON_NETFILTER_DROP");
+            c.reason_ip_outnoroutes = get("SKB_DROP_REASON_IP_OUTNOROUTES");
+            c.reason_neigh_failed = get("SKB_DROP_REASON_NEIGH_FAILED");
+            for (name, value) in values {
+                let short = name.trim_start_matches("SKB_DROP_REASON_").to_owned();
+                drop_reasons.insert(value, short);
+            }
+        }
+        Err(e) => missing.push(format!("{e} (kernels before 5.17 have no drop reasons)")),
+    }
+
+    let mut tp = |event: &str, field: &str| -> u32 {
+        tracefs::field_offset(tracefs_root, "syscalls", event, field).unwrap_or_else(|e| {
+            missing.push(e.to_string());
+            ABSENT
+        })
+    };
+    c.sys_enter_connect_fd = tp("sys_enter_connect", "fd");
+    c.sys_enter_connect_addr = tp("sys_enter_connect", "uservaddr");
+    c.sys_exit_ret = tp("sys_exit_connect", "ret");
+    c.self_tgid = std::process::id();
+    Resolved {
+        config: c,
+        missing,
+        drop_reasons,
+    }
+}

@@ -1,0 +1,157 @@
+//! Raw ring-buffer records -> classifier observations: bytes to `Event`, numbers to names.
+use std::{
+    collections::HashMap,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+};
+
+use netladder_common::{eflag, kind, syscall, Event, Flow, AF_INET, AF_INET6};
+
+use super::kallsyms::Kallsyms;
+use crate::classify::{Drops, Kind, Observation, Proc};
+
+/// Names for numbers that differ per kernel.
+pub struct Names {
+    pub drop_reasons: HashMap<u32, String>,
+    pub kallsyms: Kallsyms,
+}
+
+/// Reads one record; `None` when it is too short (never trusts the kernel blindly).
+pub fn parse(bytes: &[u8]) -> Option<Event> {
+    if bytes.len() < std::mem::size_of::<Event>() {
+        return None;
+    }
+    // SAFETY: Event is repr(C), made of integers and byte arrays: any bit pattern is valid.
+    Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<Event>()) })
+}
+
+pub fn observe(e: &Event, names: &Names) -> Option<Observation> {
+    let kind = match e.kind {
+        kind::CONN_FAILED => Kind::Conn { verdict: e.verdict },
+        kind::SYSCALL_FAILED => Kind::Syscall {
+            call: match e.verdict {
+                syscall::CONNECT => "connect",
+                _ => "syscall",
+            },
+        },
+        _ => return None,
+    };
+    let (src, dst) = endpoints(&e.flow)?;
+    let is_conn = e.kind == kind::CONN_FAILED;
+    let has_drop_location = e.nf_drops > 0 && e.drop_location != 0;
+    Some(Observation {
+        kind,
+        ts_ns: e.ts_ns,
+        sk: e.sk,
+        proc: Proc {
+            pid: e.proc.pid,
+            tid: e.proc.tid,
+            comm: comm(&e.proc.comm),
+            cgroup_id: e.proc.cgroup_id,
+            netns: e.proc.netns,
+        },
+        src: if is_conn { Some(src) } else { None },
+        dst,
+        err: e.err.abs(),
+        syn_retrans: e.syn_retrans,
+        flags: e.flags,
+        duration_ns: (is_conn && e.start_ns != 0).then(|| e.ts_ns.saturating_sub(e.start_ns)),
+        drops: Drops {
+            netfilter: e.nf_drops,
+            no_socket: e.nosock_drops,
+            other: e.other_drops,
+            last_reason: (e.nf_drops + e.nosock_drops + e.other_drops > 0)
+                .then(|| names.drop_reasons.get(&e.last_drop_reason).cloned())
+                .flatten(),
+            location: has_drop_location
+                .then(|| names.kallsyms.symbolize(e.drop_location))
+                .flatten(),
+            outgoing: e.flags & eflag::DROP_OUTGOING != 0,
+            incoming: e.flags & eflag::DROP_INCOMING != 0,
+            ifindex: e.drop_ifindex,
+            netns: e.drop_netns,
+        },
+    })
+}
+
+fn endpoints(f: &Flow) -> Option<(SocketAddr, SocketAddr)> {
+    let ip = |a: &[u8; 16]| -> Option<IpAddr> {
+        match f.family {
+            AF_INET => Some(IpAddr::V4(Ipv4Addr::new(a[0], a[1], a[2], a[3]))),
+            AF_INET6 => Some(IpAddr::V6(Ipv6Addr::from(*a))),
+            _ => None,
+        }
+    };
+    Some((
+        SocketAddr::new(ip(&f.saddr)?, f.sport),
+        SocketAddr::new(ip(&f.daddr)?, f.dport),
+    ))
+}
+
+fn comm(raw: &[u8; 16]) -> String {
+    let end = raw.iter().position(|b| *b == 0).unwrap_or(raw.len());
+    String::from_utf8_lossy(&raw[..end]).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use netladder_common::verdict;
+
+    fn names() -> Names {
+        Names {
+            drop_reasons: HashMap::from([(12, "NETFILTER_DROP".to_owned())]),
+            kallsyms: Kallsyms::parse("ffffffff81100400 T nft_do_chain\n"),
+        }
+    }
+
+    #[test]
+    fn short_records_are_rejected() {
+        assert!(parse(&[0u8; 10]).is_none());
+    }
+
+    #[test]
+    fn decodes_a_v4_connection_failure() {
+        let mut e = Event {
+            kind: kind::CONN_FAILED,
+            verdict: verdict::TIMEOUT_LOCAL_DROP,
+            ts_ns: 5_000,
+            start_ns: 1_000,
+            err: 110,
+            nf_drops: 2,
+            last_drop_reason: 12,
+            drop_location: 0xffffffff81100410,
+            flags: eflag::DROP_OUTGOING,
+            ..Event::default()
+        };
+        e.flow.family = AF_INET;
+        e.flow.saddr[..4].copy_from_slice(&[10, 0, 0, 1]);
+        e.flow.daddr[..4].copy_from_slice(&[10, 0, 0, 2]);
+        e.flow.sport = 40000;
+        e.flow.dport = 443;
+        e.proc.comm[..4].copy_from_slice(b"curl");
+        let bytes: [u8; std::mem::size_of::<Event>()] = unsafe { std::mem::transmute(e) };
+        let o = observe(&parse(&bytes).unwrap(), &names()).unwrap();
+        assert_eq!(o.dst, "10.0.0.2:443".parse().unwrap());
+        assert_eq!(o.src, Some("10.0.0.1:40000".parse().unwrap()));
+        assert_eq!(o.proc.comm, "curl");
+        assert_eq!(o.duration_ns, Some(4_000));
+        assert_eq!(o.drops.location.as_deref(), Some("nft_do_chain+0x10"));
+        assert_eq!(o.drops.last_reason.as_deref(), Some("NETFILTER_DROP"));
+        assert!(o.drops.outgoing && !o.drops.incoming);
+    }
+
+    #[test]
+    fn unknown_family_or_kind_is_ignored() {
+        let e = Event {
+            kind: kind::CONN_FAILED,
+            ..Event::default()
+        };
+        assert!(observe(&e, &names()).is_none(), "family 0");
+        let mut e = Event {
+            kind: 99,
+            ..Event::default()
+        };
+        e.flow.family = AF_INET;
+        assert!(observe(&e, &names()).is_none());
+    }
+}

@@ -1,0 +1,193 @@
+//! Loads netladder's eBPF object with the resolved config and attaches its programs according to
+//! the hook plan. Every refusal is kept with the kernel's reason; nothing is swallowed.
+//! Dropping the returned `Loaded` detaches and unloads everything netladder created (only that).
+use anyhow::{anyhow, Context as _, Result};
+use aya::{
+    maps::{MapData, PerCpuArray, RingBuf},
+    programs::{BtfTracePoint, FExit, ProgramError, TracePoint},
+    Btf, Ebpf, EbpfLoader,
+};
+use netladder_common::{counter, Config};
+
+use super::plan::{Attach, Hook, Outcome, Status, HOOKS};
+
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netladder"));
+
+pub struct Options<'a> {
+    pub optional_hooks: bool,
+    /// The kernel has drop reasons on kfree_skb (else that program is not loaded).
+    pub drop_reasons: bool,
+    /// Whether the kernel has a function of this name (fexit targets).
+    pub functions: &'a dyn Fn(&str) -> bool,
+}
+
+pub struct Loaded {
+    /// Owns every program and link; dropping it detaches them.
+    pub _ebpf: Ebpf,
+    pub events: RingBuf<MapData>,
+    pub counters: PerCpuArray<MapData, u64>,
+    pub outcomes: Vec<Outcome>,
+}
+
+pub fn load(config: &Config, opts: &Options) -> Result<Loaded> {
+    raise_memlock();
+    let btf =
+        Btf::from_sys_fs().context("cannot read the kernel's BTF from /sys/kernel/btf/vmlinux")?;
+    let mut ebpf = EbpfLoader::new()
+        .btf(Some(&btf))
+        .override_global("CONFIG", config, true)
+        .load(OBJECT)
+        .map_err(|e| {
+            anyhow!(
+                "the kernel refused netladder's eBPF maps or object: {}",
+                chain(&e)
+            )
+        })?;
+
+    let mut outcomes = Vec::new();
+    for hook in HOOKS {
+        let status = if hook.optional && !opts.optional_hooks {
+            Status::Skipped("disabled by --no-optional-hooks".into())
+        } else if hook.program == "kfree_skb" && !opts.drop_reasons {
+            Status::Skipped("this kernel has no drop reasons (5.17+)".into())
+        } else if let Some(func) = missing_function(hook, opts) {
+            Status::Skipped(format!("this kernel has no function {func}"))
+        } else {
+            attach_status(&mut ebpf, hook, &btf)
+        };
+        if hook.core {
+            if let Status::Refused(why) | Status::Skipped(why) = &status {
+                return Err(anyhow!(
+                    "the kernel refused the core hook {}: {why}",
+                    hook.attach.describe()
+                ));
+            }
+        }
+        outcomes.push(Outcome {
+            hook: *hook,
+            status,
+        });
+    }
+
+    let events = RingBuf::try_from(ebpf.take_map("EVENTS").context("map EVENTS is missing")?)?;
+    let counters = PerCpuArray::try_from(
+        ebpf.take_map("COUNTERS")
+            .context("map COUNTERS is missing")?,
+    )?;
+    Ok(Loaded {
+        _ebpf: ebpf,
+        events,
+        counters,
+        outcomes,
+    })
+}
+
+/// The fexit target of `hook` when this kernel lacks it.
+fn missing_function(hook: &Hook, opts: &Options) -> Option<&'static str> {
+    match hook.attach {
+        Attach::FExit(func) if !(opts.functions)(func) => Some(func),
+        _ => None,
+    }
+}
+
+fn attach_status(ebpf: &mut Ebpf, hook: &Hook, btf: &Btf) -> Status {
+    match attach(ebpf, hook, btf) {
+        Ok(()) => Status::Attached,
+        Err(e) => Status::Refused(e),
+    }
+}
+
+fn attach(ebpf: &mut Ebpf, hook: &Hook, btf: &Btf) -> Result<(), String> {
+    let prog = ebpf
+        .program_mut(hook.program)
+        .ok_or_else(|| format!("program {} is not in the eBPF object", hook.program))?;
+    let res: Result<(), ProgramError> = match hook.attach {
+        Attach::TpBtf(name) => (|| {
+            let p: &mut BtfTracePoint = prog.try_into()?;
+            p.load(name, btf)?;
+            p.attach().map(drop)
+        })(),
+        Attach::Tracepoint(cat, name) => (|| {
+            let p: &mut TracePoint = prog.try_into()?;
+            p.load()?;
+            p.attach(cat, name).map(drop)
+        })(),
+        Attach::FExit(func) => (|| {
+            let p: &mut FExit = prog.try_into()?;
+            p.load(func, btf)?;
+            p.attach().map(drop)
+        })(),
+    };
+    res.map_err(|e| describe(&e))
+}
+
+/// One line for a program error: the syscall error, plus the verifier's last words if any.
+fn describe(e: &ProgramError) -> String {
+    match e {
+        ProgramError::LoadError {
+            io_error,
+            verifier_log,
+        } => {
+            let log = verifier_log.to_string();
+            let tail: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
+            let tail = tail[tail.len().saturating_sub(2)..].join(" / ");
+            if tail.is_empty() {
+                format!("load failed: {io_error}")
+            } else {
+                format!("load failed: {io_error} (verifier: {tail})")
+            }
+        }
+        other => chain(other),
+    }
+}
+
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        src = inner.source();
+    }
+    s
+}
+
+/// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK.
+fn raise_memlock() {
+    let rlim = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // Failure only matters on old kernels, where the map creation error will say so.
+    unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) };
+}
+
+/// Sums of netladder's in-kernel counters over all CPUs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub events: u64,
+    pub lost: u64,
+    pub conn_map_full: u64,
+    pub drop_map_full: u64,
+    pub malformed: u64,
+}
+
+/// Reads the per-CPU counters once the rest of `Loaded` has been taken apart.
+pub struct CounterReader(PerCpuArray<MapData, u64>);
+
+impl CounterReader {
+    pub fn new(map: PerCpuArray<MapData, u64>) -> Self {
+        Self(map)
+    }
+
+    pub fn read(&self) -> Counters {
+        let sum = |i: u32| -> u64 { self.0.get(&i, 0).map(|v| v.iter().sum()).unwrap_or(0) };
+        Counters {
+            events: sum(counter::EVENTS),
+            lost: sum(counter::RINGBUF_FULL),
+            conn_map_full: sum(counter::CONN_MAP_FULL),
+            drop_map_full: sum(counter::DROP_MAP_FULL),
+            malformed: sum(counter::MALFORMED),
+        }
+    }
+}

@@ -1,0 +1,8 @@
+//! Everything that touches the kernel: BTF, tracefs, the hook plan, loading and the event stream.
+pub mod btf;
+pub mod config;
+pub mod decode;
+pub mod kallsyms;
+pub mod loader;
+pub mod plan;
+pub mod tracefs;

@@ -1,0 +1,166 @@
+//! The hook plan: every program netladder has, what it needs from the kernel, and what is lost
+//! when the kernel refuses it. Every kernel-version difference lives here.
+
+/// How a program attaches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Attach {
+    /// BTF-enabled raw tracepoint (tp_btf), 5.5+.
+    TpBtf(&'static str),
+    /// Classic tracepoint `category:name`.
+    Tracepoint(&'static str, &'static str),
+    /// fexit on a kernel function (needs BTF and a kernel that allows tracing programs).
+    FExit(&'static str),
+}
+
+impl Attach {
+    pub fn describe(&self) -> String {
+        match self {
+            Attach::TpBtf(name) => format!("tp_btf/{name}"),
+            Attach::Tracepoint(cat, name) => format!("tracepoint/{cat}/{name}"),
+            Attach::FExit(func) => format!("fexit/{func}"),
+        }
+    }
+}
+
+/// A program of the eBPF object and its place in the plan.
+#[derive(Clone, Copy, Debug)]
+pub struct Hook {
+    /// Program (function) name in the eBPF object.
+    pub program: &'static str,
+    pub attach: Attach,
+    /// Core hooks must attach or netladder cannot work; the others degrade.
+    pub core: bool,
+    /// Optional extras: skipped with --no-optional-hooks.
+    pub optional: bool,
+    /// What the hook needs from the kernel, for the compatibility table.
+    pub needs: &'static str,
+    /// What netladder cannot see without it.
+    pub without: &'static str,
+}
+
+pub const HOOKS: &[Hook] = &[
+    Hook {
+        program: "inet_sock_set_state",
+        attach: Attach::TpBtf("inet_sock_set_state"),
+        core: true,
+        optional: false,
+        needs: "tp_btf (5.5+), sock:inet_sock_set_state",
+        without: "connection tracking (nothing can be classified)",
+    },
+    Hook {
+        program: "tcp_receive_reset",
+        attach: Attach::TpBtf("tcp_receive_reset"),
+        core: false,
+        optional: false,
+        needs: "tp_btf, tcp:tcp_receive_reset (4.16+)",
+        without: "telling a RST answer apart from an ICMP port-unreachable",
+    },
+    Hook {
+        program: "tcp_retransmit_skb",
+        attach: Attach::TpBtf("tcp_retransmit_skb"),
+        core: false,
+        optional: false,
+        needs: "tp_btf, tcp:tcp_retransmit_skb",
+        without: "SYN retransmit counts and the application-timeout case",
+    },
+    Hook {
+        program: "kfree_skb",
+        attach: Attach::TpBtf("kfree_skb"),
+        core: false,
+        optional: false,
+        needs: "tp_btf, skb:kfree_skb with a drop reason (5.17+)",
+        without: "local firewall drops and the no-listener signal (REJECT looks like a peer's RST)",
+    },
+    Hook {
+        program: "sys_enter_connect",
+        attach: Attach::Tracepoint("syscalls", "sys_enter_connect"),
+        core: false,
+        optional: false,
+        needs: "syscall tracepoints (CONFIG_FTRACE_SYSCALLS)",
+        without: "connect() calls that fail at once (no route, no free local port)",
+    },
+    Hook {
+        program: "sys_exit_connect",
+        attach: Attach::Tracepoint("syscalls", "sys_exit_connect"),
+        core: false,
+        optional: false,
+        needs: "syscall tracepoints (CONFIG_FTRACE_SYSCALLS)",
+        without: "connect() calls that fail at once (no route, no free local port)",
+    },
+    Hook {
+        program: "tcp_v4_connect_exit",
+        attach: Attach::FExit("tcp_v4_connect"),
+        core: false,
+        optional: true,
+        needs: "fexit (5.5+, refused by some kernels)",
+        without: "IPv4 connects outside connect() (io_uring) that fail at once",
+    },
+    Hook {
+        program: "tcp_v6_connect_exit",
+        attach: Attach::FExit("tcp_v6_connect"),
+        core: false,
+        optional: true,
+        needs: "fexit (5.5+, refused by some kernels)",
+        without: "IPv6 connects outside connect() (io_uring) that fail at once",
+    },
+];
+
+/// What happened to a hook at start-up.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Status {
+    Attached,
+    /// The kernel refused to load or attach it; the message is the kernel's/aya's error.
+    Refused(String),
+    /// Not tried, and why.
+    Skipped(String),
+}
+
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    pub hook: Hook,
+    pub status: Status,
+}
+
+/// The degraded capabilities implied by a set of outcomes, one line each.
+pub fn degraded(outcomes: &[Outcome]) -> Vec<String> {
+    let mut lines: Vec<String> = outcomes
+        .iter()
+        .filter(|o| o.status != Status::Attached)
+        .map(|o| o.hook.without.to_owned())
+        .collect();
+    lines.dedup();
+    lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plan_is_consistent() {
+        let mut names: Vec<_> = HOOKS.iter().map(|h| h.program).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), HOOKS.len(), "program names are unique");
+        assert_eq!(HOOKS.iter().filter(|h| h.core).count(), 1);
+        assert!(HOOKS.iter().all(|h| !(h.core && h.optional)));
+    }
+
+    #[test]
+    fn degraded_lists_what_is_lost_once() {
+        let out: Vec<Outcome> = HOOKS
+            .iter()
+            .map(|h| Outcome {
+                hook: *h,
+                status: if h.program.starts_with("sys_") {
+                    Status::Refused("EPERM".into())
+                } else {
+                    Status::Attached
+                },
+            })
+            .collect();
+        let lost = degraded(&out);
+        assert_eq!(lost.len(), 1);
+        assert!(lost[0].contains("connect()"));
+    }
+}

@@ -1,0 +1,511 @@
+//! Next steps: the commands an operator runs next, filled in with the failure's real
+//! addresses and ports. A command meant for another machine carries `# on HOST`;
+//! commands that inspect the network run in the failing process's namespace.
+
+use std::net::{IpAddr, SocketAddr};
+
+/// What is known about a failure when choosing its next steps.
+#[derive(Debug, Clone, Default)]
+pub struct StepCtx {
+    /// The remote end (for #027, the address being bound goes in `src`).
+    pub dst: Option<SocketAddr>,
+    /// The local end, or the address a bind()/listen() wanted.
+    pub src: Option<SocketAddr>,
+    /// The process that saw the failure.
+    pub pid: Option<u32>,
+    /// The name of the failure's network namespace under /run/netns, when it has one.
+    pub netns_name: Option<String>,
+    /// True when the failure happened in another network namespace than netladder's own:
+    /// commands are then prefixed with `ip netns exec NAME` (name known) or
+    /// `nsenter -t PID -n` (otherwise).
+    pub other_netns: bool,
+    /// The host name involved, when known: the DNS query (#024), the TLS server name (#025),
+    /// the ssh target (#030).
+    pub host_name: Option<String>,
+}
+
+/// The next diagnostic commands for a failure with `code` (21..=30) and the classifier's
+/// `cause` ("" for the code's generic steps). Unknown codes give no steps.
+pub fn next_steps(code: u16, cause: &str, ctx: &StepCtx) -> Vec<String> {
+    let mut s = Steps::new(ctx);
+    match code {
+        21 => refused(&mut s, cause),
+        22 => no_route(&mut s, cause),
+        23 => timed_out(&mut s, cause),
+        24 => dns(&mut s),
+        25 => tls(&mut s),
+        26 => net_unreachable(&mut s),
+        27 => addr_in_use(&mut s),
+        28 => time_wait(&mut s),
+        29 => arp_failed(&mut s),
+        30 => ssh_publickey(&mut s),
+        _ => return Vec::new(),
+    }
+    s.finish()
+}
+
+fn refused(s: &mut Steps, cause: &str) {
+    let (port, dst) = (s.port(), s.dst());
+    match cause {
+        "no_listener" => {
+            s.here(format!(
+                "ss -tlnp 'sport = :{port}'  # who listens on port {port}, on which address and family"
+            ));
+            s.host("journalctl -u SERVICE -n 50 --no-pager  # did the service stop, crash or fail to start?");
+        }
+        "peer_reset" => {
+            s.on_peer(format!(
+                "ss -tlnp 'sport = :{port}'  # is the service listening there?"
+            ));
+            s.on_peer("journalctl -u SERVICE -n 50 --no-pager  # did it stop or crash?");
+            s.here(format!(
+                "{}  # who sends the reset: the server, or a REJECT on a firewall in between",
+                s.tcpdump()
+            ));
+        }
+        "firewall_reject_rst" | "firewall_reject_icmp" => {
+            let how = if cause == "firewall_reject_rst" {
+                "tcp reset"
+            } else {
+                "icmp port-unreachable"
+            };
+            s.firewall(&format!(
+                "the rule rejecting tcp port {port} to {dst} with {how}"
+            ));
+        }
+        _ => {
+            s.here(format!("ss -tlnp 'sport = :{port}'"));
+            s.here(s.tcpdump());
+            s.firewall(&format!("a reject rule for tcp port {port}"));
+        }
+    }
+}
+
+fn no_route(s: &mut Steps, cause: &str) {
+    let dst = s.dst();
+    if cause == "firewall_reject_icmp" {
+        s.firewall(&format!(
+            "the rule rejecting traffic to {dst} with icmp host-unreachable or admin-prohibited"
+        ));
+        return;
+    }
+    s.here(format!(
+        "ip route get {dst}  # the route the kernel picks for {dst}"
+    ));
+    s.here("ip route show table all type unreachable");
+    s.here("ip route show table all type prohibit");
+    s.here("ip rule show  # policy routing that sends the flow to another table");
+    s.here(format!(
+        "traceroute -n {dst}  # which router answers host-unreachable"
+    ));
+}
+
+fn timed_out(s: &mut Steps, cause: &str) {
+    let (port, dst) = (s.port(), s.dst());
+    match cause {
+        "firewall_drop" => s.firewall(&format!(
+            "the drop rule matching tcp port {port} to {dst}; its counter grows with every SYN retry"
+        )),
+        "no_reply" | "app_gave_up" => {
+            s.here(format!(
+                "{}  # do the SYNs leave, and does anything come back?",
+                s.tcpdump()
+            ));
+            s.here(format!(
+                "ip route get {dst}  # egress interface and gateway; replies must come back the same way"
+            ));
+            s.here(format!(
+                "traceroute -n -T -p {port} {dst}  # how far the SYN gets (firewalls on the path, security groups)"
+            ));
+            if cause == "app_gave_up" {
+                s.here("sysctl net.ipv4.tcp_syn_retries  # the application gave up before the kernel did: raise its connect timeout if the peer is only slow");
+            } else {
+                s.on_peer(format!(
+                    "ss -tlnp 'sport = :{port}'  # is the peer up and listening?"
+                ));
+            }
+        }
+        _ => {
+            s.here(s.tcpdump());
+            s.here(format!("ip route get {dst}"));
+            s.firewall(&format!("a drop rule for tcp port {port}"));
+        }
+    }
+}
+
+fn dns(s: &mut Steps) {
+    let name = s.host_name();
+    s.here(format!(
+        "getent ahosts {name}  # the answer through nsswitch, /etc/hosts included"
+    ));
+    match s.ctx.dst {
+        Some(server) => s.here(format!(
+            "dig @{} {name}  # ask that nameserver directly",
+            canonical_ip(server.ip())
+        )),
+        None => s.here(format!("dig {name}  # ask DNS only, bypassing /etc/hosts")),
+    }
+    s.host("cat /etc/resolv.conf  # nameservers and search domains");
+    s.host("resolvectl status  # when systemd-resolved is in use");
+    s.host(format!(
+        "grep -n {name} /etc/hosts  # a stale static entry?"
+    ));
+}
+
+fn tls(s: &mut Steps) {
+    let target = match s.ctx.dst {
+        Some(d) => SocketAddr::new(canonical_ip(d.ip()), d.port()).to_string(),
+        None => "HOST:PORT".into(),
+    };
+    let sni = s.host_name();
+    s.here(format!(
+        "openssl s_client -connect {target} -servername {sni} -showcerts </dev/null  # the chain the server sends"
+    ));
+    s.here(format!(
+        "openssl s_client -connect {target} -servername {sni} </dev/null 2>/dev/null | openssl x509 -noout -subject -dates -ext subjectAltName  # expiry and names"
+    ));
+    s.host("date -u  # a clock far off makes valid certificates look expired or not yet valid");
+}
+
+fn net_unreachable(s: &mut Steps) {
+    let dst = s.dst();
+    let six = if s.is_v6() { "-6 " } else { "" };
+    s.here(format!("ip route get {dst}"));
+    s.here(format!(
+        "ip {six}route show default  # is there a default route?"
+    ));
+    s.here("ip -br addr  # does the egress interface have an address of that family?");
+    s.here("ip -br link  # is the interface (or its VLAN parent) up?");
+}
+
+fn addr_in_use(s: &mut Steps) {
+    let port = s
+        .ctx
+        .src
+        .or(s.ctx.dst)
+        .map_or("PORT".into(), |a| a.port().to_string());
+    s.here(format!(
+        "ss -tlnp 'sport = :{port}'  # the listener holding the port: pid and command"
+    ));
+    s.here(format!(
+        "ss -tanp state time-wait 'sport = :{port}'  # only TIME_WAIT left? SO_REUSEADDR on the new socket fixes that"
+    ));
+}
+
+fn time_wait(s: &mut Steps) {
+    let dst = s.dst_with_port();
+    s.here("ss -s  # socket totals, TIME_WAIT included");
+    s.here(format!(
+        "ss -Htan state time-wait 'dst {dst}' | wc -l  # TIME_WAIT toward this destination"
+    ));
+    s.here("sysctl net.ipv4.ip_local_port_range net.ipv4.tcp_tw_reuse  # the port budget; better: reuse connections (keep-alive, a pool)");
+}
+
+fn arp_failed(s: &mut Steps) {
+    let dst = s.dst();
+    s.here(format!("ip route get {dst}  # the next hop and the device"));
+    s.here("ip neigh show nud failed  # neighbours that never answered");
+    s.here("tcpdump -ni any 'arp or icmp6'  # do requests leave, does anyone answer?");
+}
+
+fn ssh_publickey(s: &mut Steps) {
+    let host = match (&s.ctx.host_name, s.ctx.dst) {
+        (Some(_), _) | (None, None) => s.host_name(),
+        (None, Some(d)) => canonical_ip(d.ip()).to_string(),
+    };
+    let port = match s.ctx.dst.map(|d| d.port()) {
+        Some(p) if p != 22 => format!(" -p {p}"),
+        _ => String::new(),
+    };
+    s.here(format!(
+        "ssh -vvv{port} USER@{host}  # which keys are offered and what the server answers"
+    ));
+    s.host("ssh-keygen -lf ~/.ssh/id_ed25519.pub  # compare with the server's authorized_keys");
+    s.on_peer("ls -ld ~USER ~USER/.ssh ~USER/.ssh/authorized_keys  # not group/world-writable; 700 and 600");
+    s.on_peer("journalctl -u ssh -n 50 --no-pager  # sshd's reason");
+}
+
+/// Collects the steps, prefixing the ones that must run in the process's namespace.
+struct Steps<'a> {
+    ctx: &'a StepCtx,
+    prefix: String,
+    out: Vec<String>,
+}
+
+impl<'a> Steps<'a> {
+    fn new(ctx: &'a StepCtx) -> Self {
+        let mut out = Vec::new();
+        let prefix = match (ctx.other_netns, &ctx.netns_name, ctx.pid) {
+            (false, _, _) => String::new(),
+            (true, Some(name), _) => format!("ip netns exec {} ", sh_quote(name)),
+            (true, None, Some(pid)) => format!("nsenter -t {pid} -n "),
+            (true, None, None) => {
+                out.push("# run these in the failing process's network namespace".into());
+                String::new()
+            }
+        };
+        Steps { ctx, prefix, out }
+    }
+
+    /// A command that inspects this host's network, in the process's namespace.
+    fn here(&mut self, cmd: impl Into<String>) {
+        self.out.push(format!("{}{}", self.prefix, cmd.into()));
+    }
+
+    /// A command that does not depend on the network namespace.
+    fn host(&mut self, cmd: impl Into<String>) {
+        self.out.push(cmd.into());
+    }
+
+    /// A command for the peer: here when the peer is this host (loopback), else on it.
+    fn on_peer(&mut self, cmd: impl Into<String>) {
+        let cmd: String = cmd.into();
+        match self.ctx.dst.map(|d| canonical_ip(d.ip())) {
+            Some(ip) if ip.is_loopback() => self.here(cmd),
+            peer => {
+                let peer = peer.map_or("DEST".into(), |ip| ip.to_string());
+                let cmd = match cmd.split_once("  # ") {
+                    Some((c, why)) => format!("{c}  # on {peer}: {why}"),
+                    None => format!("{cmd}  # on {peer}"),
+                };
+                self.out.push(cmd);
+            }
+        }
+    }
+
+    /// The local firewall listings (IPv4 or IPv6 tables as fits the destination).
+    fn firewall(&mut self, what: &str) {
+        let ipt = if self.is_v6() {
+            "ip6tables"
+        } else {
+            "iptables"
+        };
+        self.here(format!(
+            "nft -a list ruleset  # rules with their handles: look for {what}"
+        ));
+        self.here(format!(
+            "{ipt} -L -nv --line-numbers  # {ipt} rules with their packet counters"
+        ));
+    }
+
+    fn tcpdump(&self) -> String {
+        format!(
+            "tcpdump -ni any 'tcp port {} and host {}'",
+            self.port(),
+            self.dst()
+        )
+    }
+
+    fn finish(self) -> Vec<String> {
+        self.out
+    }
+
+    fn dst(&self) -> String {
+        self.ctx
+            .dst
+            .map_or("DEST".into(), |d| canonical_ip(d.ip()).to_string())
+    }
+
+    fn dst_with_port(&self) -> String {
+        self.ctx.dst.map_or("DEST:PORT".into(), |d| {
+            SocketAddr::new(canonical_ip(d.ip()), d.port()).to_string()
+        })
+    }
+
+    fn port(&self) -> String {
+        self.ctx.dst.map_or("PORT".into(), |d| d.port().to_string())
+    }
+
+    fn is_v6(&self) -> bool {
+        self.ctx.dst.is_some_and(|d| canonical_ip(d.ip()).is_ipv6())
+    }
+
+    fn host_name(&self) -> String {
+        self.ctx
+            .host_name
+            .as_deref()
+            .map_or("NAME".into(), sh_quote)
+    }
+}
+
+/// An IPv4-mapped IPv6 address (::ffff:a.b.c.d) is an IPv4 connection: show and route it as such.
+fn canonical_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// Quotes a word for a POSIX shell unless it is plainly safe.
+fn sh_quote(word: &str) -> String {
+    let safe = !word.is_empty()
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-:@/+".contains(c));
+    if safe {
+        word.to_string()
+    } else {
+        format!("'{}'", word.replace('\'', r"'\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx(dst: &str) -> StepCtx {
+        StepCtx {
+            dst: Some(dst.parse().unwrap()),
+            ..StepCtx::default()
+        }
+    }
+
+    fn joined(code: u16, cause: &str, c: &StepCtx) -> String {
+        next_steps(code, cause, c).join("\n")
+    }
+
+    #[test]
+    fn every_code_and_cause_gives_steps() {
+        let c = ctx("10.0.0.2:443");
+        let causes: &[(u16, &[&str])] = &[
+            (
+                21,
+                &[
+                    "no_listener",
+                    "peer_reset",
+                    "firewall_reject_rst",
+                    "firewall_reject_icmp",
+                    "",
+                ],
+            ),
+            (22, &["host_unreachable", "firewall_reject_icmp", ""]),
+            (23, &["firewall_drop", "no_reply", "app_gave_up", ""]),
+            (26, &["net_unreachable", ""]),
+        ];
+        for (code, list) in causes {
+            for cause in *list {
+                assert!(!next_steps(*code, cause, &c).is_empty(), "{code} {cause}");
+            }
+        }
+        for code in 21..=30 {
+            assert!(!next_steps(code, "", &c).is_empty(), "{code}");
+            assert!(
+                !next_steps(code, "", &StepCtx::default()).is_empty(),
+                "{code}"
+            );
+        }
+        assert!(next_steps(31, "", &c).is_empty());
+    }
+
+    #[test]
+    fn no_listener_names_the_port() {
+        let steps = next_steps(21, "no_listener", &ctx("127.0.0.1:8080"));
+        assert!(
+            steps[0].starts_with("ss -tlnp 'sport = :8080'"),
+            "{steps:?}"
+        );
+        assert!(steps.iter().any(|s| s.starts_with("journalctl ")));
+    }
+
+    #[test]
+    fn firewall_causes_list_rules_for_the_family() {
+        let v4 = joined(21, "firewall_reject_rst", &ctx("10.0.0.2:9"));
+        assert!(v4.contains("nft -a list ruleset") && v4.contains("tcp port 9"));
+        assert!(v4.contains("iptables -L -nv --line-numbers") && v4.contains("tcp reset"));
+        let v6 = joined(21, "firewall_reject_icmp", &ctx("[fd00::2]:9"));
+        assert!(v6.contains("ip6tables -L -nv --line-numbers") && v6.contains("port-unreachable"));
+        let drop = joined(23, "firewall_drop", &ctx("10.0.0.2:443"));
+        assert!(drop.contains("nft -a list ruleset") && drop.contains("10.0.0.2"));
+        let prohibited = joined(22, "firewall_reject_icmp", &ctx("10.0.0.2:443"));
+        assert!(prohibited.contains("admin-prohibited") && prohibited.contains("iptables"));
+    }
+
+    #[test]
+    fn no_reply_captures_the_right_flow() {
+        let steps = joined(23, "no_reply", &ctx("198.51.100.2:443"));
+        assert!(steps.contains("tcpdump -ni any 'tcp port 443 and host 198.51.100.2'"));
+        assert!(steps.contains("ip route get 198.51.100.2"));
+        assert!(steps.contains("# on 198.51.100.2: is the peer up"));
+        let gave_up = joined(23, "app_gave_up", &ctx("198.51.100.2:443"));
+        assert!(gave_up.contains("tcp_syn_retries") && !gave_up.contains("# on "));
+    }
+
+    #[test]
+    fn peer_commands_are_local_on_loopback() {
+        let remote = joined(21, "peer_reset", &ctx("10.0.0.2:80"));
+        assert!(remote.contains("ss -tlnp 'sport = :80'  # on 10.0.0.2: is the service"));
+        let local = joined(21, "peer_reset", &ctx("[::1]:80"));
+        assert!(!local.contains("# on "), "{local}");
+    }
+
+    #[test]
+    fn mapped_addresses_are_shown_as_ipv4() {
+        let steps = joined(22, "host_unreachable", &ctx("[::ffff:10.0.0.2]:80"));
+        assert!(steps.contains("ip route get 10.0.0.2 "), "{steps}");
+        let fw = joined(23, "firewall_drop", &ctx("[::ffff:10.0.0.2]:80"));
+        assert!(fw.contains("iptables -L") && !fw.contains("ip6tables"));
+    }
+
+    #[test]
+    fn other_netns_prefixes_network_commands() {
+        let mut c = ctx("127.0.0.1:8080");
+        c.other_netns = true;
+        c.pid = Some(4211);
+        let by_pid = next_steps(21, "no_listener", &c);
+        assert_eq!(
+            by_pid[0].split("  #").next().unwrap(),
+            "nsenter -t 4211 -n ss -tlnp 'sport = :8080'"
+        );
+        assert!(by_pid[1].starts_with("journalctl "), "{by_pid:?}");
+
+        c.netns_name = Some("blue".into());
+        let by_name = next_steps(23, "no_reply", &c);
+        assert!(
+            by_name.iter().all(|s| s.starts_with("ip netns exec blue ")),
+            "{by_name:?}"
+        );
+
+        c.netns_name = None;
+        c.pid = None;
+        let unknown = next_steps(26, "net_unreachable", &c);
+        assert!(unknown[0].starts_with("# run these in"), "{unknown:?}");
+    }
+
+    #[test]
+    fn own_netns_is_not_prefixed() {
+        let mut c = ctx("127.0.0.1:8080");
+        c.netns_name = Some("ignored".into());
+        c.pid = Some(1);
+        assert!(next_steps(21, "no_listener", &c)[0].starts_with("ss "));
+    }
+
+    #[test]
+    fn bind_failures_use_the_bound_port() {
+        let c = StepCtx {
+            src: Some("0.0.0.0:5432".parse().unwrap()),
+            ..StepCtx::default()
+        };
+        assert!(joined(27, "", &c).contains("ss -tlnp 'sport = :5432'"));
+    }
+
+    #[test]
+    fn time_wait_counts_toward_the_destination() {
+        assert!(joined(28, "", &ctx("[fd00::2]:443")).contains("'dst [fd00::2]:443'"));
+    }
+
+    #[test]
+    fn names_are_filled_and_quoted() {
+        let mut c = ctx("10.0.0.53:53");
+        c.host_name = Some("db.internal".into());
+        let dns = joined(24, "", &c);
+        assert!(
+            dns.contains("getent ahosts db.internal") && dns.contains("dig @10.0.0.53 db.internal")
+        );
+        c.host_name = Some("a b;rm".into());
+        assert!(joined(24, "", &c).contains("getent ahosts 'a b;rm'"));
+        let tls = joined(25, "", &ctx("[::1]:8443"));
+        assert!(tls.contains("-connect [::1]:8443 -servername NAME"));
+        let ssh = joined(30, "", &ctx("10.0.0.2:2222"));
+        assert!(ssh.contains("ssh -vvv -p 2222 USER@10.0.0.2"), "{ssh}");
+    }
+}

@@ -1,0 +1,138 @@
+//! Rendering: one human line or one JSON object per failure, plus status lines (hooks, stats).
+//! The JSON schema is documented in README.md and is stable: fields are only ever added.
+use std::{fmt::Write as _, time::SystemTime};
+
+use serde_json::{json, Value};
+
+use crate::{
+    classify::Failure,
+    kernel::loader::Counters,
+    kernel::plan::{Outcome, Status},
+    ladder,
+};
+
+pub struct Style {
+    pub color: bool,
+}
+
+/// One failure as a JSON Lines object.
+pub fn failure_json(f: &Failure, next: &[String], at: SystemTime) -> Value {
+    let rung = ladder::rung(f.code);
+    json!({
+        "type": "failure",
+        "time": humantime::format_rfc3339_millis(at).to_string(),
+        "code": ladder::id(f.code),
+        "title": rung.map(|r| r.title).unwrap_or(""),
+        "layer": f.layer.as_str(),
+        "cause": f.cause,
+        "summary": f.summary,
+        "errno": f.errno.map(crate::classify::errno::name),
+        "pid": f.proc.pid,
+        "tid": f.proc.tid,
+        "comm": f.proc.comm,
+        "cgroup": f.proc.cgroup_id,
+        "netns": f.proc.netns,
+        "src": f.src.map(|a| a.to_string()),
+        "dst": f.dst.to_string(),
+        "duration_ms": f.duration_ns.map(|ns| ns / 1_000_000),
+        "evidence": f.evidence,
+        "next": next,
+        "count": f.count,
+    })
+}
+
+/// One failure as a human line: code, short name, who, flow, why, next step.
+pub fn failure_line(f: &Failure, next: &[String], style: &Style) -> String {
+    let slug = ladder::rung(f.code).map(|r| r.slug).unwrap_or("failure");
+    let mut s = String::new();
+    let code = format!("#{} {slug}", ladder::id(f.code));
+    if style.color {
+        let _ = write!(s, "\x1b[1;31m{code}\x1b[0m");
+    } else {
+        s.push_str(&code);
+    }
+    let _ = write!(
+        s,
+        "  {}[{}] {} -> {}  {}",
+        f.proc.comm,
+        f.proc.pid,
+        f.src.map(|a| a.to_string()).unwrap_or_else(|| "?".into()),
+        f.dst,
+        f.summary
+    );
+    let _ = write!(s, " [{}]", f.layer.as_str());
+    if let Some(first) = next.first() {
+        if style.color {
+            let _ = write!(s, "  \x1b[2mnext:\x1b[0m {first}");
+        } else {
+            let _ = write!(s, "  next: {first}");
+        }
+    }
+    s
+}
+
+/// The hook table: what attached, what the kernel refused, what that costs.
+pub fn hooks_table(outcomes: &[Outcome]) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "{:<22} {:<40} {:<9} detail", "program", "hook", "status");
+    for o in outcomes {
+        let (status, detail) = match &o.status {
+            Status::Attached => ("attached", o.hook.needs.to_owned()),
+            Status::Refused(why) => ("REFUSED", format!("{why}; lost: {}", o.hook.without)),
+            Status::Skipped(why) => ("skipped", format!("{why}; lost: {}", o.hook.without)),
+        };
+        let _ = writeln!(
+            s,
+            "{:<22} {:<40} {:<9} {detail}",
+            o.hook.program,
+            o.hook.attach.describe(),
+            status
+        );
+    }
+    s
+}
+
+pub fn hooks_json(outcomes: &[Outcome], degraded: &[String]) -> Value {
+    let hooks: Vec<Value> = outcomes
+        .iter()
+        .map(|o| {
+            let (status, reason) = match &o.status {
+                Status::Attached => ("attached", None),
+                Status::Refused(r) => ("refused", Some(r.clone())),
+                Status::Skipped(r) => ("skipped", Some(r.clone())),
+            };
+            json!({
+                "program": o.hook.program,
+                "hook": o.hook.attach.describe(),
+                "optional": o.hook.optional,
+                "status": status,
+                "reason": reason,
+                "needs": o.hook.needs,
+                "without": o.hook.without,
+            })
+        })
+        .collect();
+    json!({"type": "hooks", "hooks": hooks, "degraded": degraded})
+}
+
+pub fn stats_json(c: &Counters, unclassified: u64, reported: u64, final_: bool) -> Value {
+    json!({
+        "type": "stats",
+        "final": final_,
+        "events": c.events,
+        "lost": c.lost,
+        "failures_reported": reported,
+        "unclassified": unclassified,
+        "conn_map_full": c.conn_map_full,
+        "drop_map_full": c.drop_map_full,
+        "malformed": c.malformed,
+    })
+}
+
+pub fn stats_line(c: &Counters, unclassified: u64, reported: u64) -> String {
+    format!(
+        "netladder: {} kernel events, {} lost (ring buffer full), {} failures reported, \
+         {} errors outside the ladder, {} connections untracked (map full), {} drop records lost (map full)",
+        c.events, c.lost, reported, unclassified, c.conn_map_full, c.drop_map_full
+    )
+}

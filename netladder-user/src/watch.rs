@@ -1,0 +1,305 @@
+//! `netladder watch` and `netladder hooks`: start-up, the event loop, and shutdown.
+use std::{
+    io::{IsTerminal as _, Write as _},
+    time::{Duration, SystemTime},
+};
+
+use anyhow::{bail, Context as _, Result};
+use aya::maps::{MapData, RingBuf};
+use netladder_common::ABSENT;
+use tokio::{
+    io::{unix::AsyncFd, Interest},
+    signal::unix::{signal, SignalKind},
+};
+
+use crate::{
+    classify::{Classifier, Failure, Lookup},
+    cli::{HookOpts, HooksArgs, WatchArgs},
+    enrich,
+    filter::Filter,
+    kernel::{
+        btf::KernelBtf,
+        config,
+        decode::{self, Names},
+        kallsyms::Kallsyms,
+        loader::{self, Loaded},
+        plan, tracefs,
+    },
+    ladder, output, preflight,
+};
+
+/// Everything running in the kernel, plus what we need to name its numbers.
+struct Session {
+    loaded: Loaded,
+    names: Names,
+    degraded: Vec<String>,
+}
+
+fn start(opts: &HookOpts) -> Result<Session> {
+    preflight::require_privileges()?;
+    let btf = KernelBtf::load()?;
+    let root = tracefs::root()?;
+    let resolved = config::resolve(&btf, &root);
+    let loaded = loader::load(
+        &resolved.config,
+        &loader::Options {
+            optional_hooks: !opts.no_optional_hooks,
+            drop_reasons: resolved.config.reason_netfilter_drop != ABSENT
+                && btf.tracepoint_args("kfree_skb").is_some_and(|n| n >= 3),
+            functions: &|name| btf.has_function(name),
+        },
+    )?;
+    let mut degraded = plan::degraded(&loaded.outcomes);
+    degraded.extend(
+        resolved
+            .missing
+            .iter()
+            .map(|m| format!("kernel layout: {m}")),
+    );
+    Ok(Session {
+        loaded,
+        names: Names {
+            drop_reasons: resolved.drop_reasons,
+            kallsyms: Kallsyms::load(),
+        },
+        degraded,
+    })
+}
+
+pub fn hooks(args: HooksArgs) -> Result<()> {
+    let s = start(&args.hooks)?;
+    if args.json {
+        println!("{}", output::hooks_json(&s.loaded.outcomes, &s.degraded));
+    } else {
+        print!("{}", output::hooks_table(&s.loaded.outcomes));
+        for d in &s.degraded {
+            println!("degraded: {d}");
+        }
+        if s.degraded.is_empty() {
+            println!("nothing degraded: every hook attached");
+        }
+    }
+    Ok(())
+}
+
+pub fn run(args: WatchArgs) -> Result<()> {
+    let filter = Filter::new(&args.pid, &args.comm, &args.port, &args.netns, &args.code)?;
+    if args.duration.is_some_and(|d| !(d > 0.0 && d.is_finite())) {
+        bail!("--duration must be a positive number of seconds");
+    }
+    if !(args.stats_interval > 0.0 && args.stats_interval.is_finite()) {
+        bail!("--stats-interval must be a positive number of seconds");
+    }
+    let session = start(&args.hooks)?;
+    announce(&session, &args)?;
+    if let Some(path) = &args.ready_file {
+        std::fs::write(path, b"ready\n")
+            .with_context(|| format!("cannot create the ready file {}", path.display()))?;
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(event_loop(session, filter, &args))
+}
+
+/// Tells what attached: one line on stderr (the table with -v), a "hooks" line in JSON mode.
+fn announce(s: &Session, args: &WatchArgs) -> Result<()> {
+    let attached = s
+        .loaded
+        .outcomes
+        .iter()
+        .filter(|o| o.status == plan::Status::Attached)
+        .count();
+    eprintln!(
+        "netladder: watching ({attached} of {} hooks attached{})",
+        s.loaded.outcomes.len(),
+        if s.degraded.is_empty() {
+            ""
+        } else {
+            "; degraded, see below"
+        }
+    );
+    if args.verbose {
+        eprint!("{}", output::hooks_table(&s.loaded.outcomes));
+    }
+    for d in &s.degraded {
+        eprintln!("netladder: degraded: {d}");
+    }
+    if args.json {
+        emit_line(&output::hooks_json(&s.loaded.outcomes, &s.degraded).to_string())?;
+    }
+    Ok(())
+}
+
+async fn event_loop(session: Session, filter: Filter, args: &WatchArgs) -> Result<()> {
+    let Session {
+        loaded,
+        names,
+        degraded: _,
+    } = session;
+    let Loaded {
+        events,
+        counters,
+        outcomes,
+        _ebpf,
+    } = loaded;
+    // SAFETY: the ring buffer owns its fd and lives as long as the AsyncFd that wraps it.
+    let mut ring: AsyncFd<RingBuf<MapData>> = unsafe {
+        AsyncFd::register_with_interest(events, Interest::READABLE)
+    }
+    .map_err(|e| anyhow::anyhow!("cannot poll the event ring buffer: {}", e.into_parts().1))?;
+    let counters = loader::CounterReader::new(counters);
+    let mut out = Output::new(args.json, filter);
+    let mut classifier = Classifier::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let mut stats_tick = tokio::time::interval(Duration::from_secs_f64(args.stats_interval));
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let deadline = tokio::time::sleep(Duration::from_secs_f64(args.duration.unwrap_or(1e9)));
+    tokio::pin!(deadline);
+    let mut last_lost = 0;
+    let _ = outcomes;
+
+    loop {
+        tokio::select! {
+            guard = ring.readable_mut() => {
+                let mut guard = guard?;
+                let ring = guard.get_inner_mut();
+                while let Some(item) = ring.next() {
+                    let Some(event) = decode::parse(&item) else { continue };
+                    drop(item);
+                    if let Some(obs) = decode::observe(&event, &names) {
+                        for f in classifier.feed(obs, monotonic_ns()) {
+                            out.failure(f)?;
+                        }
+                    }
+                }
+                guard.clear_ready();
+            }
+            _ = tick.tick() => {
+                for f in classifier.tick(monotonic_ns()) {
+                    out.failure(f)?;
+                }
+            }
+            _ = stats_tick.tick() => {
+                let c = counters.read();
+                if c.lost > last_lost {
+                    last_lost = c.lost;
+                    out.stats(&c, classifier.unclassified, false)?;
+                }
+            }
+            _ = sigint.recv() => break,
+            _ = sigterm.recv() => break,
+            _ = &mut deadline => break,
+        }
+    }
+    for f in classifier.tick(u64::MAX) {
+        out.failure(f)?;
+    }
+    out.stats(&counters.read(), classifier.unclassified, true)?;
+    Ok(())
+}
+
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Where failures go: filtered, enriched, rendered, flushed line by line.
+struct Output {
+    json: bool,
+    filter: Filter,
+    style: output::Style,
+    reported: u64,
+}
+
+impl Output {
+    fn new(json: bool, filter: Filter) -> Self {
+        let color =
+            !json && std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+        Self {
+            json,
+            filter,
+            style: output::Style { color },
+            reported: 0,
+        }
+    }
+
+    fn failure(&mut self, mut f: Failure) -> Result<()> {
+        if !self.filter.matches(&f) {
+            return Ok(());
+        }
+        enrich_failure(&mut f);
+        let ctx = step_ctx(&f);
+        let next = ladder::next_steps(f.code, f.cause, &ctx);
+        let line = if self.json {
+            output::failure_json(&f, &next, SystemTime::now()).to_string()
+        } else {
+            output::failure_line(&f, &next, &self.style)
+        };
+        self.reported += 1;
+        emit_line(&line)
+    }
+
+    fn stats(&self, c: &loader::Counters, unclassified: u64, final_: bool) -> Result<()> {
+        if self.json {
+            emit_line(&output::stats_json(c, unclassified, self.reported, final_).to_string())?;
+        }
+        if final_ || !self.json {
+            eprintln!("{}", output::stats_line(c, unclassified, self.reported));
+        }
+        Ok(())
+    }
+}
+
+/// Adds what netlink knows to a failure (who listens where, for a refusal).
+fn enrich_failure(f: &mut Failure) {
+    let Lookup::Listeners { netns } = f.lookup else {
+        return;
+    };
+    // The hint pid only helps when the lookup is in the client's own namespace.
+    let hint = (netns == f.proc.netns).then_some(f.proc.pid);
+    match enrich::refused_detail(u64::from(netns), hint, f.dst) {
+        Ok(detail) => {
+            f.evidence.push(format!(
+                "listeners on port {} checked over sock_diag in netns {netns}",
+                f.dst.port()
+            ));
+            f.summary = detail;
+        }
+        Err(e) => f
+            .evidence
+            .push(format!("could not check the listeners: {e:#}")),
+    }
+}
+
+/// Where the next steps should run: the namespace that holds the evidence (the server's for a
+/// missing listener, else the client's).
+fn step_ctx(f: &Failure) -> ladder::StepCtx {
+    let netns = match f.lookup {
+        Lookup::Listeners { netns } => netns,
+        Lookup::None => f.proc.netns,
+    };
+    let own = enrich::netns::own_netns_inode().ok();
+    ladder::StepCtx {
+        dst: Some(f.dst),
+        src: f.src,
+        pid: (netns == f.proc.netns).then_some(f.proc.pid),
+        netns_name: enrich::netns::netns_name(u64::from(netns)),
+        other_netns: own.is_some_and(|o| o != u64::from(netns)),
+        host_name: None,
+    }
+}
+
+/// Writes one line to stdout and flushes it; a closed pipe ends netladder quietly.
+fn emit_line(line: &str) -> Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    match writeln!(stdout, "{line}").and_then(|_| stdout.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        other => other.context("cannot write to stdout"),
+    }
+}
