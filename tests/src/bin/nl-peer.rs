@@ -1,0 +1,444 @@
+//! `nl-peer`: a tiny, real TCP/UDP peer for netladder's scenario tests.
+//!
+//! ```text
+//! nl-peer listen ADDR [--v6only] [--reuseaddr] [--backlog N]
+//!     bind + listen on ADDR, print `ready ADDR` (the bound address), accept and close
+//!     connections until killed. On failure print `error NAME ERRNO` and exit 1.
+//!     An IPv6 listener is dual-stack (also takes IPv4) unless --v6only is given.
+//! nl-peer connect ADDR [--timeout SECS] [--bind ADDR] [--count N] [--nonblocking] [--hold SECS]
+//!     make N real TCP connects; print one line per attempt: `ok` or `error NAME ERRNO`.
+//!     --timeout: non-blocking connect with a deadline; when it expires the program closes
+//!     the socket itself (the application gave up) and prints `error TIMEOUT_APP 0`.
+//!     --nonblocking: non-blocking connect, waiting for the result with poll().
+//!     --hold: keep the connected sockets open SECS seconds before exiting.
+//!     Exit 0 when every attempt succeeded, 1 otherwise.
+//! nl-peer udp-send ADDR
+//!     send one datagram to ADDR; print `ok` or `error NAME ERRNO`.
+//! ```
+//! Usage errors exit 2. ADDR is `IPv4:port` or `[IPv6]:port`.
+
+use std::ffi::CString;
+use std::io::{self, Write};
+use std::mem;
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+/// Why one connect attempt did not succeed.
+enum Failure {
+    Errno(i32),
+    AppTimeout,
+}
+
+struct ListenOpts {
+    addr: SocketAddr,
+    v6only: bool,
+    reuseaddr: bool,
+    backlog: i32,
+}
+
+struct ConnectOpts {
+    addr: SocketAddr,
+    timeout: Option<Duration>,
+    bind: Option<SocketAddr>,
+    count: u32,
+    nonblocking: bool,
+    hold: Option<Duration>,
+}
+
+fn main() -> ExitCode {
+    set_comm("nl-peer");
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("listen") => parse_listen(&args[1..]).map(run_listen),
+        Some("connect") => parse_connect(&args[1..]).map(run_connect),
+        Some("udp-send") => parse_udp(&args[1..]).map(run_udp_send),
+        _ => Err("expected a command: listen | connect | udp-send".to_string()),
+    };
+    result.unwrap_or_else(|msg| {
+        eprintln!("nl-peer: {msg}");
+        ExitCode::from(2)
+    })
+}
+
+/// Names the process `name` (what /proc/PID/comm and the kernel's `comm` show).
+fn set_comm(name: &str) {
+    let cname = CString::new(name).expect("comm has no NUL byte");
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes.
+    unsafe { libc::prctl(libc::PR_SET_NAME, cname.as_ptr() as libc::c_ulong, 0, 0, 0) };
+}
+
+fn parse_addr(text: &str) -> Result<SocketAddr, String> {
+    text.parse()
+        .map_err(|_| format!("bad address {text:?} (want IPv4:port or [IPv6]:port)"))
+}
+
+fn parse_num<T: std::str::FromStr>(flag: &str, value: Option<&String>) -> Result<T, String> {
+    let value = value.ok_or_else(|| format!("{flag} needs a value"))?;
+    value
+        .parse()
+        .map_err(|_| format!("bad value {value:?} for {flag}"))
+}
+
+fn parse_secs(flag: &str, value: Option<&String>) -> Result<Duration, String> {
+    let secs: f64 = parse_num(flag, value)?;
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("bad duration {secs} for {flag}"))
+}
+
+fn parse_listen(args: &[String]) -> Result<ListenOpts, String> {
+    let (addr, mut rest) = split_addr(args)?;
+    let mut opts = ListenOpts {
+        addr,
+        v6only: false,
+        reuseaddr: false,
+        backlog: 128,
+    };
+    while let Some(flag) = rest.next() {
+        match flag.as_str() {
+            "--v6only" => opts.v6only = true,
+            "--reuseaddr" => opts.reuseaddr = true,
+            "--backlog" => opts.backlog = parse_num(flag, rest.next())?,
+            other => return Err(format!("listen: unknown option {other:?}")),
+        }
+    }
+    Ok(opts)
+}
+
+fn parse_connect(args: &[String]) -> Result<ConnectOpts, String> {
+    let (addr, mut rest) = split_addr(args)?;
+    let mut opts = ConnectOpts {
+        addr,
+        timeout: None,
+        bind: None,
+        count: 1,
+        nonblocking: false,
+        hold: None,
+    };
+    while let Some(flag) = rest.next() {
+        match flag.as_str() {
+            "--timeout" => opts.timeout = Some(parse_secs(flag, rest.next())?),
+            "--bind" => {
+                let value = rest.next().ok_or("--bind needs an address")?;
+                opts.bind = Some(parse_addr(value)?);
+            }
+            "--count" => opts.count = parse_num(flag, rest.next())?,
+            "--nonblocking" => opts.nonblocking = true,
+            "--hold" => opts.hold = Some(parse_secs(flag, rest.next())?),
+            other => return Err(format!("connect: unknown option {other:?}")),
+        }
+    }
+    Ok(opts)
+}
+
+fn parse_udp(args: &[String]) -> Result<SocketAddr, String> {
+    let (addr, mut rest) = split_addr(args)?;
+    match rest.next() {
+        None => Ok(addr),
+        Some(other) => Err(format!("udp-send: unknown option {other:?}")),
+    }
+}
+
+fn split_addr(args: &[String]) -> Result<(SocketAddr, std::slice::Iter<'_, String>), String> {
+    let (first, rest) = args.split_first().ok_or("missing ADDR")?;
+    Ok((parse_addr(first)?, rest.iter()))
+}
+
+fn print_line(line: &str) {
+    let mut out = io::stdout().lock();
+    // A closed stdout only means nobody reads our report any more; nothing useful to do.
+    let _ = writeln!(out, "{line}").and_then(|()| out.flush());
+}
+
+fn error_line(errno: i32) -> String {
+    format!("error {} {errno}", errno_name(errno))
+}
+
+fn run_listen(opts: ListenOpts) -> ExitCode {
+    match open_listener(&opts) {
+        Ok(listener) => {
+            let bound = listener
+                .local_addr()
+                .map_or_else(|_| opts.addr.to_string(), |a| a.to_string());
+            print_line(&format!("ready {bound}"));
+            accept_forever(&listener)
+        }
+        Err(err) => {
+            print_line(&error_line(err.raw_os_error().unwrap_or(0)));
+            eprintln!("nl-peer: listen on {}: {err}", opts.addr);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn accept_forever(listener: &TcpListener) -> ! {
+    loop {
+        // Each accepted stream is closed at once by dropping it.
+        if let Err(err) = listener.accept() {
+            eprintln!("nl-peer: accept: {err}");
+        }
+    }
+}
+
+fn open_listener(opts: &ListenOpts) -> io::Result<TcpListener> {
+    let fd = new_socket(&opts.addr, false)?;
+    if opts.reuseaddr {
+        set_int_option(&fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
+    }
+    if opts.addr.is_ipv6() {
+        set_int_option(
+            &fd,
+            libc::IPPROTO_IPV6,
+            libc::IPV6_V6ONLY,
+            opts.v6only.into(),
+        )?;
+    }
+    bind_fd(&fd, &opts.addr)?;
+    // SAFETY: plain syscall on a socket we own.
+    check(unsafe { libc::listen(fd.as_raw_fd(), opts.backlog) })?;
+    Ok(TcpListener::from(fd))
+}
+
+fn run_connect(opts: ConnectOpts) -> ExitCode {
+    let mut all_ok = true;
+    let mut held = Vec::new();
+    for _ in 0..opts.count {
+        match connect_once(&opts) {
+            Ok(fd) => {
+                print_line("ok");
+                if opts.hold.is_some() {
+                    held.push(fd);
+                }
+            }
+            Err(Failure::Errno(errno)) => {
+                all_ok = false;
+                print_line(&error_line(errno));
+            }
+            Err(Failure::AppTimeout) => {
+                all_ok = false;
+                print_line("error TIMEOUT_APP 0");
+            }
+        }
+    }
+    if let Some(hold) = opts.hold {
+        std::thread::sleep(hold);
+    }
+    drop(held);
+    if all_ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// One connect attempt. The socket is closed when the returned fd (or the error path) drops it.
+fn connect_once(opts: &ConnectOpts) -> Result<OwnedFd, Failure> {
+    let errno = |e: io::Error| Failure::Errno(e.raw_os_error().unwrap_or(0));
+    let waits = opts.nonblocking || opts.timeout.is_some();
+    let fd = new_socket(&opts.addr, waits).map_err(errno)?;
+    if let Some(local) = &opts.bind {
+        bind_fd(&fd, local).map_err(errno)?;
+    }
+    let (storage, len) = sockaddr_of(&opts.addr);
+    // SAFETY: storage holds a valid sockaddr of length len.
+    let rc = unsafe { libc::connect(fd.as_raw_fd(), storage_ptr(&storage), len) };
+    match check(rc) {
+        Ok(()) => Ok(fd),
+        Err(e) if waits && e.raw_os_error() == Some(libc::EINPROGRESS) => {
+            wait_connected(&fd, opts.timeout)?;
+            Ok(fd)
+        }
+        Err(e) => Err(errno(e)),
+    }
+}
+
+/// Waits for a non-blocking connect to finish; `None` deadline waits as long as the kernel tries.
+fn wait_connected(fd: &OwnedFd, timeout: Option<Duration>) -> Result<(), Failure> {
+    let deadline = timeout.map(|t| Instant::now() + t);
+    loop {
+        let wait_ms = match deadline {
+            None => -1,
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                i32::try_from(left.as_millis()).unwrap_or(i32::MAX)
+            }
+        };
+        let mut pfd = libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLOUT,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        let ready = unsafe { libc::poll(&mut pfd, 1, wait_ms) };
+        match ready {
+            0 => return Err(Failure::AppTimeout),
+            n if n > 0 => return socket_error(fd),
+            _ if last_errno() == libc::EINTR => continue,
+            _ => return Err(Failure::Errno(last_errno())),
+        }
+    }
+}
+
+fn socket_error(fd: &OwnedFd) -> Result<(), Failure> {
+    let mut value: libc::c_int = 0;
+    let mut len = mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: value/len describe a c_int buffer.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ERROR,
+            (&mut value as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(Failure::Errno(last_errno()));
+    }
+    match value {
+        0 => Ok(()),
+        err => Err(Failure::Errno(err)),
+    }
+}
+
+fn run_udp_send(addr: SocketAddr) -> ExitCode {
+    let local: SocketAddr = if addr.is_ipv6() {
+        "[::]:0".parse().expect("valid literal")
+    } else {
+        "0.0.0.0:0".parse().expect("valid literal")
+    };
+    let sent = UdpSocket::bind(local).and_then(|s| s.send_to(b"nl-peer\n", addr));
+    match sent {
+        Ok(_) => {
+            print_line("ok");
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            print_line(&error_line(err.raw_os_error().unwrap_or(0)));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn new_socket(addr: &SocketAddr, nonblocking: bool) -> io::Result<OwnedFd> {
+    let family = if addr.is_ipv6() {
+        libc::AF_INET6
+    } else {
+        libc::AF_INET
+    };
+    let mut kind = libc::SOCK_STREAM | libc::SOCK_CLOEXEC;
+    if nonblocking {
+        kind |= libc::SOCK_NONBLOCK;
+    }
+    // SAFETY: plain syscall; the returned fd is owned below.
+    let fd: RawFd = unsafe { libc::socket(family, kind, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh descriptor nobody else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn set_int_option(fd: &OwnedFd, level: i32, name: i32, value: libc::c_int) -> io::Result<()> {
+    // SAFETY: value is a c_int and its size is passed.
+    check(unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            (&value as *const libc::c_int).cast(),
+            mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    })
+}
+
+fn bind_fd(fd: &OwnedFd, addr: &SocketAddr) -> io::Result<()> {
+    let (storage, len) = sockaddr_of(addr);
+    // SAFETY: storage holds a valid sockaddr of length len.
+    check(unsafe { libc::bind(fd.as_raw_fd(), storage_ptr(&storage), len) })
+}
+
+fn storage_ptr(storage: &libc::sockaddr_storage) -> *const libc::sockaddr {
+    (storage as *const libc::sockaddr_storage).cast()
+}
+
+fn sockaddr_of(addr: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: an all-zero sockaddr_storage is a valid (unspecified) address.
+    let mut storage: libc::sockaddr_storage = unsafe { mem::zeroed() };
+    let len = match addr {
+        SocketAddr::V4(v4) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: v4.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from(*v4.ip()).to_be(),
+                },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in.
+            unsafe { std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sin) };
+            mem::size_of::<libc::sockaddr_in>()
+        }
+        SocketAddr::V6(v6) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: v6.port().to_be(),
+                sin6_flowinfo: v6.flowinfo(),
+                sin6_addr: libc::in6_addr {
+                    s6_addr: v6.ip().octets(),
+                },
+                sin6_scope_id: v6.scope_id(),
+            };
+            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in6.
+            unsafe { std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sin6) };
+            mem::size_of::<libc::sockaddr_in6>()
+        }
+    };
+    (storage, len as libc::socklen_t)
+}
+
+fn check(rc: libc::c_int) -> io::Result<()> {
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+fn last_errno() -> i32 {
+    io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+/// The symbolic name of the errno values a connect, bind or send can report.
+fn errno_name(errno: i32) -> &'static str {
+    match errno {
+        libc::EPERM => "EPERM",
+        libc::ENOENT => "ENOENT",
+        libc::EINTR => "EINTR",
+        libc::EACCES => "EACCES",
+        libc::EINVAL => "EINVAL",
+        libc::EMFILE => "EMFILE",
+        libc::ENFILE => "ENFILE",
+        libc::ENOBUFS => "ENOBUFS",
+        libc::ENOMEM => "ENOMEM",
+        libc::EAGAIN => "EAGAIN",
+        libc::EAFNOSUPPORT => "EAFNOSUPPORT",
+        libc::EADDRINUSE => "EADDRINUSE",
+        libc::EADDRNOTAVAIL => "EADDRNOTAVAIL",
+        libc::ENETDOWN => "ENETDOWN",
+        libc::ENETUNREACH => "ENETUNREACH",
+        libc::ENETRESET => "ENETRESET",
+        libc::ECONNABORTED => "ECONNABORTED",
+        libc::ECONNRESET => "ECONNRESET",
+        libc::EISCONN => "EISCONN",
+        libc::ETIMEDOUT => "ETIMEDOUT",
+        libc::ECONNREFUSED => "ECONNREFUSED",
+        libc::EHOSTDOWN => "EHOSTDOWN",
+        libc::EHOSTUNREACH => "EHOSTUNREACH",
+        libc::EALREADY => "EALREADY",
+        libc::EINPROGRESS => "EINPROGRESS",
+        libc::EPROTO => "EPROTO",
+        libc::EMSGSIZE => "EMSGSIZE",
+        _ => "UNKNOWN",
+    }
+}

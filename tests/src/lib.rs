@@ -1,0 +1,51 @@
+//! Support library for netladder's scenario tests.
+//!
+//! Every scenario runs as root in throwaway network namespaces and uses only addresses it assigned
+//! there itself. The pieces:
+//! - [`Netns`]: a named network namespace that kills its processes and deletes itself on drop
+//!   (its veths and firewall rules go with it), with helpers to run commands and load rules inside;
+//! - [`veth`]: a veth pair between two namespaces, with addresses, links up;
+//! - [`Peer`] and [`connect`]: the `nl-peer` program as a real listener and a real client;
+//! - [`Watch`]: a running `netladder watch --json`, with helpers to wait for and check failure events.
+//!
+//! Tests that need root start with `if !require_root() { return; }` so that a non-root run reports
+//! `NL-SKIP` lines instead of failing.
+
+mod bins;
+mod netns;
+mod peer;
+mod watch;
+
+pub use bins::{netladder_bin, peer_bin};
+pub use netns::{veth, Netns};
+pub use peer::{connect, ConnectOutcome, Peer};
+pub use watch::{evidence_has, expect_single_failure, Watch, FAILURE_TIMEOUT};
+
+/// The current test's name (the test harness names each test's thread after the test).
+fn test_name() -> String {
+    std::thread::current()
+        .name()
+        .unwrap_or("unnamed-test")
+        .to_string()
+}
+
+/// Prints `NL-SKIP <test name>: <reason>`, the marker for a test that did not run its body.
+pub fn skip(reason: &str) {
+    println!("NL-SKIP {}: {reason}", test_name());
+}
+
+/// True when running as root; otherwise prints `NL-SKIP <test name>: needs root` and returns false.
+pub fn require_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root {
+        skip("needs root");
+    }
+    root
+}
+
+/// A number unique within this process, for names of namespaces, interfaces and temp files.
+fn unique_id() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}

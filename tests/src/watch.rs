@@ -1,0 +1,453 @@
+//! A running `netladder watch --json` and helpers to check its failure events.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+
+use crate::{netladder_bin, unique_id};
+
+/// How long `netladder watch` may take to attach its programs and create the ready file.
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long [`Watch::stop`] waits after SIGINT before it kills netladder.
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long [`expect_single_failure`] waits for the first matching failure.
+pub const FAILURE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// One stdout line of netladder: JSON, or (a bug in netladder) anything else.
+enum Line {
+    Json(Value),
+    Unparsable(String),
+}
+
+/// What the reader threads collected so far.
+#[derive(Default)]
+struct Collected {
+    lines: Vec<Line>,
+    stderr: String,
+    stdout_closed: bool,
+}
+
+impl Collected {
+    fn events(&self) -> impl Iterator<Item = &Value> {
+        self.lines.iter().filter_map(|line| match line {
+            Line::Json(value) => Some(value),
+            Line::Unparsable(_) => None,
+        })
+    }
+
+    fn failures(&self) -> impl Iterator<Item = &Value> {
+        self.events().filter(|ev| ev["type"] == "failure")
+    }
+
+    fn unparsable(&self) -> Vec<&str> {
+        self.lines
+            .iter()
+            .filter_map(|line| match line {
+                Line::Unparsable(text) => Some(text.as_str()),
+                Line::Json(_) => None,
+            })
+            .collect()
+    }
+
+    /// Every stdout line and the stderr, for error messages.
+    fn report(&self) -> String {
+        let mut text = format!("{} stdout line(s):\n", self.lines.len());
+        for line in &self.lines {
+            match line {
+                Line::Json(value) => text += &format!("  {value}\n"),
+                Line::Unparsable(raw) => text += &format!("  NOT JSON: {raw}\n"),
+            }
+        }
+        text + &format!("stderr:\n{}", self.stderr)
+    }
+}
+
+#[derive(Default)]
+struct Shared {
+    collected: Mutex<Collected>,
+    changed: Condvar,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Collected> {
+        self.collected.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A running `netladder watch --json --ready-file ...`, its output collected in the background.
+/// Dropping it kills netladder; [`Watch::stop`] ends it cleanly instead.
+pub struct Watch {
+    child: Option<Child>,
+    shared: Arc<Shared>,
+    readers: Vec<JoinHandle<()>>,
+    dir: PathBuf,
+}
+
+impl Watch {
+    /// Spawns `<netladder_bin()> watch --json --ready-file <tmp> EXTRA_ARGS... <words of
+    /// $NL_WATCH_ARGS>` and waits up to 60 s for the ready file. Fails with netladder's stderr if
+    /// it exits first. Pass `&["--netns", &ns.inode().to_string()]` to see one namespace only.
+    pub fn start(extra_args: &[&str]) -> Result<Watch> {
+        let mut args: Vec<String> = extra_args.iter().map(|s| s.to_string()).collect();
+        if let Ok(words) = std::env::var("NL_WATCH_ARGS") {
+            args.extend(words.split_whitespace().map(str::to_string));
+        }
+        Watch::launch(&netladder_bin(), &args)
+    }
+
+    fn launch(bin: &Path, args: &[String]) -> Result<Watch> {
+        let dir = std::env::temp_dir().join(format!(
+            "nltest-{}-{}-watch",
+            std::process::id(),
+            unique_id()
+        ));
+        std::fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let ready = dir.join("ready");
+        let spawned = Command::new(bin)
+            .args(["watch", "--json", "--ready-file"])
+            .arg(&ready)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn();
+        let mut child = match spawned {
+            Ok(child) => child,
+            Err(err) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err(err).with_context(|| format!("spawning {}", bin.display()));
+            }
+        };
+        let shared = Arc::new(Shared::default());
+        let readers = vec![
+            spawn_stdout_reader(child.stdout.take(), Arc::clone(&shared)),
+            spawn_stderr_reader(child.stderr.take(), Arc::clone(&shared)),
+        ];
+        let mut watch = Watch {
+            child: Some(child),
+            shared,
+            readers,
+            dir,
+        };
+        watch.wait_ready(&ready)?;
+        Ok(watch)
+    }
+
+    fn wait_ready(&mut self, ready: &Path) -> Result<()> {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        while !ready.exists() {
+            if let Some(status) = self.child_mut().try_wait()? {
+                self.join_readers();
+                bail!(
+                    "netladder watch exited ({status}) before it was ready; {}",
+                    self.shared.lock().report()
+                );
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "netladder watch not ready within {READY_TIMEOUT:?}; {}",
+                    self.shared.lock().report()
+                );
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    }
+
+    /// Waits up to `timeout` for a `"type":"failure"` event matching `pred` (events seen before
+    /// this call count too) and returns it. On timeout, or if netladder exits, the error lists
+    /// every line netladder printed and its stderr.
+    pub fn wait_for(&self, pred: impl Fn(&Value) -> bool, timeout: Duration) -> Result<Value> {
+        let deadline = Instant::now() + timeout;
+        let mut collected = self.shared.lock();
+        loop {
+            if let Some(event) = collected.failures().find(|ev| pred(ev)) {
+                return Ok(event.clone());
+            }
+            if collected.stdout_closed {
+                bail!(
+                    "netladder watch exited while waiting for a failure event; {}",
+                    collected.report()
+                );
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                bail!(
+                    "no matching failure event within {timeout:?}; {}",
+                    collected.report()
+                );
+            }
+            collected = self
+                .shared
+                .changed
+                .wait_timeout(collected, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    /// Every `"type":"failure"` event so far.
+    pub fn failures(&self) -> Vec<Value> {
+        self.shared.lock().failures().cloned().collect()
+    }
+
+    /// Every JSON line so far (failures, stats, hooks).
+    pub fn events(&self) -> Vec<Value> {
+        self.shared.lock().events().cloned().collect()
+    }
+
+    /// Sends SIGINT and waits for netladder to exit (killing it after 10 s). Returns every JSON
+    /// line and the stderr. Errors, with the full output, when netladder had to be killed, exited
+    /// non-zero, or printed a stdout line that is not JSON.
+    pub fn stop(mut self) -> Result<(Vec<Value>, String)> {
+        let status = self.interrupt_and_wait()?;
+        self.join_readers();
+        let collected = self.shared.lock();
+        match status {
+            None => bail!(
+                "netladder watch did not exit within {STOP_TIMEOUT:?} of SIGINT (killed); {}",
+                collected.report()
+            ),
+            Some(status) if !status.success() => bail!(
+                "netladder watch exited with {status} after SIGINT; {}",
+                collected.report()
+            ),
+            Some(_) => {}
+        }
+        let unparsable = collected.unparsable();
+        if !unparsable.is_empty() {
+            bail!(
+                "netladder watch --json printed {} non-JSON line(s); {}",
+                unparsable.len(),
+                collected.report()
+            );
+        }
+        Ok((
+            collected.events().cloned().collect(),
+            collected.stderr.clone(),
+        ))
+    }
+
+    /// SIGINT, then wait; `None` when it had to be killed.
+    fn interrupt_and_wait(&mut self) -> Result<Option<ExitStatus>> {
+        let child = self.child_mut();
+        let pid = libc::pid_t::try_from(child.id()).context("pid out of range")?;
+        // SAFETY: plain syscall on our own child, not yet reaped.
+        unsafe { libc::kill(pid, libc::SIGINT) };
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        loop {
+            if let Some(status) = child.try_wait()? {
+                return Ok(Some(status));
+            }
+            if Instant::now() >= deadline {
+                child.kill()?;
+                child.wait()?;
+                return Ok(None);
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn child_mut(&mut self) -> &mut Child {
+        self.child.as_mut().expect("the child lives until drop")
+    }
+
+    fn join_readers(&mut self) {
+        for reader in self.readers.drain(..) {
+            let _ = reader.join();
+        }
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.join_readers();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn spawn_stdout_reader(
+    pipe: Option<impl Read + Send + 'static>,
+    shared: Arc<Shared>,
+) -> JoinHandle<()> {
+    thread::spawn(move || {
+        if let Some(pipe) = pipe {
+            for line in BufReader::new(pipe).lines() {
+                let Ok(line) = line else { break };
+                let parsed = match serde_json::from_str(&line) {
+                    Ok(value) => Line::Json(value),
+                    Err(_) => Line::Unparsable(line),
+                };
+                shared.lock().lines.push(parsed);
+                shared.changed.notify_all();
+            }
+        }
+        shared.lock().stdout_closed = true;
+        shared.changed.notify_all();
+    })
+}
+
+fn spawn_stderr_reader(
+    pipe: Option<impl Read + Send + 'static>,
+    shared: Arc<Shared>,
+) -> JoinHandle<()> {
+    thread::spawn(move || {
+        if let Some(pipe) = pipe {
+            for line in BufReader::new(pipe).lines() {
+                let Ok(line) = line else { break };
+                let mut collected = shared.lock();
+                collected.stderr += &line;
+                collected.stderr.push('\n');
+            }
+        }
+    })
+}
+
+/// True when any string in the event's `evidence` array contains `needle`.
+pub fn evidence_has(ev: &Value, needle: &str) -> bool {
+    ev["evidence"].as_array().is_some_and(|items| {
+        items
+            .iter()
+            .filter_map(Value::as_str)
+            .any(|item| item.contains(needle))
+    })
+}
+
+/// Waits (up to [`FAILURE_TIMEOUT`]) for a failure matching `pred`, then lets `settle` pass and
+/// checks that exactly one failure matches: one failed connection must be one event. Returns it.
+pub fn expect_single_failure(
+    watch: &Watch,
+    pred: impl Fn(&Value) -> bool,
+    settle: Duration,
+) -> Result<Value> {
+    let first = watch.wait_for(&pred, FAILURE_TIMEOUT)?;
+    thread::sleep(settle);
+    let collected = watch.shared.lock();
+    let matching = collected.failures().filter(|ev| pred(ev)).count();
+    if matching != 1 {
+        bail!(
+            "expected exactly one matching failure, found {matching}; {}",
+            collected.report()
+        );
+    }
+    Ok(first)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// A stand-in for netladder: creates the ready file given after `--ready-file`, prints a
+    /// stats line, two failures and one non-JSON line, then waits for SIGINT and exits 0.
+    const FAKE_NETLADDER: &str = r#"#!/bin/sh
+shift 3
+touch "$1"
+echo '{"type":"stats","lost":0}'
+echo '{"type":"failure","code":"021","dst":"10.231.0.2:9","evidence":["tcp_receive_reset x1"]}'
+echo '{"type":"failure","code":"023","dst":"10.231.0.2:80","evidence":[]}'
+echo "$EXTRA"
+echo "warming up" >&2
+trap 'exit 0' INT
+while :; do sleep 0.05; done
+"#;
+
+    fn fake_bin(dir: &Path, script: &str) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let path = dir.join("fake-netladder");
+        std::fs::write(&path, script).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        path
+    }
+
+    fn scratch_dir(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "nltest-{}-{}-{tag}",
+            std::process::id(),
+            unique_id()
+        ));
+        std::fs::create_dir(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn collects_events_and_stops_cleanly() {
+        let dir = scratch_dir("fake");
+        let script = FAKE_NETLADDER.replace("echo \"$EXTRA\"\n", "");
+        let watch = Watch::launch(&fake_bin(&dir, &script), &[]).unwrap();
+        let ev = watch
+            .wait_for(|ev| ev["code"] == "023", Duration::from_secs(10))
+            .unwrap();
+        assert_eq!(ev["dst"], "10.231.0.2:80");
+        assert_eq!(watch.failures().len(), 2);
+        let refused =
+            expect_single_failure(&watch, |ev| ev["code"] == "021", Duration::ZERO).unwrap();
+        assert!(evidence_has(&refused, "tcp_receive_reset"));
+        assert!(!evidence_has(&refused, "netfilter"));
+        let (events, stderr) = watch.stop().unwrap();
+        assert_eq!(events.len(), 3, "stats + 2 failures: {events:?}");
+        assert!(stderr.contains("warming up"), "{stderr}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn stop_reports_non_json_lines() {
+        let dir = scratch_dir("fake");
+        let script = FAKE_NETLADDER.replace("echo \"$EXTRA\"", "echo 'not json'");
+        let watch = Watch::launch(&fake_bin(&dir, &script), &[]).unwrap();
+        watch
+            .wait_for(|ev| ev["code"] == "023", Duration::from_secs(10))
+            .unwrap();
+        let err = watch.stop().unwrap_err().to_string();
+        assert!(err.contains("NOT JSON: not json"), "{err}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn timeout_and_early_exit_are_errors_with_output() {
+        let dir = scratch_dir("fake");
+        let script = FAKE_NETLADDER.replace("echo \"$EXTRA\"\n", "");
+        let watch = Watch::launch(&fake_bin(&dir, &script), &[]).unwrap();
+        let err = watch
+            .wait_for(|ev| ev["code"] == "029", Duration::from_millis(300))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("no matching failure") && err.contains("\"021\""),
+            "{err}"
+        );
+        let duplicate = expect_single_failure(&watch, |ev| ev["type"] == "failure", Duration::ZERO);
+        assert!(duplicate.unwrap_err().to_string().contains("found 2"));
+        drop(watch);
+
+        let failing = fake_bin(
+            &dir,
+            "#!/bin/sh\necho 'cannot attach: no BTF' >&2\nexit 1\n",
+        );
+        let err = Watch::launch(&failing, &[])
+            .err()
+            .expect("must fail")
+            .to_string();
+        assert!(
+            err.contains("before it was ready") && err.contains("no BTF"),
+            "{err}"
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn evidence_has_needs_an_evidence_array() {
+        assert!(!evidence_has(&json!({"evidence": "x"}), "x"));
+        assert!(evidence_has(&json!({"evidence": ["a", "xyz"]}), "y"));
+    }
+}
