@@ -95,6 +95,7 @@ mod tests {
             ts_ns: 0,
             count: 1,
             lookup: Lookup::None,
+            evidence_netns: 4026531840,
         }
     }
 

@@ -258,9 +258,10 @@ impl Output {
 
 /// Adds what netlink knows to a failure (who listens where, for a refusal).
 fn enrich_failure(f: &mut Failure) {
-    let Lookup::Listeners { netns } = f.lookup else {
+    if f.lookup != Lookup::Listeners {
         return;
-    };
+    }
+    let netns = f.evidence_netns;
     // The hint pid only helps when the lookup is in the client's own namespace.
     let hint = (netns == f.proc.netns).then_some(f.proc.pid);
     match enrich::refused_detail(u64::from(netns), hint, f.dst) {
@@ -280,10 +281,7 @@ fn enrich_failure(f: &mut Failure) {
 /// Where the next steps should run: the namespace that holds the evidence (the server's for a
 /// missing listener, else the client's).
 fn step_ctx(f: &Failure) -> ladder::StepCtx {
-    let netns = match f.lookup {
-        Lookup::Listeners { netns } => netns,
-        Lookup::None => f.proc.netns,
-    };
+    let netns = f.evidence_netns;
     let own = enrich::netns::own_netns_inode().ok();
     ladder::StepCtx {
         dst: Some(f.dst),

@@ -52,17 +52,19 @@ pub fn conn_lines(o: &Observation) -> Vec<String> {
             .map(|l| format!(" at {l}"))
             .unwrap_or_default();
         lines.push(format!(
-            "{} handshake packet{} dropped by netfilter (skb:kfree_skb NETFILTER_DROP{at}; {})",
+            "{} handshake packet{} dropped by netfilter (skb:kfree_skb NETFILTER_DROP{at}; {}{})",
             d.netfilter,
             if d.netfilter == 1 { "" } else { "s" },
-            direction(d)
+            direction(d),
+            in_netns(d, o.proc.netns)
         ));
     }
     if d.no_socket > 0 {
         lines.push(format!(
-            "SYN reached a local stack with no socket for it: {} drop{} NO_SOCKET (skb:kfree_skb)",
+            "SYN reached a local stack with no socket for it: {} drop{} NO_SOCKET (skb:kfree_skb{})",
             d.no_socket,
-            if d.no_socket == 1 { "" } else { "s" }
+            if d.no_socket == 1 { "" } else { "s" },
+            in_netns(d, o.proc.netns)
         ));
     }
     if d.other > 0 {
@@ -89,6 +91,15 @@ pub fn conn_lines(o: &Observation) -> Vec<String> {
         ));
     }
     lines
+}
+
+/// "; in netns N" when the drop happened in another namespace than the client's.
+fn in_netns(d: &Drops, client_netns: u32) -> String {
+    if d.netns != 0 && d.netns != client_netns {
+        format!(", in netns {}", d.netns)
+    } else {
+        String::new()
+    }
 }
 
 fn direction(d: &Drops) -> String {

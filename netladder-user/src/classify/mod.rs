@@ -78,11 +78,9 @@ pub struct Observation {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Lookup {
     None,
-    /// Who listens on the destination port in this network namespace (where the SYN found no
-    /// socket, which is the server's, not necessarily the client's).
-    Listeners {
-        netns: u32,
-    },
+    /// Who listens on the destination port, in `Failure::evidence_netns` (where the SYN found no
+    /// socket: the server's namespace, not necessarily the client's).
+    Listeners,
 }
 
 /// A classified failure: one per failed connection or failed call.
@@ -104,6 +102,9 @@ pub struct Failure {
     pub ts_ns: u64,
     pub count: u32,
     pub lookup: Lookup,
+    /// The network namespace where the evidence is (where the packet was dropped or found no
+    /// socket); the client's own namespace when nothing was dropped.
+    pub evidence_netns: u32,
 }
 
 type PairKey = (u32, SocketAddr);
@@ -228,6 +229,7 @@ impl Classifier {
                 return None;
             }
         };
+        let netns = obs.proc.netns;
         Some(Failure {
             code,
             cause,
@@ -242,6 +244,7 @@ impl Classifier {
             ts_ns: obs.ts_ns,
             count: 1,
             lookup: Lookup::None,
+            evidence_netns: netns,
         })
     }
 }
@@ -256,9 +259,7 @@ fn from_conn(obs: &Observation, v: u32) -> Option<Failure> {
             "no_listener",
             Layer::Application,
             "the SYN reached this host but nothing listens on the port".to_owned(),
-            Lookup::Listeners {
-                netns: if d.netns != 0 { d.netns } else { obs.proc.netns },
-            },
+            Lookup::Listeners,
         ),
         verdict::REFUSED_PEER => (
             21,
@@ -357,6 +358,11 @@ fn from_conn(obs: &Observation, v: u32) -> Option<Failure> {
         ts_ns: obs.ts_ns,
         count: 1,
         lookup,
+        evidence_netns: if d.netns != 0 {
+            d.netns
+        } else {
+            obs.proc.netns
+        },
     })
 }
 

@@ -95,7 +95,7 @@ fn local_refusal_without_listener() {
     );
     assert_eq!(
         f.lookup,
-        Lookup::Listeners { netns: 4026531840 },
+        Lookup::Listeners,
         "falls back to the client's netns"
     );
     assert_eq!(f.errno, Some(111));
@@ -316,5 +316,5 @@ fn listener_lookup_goes_to_the_namespace_that_dropped_the_syn() {
         ),
         10,
     );
-    assert_eq!(out[0].lookup, Lookup::Listeners { netns: 4026532999 });
+    assert_eq!(out[0].evidence_netns, 4026532999);
 }

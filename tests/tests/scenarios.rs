@@ -1,0 +1,482 @@
+//! Issue-2 scenarios: real failures in throwaway namespaces, watched by the real netladder.
+//! Each test makes one failure and asserts the one event it produced: code, cause, layer, the
+//! process, and the evidence. Run as root (they print NL-SKIP otherwise).
+use std::{sync::Mutex, time::Duration};
+
+use netladder_tests::*;
+use serde_json::Value;
+
+/// One netladder at a time: each loads its own programs, and the machine has two cores.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+const CLIENT4: &str = "10.231.0.1";
+const SERVER4: &str = "10.231.0.2";
+const CLIENT6: &str = "fd00:231::1";
+const SERVER6: &str = "fd00:231::2";
+const SETTLE: Duration = Duration::from_millis(700);
+
+/// A client namespace and a server namespace joined by a veth pair (IPv4 and IPv6).
+struct TwoHosts {
+    client: Netns,
+    server: Netns,
+}
+
+fn two_hosts(tag: &str) -> TwoHosts {
+    let client = Netns::new(&format!("{tag}-c")).expect("client netns");
+    let server = Netns::new(&format!("{tag}-s")).expect("server netns");
+    veth(
+        &client,
+        &[&format!("{CLIENT4}/24"), &format!("{CLIENT6}/64")],
+        &server,
+        &[&format!("{SERVER4}/24"), &format!("{SERVER6}/64")],
+    )
+    .expect("veth");
+    TwoHosts { client, server }
+}
+
+fn watch(ns: &Netns) -> Watch {
+    Watch::start(&["--netns", &ns.inode().to_string()]).expect("netladder watch starts")
+}
+
+/// Waits for exactly one failure toward `dst` and checks the fields every scenario shares.
+fn one_failure(w: &Watch, dst: &str, code: &str, cause: &str, layer: &str, ns: &Netns) -> Value {
+    let ev = expect_single_failure(w, |e| e["dst"] == dst, SETTLE).expect("one failure event");
+    assert_eq!(ev["code"], code, "code: {ev:#}");
+    assert_eq!(ev["cause"], cause, "cause: {ev:#}");
+    assert_eq!(ev["layer"], layer, "layer: {ev:#}");
+    assert_eq!(ev["comm"], "nl-peer", "the connecting process: {ev:#}");
+    assert!(ev["pid"].as_u64().unwrap_or(0) > 0, "pid: {ev:#}");
+    assert_eq!(ev["netns"].as_u64(), Some(ns.inode()), "netns: {ev:#}");
+    assert!(
+        !ev["next"].as_array().unwrap().is_empty(),
+        "next steps: {ev:#}"
+    );
+    assert!(
+        ev["src"].as_str().is_some_and(|s| !s.ends_with(":0")),
+        "source port known: {ev:#}"
+    );
+    ev
+}
+
+/// An nftables ruleset with one rule in an input chain of its own table.
+fn input_rule(rule: &str) -> String {
+    format!("table inet nltest {{\n chain input {{\n  type filter hook input priority 0;\n  {rule}\n }}\n}}\n")
+}
+
+fn must_fail(outcome: ConnectOutcome, errno: &str) {
+    assert!(
+        outcome.lines.iter().any(|l| l.contains(errno)),
+        "the client should see {errno}: {outcome:?}"
+    );
+}
+
+fn has(ev: &Value, needle: &str) {
+    assert!(
+        evidence_has(ev, needle),
+        "evidence should mention {needle:?}: {ev:#}"
+    );
+}
+
+/// The number in front of `suffix` in the evidence (e.g. 3 in "3 SYNs sent").
+fn count_before(ev: &Value, suffix: &str) -> u64 {
+    ev["evidence"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e.as_str()?.split_once(suffix))
+        .find_map(|(n, _)| n.rsplit(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no {suffix:?} in {ev:#}"))
+}
+
+fn summary_has(ev: &Value, needle: &str) {
+    let s = ev["summary"].as_str().unwrap_or("");
+    assert!(s.contains(needle), "summary should mention {needle:?}: {s}");
+}
+
+#[test]
+fn refused_on_loopback_no_listener() {
+    if !require_root() {
+        return;
+    }
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let ns = Netns::new("lo-refused").unwrap();
+    let w = watch(&ns);
+    must_fail(
+        connect(Some(&ns), "127.0.0.1:8080", &[]).unwrap(),
+        "ECONNREFUSED",
+    );
+    // NL_EXPECT_FAIL_DEMO (vm-test --expect-fail-demo) asks for a deliberately wrong code, to
+    // prove that the VM harness reports a failing scenario.
+    let code = if std::env::var_os("NL_EXPECT_FAIL_DEMO").is_some() {
+        "023"
+    } else {
+        "021"
+    };
+    let ev = one_failure(
+        &w,
+        "127.0.0.1:8080",
+        code,
+        "no_listener",
+        "application",
+        &ns,
+    );
+    has(&ev, "RST received");
+    has(&ev, "NO_SOCKET");
+    has(&ev, "sock_diag");
+    summary_has(&ev, "no listener on port 8080 at all");
+    assert_eq!(ev["errno"], "ECONNREFUSED");
+    assert!(
+        ev["next"][0].as_str().unwrap().contains("sport = :8080"),
+        "{ev:#}"
+    );
+    w.stop().unwrap();
+}
+
+#[test]
+fn refused_across_veth_no_listener() {
+    if !require_root() {
+        return;
+    }
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let h = two_hosts("veth-refused");
+    let w = watch(&h.client);
+    must_fail(
+        connect(Some(&h.client), &format!("{SERVER4}:9000"), &[]).unwrap(),
+        "ECONNREFUSED",
+    );
+    let ev = one_failure(
+        &w,
+        &format!("{SERVER4}:9000"),
+        "021",
+        "no_listener",
+        "application",
+        &h.client,
+    );
+    has(&ev, "NO_SOCKET");
+    summary_has(&ev, "no listener on port 9000 at all");
+    w.stop().unwrap();
+}
+
+#[test]
+fn refused_listener_bound_to_loopback_only() {
+    if !require_root() {
+        return;
+    }
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let h = two_hosts("lo-only");
+    // The server listens on its loopback only; the client uses the veth address.
+    let _srv = Peer::listen(Some(&h.server), "127.0.0.1:9001", &[]).unwrap();
+    let w = watch(&h.client);
+    must_fail(
+        connect(Some(&h.client), &format!("{SERVER4}:9001"), &[]).unwrap(),
+        "ECONNREFUSED",
+    );
+    let ev = one_failure(
+        &w,
+        &format!("{SERVER4}:9001"),
+        "021",
+        "no_listener",
+        "application",
+        &h.client,
+    );
+    summary_has(&ev, &format!("no listener on {SERVER4}:9001"));
+    summary_has(&ev, "127.0.0.1:9001");
+    summary_has(&ev, "loopback");
+    w.stop().unwrap();
+}
+
+#[test]
+fn refused_ipv6_only_listener_from_ipv4() {
+    if !require_root() {
+        return;
+    }
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let ns = Netns::new("v6only").unwrap();
+    let _srv = Peer::listen(Some(&ns), "[::1]:8080", &["--v6only"]).unwrap();
+    let w = watch(&ns);
+    must_fail(
+        connect(Some(&ns), "127.0.0.1:8080", &[]).unwrap(),
+        "ECONNREFUSED",
+    );
+    let ev = one_failure(
+        &w,
+        "127.0.0.1:8080",
+        "021",
+        "no_listener",
+        "application",
+        &ns,
+    );
+    summary_has(&ev, "no listener on 127.0.0.1:8080");
+    summary_has(&ev, "[::1]:8080");
+    summary_has(&ev, "IPv6 only");
+    w.stop().unwrap();
+}
+
+#[test]
+fn refused_over_ipv6_across_veth() {
+    if !require_root() {
+        return;
+    }
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let h = two_hosts("v6-refused");
+    let w = watch(&h.client);
+    let dst = format!("[{SERVER6}]:9002");
+    must_fail(connect(Some(&h.client), &dst, &[]).unwrap(), "ECONNREFUSED");
+    let ev = one_failure(&w, &dst, "021", "no_listener", "application", &h.client);
+    has(&ev, "NO_SOCKET");
+    w.stop().unwrap();
+}
+
+#[test]
+fn timeout_syn_dropped_by_nftables_on_the_peer() {
+    if !require_root() {
+        return;
+    }
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let h = two_hosts("nft-drop");
+    h.client.sysctl("net.ipv4.tcp_syn_retries", "1").unwrap();
+    let _srv = Peer::listen(Some(&h.server), &format!("{SERVER4}:443"), &[]).unwrap();
+    h.server.nft(&input_rule("tcp dport 443 drop")).unwrap();
+    let w = watch(&h.client);
+    must_fail(
+        connect(Some(&h.client), &format!("{SERVER4}:443"), &[]).unwrap(),
+        "ETIMEDOUT",
+    );
+    let ev = one_failure(
+        &w,
+        &format!("{SERVER4}:443"),
+        "023",
+        "firewall_drop",
+        "firewall",
+        &h.client,
+    );
+    assert_eq!(ev["errno"], "ETIMEDOUT");
+    // Every SYN the client sent (first one and retransmits) was dropped by the server's rule.
+    let syns = count_before(&ev, " SYNs sent");
+    assert!(syns >= 2, "at least one retransmit: {ev:#}");
+    assert_eq!(
+        count_before(&ev, " handshake packets dropped by netfilter"),
+        syns,
+        "{ev:#}"
+    );
+    has(&ev, "NETFILTER_DROP at nft_do_chain");
+    has(&ev, "incoming packet");
+    has(&ev, &format!("in netns {}", h.server.inode()));
+    summary_has(&ev, "nftables, input");
+    // The next steps run where the rule is: the server's namespace.
+    assert!(
+        ev["next"][0].as_str().unwrap().contains(h.server.name()),
+        "{ev:#}"
+    );
+    w.stop().unwrap();
+}
+
+#[test]
+fn timeout_syn_dropped_by_iptables_output_on_the_client() {
+    if !require_root() {
+        return;
+    }
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let h = two_hosts("ipt-out");
+    h.client.sysctl("net.ipv4.tcp_syn_retries", "1").unwrap();
+    h.client
+        .iptables(&["-A", "OUTPUT", "-p", "tcp", "--dport", "8443", "-j", "DROP"])
+        .unwrap();
+    let w = watch(&h.client);
+    must_fail(
+        connect(Some(&h.client), &format!("{SERVER4}:8443"), &[]).unwrap(),
+        "ETIMEDOUT",
+    );
+    let ev = one_failure(
+        &w,
+        &format!("{SERVER4}:8443"),
+        "023",
+        "firewall_drop",
+        "firewall",
+        &h.client,
+    );
+    has(&ev, "NETFILTER_DROP");
+    has(&ev, "outgoing packet");
+    summary_has(&ev, "output");
+    w.stop().unwrap();
+}
+
+#[test]
+fn timeout_application_gave_up_while_the_firewall_dropped() {
+    if !require_root() {
+        return;
+    }
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let h = two_hosts("app-timeout");
+    h.server.nft(&input_rule("tcp dport 7000 drop")).unwrap();
+    let w = watch(&h.client);
+    // The client gives up after 1.5 s (one SYN retransmit at 1 s), before the kernel would.
+    must_fail(
+        connect(
+            Some(&h.client),
+            &format!("{SERVER4}:7000"),
+            &["--timeout", "1.5"],
+        )
+        .unwrap(),
+        "TIMEOUT_APP",
+    );
+    let ev = one_failure(
+        &w,
+        &format!("{SERVER4}:7000"),
+        "023",
+        "firewall_drop",
+        "firewall",
+        &h.client,
+    );
+    has(&ev, "application closed the socket while still in SYN_SENT");
+    assert!(
+        ev["errno"].is_null(),
+        "no socket error when the application gives up: {ev:#}"
+    );
+    w.stop().unwrap();
+}
+
+#[test]
+fn timeout_no_reply_and_nothing_dropped_locally() {
+    if !require_root() {
+        return;
+    }
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // The server has no route back to the client: its SYN-ACK is never sent, and no firewall
+    // on this machine drops anything. Only host routes, so nothing else answers either.
+    let client = Netns::new("noreply-c").unwrap();
+    let server = Netns::new("noreply-s").unwrap();
+    let (cdev, _) = veth(
+        &client,
+        &[&format!("{CLIENT4}/32")],
+        &server,
+        &[&format!("{SERVER4}/32")],
+    )
+    .unwrap();
+    client.ip(&["route", "add", SERVER4, "dev", &cdev]).unwrap();
+    client.sysctl("net.ipv4.tcp_syn_retries", "1").unwrap();
+    let _srv = Peer::listen(Some(&server), &format!("{SERVER4}:8081"), &[]).unwrap();
+    let w = watch(&client);
+    must_fail(
+        connect(Some(&client), &format!("{SERVER4}:8081"), &[]).unwrap(),
+        "ETIMEDOUT",
+    );
+    let ev = one_failure(
+        &w,
+        &format!("{SERVER4}:8081"),
+        "023",
+        "no_reply",
+        "route",
+        &client,
+    );
+    assert!(!evidence_has(&ev, "NETFILTER_DROP"), "{ev:#}");
+    summary_has(&ev, "nothing dropped it on this host");
+    w.stop().unwrap();
+}
+
+#[test]
+fn refused_by_firewall_reject_with_tcp_reset() {
+    if !require_root() {
+        return;
+    }
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let h = two_hosts("reject-rst");
+    // A listener exists: only the firewall refuses, so this must never read as "no listener".
+    let _srv = Peer::listen(Some(&h.server), &format!("{SERVER4}:22"), &[]).unwrap();
+    h.server
+        .nft(&input_rule("tcp dport 22 reject with tcp reset"))
+        .unwrap();
+    let w = watch(&h.client);
+    must_fail(
+        connect(Some(&h.client), &format!("{SERVER4}:22"), &[]).unwrap(),
+        "ECONNREFUSED",
+    );
+    let ev = one_failure(
+        &w,
+        &format!("{SERVER4}:22"),
+        "021",
+        "firewall_reject_rst",
+        "firewall",
+        &h.client,
+    );
+    has(&ev, "RST received");
+    has(&ev, "NETFILTER_DROP");
+    assert!(!evidence_has(&ev, "NO_SOCKET"), "{ev:#}");
+    summary_has(&ev, "nftables");
+    w.stop().unwrap();
+}
+
+#[test]
+fn refused_by_firewall_reject_with_icmp_port_unreachable() {
+    if !require_root() {
+        return;
+    }
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let h = two_hosts("reject-icmp");
+    let _srv = Peer::listen(Some(&h.server), &format!("{SERVER4}:25"), &[]).unwrap();
+    h.server
+        .iptables(&[
+            "-A",
+            "INPUT",
+            "-p",
+            "tcp",
+            "--dport",
+            "25",
+            "-j",
+            "REJECT",
+            "--reject-with",
+            "icmp-port-unreachable",
+        ])
+        .unwrap();
+    let w = watch(&h.client);
+    must_fail(
+        connect(Some(&h.client), &format!("{SERVER4}:25"), &[]).unwrap(),
+        "ECONNREFUSED",
+    );
+    let ev = one_failure(
+        &w,
+        &format!("{SERVER4}:25"),
+        "021",
+        "firewall_reject_icmp",
+        "firewall",
+        &h.client,
+    );
+    has(&ev, "NETFILTER_DROP");
+    assert!(!evidence_has(&ev, "RST received"), "{ev:#}");
+    summary_has(&ev, "ICMP port-unreachable");
+    w.stop().unwrap();
+}
+
+#[test]
+fn successful_connection_produces_no_event() {
+    if !require_root() {
+        return;
+    }
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let h = two_hosts("healthy");
+    let _srv = Peer::listen(Some(&h.server), &format!("{SERVER4}:80"), &[]).unwrap();
+    let w = watch(&h.client);
+    let ok = connect(Some(&h.client), &format!("{SERVER4}:80"), &["--count", "5"]).unwrap();
+    assert!(ok.status.success(), "{ok:?}");
+    // A failure afterwards proves netladder was watching all along.
+    must_fail(
+        connect(Some(&h.client), &format!("{SERVER4}:81"), &[]).unwrap(),
+        "ECONNREFUSED",
+    );
+    let ev = one_failure(
+        &w,
+        &format!("{SERVER4}:81"),
+        "021",
+        "no_listener",
+        "application",
+        &h.client,
+    );
+    assert_eq!(ev["dst"], format!("{SERVER4}:81"));
+    let (all, _) = w.stop().unwrap();
+    let failures: Vec<_> = all.iter().filter(|e| e["type"] == "failure").collect();
+    assert_eq!(
+        failures.len(),
+        1,
+        "only the refused connection is a failure: {failures:#?}"
+    );
+}
