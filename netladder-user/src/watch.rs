@@ -1,7 +1,9 @@
 //! `netladder watch` and `netladder hooks`: start-up, the event loop, and shutdown.
 use std::{
+    collections::HashMap,
     io::{IsTerminal as _, Write as _},
-    time::{Duration, SystemTime},
+    net::SocketAddr,
+    time::{Duration, Instant, SystemTime},
 };
 
 use anyhow::{bail, Context as _, Result};
@@ -215,6 +217,7 @@ struct Output {
     filter: Filter,
     style: output::Style,
     reported: u64,
+    listeners: ListenerCache,
 }
 
 impl Output {
@@ -226,6 +229,7 @@ impl Output {
             filter,
             style: output::Style { color },
             reported: 0,
+            listeners: ListenerCache::default(),
         }
     }
 
@@ -233,7 +237,7 @@ impl Output {
         if !self.filter.matches(&f) {
             return Ok(());
         }
-        enrich_failure(&mut f);
+        self.listeners.enrich(&mut f);
         let ctx = step_ctx(&f);
         let next = ladder::next_steps(f.code, f.cause, &ctx);
         let line = if self.json {
@@ -256,25 +260,49 @@ impl Output {
     }
 }
 
-/// Adds what netlink knows to a failure (who listens where, for a refusal).
-fn enrich_failure(f: &mut Failure) {
-    if f.lookup != Lookup::Listeners {
-        return;
-    }
-    let netns = f.evidence_netns;
-    // The hint pid only helps when the lookup is in the client's own namespace.
-    let hint = (netns == f.proc.netns).then_some(f.proc.pid);
-    match enrich::refused_detail(u64::from(netns), hint, f.dst) {
-        Ok(detail) => {
-            f.evidence.push(format!(
-                "listeners on port {} checked over sock_diag in netns {netns}",
-                f.dst.port()
-            ));
-            f.summary = detail;
+/// Who listens on a refused port, looked up over netlink at most once a second per namespace
+/// and destination: a storm of identical refusals costs one lookup, not one per connection.
+#[derive(Default)]
+struct ListenerCache {
+    entries: HashMap<(u32, SocketAddr), (Instant, Result<String, String>)>,
+}
+
+impl ListenerCache {
+    const TTL: Duration = Duration::from_secs(1);
+    const MAX: usize = 4096;
+
+    /// Adds the listener situation to a "no listener" failure.
+    fn enrich(&mut self, f: &mut Failure) {
+        if f.lookup != Lookup::Listeners {
+            return;
         }
-        Err(e) => f
-            .evidence
-            .push(format!("could not check the listeners: {e:#}")),
+        let netns = f.evidence_netns;
+        let key = (netns, f.dst);
+        let now = Instant::now();
+        let fresh = self
+            .entries
+            .get(&key)
+            .is_some_and(|(at, _)| now.duration_since(*at) < Self::TTL);
+        if !fresh {
+            if self.entries.len() >= Self::MAX {
+                self.entries.retain(|_, (at, _)| now.duration_since(*at) < Self::TTL);
+            }
+            // The hint pid only helps when the lookup is in the client's own namespace.
+            let hint = (netns == f.proc.netns).then_some(f.proc.pid);
+            let detail = enrich::refused_detail(u64::from(netns), hint, f.dst)
+                .map_err(|e| format!("{e:#}"));
+            self.entries.insert(key, (now, detail));
+        }
+        match &self.entries[&key].1 {
+            Ok(detail) => {
+                f.evidence.push(format!(
+                    "listeners on port {} checked over sock_diag in netns {netns}",
+                    f.dst.port()
+                ));
+                f.summary = detail.clone();
+            }
+            Err(e) => f.evidence.push(format!("could not check the listeners: {e}")),
+        }
     }
 }
 
