@@ -7,13 +7,19 @@ use btf_rs::{Btf, Type};
 
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
+/// Where the kernel's BTF is: `NETLADDER_BTF` when set (for kernels that keep it elsewhere),
+/// else /sys/kernel/btf/vmlinux.
+pub fn path() -> String {
+    std::env::var("NETLADDER_BTF").unwrap_or_else(|_| VMLINUX_BTF.to_owned())
+}
+
 pub struct KernelBtf {
     btf: Btf,
 }
 
 impl KernelBtf {
     pub fn load() -> Result<Self> {
-        Self::from_file(VMLINUX_BTF)
+        Self::from_file(&path())
     }
 
     pub fn from_file(path: &str) -> Result<Self> {
