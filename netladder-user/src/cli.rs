@@ -30,6 +30,10 @@ pub struct HookOpts {
     /// Do not try the optional hooks (fexit), even where the kernel allows them.
     #[arg(long)]
     pub no_optional_hooks: bool,
+    /// Do not attach this program (a name from `netladder hooks`), e.g. to shed its cost;
+    /// what it would have shown is reported as degraded (repeatable).
+    #[arg(long, value_name = "PROGRAM")]
+    pub skip_hook: Vec<String>,
 }
 
 #[derive(Args, Debug)]

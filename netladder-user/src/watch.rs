@@ -38,6 +38,16 @@ struct Session {
 }
 
 fn start(opts: &HookOpts) -> Result<Session> {
+    for name in &opts.skip_hook {
+        if !plan::HOOKS.iter().any(|h| h.program == name) {
+            bail!("--skip-hook {name}: no such program (see `netladder hooks`)");
+        }
+        if plan::HOOKS.iter().any(|h| h.program == name && h.core) {
+            bail!(
+                "--skip-hook {name}: this program is the core of netladder and cannot be skipped"
+            );
+        }
+    }
     preflight::require_privileges()?;
     let btf = KernelBtf::load()?;
     let root = tracefs::root()?;
@@ -49,6 +59,7 @@ fn start(opts: &HookOpts) -> Result<Session> {
             drop_reasons: resolved.config.reason_netfilter_drop != ABSENT
                 && btf.tracepoint_args("kfree_skb").is_some_and(|n| n >= 3),
             functions: &|name| btf.has_function(name),
+            skip: &opts.skip_hook,
         },
     )?;
     let mut degraded = plan::degraded(&loaded.outcomes);
@@ -152,6 +163,9 @@ async fn event_loop(session: Session, filter: Filter, args: &WatchArgs) -> Resul
     .map_err(|e| anyhow::anyhow!("cannot poll the event ring buffer: {}", e.into_parts().1))?;
     let counters = loader::CounterReader::new(counters);
     let mut out = Output::new(args.json, filter);
+    out.no_drop_reasons = outcomes
+        .iter()
+        .any(|o| o.hook.program == "kfree_skb" && o.status != plan::Status::Attached);
     let mut classifier = Classifier::new();
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut stats_tick = tokio::time::interval(Duration::from_secs_f64(args.stats_interval));
@@ -160,7 +174,6 @@ async fn event_loop(session: Session, filter: Filter, args: &WatchArgs) -> Resul
     let deadline = tokio::time::sleep(Duration::from_secs_f64(args.duration.unwrap_or(1e9)));
     tokio::pin!(deadline);
     let mut last_lost = 0;
-    let _ = outcomes;
 
     loop {
         tokio::select! {
@@ -218,6 +231,8 @@ struct Output {
     style: output::Style,
     reported: u64,
     listeners: ListenerCache,
+    /// kfree_skb is not attached: local drops and missing listeners are invisible.
+    no_drop_reasons: bool,
 }
 
 impl Output {
@@ -230,6 +245,7 @@ impl Output {
             style: output::Style { color },
             reported: 0,
             listeners: ListenerCache::default(),
+            no_drop_reasons: false,
         }
     }
 
@@ -238,6 +254,13 @@ impl Output {
             return Ok(());
         }
         self.listeners.enrich(&mut f);
+        if self.no_drop_reasons && matches!(f.code, 21 | 23) {
+            f.evidence.push(
+                "degraded: no drop reasons on this kernel, so a local firewall drop or a missing \
+                 local listener cannot be seen; the cause is the best reading without them"
+                    .into(),
+            );
+        }
         let ctx = step_ctx(&f);
         let next = ladder::next_steps(f.code, f.cause, &ctx);
         let line = if self.json {
@@ -285,12 +308,13 @@ impl ListenerCache {
             .is_some_and(|(at, _)| now.duration_since(*at) < Self::TTL);
         if !fresh {
             if self.entries.len() >= Self::MAX {
-                self.entries.retain(|_, (at, _)| now.duration_since(*at) < Self::TTL);
+                self.entries
+                    .retain(|_, (at, _)| now.duration_since(*at) < Self::TTL);
             }
             // The hint pid only helps when the lookup is in the client's own namespace.
             let hint = (netns == f.proc.netns).then_some(f.proc.pid);
-            let detail = enrich::refused_detail(u64::from(netns), hint, f.dst)
-                .map_err(|e| format!("{e:#}"));
+            let detail =
+                enrich::refused_detail(u64::from(netns), hint, f.dst).map_err(|e| format!("{e:#}"));
             self.entries.insert(key, (now, detail));
         }
         match &self.entries[&key].1 {
@@ -301,7 +325,9 @@ impl ListenerCache {
                 ));
                 f.summary = detail.clone();
             }
-            Err(e) => f.evidence.push(format!("could not check the listeners: {e}")),
+            Err(e) => f
+                .evidence
+                .push(format!("could not check the listeners: {e}")),
         }
     }
 }

@@ -45,6 +45,14 @@ fn bad_flag_values_are_one_line_errors() {
         out,
         "no network namespace at /run/netns/nl-no-such-namespace",
     );
+    let out = netladder(&["watch", "--skip-hook", "nope"])
+        .output()
+        .unwrap();
+    one_line_error(out, "--skip-hook nope: no such program");
+    let out = netladder(&["watch", "--skip-hook", "inet_sock_set_state"])
+        .output()
+        .unwrap();
+    one_line_error(out, "cannot be skipped");
     let out = netladder(&["watch", "--port", "http"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2), "clap usage error");
     let out = netladder(&["watch", "--no-such-flag"]).output().unwrap();

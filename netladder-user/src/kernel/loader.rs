@@ -19,6 +19,8 @@ pub struct Options<'a> {
     pub drop_reasons: bool,
     /// Whether the kernel has a function of this name (fexit targets).
     pub functions: &'a dyn Fn(&str) -> bool,
+    /// Programs the operator asked not to attach.
+    pub skip: &'a [String],
 }
 
 pub struct Loaded {
@@ -46,7 +48,9 @@ pub fn load(config: &Config, opts: &Options) -> Result<Loaded> {
 
     let mut outcomes = Vec::new();
     for hook in HOOKS {
-        let status = if hook.optional && !opts.optional_hooks {
+        let status = if opts.skip.iter().any(|p| p == hook.program) {
+            Status::Skipped("disabled by --skip-hook".into())
+        } else if hook.optional && !opts.optional_hooks {
             Status::Skipped("disabled by --no-optional-hooks".into())
         } else if hook.program == "kfree_skb" && !opts.drop_reasons {
             Status::Skipped("this kernel has no drop reasons (5.17+)".into())

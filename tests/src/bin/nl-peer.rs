@@ -14,6 +14,10 @@
 //!     Exit 0 when every attempt succeeded, 1 otherwise.
 //! nl-peer udp-send ADDR
 //!     send one datagram to ADDR; print `ok` or `error NAME ERRNO`.
+//! nl-peer storm ADDR --duration SECS [--threads N]
+//!     blocking TCP connects to ADDR, as fast as N threads (default 1) can, for SECS; print one
+//!     JSON line {"attempts":N,"refused":N,"ok":N,"other":N,"secs":F,"rate":F} (rate = attempts/s).
+//!     Meant for a closed port on loopback (`cargo xtask bench`).
 //! ```
 //! Usage errors exit 2. ADDR is `IPv4:port` or `[IPv6]:port`.
 
@@ -38,6 +42,21 @@ struct ListenOpts {
     backlog: i32,
 }
 
+struct StormOpts {
+    addr: SocketAddr,
+    duration: Duration,
+    threads: u32,
+}
+
+/// What one storm thread (or the whole storm) counted.
+#[derive(Default, Clone, Copy)]
+struct StormCounts {
+    attempts: u64,
+    refused: u64,
+    ok: u64,
+    other: u64,
+}
+
 struct ConnectOpts {
     addr: SocketAddr,
     timeout: Option<Duration>,
@@ -54,7 +73,8 @@ fn main() -> ExitCode {
         Some("listen") => parse_listen(&args[1..]).map(run_listen),
         Some("connect") => parse_connect(&args[1..]).map(run_connect),
         Some("udp-send") => parse_udp(&args[1..]).map(run_udp_send),
-        _ => Err("expected a command: listen | connect | udp-send".to_string()),
+        Some("storm") => parse_storm(&args[1..]).map(run_storm),
+        _ => Err("expected a command: listen | connect | udp-send | storm".to_string()),
     };
     result.unwrap_or_else(|msg| {
         eprintln!("nl-peer: {msg}");
@@ -129,6 +149,28 @@ fn parse_connect(args: &[String]) -> Result<ConnectOpts, String> {
         }
     }
     Ok(opts)
+}
+
+fn parse_storm(args: &[String]) -> Result<StormOpts, String> {
+    let (addr, mut rest) = split_addr(args)?;
+    let mut duration = None;
+    let mut threads = 1;
+    while let Some(flag) = rest.next() {
+        match flag.as_str() {
+            "--duration" => duration = Some(parse_secs(flag, rest.next())?),
+            "--threads" => threads = parse_num(flag, rest.next())?,
+            other => return Err(format!("storm: unknown option {other:?}")),
+        }
+    }
+    let duration = duration.ok_or("storm: --duration SECS is required")?;
+    if threads == 0 {
+        return Err("storm: --threads must be at least 1".to_string());
+    }
+    Ok(StormOpts {
+        addr,
+        duration,
+        threads,
+    })
 }
 
 fn parse_udp(args: &[String]) -> Result<SocketAddr, String> {
@@ -299,6 +341,68 @@ fn socket_error(fd: &OwnedFd) -> Result<(), Failure> {
         0 => Ok(()),
         err => Err(Failure::Errno(err)),
     }
+}
+
+fn run_storm(opts: StormOpts) -> ExitCode {
+    let start = Instant::now();
+    let deadline = start + opts.duration;
+    let workers: Vec<_> = (0..opts.threads)
+        .map(|_| {
+            let addr = opts.addr;
+            std::thread::spawn(move || storm_worker(&addr, deadline))
+        })
+        .collect();
+    let mut total = StormCounts::default();
+    for worker in workers {
+        let Ok(counts) = worker.join() else {
+            eprintln!("nl-peer: storm: a worker thread panicked");
+            return ExitCode::FAILURE;
+        };
+        total.attempts += counts.attempts;
+        total.refused += counts.refused;
+        total.ok += counts.ok;
+        total.other += counts.other;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    print_line(&format!(
+        r#"{{"attempts":{},"refused":{},"ok":{},"other":{},"secs":{secs:.6},"rate":{:.1}}}"#,
+        total.attempts,
+        total.refused,
+        total.ok,
+        total.other,
+        total.attempts as f64 / secs
+    ));
+    ExitCode::SUCCESS
+}
+
+/// Blocking connects until `deadline`: socket, connect, close; nothing is allocated per attempt.
+fn storm_worker(addr: &SocketAddr, deadline: Instant) -> StormCounts {
+    let family = if addr.is_ipv6() {
+        libc::AF_INET6
+    } else {
+        libc::AF_INET
+    };
+    let (storage, len) = sockaddr_of(addr);
+    let mut counts = StormCounts::default();
+    while Instant::now() < deadline {
+        counts.attempts += 1;
+        // SAFETY: plain syscall; the fd is closed below on every path.
+        let fd = unsafe { libc::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+        if fd < 0 {
+            counts.other += 1;
+            continue;
+        }
+        // SAFETY: storage holds a valid sockaddr of length len.
+        let rc = unsafe { libc::connect(fd, storage_ptr(&storage), len) };
+        match rc {
+            0 => counts.ok += 1,
+            _ if last_errno() == libc::ECONNREFUSED => counts.refused += 1,
+            _ => counts.other += 1,
+        }
+        // SAFETY: fd is ours and closed exactly once.
+        unsafe { libc::close(fd) };
+    }
+    counts
 }
 
 fn run_udp_send(addr: SocketAddr) -> ExitCode {
