@@ -1,6 +1,10 @@
 //! Netlink and /proc look-ups that add the "why" to a classified failure.
 
+pub mod link;
+pub mod neigh;
 pub mod netns;
+pub mod ports;
+pub mod route;
 pub mod sockdiag;
 
 use std::collections::{HashMap, HashSet};

@@ -75,7 +75,7 @@ fn scope_id(ip: std::net::Ipv6Addr, id: &SocketId) -> u32 {
 }
 
 /// One sock_diag dump of the TCP sockets of `family` in the given states.
-fn dump_tcp(family: u8, states: StateFlags) -> anyhow::Result<Vec<InetResponse>> {
+pub(super) fn dump_tcp(family: u8, states: StateFlags) -> anyhow::Result<Vec<InetResponse>> {
     let mut socket = Socket::new(NETLINK_SOCK_DIAG).context("cannot open a netlink socket")?;
     socket
         .bind_auto()
