@@ -11,20 +11,17 @@ pub const COMM_LEN: usize = 16;
 /// Marker for an offset or drop-reason value that this kernel does not have.
 pub const ABSENT: u32 = u32::MAX;
 
-/// Config flag: the optional fexit programs on tcp_v4_connect / tcp_v6_connect are attached.
-pub const CFG_FEXIT_CONNECT: u32 = 1 << 0;
-/// Config flag: the kfree_skb tracepoint carries a drop reason (5.17+).
-pub const CFG_DROP_REASONS: u32 = 1 << 1;
-
 /// Offsets and values computed in userspace from the running kernel's BTF and tracefs at start-up
 /// and handed to the programs as a read-only global (aya has no CO-RE relocations).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Config {
-    /// `CFG_*` flags.
+    /// Reserved for feature flags.
     pub flags: u32,
     /// Our own process id: events caused by netladder itself are ignored.
     pub self_tgid: u32,
+    /// Only track connections and calls of this network namespace (inode); 0 = all.
+    pub only_netns: u32,
 
     // struct sock / struct sock_common
     pub sk_daddr: u32,
@@ -65,6 +62,10 @@ pub struct Config {
     // syscall tracepoint field offsets (tracefs format files)
     pub sys_enter_connect_fd: u32,
     pub sys_enter_connect_addr: u32,
+    pub sys_enter_bind_fd: u32,
+    pub sys_enter_bind_addr: u32,
+    pub sys_enter_listen_fd: u32,
+    /// `ret` of every sys_exit_* event (struct syscall_trace_exit).
     pub sys_exit_ret: u32,
 }
 
@@ -74,6 +75,7 @@ impl Config {
         Self {
             flags: 0,
             self_tgid: 0,
+            only_netns: 0,
             sk_daddr: ABSENT,
             sk_rcv_saddr: ABSENT,
             sk_dport: ABSENT,
@@ -102,6 +104,9 @@ impl Config {
             reason_neigh_failed: ABSENT,
             sys_enter_connect_fd: ABSENT,
             sys_enter_connect_addr: ABSENT,
+            sys_enter_bind_fd: ABSENT,
+            sys_enter_bind_addr: ABSENT,
+            sys_enter_listen_fd: ABSENT,
             sys_exit_ret: ABSENT,
         }
     }
@@ -189,9 +194,13 @@ pub mod eflag {
     pub const V4_MAPPED: u32 = 1 << 5;
 }
 
-/// Syscalls watched for error returns.
+/// Syscalls watched for error returns. For CONNECT the address is the destination (`Flow::daddr`);
+/// for BIND and LISTEN it is the local address being bound (`Flow::saddr`, family 0 when a
+/// listen() is on a socket whose bind netladder did not see).
 pub mod syscall {
     pub const CONNECT: u32 = 1;
+    pub const BIND: u32 = 2;
+    pub const LISTEN: u32 = 3;
 }
 
 /// One event on the ring buffer. Fixed size so both sides agree without framing.

@@ -6,10 +6,10 @@ use aya_ebpf::{
     macros::{btf_tracepoint, fexit},
     programs::{BtfTracePointContext, FExitContext},
 };
-use netladder_common::{eflag, kind, verdict, ConnState, DropRecord, Event, CFG_FEXIT_CONNECT};
+use netladder_common::{eflag, kind, syscall, verdict, ConnState, DropRecord, Event};
 
 use crate::{
-    kernel::{conf, current_proc, is_self, read, read_buf, sock_flow, sock_netns},
+    kernel::{conf, current_proc, is_self, other_netns, read, read_buf, sock_flow, sock_netns},
     maps::{count, emit, CONNS, DROPS},
 };
 
@@ -50,12 +50,12 @@ fn track(sk: u64) {
     if is_self() {
         return;
     }
-    // With the fexit programs attached, the entry may already exist; keep its process info.
-    if conf!(flags) & CFG_FEXIT_CONNECT != 0 && unsafe { CONNS.get(&sk) }.is_some() {
+    let netns = sock_netns(sk);
+    if other_netns(netns) {
         return;
     }
     let state = ConnState {
-        proc: current_proc(sock_netns(sk)),
+        proc: current_proc(netns),
         start_ns: unsafe { bpf_ktime_get_ns() },
         syn_retrans: 0,
         flags: eflag::HAVE_PROC,
@@ -193,7 +193,7 @@ fn connect_exit(ctx: &FExitContext) -> u32 {
     let sk: u64 = ctx.arg(0);
     let uaddr: u64 = ctx.arg(1);
     let ret: i32 = ctx.arg(3);
-    if is_self() {
+    if is_self() || other_netns(sock_netns(sk)) {
         return 0;
     }
     if ret < 0 {
@@ -201,7 +201,7 @@ fn connect_exit(ctx: &FExitContext) -> u32 {
         // copy of the caller's sockaddr, since the socket may not have a destination yet.
         let mut raw = [0u8; 28];
         if read_buf(uaddr, 0, &mut raw).is_ok() {
-            crate::syscall::emit_connect_error(&raw, ret, sock_netns(sk));
+            crate::syscall::emit_call_error(syscall::CONNECT, &raw, ret, sock_netns(sk));
         }
         return 0;
     }

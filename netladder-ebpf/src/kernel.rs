@@ -58,6 +58,13 @@ pub fn is_self() -> bool {
     (bpf_get_current_pid_tgid() >> 32) as u32 == conf!(self_tgid)
 }
 
+/// Whether a connection or call in `netns` is outside the one namespace netladder watches.
+#[inline(always)]
+pub fn other_netns(netns: u32) -> bool {
+    let only = conf!(only_netns);
+    only != 0 && netns != only
+}
+
 /// Network namespace inode of a socket: `sock_net(sk)->ns.inum`.
 #[inline(always)]
 pub fn sock_netns(sk: u64) -> u32 {

@@ -17,9 +17,13 @@ pub static CONNS: HashMap<u64, ConnState> = HashMap::with_max_entries(65536, 0);
 #[map(name = "DROPS")]
 pub static DROPS: LruHashMap<Flow, DropRecord> = LruHashMap::with_max_entries(16384, 0);
 
-/// connect() arguments saved at syscall entry, keyed by pid_tgid.
-#[map(name = "CONNECT_ARGS")]
-pub static CONNECT_ARGS: HashMap<u64, ConnectArgs> = HashMap::with_max_entries(16384, 0);
+/// Arguments of a socket syscall saved at entry, keyed by pid_tgid.
+#[map(name = "CALL_ARGS")]
+pub static CALL_ARGS: HashMap<u64, PendingCall> = HashMap::with_max_entries(16384, 0);
+
+/// Addresses of successful bind() calls by (process, fd), so a failing listen() can name its port.
+#[map(name = "BOUND")]
+pub static BOUND: LruHashMap<u64, [u8; 28]> = LruHashMap::with_max_entries(16384, 0);
 
 /// netladder's own counters (lost events, full maps...). Index: `netladder_common::counter`.
 #[map(name = "COUNTERS")]
@@ -27,9 +31,12 @@ pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::C
 
 #[repr(C)]
 #[derive(Clone, Copy)]
-pub struct ConnectArgs {
+pub struct PendingCall {
+    /// The struct sockaddr as the caller passed it.
     pub addr: [u8; 28],
     pub fd: u32,
+    /// `netladder_common::syscall` id.
+    pub call: u32,
 }
 
 #[inline(always)]

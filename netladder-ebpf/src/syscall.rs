@@ -1,6 +1,6 @@
-//! Socket syscalls that fail synchronously: connect() returning an error the state machine of the
-//! socket never shows (no route, no local port, ...). The arguments are saved at entry, in the
-//! calling task, and the result read at exit.
+//! Socket syscalls that fail synchronously: connect() errors the socket's state machine never shows
+//! (no route, no local port), bind() and listen() errors (address in use). The arguments are saved
+//! at entry, in the calling task, and the result read at exit.
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user_buf},
     macros::tracepoint,
@@ -9,11 +9,11 @@ use aya_ebpf::{
 use netladder_common::{kind, syscall, Event, Flow, AF_INET, AF_INET6};
 
 use crate::{
-    kernel::{conf, current_netns, current_proc, is_self},
-    maps::{emit, ConnectArgs, CONNECT_ARGS},
+    kernel::{conf, current_netns, current_proc, is_self, other_netns},
+    maps::{emit, PendingCall, BOUND, CALL_ARGS},
 };
 
-// Errors that are not failures of the connection attempt itself.
+// Errors that are not failures of the attempt itself.
 const EINTR: i64 = 4;
 const EAGAIN: i64 = 11;
 const EISCONN: i64 = 106;
@@ -22,64 +22,146 @@ const EINPROGRESS: i64 = 115;
 
 #[tracepoint(category = "syscalls", name = "sys_enter_connect")]
 pub fn sys_enter_connect(ctx: TracePointContext) -> u32 {
-    if is_self() {
-        return 0;
-    }
-    let Ok(fd) = (unsafe { ctx.read_at::<u64>(conf!(sys_enter_connect_fd) as usize) }) else {
-        return 0;
-    };
-    let Ok(uaddr) = (unsafe { ctx.read_at::<u64>(conf!(sys_enter_connect_addr) as usize) }) else {
-        return 0;
-    };
-    let mut args = ConnectArgs {
-        addr: [0; 28],
-        fd: fd as u32,
-    };
-    // A sockaddr_in is shorter than 28 bytes and may end a page: fall back to its 16 bytes.
-    if unsafe { bpf_probe_read_user_buf(uaddr as *const u8, &mut args.addr) }.is_err()
-        && unsafe { bpf_probe_read_user_buf(uaddr as *const u8, &mut args.addr[..16]) }.is_err()
-    {
-        return 0;
-    }
-    let family = u16::from_ne_bytes([args.addr[0], args.addr[1]]);
-    if family == AF_INET || family == AF_INET6 {
-        let _ = CONNECT_ARGS.insert(&bpf_get_current_pid_tgid(), &args, 0);
-    }
+    save_with_addr(
+        &ctx,
+        syscall::CONNECT,
+        conf!(sys_enter_connect_fd),
+        conf!(sys_enter_connect_addr),
+    );
     0
 }
 
 #[tracepoint(category = "syscalls", name = "sys_exit_connect")]
 pub fn sys_exit_connect(ctx: TracePointContext) -> u32 {
-    let id = bpf_get_current_pid_tgid();
-    let Some(args) = (unsafe { CONNECT_ARGS.get(&id) }).copied() else {
-        return 0;
-    };
-    let _ = CONNECT_ARGS.remove(&id);
-    let Ok(ret) = (unsafe { ctx.read_at::<i64>(conf!(sys_exit_ret) as usize) }) else {
-        return 0;
-    };
-    if ret >= 0 || matches!(-ret, EINTR | EAGAIN | EISCONN | EALREADY | EINPROGRESS) {
-        return 0;
-    }
-    emit_connect_error(&args.addr, ret as i32, current_netns());
+    exit(&ctx, syscall::CONNECT);
     0
 }
 
-/// Emits a SYSCALL_FAILED event for a connect() to the address in `raw` (a struct sockaddr).
+#[tracepoint(category = "syscalls", name = "sys_enter_bind")]
+pub fn sys_enter_bind(ctx: TracePointContext) -> u32 {
+    save_with_addr(
+        &ctx,
+        syscall::BIND,
+        conf!(sys_enter_bind_fd),
+        conf!(sys_enter_bind_addr),
+    );
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_bind")]
+pub fn sys_exit_bind(ctx: TracePointContext) -> u32 {
+    exit(&ctx, syscall::BIND);
+    0
+}
+
+/// listen() only has the fd: the address comes from the bind netladder saw on it.
+#[tracepoint(category = "syscalls", name = "sys_enter_listen")]
+pub fn sys_enter_listen(ctx: TracePointContext) -> u32 {
+    if ignored_caller() {
+        return 0;
+    }
+    let Ok(fd) = (unsafe { ctx.read_at::<u64>(conf!(sys_enter_listen_fd) as usize) }) else {
+        return 0;
+    };
+    let id = bpf_get_current_pid_tgid();
+    let addr = unsafe { BOUND.get(&bound_key(id, fd as u32)) }
+        .copied()
+        .unwrap_or([0; 28]);
+    let call = PendingCall {
+        addr,
+        fd: fd as u32,
+        call: syscall::LISTEN,
+    };
+    let _ = CALL_ARGS.insert(&id, &call, 0);
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_listen")]
+pub fn sys_exit_listen(ctx: TracePointContext) -> u32 {
+    exit(&ctx, syscall::LISTEN);
+    0
+}
+
+/// netladder itself, or a task outside the namespace it watches.
 #[inline(always)]
-pub fn emit_connect_error(raw: &[u8; 28], ret: i32, netns: u32) {
-    if matches!(
-        -(ret as i64),
-        EINTR | EAGAIN | EISCONN | EALREADY | EINPROGRESS
-    ) {
+fn ignored_caller() -> bool {
+    is_self() || (conf!(only_netns) != 0 && other_netns(current_netns()))
+}
+
+/// Key of a bound socket: process and fd.
+#[inline(always)]
+fn bound_key(pid_tgid: u64, fd: u32) -> u64 {
+    (pid_tgid & 0xffff_ffff_0000_0000) | fd as u64
+}
+
+/// Saves fd and sockaddr of an IPv4/IPv6 call; other families are not ours.
+#[inline(always)]
+fn save_with_addr(ctx: &TracePointContext, call: u32, fd_off: u32, addr_off: u32) {
+    if ignored_caller() {
         return;
     }
-    let Some(flow) = sockaddr_flow(raw) else {
+    let Ok(fd) = (unsafe { ctx.read_at::<u64>(fd_off as usize) }) else {
         return;
     };
+    let Ok(uaddr) = (unsafe { ctx.read_at::<u64>(addr_off as usize) }) else {
+        return;
+    };
+    let mut pending = PendingCall {
+        addr: [0; 28],
+        fd: fd as u32,
+        call,
+    };
+    // A sockaddr_in is shorter than 28 bytes and may end a page: fall back to its 16 bytes.
+    if unsafe { bpf_probe_read_user_buf(uaddr as *const u8, &mut pending.addr) }.is_err()
+        && unsafe { bpf_probe_read_user_buf(uaddr as *const u8, &mut pending.addr[..16]) }.is_err()
+    {
+        return;
+    }
+    let family = u16::from_ne_bytes([pending.addr[0], pending.addr[1]]);
+    if family == AF_INET || family == AF_INET6 {
+        let _ = CALL_ARGS.insert(&bpf_get_current_pid_tgid(), &pending, 0);
+    }
+}
+
+#[inline(always)]
+fn exit(ctx: &TracePointContext, call: u32) {
+    let id = bpf_get_current_pid_tgid();
+    let Some(pending) = (unsafe { CALL_ARGS.get(&id) }).copied() else {
+        return;
+    };
+    let _ = CALL_ARGS.remove(&id);
+    if pending.call != call {
+        return;
+    }
+    let Ok(ret) = (unsafe { ctx.read_at::<i64>(conf!(sys_exit_ret) as usize) }) else {
+        return;
+    };
+    if ret == 0 && call == syscall::BIND {
+        let _ = BOUND.insert(&bound_key(id, pending.fd), &pending.addr, 0);
+        return;
+    }
+    if ret < 0 {
+        emit_call_error(call, &pending.addr, ret as i32, current_netns());
+    }
+}
+
+/// Emits a SYSCALL_FAILED event for `call` on the address in `raw` (a struct sockaddr).
+#[inline(always)]
+pub fn emit_call_error(call: u32, raw: &[u8; 28], ret: i32, netns: u32) {
+    if matches!(-(ret as i64), EINTR | EAGAIN | EISCONN | EALREADY | EINPROGRESS) {
+        return;
+    }
+    let mut flow = sockaddr_flow(raw);
+    if call != syscall::CONNECT {
+        // bind/listen: the address is the local end.
+        core::mem::swap(&mut flow.saddr, &mut flow.daddr);
+        core::mem::swap(&mut flow.sport, &mut flow.dport);
+    } else if flow.family == 0 {
+        return;
+    }
     emit(&Event {
         kind: kind::SYSCALL_FAILED,
-        verdict: syscall::CONNECT,
+        verdict: call,
         ts_ns: unsafe { bpf_ktime_get_ns() },
         proc: current_proc(netns),
         flow,
@@ -88,9 +170,9 @@ pub fn emit_connect_error(raw: &[u8; 28], ret: i32, netns: u32) {
     });
 }
 
-/// Destination of a sockaddr_in / sockaddr_in6.
+/// The address of a sockaddr_in / sockaddr_in6 as the destination of a flow (family 0 if neither).
 #[inline(always)]
-fn sockaddr_flow(raw: &[u8; 28]) -> Option<Flow> {
+fn sockaddr_flow(raw: &[u8; 28]) -> Flow {
     let family = u16::from_ne_bytes([raw[0], raw[1]]);
     let mut flow = Flow {
         family,
@@ -102,7 +184,7 @@ fn sockaddr_flow(raw: &[u8; 28]) -> Option<Flow> {
     match family {
         AF_INET => flow.daddr[..4].copy_from_slice(&raw[4..8]),
         AF_INET6 => flow.daddr.copy_from_slice(&raw[8..24]),
-        _ => return None,
+        _ => return Flow::default(),
     }
-    Some(flow)
+    flow
 }

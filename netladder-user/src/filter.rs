@@ -44,7 +44,7 @@ impl Filter {
         any(&self.pids, |p| *p == f.proc.pid)
             && any(&self.comms, |c| *c == f.proc.comm)
             && any(&self.ports, |p| {
-                *p == f.dst.port() || f.src.map(|s| s.port()) == Some(*p)
+                f.dst.map(|d| d.port()) == Some(*p) || f.src.map(|s| s.port()) == Some(*p)
             })
             && any(&self.netns, |n| *n == u64::from(f.proc.netns))
             && any(&self.codes, |c| *c == f.code)
@@ -88,7 +88,7 @@ mod tests {
                 netns: 4026531840,
             },
             src: Some("127.0.0.1:50000".parse().unwrap()),
-            dst: "127.0.0.1:8080".parse().unwrap(),
+            dst: Some("127.0.0.1:8080".parse().unwrap()),
             summary: String::new(),
             evidence: vec![],
             duration_ns: None,

@@ -1,9 +1,7 @@
 //! `netladder watch` and `netladder hooks`: start-up, the event loop, and shutdown.
 use std::{
-    collections::HashMap,
     io::{IsTerminal as _, Write as _},
-    net::SocketAddr,
-    time::{Duration, Instant, SystemTime},
+    time::{Duration, SystemTime},
 };
 
 use anyhow::{bail, Context as _, Result};
@@ -15,7 +13,7 @@ use tokio::{
 };
 
 use crate::{
-    classify::{Classifier, Failure, Lookup},
+    classify::{Classifier, Failure},
     cli::{HookOpts, HooksArgs, WatchArgs},
     enrich,
     filter::Filter,
@@ -37,7 +35,9 @@ struct Session {
     degraded: Vec<String>,
 }
 
-fn start(opts: &HookOpts) -> Result<Session> {
+/// Loads and attaches everything. `only_netns`: the one namespace to watch, filtered in the kernel
+/// so that failures elsewhere cost nothing (and cannot crowd the ring buffer).
+fn start(opts: &HookOpts, only_netns: Option<u32>) -> Result<Session> {
     for name in &opts.skip_hook {
         if !plan::HOOKS.iter().any(|h| h.program == name) {
             bail!("--skip-hook {name}: no such program (see `netladder hooks`)");
@@ -51,7 +51,8 @@ fn start(opts: &HookOpts) -> Result<Session> {
     preflight::require_privileges()?;
     let btf = KernelBtf::load()?;
     let root = tracefs::root()?;
-    let resolved = config::resolve(&btf, &root);
+    let mut resolved = config::resolve(&btf, &root);
+    resolved.config.only_netns = only_netns.unwrap_or(0);
     let loaded = loader::load(
         &resolved.config,
         &loader::Options {
@@ -80,7 +81,7 @@ fn start(opts: &HookOpts) -> Result<Session> {
 }
 
 pub fn hooks(args: HooksArgs) -> Result<()> {
-    let s = start(&args.hooks)?;
+    let s = start(&args.hooks, None)?;
     if args.json {
         println!("{}", output::hooks_json(&s.loaded.outcomes, &s.degraded));
     } else {
@@ -103,7 +104,11 @@ pub fn run(args: WatchArgs) -> Result<()> {
     if !(args.stats_interval > 0.0 && args.stats_interval.is_finite()) {
         bail!("--stats-interval must be a positive number of seconds");
     }
-    let session = start(&args.hooks)?;
+    let only_netns = match filter.netns[..] {
+        [one] => u32::try_from(one).ok(),
+        _ => None,
+    };
+    let session = start(&args.hooks, only_netns)?;
     announce(&session, &args)?;
     if let Some(path) = &args.ready_file {
         std::fs::write(path, b"ready\n")
@@ -230,7 +235,7 @@ struct Output {
     filter: Filter,
     style: output::Style,
     reported: u64,
-    listeners: ListenerCache,
+    enricher: enrich::failure::Enricher,
     /// kfree_skb is not attached: local drops and missing listeners are invisible.
     no_drop_reasons: bool,
 }
@@ -244,7 +249,7 @@ impl Output {
             filter,
             style: output::Style { color },
             reported: 0,
-            listeners: ListenerCache::default(),
+            enricher: enrich::failure::Enricher::default(),
             no_drop_reasons: false,
         }
     }
@@ -253,7 +258,7 @@ impl Output {
         if !self.filter.matches(&f) {
             return Ok(());
         }
-        self.listeners.enrich(&mut f);
+        self.enricher.enrich(&mut f);
         if self.no_drop_reasons && matches!(f.code, 21 | 23) {
             f.evidence.push(
                 "degraded: no drop reasons on this kernel, so a local firewall drop or a missing \
@@ -283,62 +288,13 @@ impl Output {
     }
 }
 
-/// Who listens on a refused port, looked up over netlink at most once a second per namespace
-/// and destination: a storm of identical refusals costs one lookup, not one per connection.
-#[derive(Default)]
-struct ListenerCache {
-    entries: HashMap<(u32, SocketAddr), (Instant, Result<String, String>)>,
-}
-
-impl ListenerCache {
-    const TTL: Duration = Duration::from_secs(1);
-    const MAX: usize = 4096;
-
-    /// Adds the listener situation to a "no listener" failure.
-    fn enrich(&mut self, f: &mut Failure) {
-        if f.lookup != Lookup::Listeners {
-            return;
-        }
-        let netns = f.evidence_netns;
-        let key = (netns, f.dst);
-        let now = Instant::now();
-        let fresh = self
-            .entries
-            .get(&key)
-            .is_some_and(|(at, _)| now.duration_since(*at) < Self::TTL);
-        if !fresh {
-            if self.entries.len() >= Self::MAX {
-                self.entries
-                    .retain(|_, (at, _)| now.duration_since(*at) < Self::TTL);
-            }
-            // The hint pid only helps when the lookup is in the client's own namespace.
-            let hint = (netns == f.proc.netns).then_some(f.proc.pid);
-            let detail =
-                enrich::refused_detail(u64::from(netns), hint, f.dst).map_err(|e| format!("{e:#}"));
-            self.entries.insert(key, (now, detail));
-        }
-        match &self.entries[&key].1 {
-            Ok(detail) => {
-                f.evidence.push(format!(
-                    "listeners on port {} checked over sock_diag in netns {netns}",
-                    f.dst.port()
-                ));
-                f.summary = detail.clone();
-            }
-            Err(e) => f
-                .evidence
-                .push(format!("could not check the listeners: {e}")),
-        }
-    }
-}
-
 /// Where the next steps should run: the namespace that holds the evidence (the server's for a
 /// missing listener, else the client's).
 fn step_ctx(f: &Failure) -> ladder::StepCtx {
     let netns = f.evidence_netns;
     let own = enrich::netns::own_netns_inode().ok();
     ladder::StepCtx {
-        dst: Some(f.dst),
+        dst: f.dst,
         src: f.src,
         pid: (netns == f.proc.netns).then_some(f.proc.pid),
         netns_name: enrich::netns::netns_name(u64::from(netns)),

@@ -90,6 +90,11 @@ pub struct Watch {
 }
 
 impl Watch {
+    /// The netladder process id (0 once it has been stopped).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
     /// Spawns `<netladder_bin()> watch --json --ready-file <tmp> EXTRA_ARGS... <words of
     /// $NL_WATCH_ARGS>` and waits up to 60 s for the ready file. Fails with netladder's stderr if
     /// it exits first. Pass `&["--netns", &ns.inode().to_string()]` to see one namespace only.

@@ -1,6 +1,7 @@
 //! The binary's behaviour at its edges: bad input, missing privileges or BTF, and leaving nothing
 //! attached behind when it stops or is killed.
 use std::{
+    collections::BTreeSet,
     os::unix::process::CommandExt as _,
     process::{Command, Output},
     sync::Mutex,
@@ -133,36 +134,54 @@ fn hooks_reports_every_program() {
     }
 }
 
-/// Program names netladder loads. bpftool shows the full name from BTF where it can, else the
-/// kernel's first 15 bytes.
-const OURS: [&str; 6] = [
-    "inet_sock_set_state",
-    "tcp_receive_reset",
-    "tcp_retransmit_skb",
-    "sys_enter_connect",
-    "sys_exit_connect",
-    "kfree_skb",
-];
-
-fn is_ours(name: &str) -> bool {
-    OURS.iter()
-        .any(|o| *o == name || (name.len() == 15 && o.starts_with(name)))
+/// IDs of the BPF programs a process holds (its fds and links name them in fdinfo): exactly
+/// netladder's own, never another tool's.
+fn prog_ids_held_by(pid: u32) -> BTreeSet<u32> {
+    let mut ids = BTreeSet::new();
+    for entry in std::fs::read_dir(format!("/proc/{pid}/fdinfo"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        ids.extend(
+            text.lines()
+                .filter_map(|l| l.strip_prefix("prog_id:"))
+                .filter_map(|v| v.trim().parse::<u32>().ok()),
+        );
+    }
+    ids
 }
 
-/// How many loaded BPF programs carry one of our names. Other tools' programs with the same names
-/// are part of the baseline, never touched.
-fn loaded_with_our_names() -> Option<usize> {
-    let out = Command::new("bpftool")
-        .args(["prog", "show", "--json"])
-        .output()
-        .ok()?;
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-    Some(
-        v.as_array()?
-            .iter()
-            .filter(|p| p["name"].as_str().is_some_and(is_ours))
-            .count(),
-    )
+/// Whether a BPF program with this ID still exists (BPF_PROG_GET_FD_BY_ID).
+fn prog_exists(id: u32) -> bool {
+    #[repr(C)]
+    struct GetFdById {
+        id: u32,
+        next_id: u32,
+        open_flags: u32,
+    }
+    const BPF_PROG_GET_FD_BY_ID: libc::c_long = 13;
+    let attr = GetFdById {
+        id,
+        next_id: 0,
+        open_flags: 0,
+    };
+    // SAFETY: a valid bpf_attr prefix for this command, and its size.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_PROG_GET_FD_BY_ID,
+            &attr as *const GetFdById,
+            std::mem::size_of::<GetFdById>(),
+        )
+    };
+    if fd >= 0 {
+        // SAFETY: we own the fd the kernel just returned.
+        unsafe { libc::close(fd as i32) };
+        return true;
+    }
+    std::io::Error::last_os_error().raw_os_error() != Some(libc::ENOENT)
 }
 
 fn wait_until(pred: impl Fn() -> bool) -> bool {
@@ -182,20 +201,14 @@ fn stopping_or_killing_leaves_nothing_attached() {
         return;
     }
     let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(baseline) = loaded_with_our_names() else {
-        skip("bpftool is not installed");
-        return;
-    };
     let ns = Netns::new("detach").unwrap();
     let args = ["--netns".to_string(), ns.inode().to_string()];
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
 
     let w = Watch::start(&args).unwrap();
-    let attached = loaded_with_our_names().unwrap();
-    assert!(
-        attached >= baseline + 5,
-        "our programs are loaded: {attached} vs {baseline}"
-    );
+    let ours = prog_ids_held_by(w.pid());
+    assert!(ours.len() >= 6, "netladder holds its programs: {ours:?}");
+    assert!(ours.iter().all(|id| prog_exists(*id)));
     let (events, stderr) = w.stop().unwrap();
     assert!(
         events
@@ -205,16 +218,17 @@ fn stopping_or_killing_leaves_nothing_attached() {
     );
     assert!(stderr.contains("0 lost"), "{stderr}");
     assert!(
-        wait_until(|| loaded_with_our_names() == Some(baseline)),
+        wait_until(|| !ours.iter().any(|id| prog_exists(*id))),
         "detached after SIGINT"
     );
 
     // SIGKILL: the kernel releases everything with the last file descriptor.
     let w = Watch::start(&args).unwrap();
-    assert!(loaded_with_our_names().unwrap() >= baseline + 5);
+    let ours = prog_ids_held_by(w.pid());
+    assert!(ours.len() >= 6, "{ours:?}");
     drop(w);
     assert!(
-        wait_until(|| loaded_with_our_names() == Some(baseline)),
+        wait_until(|| !ours.iter().any(|id| prog_exists(*id))),
         "detached after SIGKILL"
     );
 }

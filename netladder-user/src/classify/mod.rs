@@ -63,7 +63,8 @@ pub struct Observation {
     pub sk: u64,
     pub proc: Proc,
     pub src: Option<SocketAddr>,
-    pub dst: SocketAddr,
+    /// Remote end; None for bind()/listen().
+    pub dst: Option<SocketAddr>,
     /// Positive errno (socket error, or the syscall's error), 0 when none.
     pub err: i32,
     pub syn_retrans: u32,
@@ -75,12 +76,22 @@ pub struct Observation {
 }
 
 /// What the enrichment stage should look up for a failure.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Lookup {
     None,
     /// Who listens on the destination port, in `Failure::evidence_netns` (where the SYN found no
     /// socket: the server's namespace, not necessarily the client's).
     Listeners,
+    /// The route to the destination (`ip route get`) and the default routes.
+    Route,
+    /// The route plus the state and addresses of the interfaces (network unreachable).
+    Egress,
+    /// The route's next hop in the neighbour table (ARP / neighbour discovery).
+    Neighbour,
+    /// Who holds the local port (address in use).
+    Holders,
+    /// Ephemeral port range, TIME_WAIT and open connections toward the destination.
+    Ports,
 }
 
 /// A classified failure: one per failed connection or failed call.
@@ -93,7 +104,8 @@ pub struct Failure {
     pub errno: Option<i32>,
     pub proc: Proc,
     pub src: Option<SocketAddr>,
-    pub dst: SocketAddr,
+    /// Remote end; None for bind()/listen() failures.
+    pub dst: Option<SocketAddr>,
     /// One sentence: what happened.
     pub summary: String,
     /// The kernel signals seen, with counts.
@@ -107,7 +119,7 @@ pub struct Failure {
     pub evidence_netns: u32,
 }
 
-type PairKey = (u32, SocketAddr);
+type PairKey = (u32, Option<SocketAddr>);
 
 #[derive(Default)]
 pub struct Classifier {
@@ -150,6 +162,10 @@ impl Classifier {
                     out.extend(self.standalone(s));
                 }
             }
+            Kind::Syscall { call } if call != "connect" => {
+                // bind() and listen() never have a connection summary to wait for.
+                out.extend(self.standalone(obs));
+            }
             Kind::Syscall { .. } => {
                 if self.recent.contains_key(&key) || self.pending.contains_key(&key) {
                     // The connection's summary already told this story, or this is the same
@@ -187,47 +203,15 @@ impl Classifier {
         out
     }
 
-    /// A syscall error with no connection summary: classified by its errno alone.
+    /// A syscall error with no connection summary: classified by the call and its errno.
     fn standalone(&mut self, obs: Observation) -> Option<Failure> {
         let call = match obs.kind {
             Kind::Syscall { call } => call,
             Kind::Conn { .. } => "connect",
         };
-        let (code, cause, layer, summary) = match obs.err {
-            111 => (
-                21,
-                "refused",
-                Layer::Application,
-                "the connection was refused".to_owned(),
-            ),
-            110 => (
-                23,
-                "no_reply",
-                Layer::Route,
-                "the connection timed out".to_owned(),
-            ),
-            113 => (
-                22,
-                "host_unreachable",
-                Layer::Route,
-                "no route to the host".to_owned(),
-            ),
-            101 => (
-                26,
-                "net_unreachable",
-                Layer::Route,
-                "the network is unreachable".to_owned(),
-            ),
-            99 => (
-                28,
-                "no_local_address",
-                Layer::Address,
-                "no free local address/port for the connection".to_owned(),
-            ),
-            _ => {
-                self.unclassified += 1;
-                return None;
-            }
+        let Some((code, cause, layer, summary, lookup)) = by_errno(call, obs.err) else {
+            self.unclassified += 1;
+            return None;
         };
         let netns = obs.proc.netns;
         Some(Failure {
@@ -243,10 +227,66 @@ impl Classifier {
             duration_ns: None,
             ts_ns: obs.ts_ns,
             count: 1,
-            lookup: Lookup::None,
+            lookup,
             evidence_netns: netns,
         })
     }
+}
+
+/// The ladder reading of a syscall that failed at once: (code, cause, layer, summary, lookup).
+fn by_errno(call: &str, err: i32) -> Option<(u16, &'static str, Layer, &'static str, Lookup)> {
+    Some(match (call, err) {
+        ("connect", 111) => (
+            21,
+            "refused",
+            Layer::Application,
+            "the connection was refused",
+            Lookup::None,
+        ),
+        ("connect", 110) => (
+            23,
+            "no_reply",
+            Layer::Route,
+            "the connection timed out",
+            Lookup::None,
+        ),
+        ("connect", 113) => (
+            22,
+            "host_unreachable",
+            Layer::Route,
+            "no route to the host",
+            Lookup::Route,
+        ),
+        ("connect", 13) => (
+            22,
+            "route_prohibited",
+            Layer::Route,
+            "the routing table forbids this destination",
+            Lookup::Route,
+        ),
+        ("connect", 101) => (
+            26,
+            "net_unreachable",
+            Layer::Route,
+            "the network is unreachable",
+            Lookup::Egress,
+        ),
+        ("connect", 99) => (
+            28,
+            "ports_exhausted",
+            Layer::Address,
+            "no free local port for this destination",
+            Lookup::Ports,
+        ),
+        ("bind" | "listen", 98) => (
+            27,
+            "addr_in_use",
+            Layer::Application,
+            "the address is already in use",
+            Lookup::Holders,
+        ),
+        _ => return None,
+    })
 }
 
 /// Turns a connection summary into a failure. `None` for a verdict the ladder has no code for.
@@ -317,19 +357,26 @@ fn from_conn(obs: &Observation, v: u32) -> Option<Failure> {
             "no answer to the SYN; nothing dropped it on this host: peer down, a firewall on the path, or asymmetric routing".to_owned(),
             Lookup::None,
         ),
+        verdict::HOST_UNREACHABLE if d.last_reason.as_deref() == Some("NEIGH_FAILED") => (
+            29,
+            "neighbour_failed",
+            Layer::Link,
+            "the next hop never answered address resolution (ARP / neighbour discovery)".to_owned(),
+            Lookup::Neighbour,
+        ),
         verdict::HOST_UNREACHABLE => (
             22,
             "host_unreachable",
             Layer::Route,
-            "the host is unreachable (ICMP host-unreachable or failed neighbour resolution)".to_owned(),
-            Lookup::None,
+            "the host is unreachable: an ICMP host-unreachable answered the SYN".to_owned(),
+            Lookup::Route,
         ),
         verdict::NET_UNREACHABLE => (
             26,
             "net_unreachable",
             Layer::Route,
             "the network is unreachable".to_owned(),
-            Lookup::None,
+            Lookup::Egress,
         ),
         verdict::FIREWALL_REJECT_OTHER => (
             if obs.err == 101 { 26 } else { 22 },

@@ -27,7 +27,7 @@ fn conn(v: u32, err: i32, flags: u32, drops: Drops, retrans: u32, ts: u64) -> Ob
         sk: 0xffff_8880_1234_0000,
         proc: proc_(4211),
         src: Some("127.0.0.1:51234".parse().unwrap()),
-        dst: dst(),
+        dst: Some(dst()),
         err,
         syn_retrans: retrans,
         flags,
@@ -43,7 +43,7 @@ fn syscall(err: i32, ts: u64) -> Observation {
         sk: 0,
         proc: proc_(4211),
         src: None,
-        dst: dst(),
+        dst: Some(dst()),
         err,
         syn_retrans: 0,
         flags: 0,
@@ -317,4 +317,71 @@ fn listener_lookup_goes_to_the_namespace_that_dropped_the_syn() {
         10,
     );
     assert_eq!(out[0].evidence_netns, 4026532999);
+}
+
+#[test]
+fn failed_neighbour_resolution_is_the_link_layer() {
+    let mut c = Classifier::new();
+    let d = Drops {
+        other: 2,
+        last_reason: Some("NEIGH_FAILED".into()),
+        ..Drops::default()
+    };
+    let out = c.feed(conn(verdict::HOST_UNREACHABLE, 113, 0, d, 1, 10), 10);
+    assert_eq!(
+        (out[0].code, out[0].cause, out[0].layer),
+        (29, "neighbour_failed", Layer::Link)
+    );
+    assert_eq!(out[0].lookup, Lookup::Neighbour);
+    let out = c.feed(
+        Observation {
+            sk: 2,
+            ..conn(verdict::HOST_UNREACHABLE, 113, 0, Drops::default(), 0, 20)
+        },
+        20,
+    );
+    assert_eq!((out[0].code, out[0].lookup), (22, Lookup::Route));
+}
+
+#[test]
+fn bind_and_listen_errors_are_reported_at_once() {
+    let mut c = Classifier::new();
+    let mut bind = syscall(98, 5);
+    bind.kind = Kind::Syscall { call: "bind" };
+    bind.dst = None;
+    bind.src = Some("127.0.0.1:9100".parse().unwrap());
+    let out = c.feed(bind.clone(), 5);
+    assert_eq!(out.len(), 1, "no waiting for a connection summary");
+    assert_eq!(
+        (out[0].code, out[0].cause, out[0].lookup),
+        (27, "addr_in_use", Lookup::Holders)
+    );
+    assert_eq!(
+        out[0].evidence,
+        vec!["bind() returned EADDRINUSE".to_owned()]
+    );
+    // bind() to a non-local address is not port exhaustion: not #028.
+    bind.err = 99;
+    assert!(c.feed(bind, 6).is_empty());
+    assert_eq!(c.unclassified, 1);
+}
+
+#[test]
+fn synchronous_connect_errors_map_to_their_rungs() {
+    let cases = [
+        (113, 22, "host_unreachable", Lookup::Route),
+        (13, 22, "route_prohibited", Lookup::Route),
+        (101, 26, "net_unreachable", Lookup::Egress),
+        (99, 28, "ports_exhausted", Lookup::Ports),
+    ];
+    for (errno, code, cause, lookup) in cases {
+        let mut c = Classifier::new();
+        c.feed(syscall(errno, 5), 5);
+        let out = c.tick(5 + PAIR_WINDOW_NS);
+        assert_eq!(
+            (out[0].code, out[0].cause, out[0].lookup),
+            (code, cause, lookup),
+            "errno {errno}"
+        );
+    }
 }

@@ -1,5 +1,6 @@
 //! Netlink and /proc look-ups that add the "why" to a classified failure.
 
+pub mod failure;
 pub mod link;
 pub mod neigh;
 pub mod netns;
@@ -56,16 +57,10 @@ pub fn describe_refused(dst: SocketAddr, listeners: &[Listener], owners: &Owners
 /// How many other listeners a sentence names before "and N more".
 const MAX_SHOWN: usize = 3;
 
-/// The refused-connection sentence for `dst`, looked up in the network namespace
-/// `netns_inode` (where the SYN found no socket). Blocks: call from a blocking context.
-pub fn refused_detail(
-    netns_inode: u64,
-    hint_pid: Option<u32>,
-    dst: SocketAddr,
-) -> anyhow::Result<String> {
-    let port = dst.port();
-    let listeners =
-        netns::run_in_netns(netns_inode, hint_pid, move || sockdiag::tcp_listeners(port))??;
+/// The refused-connection sentence for `dst`, from the listeners of the calling thread's network
+/// namespace (run it where the SYN found no socket). Blocks on netlink and /proc.
+pub fn refused_sentence(dst: SocketAddr) -> anyhow::Result<String> {
+    let listeners = sockdiag::tcp_listeners(dst.port())?;
     let inodes: Vec<u32> = listeners.iter().map(|l| l.inode).collect();
     let owners = sockdiag::socket_owners(&inodes);
     Ok(describe_refused(dst, &listeners, &owners))
@@ -283,6 +278,14 @@ pub(crate) mod tests {
             panic!("python3 listeners did not start in {netns}");
         }
         child
+    }
+
+    fn refused_detail(
+        netns_inode: u64,
+        hint_pid: Option<u32>,
+        dst: SocketAddr,
+    ) -> anyhow::Result<String> {
+        netns::run_in_netns(netns_inode, hint_pid, move || refused_sentence(dst))?
     }
 
     #[test]

@@ -70,6 +70,9 @@ pub fn resolve(btf: &KernelBtf, tracefs_root: &Path) -> Resolved {
     };
     c.sys_enter_connect_fd = tp("sys_enter_connect", "fd");
     c.sys_enter_connect_addr = tp("sys_enter_connect", "uservaddr");
+    c.sys_enter_bind_fd = tp("sys_enter_bind", "fd");
+    c.sys_enter_bind_addr = tp("sys_enter_bind", "umyaddr");
+    c.sys_enter_listen_fd = tp("sys_enter_listen", "fd");
     c.sys_exit_ret = tp("sys_exit_connect", "ret");
     c.self_tgid = std::process::id();
     Resolved {

@@ -30,13 +30,22 @@ pub fn observe(e: &Event, names: &Names) -> Option<Observation> {
         kind::SYSCALL_FAILED => Kind::Syscall {
             call: match e.verdict {
                 syscall::CONNECT => "connect",
-                _ => "syscall",
+                syscall::BIND => "bind",
+                syscall::LISTEN => "listen",
+                _ => return None,
             },
         },
         _ => return None,
     };
-    let (src, dst) = endpoints(&e.flow)?;
     let is_conn = e.kind == kind::CONN_FAILED;
+    let (src, dst) = match (endpoints(&e.flow), e.verdict) {
+        (Some((s, d)), _) if is_conn => (Some(s), Some(d)),
+        (Some((_, d)), syscall::CONNECT) => (None, Some(d)),
+        (Some((s, _)), _) if !is_conn => (Some(s), None),
+        // listen() on a socket whose bind was not seen: the port is unknown.
+        (None, syscall::LISTEN) if !is_conn => (None, None),
+        _ => return None,
+    };
     let has_drop_location = e.nf_drops > 0 && e.drop_location != 0;
     Some(Observation {
         kind,
@@ -49,7 +58,7 @@ pub fn observe(e: &Event, names: &Names) -> Option<Observation> {
             cgroup_id: e.proc.cgroup_id,
             netns: e.proc.netns,
         },
-        src: if is_conn { Some(src) } else { None },
+        src,
         dst,
         err: e.err.abs(),
         syn_retrans: e.syn_retrans,
@@ -131,13 +140,37 @@ mod tests {
         e.proc.comm[..4].copy_from_slice(b"curl");
         let bytes: [u8; std::mem::size_of::<Event>()] = unsafe { std::mem::transmute(e) };
         let o = observe(&parse(&bytes).unwrap(), &names()).unwrap();
-        assert_eq!(o.dst, "10.0.0.2:443".parse().unwrap());
+        assert_eq!(o.dst, Some("10.0.0.2:443".parse().unwrap()));
         assert_eq!(o.src, Some("10.0.0.1:40000".parse().unwrap()));
         assert_eq!(o.proc.comm, "curl");
         assert_eq!(o.duration_ns, Some(4_000));
         assert_eq!(o.drops.location.as_deref(), Some("nft_do_chain+0x10"));
         assert_eq!(o.drops.last_reason.as_deref(), Some("NETFILTER_DROP"));
         assert!(o.drops.outgoing && !o.drops.incoming);
+    }
+
+    #[test]
+    fn bind_failures_carry_the_local_address() {
+        let mut e = Event {
+            kind: kind::SYSCALL_FAILED,
+            verdict: syscall::BIND,
+            err: -98,
+            ..Event::default()
+        };
+        e.flow.family = AF_INET;
+        e.flow.saddr[..4].copy_from_slice(&[127, 0, 0, 1]);
+        e.flow.sport = 9100;
+        let o = observe(&e, &names()).unwrap();
+        assert_eq!(o.kind, Kind::Syscall { call: "bind" });
+        assert_eq!(o.src, Some("127.0.0.1:9100".parse().unwrap()));
+        assert_eq!((o.dst, o.err), (None, 98));
+        let unknown = Event {
+            verdict: syscall::LISTEN,
+            flow: Flow::default(),
+            ..e
+        };
+        let o = observe(&unknown, &names()).unwrap();
+        assert_eq!((o.src, o.dst), (None, None));
     }
 
     #[test]

@@ -88,6 +88,38 @@ pub const HOOKS: &[Hook] = &[
         without: "connect() calls that fail at once (no route, no free local port)",
     },
     Hook {
+        program: "sys_enter_bind",
+        attach: Attach::Tracepoint("syscalls", "sys_enter_bind"),
+        core: false,
+        optional: false,
+        needs: "syscall tracepoints (CONFIG_FTRACE_SYSCALLS)",
+        without: "bind() and listen() failures (address already in use)",
+    },
+    Hook {
+        program: "sys_exit_bind",
+        attach: Attach::Tracepoint("syscalls", "sys_exit_bind"),
+        core: false,
+        optional: false,
+        needs: "syscall tracepoints (CONFIG_FTRACE_SYSCALLS)",
+        without: "bind() and listen() failures (address already in use)",
+    },
+    Hook {
+        program: "sys_enter_listen",
+        attach: Attach::Tracepoint("syscalls", "sys_enter_listen"),
+        core: false,
+        optional: false,
+        needs: "syscall tracepoints (CONFIG_FTRACE_SYSCALLS)",
+        without: "bind() and listen() failures (address already in use)",
+    },
+    Hook {
+        program: "sys_exit_listen",
+        attach: Attach::Tracepoint("syscalls", "sys_exit_listen"),
+        core: false,
+        optional: false,
+        needs: "syscall tracepoints (CONFIG_FTRACE_SYSCALLS)",
+        without: "bind() and listen() failures (address already in use)",
+    },
+    Hook {
         program: "tcp_v4_connect_exit",
         attach: Attach::FExit("tcp_v4_connect"),
         core: false,
@@ -160,7 +192,8 @@ mod tests {
             })
             .collect();
         let lost = degraded(&out);
-        assert_eq!(lost.len(), 1);
+        assert_eq!(lost.len(), 2, "{lost:?}");
         assert!(lost[0].contains("connect()"));
+        assert!(lost[1].contains("bind()"));
     }
 }

@@ -33,7 +33,7 @@ pub fn failure_json(f: &Failure, next: &[String], at: SystemTime) -> Value {
         "cgroup": f.proc.cgroup_id,
         "netns": f.proc.netns,
         "src": f.src.map(|a| a.to_string()),
-        "dst": f.dst.to_string(),
+        "dst": f.dst.map(|a| a.to_string()),
         "duration_ms": f.duration_ns.map(|ns| ns / 1_000_000),
         "evidence": f.evidence,
         "next": next,
@@ -51,15 +51,15 @@ pub fn failure_line(f: &Failure, next: &[String], style: &Style) -> String {
     } else {
         s.push_str(&code);
     }
-    let _ = write!(
-        s,
-        "  {}[{}] {} -> {}  {}",
-        f.proc.comm,
-        f.proc.pid,
-        f.src.map(|a| a.to_string()).unwrap_or_else(|| "?".into()),
-        f.dst,
-        f.summary
-    );
+    let flow = match (f.src, f.dst) {
+        (src, Some(dst)) => format!(
+            "{} -> {dst}",
+            src.map(|a| a.to_string()).unwrap_or_else(|| "?".into())
+        ),
+        (Some(local), None) => local.to_string(),
+        (None, None) => "(address unknown)".into(),
+    };
+    let _ = write!(s, "  {}[{}] {flow}  {}", f.proc.comm, f.proc.pid, f.summary);
     let _ = write!(s, " [{}]", f.layer.as_str());
     if let Some(first) = next.first() {
         if style.color {

@@ -1,10 +1,13 @@
 //! `nl-peer`: a tiny, real TCP/UDP peer for netladder's scenario tests.
 //!
 //! ```text
-//! nl-peer listen ADDR [--v6only] [--reuseaddr] [--backlog N]
+//! nl-peer listen ADDR [--v6only] [--reuseaddr] [--backlog N] [--pair]
 //!     bind + listen on ADDR, print `ready ADDR` (the bound address), accept and close
 //!     connections until killed. On failure print `error NAME ERRNO` and exit 1.
 //!     An IPv6 listener is dual-stack (also takes IPv4) unless --v6only is given.
+//!     --pair binds two sockets to ADDR first, then listens on both (with --reuseaddr the
+//!     binds succeed and the second listen() fails with EADDRINUSE); the first one serves, and
+//!     the ready line ends with the second's result: `ready ADDR second=ok|error NAME ERRNO`.
 //! nl-peer connect ADDR [--timeout SECS] [--bind ADDR] [--count N] [--nonblocking] [--hold SECS]
 //!     make N real TCP connects; print one line per attempt: `ok` or `error NAME ERRNO`.
 //!     --timeout: non-blocking connect with a deadline; when it expires the program closes
@@ -16,7 +19,8 @@
 //!     send one datagram to ADDR; print `ok` or `error NAME ERRNO`.
 //! nl-peer storm ADDR --duration SECS [--threads N]
 //!     blocking TCP connects to ADDR, as fast as N threads (default 1) can, for SECS; print one
-//!     JSON line {"attempts":N,"refused":N,"ok":N,"other":N,"secs":F,"rate":F} (rate = attempts/s).
+//!     JSON line {"attempts":N,"refused":N,"ok":N,"other":N,"secs":F,"rate":F,"user":F,"sys":F}
+//!     (rate = attempts/s; user/sys = the CPU seconds this process used, kernel work included).
 //!     Meant for a closed port on loopback (`cargo xtask bench`).
 //! ```
 //! Usage errors exit 2. ADDR is `IPv4:port` or `[IPv6]:port`.
@@ -40,6 +44,7 @@ struct ListenOpts {
     v6only: bool,
     reuseaddr: bool,
     backlog: i32,
+    pair: bool,
 }
 
 struct StormOpts {
@@ -113,11 +118,13 @@ fn parse_listen(args: &[String]) -> Result<ListenOpts, String> {
         v6only: false,
         reuseaddr: false,
         backlog: 128,
+        pair: false,
     };
     while let Some(flag) = rest.next() {
         match flag.as_str() {
             "--v6only" => opts.v6only = true,
             "--reuseaddr" => opts.reuseaddr = true,
+            "--pair" => opts.pair = true,
             "--backlog" => opts.backlog = parse_num(flag, rest.next())?,
             other => return Err(format!("listen: unknown option {other:?}")),
         }
@@ -198,11 +205,14 @@ fn error_line(errno: i32) -> String {
 
 fn run_listen(opts: ListenOpts) -> ExitCode {
     match open_listener(&opts) {
-        Ok(listener) => {
+        Ok((listener, second)) => {
             let bound = listener
                 .local_addr()
                 .map_or_else(|_| opts.addr.to_string(), |a| a.to_string());
-            print_line(&format!("ready {bound}"));
+            match &second {
+                Some((_, outcome)) => print_line(&format!("ready {bound} second={outcome}")),
+                None => print_line(&format!("ready {bound}")),
+            }
             accept_forever(&listener)
         }
         Err(err) => {
@@ -222,7 +232,29 @@ fn accept_forever(listener: &TcpListener) -> ! {
     }
 }
 
-fn open_listener(opts: &ListenOpts) -> io::Result<TcpListener> {
+/// The listener, plus with --pair the outcome of the second socket's listen() (kept open).
+fn open_listener(opts: &ListenOpts) -> io::Result<(TcpListener, Option<(OwnedFd, String)>)> {
+    let fd = bound_socket(opts)?;
+    let second = opts.pair.then(|| bound_socket(opts)).transpose()?;
+    listen_fd(&fd, opts.backlog)?;
+    let second = second.map(|s| {
+        let outcome = match listen_fd(&s, opts.backlog) {
+            Ok(()) => "ok".to_string(),
+            Err(err) => error_line(err.raw_os_error().unwrap_or(0)),
+        };
+        (s, outcome)
+    });
+    Ok((TcpListener::from(fd), second))
+}
+
+fn listen_fd(fd: &OwnedFd, backlog: i32) -> io::Result<()> {
+    // SAFETY: plain syscall on a socket we own.
+    check(unsafe { libc::listen(fd.as_raw_fd(), backlog) })?;
+    Ok(())
+}
+
+/// A socket with the listener's options, bound to its address.
+fn bound_socket(opts: &ListenOpts) -> io::Result<OwnedFd> {
     let fd = new_socket(&opts.addr, false)?;
     if opts.reuseaddr {
         set_int_option(&fd, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
@@ -236,9 +268,7 @@ fn open_listener(opts: &ListenOpts) -> io::Result<TcpListener> {
         )?;
     }
     bind_fd(&fd, &opts.addr)?;
-    // SAFETY: plain syscall on a socket we own.
-    check(unsafe { libc::listen(fd.as_raw_fd(), opts.backlog) })?;
-    Ok(TcpListener::from(fd))
+    Ok(fd)
 }
 
 fn run_connect(opts: ConnectOpts) -> ExitCode {
@@ -364,8 +394,9 @@ fn run_storm(opts: StormOpts) -> ExitCode {
         total.other += counts.other;
     }
     let secs = start.elapsed().as_secs_f64();
+    let (user, sys) = cpu_used();
     print_line(&format!(
-        r#"{{"attempts":{},"refused":{},"ok":{},"other":{},"secs":{secs:.6},"rate":{:.1}}}"#,
+        r#"{{"attempts":{},"refused":{},"ok":{},"other":{},"secs":{secs:.6},"rate":{:.1},"user":{user:.6},"sys":{sys:.6}}}"#,
         total.attempts,
         total.refused,
         total.ok,
@@ -373,6 +404,18 @@ fn run_storm(opts: StormOpts) -> ExitCode {
         total.attempts as f64 / secs
     ));
     ExitCode::SUCCESS
+}
+
+/// User and system CPU seconds this process (all its threads) has used.
+fn cpu_used() -> (f64, f64) {
+    // SAFETY: an all-zero rusage is a valid buffer for getrusage to fill.
+    let mut usage: libc::rusage = unsafe { mem::zeroed() };
+    // SAFETY: usage is a valid, writable rusage.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return (0.0, 0.0);
+    }
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    (secs(usage.ru_utime), secs(usage.ru_stime))
 }
 
 /// Blocking connects until `deadline`: socket, connect, close; nothing is allocated per attempt.

@@ -1,0 +1,167 @@
+//! Applies the look-up a failure asks for (`classify::Lookup`) in the namespace where its evidence
+//! is, and writes what it found into the failure: the summary sentence and one evidence line.
+use std::{
+    collections::HashMap,
+    net::{IpAddr, SocketAddr},
+    time::{Duration, Instant},
+};
+
+use anyhow::{anyhow, Result};
+
+use super::{link, neigh, netns::run_in_netns, ports, route};
+use crate::classify::{Failure, Lookup};
+
+/// Caches answers for a second per (lookup, namespace, address): a storm of identical failures
+/// costs one netlink look-up, not one per connection.
+#[derive(Default)]
+pub struct Enricher {
+    cache: HashMap<Key, (Instant, Result<Found, String>)>,
+}
+
+type Key = (Lookup, u32, Option<SocketAddr>, Option<SocketAddr>);
+
+#[derive(Clone)]
+struct Found {
+    summary: String,
+    evidence: String,
+}
+
+impl Enricher {
+    const TTL: Duration = Duration::from_secs(1);
+    const MAX: usize = 4096;
+
+    pub fn enrich(&mut self, f: &mut Failure) {
+        if f.lookup == Lookup::None {
+            return;
+        }
+        let key = (f.lookup, f.evidence_netns, f.src, f.dst);
+        let now = Instant::now();
+        let fresh = self
+            .cache
+            .get(&key)
+            .is_some_and(|(at, _)| now.duration_since(*at) < Self::TTL);
+        if !fresh {
+            if self.cache.len() >= Self::MAX {
+                self.cache
+                    .retain(|_, (at, _)| now.duration_since(*at) < Self::TTL);
+            }
+            let found = look_up(f).map_err(|e| format!("{e:#}"));
+            self.cache.insert(key, (now, found));
+        }
+        match &self.cache[&key].1 {
+            Ok(found) => {
+                f.summary = found.summary.clone();
+                f.evidence.push(found.evidence.clone());
+            }
+            Err(e) => f
+                .evidence
+                .push(format!("could not look up the details: {e}")),
+        }
+    }
+}
+
+/// Runs the failure's look-up inside its evidence namespace.
+fn look_up(f: &Failure) -> Result<Found> {
+    let netns = f.evidence_netns;
+    // The pid helps find the namespace only when it is the process's own.
+    let hint = (netns == f.proc.netns).then_some(f.proc.pid);
+    let (lookup, src, dst, pid) = (f.lookup, f.src, f.dst, f.proc.pid);
+    let where_ = format!("in netns {netns}");
+    run_in_netns(u64::from(netns), hint, move || {
+        in_namespace(lookup, src, dst, pid, &where_)
+    })?
+}
+
+fn need<T>(v: Option<T>, what: &str) -> Result<T> {
+    v.ok_or_else(|| anyhow!("the event has no {what}"))
+}
+
+fn in_namespace(
+    lookup: Lookup,
+    src: Option<SocketAddr>,
+    dst: Option<SocketAddr>,
+    pid: u32,
+    where_: &str,
+) -> Result<Found> {
+    Ok(match lookup {
+        Lookup::None => unreachable!("callers skip Lookup::None"),
+        Lookup::Listeners => {
+            let dst = need(dst, "destination")?;
+            Found {
+                summary: super::refused_sentence(dst)?,
+                evidence: format!(
+                    "listeners on port {} checked over sock_diag {where_}",
+                    dst.port()
+                ),
+            }
+        }
+        Lookup::Route => {
+            let ip = need(dst, "destination")?.ip();
+            let info = route::route_get(ip)?;
+            let defaults = route::default_routes(route::Family::of(ip))?;
+            Found {
+                summary: route::describe_route(ip, &info, &defaults),
+                evidence: format!("route look-up over rtnetlink {where_} (as `ip route get {ip}`)"),
+            }
+        }
+        Lookup::Egress => {
+            let ip = need(dst, "destination")?.ip();
+            let info = route::route_get(ip).ok();
+            let links = link::links_and_addrs()?;
+            let mut summary = link::describe_egress(ip, &links, info.as_ref());
+            if route::default_routes(route::Family::of(ip))?.is_empty() {
+                summary.push_str("; and no default route in table main");
+            }
+            Found {
+                summary,
+                evidence: format!("interfaces, addresses and routes read over rtnetlink {where_}"),
+            }
+        }
+        Lookup::Neighbour => {
+            let ip = need(dst, "destination")?.ip();
+            let (next_hop, dev) = next_hop(ip)?;
+            let table = neigh::neighbours(dev)?;
+            Found {
+                summary: neigh::describe_neighbour(next_hop, &table),
+                evidence: format!("neighbour table read over rtnetlink {where_}"),
+            }
+        }
+        Lookup::Holders => {
+            let port = need(src, "local address")?.port();
+            // The failing socket itself is bound to the port too: it is not a holder.
+            let holders: Vec<_> = ports::port_holders(port)?
+                .into_iter()
+                .filter(|h| {
+                    !(h.state == "BOUND" && h.owner.as_ref().is_some_and(|(p, _)| *p == pid))
+                })
+                .collect();
+            Found {
+                summary: ports::describe_addr_in_use(port, &holders),
+                evidence: format!("sockets on port {port} read over sock_diag {where_}"),
+            }
+        }
+        Lookup::Ports => {
+            let dst = need(dst, "destination")?;
+            let usage = ports::port_use(Some(dst))?;
+            Found {
+                summary: ports::describe_port_exhaustion(
+                    dst,
+                    ports::port_range()?,
+                    ports::tw_reuse()?,
+                    &usage,
+                ),
+                evidence: format!(
+                    "ip_local_port_range, tcp_tw_reuse and sockets toward {dst} read {where_}"
+                ),
+            }
+        }
+    })
+}
+
+/// The address ARP/ND resolves for `dst`: the route's gateway, or `dst` itself on a link.
+fn next_hop(dst: IpAddr) -> Result<(IpAddr, Option<u32>)> {
+    match route::route_get(dst)? {
+        route::RouteInfo::Found(r) => Ok((r.gateway.unwrap_or(dst), r.dev.map(|d| d.index))),
+        route::RouteInfo::Refused { .. } => Ok((dst, None)),
+    }
+}
