@@ -60,6 +60,7 @@ fn track(sk: u64) {
         syn_retrans: 0,
         flags: eflag::HAVE_PROC,
     };
+    crate::syscall::mark_syn_sent();
     if CONNS.insert(&sk, &state, 0).is_err() {
         count(netladder_common::counter::CONN_MAP_FULL);
     }

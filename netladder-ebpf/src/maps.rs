@@ -1,5 +1,6 @@
 //! Maps shared by the programs, and the small helpers that touch them.
 use aya_ebpf::{
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     macros::map,
     maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
@@ -7,7 +8,12 @@ use netladder_common::{counter, ConnState, DropRecord, Event, Flow};
 
 /// Failure events to userspace.
 #[map(name = "EVENTS")]
-pub static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(RING_BYTES, 0);
+
+const RING_BYTES: u32 = 4 << 20;
+/// Userspace is woken once this much is queued; below it, its 100 ms tick collects the events.
+/// A storm then costs one wakeup per few hundred events instead of one each.
+const WAKE_BYTES: u64 = (RING_BYTES / 16) as u64;
 
 /// Per-socket state from SYN_SENT until the socket leaves it. Key: socket address.
 #[map(name = "CONNS")]
@@ -37,6 +43,8 @@ pub struct PendingCall {
     pub fd: u32,
     /// `netladder_common::syscall` id.
     pub call: u32,
+    /// The connect() put its socket in SYN_SENT: the socket's own summary reports its fate.
+    pub reached_syn_sent: u32,
 }
 
 #[inline(always)]
@@ -53,7 +61,12 @@ pub fn emit(event: &Event) {
     match EVENTS.reserve::<Event>(0) {
         Some(mut slot) => {
             slot.write(*event);
-            slot.submit(0);
+            let wake = if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= WAKE_BYTES {
+                BPF_RB_FORCE_WAKEUP
+            } else {
+                BPF_RB_NO_WAKEUP
+            };
+            slot.submit(wake as u64);
             count(counter::EVENTS);
         }
         None => count(counter::RINGBUF_FULL),

@@ -19,6 +19,10 @@ const EAGAIN: i64 = 11;
 const EISCONN: i64 = 106;
 const EALREADY: i64 = 114;
 const EINPROGRESS: i64 = 115;
+const ENETUNREACH: i64 = 101;
+const ETIMEDOUT: i64 = 110;
+const ECONNREFUSED: i64 = 111;
+const EHOSTUNREACH: i64 = 113;
 
 #[tracepoint(category = "syscalls", name = "sys_enter_connect")]
 pub fn sys_enter_connect(ctx: TracePointContext) -> u32 {
@@ -71,6 +75,7 @@ pub fn sys_enter_listen(ctx: TracePointContext) -> u32 {
         addr,
         fd: fd as u32,
         call: syscall::LISTEN,
+        reached_syn_sent: 0,
     };
     let _ = CALL_ARGS.insert(&id, &call, 0);
     0
@@ -110,6 +115,7 @@ fn save_with_addr(ctx: &TracePointContext, call: u32, fd_off: u32, addr_off: u32
         addr: [0; 28],
         fd: fd as u32,
         call,
+        reached_syn_sent: 0,
     };
     // A sockaddr_in is shorter than 28 bytes and may end a page: fall back to its 16 bytes.
     if unsafe { bpf_probe_read_user_buf(uaddr as *const u8, &mut pending.addr) }.is_err()
@@ -140,15 +146,28 @@ fn exit(ctx: &TracePointContext, call: u32) {
         let _ = BOUND.insert(&bound_key(id, pending.fd), &pending.addr, 0);
         return;
     }
-    if ret < 0 {
+    // Errors that reach a socket after SYN_SENT are in its summary already (one event, not two).
+    let after_syn_sent = matches!(-ret, ECONNREFUSED | ETIMEDOUT | EHOSTUNREACH | ENETUNREACH);
+    if ret < 0 && !(pending.reached_syn_sent != 0 && after_syn_sent) {
         emit_call_error(call, &pending.addr, ret as i32, current_netns());
+    }
+}
+
+/// Marks the calling task's pending connect() as having put its socket in SYN_SENT.
+#[inline(always)]
+pub fn mark_syn_sent() {
+    if let Some(p) = CALL_ARGS.get_ptr_mut(&bpf_get_current_pid_tgid()) {
+        unsafe { (*p).reached_syn_sent = 1 };
     }
 }
 
 /// Emits a SYSCALL_FAILED event for `call` on the address in `raw` (a struct sockaddr).
 #[inline(always)]
 pub fn emit_call_error(call: u32, raw: &[u8; 28], ret: i32, netns: u32) {
-    if matches!(-(ret as i64), EINTR | EAGAIN | EISCONN | EALREADY | EINPROGRESS) {
+    if matches!(
+        -(ret as i64),
+        EINTR | EAGAIN | EISCONN | EALREADY | EINPROGRESS
+    ) {
         return;
     }
     let mut flow = sockaddr_flow(raw);

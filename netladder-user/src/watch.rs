@@ -1,7 +1,9 @@
 //! `netladder watch` and `netladder hooks`: start-up, the event loop, and shutdown.
 use std::{
+    collections::HashMap,
     io::{IsTerminal as _, Write as _},
-    time::{Duration, SystemTime},
+    net::SocketAddr,
+    time::{Duration, Instant, SystemTime},
 };
 
 use anyhow::{bail, Context as _, Result};
@@ -110,10 +112,6 @@ pub fn run(args: WatchArgs) -> Result<()> {
     };
     let session = start(&args.hooks, only_netns)?;
     announce(&session, &args)?;
-    if let Some(path) = &args.ready_file {
-        std::fs::write(path, b"ready\n")
-            .with_context(|| format!("cannot create the ready file {}", path.display()))?;
-    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -176,6 +174,11 @@ async fn event_loop(session: Session, filter: Filter, args: &WatchArgs) -> Resul
     let mut stats_tick = tokio::time::interval(Duration::from_secs_f64(args.stats_interval));
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
+    // Ready only once a signal can no longer kill netladder before its final report.
+    if let Some(path) = &args.ready_file {
+        std::fs::write(path, b"ready\n")
+            .with_context(|| format!("cannot create the ready file {}", path.display()))?;
+    }
     let deadline = tokio::time::sleep(Duration::from_secs_f64(args.duration.unwrap_or(1e9)));
     tokio::pin!(deadline);
     let mut last_lost = 0;
@@ -184,19 +187,13 @@ async fn event_loop(session: Session, filter: Filter, args: &WatchArgs) -> Resul
         tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard?;
-                let ring = guard.get_inner_mut();
-                while let Some(item) = ring.next() {
-                    let Some(event) = decode::parse(&item) else { continue };
-                    drop(item);
-                    if let Some(obs) = decode::observe(&event, &names) {
-                        for f in classifier.feed(obs, monotonic_ns()) {
-                            out.failure(f)?;
-                        }
-                    }
-                }
+                drain(guard.get_inner_mut(), &names, &mut classifier, &mut out)?;
                 guard.clear_ready();
             }
             _ = tick.tick() => {
+                // Events submitted without a wakeup (the kernel batches them) wait for the tick.
+                drain(ring.get_mut(), &names, &mut classifier, &mut out)?;
+                out.flush_repeats()?;
                 for f in classifier.tick(monotonic_ns()) {
                     out.failure(f)?;
                 }
@@ -213,10 +210,33 @@ async fn event_loop(session: Session, filter: Filter, args: &WatchArgs) -> Resul
             _ = &mut deadline => break,
         }
     }
+    drain(ring.get_mut(), &names, &mut classifier, &mut out)?;
     for f in classifier.tick(u64::MAX) {
         out.failure(f)?;
     }
+    out.flush_repeats()?;
     out.stats(&counters.read(), classifier.unclassified, true)?;
+    Ok(())
+}
+
+/// Reads every event on the ring buffer into the classifier and prints what it completes.
+fn drain(
+    ring: &mut RingBuf<MapData>,
+    names: &Names,
+    classifier: &mut Classifier,
+    out: &mut Output,
+) -> Result<()> {
+    while let Some(item) = ring.next() {
+        let Some(event) = decode::parse(&item) else {
+            continue;
+        };
+        drop(item);
+        if let Some(obs) = decode::observe(&event, names) {
+            for f in classifier.feed(obs, monotonic_ns()) {
+                out.failure(f)?;
+            }
+        }
+    }
     Ok(())
 }
 
@@ -229,7 +249,25 @@ fn monotonic_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
-/// Where failures go: filtered, enriched, rendered, flushed line by line.
+/// Failures that count as the same one: process, code, cause, addresses, evidence namespace.
+type RepeatKey = (
+    u32,
+    u16,
+    &'static str,
+    Option<SocketAddr>,
+    Option<SocketAddr>,
+    u32,
+);
+
+/// The first failure of a kind is printed at once; identical ones in the next second are counted
+/// and printed as one line with their `count` when the second is over.
+struct Repeat {
+    since: Instant,
+    count: u32,
+    last: Option<Failure>,
+}
+
+/// Where failures go: filtered, aggregated, enriched, rendered, flushed line by line.
 struct Output {
     json: bool,
     filter: Filter,
@@ -238,6 +276,7 @@ struct Output {
     enricher: enrich::failure::Enricher,
     /// kfree_skb is not attached: local drops and missing listeners are invisible.
     no_drop_reasons: bool,
+    repeats: HashMap<RepeatKey, Repeat>,
 }
 
 impl Output {
@@ -251,14 +290,70 @@ impl Output {
             reported: 0,
             enricher: enrich::failure::Enricher::default(),
             no_drop_reasons: false,
+            repeats: HashMap::new(),
         }
     }
 
-    fn failure(&mut self, mut f: Failure) -> Result<()> {
+    const REPEAT_WINDOW: Duration = Duration::from_secs(1);
+
+    fn failure(&mut self, f: Failure) -> Result<()> {
         if !self.filter.matches(&f) {
             return Ok(());
         }
+        let key = (
+            f.proc.pid,
+            f.code,
+            f.cause,
+            f.dst,
+            f.dst.is_none().then_some(f.src).flatten(),
+            f.evidence_netns,
+        );
+        let now = Instant::now();
+        if let Some(r) = self.repeats.get_mut(&key) {
+            if now.duration_since(r.since) < Self::REPEAT_WINDOW {
+                r.count += 1;
+                r.last = Some(f);
+                self.reported += 1;
+                return Ok(());
+            }
+        }
+        self.repeats.insert(
+            key,
+            Repeat {
+                since: now,
+                count: 0,
+                last: None,
+            },
+        );
+        self.print(f, false)
+    }
+
+    /// Prints the counted repeats whose second is over, one line each.
+    fn flush_repeats(&mut self) -> Result<()> {
+        let now = Instant::now();
+        let mut due = Vec::new();
+        self.repeats.retain(|_, r| {
+            if now.duration_since(r.since) < Self::REPEAT_WINDOW {
+                return true;
+            }
+            if let Some(mut f) = r.last.take() {
+                f.count = r.count;
+                due.push(f);
+            }
+            false
+        });
+        for f in due {
+            self.print(f, true)?;
+        }
+        Ok(())
+    }
+
+    /// Prints one failure; `repeats`: it stands for `f.count` repeats of an earlier line.
+    fn print(&mut self, mut f: Failure, repeats: bool) -> Result<()> {
         self.enricher.enrich(&mut f);
+        if repeats {
+            f.summary = format!("{} more like this within a second: {}", f.count, f.summary);
+        }
         if self.no_drop_reasons && matches!(f.code, 21 | 23) {
             f.evidence.push(
                 "degraded: no drop reasons on this kernel, so a local firewall drop or a missing \
@@ -273,7 +368,9 @@ impl Output {
         } else {
             output::failure_line(&f, &next, &self.style)
         };
-        self.reported += 1;
+        if !repeats {
+            self.reported += 1;
+        }
         emit_line(&line)
     }
 

@@ -4,7 +4,11 @@
 //! that may accompany it) into one `Failure` with its ladder code, layer, cause and evidence, and it
 //! merges duplicates and out-of-order arrivals: a connect() error seen before or after the
 //! connection's own summary, or the same summary delivered twice, yields one failure.
-use std::{collections::HashMap, net::SocketAddr};
+use std::{
+    collections::{HashMap, VecDeque},
+    hash::Hash,
+    net::SocketAddr,
+};
 
 use netladder_common::{eflag, verdict};
 
@@ -16,7 +20,7 @@ mod evidence;
 /// How long a syscall error waits for its connection summary before it stands alone.
 pub const PAIR_WINDOW_NS: u64 = 250_000_000;
 /// How long a failure is remembered to absorb its late duplicates.
-pub const DEDUP_WINDOW_NS: u64 = 2_000_000_000;
+pub const DEDUP_WINDOW_NS: u64 = 1_000_000_000;
 
 /// The process a failure belongs to.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -121,14 +125,57 @@ pub struct Failure {
 
 type PairKey = (u32, Option<SocketAddr>);
 
+/// Keys remembered until a deadline, forgotten in deadline order (O(expired) per tick).
+struct Expiring<K> {
+    until: HashMap<K, u64>,
+    order: VecDeque<(u64, K)>,
+}
+
+impl<K: Eq + Hash + Copy> Default for Expiring<K> {
+    fn default() -> Self {
+        Self {
+            until: HashMap::new(),
+            order: VecDeque::new(),
+        }
+    }
+}
+
+impl<K: Eq + Hash + Copy> Expiring<K> {
+    /// Remembers `key` until `deadline`; true when it was already remembered.
+    fn insert(&mut self, key: K, deadline: u64, now: u64) -> bool {
+        let known = self.contains(&key, now);
+        self.until.insert(key, deadline);
+        self.order.push_back((deadline, key));
+        known
+    }
+
+    fn contains(&self, key: &K, now: u64) -> bool {
+        self.until.get(key).is_some_and(|d| *d > now)
+    }
+
+    fn expire(&mut self, now: u64) {
+        while let Some(&(deadline, key)) = self.order.front() {
+            if deadline > now {
+                break;
+            }
+            self.order.pop_front();
+            // Re-inserted keys carry a later deadline: keep them.
+            if self.until.get(&key) == Some(&deadline) {
+                self.until.remove(&key);
+            }
+        }
+    }
+}
+
 #[derive(Default)]
 pub struct Classifier {
     /// Syscall errors waiting for their connection summary: key -> (observation, deadline).
+    /// Few at a time: a connect() that reached SYN_SENT does not report its error again.
     pending: HashMap<PairKey, (Observation, u64)>,
-    /// Recently reported failures: key -> expiry. Absorbs the matching syscall error.
-    recent: HashMap<PairKey, u64>,
-    /// Connection summaries already handled: (sk, ts) -> expiry.
-    seen: HashMap<(u64, u64), u64>,
+    /// Recently reported failures. Absorbs the matching syscall error.
+    recent: Expiring<PairKey>,
+    /// Connection summaries already handled, by (socket, time).
+    seen: Expiring<(u64, u64)>,
     /// Errors outside the ladder (counted, reported in stats).
     pub unclassified: u64,
 }
@@ -138,16 +185,16 @@ impl Classifier {
         Self::default()
     }
 
-    /// Feeds one observation; returns the failures it completes. `now` is kernel monotonic time.
+    /// Feeds one observation; returns the failures it completes. `now` is kernel monotonic
+    /// time. Nothing expires here (that is `tick`'s job), so feeding costs O(1).
     pub fn feed(&mut self, obs: Observation, now: u64) -> Vec<Failure> {
-        let mut out = self.expire(now);
+        let mut out = Vec::new();
         let key = (obs.proc.pid, obs.dst);
         match obs.kind {
             Kind::Conn { verdict } => {
                 if self
                     .seen
-                    .insert((obs.sk, obs.ts_ns), now + DEDUP_WINDOW_NS)
-                    .is_some()
+                    .insert((obs.sk, obs.ts_ns), now + DEDUP_WINDOW_NS, now)
                 {
                     return out;
                 }
@@ -156,7 +203,7 @@ impl Classifier {
                     if let Some(s) = syscall {
                         f.evidence.push(evidence::syscall_line("connect", s.err));
                     }
-                    self.recent.insert(key, now + DEDUP_WINDOW_NS);
+                    self.recent.insert(key, now + DEDUP_WINDOW_NS, now);
                     out.push(f);
                 } else if let Some(s) = syscall {
                     out.extend(self.standalone(s));
@@ -167,7 +214,7 @@ impl Classifier {
                 out.extend(self.standalone(obs));
             }
             Kind::Syscall { .. } => {
-                if self.recent.contains_key(&key) || self.pending.contains_key(&key) {
+                if self.recent.contains(&key, now) || self.pending.contains_key(&key) {
                     // The connection's summary already told this story, or this is the same
                     // error seen by a second hook.
                     return out;
@@ -178,14 +225,11 @@ impl Classifier {
         out
     }
 
-    /// Releases syscall errors whose connection summary did not come. Call periodically.
+    /// Releases syscall errors whose connection summary did not come, and forgets what is
+    /// older than the de-duplication window. Call periodically.
     pub fn tick(&mut self, now: u64) -> Vec<Failure> {
-        self.expire(now)
-    }
-
-    fn expire(&mut self, now: u64) -> Vec<Failure> {
-        self.recent.retain(|_, exp| *exp > now);
-        self.seen.retain(|_, exp| *exp > now);
+        self.recent.expire(now);
+        self.seen.expire(now);
         let due: Vec<PairKey> = self
             .pending
             .iter()
@@ -196,7 +240,8 @@ impl Classifier {
         for k in due {
             if let Some((obs, _)) = self.pending.remove(&k) {
                 out.extend(self.standalone(obs));
-                self.recent.insert(k, now + DEDUP_WINDOW_NS);
+                self.recent
+                    .insert(k, now.saturating_add(DEDUP_WINDOW_NS), now);
             }
         }
         out.sort_by_key(|f| f.ts_ns);
