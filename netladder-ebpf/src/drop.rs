@@ -103,43 +103,45 @@ fn handshake_flow(skb: u64) -> Option<Flow> {
         return None;
     }
     let ip = head + nh as u64;
-    let first: u8 = read(ip, 0).ok()?;
+    // One read covers an IPv4 header without options or an IPv6 header, plus the TCP ports and
+    // flags: the common case costs a single probe read.
+    let mut b = [0u8; 56];
+    read_buf(ip, 0, &mut b).ok()?;
     let mut flow = Flow {
         protocol: IPPROTO_TCP as u16,
         ..Flow::default()
     };
-    let tcp = match first >> 4 {
+    let mut t = [0u8; 14];
+    match b[0] >> 4 {
         4 => {
-            let mut h = [0u8; 20];
-            read_buf(ip, 0, &mut h).ok()?;
-            let ihl = ((h[0] & 0x0f) as u64) * 4;
-            if h[9] != IPPROTO_TCP || ihl < 20 {
+            let ihl = ((b[0] & 0x0f) as usize) * 4;
+            if b[9] != IPPROTO_TCP || ihl < 20 {
                 return None;
             }
             flow.family = AF_INET;
-            flow.saddr[..4].copy_from_slice(&h[12..16]);
-            flow.daddr[..4].copy_from_slice(&h[16..20]);
-            ip + ihl
+            flow.saddr[..4].copy_from_slice(&b[12..16]);
+            flow.daddr[..4].copy_from_slice(&b[16..20]);
+            if ihl == 20 {
+                t.copy_from_slice(&b[20..34]);
+            } else {
+                read_buf(ip + ihl as u64, 0, &mut t).ok()?;
+            }
         }
         6 => {
-            let mut h = [0u8; 40];
-            read_buf(ip, 0, &mut h).ok()?;
             // Extension headers before TCP are rare on handshakes; such packets are skipped.
-            if h[6] != IPPROTO_TCP {
+            if b[6] != IPPROTO_TCP {
                 return None;
             }
             flow.family = AF_INET6;
-            flow.saddr.copy_from_slice(&h[8..24]);
-            flow.daddr.copy_from_slice(&h[24..40]);
-            ip + 40
+            flow.saddr.copy_from_slice(&b[8..24]);
+            flow.daddr.copy_from_slice(&b[24..40]);
+            t.copy_from_slice(&b[40..54]);
         }
         _ => {
             count(counter::MALFORMED);
             return None;
         }
-    };
-    let mut t = [0u8; 14];
-    read_buf(tcp, 0, &mut t).ok()?;
+    }
     flow.sport = u16::from_be_bytes([t[0], t[1]]);
     flow.dport = u16::from_be_bytes([t[2], t[3]]);
     let flags = t[13];
