@@ -50,6 +50,14 @@ pub struct Config {
     pub skb_sk: u32,
     pub skb_iif: u32,
     pub skb_dev: u32,
+    /// `struct net_device` -> `ifindex`.
+    pub dev_ifindex: u32,
+    // struct neighbour, struct neigh_table
+    pub neigh_state: u32,
+    pub neigh_key: u32,
+    pub neigh_dev: u32,
+    pub neigh_tbl: u32,
+    pub tbl_family: u32,
     /// `struct net_device` -> `nd_net` (possible_net_t, whose first member is the net pointer).
     pub dev_nd_net: u32,
 
@@ -65,6 +73,12 @@ pub struct Config {
     pub sys_enter_bind_fd: u32,
     pub sys_enter_bind_addr: u32,
     pub sys_enter_listen_fd: u32,
+    pub sys_enter_sendto_fd: u32,
+    pub sys_enter_sendto_addr: u32,
+    pub sys_enter_sendmsg_fd: u32,
+    pub sys_enter_sendmsg_msg: u32,
+    /// `struct user_msghdr` -> `msg_name`.
+    pub msghdr_name: u32,
     /// `ret` of every sys_exit_* event (struct syscall_trace_exit).
     pub sys_exit_ret: u32,
 }
@@ -97,6 +111,12 @@ impl Config {
             skb_sk: ABSENT,
             skb_iif: ABSENT,
             skb_dev: ABSENT,
+            dev_ifindex: ABSENT,
+            neigh_state: ABSENT,
+            neigh_key: ABSENT,
+            neigh_dev: ABSENT,
+            neigh_tbl: ABSENT,
+            tbl_family: ABSENT,
             dev_nd_net: ABSENT,
             reason_no_socket: ABSENT,
             reason_netfilter_drop: ABSENT,
@@ -107,6 +127,11 @@ impl Config {
             sys_enter_bind_fd: ABSENT,
             sys_enter_bind_addr: ABSENT,
             sys_enter_listen_fd: ABSENT,
+            sys_enter_sendto_fd: ABSENT,
+            sys_enter_sendto_addr: ABSENT,
+            sys_enter_sendmsg_fd: ABSENT,
+            sys_enter_sendmsg_msg: ABSENT,
+            msghdr_name: ABSENT,
             sys_exit_ret: ABSENT,
         }
     }
@@ -151,6 +176,9 @@ pub mod kind {
     pub const CONN_FAILED: u32 = 1;
     /// A socket syscall returned an error (e.g. connect() = -ENETUNREACH).
     pub const SYSCALL_FAILED: u32 = 2;
+    /// A neighbour entry (ARP / NDP) went FAILED: `Flow::daddr` is its address,
+    /// `Event::drop_ifindex` / `drop_netns` its device and namespace.
+    pub const NEIGH_FAILED: u32 = 3;
 }
 
 /// The in-kernel verdict on a failed connection, before userspace enrichment.
@@ -201,6 +229,8 @@ pub mod syscall {
     pub const CONNECT: u32 = 1;
     pub const BIND: u32 = 2;
     pub const LISTEN: u32 = 3;
+    pub const SENDTO: u32 = 4;
+    pub const SENDMSG: u32 = 5;
 }
 
 /// One event on the ring buffer. Fixed size so both sides agree without framing.

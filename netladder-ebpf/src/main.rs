@@ -7,6 +7,7 @@ mod conn;
 mod drop;
 mod kernel;
 mod maps;
+mod neigh;
 mod syscall;
 
 #[cfg(not(test))]

@@ -2,7 +2,9 @@
 //! (no route, no local port), bind() and listen() errors (address in use). The arguments are saved
 //! at entry, in the calling task, and the result read at exit.
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user_buf},
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user, bpf_probe_read_user_buf,
+    },
     macros::tracepoint,
     programs::TracePointContext,
 };
@@ -38,6 +40,46 @@ pub fn sys_enter_connect(ctx: TracePointContext) -> u32 {
 #[tracepoint(category = "syscalls", name = "sys_exit_connect")]
 pub fn sys_exit_connect(ctx: TracePointContext) -> u32 {
     exit(&ctx, syscall::CONNECT);
+    0
+}
+
+/// sendto() with a destination (UDP and other datagram sockets).
+#[tracepoint(category = "syscalls", name = "sys_enter_sendto")]
+pub fn sys_enter_sendto(ctx: TracePointContext) -> u32 {
+    let Ok(uaddr) = (unsafe { ctx.read_at::<u64>(conf!(sys_enter_sendto_addr) as usize) }) else {
+        return 0;
+    };
+    if uaddr != 0 {
+        save(&ctx, syscall::SENDTO, conf!(sys_enter_sendto_fd), uaddr);
+    }
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_sendto")]
+pub fn sys_exit_sendto(ctx: TracePointContext) -> u32 {
+    exit(&ctx, syscall::SENDTO);
+    0
+}
+
+/// sendmsg() with a destination in its msghdr.
+#[tracepoint(category = "syscalls", name = "sys_enter_sendmsg")]
+pub fn sys_enter_sendmsg(ctx: TracePointContext) -> u32 {
+    let Ok(msg) = (unsafe { ctx.read_at::<u64>(conf!(sys_enter_sendmsg_msg) as usize) }) else {
+        return 0;
+    };
+    let off = conf!(msghdr_name) as u64;
+    let Ok(uaddr) = (unsafe { bpf_probe_read_user((msg + off) as *const u64) }) else {
+        return 0;
+    };
+    if uaddr != 0 {
+        save(&ctx, syscall::SENDMSG, conf!(sys_enter_sendmsg_fd), uaddr);
+    }
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_sendmsg")]
+pub fn sys_exit_sendmsg(ctx: TracePointContext) -> u32 {
+    exit(&ctx, syscall::SENDMSG);
     0
 }
 
@@ -102,13 +144,19 @@ fn bound_key(pid_tgid: u64, fd: u32) -> u64 {
 /// Saves fd and sockaddr of an IPv4/IPv6 call; other families are not ours.
 #[inline(always)]
 fn save_with_addr(ctx: &TracePointContext, call: u32, fd_off: u32, addr_off: u32) {
+    let Ok(uaddr) = (unsafe { ctx.read_at::<u64>(addr_off as usize) }) else {
+        return;
+    };
+    save(ctx, call, fd_off, uaddr);
+}
+
+/// Saves fd and the sockaddr at user address `uaddr` of an IPv4/IPv6 call.
+#[inline(always)]
+fn save(ctx: &TracePointContext, call: u32, fd_off: u32, uaddr: u64) {
     if ignored_caller() {
         return;
     }
     let Ok(fd) = (unsafe { ctx.read_at::<u64>(fd_off as usize) }) else {
-        return;
-    };
-    let Ok(uaddr) = (unsafe { ctx.read_at::<u64>(addr_off as usize) }) else {
         return;
     };
     let mut pending = PendingCall {
@@ -171,7 +219,7 @@ pub fn emit_call_error(call: u32, raw: &[u8; 28], ret: i32, netns: u32) {
         return;
     }
     let mut flow = sockaddr_flow(raw);
-    if call != syscall::CONNECT {
+    if call == syscall::BIND || call == syscall::LISTEN {
         // bind/listen: the address is the local end.
         core::mem::swap(&mut flow.saddr, &mut flow.daddr);
         core::mem::swap(&mut flow.sport, &mut flow.dport);

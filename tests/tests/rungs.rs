@@ -157,21 +157,16 @@ fn arp_resolution_failed_ipv4_and_ipv6() {
         ("[fd00:231::99]:80", "fd00:231::99"),
     ] {
         let ev = w.wait_for(to(dst), FAILURE_TIMEOUT).unwrap();
-        if ev["cause"] == "host_unreachable" {
-            // Without drop reasons (5.10) the neighbour failure is not visible.
-            assert!(
-                evidence_has(&ev, "degraded") || ev["code"] == "022",
-                "{ev:#}"
-            );
-            continue;
-        }
         assert_eq!(
             (ev["code"].as_str(), ev["layer"].as_str()),
             (Some("029"), Some("link")),
             "{ev:#}"
         );
         assert_eq!(ev["cause"], "neighbour_failed");
-        assert!(evidence_has(&ev, "NEIGH_FAILED"), "{ev:#}");
+        assert!(
+            evidence_has(&ev, "went FAILED (neigh tracepoints)"),
+            "{ev:#}"
+        );
         summary_has(&ev, hop);
         summary_has(&ev, &dev);
         summary_has(&ev, "FAILED");
@@ -290,5 +285,84 @@ fn ephemeral_ports_exhausted() {
     );
     summary_has(&ev, "40000");
     assert!(ev["src"].is_null(), "no local port was chosen: {ev:#}");
+    w.stop().unwrap();
+}
+
+/// Without drop reasons (5.10; forced here), the neighbour tracepoints still tell #029 apart.
+#[test]
+fn arp_failure_without_drop_reasons() {
+    if !require_root() {
+        return;
+    }
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let a = Netns::new("arp-nodrop-a").unwrap();
+    let b = Netns::new("arp-nodrop-b").unwrap();
+    veth(&a, &["10.231.0.1/24"], &b, &["10.231.0.2/24"]).unwrap();
+    let inode = a.inode().to_string();
+    let w = Watch::start(&["--netns", &inode, "--skip-hook", "kfree_skb"]).unwrap();
+    fails_with(
+        connect(Some(&a), "10.231.0.98:80", &[]).unwrap(),
+        "EHOSTUNREACH",
+    );
+    let ev = one(&w, to("10.231.0.98:80"), "029", "neighbour_failed", "link");
+    assert!(
+        !evidence_has(&ev, "NEIGH_FAILED"),
+        "no drop reasons here: {ev:#}"
+    );
+    assert!(
+        evidence_has(&ev, "went FAILED (neigh tracepoints)"),
+        "{ev:#}"
+    );
+    summary_has(&ev, "FAILED");
+    w.stop().unwrap();
+}
+
+#[test]
+fn udp_sendto_network_unreachable() {
+    if !require_root() {
+        return;
+    }
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let ns = Netns::new("udp-unreach").unwrap();
+    let w = watch(&ns);
+    let out = ns
+        .exec(&[peer_bin().to_str().unwrap(), "udp-send", "10.231.12.1:53"])
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("ENETUNREACH"), "{stdout}");
+    let ev = one(&w, to("10.231.12.1:53"), "026", "net_unreachable", "route");
+    assert!(evidence_has(&ev, "sendto() returned ENETUNREACH"), "{ev:#}");
+    summary_has(&ev, "no default route");
+    w.stop().unwrap();
+}
+
+/// A firewall REJECT with icmpx admin-prohibited gives EHOSTUNREACH like a routing failure:
+/// netladder must blame the firewall, not the routes.
+#[test]
+fn reject_admin_prohibited_is_the_firewall_not_routing() {
+    if !require_root() {
+        return;
+    }
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let a = Netns::new("prohib-a").unwrap();
+    let b = Netns::new("prohib-b").unwrap();
+    veth(&a, &["10.231.0.1/24"], &b, &["10.231.0.2/24"]).unwrap();
+    let _srv = Peer::listen(Some(&b), "10.231.0.2:8000", &[]).unwrap();
+    b.nft("table inet nltest {\n chain input {\n  type filter hook input priority 0;\n  tcp dport 8000 reject with icmpx type admin-prohibited\n }\n}\n")
+        .unwrap();
+    let w = watch(&a);
+    fails_with(
+        connect(Some(&a), "10.231.0.2:8000", &[]).unwrap(),
+        "EHOSTUNREACH",
+    );
+    let ev = one(
+        &w,
+        to("10.231.0.2:8000"),
+        "022",
+        "firewall_reject_icmp",
+        "firewall",
+    );
+    assert!(evidence_has(&ev, "NETFILTER_DROP"), "{ev:#}");
+    summary_has(&ev, "nftables");
     w.stop().unwrap();
 }

@@ -7,7 +7,7 @@
 use std::{
     collections::{HashMap, VecDeque},
     hash::Hash,
-    net::SocketAddr,
+    net::{IpAddr, SocketAddr},
 };
 
 use netladder_common::{eflag, verdict};
@@ -19,6 +19,8 @@ mod evidence;
 
 /// How long a syscall error waits for its connection summary before it stands alone.
 pub const PAIR_WINDOW_NS: u64 = 250_000_000;
+/// How long a neighbour failure explains host-unreachable connections to that address.
+pub const NEIGHBOUR_WINDOW_NS: u64 = 10_000_000_000;
 /// How long a failure is remembered to absorb its late duplicates.
 pub const DEDUP_WINDOW_NS: u64 = 1_000_000_000;
 
@@ -56,6 +58,8 @@ pub enum Kind {
     Conn { verdict: u32 },
     /// A syscall returned an error (`call` is its name, e.g. "connect").
     Syscall { call: &'static str },
+    /// A neighbour entry (the observation's `dst` address) went FAILED on this device.
+    Neighbour { ifindex: u32, netns: u32 },
 }
 
 /// One decoded kernel event.
@@ -176,6 +180,8 @@ pub struct Classifier {
     recent: Expiring<PairKey>,
     /// Connection summaries already handled, by (socket, time).
     seen: Expiring<(u64, u64)>,
+    /// Neighbours that went FAILED recently: (netns, address) -> (ifindex, until).
+    failed_neighbours: HashMap<(u32, IpAddr), (u32, u64)>,
     /// Errors outside the ladder (counted, reported in stats).
     pub unclassified: u64,
 }
@@ -191,6 +197,13 @@ impl Classifier {
         let mut out = Vec::new();
         let key = (obs.proc.pid, obs.dst);
         match obs.kind {
+            Kind::Neighbour { ifindex, netns } => {
+                if let Some(dst) = obs.dst {
+                    let until = now.saturating_add(NEIGHBOUR_WINDOW_NS);
+                    self.failed_neighbours
+                        .insert((netns, dst.ip()), (ifindex, until));
+                }
+            }
             Kind::Conn { verdict } => {
                 if self
                     .seen
@@ -199,7 +212,12 @@ impl Classifier {
                     return out;
                 }
                 let syscall = self.pending.remove(&key).map(|(o, _)| o);
-                if let Some(mut f) = from_conn(&obs, verdict) {
+                let neighbour = obs.dst.and_then(|d| {
+                    let hit = self.failed_neighbours.get(&(obs.proc.netns, d.ip()));
+                    hit.filter(|(_, until)| *until > now)
+                        .map(|(ifindex, _)| *ifindex)
+                });
+                if let Some(mut f) = from_conn(&obs, verdict, neighbour) {
                     if let Some(s) = syscall {
                         f.evidence.push(evidence::syscall_line("connect", s.err));
                     }
@@ -230,6 +248,7 @@ impl Classifier {
     pub fn tick(&mut self, now: u64) -> Vec<Failure> {
         self.recent.expire(now);
         self.seen.expire(now);
+        self.failed_neighbours.retain(|_, (_, until)| *until > now);
         let due: Vec<PairKey> = self
             .pending
             .iter()
@@ -252,7 +271,7 @@ impl Classifier {
     fn standalone(&mut self, obs: Observation) -> Option<Failure> {
         let call = match obs.kind {
             Kind::Syscall { call } => call,
-            Kind::Conn { .. } => "connect",
+            Kind::Conn { .. } | Kind::Neighbour { .. } => "connect",
         };
         let Some((code, cause, layer, summary, lookup)) = by_errno(call, obs.err) else {
             self.unclassified += 1;
@@ -323,6 +342,20 @@ fn by_errno(call: &str, err: i32) -> Option<(u16, &'static str, Layer, &'static 
             "no free local port for this destination",
             Lookup::Ports,
         ),
+        ("sendto" | "sendmsg", 101) => (
+            26,
+            "net_unreachable",
+            Layer::Route,
+            "the network is unreachable",
+            Lookup::Egress,
+        ),
+        ("sendto" | "sendmsg", 113) => (
+            22,
+            "host_unreachable",
+            Layer::Route,
+            "no route to the host",
+            Lookup::Route,
+        ),
         ("bind" | "listen", 98) => (
             27,
             "addr_in_use",
@@ -335,7 +368,8 @@ fn by_errno(call: &str, err: i32) -> Option<(u16, &'static str, Layer, &'static 
 }
 
 /// Turns a connection summary into a failure. `None` for a verdict the ladder has no code for.
-fn from_conn(obs: &Observation, v: u32) -> Option<Failure> {
+/// `neighbour`: the interface on which the destination's neighbour entry recently went FAILED.
+fn from_conn(obs: &Observation, v: u32, neighbour: Option<u32>) -> Option<Failure> {
     let d = &obs.drops;
     let gave_up = obs.flags & eflag::APP_GAVE_UP != 0;
     let (code, cause, layer, summary, lookup) = match v {
@@ -402,13 +436,17 @@ fn from_conn(obs: &Observation, v: u32) -> Option<Failure> {
             "no answer to the SYN; nothing dropped it on this host: peer down, a firewall on the path, or asymmetric routing".to_owned(),
             Lookup::None,
         ),
-        verdict::HOST_UNREACHABLE if d.last_reason.as_deref() == Some("NEIGH_FAILED") => (
+        verdict::HOST_UNREACHABLE
+            if neighbour.is_some() || d.last_reason.as_deref() == Some("NEIGH_FAILED") =>
+        {
+            (
             29,
             "neighbour_failed",
             Layer::Link,
             "the next hop never answered address resolution (ARP / neighbour discovery)".to_owned(),
             Lookup::Neighbour,
-        ),
+        )
+        }
         verdict::HOST_UNREACHABLE => (
             22,
             "host_unreachable",
@@ -445,7 +483,16 @@ fn from_conn(obs: &Observation, v: u32) -> Option<Failure> {
         src: obs.src,
         dst: obs.dst,
         summary,
-        evidence: evidence::conn_lines(obs),
+        evidence: {
+            let mut lines = evidence::conn_lines(obs);
+            if let (Some(ifindex), Some(dst)) = (neighbour, obs.dst) {
+                lines.push(format!(
+                    "the neighbour entry for {} on interface index {ifindex} went FAILED (neigh tracepoints)",
+                    dst.ip()
+                ));
+            }
+            lines
+        },
         duration_ns: obs.duration_ns,
         ts_ns: obs.ts_ns,
         count: 1,

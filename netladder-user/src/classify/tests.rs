@@ -385,3 +385,54 @@ fn synchronous_connect_errors_map_to_their_rungs() {
         );
     }
 }
+
+#[test]
+fn neighbour_failure_makes_host_unreachable_a_link_failure_without_drop_reasons() {
+    let mut c = Classifier::new();
+    let neigh = Observation {
+        kind: Kind::Neighbour {
+            ifindex: 7,
+            netns: 4026531840,
+        },
+        dst: Some("127.0.0.1:0".parse().unwrap()),
+        ..syscall(0, 5)
+    };
+    assert!(
+        c.feed(neigh, 5).is_empty(),
+        "a neighbour failure alone is not a failed connection"
+    );
+    let out = c.feed(
+        conn(verdict::HOST_UNREACHABLE, 113, 0, Drops::default(), 2, 6),
+        6,
+    );
+    assert_eq!((out[0].code, out[0].layer), (29, Layer::Link));
+    assert!(
+        out[0]
+            .evidence
+            .iter()
+            .any(|e| e.contains("interface index 7 went FAILED")),
+        "{:?}",
+        out[0].evidence
+    );
+    // Outside the window it no longer explains anything.
+    c.tick(6 + NEIGHBOUR_WINDOW_NS);
+    let later = Observation {
+        sk: 9,
+        ..conn(verdict::HOST_UNREACHABLE, 113, 0, Drops::default(), 2, 7)
+    };
+    let out = c.feed(later, 7 + NEIGHBOUR_WINDOW_NS);
+    assert_eq!(out[0].code, 22);
+}
+
+#[test]
+fn datagram_send_errors_map_to_route_rungs() {
+    let mut c = Classifier::new();
+    let mut send = syscall(101, 5);
+    send.kind = Kind::Syscall { call: "sendto" };
+    let out = c.feed(send.clone(), 5);
+    assert_eq!((out[0].code, out[0].lookup), (26, Lookup::Egress));
+    send.kind = Kind::Syscall { call: "sendmsg" };
+    send.err = 113;
+    let out = c.feed(send, 6);
+    assert_eq!((out[0].code, out[0].lookup), (22, Lookup::Route));
+}

@@ -45,6 +45,13 @@ pub fn resolve(btf: &KernelBtf, tracefs_root: &Path) -> Resolved {
     c.skb_iif = off("sk_buff", "skb_iif");
     c.skb_dev = off("sk_buff", "dev");
     c.dev_nd_net = off("net_device", "nd_net");
+    c.dev_ifindex = off("net_device", "ifindex");
+    c.neigh_state = off("neighbour", "nud_state");
+    c.neigh_key = off("neighbour", "primary_key");
+    c.neigh_dev = off("neighbour", "dev");
+    c.neigh_tbl = off("neighbour", "tbl");
+    c.tbl_family = off("neigh_table", "family");
+    c.msghdr_name = off("user_msghdr", "msg_name");
 
     let mut drop_reasons = HashMap::new();
     match btf.enum_values("skb_drop_reason") {
@@ -73,6 +80,10 @@ pub fn resolve(btf: &KernelBtf, tracefs_root: &Path) -> Resolved {
     c.sys_enter_bind_fd = tp("sys_enter_bind", "fd");
     c.sys_enter_bind_addr = tp("sys_enter_bind", "umyaddr");
     c.sys_enter_listen_fd = tp("sys_enter_listen", "fd");
+    c.sys_enter_sendto_fd = tp("sys_enter_sendto", "fd");
+    c.sys_enter_sendto_addr = tp("sys_enter_sendto", "addr");
+    c.sys_enter_sendmsg_fd = tp("sys_enter_sendmsg", "fd");
+    c.sys_enter_sendmsg_msg = tp("sys_enter_sendmsg", "msg");
     c.sys_exit_ret = tp("sys_exit_connect", "ret");
     c.self_tgid = std::process::id();
     Resolved {

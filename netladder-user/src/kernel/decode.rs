@@ -32,16 +32,23 @@ pub fn observe(e: &Event, names: &Names) -> Option<Observation> {
                 syscall::CONNECT => "connect",
                 syscall::BIND => "bind",
                 syscall::LISTEN => "listen",
+                syscall::SENDTO => "sendto",
+                syscall::SENDMSG => "sendmsg",
                 _ => return None,
             },
+        },
+        kind::NEIGH_FAILED => Kind::Neighbour {
+            ifindex: e.drop_ifindex,
+            netns: e.drop_netns,
         },
         _ => return None,
     };
     let is_conn = e.kind == kind::CONN_FAILED;
+    let local_end = matches!(e.verdict, syscall::BIND | syscall::LISTEN);
     let (src, dst) = match (endpoints(&e.flow), e.verdict) {
         (Some((s, d)), _) if is_conn => (Some(s), Some(d)),
-        (Some((_, d)), syscall::CONNECT) => (None, Some(d)),
-        (Some((s, _)), _) if !is_conn => (Some(s), None),
+        (Some((s, _)), _) if local_end => (Some(s), None),
+        (Some((_, d)), _) => (None, Some(d)),
         // listen() on a socket whose bind was not seen: the port is unknown.
         (None, syscall::LISTEN) if !is_conn => (None, None),
         _ => return None,

@@ -120,6 +120,54 @@ pub const HOOKS: &[Hook] = &[
         without: "bind() and listen() failures (address already in use)",
     },
     Hook {
+        program: "sys_enter_sendto",
+        attach: Attach::Tracepoint("syscalls", "sys_enter_sendto"),
+        core: false,
+        optional: false,
+        needs: "syscall tracepoints (CONFIG_FTRACE_SYSCALLS)",
+        without: "sendto()/sendmsg() failures of datagram sockets (unreachable network or host)",
+    },
+    Hook {
+        program: "sys_exit_sendto",
+        attach: Attach::Tracepoint("syscalls", "sys_exit_sendto"),
+        core: false,
+        optional: false,
+        needs: "syscall tracepoints (CONFIG_FTRACE_SYSCALLS)",
+        without: "sendto()/sendmsg() failures of datagram sockets (unreachable network or host)",
+    },
+    Hook {
+        program: "sys_enter_sendmsg",
+        attach: Attach::Tracepoint("syscalls", "sys_enter_sendmsg"),
+        core: false,
+        optional: false,
+        needs: "syscall tracepoints (CONFIG_FTRACE_SYSCALLS)",
+        without: "sendto()/sendmsg() failures of datagram sockets (unreachable network or host)",
+    },
+    Hook {
+        program: "sys_exit_sendmsg",
+        attach: Attach::Tracepoint("syscalls", "sys_exit_sendmsg"),
+        core: false,
+        optional: false,
+        needs: "syscall tracepoints (CONFIG_FTRACE_SYSCALLS)",
+        without: "sendto()/sendmsg() failures of datagram sockets (unreachable network or host)",
+    },
+    Hook {
+        program: "neigh_update",
+        attach: Attach::TpBtf("neigh_update"),
+        core: false,
+        optional: false,
+        needs: "tp_btf, neigh:neigh_update",
+        without: "neighbour (ARP/NDP) failures where drop reasons are missing",
+    },
+    Hook {
+        program: "neigh_timer_handler",
+        attach: Attach::TpBtf("neigh_timer_handler"),
+        core: false,
+        optional: false,
+        needs: "tp_btf, neigh:neigh_timer_handler",
+        without: "neighbour (ARP/NDP) failures where drop reasons are missing",
+    },
+    Hook {
         program: "tcp_v4_connect_exit",
         attach: Attach::FExit("tcp_v4_connect"),
         core: false,
@@ -155,12 +203,12 @@ pub struct Outcome {
 
 /// The degraded capabilities implied by a set of outcomes, one line each.
 pub fn degraded(outcomes: &[Outcome]) -> Vec<String> {
-    let mut lines: Vec<String> = outcomes
-        .iter()
-        .filter(|o| o.status != Status::Attached)
-        .map(|o| o.hook.without.to_owned())
-        .collect();
-    lines.dedup();
+    let mut lines: Vec<String> = Vec::new();
+    for o in outcomes.iter().filter(|o| o.status != Status::Attached) {
+        if !lines.iter().any(|l| l == o.hook.without) {
+            lines.push(o.hook.without.to_owned());
+        }
+    }
     lines
 }
 
@@ -192,8 +240,9 @@ mod tests {
             })
             .collect();
         let lost = degraded(&out);
-        assert_eq!(lost.len(), 2, "{lost:?}");
+        assert_eq!(lost.len(), 3, "one line per capability: {lost:?}");
         assert!(lost[0].contains("connect()"));
         assert!(lost[1].contains("bind()"));
+        assert!(lost[2].contains("sendto()"));
     }
 }
