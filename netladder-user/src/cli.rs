@@ -75,6 +75,11 @@ pub struct WatchArgs {
     /// Show the hook table at start.
     #[arg(short, long)]
     pub verbose: bool,
+    /// Warn (#028, before connects fail) when TIME_WAIT sockets toward one destination hold more
+    /// than this share of the local port range; 0 turns the check off. Checked every
+    /// --stats-interval in the watched namespace (the one --netns, else netladder's own).
+    #[arg(long, value_name = "FRACTION", default_value_t = 0.5)]
+    pub tw_warn_share: f64,
     /// Seconds between lost-event reports (printed only when something was lost).
     #[arg(long, value_name = "SECS", default_value_t = 10.0)]
     pub stats_interval: f64,

@@ -106,16 +106,24 @@ pub fn run(args: WatchArgs) -> Result<()> {
     if !(args.stats_interval > 0.0 && args.stats_interval.is_finite()) {
         bail!("--stats-interval must be a positive number of seconds");
     }
+    if !(0.0..=1.0).contains(&args.tw_warn_share) {
+        bail!("--tw-warn-share must be a fraction between 0 and 1");
+    }
     let only_netns = match filter.netns[..] {
         [one] => u32::try_from(one).ok(),
         _ => None,
     };
     let session = start(&args.hooks, only_netns)?;
     announce(&session, &args)?;
+    let tw = TimeWaitCheck {
+        netns: only_netns,
+        share: args.tw_warn_share,
+        warned: HashMap::new(),
+    };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    rt.block_on(event_loop(session, filter, &args))
+    rt.block_on(event_loop(session, filter, tw, &args))
 }
 
 /// Tells what attached: one line on stderr (the table with -v), a "hooks" line in JSON mode.
@@ -147,7 +155,12 @@ fn announce(s: &Session, args: &WatchArgs) -> Result<()> {
     Ok(())
 }
 
-async fn event_loop(session: Session, filter: Filter, args: &WatchArgs) -> Result<()> {
+async fn event_loop(
+    session: Session,
+    filter: Filter,
+    mut tw: TimeWaitCheck,
+    args: &WatchArgs,
+) -> Result<()> {
     let Session {
         loaded,
         names,
@@ -199,6 +212,9 @@ async fn event_loop(session: Session, filter: Filter, args: &WatchArgs) -> Resul
                 }
             }
             _ = stats_tick.tick() => {
+                for line in tw.check(&out) {
+                    emit_line(&line)?;
+                }
                 let c = counters.read();
                 if c.lost > last_lost {
                     last_lost = c.lost;
@@ -217,6 +233,60 @@ async fn event_loop(session: Session, filter: Filter, args: &WatchArgs) -> Resul
     out.flush_repeats()?;
     out.stats(&counters.read(), classifier.unclassified, true)?;
     Ok(())
+}
+
+/// The periodic #028 early warning: TIME_WAIT sockets crowding one destination's local ports.
+struct TimeWaitCheck {
+    /// The namespace to check (None: netladder's own).
+    netns: Option<u32>,
+    share: f64,
+    /// When each destination was last warned about: once a minute at most.
+    warned: HashMap<SocketAddr, Instant>,
+}
+
+impl TimeWaitCheck {
+    const REPEAT: Duration = Duration::from_secs(60);
+
+    /// Warning lines (JSON or human, as `out` prints) for destinations over the share.
+    fn check(&mut self, out: &Output) -> Vec<String> {
+        if self.share <= 0.0 {
+            return Vec::new();
+        }
+        let inode = match self.netns {
+            Some(n) => u64::from(n),
+            None => match enrich::netns::own_netns_inode() {
+                Ok(n) => n,
+                Err(_) => return Vec::new(),
+            },
+        };
+        let share = self.share;
+        let found = enrich::netns::run_in_netns(inode, None, move || -> Result<_> {
+            let range = enrich::ports::port_range()?;
+            let tw = enrich::ports::time_wait_by_destination()?;
+            Ok((range, enrich::ports::crowded(&tw, range, share)))
+        });
+        let (range, crowded) = match found {
+            Ok(Ok(v)) => v,
+            Ok(Err(e)) | Err(e) => {
+                return vec![format!("netladder: TIME_WAIT check failed: {e:#}")];
+            }
+        };
+        let now = Instant::now();
+        let mut lines = Vec::new();
+        for (dst, count) in crowded {
+            if self
+                .warned
+                .get(&dst)
+                .is_some_and(|t| now.duration_since(*t) < Self::REPEAT)
+            {
+                continue;
+            }
+            self.warned.insert(dst, now);
+            let summary = enrich::ports::describe_time_wait_pressure(dst, count, range);
+            lines.push(out.warning_028(inode, dst, count, range, &summary));
+        }
+        lines
+    }
 }
 
 /// Reads every event on the ring buffer into the classifier and prints what it completes.
@@ -372,6 +442,46 @@ impl Output {
             self.reported += 1;
         }
         emit_line(&line)
+    }
+
+    /// A #028 early-warning line (no process: it is about the namespace's ports).
+    fn warning_028(
+        &self,
+        netns: u64,
+        dst: SocketAddr,
+        count: u64,
+        range: (u16, u16),
+        summary: &str,
+    ) -> String {
+        let ctx = ladder::StepCtx {
+            dst: Some(dst),
+            netns_name: enrich::netns::netns_name(netns),
+            other_netns: enrich::netns::own_netns_inode().is_ok_and(|o| o != netns),
+            ..ladder::StepCtx::default()
+        };
+        let next = ladder::next_steps(28, "ports_exhausted", &ctx);
+        if self.json {
+            serde_json::json!({
+                "type": "warning",
+                "time": humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+                "code": "028",
+                "title": ladder::rung(28).map(|r| r.title).unwrap_or(""),
+                "layer": "address",
+                "netns": netns,
+                "dst": dst.to_string(),
+                "time_wait": count,
+                "port_range": [range.0, range.1],
+                "summary": summary,
+                "next": next,
+            })
+            .to_string()
+        } else {
+            let first = next
+                .first()
+                .map(|n| format!("  next: {n}"))
+                .unwrap_or_default();
+            format!("warning #028 time-wait  netns {netns}  {summary}{first}")
+        }
     }
 
     fn stats(&self, c: &loader::Counters, unclassified: u64, final_: bool) -> Result<()> {

@@ -366,3 +366,59 @@ fn reject_admin_prohibited_is_the_firewall_not_routing() {
     summary_has(&ev, "nftables");
     w.stop().unwrap();
 }
+
+/// Before any connect fails: TIME_WAIT sockets toward one destination crowd the port range, and
+/// netladder warns (#028) with the count and the share.
+#[test]
+fn time_wait_pressure_is_warned_before_failures() {
+    if !require_root() {
+        return;
+    }
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let ns = Netns::new("tw-warn").unwrap();
+    ns.sysctl("net.ipv4.ip_local_port_range", "40000 40009")
+        .unwrap();
+    // The listener closes after its clients: each client keeps a TIME_WAIT.
+    let _srv = Peer::listen(Some(&ns), "127.0.0.1:9400", &["--wait-peer-close"]).unwrap();
+    let out = connect(Some(&ns), "127.0.0.1:9400", &["--count", "7"]).unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let inode = ns.inode().to_string();
+    let w = Watch::start(&[
+        "--netns",
+        &inode,
+        "--stats-interval",
+        "0.5",
+        "--tw-warn-share",
+        "0.5",
+    ])
+    .unwrap();
+    let start = std::time::Instant::now();
+    let warning = loop {
+        if let Some(e) = w.events().into_iter().find(|e| e["type"] == "warning") {
+            break e;
+        }
+        assert!(
+            start.elapsed() < FAILURE_TIMEOUT,
+            "no warning: {:#?}",
+            w.events()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(warning["code"], "028", "{warning:#}");
+    assert_eq!(warning["dst"], "127.0.0.1:9400", "{warning:#}");
+    assert_eq!(warning["time_wait"], 7, "{warning:#}");
+    assert_eq!(warning["netns"].as_u64(), Some(ns.inode()), "{warning:#}");
+    assert!(
+        warning["summary"]
+            .as_str()
+            .unwrap()
+            .contains("70% of the 10 local ports"),
+        "{warning:#}"
+    );
+    assert!(
+        w.failures().is_empty(),
+        "nothing failed yet: {:#?}",
+        w.failures()
+    );
+    w.stop().unwrap();
+}

@@ -2,6 +2,7 @@
 //! range is (for "cannot assign requested address" from connect), over sock_diag and
 //! /proc/sys.
 
+use std::collections::HashMap;
 use std::fs;
 use std::net::SocketAddr;
 
@@ -169,6 +170,54 @@ pub fn port_use(dst: Option<SocketAddr>) -> anyhow::Result<PortUse> {
         }
     }
     Ok(usage)
+}
+
+/// TIME_WAIT sockets per remote address (an IPv4-mapped IPv6 peer counts as IPv4), in the
+/// calling thread's network namespace. Each holds a local port toward that destination.
+pub fn time_wait_by_destination() -> anyhow::Result<HashMap<SocketAddr, u64>> {
+    let mut out = HashMap::new();
+    for s in all_tcp()? {
+        if s.header.state == TIME_WAIT {
+            let id = &s.header.socket_id;
+            let remote = SocketAddr::new(canonical(id.destination_address), id.destination_port);
+            *out.entry(remote).or_default() += 1;
+        }
+    }
+    Ok(out)
+}
+
+/// The destinations whose TIME_WAIT sockets hold more than `share` (0..1) of the local port
+/// range, most crowded first. Before connect() starts failing with EADDRNOTAVAIL.
+pub fn crowded(
+    time_wait: &HashMap<SocketAddr, u64>,
+    range: (u16, u16),
+    share: f64,
+) -> Vec<(SocketAddr, u64)> {
+    let size = (u64::from(range.1) + 1)
+        .saturating_sub(range.0.into())
+        .max(1);
+    let mut out: Vec<(SocketAddr, u64)> = time_wait
+        .iter()
+        .filter(|(_, n)| **n as f64 > share * size as f64)
+        .map(|(d, n)| (*d, *n))
+        .collect();
+    out.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    out
+}
+
+/// The warning sentence for `count` TIME_WAIT sockets toward `dst`.
+pub fn describe_time_wait_pressure(dst: SocketAddr, count: u64, range: (u16, u16)) -> String {
+    let size = (u64::from(range.1) + 1)
+        .saturating_sub(range.0.into())
+        .max(1);
+    format!(
+        "{count} TIME_WAIT sockets toward {dst} hold {:.0}% of the {size} local ports \
+         ({}-{}): new connections to it will fail with EADDRNOTAVAIL once they are all used; \
+         reuse connections (pooling, keep-alive) or widen ip_local_port_range",
+        100.0 * count as f64 / size as f64,
+        range.0,
+        range.1
+    )
 }
 
 /// net.ipv4.ip_local_port_range of the calling thread's network namespace (it applies to
@@ -537,5 +586,18 @@ time.sleep(120)
              port). Hint: reuse connections (a pool, keep-alive) instead of opening one per \
              request, or widen ip_local_port_range"
         );
+    }
+
+    #[test]
+    fn crowded_destinations_cross_the_share() {
+        let a: SocketAddr = "10.0.0.5:443".parse().unwrap();
+        let b: SocketAddr = "10.0.0.6:443".parse().unwrap();
+        let tw = HashMap::from([(a, 6), (b, 4)]);
+        assert_eq!(crowded(&tw, (40000, 40009), 0.5), vec![(a, 6)]);
+        assert_eq!(crowded(&tw, (40000, 40009), 0.3), vec![(a, 6), (b, 4)]);
+        assert!(crowded(&tw, (32768, 60999), 0.5).is_empty());
+        let s = describe_time_wait_pressure(a, 6, (40000, 40009));
+        assert!(s.contains("60% of the 10 local ports (40000-40009)"), "{s}");
+        assert!(s.contains("EADDRNOTAVAIL"), "{s}");
     }
 }

@@ -1,13 +1,15 @@
 //! `nl-peer`: a tiny, real TCP/UDP peer for netladder's scenario tests.
 //!
 //! ```text
-//! nl-peer listen ADDR [--v6only] [--reuseaddr] [--backlog N] [--pair]
+//! nl-peer listen ADDR [--v6only] [--reuseaddr] [--backlog N] [--pair] [--wait-peer-close]
 //!     bind + listen on ADDR, print `ready ADDR` (the bound address), accept and close
 //!     connections until killed. On failure print `error NAME ERRNO` and exit 1.
 //!     An IPv6 listener is dual-stack (also takes IPv4) unless --v6only is given.
 //!     --pair binds two sockets to ADDR first, then listens on both (with --reuseaddr the
 //!     binds succeed and the second listen() fails with EADDRINUSE); the first one serves, and
 //!     the ready line ends with the second's result: `ready ADDR second=ok|error NAME ERRNO`.
+//!     --wait-peer-close closes each accepted connection only after the client closed its end,
+//!     so the client closes first and keeps the TIME_WAIT on its side.
 //! nl-peer connect ADDR [--timeout SECS] [--bind ADDR] [--count N] [--nonblocking] [--hold SECS]
 //!     make N real TCP connects; print one line per attempt: `ok` or `error NAME ERRNO`.
 //!     --timeout: non-blocking connect with a deadline; when it expires the program closes
@@ -45,6 +47,7 @@ struct ListenOpts {
     reuseaddr: bool,
     backlog: i32,
     pair: bool,
+    wait_peer_close: bool,
 }
 
 struct StormOpts {
@@ -119,12 +122,14 @@ fn parse_listen(args: &[String]) -> Result<ListenOpts, String> {
         reuseaddr: false,
         backlog: 128,
         pair: false,
+        wait_peer_close: false,
     };
     while let Some(flag) = rest.next() {
         match flag.as_str() {
             "--v6only" => opts.v6only = true,
             "--reuseaddr" => opts.reuseaddr = true,
             "--pair" => opts.pair = true,
+            "--wait-peer-close" => opts.wait_peer_close = true,
             "--backlog" => opts.backlog = parse_num(flag, rest.next())?,
             other => return Err(format!("listen: unknown option {other:?}")),
         }
@@ -213,7 +218,7 @@ fn run_listen(opts: ListenOpts) -> ExitCode {
                 Some((_, outcome)) => print_line(&format!("ready {bound} second={outcome}")),
                 None => print_line(&format!("ready {bound}")),
             }
-            accept_forever(&listener)
+            accept_forever(&listener, opts.wait_peer_close)
         }
         Err(err) => {
             print_line(&error_line(err.raw_os_error().unwrap_or(0)));
@@ -223,11 +228,16 @@ fn run_listen(opts: ListenOpts) -> ExitCode {
     }
 }
 
-fn accept_forever(listener: &TcpListener) -> ! {
+fn accept_forever(listener: &TcpListener, wait_peer_close: bool) -> ! {
     loop {
-        // Each accepted stream is closed at once by dropping it.
-        if let Err(err) = listener.accept() {
-            eprintln!("nl-peer: accept: {err}");
+        // Each accepted stream is closed by dropping it: at once, or after the peer's close.
+        match listener.accept() {
+            Ok((mut stream, _)) if wait_peer_close => {
+                let mut buf = [0u8; 512];
+                while matches!(io::Read::read(&mut stream, &mut buf), Ok(n) if n > 0) {}
+            }
+            Ok(_) => {}
+            Err(err) => eprintln!("nl-peer: accept: {err}"),
         }
     }
 }
