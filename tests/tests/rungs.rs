@@ -422,3 +422,59 @@ fn time_wait_pressure_is_warned_before_failures() {
     );
     w.stop().unwrap();
 }
+
+/// Ports held in TIME_WAIT (not open connections) exhaust a two-port range toward a veth peer
+/// (tcp_tw_reuse's default 2 reuses TIME_WAIT ports for loopback only).
+#[test]
+fn ephemeral_ports_exhausted_by_time_wait() {
+    if !require_root() {
+        return;
+    }
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let a = Netns::new("tw-ports-a").unwrap();
+    let b = Netns::new("tw-ports-b").unwrap();
+    veth(&a, &["10.231.0.1/24"], &b, &["10.231.0.2/24"]).unwrap();
+    a.sysctl("net.ipv4.ip_local_port_range", "40000 40001")
+        .unwrap();
+    a.sysctl("net.ipv4.tcp_tw_reuse", "0").unwrap();
+    let _srv = Peer::listen(Some(&b), "10.231.0.2:9500", &["--wait-peer-close"]).unwrap();
+    let out = connect(Some(&a), "10.231.0.2:9500", &["--count", "2"]).unwrap();
+    assert!(out.status.success(), "{out:?}");
+    std::thread::sleep(Duration::from_millis(300));
+    let w = watch(&a);
+    fails_with(
+        connect(Some(&a), "10.231.0.2:9500", &[]).unwrap(),
+        "EADDRNOTAVAIL",
+    );
+    let ev = one(
+        &w,
+        to("10.231.0.2:9500"),
+        "028",
+        "ports_exhausted",
+        "address",
+    );
+    summary_has(&ev, "TIME_WAIT");
+    summary_has(&ev, "pool");
+    w.stop().unwrap();
+}
+
+#[test]
+fn bind_to_a_non_local_address_is_not_port_exhaustion() {
+    if !require_root() {
+        return;
+    }
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let ns = Netns::new("nonlocal").unwrap();
+    let w = watch(&ns);
+    assert!(Peer::listen(Some(&ns), "10.231.13.1:80", &[]).is_err());
+    let ev = one(
+        &w,
+        |e| e["src"] == "10.231.13.1:80",
+        "028",
+        "bind_nonlocal",
+        "address",
+    );
+    summary_has(&ev, "not port exhaustion");
+    assert!(evidence_has(&ev, "bind() returned EADDRNOTAVAIL"), "{ev:#}");
+    w.stop().unwrap();
+}

@@ -356,6 +356,15 @@ fn by_errno(call: &str, err: i32) -> Option<(u16, &'static str, Layer, &'static 
             "no route to the host",
             Lookup::Route,
         ),
+        // Not port exhaustion: the address asked for is not on this host. Reported beside #028
+        // because programs see the same error text ("Cannot assign requested address").
+        ("bind", 99) => (
+            28,
+            "bind_nonlocal",
+            Layer::Address,
+            "bind() asked for an address that is not assigned on this host (not port exhaustion)",
+            Lookup::None,
+        ),
         ("bind" | "listen", 98) => (
             27,
             "addr_in_use",

@@ -360,10 +360,18 @@ fn bind_and_listen_errors_are_reported_at_once() {
         out[0].evidence,
         vec!["bind() returned EADDRINUSE".to_owned()]
     );
-    // bind() to a non-local address is not port exhaustion: not #028.
+    // bind() to a non-local address is not port exhaustion, and says so.
     bind.err = 99;
-    assert!(c.feed(bind, 6).is_empty());
-    assert_eq!(c.unclassified, 1);
+    let out = c.feed(bind, 6);
+    assert_eq!(
+        (out[0].code, out[0].cause, out[0].layer),
+        (28, "bind_nonlocal", Layer::Address)
+    );
+    assert!(
+        out[0].summary.contains("not port exhaustion"),
+        "{}",
+        out[0].summary
+    );
 }
 
 #[test]
