@@ -81,6 +81,11 @@ pub struct Config {
     pub msghdr_name: u32,
     /// `ret` of every sys_exit_* event (struct syscall_trace_exit).
     pub sys_exit_ret: u32,
+    pub _pad: u32,
+    /// Text ranges of icmp_rcv / icmpv6_rcv (kallsyms): a consumed skb freed from there is an
+    /// ICMP message the stack handled. 0..0 when unknown.
+    pub icmp_rcv: [u64; 2],
+    pub icmpv6_rcv: [u64; 2],
 }
 
 impl Config {
@@ -133,6 +138,9 @@ impl Config {
             sys_enter_sendmsg_msg: ABSENT,
             msghdr_name: ABSENT,
             sys_exit_ret: ABSENT,
+            _pad: 0,
+            icmp_rcv: [0; 2],
+            icmpv6_rcv: [0; 2],
         }
     }
 }
@@ -270,6 +278,23 @@ pub struct Event {
     pub drop_ifindex: u32,
     /// Network namespace inode where the last drop happened.
     pub drop_netns: u32,
+    /// Sender of an ICMP error that answered this flow (a router or the peer), same family as
+    /// the flow; all zero when none was seen.
+    pub icmp_from: [u8; 16],
+    pub icmp_type: u8,
+    pub icmp_code: u8,
+    pub _pad: [u8; 6],
+}
+
+/// An ICMP error seen for a flow (client's view), until the connection closes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IcmpRecord {
+    pub from: [u8; 16],
+    pub last_ns: u64,
+    pub icmp_type: u8,
+    pub icmp_code: u8,
+    pub _pad: [u8; 6],
 }
 
 /// Per-flow drop record kept in the kernel until the connection closes.
@@ -321,4 +346,5 @@ mod pod {
     unsafe impl aya::Pod for super::Flow {}
     unsafe impl aya::Pod for super::DropRecord {}
     unsafe impl aya::Pod for super::ConnState {}
+    unsafe impl aya::Pod for super::IcmpRecord {}
 }

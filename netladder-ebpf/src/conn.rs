@@ -10,7 +10,7 @@ use netladder_common::{eflag, kind, syscall, verdict, ConnState, DropRecord, Eve
 
 use crate::{
     kernel::{conf, current_proc, is_self, other_netns, read, read_buf, sock_flow, sock_netns},
-    maps::{count, emit, CONNS, DROPS},
+    maps::{count, emit, CONNS, DROPS, ICMP_SEEN},
 };
 
 // TCP states (include/net/tcp_states.h): part of the kernel ABI, identical on every kernel.
@@ -93,6 +93,10 @@ fn finish(sk: u64) {
         drops = DropRecord::default();
     }
 
+    let icmp = unsafe { ICMP_SEEN.get(&flow) }
+        .copied()
+        .filter(|r| r.last_ns >= state.start_ns);
+    let _ = ICMP_SEEN.remove(&flow);
     let err: i32 = read(sk, conf!(sk_err)).unwrap_or(0);
     let err_soft: i32 = read(sk, conf!(sk_err_soft)).unwrap_or(0);
     let mut flags = state.flags | drops.flags;
@@ -118,6 +122,10 @@ fn finish(sk: u64) {
         drop_location: drops.location,
         drop_ifindex: drops.ifindex,
         drop_netns: drops.netns,
+        icmp_from: icmp.map(|r| r.from).unwrap_or([0; 16]),
+        icmp_type: icmp.map(|r| r.icmp_type).unwrap_or(0),
+        icmp_code: icmp.map(|r| r.icmp_code).unwrap_or(0),
+        _pad: [0; 6],
     });
 }
 

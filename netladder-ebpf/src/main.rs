@@ -5,6 +5,7 @@
 
 mod conn;
 mod drop;
+mod icmp;
 mod kernel;
 mod maps;
 mod neigh;

@@ -4,7 +4,7 @@ use aya_ebpf::{
     macros::map,
     maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
-use netladder_common::{counter, ConnState, DropRecord, Event, Flow};
+use netladder_common::{counter, ConnState, DropRecord, Event, Flow, IcmpRecord};
 
 /// Failure events to userspace.
 #[map(name = "EVENTS")]
@@ -22,6 +22,10 @@ pub static CONNS: HashMap<u64, ConnState> = HashMap::with_max_entries(65536, 0);
 /// Drops seen for a flow (client's view), merged into the connection's event at close.
 #[map(name = "DROPS")]
 pub static DROPS: LruHashMap<Flow, DropRecord> = LruHashMap::with_max_entries(16384, 0);
+
+/// ICMP errors received for a flow (client's view), merged into the connection's event at close.
+#[map(name = "ICMP_SEEN")]
+pub static ICMP_SEEN: LruHashMap<Flow, IcmpRecord> = LruHashMap::with_max_entries(4096, 0);
 
 /// Arguments of a socket syscall saved at entry, keyed by pid_tgid.
 #[map(name = "CALL_ARGS")]

@@ -55,12 +55,35 @@ fn start(opts: &HookOpts, only_netns: Option<u32>) -> Result<Session> {
     let root = tracefs::root()?;
     let mut resolved = config::resolve(&btf, &root);
     resolved.config.only_netns = only_netns.unwrap_or(0);
+    let kallsyms = Kallsyms::load();
+    let mut unavailable = Vec::new();
+    if resolved.config.reason_netfilter_drop == ABSENT
+        || !btf.tracepoint_args("kfree_skb").is_some_and(|n| n >= 3)
+    {
+        unavailable.push((
+            "kfree_skb",
+            "this kernel has no drop reasons (5.17+)".to_owned(),
+        ));
+    }
+    match (kallsyms.range("icmp_rcv"), kallsyms.range("icmpv6_rcv")) {
+        _ if !btf.tracepoint_args("consume_skb").is_some_and(|n| n >= 2) => unavailable.push((
+            "consume_skb",
+            "consume_skb has no location argument on this kernel (6.3+)".to_owned(),
+        )),
+        (Some(v4), Some(v6)) => {
+            resolved.config.icmp_rcv = v4;
+            resolved.config.icmpv6_rcv = v6;
+        }
+        _ => unavailable.push((
+            "consume_skb",
+            "icmp_rcv/icmpv6_rcv are not in /proc/kallsyms".to_owned(),
+        )),
+    }
     let loaded = loader::load(
         &resolved.config,
         &loader::Options {
             optional_hooks: !opts.no_optional_hooks,
-            drop_reasons: resolved.config.reason_netfilter_drop != ABSENT
-                && btf.tracepoint_args("kfree_skb").is_some_and(|n| n >= 3),
+            unavailable,
             functions: &|name| btf.has_function(name),
             skip: &opts.skip_hook,
         },
@@ -76,7 +99,7 @@ fn start(opts: &HookOpts, only_netns: Option<u32>) -> Result<Session> {
         loaded,
         names: Names {
             drop_reasons: resolved.drop_reasons,
-            kallsyms: Kallsyms::load(),
+            kallsyms,
         },
         degraded,
     })

@@ -478,3 +478,57 @@ fn bind_to_a_non_local_address_is_not_port_exhaustion() {
     assert!(evidence_has(&ev, "bind() returned EADDRNOTAVAIL"), "{ev:#}");
     w.stop().unwrap();
 }
+
+/// A router on the path answers with ICMP host-unreachable: the event names the router.
+#[test]
+fn no_route_at_a_router_names_it() {
+    if !require_root() {
+        return;
+    }
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let client = Netns::new("rt-client").unwrap();
+    let router = Netns::new("rt-router").unwrap();
+    veth(
+        &client,
+        &["10.231.30.1/24", "fd00:231:30::1/64"],
+        &router,
+        &["10.231.30.254/24", "fd00:231:30::254/64"],
+    )
+    .unwrap();
+    client
+        .ip(&["route", "add", "default", "via", "10.231.30.254"])
+        .unwrap();
+    client
+        .ip(&["-6", "route", "add", "default", "via", "fd00:231:30::254"])
+        .unwrap();
+    router.sysctl("net.ipv4.ip_forward", "1").unwrap();
+    router.sysctl("net.ipv6.conf.all.forwarding", "1").unwrap();
+    router
+        .ip(&["route", "add", "unreachable", "10.231.40.0/24"])
+        .unwrap();
+    router
+        .ip(&["-6", "route", "add", "unreachable", "fd00:231:40::/64"])
+        .unwrap();
+    let w = watch(&client);
+    fails_with(
+        connect(Some(&client), "10.231.40.5:80", &[]).unwrap(),
+        "EHOSTUNREACH",
+    );
+    let ev = one(&w, to("10.231.40.5:80"), "022", "host_unreachable", "route");
+    summary_has(&ev, "10.231.30.254 answered the SYN");
+    assert!(evidence_has(&ev, "from 10.231.30.254"), "{ev:#}");
+    let out = connect(Some(&client), "[fd00:231:40::5]:80", &[]).unwrap();
+    assert!(!out.status.success(), "{out:?}");
+    let ev = w
+        .wait_for(to("[fd00:231:40::5]:80"), FAILURE_TIMEOUT)
+        .unwrap();
+    // IPv6 routers answer an unreachable route with "no route to destination": ENETUNREACH.
+    assert_eq!(
+        (ev["code"].as_str(), ev["errno"].as_str()),
+        (Some("026"), Some("ENETUNREACH")),
+        "{ev:#}"
+    );
+    assert!(evidence_has(&ev, "from fd00:231:30::254"), "{ev:#}");
+    summary_has(&ev, "beyond fd00:231:30::254");
+    w.stop().unwrap();
+}

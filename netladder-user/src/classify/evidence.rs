@@ -75,6 +75,12 @@ pub fn conn_lines(o: &Observation) -> Vec<String> {
             d.last_reason.as_deref().unwrap_or("unknown")
         ));
     }
+    if let Some((from, icmp_type, code)) = o.icmp {
+        lines.push(format!(
+            "ICMP destination unreachable ({}) from {from} (skb:consume_skb in the ICMP receive path)",
+            unreachable_name(from.is_ipv6(), icmp_type, code)
+        ));
+    }
     if o.err != 0 {
         let after = o
             .duration_ns
@@ -100,6 +106,24 @@ fn in_netns(d: &Drops, client_netns: u32) -> String {
     } else {
         String::new()
     }
+}
+
+/// The name of an ICMP / ICMPv6 destination-unreachable code.
+fn unreachable_name(v6: bool, icmp_type: u8, code: u8) -> String {
+    let name = match (v6, code) {
+        (false, 0) => "net unreachable",
+        (false, 1) => "host unreachable",
+        (false, 3) => "port unreachable",
+        (false, 9 | 10) => "network or host administratively prohibited",
+        (false, 13) => "communication administratively prohibited",
+        (true, 0) => "no route to destination",
+        (true, 1) => "administratively prohibited",
+        (true, 3) => "address unreachable",
+        (true, 4) => "port unreachable",
+        (true, 5 | 6) => "source address failed policy / reject route",
+        _ => return format!("type {icmp_type} code {code}"),
+    };
+    format!("{name}, code {code}")
 }
 
 fn direction(d: &Drops) -> String {

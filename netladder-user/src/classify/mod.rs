@@ -81,6 +81,8 @@ pub struct Observation {
     /// Time since the socket entered SYN_SENT.
     pub duration_ns: Option<u64>,
     pub drops: Drops,
+    /// An ICMP error that answered the flow: (sender, type, code).
+    pub icmp: Option<(IpAddr, u8, u8)>,
 }
 
 /// What the enrichment stage should look up for a failure.
@@ -92,6 +94,8 @@ pub enum Lookup {
     Listeners,
     /// The route to the destination (`ip route get`) and the default routes.
     Route,
+    /// The same, as evidence only: the summary already says more (e.g. who sent the ICMP).
+    RouteEvidence,
     /// The route plus the state and addresses of the interfaces (network unreachable).
     Egress,
     /// The route's next hop in the neighbour table (ARP / neighbour discovery).
@@ -414,8 +418,12 @@ fn from_conn(obs: &Observation, v: u32, neighbour: Option<u32>) -> Option<Failur
             21,
             "firewall_reject_icmp",
             Layer::Firewall,
-            "an ICMP port-unreachable answered the SYN: a REJECT rule on the path (not on this host)"
-                .to_owned(),
+            match obs.icmp {
+                Some((from, ..)) => format!(
+                    "{from} answered the SYN with an ICMP port-unreachable: a REJECT rule there (not on this host)"
+                ),
+                None => "an ICMP port-unreachable answered the SYN: a REJECT rule on the path (not on this host)".to_owned(),
+            },
             Lookup::None,
         ),
         verdict::TIMEOUT_LOCAL_DROP => (
@@ -460,16 +468,34 @@ fn from_conn(obs: &Observation, v: u32, neighbour: Option<u32>) -> Option<Failur
             22,
             "host_unreachable",
             Layer::Route,
-            "the host is unreachable: an ICMP host-unreachable answered the SYN".to_owned(),
-            Lookup::Route,
+            match obs.icmp {
+                Some((from, ..)) => format!(
+                    "the host is unreachable: {from} answered the SYN with an ICMP host-unreachable"
+                ),
+                None => "the host is unreachable: an ICMP host-unreachable answered the SYN".to_owned(),
+            },
+            if obs.icmp.is_some() {
+                Lookup::RouteEvidence
+            } else {
+                Lookup::Route
+            },
         ),
-        verdict::NET_UNREACHABLE => (
-            26,
-            "net_unreachable",
-            Layer::Route,
-            "the network is unreachable".to_owned(),
-            Lookup::Egress,
-        ),
+        verdict::NET_UNREACHABLE => match obs.icmp {
+            Some((from, ..)) => (
+                26,
+                "net_unreachable",
+                Layer::Route,
+                format!("the network is unreachable beyond {from}: it answered the SYN with an ICMP no-route"),
+                Lookup::RouteEvidence,
+            ),
+            None => (
+                26,
+                "net_unreachable",
+                Layer::Route,
+                "the network is unreachable".to_owned(),
+                Lookup::Egress,
+            ),
+        },
         verdict::FIREWALL_REJECT_OTHER => (
             if obs.err == 101 { 26 } else { 22 },
             "firewall_reject_icmp",

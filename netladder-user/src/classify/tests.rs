@@ -33,6 +33,7 @@ fn conn(v: u32, err: i32, flags: u32, drops: Drops, retrans: u32, ts: u64) -> Ob
         flags,
         duration_ns: Some(3_000 * MS),
         drops,
+        icmp: None,
     }
 }
 
@@ -49,6 +50,7 @@ fn syscall(err: i32, ts: u64) -> Observation {
         flags: 0,
         duration_ns: None,
         drops: Drops::default(),
+        icmp: None,
     }
 }
 
@@ -443,4 +445,25 @@ fn datagram_send_errors_map_to_route_rungs() {
     send.err = 113;
     let out = c.feed(send, 6);
     assert_eq!((out[0].code, out[0].lookup), (22, Lookup::Route));
+}
+
+#[test]
+fn icmp_sender_is_named() {
+    let mut c = Classifier::new();
+    let mut o = conn(verdict::HOST_UNREACHABLE, 113, 0, Drops::default(), 0, 10);
+    o.icmp = Some(("10.231.30.254".parse().unwrap(), 3, 1));
+    let out = c.feed(o, 10);
+    assert_eq!((out[0].code, out[0].cause), (22, "host_unreachable"));
+    assert!(
+        out[0].summary.contains("10.231.30.254 answered the SYN"),
+        "{}",
+        out[0].summary
+    );
+    assert!(
+        out[0].evidence.iter().any(|e| e.contains(
+            "ICMP destination unreachable (host unreachable, code 1) from 10.231.30.254"
+        )),
+        "{:?}",
+        out[0].evidence
+    );
 }

@@ -22,7 +22,8 @@ type Key = (Lookup, u32, Option<SocketAddr>, Option<SocketAddr>);
 
 #[derive(Clone)]
 struct Found {
-    summary: String,
+    /// Replaces the failure's summary; None keeps it.
+    summary: Option<String>,
     evidence: String,
 }
 
@@ -50,7 +51,9 @@ impl Enricher {
         }
         match &self.cache[&key].1 {
             Ok(found) => {
-                f.summary = found.summary.clone();
+                if let Some(summary) = &found.summary {
+                    f.summary = summary.clone();
+                }
                 f.evidence.push(found.evidence.clone());
             }
             Err(e) => f
@@ -88,20 +91,29 @@ fn in_namespace(
         Lookup::Listeners => {
             let dst = need(dst, "destination")?;
             Found {
-                summary: super::refused_sentence(dst)?,
+                summary: Some(super::refused_sentence(dst)?),
                 evidence: format!(
                     "listeners on port {} checked over sock_diag {where_}",
                     dst.port()
                 ),
             }
         }
-        Lookup::Route => {
+        Lookup::Route | Lookup::RouteEvidence => {
             let ip = need(dst, "destination")?.ip();
             let info = route::route_get(ip)?;
             let defaults = route::default_routes(route::Family::of(ip))?;
-            Found {
-                summary: route::describe_route(ip, &info, &defaults),
-                evidence: format!("route look-up over rtnetlink {where_} (as `ip route get {ip}`)"),
+            let sentence = route::describe_route(ip, &info, &defaults);
+            let how = format!("route look-up over rtnetlink {where_} (as `ip route get {ip}`)");
+            if lookup == Lookup::Route {
+                Found {
+                    summary: Some(sentence),
+                    evidence: how,
+                }
+            } else {
+                Found {
+                    summary: None,
+                    evidence: format!("{sentence} ({how})"),
+                }
             }
         }
         Lookup::Egress => {
@@ -113,7 +125,7 @@ fn in_namespace(
                 summary.push_str("; and no default route in table main");
             }
             Found {
-                summary,
+                summary: Some(summary),
                 evidence: format!("interfaces, addresses and routes read over rtnetlink {where_}"),
             }
         }
@@ -122,7 +134,7 @@ fn in_namespace(
             let (next_hop, dev) = next_hop(ip)?;
             let table = neigh::neighbours(dev)?;
             Found {
-                summary: neigh::describe_neighbour(next_hop, &table),
+                summary: Some(neigh::describe_neighbour(next_hop, &table)),
                 evidence: format!("neighbour table read over rtnetlink {where_}"),
             }
         }
@@ -136,7 +148,7 @@ fn in_namespace(
                 })
                 .collect();
             Found {
-                summary: ports::describe_addr_in_use(port, &holders),
+                summary: Some(ports::describe_addr_in_use(port, &holders)),
                 evidence: format!("sockets on port {port} read over sock_diag {where_}"),
             }
         }
@@ -144,12 +156,12 @@ fn in_namespace(
             let dst = need(dst, "destination")?;
             let usage = ports::port_use(Some(dst))?;
             Found {
-                summary: ports::describe_port_exhaustion(
+                summary: Some(ports::describe_port_exhaustion(
                     dst,
                     ports::port_range()?,
                     ports::tw_reuse()?,
                     &usage,
-                ),
+                )),
                 evidence: format!(
                     "ip_local_port_range, tcp_tw_reuse and sockets toward {dst} read {where_}"
                 ),

@@ -86,6 +86,18 @@ pub fn observe(e: &Event, names: &Names) -> Option<Observation> {
             ifindex: e.drop_ifindex,
             netns: e.drop_netns,
         },
+        icmp: (is_conn && e.icmp_type != 0).then(|| {
+            let from = match e.flow.family {
+                AF_INET6 => IpAddr::V6(Ipv6Addr::from(e.icmp_from)),
+                _ => IpAddr::V4(Ipv4Addr::new(
+                    e.icmp_from[0],
+                    e.icmp_from[1],
+                    e.icmp_from[2],
+                    e.icmp_from[3],
+                )),
+            };
+            (from, e.icmp_type, e.icmp_code)
+        }),
     })
 }
 

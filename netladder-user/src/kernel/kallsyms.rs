@@ -31,6 +31,17 @@ impl Kallsyms {
         Self { syms }
     }
 
+    /// The text range [start, end) of a function: its address up to the next symbol's.
+    pub fn range(&self, name: &str) -> Option<[u64; 2]> {
+        let start = self
+            .syms
+            .iter()
+            .find(|(_, n)| n.as_str() == name)
+            .map(|(a, _)| *a)?;
+        let end = self.syms.range(start + 1..).next().map(|(a, _)| *a)?;
+        Some([start, end])
+    }
+
     /// `name+0xoff` for an address, or None when unknown (e.g. kallsyms hidden by kptr_restrict).
     pub fn symbolize(&self, addr: u64) -> Option<String> {
         let (start, name) = self.syms.range(..=addr).next_back()?;
@@ -57,6 +68,16 @@ mod tests {
             Some("nft_do_chain+0x0")
         );
         assert_eq!(k.symbolize(0x10), None);
+        assert_eq!(
+            k.range("nf_hook_slow"),
+            Some([0xffffffff81100000, 0xffffffff81100400])
+        );
+        assert_eq!(
+            k.range("nft_do_chain"),
+            None,
+            "no symbol after it: end unknown"
+        );
+        assert_eq!(k.range("missing"), None);
     }
 
     #[test]

@@ -15,8 +15,8 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ne
 
 pub struct Options<'a> {
     pub optional_hooks: bool,
-    /// The kernel has drop reasons on kfree_skb (else that program is not loaded).
-    pub drop_reasons: bool,
+    /// Programs this kernel cannot run, with the reason (not tried).
+    pub unavailable: Vec<(&'static str, String)>,
     /// Whether the kernel has a function of this name (fexit targets).
     pub functions: &'a dyn Fn(&str) -> bool,
     /// Programs the operator asked not to attach.
@@ -52,8 +52,8 @@ pub fn load(config: &Config, opts: &Options) -> Result<Loaded> {
             Status::Skipped("disabled by --skip-hook".into())
         } else if hook.optional && !opts.optional_hooks {
             Status::Skipped("disabled by --no-optional-hooks".into())
-        } else if hook.program == "kfree_skb" && !opts.drop_reasons {
-            Status::Skipped("this kernel has no drop reasons (5.17+)".into())
+        } else if let Some((_, why)) = opts.unavailable.iter().find(|(p, _)| *p == hook.program) {
+            Status::Skipped(why.clone())
         } else if let Some(func) = missing_function(hook, opts) {
             Status::Skipped(format!("this kernel has no function {func}"))
         } else {

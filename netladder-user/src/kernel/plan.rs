@@ -72,6 +72,14 @@ pub const HOOKS: &[Hook] = &[
         without: "local firewall drops and the no-listener signal (REJECT looks like a peer's RST)",
     },
     Hook {
+        program: "consume_skb",
+        attach: Attach::TpBtf("consume_skb"),
+        core: false,
+        optional: false,
+        needs: "tp_btf, skb:consume_skb with its location (6.3+), kallsyms",
+        without: "the address of the router or peer whose ICMP error answered a connection",
+    },
+    Hook {
         program: "sys_enter_connect",
         attach: Attach::Tracepoint("syscalls", "sys_enter_connect"),
         core: false,
