@@ -58,7 +58,7 @@ fn start(opts: &HookOpts, only_netns: Option<u32>) -> Result<Session> {
     let kallsyms = Kallsyms::load();
     let mut unavailable = Vec::new();
     if resolved.config.reason_netfilter_drop == ABSENT
-        || !btf.tracepoint_args("kfree_skb").is_some_and(|n| n >= 3)
+        || btf.tracepoint_args("kfree_skb").is_none_or(|n| n < 3)
     {
         unavailable.push((
             "kfree_skb",
@@ -66,7 +66,7 @@ fn start(opts: &HookOpts, only_netns: Option<u32>) -> Result<Session> {
         ));
     }
     match (kallsyms.range("icmp_rcv"), kallsyms.range("icmpv6_rcv")) {
-        _ if !btf.tracepoint_args("consume_skb").is_some_and(|n| n >= 2) => unavailable.push((
+        _ if btf.tracepoint_args("consume_skb").is_none_or(|n| n < 2) => unavailable.push((
             "consume_skb",
             "consume_skb has no location argument on this kernel (6.3+)".to_owned(),
         )),
