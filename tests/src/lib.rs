@@ -44,6 +44,39 @@ pub fn require_root() -> bool {
     root
 }
 
+/// For a root-only scenario: None (after printing NL-SKIP) when not root; otherwise a guard that
+/// keeps the test binary's scenarios one at a time (each starts its own netladder, which loads
+/// its own programs, on a two-core machine). A panicking scenario does not poison the others.
+pub fn root_serial() -> Option<std::sync::MutexGuard<'static, ()>> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    if !require_root() {
+        return None;
+    }
+    Some(SERIAL.lock().unwrap_or_else(|e| e.into_inner()))
+}
+
+/// `netladder watch` for one namespace (filtered in the kernel).
+pub fn watch_netns(ns: &Netns) -> Watch {
+    Watch::start(&["--netns", &ns.inode().to_string()]).expect("netladder watch starts")
+}
+
+/// Asserts that an event's summary mentions `needle`.
+pub fn summary_has(ev: &serde_json::Value, needle: &str) {
+    let s = ev["summary"].as_str().unwrap_or("");
+    assert!(
+        s.contains(needle),
+        "summary should mention {needle:?}: {ev:#}"
+    );
+}
+
+/// Asserts that a client attempt failed with `errno` (e.g. "ECONNREFUSED").
+pub fn fails_with(out: ConnectOutcome, errno: &str) {
+    assert!(
+        out.lines.iter().any(|l| l.contains(errno)),
+        "expected {errno}: {out:?}"
+    );
+}
+
 /// A number unique within this process, for names of namespaces, interfaces and temp files.
 fn unique_id() -> u64 {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);

@@ -1,17 +1,12 @@
 //! Issue-3 scenarios: no route (#022), network unreachable (#026), address in use (#027), port
 //! exhaustion (#028) and failed neighbour resolution (#029), each made for real in throwaway
 //! namespaces with only addresses assigned there, and asserted on the one event it produced.
-use std::{sync::Mutex, time::Duration};
+use std::time::Duration;
 
 use netladder_tests::*;
 use serde_json::Value;
 
-static SERIAL: Mutex<()> = Mutex::new(());
 const SETTLE: Duration = Duration::from_millis(700);
-
-fn watch(ns: &Netns) -> Watch {
-    Watch::start(&["--netns", &ns.inode().to_string()]).expect("netladder watch starts")
-}
 
 /// Exactly one failure matching `pred`, with the given code, cause and layer, from nl-peer.
 fn one(w: &Watch, pred: impl Fn(&Value) -> bool, code: &str, cause: &str, layer: &str) -> Value {
@@ -31,35 +26,19 @@ fn one(w: &Watch, pred: impl Fn(&Value) -> bool, code: &str, cause: &str, layer:
     ev
 }
 
-fn summary_has(ev: &Value, needle: &str) {
-    let s = ev["summary"].as_str().unwrap_or("");
-    assert!(
-        s.contains(needle),
-        "summary should mention {needle:?}: {ev:#}"
-    );
-}
-
-fn fails_with(out: ConnectOutcome, errno: &str) {
-    assert!(
-        out.lines.iter().any(|l| l.contains(errno)),
-        "expected {errno}: {out:?}"
-    );
-}
-
 fn to(dst: &str) -> impl Fn(&Value) -> bool + '_ {
     move |e: &Value| e["dst"] == dst
 }
 
 #[test]
 fn no_route_unreachable_route() {
-    if !require_root() {
+    let Some(_one) = root_serial() else {
         return;
-    }
-    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    };
     let ns = Netns::new("unreach").unwrap();
     ns.ip(&["route", "add", "unreachable", "10.231.9.0/24"])
         .unwrap();
-    let w = watch(&ns);
+    let w = watch_netns(&ns);
     fails_with(
         connect(Some(&ns), "10.231.9.1:80", &[]).unwrap(),
         "EHOSTUNREACH",
@@ -76,14 +55,13 @@ fn no_route_unreachable_route() {
 
 #[test]
 fn no_route_prohibit_route() {
-    if !require_root() {
+    let Some(_one) = root_serial() else {
         return;
-    }
-    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    };
     let ns = Netns::new("prohibit").unwrap();
     ns.ip(&["route", "add", "prohibit", "10.231.10.0/24"])
         .unwrap();
-    let w = watch(&ns);
+    let w = watch_netns(&ns);
     fails_with(connect(Some(&ns), "10.231.10.1:80", &[]).unwrap(), "EACCES");
     let ev = one(&w, to("10.231.10.1:80"), "022", "route_prohibited", "route");
     summary_has(&ev, "prohibit");
@@ -92,12 +70,11 @@ fn no_route_prohibit_route() {
 
 #[test]
 fn network_unreachable_without_default_route() {
-    if !require_root() {
+    let Some(_one) = root_serial() else {
         return;
-    }
-    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    };
     let ns = Netns::new("nodefault").unwrap();
-    let w = watch(&ns);
+    let w = watch_netns(&ns);
     fails_with(
         connect(Some(&ns), "10.231.11.1:80", &[]).unwrap(),
         "ENETUNREACH",
@@ -109,15 +86,14 @@ fn network_unreachable_without_default_route() {
 
 #[test]
 fn network_unreachable_interface_down() {
-    if !require_root() {
+    let Some(_one) = root_serial() else {
         return;
-    }
-    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    };
     let a = Netns::new("ifdown-a").unwrap();
     let b = Netns::new("ifdown-b").unwrap();
     let (dev, _) = veth(&a, &["10.231.5.1/24"], &b, &["10.231.5.2/24"]).unwrap();
     a.ip(&["link", "set", &dev, "down"]).unwrap();
-    let w = watch(&a);
+    let w = watch_netns(&a);
     fails_with(
         connect(Some(&a), "10.231.5.2:80", &[]).unwrap(),
         "ENETUNREACH",
@@ -129,10 +105,9 @@ fn network_unreachable_interface_down() {
 
 #[test]
 fn arp_resolution_failed_ipv4_and_ipv6() {
-    if !require_root() {
+    let Some(_one) = root_serial() else {
         return;
-    }
-    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    };
     let a = Netns::new("arp-a").unwrap();
     let b = Netns::new("arp-b").unwrap();
     let (dev, _) = veth(
@@ -142,7 +117,7 @@ fn arp_resolution_failed_ipv4_and_ipv6() {
         &["10.231.0.2/24", "fd00:231::2/64"],
     )
     .unwrap();
-    let w = watch(&a);
+    let w = watch_netns(&a);
     // Addresses on the link's subnets that nobody holds: address resolution fails.
     fails_with(
         connect(Some(&a), "10.231.0.99:80", &[]).unwrap(),
@@ -183,13 +158,12 @@ fn arp_resolution_failed_ipv4_and_ipv6() {
 
 #[test]
 fn address_in_use_by_a_live_listener_bind_and_listen() {
-    if !require_root() {
+    let Some(_one) = root_serial() else {
         return;
-    }
-    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    };
     let ns = Netns::new("inuse").unwrap();
     let holder = Peer::listen(Some(&ns), "127.0.0.1:9100", &[]).unwrap();
-    let w = watch(&ns);
+    let w = watch_netns(&ns);
     // A second listener on the port: bind() fails.
     assert!(Peer::listen(Some(&ns), "127.0.0.1:9100", &[]).is_err());
     // Two SO_REUSEADDR sockets bound to another port before either listens: the binds succeed
@@ -230,17 +204,16 @@ fn address_in_use_by_a_live_listener_bind_and_listen() {
 
 #[test]
 fn address_in_use_by_time_wait_only() {
-    if !require_root() {
+    let Some(_one) = root_serial() else {
         return;
-    }
-    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    };
     let ns = Netns::new("tw").unwrap();
     // The client holds its end open, so the server closes first and keeps the TIME_WAIT.
     let first = Peer::listen(Some(&ns), "127.0.0.1:9200", &[]).unwrap();
     let out = connect(Some(&ns), "127.0.0.1:9200", &["--hold", "0.5"]).unwrap();
     assert!(out.status.success(), "{out:?}");
     drop(first);
-    let w = watch(&ns);
+    let w = watch_netns(&ns);
     assert!(
         Peer::listen(Some(&ns), "127.0.0.1:9200", &[]).is_err(),
         "re-bind blocked by TIME_WAIT"
@@ -259,15 +232,14 @@ fn address_in_use_by_time_wait_only() {
 
 #[test]
 fn ephemeral_ports_exhausted() {
-    if !require_root() {
+    let Some(_one) = root_serial() else {
         return;
-    }
-    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    };
     let ns = Netns::new("ports").unwrap();
     ns.sysctl("net.ipv4.ip_local_port_range", "40000 40001")
         .unwrap();
     let _srv = Peer::listen(Some(&ns), "127.0.0.1:9300", &[]).unwrap();
-    let w = watch(&ns);
+    let w = watch_netns(&ns);
     // Two connections held open use both ports; the third connect() has none left.
     let out = connect(
         Some(&ns),
@@ -291,10 +263,9 @@ fn ephemeral_ports_exhausted() {
 /// Without drop reasons (5.10; forced here), the neighbour tracepoints still tell #029 apart.
 #[test]
 fn arp_failure_without_drop_reasons() {
-    if !require_root() {
+    let Some(_one) = root_serial() else {
         return;
-    }
-    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    };
     let a = Netns::new("arp-nodrop-a").unwrap();
     let b = Netns::new("arp-nodrop-b").unwrap();
     veth(&a, &["10.231.0.1/24"], &b, &["10.231.0.2/24"]).unwrap();
@@ -319,12 +290,11 @@ fn arp_failure_without_drop_reasons() {
 
 #[test]
 fn udp_sendto_network_unreachable() {
-    if !require_root() {
+    let Some(_one) = root_serial() else {
         return;
-    }
-    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    };
     let ns = Netns::new("udp-unreach").unwrap();
-    let w = watch(&ns);
+    let w = watch_netns(&ns);
     let out = ns
         .exec(&[peer_bin().to_str().unwrap(), "udp-send", "10.231.12.1:53"])
         .unwrap();
@@ -340,17 +310,16 @@ fn udp_sendto_network_unreachable() {
 /// netladder must blame the firewall, not the routes.
 #[test]
 fn reject_admin_prohibited_is_the_firewall_not_routing() {
-    if !require_root() {
+    let Some(_one) = root_serial() else {
         return;
-    }
-    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    };
     let a = Netns::new("prohib-a").unwrap();
     let b = Netns::new("prohib-b").unwrap();
     veth(&a, &["10.231.0.1/24"], &b, &["10.231.0.2/24"]).unwrap();
     let _srv = Peer::listen(Some(&b), "10.231.0.2:8000", &[]).unwrap();
     b.nft("table inet nltest {\n chain input {\n  type filter hook input priority 0;\n  tcp dport 8000 reject with icmpx type admin-prohibited\n }\n}\n")
         .unwrap();
-    let w = watch(&a);
+    let w = watch_netns(&a);
     fails_with(
         connect(Some(&a), "10.231.0.2:8000", &[]).unwrap(),
         "EHOSTUNREACH",
@@ -371,10 +340,9 @@ fn reject_admin_prohibited_is_the_firewall_not_routing() {
 /// netladder warns (#028) with the count and the share.
 #[test]
 fn time_wait_pressure_is_warned_before_failures() {
-    if !require_root() {
+    let Some(_one) = root_serial() else {
         return;
-    }
-    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    };
     let ns = Netns::new("tw-warn").unwrap();
     ns.sysctl("net.ipv4.ip_local_port_range", "40000 40009")
         .unwrap();
@@ -427,10 +395,9 @@ fn time_wait_pressure_is_warned_before_failures() {
 /// (tcp_tw_reuse's default 2 reuses TIME_WAIT ports for loopback only).
 #[test]
 fn ephemeral_ports_exhausted_by_time_wait() {
-    if !require_root() {
+    let Some(_one) = root_serial() else {
         return;
-    }
-    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    };
     let a = Netns::new("tw-ports-a").unwrap();
     let b = Netns::new("tw-ports-b").unwrap();
     veth(&a, &["10.231.0.1/24"], &b, &["10.231.0.2/24"]).unwrap();
@@ -441,7 +408,7 @@ fn ephemeral_ports_exhausted_by_time_wait() {
     let out = connect(Some(&a), "10.231.0.2:9500", &["--count", "2"]).unwrap();
     assert!(out.status.success(), "{out:?}");
     std::thread::sleep(Duration::from_millis(300));
-    let w = watch(&a);
+    let w = watch_netns(&a);
     fails_with(
         connect(Some(&a), "10.231.0.2:9500", &[]).unwrap(),
         "EADDRNOTAVAIL",
@@ -460,12 +427,11 @@ fn ephemeral_ports_exhausted_by_time_wait() {
 
 #[test]
 fn bind_to_a_non_local_address_is_not_port_exhaustion() {
-    if !require_root() {
+    let Some(_one) = root_serial() else {
         return;
-    }
-    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    };
     let ns = Netns::new("nonlocal").unwrap();
-    let w = watch(&ns);
+    let w = watch_netns(&ns);
     assert!(Peer::listen(Some(&ns), "10.231.13.1:80", &[]).is_err());
     let ev = one(
         &w,
@@ -482,10 +448,9 @@ fn bind_to_a_non_local_address_is_not_port_exhaustion() {
 /// A router on the path answers with ICMP host-unreachable: the event names the router.
 #[test]
 fn no_route_at_a_router_names_it() {
-    if !require_root() {
+    let Some(_one) = root_serial() else {
         return;
-    }
-    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    };
     let client = Netns::new("rt-client").unwrap();
     let router = Netns::new("rt-router").unwrap();
     veth(
@@ -509,7 +474,7 @@ fn no_route_at_a_router_names_it() {
     router
         .ip(&["-6", "route", "add", "unreachable", "fd00:231:40::/64"])
         .unwrap();
-    let w = watch(&client);
+    let w = watch_netns(&client);
     fails_with(
         connect(Some(&client), "10.231.40.5:80", &[]).unwrap(),
         "EHOSTUNREACH",

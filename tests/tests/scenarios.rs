@@ -1,13 +1,10 @@
 //! Issue-2 scenarios: real failures in throwaway namespaces, watched by the real netladder.
 //! Each test makes one failure and asserts the one event it produced: code, cause, layer, the
 //! process, and the evidence. Run as root (they print NL-SKIP otherwise).
-use std::{sync::Mutex, time::Duration};
+use std::time::Duration;
 
 use netladder_tests::*;
 use serde_json::Value;
-
-/// One netladder at a time: each loads its own programs, and the machine has two cores.
-static SERIAL: Mutex<()> = Mutex::new(());
 
 const CLIENT4: &str = "10.231.0.1";
 const SERVER4: &str = "10.231.0.2";
@@ -34,10 +31,6 @@ fn two_hosts(tag: &str) -> TwoHosts {
     TwoHosts { client, server }
 }
 
-fn watch(ns: &Netns) -> Watch {
-    Watch::start(&["--netns", &ns.inode().to_string()]).expect("netladder watch starts")
-}
-
 /// Whether netladder sees drop reasons on this kernel (kfree_skb attached; not on 5.10).
 fn drop_reasons(w: &Watch) -> bool {
     w.events().iter().any(|e| {
@@ -55,6 +48,20 @@ struct Expect<'a> {
     full: (&'a str, &'a str),
     degraded: (&'a str, &'a str),
 }
+
+/// Refused with no listener (read as the peer's reset without drop reasons).
+const NO_LISTENER: Expect = Expect {
+    code: "021",
+    full: ("no_listener", "application"),
+    degraded: ("peer_reset", "application"),
+};
+
+/// Timed out behind a local firewall drop (no reply, without drop reasons).
+const DROPPED: Expect = Expect {
+    code: "023",
+    full: ("firewall_drop", "firewall"),
+    degraded: ("no_reply", "route"),
+};
 
 /// Waits for exactly one failure toward `dst`, checks the fields every scenario shares, and
 /// returns it with whether the full (drop-reason) classification applied.
@@ -88,13 +95,6 @@ fn input_rule(rule: &str) -> String {
     format!("table inet nltest {{\n chain input {{\n  type filter hook input priority 0;\n  {rule}\n }}\n}}\n")
 }
 
-fn must_fail(outcome: ConnectOutcome, errno: &str) {
-    assert!(
-        outcome.lines.iter().any(|l| l.contains(errno)),
-        "the client should see {errno}: {outcome:?}"
-    );
-}
-
 fn has(ev: &Value, needle: &str) {
     assert!(
         evidence_has(ev, needle),
@@ -113,20 +113,14 @@ fn count_before(ev: &Value, suffix: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {suffix:?} in {ev:#}"))
 }
 
-fn summary_has(ev: &Value, needle: &str) {
-    let s = ev["summary"].as_str().unwrap_or("");
-    assert!(s.contains(needle), "summary should mention {needle:?}: {s}");
-}
-
 #[test]
 fn refused_on_loopback_no_listener() {
-    if !require_root() {
+    let Some(_one) = root_serial() else {
         return;
-    }
-    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    };
     let ns = Netns::new("lo-refused").unwrap();
-    let w = watch(&ns);
-    must_fail(
+    let w = watch_netns(&ns);
+    fails_with(
         connect(Some(&ns), "127.0.0.1:8080", &[]).unwrap(),
         "ECONNREFUSED",
     );
@@ -159,26 +153,16 @@ fn refused_on_loopback_no_listener() {
 
 #[test]
 fn refused_across_veth_no_listener() {
-    if !require_root() {
+    let Some(_one) = root_serial() else {
         return;
-    }
-    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    };
     let h = two_hosts("veth-refused");
-    let w = watch(&h.client);
-    must_fail(
+    let w = watch_netns(&h.client);
+    fails_with(
         connect(Some(&h.client), &format!("{SERVER4}:9000"), &[]).unwrap(),
         "ECONNREFUSED",
     );
-    let (ev, full) = one_failure(
-        &w,
-        &format!("{SERVER4}:9000"),
-        Expect {
-            code: "021",
-            full: ("no_listener", "application"),
-            degraded: ("peer_reset", "application"),
-        },
-        &h.client,
-    );
+    let (ev, full) = one_failure(&w, &format!("{SERVER4}:9000"), NO_LISTENER, &h.client);
     if full {
         has(&ev, "NO_SOCKET");
         summary_has(&ev, "no listener on port 9000 at all");
@@ -188,28 +172,18 @@ fn refused_across_veth_no_listener() {
 
 #[test]
 fn refused_listener_bound_to_loopback_only() {
-    if !require_root() {
+    let Some(_one) = root_serial() else {
         return;
-    }
-    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    };
     let h = two_hosts("lo-only");
     // The server listens on its loopback only; the client uses the veth address.
     let _srv = Peer::listen(Some(&h.server), "127.0.0.1:9001", &[]).unwrap();
-    let w = watch(&h.client);
-    must_fail(
+    let w = watch_netns(&h.client);
+    fails_with(
         connect(Some(&h.client), &format!("{SERVER4}:9001"), &[]).unwrap(),
         "ECONNREFUSED",
     );
-    let (ev, full) = one_failure(
-        &w,
-        &format!("{SERVER4}:9001"),
-        Expect {
-            code: "021",
-            full: ("no_listener", "application"),
-            degraded: ("peer_reset", "application"),
-        },
-        &h.client,
-    );
+    let (ev, full) = one_failure(&w, &format!("{SERVER4}:9001"), NO_LISTENER, &h.client);
     if full {
         summary_has(&ev, &format!("no listener on {SERVER4}:9001"));
         summary_has(&ev, "127.0.0.1:9001");
@@ -220,27 +194,17 @@ fn refused_listener_bound_to_loopback_only() {
 
 #[test]
 fn refused_ipv6_only_listener_from_ipv4() {
-    if !require_root() {
+    let Some(_one) = root_serial() else {
         return;
-    }
-    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    };
     let ns = Netns::new("v6only").unwrap();
     let _srv = Peer::listen(Some(&ns), "[::1]:8080", &["--v6only"]).unwrap();
-    let w = watch(&ns);
-    must_fail(
+    let w = watch_netns(&ns);
+    fails_with(
         connect(Some(&ns), "127.0.0.1:8080", &[]).unwrap(),
         "ECONNREFUSED",
     );
-    let (ev, full) = one_failure(
-        &w,
-        "127.0.0.1:8080",
-        Expect {
-            code: "021",
-            full: ("no_listener", "application"),
-            degraded: ("peer_reset", "application"),
-        },
-        &ns,
-    );
+    let (ev, full) = one_failure(&w, "127.0.0.1:8080", NO_LISTENER, &ns);
     if full {
         summary_has(&ev, "no listener on 127.0.0.1:8080");
         summary_has(&ev, "[::1]:8080");
@@ -251,24 +215,14 @@ fn refused_ipv6_only_listener_from_ipv4() {
 
 #[test]
 fn refused_over_ipv6_across_veth() {
-    if !require_root() {
+    let Some(_one) = root_serial() else {
         return;
-    }
-    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    };
     let h = two_hosts("v6-refused");
-    let w = watch(&h.client);
+    let w = watch_netns(&h.client);
     let dst = format!("[{SERVER6}]:9002");
-    must_fail(connect(Some(&h.client), &dst, &[]).unwrap(), "ECONNREFUSED");
-    let (ev, full) = one_failure(
-        &w,
-        &dst,
-        Expect {
-            code: "021",
-            full: ("no_listener", "application"),
-            degraded: ("peer_reset", "application"),
-        },
-        &h.client,
-    );
+    fails_with(connect(Some(&h.client), &dst, &[]).unwrap(), "ECONNREFUSED");
+    let (ev, full) = one_failure(&w, &dst, NO_LISTENER, &h.client);
     if full {
         has(&ev, "NO_SOCKET");
     }
@@ -277,29 +231,19 @@ fn refused_over_ipv6_across_veth() {
 
 #[test]
 fn timeout_syn_dropped_by_nftables_on_the_peer() {
-    if !require_root() {
+    let Some(_one) = root_serial() else {
         return;
-    }
-    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    };
     let h = two_hosts("nft-drop");
     h.client.sysctl("net.ipv4.tcp_syn_retries", "1").unwrap();
     let _srv = Peer::listen(Some(&h.server), &format!("{SERVER4}:443"), &[]).unwrap();
     h.server.nft(&input_rule("tcp dport 443 drop")).unwrap();
-    let w = watch(&h.client);
-    must_fail(
+    let w = watch_netns(&h.client);
+    fails_with(
         connect(Some(&h.client), &format!("{SERVER4}:443"), &[]).unwrap(),
         "ETIMEDOUT",
     );
-    let (ev, full) = one_failure(
-        &w,
-        &format!("{SERVER4}:443"),
-        Expect {
-            code: "023",
-            full: ("firewall_drop", "firewall"),
-            degraded: ("no_reply", "route"),
-        },
-        &h.client,
-    );
+    let (ev, full) = one_failure(&w, &format!("{SERVER4}:443"), DROPPED, &h.client);
     assert_eq!(ev["errno"], "ETIMEDOUT");
     if full {
         // Every SYN the client sent (first one and retransmits) was dropped by the server's rule.
@@ -325,30 +269,20 @@ fn timeout_syn_dropped_by_nftables_on_the_peer() {
 
 #[test]
 fn timeout_syn_dropped_by_iptables_output_on_the_client() {
-    if !require_root() {
+    let Some(_one) = root_serial() else {
         return;
-    }
-    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    };
     let h = two_hosts("ipt-out");
     h.client.sysctl("net.ipv4.tcp_syn_retries", "1").unwrap();
     h.client
         .iptables(&["-A", "OUTPUT", "-p", "tcp", "--dport", "8443", "-j", "DROP"])
         .unwrap();
-    let w = watch(&h.client);
-    must_fail(
+    let w = watch_netns(&h.client);
+    fails_with(
         connect(Some(&h.client), &format!("{SERVER4}:8443"), &[]).unwrap(),
         "ETIMEDOUT",
     );
-    let (ev, full) = one_failure(
-        &w,
-        &format!("{SERVER4}:8443"),
-        Expect {
-            code: "023",
-            full: ("firewall_drop", "firewall"),
-            degraded: ("no_reply", "route"),
-        },
-        &h.client,
-    );
+    let (ev, full) = one_failure(&w, &format!("{SERVER4}:8443"), DROPPED, &h.client);
     if full {
         has(&ev, "NETFILTER_DROP");
         has(&ev, "outgoing packet");
@@ -359,15 +293,14 @@ fn timeout_syn_dropped_by_iptables_output_on_the_client() {
 
 #[test]
 fn timeout_application_gave_up_while_the_firewall_dropped() {
-    if !require_root() {
+    let Some(_one) = root_serial() else {
         return;
-    }
-    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    };
     let h = two_hosts("app-timeout");
     h.server.nft(&input_rule("tcp dport 7000 drop")).unwrap();
-    let w = watch(&h.client);
+    let w = watch_netns(&h.client);
     // The client gives up after 1.5 s (one SYN retransmit at 1 s), before the kernel would.
-    must_fail(
+    fails_with(
         connect(
             Some(&h.client),
             &format!("{SERVER4}:7000"),
@@ -399,10 +332,9 @@ fn timeout_application_gave_up_while_the_firewall_dropped() {
 
 #[test]
 fn timeout_no_reply_and_nothing_dropped_locally() {
-    if !require_root() {
+    let Some(_one) = root_serial() else {
         return;
-    }
-    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    };
     // The server has no route back to the client: its SYN-ACK is never sent, and no firewall
     // on this machine drops anything. Only host routes, so nothing else answers either.
     let client = Netns::new("noreply-c").unwrap();
@@ -417,8 +349,8 @@ fn timeout_no_reply_and_nothing_dropped_locally() {
     client.ip(&["route", "add", SERVER4, "dev", &cdev]).unwrap();
     client.sysctl("net.ipv4.tcp_syn_retries", "1").unwrap();
     let _srv = Peer::listen(Some(&server), &format!("{SERVER4}:8081"), &[]).unwrap();
-    let w = watch(&client);
-    must_fail(
+    let w = watch_netns(&client);
+    fails_with(
         connect(Some(&client), &format!("{SERVER4}:8081"), &[]).unwrap(),
         "ETIMEDOUT",
     );
@@ -441,18 +373,17 @@ fn timeout_no_reply_and_nothing_dropped_locally() {
 
 #[test]
 fn refused_by_firewall_reject_with_tcp_reset() {
-    if !require_root() {
+    let Some(_one) = root_serial() else {
         return;
-    }
-    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    };
     let h = two_hosts("reject-rst");
     // A listener exists: only the firewall refuses, so this must never read as "no listener".
     let _srv = Peer::listen(Some(&h.server), &format!("{SERVER4}:22"), &[]).unwrap();
     h.server
         .nft(&input_rule("tcp dport 22 reject with tcp reset"))
         .unwrap();
-    let w = watch(&h.client);
-    must_fail(
+    let w = watch_netns(&h.client);
+    fails_with(
         connect(Some(&h.client), &format!("{SERVER4}:22"), &[]).unwrap(),
         "ECONNREFUSED",
     );
@@ -477,10 +408,9 @@ fn refused_by_firewall_reject_with_tcp_reset() {
 
 #[test]
 fn refused_by_firewall_reject_with_icmp_port_unreachable() {
-    if !require_root() {
+    let Some(_one) = root_serial() else {
         return;
-    }
-    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    };
     let h = two_hosts("reject-icmp");
     let _srv = Peer::listen(Some(&h.server), &format!("{SERVER4}:25"), &[]).unwrap();
     h.server
@@ -497,8 +427,8 @@ fn refused_by_firewall_reject_with_icmp_port_unreachable() {
             "icmp-port-unreachable",
         ])
         .unwrap();
-    let w = watch(&h.client);
-    must_fail(
+    let w = watch_netns(&h.client);
+    fails_with(
         connect(Some(&h.client), &format!("{SERVER4}:25"), &[]).unwrap(),
         "ECONNREFUSED",
     );
@@ -524,30 +454,20 @@ fn refused_by_firewall_reject_with_icmp_port_unreachable() {
 
 #[test]
 fn successful_connection_produces_no_event() {
-    if !require_root() {
+    let Some(_one) = root_serial() else {
         return;
-    }
-    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    };
     let h = two_hosts("healthy");
     let _srv = Peer::listen(Some(&h.server), &format!("{SERVER4}:80"), &[]).unwrap();
-    let w = watch(&h.client);
+    let w = watch_netns(&h.client);
     let ok = connect(Some(&h.client), &format!("{SERVER4}:80"), &["--count", "5"]).unwrap();
     assert!(ok.status.success(), "{ok:?}");
     // A failure afterwards proves netladder was watching all along.
-    must_fail(
+    fails_with(
         connect(Some(&h.client), &format!("{SERVER4}:81"), &[]).unwrap(),
         "ECONNREFUSED",
     );
-    let (ev, _) = one_failure(
-        &w,
-        &format!("{SERVER4}:81"),
-        Expect {
-            code: "021",
-            full: ("no_listener", "application"),
-            degraded: ("peer_reset", "application"),
-        },
-        &h.client,
-    );
+    let (ev, _) = one_failure(&w, &format!("{SERVER4}:81"), NO_LISTENER, &h.client);
     assert_eq!(ev["dst"], format!("{SERVER4}:81"));
     let (all, _) = w.stop().unwrap();
     let failures: Vec<_> = all.iter().filter(|e| e["type"] == "failure").collect();
@@ -560,21 +480,20 @@ fn successful_connection_produces_no_event() {
 
 #[test]
 fn filters_keep_only_matching_failures() {
-    if !require_root() {
+    let Some(_one) = root_serial() else {
         return;
-    }
-    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    };
     let ns = Netns::new("filters").unwrap();
     let inode = ns.inode().to_string();
     let w = Watch::start(&[
         "--netns", &inode, "--port", "82", "--comm", "nl-peer", "--code", "refused",
     ])
     .unwrap();
-    must_fail(
+    fails_with(
         connect(Some(&ns), "127.0.0.1:81", &[]).unwrap(),
         "ECONNREFUSED",
     );
-    must_fail(
+    fails_with(
         connect(Some(&ns), "127.0.0.1:82", &[]).unwrap(),
         "ECONNREFUSED",
     );
@@ -589,10 +508,9 @@ fn filters_keep_only_matching_failures() {
 /// peer's reset and a firewall drop as no reply, and each event says it is degraded.
 #[test]
 fn degraded_without_drop_reasons() {
-    if !require_root() {
+    let Some(_one) = root_serial() else {
         return;
-    }
-    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    };
     let h = two_hosts("degraded");
     h.client.sysctl("net.ipv4.tcp_syn_retries", "1").unwrap();
     h.server
@@ -603,11 +521,11 @@ fn degraded_without_drop_reasons() {
     let inode = h.client.inode().to_string();
     let w = Watch::start(&["--netns", &inode, "--skip-hook", "kfree_skb"]).unwrap();
     assert!(!drop_reasons(&w));
-    must_fail(
+    fails_with(
         connect(Some(&h.client), &format!("{SERVER4}:22"), &[]).unwrap(),
         "ECONNREFUSED",
     );
-    must_fail(
+    fails_with(
         connect(Some(&h.client), &format!("{SERVER4}:443"), &[]).unwrap(),
         "ETIMEDOUT",
     );
