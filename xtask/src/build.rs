@@ -1,0 +1,182 @@
+//! `cargo xtask build`: the `netladder` binary and the scenario test binaries.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+
+use crate::cmd;
+
+const USER_PACKAGE: &str = "netladder-user";
+const TESTS_PACKAGE: &str = "netladder-tests";
+const PEER_BIN: &str = "nl-peer";
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Profile {
+    Release,
+    Debug,
+}
+
+impl Profile {
+    fn cargo_flag(self) -> Option<&'static str> {
+        match self {
+            Profile::Release => Some("--release"),
+            Profile::Debug => None,
+        }
+    }
+
+    fn dir(self) -> &'static str {
+        match self {
+            Profile::Release => "release",
+            Profile::Debug => "debug",
+        }
+    }
+}
+
+/// Absolute paths of everything the host tests and the VM suite run.
+#[derive(Clone, Debug)]
+pub struct Artifacts {
+    pub netladder: PathBuf,
+    pub nl_peer: PathBuf,
+    /// The integration test executables of `netladder-tests` (one per tests/*.rs).
+    pub scenario_tests: Vec<PathBuf>,
+}
+
+pub fn run(profile: Profile) -> Result<Artifacts> {
+    let root = cmd::workspace_root();
+    cmd::run(
+        Command::new("cargo")
+            .current_dir(&root)
+            .args(["build", "-p", USER_PACKAGE])
+            .args(profile.cargo_flag()),
+    )?;
+    let netladder = root.join("target").join(profile.dir()).join("netladder");
+    if !netladder.is_file() {
+        bail!(
+            "cargo built {USER_PACKAGE} but {} is missing",
+            netladder.display()
+        );
+    }
+
+    let messages = cmd::capture(
+        Command::new("cargo")
+            .current_dir(&root)
+            .args([
+                "test",
+                "-p",
+                TESTS_PACKAGE,
+                "--no-run",
+                "--message-format=json",
+            ])
+            .args(profile.cargo_flag())
+            .stderr(Stdio::inherit()),
+    )?;
+    let manifest = root.join("tests").join("Cargo.toml");
+    let (scenario_tests, nl_peer) = test_executables(&messages, &manifest)?;
+    let nl_peer =
+        nl_peer.with_context(|| format!("{TESTS_PACKAGE} did not build a `{PEER_BIN}` binary"))?;
+    if scenario_tests.is_empty() {
+        bail!("{TESTS_PACKAGE} has no integration test binaries (tests/tests/*.rs)");
+    }
+    println!("build: {}", netladder.display());
+    println!("build: {}", nl_peer.display());
+    for test in &scenario_tests {
+        println!("build: {}", test.display());
+    }
+    Ok(Artifacts {
+        netladder,
+        nl_peer,
+        scenario_tests,
+    })
+}
+
+/// From `cargo test --no-run --message-format=json` output: the integration test executables of
+/// the package whose manifest is `manifest`, and its `nl-peer` binary.
+fn test_executables(messages: &str, manifest: &Path) -> Result<(Vec<PathBuf>, Option<PathBuf>)> {
+    let mut tests = Vec::new();
+    let mut peer = None;
+    for line in messages.lines().filter(|l| l.starts_with('{')) {
+        let msg: Value = serde_json::from_str(line).context("cargo printed invalid JSON")?;
+        if msg["reason"] != "compiler-artifact"
+            || msg["manifest_path"] != manifest.to_str().unwrap_or("")
+        {
+            continue;
+        }
+        let Some(executable) = msg["executable"].as_str() else {
+            continue;
+        };
+        let kinds = msg["target"]["kind"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let is_test_profile = msg["profile"]["test"].as_bool().unwrap_or(false);
+        if kinds.iter().any(|k| k == "test") {
+            tests.push(PathBuf::from(executable));
+        } else if kinds.iter().any(|k| k == "bin")
+            && msg["target"]["name"] == PEER_BIN
+            && !is_test_profile
+        {
+            peer = Some(PathBuf::from(executable));
+        }
+    }
+    tests.sort();
+    tests.dedup();
+    Ok((tests, peer))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn artifact(manifest: &str, kind: &str, name: &str, test: bool, exe: Option<&str>) -> String {
+        serde_json::json!({
+            "reason": "compiler-artifact",
+            "manifest_path": manifest,
+            "target": {"kind": [kind], "name": name},
+            "profile": {"test": test},
+            "executable": exe,
+        })
+        .to_string()
+    }
+
+    #[test]
+    fn finds_integration_tests_and_peer_binary() {
+        let m = "/w/tests/Cargo.toml";
+        let lines = [
+            artifact("/w/tests/Cargo.toml", "lib", "netladder_tests", false, None),
+            artifact(
+                "/w/tests/Cargo.toml",
+                "bin",
+                "nl-peer",
+                true,
+                Some("/w/target/release/deps/nl_peer-1"),
+            ),
+            artifact(
+                "/w/tests/Cargo.toml",
+                "bin",
+                "nl-peer",
+                false,
+                Some("/w/target/release/nl-peer"),
+            ),
+            artifact(
+                "/w/tests/Cargo.toml",
+                "test",
+                "refused",
+                true,
+                Some("/w/target/release/deps/refused-2"),
+            ),
+            artifact(
+                "/w/other/Cargo.toml",
+                "test",
+                "other",
+                true,
+                Some("/w/target/release/deps/other-3"),
+            ),
+            r#"{"reason":"build-finished","success":true}"#.to_string(),
+        ];
+        let (tests, peer) = test_executables(&lines.join("\n"), Path::new(m)).unwrap();
+        assert_eq!(tests, [PathBuf::from("/w/target/release/deps/refused-2")]);
+        assert_eq!(peer, Some(PathBuf::from("/w/target/release/nl-peer")));
+    }
+}

@@ -1,0 +1,89 @@
+//! Small helpers for running external programs with one-line errors.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use anyhow::{bail, Context, Result};
+
+/// The workspace root (the parent of the xtask crate).
+pub fn workspace_root() -> PathBuf {
+    let xtask_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    xtask_dir.parent().map(PathBuf::from).unwrap_or(xtask_dir)
+}
+
+/// True when this process runs as root.
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// A command that runs `program` as root: directly when we are root, through sudo otherwise.
+/// `env` is passed explicitly because sudo does not keep the caller's environment.
+pub fn privileged(program: &str, env: &[(&str, &str)]) -> Command {
+    if is_root() {
+        let mut cmd = Command::new(program);
+        cmd.envs(env.iter().copied());
+        cmd
+    } else {
+        let mut cmd = Command::new("sudo");
+        cmd.arg("env");
+        cmd.args(env.iter().map(|(k, v)| format!("{k}={v}")));
+        cmd.arg(program);
+        cmd
+    }
+}
+
+/// `program arg1 arg2 ...`, shortened for error messages.
+pub fn describe(cmd: &Command) -> String {
+    let mut text = cmd.get_program().to_string_lossy().into_owned();
+    for arg in cmd.get_args() {
+        text.push(' ');
+        text.push_str(&arg.to_string_lossy());
+    }
+    const MAX: usize = 160;
+    if text.chars().count() > MAX {
+        text = text.chars().take(MAX).collect::<String>() + " ...";
+    }
+    text
+}
+
+/// Runs `cmd` with inherited stdio and fails when it does not exit successfully.
+pub fn run(cmd: &mut Command) -> Result<()> {
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot start `{}`", describe(cmd)))?;
+    if !status.success() {
+        bail!("`{}` failed ({status})", describe(cmd));
+    }
+    Ok(())
+}
+
+/// Runs `cmd` and returns its stdout; on failure the error carries the last line of stderr.
+pub fn capture(cmd: &mut Command) -> Result<String> {
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("cannot start `{}`", describe(cmd)))?;
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let last = stderr.lines().rev().find(|l| !l.trim().is_empty());
+        bail!(
+            "`{}` failed ({}){}",
+            describe(cmd),
+            out.status,
+            last.map(|l| format!(": {}", l.trim())).unwrap_or_default()
+        );
+    }
+    String::from_utf8(out.stdout).with_context(|| format!("`{}` printed non-UTF-8", describe(cmd)))
+}
+
+/// Runs `cmd` and returns its stdout whatever the exit status (for probes such as dpkg-query,
+/// which exits 1 when some package is unknown). None when the program cannot be started.
+pub fn probe(cmd: &mut Command) -> Option<String> {
+    let out = cmd
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    Some(String::from_utf8_lossy(&out.stdout).into_owned())
+}

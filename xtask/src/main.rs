@@ -1,0 +1,98 @@
+//! Developer tasks for netladder: `cargo xtask <command>` (see `cargo xtask --help`).
+
+mod bench;
+mod build;
+mod ci;
+mod cmd;
+mod hosttest;
+mod libtest;
+mod setup;
+mod vm;
+
+use std::os::unix::process::CommandExt;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "cargo xtask",
+    bin_name = "cargo xtask",
+    about = "Setup, build, test and VM tasks for netladder"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install whatever is missing: apt packages, rust-src for nightly, bpf-linker 0.13 (LLVM 22).
+    Setup,
+    /// Set up, then build the netladder binary and the scenario test binaries.
+    Build {
+        /// Build the debug profile instead of release.
+        #[arg(long)]
+        debug: bool,
+    },
+    /// Set up, build, then run `netladder ARGS` (through sudo when not root).
+    Run {
+        /// Arguments for netladder, e.g. `cargo xtask run -- watch --json`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Set up, build, then run the unit tests and the scenario tests on this host.
+    Test,
+    /// Run the scenario tests inside QEMU on Debian kernels.
+    VmTest(vm::VmTestArgs),
+    /// What CI runs: setup, host tests, then the VM suite.
+    Ci,
+    /// Benchmark netladder's overhead (refused-connection storm vs untraced and bpftrace).
+    Bench(bench::BenchArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match dispatch(cli.command) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("xtask: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(task: Task) -> Result<ExitCode> {
+    match task {
+        Task::Setup => setup::run().map(|()| ExitCode::SUCCESS),
+        Task::Build { debug } => {
+            setup::run()?;
+            let profile = if debug {
+                build::Profile::Debug
+            } else {
+                build::Profile::Release
+            };
+            build::run(profile).map(|_| ExitCode::SUCCESS)
+        }
+        Task::Run { args } => run_netladder(&args),
+        Task::Test => {
+            setup::run()?;
+            let artifacts = build::run(build::Profile::Release)?;
+            hosttest::run(&artifacts).map(|summary| summary.exit_code())
+        }
+        Task::VmTest(args) => vm::run(&args).map(|report| report.exit_code()),
+        Task::Ci => ci::run(),
+        Task::Bench(args) => bench::run(&args),
+    }
+}
+
+fn run_netladder(args: &[String]) -> Result<ExitCode> {
+    setup::run()?;
+    let artifacts = build::run(build::Profile::Release)?;
+    let netladder = artifacts.netladder.to_string_lossy().into_owned();
+    let mut command = cmd::privileged(&netladder, &[]);
+    command.args(args);
+    let err = command.exec();
+    Err(err).with_context(|| format!("cannot start `{}`", cmd::describe(&command)))
+}

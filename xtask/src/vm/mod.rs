@@ -1,0 +1,437 @@
+//! `cargo xtask vm-test`: the scenario tests inside QEMU on Debian kernels, twice per kernel
+//! (optional hooks allowed, and forced off), reported as a kernel x scenario table.
+
+mod debian;
+mod debversion;
+mod initramfs;
+mod modules;
+mod qemu;
+mod report;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::{Mutex, PoisonError};
+use std::thread;
+use std::time::Duration;
+
+use anyhow::Result;
+use clap::Args;
+
+use crate::build::{self, Artifacts};
+use crate::{cmd, setup};
+use debian::{Kernel, KernelSpec};
+use report::{MachineStatus, RunReport, Totals};
+
+#[derive(Args)]
+pub struct VmTestArgs {
+    /// Kernels to test: 5.10, 6.1, 6.12, sid, all, or a comma-separated list.
+    #[arg(long, default_value = "all")]
+    kernel: String,
+    /// Make one scenario assert a deliberately wrong code (shows that a failure is caught).
+    #[arg(long)]
+    expect_fail_demo: bool,
+    /// Boot with a broken kernel command line (shows that a dead kernel is reported).
+    #[arg(long)]
+    bad_cmdline_demo: bool,
+    /// Seconds one boot may take before QEMU is killed.
+    #[arg(long, default_value_t = 600)]
+    timeout: u64,
+    /// Virtual machines to run at once (each takes one CPU core under TCG).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    jobs: u16,
+    /// Use this netladder binary instead of building the workspace (with --nl-peer, --test-bin).
+    #[arg(long, requires_all = ["nl_peer", "test_bin"])]
+    netladder: Option<PathBuf>,
+    /// Use this nl-peer binary instead of building the workspace.
+    #[arg(long, requires_all = ["netladder", "test_bin"])]
+    nl_peer: Option<PathBuf>,
+    /// Use this scenario test binary instead of building the workspace (repeatable).
+    #[arg(long, requires_all = ["netladder", "nl_peer"])]
+    test_bin: Vec<PathBuf>,
+}
+
+/// Knobs of one suite run.
+pub struct SuiteOptions {
+    pub expect_fail_demo: bool,
+    pub bad_cmdline_demo: bool,
+    pub timeout: Duration,
+    pub jobs: u16,
+}
+
+pub struct SuiteOutcome {
+    pub totals: Totals,
+    pub problems: usize,
+}
+
+impl SuiteOutcome {
+    pub fn success(&self) -> bool {
+        self.problems == 0
+    }
+
+    pub fn exit_code(&self) -> ExitCode {
+        if self.success() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// One boot of a kernel: a label suffix and what it adds to the kernel command line.
+struct Mode {
+    suffix: &'static str,
+    cmdline: &'static str,
+}
+
+const NORMAL: Mode = Mode {
+    suffix: "",
+    cmdline: "",
+};
+/// The scenario helper appends NL_WATCH_ARGS to every `netladder watch` it starts.
+const NO_OPTIONAL_HOOKS: Mode = Mode {
+    suffix: "/no-optional",
+    cmdline: "NL_WATCH_ARGS=--no-optional-hooks",
+};
+/// The initramfs has no /nonexistent: the kernel falls back to mounting a root disk, finds
+/// none, and panics before any test runs.
+const BAD_CMDLINE: Mode = Mode {
+    suffix: "/bad-cmdline",
+    cmdline: "rdinit=/nonexistent",
+};
+
+const BASE_CMDLINE: &str = "console=ttyS0 panic=-1 mitigations=off";
+
+pub fn run(args: &VmTestArgs) -> Result<SuiteOutcome> {
+    let kernels = debian::select(&args.kernel)?;
+    let artifacts = match &args.netladder {
+        Some(netladder) => Artifacts {
+            netladder: netladder.clone(),
+            nl_peer: args.nl_peer.clone().unwrap_or_default(),
+            scenario_tests: args.test_bin.clone(),
+        },
+        None => {
+            setup::run()?;
+            build::run(build::Profile::Release)?
+        }
+    };
+    let options = SuiteOptions {
+        expect_fail_demo: args.expect_fail_demo,
+        bad_cmdline_demo: args.bad_cmdline_demo,
+        timeout: Duration::from_secs(args.timeout),
+        jobs: args.jobs,
+    };
+    suite(&artifacts, &kernels, &options)
+}
+
+/// Kernels by label list (`all` or comma-separated), for callers other than the CLI.
+pub fn kernels(list: &str) -> Result<Vec<&'static KernelSpec>> {
+    debian::select(list)
+}
+
+pub fn suite(
+    artifacts: &Artifacts,
+    kernels: &[&'static KernelSpec],
+    options: &SuiteOptions,
+) -> Result<SuiteOutcome> {
+    let cache = cmd::workspace_root().join("target").join("vm-cache");
+    let work = cache.join("initramfs");
+    fs::create_dir_all(&work)?;
+    let common = initramfs::build_common(artifacts, &work)?;
+    let modes: &[Mode] = if options.bad_cmdline_demo {
+        &[BAD_CMDLINE]
+    } else {
+        &[NORMAL, NO_OPTIONAL_HOOKS]
+    };
+    let mut runs = Vec::new();
+    let mut ready = Vec::new();
+    for (k, spec) in kernels.iter().enumerate() {
+        match prepare(spec, &common, &cache, &work) {
+            Ok(kernel) => ready.push((k, kernel)),
+            Err(err) => {
+                println!(
+                    "vm-test: {}: cannot prepare the kernel: {err:#}",
+                    spec.label
+                );
+                for (m, mode) in modes.iter().enumerate() {
+                    runs.push((k * modes.len() + m, unprepared(spec, mode, &err)));
+                }
+            }
+        }
+    }
+    let jobs: Vec<Job> = ready
+        .iter()
+        .flat_map(|(k, (kernel, cpio))| {
+            modes.iter().enumerate().map(move |(m, mode)| Job {
+                order: k * modes.len() + m,
+                kernel,
+                cpio,
+                mode,
+            })
+        })
+        .collect();
+    runs.extend(run_jobs(&jobs, options, &cache)?);
+    runs.sort_by_key(|(order, _)| *order);
+    let runs: Vec<RunReport> = runs.into_iter().map(|(_, run)| run).collect();
+    Ok(summarize(&runs, &cache))
+}
+
+/// Downloads (once) and unpacks the kernel, and builds its initramfs.
+fn prepare(
+    spec: &'static KernelSpec,
+    common: &Path,
+    cache: &Path,
+    work: &Path,
+) -> Result<(Kernel, PathBuf)> {
+    let kernel = debian::prepare(spec, cache)?;
+    let cpio = initramfs::build_for_kernel(common, &kernel, work)?;
+    println!(
+        "vm-test: {}: {} (initramfs {} MiB)",
+        spec.label,
+        kernel.release,
+        fs::metadata(&cpio)?.len() >> 20
+    );
+    Ok((kernel, cpio))
+}
+
+/// One boot to do; `order` is its place in the table.
+struct Job<'a> {
+    order: usize,
+    kernel: &'a Kernel,
+    cpio: &'a Path,
+    mode: &'a Mode,
+}
+
+/// Runs the boots, `options.jobs` at a time, after choosing the accelerator with a probe boot
+/// of the first kernel.
+fn run_jobs(jobs: &[Job], options: &SuiteOptions, cache: &Path) -> Result<Vec<(usize, RunReport)>> {
+    let Some(first) = jobs.first() else {
+        return Ok(Vec::new());
+    };
+    let accel = qemu::choose_accel(&qemu::Boot {
+        kernel: &first.kernel.vmlinuz,
+        initramfs: first.cpio,
+        cmdline: cmdline(first.mode, options),
+        dir: &cache.join("runs").join("kvm-probe"),
+        timeout: options.timeout,
+    })?;
+    let queue = Mutex::new(jobs.iter());
+    let done = Mutex::new(Vec::new());
+    thread::scope(|scope| {
+        for _ in 0..options.jobs {
+            let (queue, done) = (&queue, &done);
+            scope.spawn(move || loop {
+                let next = queue.lock().unwrap_or_else(PoisonError::into_inner).next();
+                let Some(job) = next else { break };
+                let report = boot_once(job, options, cache, accel);
+                let mut done = done.lock().unwrap_or_else(PoisonError::into_inner);
+                done.push((job.order, report));
+            });
+        }
+    });
+    done.into_inner()
+        .unwrap_or_else(PoisonError::into_inner)
+        .into_iter()
+        .map(|(order, report)| report.map(|r| (order, r)))
+        .collect()
+}
+
+fn unprepared(spec: &KernelSpec, mode: &Mode, err: &anyhow::Error) -> RunReport {
+    RunReport {
+        label: format!("{}{}", spec.label, mode.suffix),
+        status: MachineStatus::DidNotBoot(format!("cannot prepare the kernel: {err:#}")),
+        elapsed: Duration::ZERO,
+        stream: report::Stream::default(),
+        console_tail: Vec::new(),
+    }
+}
+
+fn cmdline(mode: &Mode, options: &SuiteOptions) -> String {
+    let mut line = BASE_CMDLINE.to_string();
+    for extra in [
+        mode.cmdline,
+        if options.expect_fail_demo {
+            "NL_EXPECT_FAIL_DEMO=1"
+        } else {
+            ""
+        },
+    ] {
+        if !extra.is_empty() {
+            line.push(' ');
+            line.push_str(extra);
+        }
+    }
+    line
+}
+
+fn boot_once(
+    job: &Job,
+    options: &SuiteOptions,
+    cache: &Path,
+    accel: qemu::Accel,
+) -> Result<RunReport> {
+    let Job {
+        kernel, cpio, mode, ..
+    } = job;
+    let label = format!("{}{}", kernel.label, mode.suffix);
+    let dir = cache.join("runs").join(label.replace('/', "-"));
+    println!("vm-test: {label}: booting");
+    let boot = qemu::Boot {
+        kernel: &kernel.vmlinuz,
+        initramfs: cpio,
+        cmdline: cmdline(mode, options),
+        dir: &dir,
+        timeout: options.timeout,
+    };
+    let result = qemu::boot(&boot, accel)?;
+    let stream = report::parse_stream(&read_lossy(&result.results));
+    let console = read_lossy(&result.console);
+    let mut console_tail = report::last_lines(&console);
+    if console_tail.is_empty() {
+        console_tail = report::last_lines(&read_lossy(&dir.join("qemu.log")));
+    }
+    let status = machine_status(&stream, &result.end, options.timeout, &console);
+    let report = RunReport {
+        label,
+        status,
+        elapsed: result.elapsed,
+        stream,
+        console_tail,
+    };
+    print_progress(&report, result.accel);
+    Ok(report)
+}
+
+fn read_lossy(path: &Path) -> String {
+    fs::read(path)
+        .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+        .unwrap_or_default()
+}
+
+fn machine_status(
+    stream: &report::Stream,
+    end: &qemu::End,
+    timeout: Duration,
+    console: &str,
+) -> MachineStatus {
+    let panic = console
+        .lines()
+        .find(|l| l.contains("Kernel panic"))
+        .map(|l| l.trim().to_string());
+    let why = match (end, panic) {
+        (qemu::End::TimedOut, _) => format!("killed after {} s", timeout.as_secs()),
+        (qemu::End::Exited, Some(panic)) => panic,
+        (qemu::End::Exited, None) => "QEMU exited early".to_string(),
+        (qemu::End::KvmFailed(why), _) => why.to_string(),
+    };
+    match (&stream.started, stream.ended) {
+        (None, _) => MachineStatus::DidNotBoot(why),
+        (Some(_), false) => MachineStatus::DidNotFinish(why),
+        (Some(_), true) => MachineStatus::Finished,
+    }
+}
+
+fn print_progress(run: &RunReport, accel: qemu::Accel) {
+    let seconds = run.elapsed.as_secs_f64();
+    match &run.status {
+        MachineStatus::Finished => {
+            let t = report::stream_totals(&run.stream);
+            println!(
+                "vm-test: {}: finished in {seconds:.1} s ({}): {} passed, {} failed, {} skipped",
+                run.label,
+                accel.name(),
+                t.passed,
+                t.failed,
+                t.skipped
+            );
+        }
+        MachineStatus::DidNotBoot(why) => {
+            println!(
+                "vm-test: {}: did not boot after {seconds:.1} s ({}): {why}",
+                run.label,
+                accel.name()
+            )
+        }
+        MachineStatus::DidNotFinish(why) => {
+            println!(
+                "vm-test: {}: did not finish after {seconds:.1} s ({}): {why}",
+                run.label,
+                accel.name()
+            )
+        }
+    }
+}
+
+fn summarize(runs: &[RunReport], cache: &Path) -> SuiteOutcome {
+    let (table, totals) = report::render_table(runs);
+    let problems = report::problems(runs);
+    println!(
+        "\nvm-test results (logs in {}):\n",
+        cache.join("runs").display()
+    );
+    print!("{table}");
+    if !problems.is_empty() {
+        println!("\nvm-test problems:");
+        for problem in &problems {
+            println!("- {problem}");
+        }
+    }
+    println!(
+        "\nvm-test: {} passed, {} failed, {} skipped",
+        totals.passed, totals.failed, totals.skipped
+    );
+    SuiteOutcome {
+        totals,
+        problems: problems.len(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(expect_fail_demo: bool) -> SuiteOptions {
+        SuiteOptions {
+            expect_fail_demo,
+            bad_cmdline_demo: false,
+            timeout: Duration::from_secs(60),
+            jobs: 1,
+        }
+    }
+
+    #[test]
+    fn command_lines_carry_the_mode_and_the_demo_flag() {
+        assert_eq!(
+            cmdline(&NORMAL, &options(false)),
+            "console=ttyS0 panic=-1 mitigations=off"
+        );
+        assert_eq!(
+            cmdline(&NO_OPTIONAL_HOOKS, &options(true)),
+            "console=ttyS0 panic=-1 mitigations=off NL_WATCH_ARGS=--no-optional-hooks \
+             NL_EXPECT_FAIL_DEMO=1"
+        );
+    }
+
+    #[test]
+    fn machine_status_tells_no_boot_from_no_finish() {
+        let timeout = Duration::from_secs(60);
+        let panic = "[ 2.6] Kernel panic - not syncing: VFS: Unable to mount root fs\n";
+        let silent = report::parse_stream("");
+        assert_eq!(
+            machine_status(&silent, &qemu::End::Exited, timeout, panic),
+            MachineStatus::DidNotBoot(
+                "[ 2.6] Kernel panic - not syncing: VFS: Unable to mount root fs".into()
+            )
+        );
+        let started = report::parse_stream("NL-VM-START 6.1\nNL-VM-BINARY-START t\n");
+        assert_eq!(
+            machine_status(&started, &qemu::End::TimedOut, timeout, ""),
+            MachineStatus::DidNotFinish("killed after 60 s".into())
+        );
+        let done = report::parse_stream("NL-VM-START 6.1\nNL-VM-END\n");
+        assert_eq!(
+            machine_status(&done, &qemu::End::Exited, timeout, ""),
+            MachineStatus::Finished
+        );
+    }
+}
