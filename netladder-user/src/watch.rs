@@ -27,7 +27,8 @@ use crate::{
         loader::{self, Loaded},
         plan, tracefs,
     },
-    ladder, output, preflight,
+    ladder::{self, Layer},
+    output, preflight,
 };
 
 /// Everything running in the kernel, plus what we need to name its numbers.
@@ -447,7 +448,9 @@ impl Output {
         if repeats {
             f.summary = format!("{} more like this within a second: {}", f.count, f.summary);
         }
-        if self.no_drop_reasons && matches!(f.code, 21 | 23) {
+        // Where a local firewall or a missing listener could be the cause, say it is unseen.
+        if self.no_drop_reasons && matches!(f.code, 21 | 22 | 23 | 26) && f.layer != Layer::Firewall
+        {
             f.evidence.push(
                 "degraded: no drop reasons on this kernel, so a local firewall drop or a missing \
                  local listener cannot be seen; the cause is the best reading without them"

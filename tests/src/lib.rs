@@ -60,6 +60,27 @@ pub fn watch_netns(ns: &Netns) -> Watch {
     Watch::start(&["--netns", &ns.inode().to_string()]).expect("netladder watch starts")
 }
 
+/// Whether `program` attached in this watch (from its "hooks" line): kernels differ.
+pub fn hook_attached(w: &Watch, program: &str) -> bool {
+    w.events().iter().any(|e| {
+        e["type"] == "hooks"
+            && e["hooks"].as_array().is_some_and(|hs| {
+                hs.iter()
+                    .any(|h| h["program"] == program && h["status"] == "attached")
+            })
+    })
+}
+
+/// Asserts that the summary blames the local firewall, naming nftables exactly when the drop
+/// location proves it (newer kernels drop inside nft_do_chain; older ones in nf_hook_slow for
+/// every netfilter backend, which netladder must not pretend to tell apart).
+pub fn blames_local_firewall(ev: &serde_json::Value) {
+    summary_has(ev, "the local firewall (");
+    if evidence_has(ev, "at nft_do_chain") {
+        summary_has(ev, "nftables");
+    }
+}
+
 /// Asserts that an event's summary mentions `needle`.
 pub fn summary_has(ev: &serde_json::Value, needle: &str) {
     let s = ev["summary"].as_str().unwrap_or("");

@@ -142,9 +142,9 @@ fn arp_resolution_failed_ipv4_and_ipv6() {
             evidence_has(&ev, "went FAILED (neigh tracepoints)"),
             "{ev:#}"
         );
+        summary_has(&ev, "address resolution failed");
         summary_has(&ev, hop);
         summary_has(&ev, &dev);
-        summary_has(&ev, "FAILED");
     }
     std::thread::sleep(SETTLE);
     assert_eq!(
@@ -284,7 +284,7 @@ fn arp_failure_without_drop_reasons() {
         evidence_has(&ev, "went FAILED (neigh tracepoints)"),
         "{ev:#}"
     );
-    summary_has(&ev, "FAILED");
+    summary_has(&ev, "address resolution failed");
     w.stop().unwrap();
 }
 
@@ -324,6 +324,19 @@ fn reject_admin_prohibited_is_the_firewall_not_routing() {
         connect(Some(&a), "10.231.0.2:8000", &[]).unwrap(),
         "EHOSTUNREACH",
     );
+    if !hook_attached(&w, "kfree_skb") {
+        // Without drop reasons (5.10) the REJECT cannot be seen: it reads as routing, and the
+        // event says the firewall could not be checked.
+        let ev = one(
+            &w,
+            to("10.231.0.2:8000"),
+            "022",
+            "host_unreachable",
+            "route",
+        );
+        assert!(evidence_has(&ev, "degraded: no drop reasons"), "{ev:#}");
+        return;
+    }
     let ev = one(
         &w,
         to("10.231.0.2:8000"),
@@ -332,7 +345,7 @@ fn reject_admin_prohibited_is_the_firewall_not_routing() {
         "firewall",
     );
     assert!(evidence_has(&ev, "NETFILTER_DROP"), "{ev:#}");
-    summary_has(&ev, "nftables");
+    blames_local_firewall(&ev);
     w.stop().unwrap();
 }
 
@@ -479,9 +492,15 @@ fn no_route_at_a_router_names_it() {
         connect(Some(&client), "10.231.40.5:80", &[]).unwrap(),
         "EHOSTUNREACH",
     );
+    // The sender of an ICMP error is seen where consume_skb has its location (6.3+).
+    let icmp = hook_attached(&w, "consume_skb");
     let ev = one(&w, to("10.231.40.5:80"), "022", "host_unreachable", "route");
-    summary_has(&ev, "10.231.30.254 answered the SYN");
-    assert!(evidence_has(&ev, "from 10.231.30.254"), "{ev:#}");
+    if icmp {
+        summary_has(&ev, "10.231.30.254 answered the SYN");
+        assert!(evidence_has(&ev, "from 10.231.30.254"), "{ev:#}");
+    } else {
+        summary_has(&ev, "via 10.231.30.254");
+    }
     let out = connect(Some(&client), "[fd00:231:40::5]:80", &[]).unwrap();
     assert!(!out.status.success(), "{out:?}");
     let ev = w
@@ -493,7 +512,9 @@ fn no_route_at_a_router_names_it() {
         (Some("026"), Some("ENETUNREACH")),
         "{ev:#}"
     );
-    assert!(evidence_has(&ev, "from fd00:231:30::254"), "{ev:#}");
-    summary_has(&ev, "beyond fd00:231:30::254");
+    if icmp {
+        assert!(evidence_has(&ev, "from fd00:231:30::254"), "{ev:#}");
+        summary_has(&ev, "beyond fd00:231:30::254");
+    }
     w.stop().unwrap();
 }

@@ -33,13 +33,7 @@ fn two_hosts(tag: &str) -> TwoHosts {
 
 /// Whether netladder sees drop reasons on this kernel (kfree_skb attached; not on 5.10).
 fn drop_reasons(w: &Watch) -> bool {
-    w.events().iter().any(|e| {
-        e["type"] == "hooks"
-            && e["hooks"].as_array().is_some_and(|hs| {
-                hs.iter()
-                    .any(|h| h["program"] == "kfree_skb" && h["status"] == "attached")
-            })
-    })
+    hook_attached(w, "kfree_skb")
 }
 
 /// What a scenario expects: (cause, layer) with drop reasons, and the degraded reading without.
@@ -257,7 +251,8 @@ fn timeout_syn_dropped_by_nftables_on_the_peer() {
         has(&ev, "NETFILTER_DROP at nft_do_chain");
         has(&ev, "incoming packet");
         has(&ev, &format!("in netns {}", h.server.inode()));
-        summary_has(&ev, "nftables, input");
+        blames_local_firewall(&ev);
+        summary_has(&ev, "input)");
         // The next steps run where the rule is: the server's namespace.
         assert!(
             ev["next"][0].as_str().unwrap().contains(h.server.name()),
@@ -401,7 +396,7 @@ fn refused_by_firewall_reject_with_tcp_reset() {
     if full {
         has(&ev, "NETFILTER_DROP");
         assert!(!evidence_has(&ev, "NO_SOCKET"), "{ev:#}");
-        summary_has(&ev, "nftables");
+        blames_local_firewall(&ev);
     }
     w.stop().unwrap();
 }

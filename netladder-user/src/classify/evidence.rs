@@ -9,7 +9,8 @@ pub fn firewall_backend(location: Option<&str>) -> &'static str {
     match func {
         Some("nft_do_chain") => "nftables",
         Some("ipt_do_table") | Some("ip6t_do_table") => "iptables-legacy",
-        Some("nf_hook_slow") => "netfilter (iptables-legacy, conntrack or another hook)",
+        // Every backend on older kernels, iptables/conntrack on newer ones: not a claim to make.
+        Some("nf_hook_slow") => "netfilter",
         _ => "netfilter",
     }
 }

@@ -134,7 +134,11 @@ fn in_namespace(
             let (next_hop, dev) = next_hop(ip)?;
             let table = neigh::neighbours(dev)?;
             Found {
-                summary: Some(neigh::describe_neighbour(next_hop, &table)),
+                // The kernel saw the resolution fail; the table may have moved on (re-probing).
+                summary: Some(format!(
+                    "address resolution failed: {}",
+                    neigh::describe_neighbour(next_hop, &table)
+                )),
                 evidence: format!("neighbour table read over rtnetlink {where_}"),
             }
         }
