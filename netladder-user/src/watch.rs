@@ -27,8 +27,7 @@ use crate::{
         loader::{self, Loaded},
         plan, tracefs,
     },
-    ladder::{self, Layer},
-    output, preflight,
+    ladder, output, preflight,
 };
 
 /// Everything running in the kernel, plus what we need to name its numbers.
@@ -449,8 +448,7 @@ impl Output {
             f.summary = format!("{} more like this within a second: {}", f.count, f.summary);
         }
         // Where a local firewall or a missing listener could be the cause, say it is unseen.
-        if self.no_drop_reasons && matches!(f.code, 21 | 22 | 23 | 26) && f.layer != Layer::Firewall
-        {
+        if self.no_drop_reasons && matches!(f.code, 21 | 22 | 23 | 26) {
             f.evidence.push(
                 "degraded: no drop reasons on this kernel, so a local firewall drop or a missing \
                  local listener cannot be seen; the cause is the best reading without them"

@@ -442,7 +442,7 @@ fn refused_by_firewall_reject_with_icmp_port_unreachable() {
     if full {
         has(&ev, "NETFILTER_DROP");
     } else {
-        summary_has(&ev, "not on this host");
+        summary_has(&ev, "no local drop seen");
     }
     w.stop().unwrap();
 }

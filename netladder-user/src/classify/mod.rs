@@ -420,9 +420,9 @@ fn from_conn(obs: &Observation, v: u32, neighbour: Option<u32>) -> Option<Failur
             Layer::Firewall,
             match obs.icmp {
                 Some((from, ..)) => format!(
-                    "{from} answered the SYN with an ICMP port-unreachable: a REJECT rule there (not on this host)"
+                    "{from} answered the SYN with an ICMP port-unreachable: a REJECT rule there (no local drop seen)"
                 ),
-                None => "an ICMP port-unreachable answered the SYN: a REJECT rule on the path (not on this host)".to_owned(),
+                None => "an ICMP port-unreachable answered the SYN: a REJECT rule on the path (no local drop seen)".to_owned(),
             },
             Lookup::None,
         ),

@@ -147,7 +147,7 @@ fn icmp_reject_without_local_drop_blames_the_path() {
         10,
     );
     assert_eq!(out[0].cause, "firewall_reject_icmp");
-    assert!(out[0].summary.contains("not on this host"));
+    assert!(out[0].summary.contains("no local drop seen"));
 }
 
 #[test]
