@@ -248,7 +248,7 @@ fn timeout_syn_dropped_by_nftables_on_the_peer() {
             syns,
             "{ev:#}"
         );
-        has(&ev, "NETFILTER_DROP at nft_do_chain");
+        has(&ev, "NETFILTER_DROP at ");
         has(&ev, "incoming packet");
         has(&ev, &format!("in netns {}", h.server.inode()));
         blames_local_firewall(&ev);
