@@ -229,7 +229,7 @@ async fn event_loop(
             _ = tick.tick() => {
                 // Events submitted without a wakeup (the kernel batches them) wait for the tick.
                 drain(ring.get_mut(), &names, &mut classifier, &mut out)?;
-                out.flush_repeats()?;
+                out.flush_repeats(false)?;
                 for f in classifier.tick(monotonic_ns()) {
                     out.failure(f)?;
                 }
@@ -253,7 +253,7 @@ async fn event_loop(
     for f in classifier.tick(u64::MAX) {
         out.failure(f)?;
     }
-    out.flush_repeats()?;
+    out.flush_repeats(true)?;
     out.stats(&counters.read(), classifier.unclassified, true)?;
     Ok(())
 }
@@ -410,7 +410,8 @@ impl Output {
                 return Ok(());
             }
         }
-        self.repeats.insert(
+        // A window that ended before the tick flushed it is printed first, never overwritten.
+        let ended = self.repeats.insert(
             key,
             Repeat {
                 since: now,
@@ -418,15 +419,24 @@ impl Output {
                 last: None,
             },
         );
+        if let Some(Repeat {
+            count,
+            last: Some(mut last),
+            ..
+        }) = ended
+        {
+            last.count = count;
+            self.print(last, true)?;
+        }
         self.print(f, false)
     }
 
-    /// Prints the counted repeats whose second is over, one line each.
-    fn flush_repeats(&mut self) -> Result<()> {
+    /// Prints the counted repeats whose second is over (all of them when `all`), one line each.
+    fn flush_repeats(&mut self, all: bool) -> Result<()> {
         let now = Instant::now();
         let mut due = Vec::new();
         self.repeats.retain(|_, r| {
-            if now.duration_since(r.since) < Self::REPEAT_WINDOW {
+            if !all && now.duration_since(r.since) < Self::REPEAT_WINDOW {
                 return true;
             }
             if let Some(mut f) = r.last.take() {

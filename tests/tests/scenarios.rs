@@ -551,3 +551,36 @@ fn degraded_without_drop_reasons() {
     );
     w.stop().unwrap();
 }
+
+/// A burst of identical failures prints a few lines whose counts add up to every connect, with
+/// nothing lost; the final stats say the same.
+#[test]
+fn repeated_failures_are_aggregated_and_add_up() {
+    let Some(_one) = root_serial() else {
+        return;
+    };
+    let ns = Netns::new("burst").unwrap();
+    let w = watch_netns(&ns);
+    let out = connect(Some(&ns), "127.0.0.1:8090", &["--count", "3000"]).unwrap();
+    assert_eq!(out.lines.len(), 3000, "{:?}", out.stderr);
+    assert!(out.lines.iter().all(|l| l.contains("ECONNREFUSED")));
+    let (events, _) = w.stop().unwrap();
+    let lines: Vec<_> = events
+        .iter()
+        .filter(|e| e["type"] == "failure" && e["dst"] == "127.0.0.1:8090")
+        .collect();
+    let total: u64 = lines.iter().map(|e| e["count"].as_u64().unwrap()).sum();
+    assert_eq!(total, 3000, "counts add up: {lines:#?}");
+    assert!(
+        lines.len() < 100,
+        "aggregated, not one line each: {}",
+        lines.len()
+    );
+    assert!(lines.iter().all(|e| e["code"] == "021"));
+    let stats = events
+        .iter()
+        .find(|e| e["type"] == "stats" && e["final"] == true)
+        .unwrap();
+    assert_eq!(stats["failures_reported"], 3000, "{stats}");
+    assert_eq!(stats["lost"], 0, "{stats}");
+}
