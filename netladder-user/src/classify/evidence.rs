@@ -82,17 +82,13 @@ pub fn conn_lines(o: &Observation) -> Vec<String> {
             unreachable_name(from.is_ipv6(), icmp_type, code)
         ));
     }
+    let after = o
+        .duration_ns
+        .map(|ns| format!(" after {:.1} s", ns as f64 / 1e9))
+        .unwrap_or_default();
     if o.err != 0 {
-        let after = o
-            .duration_ns
-            .map(|ns| format!(" after {:.1} s", ns as f64 / 1e9))
-            .unwrap_or_default();
         lines.push(format!("socket error {}{after}", errno::name(o.err)));
     } else if o.flags & eflag::APP_GAVE_UP != 0 {
-        let after = o
-            .duration_ns
-            .map(|ns| format!(" after {:.1} s", ns as f64 / 1e9))
-            .unwrap_or_default();
         lines.push(format!(
             "the application closed the socket while still in SYN_SENT{after}"
         ));
