@@ -16,8 +16,6 @@ pub const ABSENT: u32 = u32::MAX;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Config {
-    /// Reserved for feature flags.
-    pub flags: u32,
     /// Our own process id: events caused by netladder itself are ignored.
     pub self_tgid: u32,
     /// Only track connections and calls of this network namespace (inode); 0 = all.
@@ -46,8 +44,6 @@ pub struct Config {
     // struct sk_buff
     pub skb_head: u32,
     pub skb_network_header: u32,
-    pub skb_transport_header: u32,
-    pub skb_sk: u32,
     pub skb_iif: u32,
     pub skb_dev: u32,
     /// `struct net_device` -> `ifindex`.
@@ -81,6 +77,7 @@ pub struct Config {
     pub msghdr_name: u32,
     /// `ret` of every sys_exit_* event (struct syscall_trace_exit).
     pub sys_exit_ret: u32,
+    /// Keeps the u64 arrays below 8-aligned without implicit (uninitialised) padding.
     pub _pad: u32,
     /// Text ranges of icmp_rcv / icmpv6_rcv (kallsyms): a consumed skb freed from there is an
     /// ICMP message the stack handled. 0..0 when unknown.
@@ -88,11 +85,14 @@ pub struct Config {
     pub icmpv6_rcv: [u64; 2],
 }
 
+// The config is copied to the kernel as bytes: it must have no implicit padding.
+// 44 u32 fields (the last one `_pad`) and two [u64; 2] arrays, nothing in between.
+const _: () = assert!(core::mem::size_of::<Config>() == 44 * 4 + 4 * 8);
+
 impl Config {
     /// A config where every offset is absent; userspace fills in what the kernel has.
     pub const fn empty() -> Self {
         Self {
-            flags: 0,
             self_tgid: 0,
             only_netns: 0,
             sk_daddr: ABSENT,
@@ -112,8 +112,6 @@ impl Config {
             nsproxy_net_ns: ABSENT,
             skb_head: ABSENT,
             skb_network_header: ABSENT,
-            skb_transport_header: ABSENT,
-            skb_sk: ABSENT,
             skb_iif: ABSENT,
             skb_dev: ABSENT,
             dev_ifindex: ABSENT,
@@ -224,10 +222,6 @@ pub mod eflag {
     pub const DROP_OUTGOING: u32 = 1 << 2;
     /// A netfilter drop hit a packet of this flow after it was received on an interface.
     pub const DROP_INCOMING: u32 = 1 << 3;
-    /// Process info came from the connect path (fexit or state change in process context).
-    pub const HAVE_PROC: u32 = 1 << 4;
-    /// The socket was IPv6 (AF_INET6) but the flow is IPv4-mapped.
-    pub const V4_MAPPED: u32 = 1 << 5;
 }
 
 /// Syscalls watched for error returns. For CONNECT the address is the destination (`Flow::daddr`);

@@ -58,7 +58,7 @@ fn track(sk: u64) {
         proc: current_proc(netns),
         start_ns: unsafe { bpf_ktime_get_ns() },
         syn_retrans: 0,
-        flags: eflag::HAVE_PROC,
+        flags: 0,
     };
     crate::syscall::mark_syn_sent();
     if CONNS.insert(&sk, &state, 0).is_err() {
@@ -219,7 +219,7 @@ fn connect_exit(ctx: &FExitContext) -> u32 {
             proc: current_proc(sock_netns(sk)),
             start_ns: unsafe { bpf_ktime_get_ns() },
             syn_retrans: 0,
-            flags: eflag::HAVE_PROC,
+            flags: 0,
         };
         let _ = CONNS.insert(&sk, &state, 0);
     }

@@ -40,8 +40,6 @@ pub fn resolve(btf: &KernelBtf, tracefs_root: &Path) -> Resolved {
     c.nsproxy_net_ns = off("nsproxy", "net_ns");
     c.skb_head = off("sk_buff", "head");
     c.skb_network_header = off("sk_buff", "network_header");
-    c.skb_transport_header = off("sk_buff", "transport_header");
-    c.skb_sk = off("sk_buff", "sk");
     c.skb_iif = off("sk_buff", "skb_iif");
     c.skb_dev = off("sk_buff", "dev");
     c.dev_nd_net = off("net_device", "nd_net");
