@@ -518,3 +518,36 @@ fn no_route_at_a_router_names_it() {
     }
     w.stop().unwrap();
 }
+
+/// The egress of the unreachable network is a VLAN that is down: #026 names the VLAN, its id and
+/// its parent. Needs the 8021q module (in the VM kernels; this project's host kernel lacks it).
+#[test]
+fn network_unreachable_vlan_down() {
+    let Some(_one) = root_serial() else {
+        return;
+    };
+    let a = Netns::new("vlan-a").unwrap();
+    let b = Netns::new("vlan-b").unwrap();
+    let (dev, _) = veth(&a, &[], &b, &[]).unwrap();
+    if a.ip(&[
+        "link", "add", "link", &dev, "name", "vl100", "type", "vlan", "id", "100",
+    ])
+    .is_err()
+    {
+        skip("this kernel has no VLAN support (8021q)");
+        return;
+    }
+    a.ip(&["addr", "add", "10.231.50.1/24", "dev", "vl100"])
+        .unwrap();
+    a.ip(&["link", "set", "vl100", "down"]).unwrap();
+    let w = watch_netns(&a);
+    fails_with(
+        connect(Some(&a), "10.231.50.2:80", &[]).unwrap(),
+        "ENETUNREACH",
+    );
+    let ev = one(&w, to("10.231.50.2:80"), "026", "net_unreachable", "route");
+    summary_has(&ev, "vl100");
+    summary_has(&ev, &format!("id 100 on {dev}"));
+    summary_has(&ev, "down");
+    w.stop().unwrap();
+}

@@ -12,10 +12,11 @@ use anyhow::{bail, Context, Result};
 
 use crate::cmd;
 
-/// Modules loaded at boot: veth pairs, nftables, iptables (nft and legacy), conntrack.
+/// Modules loaded at boot: veth pairs, VLANs, nftables, iptables (nft and legacy), conntrack.
 /// Modules a kernel has built in, or lacks, are fine: they are reported, not loaded.
 pub const PRELOAD: &[&str] = &[
     "veth",
+    "8021q",
     "nfnetlink",
     "nf_tables",
     "nft_counter",
