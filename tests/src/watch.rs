@@ -183,8 +183,13 @@ impl Watch {
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
+                drop(collected);
+                // Let netladder print its final statistics (lost events, full maps,
+                // unclassified errors): they tell a missing event from a late one.
+                let collected = self.final_report();
                 bail!(
-                    "no matching failure event within {timeout:?}; {}",
+                    "no matching failure event within {timeout:?} (netladder was interrupted \
+                     to get its final statistics); {}",
                     collected.report()
                 );
             }
@@ -195,6 +200,30 @@ impl Watch {
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
         }
+    }
+
+    /// Sends SIGINT and waits up to [`STOP_TIMEOUT`] for netladder to close its stdout, so the
+    /// collected output ends with its final statistics.
+    fn final_report(&self) -> MutexGuard<'_, Collected> {
+        if let Ok(pid) = libc::pid_t::try_from(self.pid()) {
+            // SAFETY: plain syscall on our own child, not yet reaped.
+            unsafe { libc::kill(pid, libc::SIGINT) };
+        }
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        let mut collected = self.shared.lock();
+        while !collected.stdout_closed {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            collected = self
+                .shared
+                .changed
+                .wait_timeout(collected, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        collected
     }
 
     /// Every `"type":"failure"` event so far.
