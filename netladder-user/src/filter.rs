@@ -96,6 +96,8 @@ mod tests {
             count: 1,
             lookup: Lookup::None,
             evidence_netns: 4026531840,
+            firewall: Default::default(),
+            firewall_rule: None,
         }
     }
 

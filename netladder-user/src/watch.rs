@@ -541,6 +541,37 @@ fn step_ctx(f: &Failure) -> ladder::StepCtx {
         netns_name: enrich::netns::netns_name(u64::from(netns)),
         other_netns: own.is_some_and(|o| o != u64::from(netns)),
         host_name: None,
+        rule_chain: f.firewall_rule.as_ref().map(rule_chain_command),
+    }
+}
+
+/// The command listing the chain that holds `r`, as its own tool shows it.
+fn rule_chain_command(r: &crate::classify::FirewallRule) -> String {
+    let v6 = r.family == "ipv6" || r.family == "ip6";
+    match r.backend {
+        "iptables-legacy" | "iptables-nft" => {
+            let tool = match (r.backend, v6) {
+                ("iptables-legacy", false) => "iptables-legacy",
+                ("iptables-legacy", true) => "ip6tables-legacy",
+                (_, false) => "iptables-nft",
+                (_, true) => "ip6tables-nft",
+            };
+            format!(
+                "{tool} -t {} -L {} -nv --line-numbers  # the {}: {}",
+                r.table, r.chain, r.rule, r.text
+            )
+        }
+        _ => format!(
+            "nft -a list chain {} {} {}  # {}",
+            r.family,
+            r.table,
+            r.chain,
+            if r.rule == "policy" {
+                "its drop policy".to_owned()
+            } else {
+                format!("the rule with {}", r.rule)
+            }
+        ),
     }
 }
 

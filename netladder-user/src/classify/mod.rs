@@ -85,6 +85,40 @@ pub struct Observation {
     pub icmp: Option<(IpAddr, u8, u8)>,
 }
 
+/// What the kernel saw of a firewall drop, for naming the rule that did it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FirewallSeen {
+    /// Packets of the connection that netfilter dropped.
+    pub dropped: u32,
+    /// The dropped packet was locally generated (output path) / came in (input path).
+    pub outgoing: bool,
+    pub incoming: bool,
+    /// Interface of the dropped packet (0: unknown).
+    pub ifindex: u32,
+    /// The failure was a reject: with a TCP reset (`Some(true)`), an ICMP error (`Some(false)`).
+    pub reject: Option<bool>,
+}
+
+/// The firewall rule named as the cause of a failure (filled in by the enrichment stage).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FirewallRule {
+    /// "nftables", "iptables-nft", "iptables-legacy".
+    pub backend: &'static str,
+    pub family: String,
+    pub table: String,
+    pub chain: String,
+    /// The base chain's hook ("input"), None for a chain reached by a jump.
+    pub hook: Option<&'static str>,
+    pub priority: Option<i32>,
+    /// "handle 7", "rule 2", "policy".
+    pub rule: String,
+    pub text: String,
+    /// Packets the rule counted for this failure (None: no counter).
+    pub packets: Option<u64>,
+    /// "certain" or "likely".
+    pub certainty: &'static str,
+}
+
 /// What the enrichment stage should look up for a failure.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Lookup {
@@ -104,6 +138,8 @@ pub enum Lookup {
     Holders,
     /// Ephemeral port range, TIME_WAIT and open connections toward the destination.
     Ports,
+    /// The firewall rule that dropped or rejected the handshake (`Failure::firewall`).
+    Firewall,
 }
 
 /// A classified failure: one per failed connection or failed call.
@@ -129,6 +165,10 @@ pub struct Failure {
     /// The network namespace where the evidence is (where the packet was dropped or found no
     /// socket); the client's own namespace when nothing was dropped.
     pub evidence_netns: u32,
+    /// What the kernel saw of a firewall drop (for `Lookup::Firewall`).
+    pub firewall: FirewallSeen,
+    /// The rule that did it, once the enrichment stage has named it.
+    pub firewall_rule: Option<FirewallRule>,
 }
 
 type PairKey = (u32, Option<SocketAddr>);
@@ -297,6 +337,8 @@ impl Classifier {
             count: 1,
             lookup,
             evidence_netns: netns,
+            firewall: FirewallSeen::default(),
+            firewall_rule: None,
         })
     }
 }
@@ -405,14 +447,14 @@ fn from_conn(obs: &Observation, v: u32, neighbour: Option<u32>) -> Option<Failur
             "firewall_reject_rst",
             Layer::Firewall,
             format!("{} rejected the SYN with a TCP reset", evidence::firewall_name(d)),
-            Lookup::None,
+            Lookup::Firewall,
         ),
         verdict::FIREWALL_REJECT_ICMP if d.netfilter > 0 => (
             21,
             "firewall_reject_icmp",
             Layer::Firewall,
             format!("{} rejected the SYN with an ICMP port-unreachable", evidence::firewall_name(d)),
-            Lookup::None,
+            Lookup::Firewall,
         ),
         verdict::FIREWALL_REJECT_ICMP => (
             21,
@@ -436,7 +478,7 @@ fn from_conn(obs: &Observation, v: u32, neighbour: Option<u32>) -> Option<Failur
                 d.netfilter,
                 plural(d.netfilter)
             ),
-            Lookup::None,
+            Lookup::Firewall,
         ),
         verdict::TIMEOUT_NO_REPLY if gave_up => (
             23,
@@ -501,7 +543,7 @@ fn from_conn(obs: &Observation, v: u32, neighbour: Option<u32>) -> Option<Failur
             "firewall_reject_icmp",
             Layer::Firewall,
             format!("{} rejected the SYN with an ICMP error", evidence::firewall_name(d)),
-            Lookup::None,
+            Lookup::Firewall,
         ),
         _ => match obs.err {
             111 => (21, "refused", Layer::Application, "the connection was refused".to_owned(), Lookup::None),
@@ -537,6 +579,18 @@ fn from_conn(obs: &Observation, v: u32, neighbour: Option<u32>) -> Option<Failur
         } else {
             obs.proc.netns
         },
+        firewall: FirewallSeen {
+            dropped: d.netfilter,
+            outgoing: d.outgoing,
+            incoming: d.incoming,
+            ifindex: d.ifindex,
+            reject: match cause {
+                "firewall_reject_rst" => Some(true),
+                "firewall_reject_icmp" => Some(false),
+                _ => None,
+            },
+        },
+        firewall_rule: None,
     })
 }
 

@@ -8,14 +8,18 @@ use std::{
 
 use anyhow::{anyhow, Result};
 
-use super::{link, neigh, netns::run_in_netns, ports, route};
-use crate::classify::{Failure, Lookup};
+use super::firewall::{self, Attribution, Certainty, RuleKey};
+use super::{iptables, link, neigh, netns::run_in_netns, nft, ports, route};
+use crate::classify::{Failure, FirewallRule, FirewallSeen, Lookup};
 
 /// Caches answers for a second per (lookup, namespace, address): a storm of identical failures
 /// costs one netlink look-up, not one per connection.
 #[derive(Default)]
 pub struct Enricher {
     cache: HashMap<Key, (Instant, Result<Found, String>)>,
+    /// Firewall rule counters as last read, per namespace: a rule whose counter rose since
+    /// is one that dropped packets meanwhile.
+    counters: HashMap<u32, HashMap<RuleKey, u64>>,
 }
 
 type Key = (Lookup, u32, Option<SocketAddr>, Option<SocketAddr>);
@@ -33,6 +37,10 @@ impl Enricher {
 
     pub fn enrich(&mut self, f: &mut Failure) {
         if f.lookup == Lookup::None {
+            return;
+        }
+        if f.lookup == Lookup::Firewall {
+            self.firewall(f);
             return;
         }
         let key = (f.lookup, f.evidence_netns, f.src, f.dst);
@@ -63,6 +71,111 @@ impl Enricher {
     }
 }
 
+impl Enricher {
+    /// Names the rule that dropped or rejected the failure's handshake. Not cached: each read
+    /// refreshes the counters the next attribution compares with.
+    fn firewall(&mut self, f: &mut Failure) {
+        let (Some(src), Some(dst)) = (f.src, f.dst) else {
+            return;
+        };
+        let netns = f.evidence_netns;
+        let hint = (netns == f.proc.netns).then_some(f.proc.pid);
+        let seen = f.firewall;
+        let read = run_in_netns(u64::from(netns), hint, move || {
+            read_firewall(src, dst, &seen)
+        });
+        let (rules, notes) = match read {
+            Ok(found) => found,
+            Err(e) => {
+                f.evidence
+                    .push(format!("could not read the firewall rules: {e:#}"));
+                return;
+            }
+        };
+        let known = self.counters.entry(netns).or_default();
+        let att = firewall::attribute(&rules, known, &seen);
+        for r in &rules {
+            if let Some(p) = r.packets {
+                known.insert(firewall::key(r), p);
+            }
+        }
+        if let Attribution::Rule {
+            rule,
+            delta,
+            certainty,
+            ..
+        } = &att
+        {
+            f.summary = format!(
+                "{}: {} {}",
+                f.summary,
+                rule.backend.name(),
+                firewall::describe_rule(rule)
+            );
+            f.firewall_rule = Some(FirewallRule {
+                backend: rule.backend.name(),
+                family: rule.family.clone(),
+                table: rule.table.clone(),
+                chain: rule.chain.clone(),
+                hook: rule.hook.map(firewall::Hook::name),
+                priority: rule.priority,
+                rule: rule.id.clone(),
+                text: rule.text.clone(),
+                packets: *delta,
+                certainty: match certainty {
+                    Certainty::Certain => "certain",
+                    Certainty::Likely => "likely",
+                },
+            });
+        }
+        f.evidence.push(format!(
+            "{} (rules and counters read in netns {netns})",
+            firewall::describe(&att, &seen)
+        ));
+        f.evidence.extend(notes);
+    }
+}
+
+/// Every drop/reject rule of the calling thread's namespace, nftables and iptables-legacy,
+/// matched against the handshake's SYN; plus a note for each backend that could not be read.
+fn read_firewall(
+    src: SocketAddr,
+    dst: SocketAddr,
+    seen: &FirewallSeen,
+) -> (Vec<firewall::Rule>, Vec<String>) {
+    let dev = (seen.ifindex != 0).then(|| if_name(seen.ifindex)).flatten();
+    let packet = firewall::Packet {
+        l4proto: 6,
+        src,
+        dst,
+        iif: dev.clone().filter(|_| seen.incoming && !seen.outgoing),
+        oif: dev.filter(|_| seen.outgoing && !seen.incoming),
+    };
+    let mut rules = Vec::new();
+    let mut notes = Vec::new();
+    match nft::terminal_rules(&packet) {
+        Ok(r) => rules.extend(r),
+        Err(e) => notes.push(format!("could not read the nftables rules: {e:#}")),
+    }
+    match iptables::terminal_rules(&packet) {
+        Ok(r) => rules.extend(r),
+        Err(e) => notes.push(format!("could not read the iptables-legacy rules: {e:#}")),
+    }
+    (rules, notes)
+}
+
+/// The name of interface `index` in the calling thread's namespace.
+fn if_name(index: u32) -> Option<String> {
+    let mut buf = [0u8; libc::IF_NAMESIZE];
+    // SAFETY: buf has IF_NAMESIZE bytes, as if_indextoname requires.
+    let p = unsafe { libc::if_indextoname(index, buf.as_mut_ptr().cast()) };
+    if p.is_null() {
+        return None;
+    }
+    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+    Some(String::from_utf8_lossy(&buf[..end]).into_owned())
+}
+
 /// Runs the failure's look-up inside its evidence namespace.
 fn look_up(f: &Failure) -> Result<Found> {
     let netns = f.evidence_netns;
@@ -87,7 +200,7 @@ fn in_namespace(
     where_: &str,
 ) -> Result<Found> {
     Ok(match lookup {
-        Lookup::None => unreachable!("callers skip Lookup::None"),
+        Lookup::None | Lookup::Firewall => unreachable!("callers handle these"),
         Lookup::Listeners => {
             let dst = need(dst, "destination")?;
             Found {

@@ -1,9 +1,12 @@
 //! Netlink and /proc look-ups that add the "why" to a classified failure.
 
 pub mod failure;
+pub mod firewall;
+pub mod iptables;
 pub mod link;
 pub mod neigh;
 pub mod netns;
+pub mod nft;
 pub mod ports;
 pub mod route;
 pub mod sockdiag;

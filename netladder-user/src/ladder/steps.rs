@@ -22,6 +22,9 @@ pub struct StepCtx {
     /// The host name involved, when known: the DNS query (#024), the TLS server name (#025),
     /// the ssh target (#030).
     pub host_name: Option<String>,
+    /// The command that lists the firewall chain holding the rule that dropped the
+    /// connection, with a comment naming the rule, once netladder has named it.
+    pub rule_chain: Option<String>,
 }
 
 /// The next diagnostic commands for a failure with `code` (21..=30) and the classifier's
@@ -275,6 +278,10 @@ impl<'a> Steps<'a> {
 
     /// The local firewall listings (IPv4 or IPv6 tables as fits the destination).
     fn firewall(&mut self, what: &str) {
+        if let Some(cmd) = self.ctx.rule_chain.clone() {
+            self.here(cmd);
+            return;
+        }
         let ipt = if self.is_v6() {
             "ip6tables"
         } else {

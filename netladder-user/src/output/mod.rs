@@ -18,7 +18,7 @@ pub struct Style {
 /// One failure as a JSON Lines object.
 pub fn failure_json(f: &Failure, next: &[String], at: SystemTime) -> Value {
     let rung = ladder::rung(f.code);
-    json!({
+    let mut value = json!({
         "type": "failure",
         "time": humantime::format_rfc3339_millis(at).to_string(),
         "code": ladder::id(f.code),
@@ -38,7 +38,25 @@ pub fn failure_json(f: &Failure, next: &[String], at: SystemTime) -> Value {
         "evidence": f.evidence,
         "next": next,
         "count": f.count,
-    })
+    });
+    if let (Some(r), Some(obj)) = (&f.firewall_rule, value.as_object_mut()) {
+        obj.insert(
+            "firewall".into(),
+            json!({
+                "backend": r.backend,
+                "family": r.family,
+                "table": r.table,
+                "chain": r.chain,
+                "hook": r.hook,
+                "priority": r.priority,
+                "rule": r.rule,
+                "text": r.text,
+                "packets": r.packets,
+                "certainty": r.certainty,
+            }),
+        );
+    }
+    value
 }
 
 /// One failure as a human line: code, short name, who, flow, why, next step.

@@ -1,0 +1,339 @@
+//! Issue-5 scenarios: a local firewall drops or rejects a connection, and netladder names the
+//! backend, table, chain and rule (or says how unsure it is). Real rulesets in throwaway
+//! namespaces; run as root (they print NL-SKIP otherwise). Without drop reasons (5.10) the
+//! firewall is invisible: the tests then check that no rule is named.
+use std::time::Duration;
+
+use netladder_tests::*;
+use serde_json::Value;
+
+const CLIENT4: &str = "10.232.0.1";
+const SERVER4: &str = "10.232.0.2";
+const SETTLE: Duration = Duration::from_millis(700);
+
+struct TwoHosts {
+    client: Netns,
+    server: Netns,
+}
+
+fn two_hosts(tag: &str) -> TwoHosts {
+    let client = Netns::new(&format!("{tag}-c")).expect("client netns");
+    let server = Netns::new(&format!("{tag}-s")).expect("server netns");
+    veth(
+        &client,
+        &[&format!("{CLIENT4}/24")],
+        &server,
+        &[&format!("{SERVER4}/24")],
+    )
+    .expect("veth");
+    // Fail fast: few SYN retransmissions.
+    client.sysctl("net.ipv4.tcp_syn_retries", "1").unwrap();
+    TwoHosts { client, server }
+}
+
+/// `table inet nltest` with one base chain on `hook` holding `rules` (one per line).
+fn chain(hook: &str, rules: &[&str]) -> String {
+    format!(
+        "table inet nltest {{\n chain {hook} {{\n  type filter hook {hook} priority 0;\n  {}\n }}\n}}\n",
+        rules.join("\n  ")
+    )
+}
+
+/// The one failure toward `dst`, with its code and cause checked; None when this kernel has no
+/// drop reasons (the firewall is then invisible, and no rule may be named).
+fn failure(w: &Watch, dst: &str, code: &str, cause: &str) -> Option<Value> {
+    let ev = expect_single_failure(w, |e| e["dst"] == dst, SETTLE).expect("one failure event");
+    if !hook_attached(w, "kfree_skb") {
+        assert!(
+            ev.get("firewall").is_none(),
+            "no drop reasons, no rule: {ev:#}"
+        );
+        skip("kfree_skb drop reasons are not available: the rule cannot be named here");
+        return None;
+    }
+    assert_eq!(ev["code"], code, "code: {ev:#}");
+    assert_eq!(ev["cause"], cause, "cause: {ev:#}");
+    assert_eq!(ev["layer"], "firewall", "layer: {ev:#}");
+    Some(ev)
+}
+
+/// Checks the named rule: (backend, family, table, chain, hook, certainty).
+fn rule_is<'a>(ev: &'a Value, want: (&str, &str, &str, &str, &str, &str)) -> &'a Value {
+    let fw = &ev["firewall"];
+    let got = (
+        fw["backend"].as_str(),
+        fw["family"].as_str(),
+        fw["table"].as_str(),
+        fw["chain"].as_str(),
+        fw["hook"].as_str(),
+        fw["certainty"].as_str(),
+    );
+    let want = (
+        Some(want.0),
+        Some(want.1),
+        Some(want.2),
+        Some(want.3),
+        Some(want.4),
+        Some(want.5),
+    );
+    assert_eq!(got, want, "firewall rule: {ev:#}");
+    fw
+}
+
+/// The number of SYNs the evidence says were sent ("3 SYNs sent ...").
+fn syns(ev: &Value) -> u64 {
+    ev["evidence"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .find_map(|l| l.split_once(" SYN").and_then(|(n, _)| n.parse().ok()))
+        .unwrap_or_else(|| panic!("no SYN count in the evidence: {ev:#}"))
+}
+
+fn text_has(fw: &Value, needle: &str) {
+    assert!(
+        fw["text"].as_str().is_some_and(|t| t.contains(needle)),
+        "rule text should contain {needle:?}: {fw:#}"
+    );
+}
+
+#[test]
+fn nftables_drop_with_counter_in_input_is_named_for_certain() {
+    let Some(_one) = root_serial() else {
+        return;
+    };
+    let h = two_hosts("fw-nft-in");
+    h.server
+        .nft(&chain("input", &["tcp dport 443 counter drop"]))
+        .unwrap();
+    let w = watch_netns(&h.client);
+    fails_with(
+        connect(Some(&h.client), &format!("{SERVER4}:443"), &[]).unwrap(),
+        "ETIMEDOUT",
+    );
+    if let Some(ev) = failure(&w, &format!("{SERVER4}:443"), "023", "firewall_drop") {
+        let fw = rule_is(
+            &ev,
+            ("nftables", "inet", "nltest", "input", "input", "certain"),
+        );
+        assert_eq!(fw["priority"], 0, "{ev:#}");
+        assert!(
+            fw["rule"].as_str().unwrap().starts_with("handle "),
+            "{ev:#}"
+        );
+        assert_eq!(fw["packets"], syns(&ev), "every SYN was counted: {ev:#}");
+        text_has(fw, "tcp dport 443");
+        text_has(fw, "drop");
+        summary_has(
+            &ev,
+            "table inet nltest, chain input (hook input, priority 0)",
+        );
+        assert!(
+            evidence_has(&ev, "dropped by nftables: table inet nltest, chain input"),
+            "{ev:#}"
+        );
+        assert!(
+            ev["next"][0]
+                .as_str()
+                .unwrap()
+                .contains("nft -a list chain inet nltest input"),
+            "{ev:#}"
+        );
+    }
+    w.stop().unwrap();
+}
+
+#[test]
+fn nftables_rule_without_counter_is_only_likely() {
+    let Some(_one) = root_serial() else {
+        return;
+    };
+    let h = two_hosts("fw-nocount");
+    h.server
+        .nft(&chain("input", &["tcp dport 443 drop"]))
+        .unwrap();
+    let w = watch_netns(&h.client);
+    fails_with(
+        connect(Some(&h.client), &format!("{SERVER4}:443"), &[]).unwrap(),
+        "ETIMEDOUT",
+    );
+    if let Some(ev) = failure(&w, &format!("{SERVER4}:443"), "023", "firewall_drop") {
+        let fw = rule_is(
+            &ev,
+            ("nftables", "inet", "nltest", "input", "input", "likely"),
+        );
+        assert!(fw["packets"].is_null(), "no counter, no count: {ev:#}");
+        assert!(evidence_has(&ev, "no counter to confirm"), "{ev:#}");
+    }
+    w.stop().unwrap();
+}
+
+#[test]
+fn of_two_matching_rules_the_one_whose_counter_moved_is_named() {
+    let Some(_one) = root_serial() else {
+        return;
+    };
+    let h = two_hosts("fw-two");
+    // Both rules match the SYN, but the first drops it: the second never sees it.
+    h.server
+        .nft(&chain(
+            "input",
+            &[
+                "tcp dport 8443 counter drop",
+                &format!("ip daddr {SERVER4} counter drop"),
+            ],
+        ))
+        .unwrap();
+    let w = watch_netns(&h.client);
+    fails_with(
+        connect(Some(&h.client), &format!("{SERVER4}:8443"), &[]).unwrap(),
+        "ETIMEDOUT",
+    );
+    if let Some(ev) = failure(&w, &format!("{SERVER4}:8443"), "023", "firewall_drop") {
+        let fw = rule_is(
+            &ev,
+            ("nftables", "inet", "nltest", "input", "input", "certain"),
+        );
+        text_has(fw, "tcp dport 8443");
+    }
+    w.stop().unwrap();
+}
+
+#[test]
+fn nftables_reject_with_tcp_reset_in_output_on_the_client() {
+    let Some(_one) = root_serial() else {
+        return;
+    };
+    let h = two_hosts("fw-out-rst");
+    let _srv = Peer::listen(Some(&h.server), &format!("{SERVER4}:22"), &[]).unwrap();
+    h.client
+        .nft(&chain(
+            "output",
+            &["tcp dport 22 counter reject with tcp reset"],
+        ))
+        .unwrap();
+    let w = watch_netns(&h.client);
+    fails_with(
+        connect(Some(&h.client), &format!("{SERVER4}:22"), &[]).unwrap(),
+        "ECONNREFUSED",
+    );
+    if let Some(ev) = failure(&w, &format!("{SERVER4}:22"), "021", "firewall_reject_rst") {
+        let fw = rule_is(
+            &ev,
+            ("nftables", "inet", "nltest", "output", "output", "certain"),
+        );
+        text_has(fw, "reject");
+        assert!(
+            evidence_has(&ev, "rejected by nftables: table inet nltest, chain output"),
+            "{ev:#}"
+        );
+    }
+    w.stop().unwrap();
+}
+
+#[test]
+fn nftables_reject_with_icmpx_admin_prohibited_is_firewall_not_routing() {
+    let Some(_one) = root_serial() else {
+        return;
+    };
+    let h = two_hosts("fw-admin");
+    h.server
+        .nft(&chain(
+            "input",
+            &["tcp dport 443 counter reject with icmpx type admin-prohibited"],
+        ))
+        .unwrap();
+    let w = watch_netns(&h.client);
+    fails_with(
+        connect(Some(&h.client), &format!("{SERVER4}:443"), &[]).unwrap(),
+        "EHOSTUNREACH",
+    );
+    if let Some(ev) = failure(&w, &format!("{SERVER4}:443"), "022", "firewall_reject_icmp") {
+        let fw = rule_is(
+            &ev,
+            ("nftables", "inet", "nltest", "input", "input", "certain"),
+        );
+        text_has(fw, "reject");
+    }
+    w.stop().unwrap();
+}
+
+#[test]
+fn iptables_legacy_reject_in_output_names_table_chain_and_rule_number() {
+    let Some(_one) = root_serial() else {
+        return;
+    };
+    let h = two_hosts("fw-legacy");
+    let _srv = Peer::listen(Some(&h.server), &format!("{SERVER4}:9"), &[]).unwrap();
+    h.client
+        .iptables_legacy(&["-A", "OUTPUT", "-p", "tcp", "--dport", "7", "-j", "DROP"])
+        .unwrap();
+    h.client
+        .iptables_legacy(&[
+            "-A",
+            "OUTPUT",
+            "-p",
+            "tcp",
+            "--dport",
+            "9",
+            "-j",
+            "REJECT",
+            "--reject-with",
+            "tcp-reset",
+        ])
+        .unwrap();
+    let w = watch_netns(&h.client);
+    fails_with(
+        connect(Some(&h.client), &format!("{SERVER4}:9"), &[]).unwrap(),
+        "ECONNREFUSED",
+    );
+    if let Some(ev) = failure(&w, &format!("{SERVER4}:9"), "021", "firewall_reject_rst") {
+        let fw = rule_is(
+            &ev,
+            (
+                "iptables-legacy",
+                "ipv4",
+                "filter",
+                "OUTPUT",
+                "output",
+                "certain",
+            ),
+        );
+        assert_eq!(fw["rule"], "rule 2", "{ev:#}");
+        assert_eq!(fw["packets"], 1, "{ev:#}");
+        text_has(fw, "--reject-with tcp-reset");
+        assert!(
+            ev["next"][0]
+                .as_str()
+                .unwrap()
+                .contains("iptables-legacy -t filter -L OUTPUT -nv --line-numbers"),
+            "{ev:#}"
+        );
+    }
+    w.stop().unwrap();
+}
+
+#[test]
+fn iptables_nft_drop_on_the_peer_is_named() {
+    let Some(_one) = root_serial() else {
+        return;
+    };
+    let h = two_hosts("fw-iptnft");
+    h.server
+        .iptables(&["-A", "INPUT", "-p", "tcp", "--dport", "8443", "-j", "DROP"])
+        .unwrap();
+    let w = watch_netns(&h.client);
+    fails_with(
+        connect(Some(&h.client), &format!("{SERVER4}:8443"), &[]).unwrap(),
+        "ETIMEDOUT",
+    );
+    if let Some(ev) = failure(&w, &format!("{SERVER4}:8443"), "023", "firewall_drop") {
+        let fw = rule_is(
+            &ev,
+            ("iptables-nft", "ip", "filter", "INPUT", "input", "certain"),
+        );
+        assert_eq!(fw["packets"], syns(&ev), "every SYN was counted: {ev:#}");
+    }
+    w.stop().unwrap();
+}
