@@ -17,7 +17,7 @@ mod peer;
 mod watch;
 
 pub use bins::{netladder_bin, peer_bin};
-pub use netns::{veth, Netns};
+pub use netns::{veth, Netns, TwoHosts};
 pub use peer::{connect, ConnectOutcome, Peer};
 pub use watch::{evidence_has, expect_single_failure, Watch, FAILURE_TIMEOUT};
 

@@ -304,6 +304,22 @@ fn check_output(argv: &[&str], output: &Output) -> Result<()> {
     )
 }
 
+/// A client namespace and a server namespace joined by a veth pair.
+pub struct TwoHosts {
+    pub client: Netns,
+    pub server: Netns,
+}
+
+impl TwoHosts {
+    /// Namespaces `TAG-c` and `TAG-s`, with the CIDR addresses given to each end of the veth.
+    pub fn new(tag: &str, client_addrs: &[&str], server_addrs: &[&str]) -> Result<TwoHosts> {
+        let client = Netns::new(&format!("{tag}-c")).context("client netns")?;
+        let server = Netns::new(&format!("{tag}-s")).context("server netns")?;
+        veth(&client, client_addrs, &server, server_addrs).context("veth")?;
+        Ok(TwoHosts { client, server })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::creator_pid;

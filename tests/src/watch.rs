@@ -78,6 +78,18 @@ impl Shared {
     fn lock(&self) -> MutexGuard<'_, Collected> {
         self.collected.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// Waits up to `left` for the readers to collect something new.
+    fn wait<'a>(
+        &'a self,
+        collected: MutexGuard<'a, Collected>,
+        left: Duration,
+    ) -> MutexGuard<'a, Collected> {
+        self.changed
+            .wait_timeout(collected, left)
+            .unwrap_or_else(|e| e.into_inner())
+            .0
+    }
 }
 
 /// A running `netladder watch --json --ready-file ...`, its output collected in the background.
@@ -193,12 +205,7 @@ impl Watch {
                     collected.report()
                 );
             }
-            collected = self
-                .shared
-                .changed
-                .wait_timeout(collected, left)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+            collected = self.shared.wait(collected, left);
         }
     }
 
@@ -216,12 +223,7 @@ impl Watch {
             if left.is_zero() {
                 break;
             }
-            collected = self
-                .shared
-                .changed
-                .wait_timeout(collected, left)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+            collected = self.shared.wait(collected, left);
         }
         collected
     }

@@ -11,24 +11,17 @@ const CLIENT4: &str = "10.232.0.1";
 const SERVER4: &str = "10.232.0.2";
 const SETTLE: Duration = Duration::from_millis(700);
 
-struct TwoHosts {
-    client: Netns,
-    server: Netns,
-}
-
+/// A client and a server namespace joined by a veth pair, the client quick to give up.
 fn two_hosts(tag: &str) -> TwoHosts {
-    let client = Netns::new(&format!("{tag}-c")).expect("client netns");
-    let server = Netns::new(&format!("{tag}-s")).expect("server netns");
-    veth(
-        &client,
+    let h = TwoHosts::new(
+        tag,
         &[&format!("{CLIENT4}/24")],
-        &server,
         &[&format!("{SERVER4}/24")],
     )
-    .expect("veth");
+    .expect("two hosts");
     // Fail fast: few SYN retransmissions.
-    client.sysctl("net.ipv4.tcp_syn_retries", "1").unwrap();
-    TwoHosts { client, server }
+    h.client.sysctl("net.ipv4.tcp_syn_retries", "1").unwrap();
+    h
 }
 
 /// `table inet nltest` with one base chain on `hook` holding `rules` (one per line).

@@ -12,23 +12,14 @@ const CLIENT6: &str = "fd00:231::1";
 const SERVER6: &str = "fd00:231::2";
 const SETTLE: Duration = Duration::from_millis(700);
 
-/// A client namespace and a server namespace joined by a veth pair (IPv4 and IPv6).
-struct TwoHosts {
-    client: Netns,
-    server: Netns,
-}
-
+/// A client and a server namespace joined by a veth pair (IPv4 and IPv6).
 fn two_hosts(tag: &str) -> TwoHosts {
-    let client = Netns::new(&format!("{tag}-c")).expect("client netns");
-    let server = Netns::new(&format!("{tag}-s")).expect("server netns");
-    veth(
-        &client,
+    TwoHosts::new(
+        tag,
         &[&format!("{CLIENT4}/24"), &format!("{CLIENT6}/64")],
-        &server,
         &[&format!("{SERVER4}/24"), &format!("{SERVER6}/64")],
     )
-    .expect("veth");
-    TwoHosts { client, server }
+    .expect("two hosts")
 }
 
 /// Whether netladder sees drop reasons on this kernel (kfree_skb attached; not on 5.10).
