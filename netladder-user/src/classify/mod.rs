@@ -88,8 +88,6 @@ pub struct Observation {
 /// What the kernel saw of a firewall drop, for naming the rule that did it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct FirewallSeen {
-    /// Packets of the connection that netfilter dropped.
-    pub dropped: u32,
     /// The dropped packet was locally generated (output path) / came in (input path).
     pub outgoing: bool,
     pub incoming: bool,
@@ -580,7 +578,6 @@ fn from_conn(obs: &Observation, v: u32, neighbour: Option<u32>) -> Option<Failur
             obs.proc.netns
         },
         firewall: FirewallSeen {
-            dropped: d.netfilter,
             outgoing: d.outgoing,
             incoming: d.incoming,
             ifindex: d.ifindex,

@@ -6,6 +6,8 @@
 //! whether they match the dropped packet. This module picks the culprit and says how sure it is.
 use std::net::SocketAddr;
 
+use super::plural;
+
 /// The packet a firewall dropped, as the rule saw it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Packet {
@@ -256,17 +258,9 @@ pub fn attribute(
         format!(
             "none of the {} drop/reject rule{} in that namespace matches this connection with a counter that moved",
             rules.len(),
-            if rules.len() == 1 { "" } else { "s" }
+            plural(rules.len() as u64)
         )
     })
-}
-
-fn plural(n: u64) -> &'static str {
-    if n == 1 {
-        ""
-    } else {
-        "s"
-    }
 }
 
 /// "table inet filter, chain input (hook input, priority 0), rule handle 7 "tcp dport 443 drop"".
@@ -356,7 +350,6 @@ mod tests {
 
     fn dropped_in() -> Seen {
         Seen {
-            dropped: 3,
             incoming: true,
             ..Seen::default()
         }

@@ -57,6 +57,15 @@ pub fn describe_refused(dst: SocketAddr, listeners: &[Listener], owners: &Owners
     format!("no listener on {dst} ({who} {}{more})", others.join("; "))
 }
 
+/// "s" after a count other than one: "1 packet", "3 packets".
+pub(crate) fn plural(n: u64) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}
+
 /// How many other listeners a sentence names before "and N more".
 const MAX_SHOWN: usize = 3;
 

@@ -10,8 +10,8 @@ use anyhow::{bail, Context};
 use netlink_packet_sock_diag::constants::{AF_INET, AF_INET6};
 use netlink_packet_sock_diag::inet::{InetResponse, StateFlags};
 
-use super::canonical;
 use super::sockdiag::{dump_tcp, socket_owners};
+use super::{canonical, plural};
 
 /// A TCP socket on a port.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -278,14 +278,6 @@ pub fn describe_port_exhaustion(
         usage.time_wait_to_dst,
         usage.time_wait
     )
-}
-
-fn plural(n: u64) -> &'static str {
-    if n == 1 {
-        ""
-    } else {
-        "s"
-    }
 }
 
 #[cfg(test)]
