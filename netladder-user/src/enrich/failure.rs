@@ -69,9 +69,7 @@ impl Enricher {
                 .push(format!("could not look up the details: {e}")),
         }
     }
-}
 
-impl Enricher {
     /// Names the rule that dropped or rejected the failure's handshake. Not cached: each read
     /// refreshes the counters the next attribution compares with.
     fn firewall(&mut self, f: &mut Failure) {
@@ -79,11 +77,8 @@ impl Enricher {
             return;
         };
         let netns = f.evidence_netns;
-        let hint = (netns == f.proc.netns).then_some(f.proc.pid);
         let seen = f.firewall;
-        let read = run_in_netns(u64::from(netns), hint, move || {
-            read_firewall(src, dst, &seen)
-        });
+        let read = in_evidence_netns(f, move || read_firewall(src, dst, &seen));
         let (rules, notes) = match read {
             Ok(found) => found,
             Err(e) => {
@@ -92,13 +87,18 @@ impl Enricher {
                 return;
             }
         };
-        let known = self.counters.entry(netns).or_default();
-        let att = firewall::attribute(&rules, known, &seen);
-        for r in &rules {
-            if let Some(p) = r.packets {
-                known.insert(firewall::key(r), p);
-            }
+        let before = self.counters.remove(&netns).unwrap_or_default();
+        let att = firewall::attribute(&rules, &before, &seen);
+        // The next baseline is this read: rules deleted meanwhile are forgotten, and the
+        // namespaces remembered stay bounded like the look-up cache.
+        if self.counters.len() >= Self::MAX {
+            self.counters.clear();
         }
+        let now: HashMap<RuleKey, u64> = rules
+            .iter()
+            .filter_map(|r| Some((firewall::key(r), r.packets?)))
+            .collect();
+        self.counters.insert(netns, now);
         if let Attribution::Rule {
             rule,
             delta,
@@ -176,16 +176,22 @@ fn if_name(index: u32) -> Option<String> {
     Some(String::from_utf8_lossy(&buf[..end]).into_owned())
 }
 
-/// Runs the failure's look-up inside its evidence namespace.
-fn look_up(f: &Failure) -> Result<Found> {
+/// Runs `g` in the failure's evidence namespace.
+fn in_evidence_netns<T: Send + 'static>(
+    f: &Failure,
+    g: impl FnOnce() -> T + Send + 'static,
+) -> Result<T> {
     let netns = f.evidence_netns;
     // The pid helps find the namespace only when it is the process's own.
     let hint = (netns == f.proc.netns).then_some(f.proc.pid);
+    run_in_netns(u64::from(netns), hint, g)
+}
+
+/// Runs the failure's look-up inside its evidence namespace.
+fn look_up(f: &Failure) -> Result<Found> {
     let (lookup, src, dst, pid) = (f.lookup, f.src, f.dst, f.proc.pid);
-    let where_ = format!("in netns {netns}");
-    run_in_netns(u64::from(netns), hint, move || {
-        in_namespace(lookup, src, dst, pid, &where_)
-    })?
+    let where_ = format!("in netns {}", f.evidence_netns);
+    in_evidence_netns(f, move || in_namespace(lookup, src, dst, pid, &where_))?
 }
 
 fn need<T>(v: Option<T>, what: &str) -> Result<T> {
