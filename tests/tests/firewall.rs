@@ -32,22 +32,34 @@ fn chain(hook: &str, rules: &[&str]) -> String {
     )
 }
 
-/// The one failure toward `dst`, with its code and cause checked; None when this kernel has no
-/// drop reasons (the firewall is then invisible, and no rule may be named).
-fn failure(w: &Watch, dst: &str, code: &str, cause: &str) -> Option<Value> {
-    let ev = expect_single_failure(w, |e| e["dst"] == dst, SETTLE).expect("one failure event");
-    if !hook_attached(w, "kfree_skb") {
+/// Watches the client, connects to the server's `port` expecting `errno`, and passes the one
+/// failure it produced to `check` once its (code, cause) and firewall layer are checked. Without
+/// drop reasons (5.10) the firewall is invisible: it then checks that no rule is named instead,
+/// and says the test skipped its body.
+fn provoke(
+    h: &TwoHosts,
+    port: u16,
+    errno: &str,
+    (code, cause): (&str, &str),
+    check: impl FnOnce(&Value),
+) {
+    let dst = format!("{SERVER4}:{port}");
+    let w = watch_netns(&h.client);
+    fails_with(connect(Some(&h.client), &dst, &[]).unwrap(), errno);
+    let ev = expect_single_failure(&w, |e| e["dst"] == dst, SETTLE).expect("one failure event");
+    if hook_attached(&w, "kfree_skb") {
+        assert_eq!(ev["code"], code, "code: {ev:#}");
+        assert_eq!(ev["cause"], cause, "cause: {ev:#}");
+        assert_eq!(ev["layer"], "firewall", "layer: {ev:#}");
+        check(&ev);
+    } else {
         assert!(
             ev.get("firewall").is_none(),
             "no drop reasons, no rule: {ev:#}"
         );
         skip("kfree_skb drop reasons are not available: the rule cannot be named here");
-        return None;
     }
-    assert_eq!(ev["code"], code, "code: {ev:#}");
-    assert_eq!(ev["cause"], cause, "cause: {ev:#}");
-    assert_eq!(ev["layer"], "firewall", "layer: {ev:#}");
-    Some(ev)
+    w.stop().unwrap();
 }
 
 /// Checks the named rule: (backend, family, table, chain, hook, certainty).
@@ -100,14 +112,9 @@ fn nftables_drop_with_counter_in_input_is_named_for_certain() {
     h.server
         .nft(&chain("input", &["tcp dport 443 counter drop"]))
         .unwrap();
-    let w = watch_netns(&h.client);
-    fails_with(
-        connect(Some(&h.client), &format!("{SERVER4}:443"), &[]).unwrap(),
-        "ETIMEDOUT",
-    );
-    if let Some(ev) = failure(&w, &format!("{SERVER4}:443"), "023", "firewall_drop") {
+    provoke(&h, 443, "ETIMEDOUT", ("023", "firewall_drop"), |ev| {
         let fw = rule_is(
-            &ev,
+            ev,
             ("nftables", "inet", "nltest", "input", "input", "certain"),
         );
         assert_eq!(fw["priority"], 0, "{ev:#}");
@@ -115,15 +122,15 @@ fn nftables_drop_with_counter_in_input_is_named_for_certain() {
             fw["rule"].as_str().unwrap().starts_with("handle "),
             "{ev:#}"
         );
-        assert_eq!(fw["packets"], syns(&ev), "every SYN was counted: {ev:#}");
+        assert_eq!(fw["packets"], syns(ev), "every SYN was counted: {ev:#}");
         text_has(fw, "tcp dport 443");
         text_has(fw, "drop");
         summary_has(
-            &ev,
+            ev,
             "table inet nltest, chain input (hook input, priority 0)",
         );
         assert!(
-            evidence_has(&ev, "dropped by nftables: table inet nltest, chain input"),
+            evidence_has(ev, "dropped by nftables: table inet nltest, chain input"),
             "{ev:#}"
         );
         assert!(
@@ -133,8 +140,7 @@ fn nftables_drop_with_counter_in_input_is_named_for_certain() {
                 .contains("nft -a list chain inet nltest input"),
             "{ev:#}"
         );
-    }
-    w.stop().unwrap();
+    });
 }
 
 #[test]
@@ -146,20 +152,14 @@ fn nftables_rule_without_counter_is_only_likely() {
     h.server
         .nft(&chain("input", &["tcp dport 443 drop"]))
         .unwrap();
-    let w = watch_netns(&h.client);
-    fails_with(
-        connect(Some(&h.client), &format!("{SERVER4}:443"), &[]).unwrap(),
-        "ETIMEDOUT",
-    );
-    if let Some(ev) = failure(&w, &format!("{SERVER4}:443"), "023", "firewall_drop") {
+    provoke(&h, 443, "ETIMEDOUT", ("023", "firewall_drop"), |ev| {
         let fw = rule_is(
-            &ev,
+            ev,
             ("nftables", "inet", "nltest", "input", "input", "likely"),
         );
         assert!(fw["packets"].is_null(), "no counter, no count: {ev:#}");
-        assert!(evidence_has(&ev, "no counter to confirm"), "{ev:#}");
-    }
-    w.stop().unwrap();
+        assert!(evidence_has(ev, "no counter to confirm"), "{ev:#}");
+    });
 }
 
 #[test]
@@ -178,19 +178,13 @@ fn of_two_matching_rules_the_one_whose_counter_moved_is_named() {
             ],
         ))
         .unwrap();
-    let w = watch_netns(&h.client);
-    fails_with(
-        connect(Some(&h.client), &format!("{SERVER4}:8443"), &[]).unwrap(),
-        "ETIMEDOUT",
-    );
-    if let Some(ev) = failure(&w, &format!("{SERVER4}:8443"), "023", "firewall_drop") {
+    provoke(&h, 8443, "ETIMEDOUT", ("023", "firewall_drop"), |ev| {
         let fw = rule_is(
-            &ev,
+            ev,
             ("nftables", "inet", "nltest", "input", "input", "certain"),
         );
         text_has(fw, "tcp dport 8443");
-    }
-    w.stop().unwrap();
+    });
 }
 
 #[test]
@@ -206,23 +200,23 @@ fn nftables_reject_with_tcp_reset_in_output_on_the_client() {
             &["tcp dport 22 counter reject with tcp reset"],
         ))
         .unwrap();
-    let w = watch_netns(&h.client);
-    fails_with(
-        connect(Some(&h.client), &format!("{SERVER4}:22"), &[]).unwrap(),
+    provoke(
+        &h,
+        22,
         "ECONNREFUSED",
+        ("021", "firewall_reject_rst"),
+        |ev| {
+            let fw = rule_is(
+                ev,
+                ("nftables", "inet", "nltest", "output", "output", "certain"),
+            );
+            text_has(fw, "reject");
+            assert!(
+                evidence_has(ev, "rejected by nftables: table inet nltest, chain output"),
+                "{ev:#}"
+            );
+        },
     );
-    if let Some(ev) = failure(&w, &format!("{SERVER4}:22"), "021", "firewall_reject_rst") {
-        let fw = rule_is(
-            &ev,
-            ("nftables", "inet", "nltest", "output", "output", "certain"),
-        );
-        text_has(fw, "reject");
-        assert!(
-            evidence_has(&ev, "rejected by nftables: table inet nltest, chain output"),
-            "{ev:#}"
-        );
-    }
-    w.stop().unwrap();
 }
 
 #[test]
@@ -237,19 +231,19 @@ fn nftables_reject_with_icmpx_admin_prohibited_is_firewall_not_routing() {
             &["tcp dport 443 counter reject with icmpx type admin-prohibited"],
         ))
         .unwrap();
-    let w = watch_netns(&h.client);
-    fails_with(
-        connect(Some(&h.client), &format!("{SERVER4}:443"), &[]).unwrap(),
+    provoke(
+        &h,
+        443,
         "EHOSTUNREACH",
+        ("022", "firewall_reject_icmp"),
+        |ev| {
+            let fw = rule_is(
+                ev,
+                ("nftables", "inet", "nltest", "input", "input", "certain"),
+            );
+            text_has(fw, "reject");
+        },
     );
-    if let Some(ev) = failure(&w, &format!("{SERVER4}:443"), "022", "firewall_reject_icmp") {
-        let fw = rule_is(
-            &ev,
-            ("nftables", "inet", "nltest", "input", "input", "certain"),
-        );
-        text_has(fw, "reject");
-    }
-    w.stop().unwrap();
 }
 
 #[test]
@@ -276,35 +270,35 @@ fn iptables_legacy_reject_in_output_names_table_chain_and_rule_number() {
             "tcp-reset",
         ])
         .unwrap();
-    let w = watch_netns(&h.client);
-    fails_with(
-        connect(Some(&h.client), &format!("{SERVER4}:9"), &[]).unwrap(),
+    provoke(
+        &h,
+        9,
         "ECONNREFUSED",
+        ("021", "firewall_reject_rst"),
+        |ev| {
+            let fw = rule_is(
+                ev,
+                (
+                    "iptables-legacy",
+                    "ipv4",
+                    "filter",
+                    "OUTPUT",
+                    "output",
+                    "certain",
+                ),
+            );
+            assert_eq!(fw["rule"], "rule 2", "{ev:#}");
+            assert_eq!(fw["packets"], 1, "{ev:#}");
+            text_has(fw, "--reject-with tcp-reset");
+            assert!(
+                ev["next"][0]
+                    .as_str()
+                    .unwrap()
+                    .contains("iptables-legacy -t filter -L OUTPUT -nv --line-numbers"),
+                "{ev:#}"
+            );
+        },
     );
-    if let Some(ev) = failure(&w, &format!("{SERVER4}:9"), "021", "firewall_reject_rst") {
-        let fw = rule_is(
-            &ev,
-            (
-                "iptables-legacy",
-                "ipv4",
-                "filter",
-                "OUTPUT",
-                "output",
-                "certain",
-            ),
-        );
-        assert_eq!(fw["rule"], "rule 2", "{ev:#}");
-        assert_eq!(fw["packets"], 1, "{ev:#}");
-        text_has(fw, "--reject-with tcp-reset");
-        assert!(
-            ev["next"][0]
-                .as_str()
-                .unwrap()
-                .contains("iptables-legacy -t filter -L OUTPUT -nv --line-numbers"),
-            "{ev:#}"
-        );
-    }
-    w.stop().unwrap();
 }
 
 #[test]
@@ -316,17 +310,11 @@ fn iptables_nft_drop_on_the_peer_is_named() {
     h.server
         .iptables(&["-A", "INPUT", "-p", "tcp", "--dport", "8443", "-j", "DROP"])
         .unwrap();
-    let w = watch_netns(&h.client);
-    fails_with(
-        connect(Some(&h.client), &format!("{SERVER4}:8443"), &[]).unwrap(),
-        "ETIMEDOUT",
-    );
-    if let Some(ev) = failure(&w, &format!("{SERVER4}:8443"), "023", "firewall_drop") {
+    provoke(&h, 8443, "ETIMEDOUT", ("023", "firewall_drop"), |ev| {
         let fw = rule_is(
-            &ev,
+            ev,
             ("iptables-nft", "ip", "filter", "INPUT", "input", "certain"),
         );
-        assert_eq!(fw["packets"], syns(&ev), "every SYN was counted: {ev:#}");
-    }
-    w.stop().unwrap();
+        assert_eq!(fw["packets"], syns(ev), "every SYN was counted: {ev:#}");
+    });
 }
