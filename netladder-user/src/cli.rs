@@ -72,6 +72,11 @@ pub struct WatchArgs {
     /// Only these ladder codes, e.g. 021 or 21 or refused (repeatable).
     #[arg(long, value_name = "CODE")]
     pub code: Vec<String>,
+    /// Name the exact nftables rule with the kernel's own trace: a flow that fails on a
+    /// firewall drop is traced from then on (its own table `inet netladder_trace_PID`, removed on
+    /// exit), and its next failures name the rule and chain the trace saw drop it.
+    #[arg(long)]
+    pub trace_firewall: bool,
     /// Show the hook table at start.
     #[arg(short, long)]
     pub verbose: bool,

@@ -137,6 +137,10 @@ pub fn run(args: WatchArgs) -> Result<()> {
         _ => None,
     };
     let session = start(&args.hooks, only_netns)?;
+    // A run killed while it traced (--trace-firewall, kernels before 5.12) left its table.
+    for line in enrich::nftrace::clean_leftovers() {
+        eprintln!("netladder: {line}");
+    }
     announce(&session, &args)?;
     let tw = TimeWaitCheck {
         netns: only_netns,
@@ -202,6 +206,9 @@ async fn event_loop(
     .map_err(|e| anyhow::anyhow!("cannot poll the event ring buffer: {}", e.into_parts().1))?;
     let counters = loader::CounterReader::new(counters);
     let mut out = Output::new(args.json, filter);
+    if args.trace_firewall {
+        out.enricher = enrich::failure::Enricher::tracing();
+    }
     out.no_drop_reasons = outcomes
         .iter()
         .any(|o| o.hook.program == "kfree_skb" && o.status != plan::Status::Attached);
@@ -230,6 +237,7 @@ async fn event_loop(
                 // Events submitted without a wakeup (the kernel batches them) wait for the tick.
                 drain(ring.get_mut(), &names, &mut classifier, &mut out)?;
                 out.flush_repeats(false)?;
+                out.enricher.poll_traces();
                 for f in classifier.tick(monotonic_ns()) {
                     out.failure(f)?;
                 }

@@ -270,6 +270,17 @@ impl Watch {
         ))
     }
 
+    /// SIGKILL, as an operator's `kill -9` or the OOM killer would: netladder gets no chance
+    /// to clean up. Returns the events it printed until then.
+    pub fn kill(mut self) -> Result<Vec<Value>> {
+        let child = self.child_mut();
+        child.kill().context("SIGKILL netladder")?;
+        child.wait().context("waiting for the killed netladder")?;
+        self.join_readers();
+        let events = self.shared.lock().events().cloned().collect();
+        Ok(events)
+    }
+
     /// SIGINT, then wait; `None` when it had to be killed.
     fn interrupt_and_wait(&mut self) -> Result<Option<ExitStatus>> {
         let child = self.child_mut();

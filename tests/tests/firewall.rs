@@ -318,3 +318,240 @@ fn iptables_nft_drop_on_the_peer_is_named() {
         assert_eq!(fw["packets"], syns(ev), "every SYN was counted: {ev:#}");
     });
 }
+
+/// The ruleset of `ns` as `nft -s -a list ruleset` prints it (handles, no counter values).
+fn ruleset(ns: &Netns) -> String {
+    ns.sh("nft -s -a list ruleset")
+        .expect("nft lists the ruleset")
+}
+
+fn watch_tracing(ns: &Netns) -> Watch {
+    Watch::start(&["--netns", &ns.inode().to_string(), "--trace-firewall"])
+        .expect("netladder watch --trace-firewall starts")
+}
+
+/// Connects from the client to `dst` (timing out on a drop) and returns the failure that
+/// satisfies `pred`.
+fn trace_round(h: &TwoHosts, w: &Watch, dst: &str, pred: impl Fn(&Value) -> bool) -> Value {
+    fails_with(connect(Some(&h.client), dst, &[]).unwrap(), "ETIMEDOUT");
+    w.wait_for(|e| e["dst"] == dst && pred(e), Duration::from_secs(20))
+        .expect("the failure event")
+}
+
+fn arms_the_trace(ev: &Value) -> bool {
+    evidence_has(ev, "--trace-firewall: the next connections")
+}
+
+#[test]
+fn trace_firewall_names_the_rule_counters_cannot_and_leaves_the_ruleset_as_found() {
+    let Some(_one) = root_serial() else {
+        return;
+    };
+    let h = two_hosts("fw-trace");
+    // Two drop rules without counters both match: only a trace can say which one fired (the
+    // chain with the lower priority, in table inet nltest).
+    let second_table = format!(
+        "table ip nltest2 {{\n chain output {{\n  type filter hook output priority 10;\n  ip daddr {SERVER4} drop\n }}\n}}\n"
+    );
+    let rules = chain("output", &["tcp dport 443 drop"]) + &second_table;
+    h.client.nft(&rules).unwrap();
+    let before = ruleset(&h.client);
+    let dst = format!("{SERVER4}:443");
+
+    let w = watch_tracing(&h.client);
+    let table = format!("netladder_trace_{}", w.pid());
+    let first = trace_round(&h, &w, &dst, |_| true);
+    if !hook_attached(&w, "kfree_skb") {
+        w.stop().unwrap();
+        assert_eq!(
+            ruleset(&h.client),
+            before,
+            "nothing traced, nothing changed"
+        );
+        skip("kfree_skb drop reasons are not available: no firewall drop is seen, none traced");
+        return;
+    }
+    assert_eq!(first["cause"], "firewall_drop", "{first:#}");
+    assert!(
+        arms_the_trace(&first),
+        "the first failure arms the trace: {first:#}"
+    );
+    assert!(
+        ruleset(&h.client).contains(&table),
+        "the trace table {table} is in place while tracing"
+    );
+    let second = trace_round(&h, &w, &dst, |e| e["firewall"]["certainty"] == "traced");
+    let fw = rule_is(
+        &second,
+        ("nftables", "inet", "nltest", "output", "output", "traced"),
+    );
+    text_has(fw, "tcp dport 443 drop");
+    assert!(
+        evidence_has(
+            &second,
+            "dropped by nftables: table inet nltest, chain output"
+        ),
+        "{second:#}"
+    );
+    w.stop().unwrap();
+    assert_eq!(ruleset(&h.client), before, "after Ctrl-C, byte for byte");
+
+    // Killed while tracing: the table goes with the process (5.12+) or at the next start.
+    let w = watch_tracing(&h.client);
+    let ev = trace_round(&h, &w, &dst, arms_the_trace);
+    assert!(arms_the_trace(&ev));
+    w.kill().unwrap();
+    let w = watch_netns(&h.client);
+    assert_eq!(
+        ruleset(&h.client),
+        before,
+        "after SIGKILL and a new start, byte for byte"
+    );
+    w.stop().unwrap();
+}
+
+#[test]
+fn trace_firewall_names_an_iptables_nft_rule_on_the_peer() {
+    let Some(_one) = root_serial() else {
+        return;
+    };
+    let h = two_hosts("fw-trace-ipt");
+    h.server
+        .iptables(&["-A", "INPUT", "-p", "tcp", "--dport", "8443", "-j", "DROP"])
+        .unwrap();
+    let before = ruleset(&h.server);
+    let dst = format!("{SERVER4}:8443");
+    let w = watch_tracing(&h.client);
+    let first = trace_round(&h, &w, &dst, |_| true);
+    if !hook_attached(&w, "kfree_skb") {
+        w.stop().unwrap();
+        skip("kfree_skb drop reasons are not available: no firewall drop is seen, none traced");
+        return;
+    }
+    assert!(arms_the_trace(&first), "{first:#}");
+    let second = trace_round(&h, &w, &dst, |e| e["firewall"]["certainty"] == "traced");
+    let fw = rule_is(
+        &second,
+        ("iptables-nft", "ip", "filter", "INPUT", "input", "traced"),
+    );
+    text_has(fw, "8443");
+    w.stop().unwrap();
+    assert_eq!(
+        ruleset(&h.server),
+        before,
+        "the peer's ruleset, byte for byte"
+    );
+}
+
+/// Removes a file when dropped, also when the test fails.
+struct RemoveOnDrop(std::path::PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+#[test]
+fn a_trace_table_left_by_a_run_killed_on_an_old_kernel_is_removed_at_the_next_start() {
+    let Some(_one) = root_serial() else {
+        return;
+    };
+    // Before 5.12 the table outlives a killed netladder; what such a run leaves behind is a
+    // table without owner and the state file naming its namespace. Recreate exactly that.
+    let h = two_hosts("fw-leftover");
+    let before = ruleset(&h.client);
+    let mut gone = std::process::Command::new("true").spawn().unwrap();
+    gone.wait().unwrap();
+    let dead = gone.id();
+    let table = format!("netladder_trace_{dead}");
+    h.client
+        .nft(&format!(
+            "table inet {table} {{\n chain out {{\n  type filter hook output priority -2147483648;\n }}\n}}\n"
+        ))
+        .unwrap();
+    std::fs::create_dir_all("/run/netladder").unwrap();
+    let state = RemoveOnDrop(format!("/run/netladder/trace-{dead}").into());
+    std::fs::write(&state.0, format!("{}\n", h.client.inode())).unwrap();
+    assert!(ruleset(&h.client).contains(&table));
+
+    let w = watch_netns(&h.server);
+    let (_, stderr) = w.stop().unwrap();
+    assert_eq!(ruleset(&h.client), before, "the leftover table is gone");
+    assert!(
+        stderr.contains(&format!("removed the trace table inet {table}")),
+        "netladder says what it removed: {stderr}"
+    );
+    assert!(!state.0.exists(), "the state file is gone");
+}
+
+#[test]
+fn conntrack_invalid_reply_dropped_after_a_notrack_rule_is_named() {
+    let Some(_one) = root_serial() else {
+        return;
+    };
+    // A classic: a notrack rule exempts the outgoing SYN from connection tracking, so the
+    // server's SYN-ACK arrives for a connection conntrack never saw: INVALID, and dropped.
+    let h = two_hosts("fw-ctinvalid");
+    let _server = Peer::listen(Some(&h.server), &format!("{SERVER4}:7000"), &[]).unwrap();
+    h.client
+        .nft(&format!(
+            "table inet nltest {{\n chain raw {{\n  type filter hook output priority -300;\n  tcp dport 7000 notrack\n }}\n{}",
+            chain("input", &["ct state invalid counter drop"]).trim_start_matches("table inet nltest {\n")
+        ))
+        .unwrap();
+    provoke(&h, 7000, "ETIMEDOUT", ("023", "firewall_drop"), |ev| {
+        let fw = rule_is(
+            ev,
+            ("nftables", "inet", "nltest", "input", "input", "likely"),
+        );
+        text_has(fw, "ct state invalid");
+        assert!(fw["packets"].as_u64().is_some_and(|n| n >= 1), "{ev:#}");
+        assert!(
+            evidence_has(ev, "connection tracking found the packet INVALID"),
+            "{ev:#}"
+        );
+    });
+}
+
+#[test]
+fn reject_with_icmp_port_unreachable_on_the_peer_is_told_from_a_closed_port() {
+    let Some(_one) = root_serial() else {
+        return;
+    };
+    // The client gets ECONNREFUSED as from a closed port, yet a listener is there: the peer's
+    // firewall answered for it.
+    let h = two_hosts("fw-icmpport");
+    let _srv = Peer::listen(Some(&h.server), &format!("{SERVER4}:9090"), &[]).unwrap();
+    h.server
+        .iptables(&[
+            "-A",
+            "INPUT",
+            "-p",
+            "tcp",
+            "--dport",
+            "9090",
+            "-j",
+            "REJECT",
+            "--reject-with",
+            "icmp-port-unreachable",
+        ])
+        .unwrap();
+    provoke(
+        &h,
+        9090,
+        "ECONNREFUSED",
+        ("021", "firewall_reject_icmp"),
+        |ev| {
+            let fw = rule_is(
+                ev,
+                ("iptables-nft", "ip", "filter", "INPUT", "input", "certain"),
+            );
+            text_has(fw, "--reject-with icmp-port-unreachable");
+            assert!(
+                fw["packets"].as_u64().is_some_and(|n| n >= 1),
+                "the SYNs were counted: {ev:#}"
+            );
+        },
+    );
+}

@@ -9,6 +9,7 @@ use std::{
 use anyhow::{anyhow, Result};
 
 use super::firewall::{self, Attribution, Certainty, RuleKey};
+use super::nftrace::{Armed, Flow, Tracer};
 use super::{iptables, link, neigh, netns::run_in_netns, nft, ports, route};
 use crate::classify::{Failure, FirewallRule, FirewallSeen, Lookup};
 
@@ -20,6 +21,8 @@ pub struct Enricher {
     /// Firewall rule counters as last read, per namespace: a rule whose counter rose since
     /// is one that dropped packets meanwhile.
     counters: HashMap<u32, HashMap<RuleKey, u64>>,
+    /// `--trace-firewall`: traces the flows that firewall drops fail.
+    tracer: Option<Tracer>,
 }
 
 type Key = (Lookup, u32, Option<SocketAddr>, Option<SocketAddr>);
@@ -34,6 +37,21 @@ struct Found {
 impl Enricher {
     const TTL: Duration = Duration::from_secs(1);
     const MAX: usize = 4096;
+
+    /// An enricher that also traces failing flows through nftables (`--trace-firewall`).
+    pub fn tracing() -> Self {
+        Enricher {
+            tracer: Some(Tracer::new()),
+            ..Enricher::default()
+        }
+    }
+
+    /// Reads the trace messages waiting, so the kernel never has to discard them.
+    pub fn poll_traces(&mut self) {
+        if let Some(t) = &mut self.tracer {
+            t.poll();
+        }
+    }
 
     pub fn enrich(&mut self, f: &mut Failure) {
         if f.lookup == Lookup::None {
@@ -88,7 +106,11 @@ impl Enricher {
             }
         };
         let before = self.counters.remove(&netns).unwrap_or_default();
-        let att = firewall::attribute(&rules, &before, &seen);
+        let traced = self.tracer.as_mut().and_then(|t| t.hit(netns, src, dst));
+        let att = match &traced {
+            Some(hit) => firewall::attribute_traced(&rules, &before, hit),
+            None => firewall::attribute(&rules, &before, &seen),
+        };
         // The next baseline is this read: rules deleted meanwhile are forgotten, and the
         // namespaces remembered stay bounded like the look-up cache.
         if self.counters.len() >= Self::MAX {
@@ -125,6 +147,7 @@ impl Enricher {
                 certainty: match certainty {
                     Certainty::Certain => "certain",
                     Certainty::Likely => "likely",
+                    Certainty::Traced => "traced",
                 },
             });
         }
@@ -132,7 +155,43 @@ impl Enricher {
             "{} (rules and counters read in netns {netns})",
             firewall::describe(&att, &seen)
         ));
+        if let Attribution::Rule { rule, .. } = &att {
+            f.evidence.extend(firewall::hint(rule));
+        }
         f.evidence.extend(notes);
+        if traced.is_none() {
+            if let Some(line) = self.trace_next(f, src, dst) {
+                f.evidence.push(line);
+            }
+        }
+    }
+
+    /// With `--trace-firewall`, has the flow of a failure the trace did not explain traced
+    /// from now on; returns the evidence line that says so (or why not).
+    fn trace_next(&mut self, f: &Failure, src: SocketAddr, dst: SocketAddr) -> Option<String> {
+        let tracer = self.tracer.as_mut()?;
+        let netns = f.evidence_netns;
+        let flow = Flow {
+            src: src.ip(),
+            dst: dst.ip(),
+            dport: dst.port(),
+        };
+        let hint = (netns == f.proc.netns).then_some(f.proc.pid);
+        let lost = match tracer.overruns(netns) {
+            0 => String::new(),
+            n => format!(" ({n} trace reads overran: messages may be missing)"),
+        };
+        Some(match tracer.arm(netns, hint, flow) {
+            Ok(Armed::New) => format!(
+                "--trace-firewall: the next connections from {} to {dst} are traced through nftables in netns {netns} (table {}); their failures will name the rule from the kernel's trace",
+                src.ip(),
+                tracer.table()
+            ),
+            Ok(Armed::Already) => format!(
+                "--trace-firewall: no nftables rule or policy was traced dropping this connection: the drop came from outside nftables (iptables-legacy, connection tracking...) or the connection began before tracing did{lost}"
+            ),
+            Err(e) => format!("--trace-firewall: could not trace this flow: {e:#}"),
+        })
     }
 }
 

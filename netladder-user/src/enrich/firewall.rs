@@ -131,6 +131,19 @@ pub enum Certainty {
     Certain,
     /// One candidate, but without a counter (or with tests netladder cannot check).
     Likely,
+    /// The kernel's nftables trace of the flow named the rule (`--trace-firewall`).
+    Traced,
+}
+
+/// The rule (or policy) an nftables trace saw give a packet its drop verdict.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Traced {
+    /// "ip", "ip6", "inet"...
+    pub family: String,
+    pub table: String,
+    pub chain: String,
+    /// "handle 7", or "policy".
+    pub id: String,
 }
 
 /// The verdict of the attribution.
@@ -260,6 +273,59 @@ pub fn attribute(
             rules.len(),
             plural(rules.len() as u64)
         )
+    })
+}
+
+/// The attribution an nftables trace gives: the traced rule, completed from the ruleset just
+/// read (its text, hook and counter) when it is still there.
+pub fn attribute_traced(
+    rules: &[Rule],
+    before: &std::collections::HashMap<RuleKey, u64>,
+    hit: &Traced,
+) -> Attribution {
+    let found = rules.iter().find(|r| {
+        matches!(r.backend, Backend::Nftables | Backend::IptablesNft)
+            && (&r.family, &r.table, &r.chain, &r.id)
+                == (&hit.family, &hit.table, &hit.chain, &hit.id)
+    });
+    let rule = found.cloned().unwrap_or_else(|| Rule {
+        backend: Backend::Nftables,
+        family: hit.family.clone(),
+        table: hit.table.clone(),
+        chain: hit.chain.clone(),
+        hook: None,
+        priority: None,
+        id: hit.id.clone(),
+        text: "(no longer in the ruleset)".to_owned(),
+        packets: None,
+        action: Action::Drop,
+        matches: Matches::Unknown,
+    });
+    let (delta, first_read) = match rule.packets {
+        Some(now) => match before.get(&key(&rule)) {
+            Some(prev) => (Some(now.saturating_sub(*prev)), false),
+            None => (Some(now), true),
+        },
+        None => (None, false),
+    };
+    Attribution::Rule {
+        rule,
+        delta,
+        first_read,
+        certainty: Certainty::Traced,
+        why: "traced: the kernel's nftables trace of this connection shows this verdict".to_owned(),
+    }
+}
+
+/// What the named rule's own test says about the cause, when it is not the packet's addresses
+/// or ports: a conntrack INVALID match means connection tracking rejected the packet first.
+pub fn hint(r: &Rule) -> Option<String> {
+    let t = r.text.to_ascii_lowercase();
+    let invalid = (t.contains("ct state") && t.contains("invalid"))
+        || ((t.contains("--ctstate") || t.contains("--state")) && t.contains("invalid"));
+    invalid.then(|| {
+        "connection tracking found the packet INVALID (it fits no connection conntrack tracks):          typically a reply to a packet a `notrack` rule exempted, a stale or half-closed entry,          or replies taking another path than requests; list the raw-table notrack rules          and `conntrack -L` for this flow"
+            .to_owned()
     })
 }
 

@@ -17,12 +17,9 @@ use anyhow::{bail, Context};
 use netlink_sys::{protocols::NETLINK_NETFILTER, Socket, SocketAddr};
 
 use super::firewall::{Action, Backend, Hook, Matches, Packet, Rule};
+use super::nfnl::*;
 
-const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
-const NLM_F_REQUEST_DUMP: u16 = 0x1 | 0x300;
-const NLM_F_DUMP_INTR: u16 = 0x10;
-const NFNL_SUBSYS_NFTABLES: u16 = 10;
+const NLM_F_REQUEST_DUMP: u16 = NLM_F_REQUEST | 0x300;
 /// NFT_MSG_GETTABLE, GETCHAIN, GETRULE; the dumps answer with NEWTABLE (0), NEWCHAIN (3) and
 /// NEWRULE (6), one lower.
 const GET_MSGS: [u16; 3] = [1, 4, 7];
@@ -90,57 +87,6 @@ fn no_nftables(errno: i32, first: bool) -> bool {
         || (first && errno == EINVAL)
 }
 
-/// One nf_tables message of a dump: type within the subsystem, nfgenmsg family, attributes.
-#[derive(Debug, PartialEq, Eq)]
-struct NfMsg {
-    kind: u16,
-    family: u8,
-    attrs: Vec<u8>,
-}
-
-/// What one datagram of a dump held.
-#[derive(Debug, Default)]
-struct Batch {
-    msgs: Vec<NfMsg>,
-    done: bool,
-    /// A positive errno from NLMSG_ERROR or NLMSG_DONE.
-    errno: Option<i32>,
-    /// The ruleset changed during the dump (NLM_F_DUMP_INTR).
-    interrupted: bool,
-}
-
-/// Splits a datagram into messages: native-endian nlmsghdr (len u32, type u16, flags u16,
-/// seq u32, pid u32), the 4-byte nfgenmsg, then attributes.
-fn parse_datagram(buf: &[u8]) -> anyhow::Result<Batch> {
-    let mut batch = Batch::default();
-    let mut rest = buf;
-    while rest.len() >= 16 {
-        let len = u32::from_ne_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
-        let (kind, flags) = (ne16(&rest[4..]), ne16(&rest[6..]));
-        if len < 16 || len > rest.len() {
-            bail!("malformed nfnetlink reply: a message of length {len}");
-        }
-        let payload = &rest[16..len];
-        let code = native_u32(payload).map_or(0, |c| c as i32);
-        batch.interrupted |= flags & NLM_F_DUMP_INTR != 0;
-        match kind {
-            NLMSG_ERROR | NLMSG_DONE if code < 0 => batch.errno = Some(code.saturating_neg()),
-            NLMSG_DONE => batch.done = true,
-            _ if kind >> 8 == NFNL_SUBSYS_NFTABLES && payload.len() >= 4 => {
-                let (family, attrs) = (payload[0], payload[4..].to_vec());
-                batch.msgs.push(NfMsg {
-                    kind: kind & 0xff,
-                    family,
-                    attrs,
-                });
-            }
-            _ => {}
-        }
-        rest = &rest[len.next_multiple_of(4).min(rest.len())..];
-    }
-    Ok(batch)
-}
-
 /// The dump request for NFT_MSG_GET* `msg`: nlmsghdr plus nfgenmsg {NFPROTO_UNSPEC, v0, 0}.
 fn request(msg: u16, seq: u32) -> Vec<u8> {
     let kind = (NFNL_SUBSYS_NFTABLES << 8) | msg;
@@ -152,13 +98,8 @@ fn request(msg: u16, seq: u32) -> Vec<u8> {
     [head.concat(), vec![0; 8]].concat()
 }
 
-fn pack16(a: u16, b: u16) -> [u8; 4] {
-    let (a, b) = (a.to_ne_bytes(), b.to_ne_bytes());
-    [a[0], a[1], b[0], b[1]]
-}
-
 /// Runs one dump to its end, again when the kernel flags it inconsistent. None: no nf_tables.
-fn dump(socket: &Socket, msg: u16, first: bool) -> anyhow::Result<Option<Vec<NfMsg>>> {
+pub(super) fn dump(socket: &Socket, msg: u16, first: bool) -> anyhow::Result<Option<Vec<NfMsg>>> {
     for attempt in 0..4 {
         let req = request(msg, u32::from(msg) << 8 | attempt);
         socket
@@ -188,65 +129,6 @@ fn dump(socket: &Socket, msg: u16, first: bool) -> anyhow::Result<Option<Vec<NfM
         }
     }
     bail!("the nf_tables ruleset kept changing during the dump")
-}
-
-/// Walks netlink attributes, yielding (type without NLA_F_NESTED/NLA_F_NET_BYTEORDER, payload).
-/// Stops at the first malformed header.
-struct Attrs<'a>(&'a [u8]);
-
-impl<'a> Iterator for Attrs<'a> {
-    type Item = (u16, &'a [u8]);
-
-    fn next(&mut self) -> Option<Self::Item> {
-        let buf = self.0;
-        let len = usize::from(ne16(buf.get(..2)?));
-        if len < 4 || len > buf.len() {
-            self.0 = &[];
-            return None;
-        }
-        self.0 = &buf[len.next_multiple_of(4).min(buf.len())..];
-        Some((ne16(&buf[2..]) & 0x3fff, &buf[4..len]))
-    }
-}
-
-fn ne16(b: &[u8]) -> u16 {
-    u16::from_ne_bytes([b[0], b[1]])
-}
-
-fn native_u32(d: &[u8]) -> Option<u32> {
-    Some(u32::from_ne_bytes(d.get(..4)?.try_into().ok()?))
-}
-
-fn attr(buf: &[u8], kind: u16) -> Option<&[u8]> {
-    Attrs(buf).find(|(k, _)| *k == kind).map(|(_, d)| d)
-}
-
-/// Integers in nf_tables attributes are big-endian.
-fn attr_u32(buf: &[u8], kind: u16) -> Option<u32> {
-    Some(u32::from_be_bytes(
-        attr(buf, kind)?.get(..4)?.try_into().ok()?,
-    ))
-}
-
-fn attr_u64(buf: &[u8], kind: u16) -> Option<u64> {
-    Some(u64::from_be_bytes(
-        attr(buf, kind)?.get(..8)?.try_into().ok()?,
-    ))
-}
-
-/// A string up to its NUL.
-fn text(d: &[u8]) -> String {
-    let end = d.iter().position(|&b| b == 0).unwrap_or(d.len());
-    String::from_utf8_lossy(&d[..end]).into_owned()
-}
-
-fn attr_str(buf: &[u8], kind: u16) -> Option<String> {
-    attr(buf, kind).map(text)
-}
-
-/// The NFTA_DATA_VALUE (1) bytes inside nested data attribute `kind`.
-fn attr_value(buf: &[u8], kind: u16) -> Option<Vec<u8>> {
-    attr(attr(buf, kind)?, 1).map(<[u8]>::to_vec)
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -334,6 +216,8 @@ enum Expr {
     Xt {
         target: bool,
         name: String,
+        /// The extension's own data (NFTA_TARGET_INFO / NFTA_MATCH_INFO), host byte order.
+        info: Vec<u8>,
     },
     Log,
     /// Anything else, or a statement form (`meta mark set ...`), by name.
@@ -468,6 +352,7 @@ fn decode_expr(name: &str, d: &[u8]) -> Option<Expr> {
         "match" | "target" => Expr::Xt {
             target: name == "target",
             name: attr_str(d, 1)?,
+            info: attr(d, 3).map(<[u8]>::to_vec).unwrap_or_default(),
         },
         "log" => Expr::Log,
         _ => return None,
@@ -1027,9 +912,14 @@ fn analyse(rule: &NftRule, packet: &Packet) -> Analysis {
                     }
                 )
             }
-            Expr::Xt { target, name } => {
+            Expr::Xt { target, name, info } => {
+                let with = (*target && name == "REJECT")
+                    .then(|| xt_reject_with(rule.family, info))
+                    .flatten();
                 let xt_action = match (*target, name.as_str()) {
-                    (true, "REJECT") => Some(Action::Reject(String::new())),
+                    (true, "REJECT") => Some(Action::Reject(
+                        with.map(|(_, w)| w.to_owned()).unwrap_or_default(),
+                    )),
                     (true, "DROP") => Some(Action::Drop),
                     (true, _) => None,
                     (false, _) => {
@@ -1038,7 +928,11 @@ fn analyse(rule: &NftRule, packet: &Packet) -> Analysis {
                     }
                 };
                 action = action.or(xt_action);
-                format!("xt {} {name}", if *target { "target" } else { "match" })
+                let kind = if *target { "target" } else { "match" };
+                match with {
+                    Some((opt, _)) => format!("xt {kind} {name} --reject-with {opt}"),
+                    None => format!("xt {kind} {name}"),
+                }
             }
             Expr::Other(name) => {
                 w.unknown = true;
@@ -1167,6 +1061,40 @@ fn reject_text(kind: u32, code: u8, l3: Option<u8>) -> String {
 
 /// A verdict code: NF_ACCEPT 1, NFT_CONTINUE -1, NFT_BREAK -2, NFT_JUMP -3, NFT_GOTO -4,
 /// NFT_RETURN -5; NF_DROP 0 and NF_QUEUE 3 in the low byte (errno or queue number above).
+/// The `--reject-with` of an iptables-nft REJECT target, from its info (enum ipt_reject_with
+/// or ip6t_reject_with, host order): (iptables option, the kind as nft words).
+fn xt_reject_with(family: u8, info: &[u8]) -> Option<(&'static str, &'static str)> {
+    let with = native_u32(info)?;
+    let v4 = [
+        ("icmp-net-unreachable", "icmp net-unreachable"),
+        ("icmp-host-unreachable", "icmp host-unreachable"),
+        ("icmp-proto-unreachable", "icmp prot-unreachable"),
+        ("icmp-port-unreachable", "icmp port-unreachable"),
+        ("echo-reply", "echo-reply"),
+        ("icmp-net-prohibited", "icmp net-prohibited"),
+        ("icmp-host-prohibited", "icmp host-prohibited"),
+        ("tcp-reset", "tcp reset"),
+        ("icmp-admin-prohibited", "icmp admin-prohibited"),
+    ];
+    let v6 = [
+        ("icmp6-no-route", "icmpv6 no-route"),
+        ("icmp6-adm-prohibited", "icmpv6 admin-prohibited"),
+        ("icmp6-not-neighbour", "icmpv6 not-neighbour"),
+        ("icmp6-addr-unreachable", "icmpv6 addr-unreachable"),
+        ("icmp6-port-unreachable", "icmpv6 port-unreachable"),
+        ("echo-reply", "echo-reply"),
+        ("tcp-reset", "tcp reset"),
+        ("icmp6-policy-fail", "icmpv6 policy-fail"),
+        ("icmp6-reject-route", "icmpv6 reject-route"),
+    ];
+    let table: &[_] = match family {
+        IPV4 => &v4,
+        IPV6 => &v6,
+        _ => return None,
+    };
+    table.get(usize::try_from(with).ok()?).copied()
+}
+
 fn verdict_text(code: i32, chain: &Option<String>) -> String {
     let target = chain.as_deref().unwrap_or("?");
     match code {
@@ -1186,48 +1114,24 @@ fn verdict_text(code: i32, chain: &Option<String>) -> String {
 mod tests {
     use super::*;
 
-    /// A test-only netlink attribute writer (native-endian header, 4-byte padding).
-    fn nla(kind: u16, payload: &[u8]) -> Vec<u8> {
-        let len = 4 + payload.len();
-        let mut v = [&pack16(len as u16, kind)[..], payload].concat();
-        v.resize(len.next_multiple_of(4), 0);
-        v
-    }
-
-    fn nest(kind: u16, children: &[Vec<u8>]) -> Vec<u8> {
-        nla(kind | 0x8000, &children.concat())
-    }
-
-    fn be(kind: u16, v: u32) -> Vec<u8> {
-        nla(kind, &v.to_be_bytes())
-    }
-
-    fn st(kind: u16, v: &str) -> Vec<u8> {
-        nla(kind, format!("{v}\0").as_bytes())
-    }
-
-    fn data(kind: u16, bytes: &[u8]) -> Vec<u8> {
-        nest(kind, &[nla(1, bytes)])
-    }
-
     /// An NFTA_LIST_ELEM with the expression's name and data.
     fn expr(name: &str, data: &[Vec<u8>]) -> Vec<u8> {
-        nest(1, &[st(1, name), nest(2, data)])
+        nest(1, &[string(1, name), nest(2, data)])
     }
 
     fn meta(key: u32) -> Vec<u8> {
-        expr("meta", &[be(2, key), be(1, 1)])
+        expr("meta", &[be32(2, key), be32(1, 1)])
     }
 
     fn payload(base: u32, offset: u32, len: u32) -> Vec<u8> {
         expr(
             "payload",
-            &[be(1, 1), be(2, base), be(3, offset), be(4, len)],
+            &[be32(1, 1), be32(2, base), be32(3, offset), be32(4, len)],
         )
     }
 
     fn cmp(op: u32, bytes: &[u8]) -> Vec<u8> {
-        expr("cmp", &[be(1, 1), be(2, op), data(3, bytes)])
+        expr("cmp", &[be32(1, 1), be32(2, op), data(3, bytes)])
     }
 
     fn counter(packets: u64) -> Vec<u8> {
@@ -1238,21 +1142,24 @@ mod tests {
     }
 
     fn verdict(code: i32, chain: &str) -> Vec<u8> {
-        let v = nest(2, &[nest(2, &[be(1, code as u32), st(2, chain)])]);
-        expr("immediate", &[be(1, 0), v])
+        let v = nest(2, &[nest(2, &[be32(1, code as u32), string(2, chain)])]);
+        expr("immediate", &[be32(1, 0), v])
     }
 
     fn reject(kind: u32, code: u8) -> Vec<u8> {
-        expr("reject", &[be(1, kind), nla(2, &[code])])
+        expr("reject", &[be32(1, kind), nla(2, &[code])])
     }
 
     fn bitwise(mask: &[u8]) -> Vec<u8> {
-        let (len, xor) = (be(3, mask.len() as u32), data(5, &vec![0; mask.len()]));
-        expr("bitwise", &[be(1, 1), be(2, 1), len, data(4, mask), xor])
+        let (len, xor) = (be32(3, mask.len() as u32), data(5, &vec![0; mask.len()]));
+        expr(
+            "bitwise",
+            &[be32(1, 1), be32(2, 1), len, data(4, mask), xor],
+        )
     }
 
     fn ct_state(mask: u32) -> Vec<Vec<u8>> {
-        let ct = expr("ct", &[be(1, 1), be(2, 0)]);
+        let ct = expr("ct", &[be32(1, 1), be32(2, 0)]);
         vec![ct, bitwise(&mask.to_ne_bytes()), cmp(CMP_NEQ, &[0; 4])]
     }
 
@@ -1279,8 +1186,8 @@ mod tests {
         let udata = [&[0, comment.len() as u8 + 1], comment.as_bytes(), &[0]].concat();
         let handle = nla(3, &7u64.to_be_bytes());
         [
-            st(1, "t"),
-            st(2, "c"),
+            string(1, "t"),
+            string(2, "c"),
             handle,
             nest(4, exprs),
             nla(7, &udata),
@@ -1327,9 +1234,9 @@ mod tests {
 
     #[test]
     fn attribute_parsing() {
-        let buf = [nla(1, b"ab"), nest(2, &[be(1, 3)]), nla(3, &[])].concat();
+        let buf = [nla(1, b"ab"), nest(2, &[be32(1, 3)]), nla(3, &[])].concat();
         let all: Vec<(u16, Vec<u8>)> = Attrs(&buf).map(|(k, d)| (k, d.to_vec())).collect();
-        assert_eq!(all, [(1, b"ab".to_vec()), (2, be(1, 3)), (3, vec![])]);
+        assert_eq!(all, [(1, b"ab".to_vec()), (2, be32(1, 3)), (3, vec![])]);
         assert_eq!(
             Attrs(&buf[..buf.len() - 2]).count(),
             2,
@@ -1337,8 +1244,8 @@ mod tests {
         );
         assert_eq!(Attrs(&[0xff, 0xff, 1, 0, 9]).count(), 0);
 
-        let hook = nest(4, &[be(1, 1), be(2, -150i32 as u32)]);
-        let chain = [st(1, "filter"), st(3, "INPUT"), hook, be(5, 0)].concat();
+        let hook = nest(4, &[be32(1, 1), be32(2, -150i32 as u32)]);
+        let chain = [string(1, "filter"), string(3, "INPUT"), hook, be32(5, 0)].concat();
         let c = parse_chain(IPV4, &chain).unwrap();
         assert_eq!((&*c.table, &*c.name), ("filter", "INPUT"));
         assert_eq!((c.hook, c.policy), (Some((1, -150)), Some(0)));
@@ -1420,11 +1327,25 @@ mod tests {
             "reject with icmpx admin-prohibited"
         );
         let xt = [
-            expr("match", &[st(1, "tcp")]),
-            expr("target", &[st(1, "REJECT")]),
+            expr("match", &[string(1, "tcp")]),
+            expr("target", &[string(1, "REJECT")]),
         ];
         let expected = ("xt match tcp xt target REJECT".into(), rejects(""));
         assert_eq!(describe(IPV4, &xt), expected);
+        let port = [expr(
+            "target",
+            &[string(1, "REJECT"), nla(3, &3u32.to_ne_bytes())],
+        )];
+        let expected = (
+            "xt target REJECT --reject-with icmp-port-unreachable".into(),
+            rejects("icmp port-unreachable"),
+        );
+        assert_eq!(describe(IPV4, &port), expected);
+        let reset6 = [expr(
+            "target",
+            &[string(1, "REJECT"), nla(3, &6u32.to_ne_bytes())],
+        )];
+        assert_eq!(describe(IPV6, &reset6).1, rejects("tcp reset"));
     }
 
     #[test]
