@@ -231,4 +231,17 @@ fn stopping_or_killing_leaves_nothing_attached() {
         wait_until(|| !ours.iter().any(|id| prog_exists(*id))),
         "detached after SIGKILL"
     );
+
+    // And a new start after the kill works as the first did.
+    ns.ip(&["link", "set", "lo", "up"]).unwrap();
+    let w = Watch::start(&args).unwrap();
+    fails_with(
+        connect(Some(&ns), "127.0.0.1:9", &[]).unwrap(),
+        "ECONNREFUSED",
+    );
+    let ev = w
+        .wait_for(|e| e["dst"] == "127.0.0.1:9", Duration::from_secs(10))
+        .unwrap();
+    assert_eq!(ev["code"], "021", "{ev:#}");
+    w.stop().unwrap();
 }
