@@ -17,12 +17,61 @@ pub struct Cli {
     pub command: Command,
 }
 
+// Parsed once at start: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Stream one event per failed connection, as it fails.
     Watch(WatchArgs),
     /// Load and attach every program, show which hooks this kernel allows and what is degraded.
     Hooks(HooksArgs),
+    /// Write the man pages and shell completions into DIR (for packaging).
+    #[command(hide = true)]
+    Assets {
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
+    /// Walk the ladder for one target, link to application, and name the first broken rung.
+    #[command(after_help = DIAGNOSE_EXIT)]
+    Diagnose(DiagnoseArgs),
+    /// Explain a ladder code (#021-#030): meaning, causes, detection, commands to confirm it.
+    Explain(ExplainArgs),
+}
+
+/// The exit statuses of `diagnose`, shown by `netladder diagnose --help`.
+pub const DIAGNOSE_EXIT: &str = "Exit status: 0 the target is reachable (every rung passed; warnings \
+allowed); 1 bad target or environment (one line on stderr); 2 bad command line; 3 a rung failed: the \
+target is not reachable, the verdict names the code.";
+
+#[derive(Args, Debug)]
+pub struct DiagnoseArgs {
+    /// HOST[:PORT], [IPV6]:PORT or an address; the port defaults to 443 with --tls, else 80.
+    #[arg(value_name = "HOST[:PORT]")]
+    pub target: String,
+    /// Also make a TLS handshake and check the certificate (implied on port 443).
+    #[arg(long)]
+    pub tls: bool,
+    /// Trust this CA certificate (PEM) for --tls, besides the system's roots (repeatable).
+    #[arg(long, value_name = "PEM")]
+    pub ca: Vec<PathBuf>,
+    /// Print the report as one JSON document.
+    #[arg(long)]
+    pub json: bool,
+    /// Seconds to wait for the TCP connection (and for the TLS handshake).
+    #[arg(long, value_name = "SECS", default_value_t = 5.0)]
+    pub timeout: f64,
+    #[command(flatten)]
+    pub hooks: HookOpts,
+}
+
+#[derive(Args, Debug)]
+pub struct ExplainArgs {
+    /// The code: 021, 21, #021 or a short name such as refused; none lists them all.
+    #[arg(value_name = "CODE")]
+    pub code: Option<String>,
+    /// Print JSON (an array without CODE).
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -88,6 +137,31 @@ pub struct WatchArgs {
     /// Seconds between lost-event reports (printed only when something was lost).
     #[arg(long, value_name = "SECS", default_value_t = 10.0)]
     pub stats_interval: f64,
+    /// Serve Prometheus metrics at http://ADDR/metrics (HOST:PORT or a port; 127.0.0.1:9464
+    /// when no address is given).
+    /// Given twice, the last one counts.
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, overrides_with = "metrics",
+          default_missing_value = crate::metrics::DEFAULT_ADDR, value_parser = crate::metrics::parse_addr)]
+    pub metrics: Option<std::net::SocketAddr>,
+    /// Distinct values kept per open-ended metric label (comm, netns, container, pod, firewall
+    /// chain); later values are counted as "other".
+    #[arg(long, value_name = "N", default_value_t = 32)]
+    pub metrics_label_limit: usize,
+    /// Append the lines to this file instead of stdout; it is reopened when rotated away (renamed
+    /// or deleted) and on SIGHUP.
+    #[arg(long, value_name = "PATH")]
+    pub output: Option<PathBuf>,
+    /// Journald-friendly lines: human lines with <N> priority prefixes (the default when stdout
+    /// is the journal and neither --json nor --output is given).
+    #[arg(long, conflicts_with = "json")]
+    pub journal: bool,
+    /// Only failures from this container: a container id (or its first 12+ digits) or name
+    /// (repeatable).
+    #[arg(long, value_name = "ID|NAME")]
+    pub container: Vec<String>,
+    /// Only failures from this Kubernetes pod: NAME, NAMESPACE/NAME or the pod UID (repeatable).
+    #[arg(long, value_name = "POD")]
+    pub pod: Vec<String>,
     #[command(flatten)]
     pub hooks: HookOpts,
 }

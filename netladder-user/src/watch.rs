@@ -1,8 +1,9 @@
 //! `netladder watch` and `netladder hooks`: start-up, the event loop, and shutdown.
 use std::{
     collections::HashMap,
-    io::{IsTerminal as _, Write as _},
+    io::IsTerminal as _,
     net::SocketAddr,
+    sync::Arc,
     time::{Duration, Instant, SystemTime},
 };
 
@@ -27,19 +28,26 @@ use crate::{
         loader::{self, Loaded},
         plan, tracefs,
     },
-    ladder, output, preflight,
+    ladder,
+    metrics::Metrics,
+    output, preflight, sink,
 };
 
 /// Everything running in the kernel, plus what we need to name its numbers.
-struct Session {
-    loaded: Loaded,
-    names: Names,
-    degraded: Vec<String>,
+pub(crate) struct Session {
+    pub(crate) loaded: Loaded,
+    pub(crate) names: Names,
+    pub(crate) degraded: Vec<String>,
 }
 
 /// Loads and attaches everything. `only_netns`: the one namespace to watch, filtered in the kernel
-/// so that failures elsewhere cost nothing (and cannot crowd the ring buffer).
-fn start(opts: &HookOpts, only_netns: Option<u32>) -> Result<Session> {
+/// so that failures elsewhere cost nothing (and cannot crowd the ring buffer). `include_self`:
+/// also see netladder's own connections (`diagnose` makes its probe itself); `watch` ignores them.
+pub(crate) fn start(
+    opts: &HookOpts,
+    only_netns: Option<u32>,
+    include_self: bool,
+) -> Result<Session> {
     for name in &opts.skip_hook {
         if !plan::HOOKS.iter().any(|h| h.program == name) {
             bail!("--skip-hook {name}: no such program (see `netladder hooks`)");
@@ -55,6 +63,9 @@ fn start(opts: &HookOpts, only_netns: Option<u32>) -> Result<Session> {
     let root = tracefs::root()?;
     let mut resolved = config::resolve(&btf, &root);
     resolved.config.only_netns = only_netns.unwrap_or(0);
+    if include_self {
+        resolved.config.self_tgid = 0;
+    }
     let kallsyms = Kallsyms::load();
     let mut unavailable = Vec::new();
     if resolved.config.reason_netfilter_drop == ABSENT
@@ -106,7 +117,7 @@ fn start(opts: &HookOpts, only_netns: Option<u32>) -> Result<Session> {
 }
 
 pub fn hooks(args: HooksArgs) -> Result<()> {
-    let s = start(&args.hooks, None)?;
+    let s = start(&args.hooks, None, false)?;
     if args.json {
         println!("{}", output::hooks_json(&s.loaded.outcomes, &s.degraded));
     } else {
@@ -122,7 +133,11 @@ pub fn hooks(args: HooksArgs) -> Result<()> {
 }
 
 pub fn run(args: WatchArgs) -> Result<()> {
-    let filter = Filter::new(&args.pid, &args.comm, &args.port, &args.netns, &args.code)?;
+    let filter = Filter::new(&args.pid, &args.comm, &args.port, &args.netns, &args.code)?
+        .with_workloads(&args.container, &args.pod)?;
+    if args.metrics_label_limit == 0 {
+        bail!("--metrics-label-limit must be at least 1");
+    }
     if args.duration.is_some_and(|d| !(d > 0.0 && d.is_finite())) {
         bail!("--duration must be a positive number of seconds");
     }
@@ -136,7 +151,25 @@ pub fn run(args: WatchArgs) -> Result<()> {
         [one] => u32::try_from(one).ok(),
         _ => None,
     };
-    let session = start(&args.hooks, only_netns)?;
+    // Where lines go, and the metrics listener: bad values fail before anything is loaded.
+    let journal = args.journal || (!args.json && args.output.is_none() && sink::is_journal(1));
+    sink::Sink::new(args.output.as_deref(), journal)?.install();
+    let metrics = match args.metrics {
+        Some(addr) => {
+            let m = Arc::new(Metrics::new(args.metrics_label_limit));
+            let bound = m.serve(addr)?;
+            sink::note(
+                sink::Priority::Info,
+                &format!("netladder: metrics at http://{bound}/metrics"),
+            );
+            Some(m)
+        }
+        None => None,
+    };
+    let session = start(&args.hooks, only_netns, false)?;
+    if let Some(m) = &metrics {
+        m.hooks(&session.loaded.outcomes, &session.degraded);
+    }
     // A run killed while it traced (--trace-firewall, kernels before 5.12) left its table.
     for line in enrich::nftrace::clean_leftovers() {
         eprintln!("netladder: {line}");
@@ -150,7 +183,7 @@ pub fn run(args: WatchArgs) -> Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    rt.block_on(event_loop(session, filter, tw, &args))
+    rt.block_on(event_loop(session, filter, tw, metrics, &args))
 }
 
 /// Tells what attached: one line on stderr (the table with -v), a "hooks" line in JSON mode.
@@ -161,20 +194,26 @@ fn announce(s: &Session, args: &WatchArgs) -> Result<()> {
         .iter()
         .filter(|o| o.status == plan::Status::Attached)
         .count();
-    eprintln!(
-        "netladder: watching ({attached} of {} hooks attached{})",
-        s.loaded.outcomes.len(),
-        if s.degraded.is_empty() {
-            ""
-        } else {
-            "; degraded, see below"
-        }
+    sink::note(
+        sink::Priority::Info,
+        &format!(
+            "netladder: watching ({attached} of {} hooks attached{})",
+            s.loaded.outcomes.len(),
+            if s.degraded.is_empty() {
+                ""
+            } else {
+                "; degraded, see below"
+            }
+        ),
     );
     if args.verbose {
         eprint!("{}", output::hooks_table(&s.loaded.outcomes));
     }
     for d in &s.degraded {
-        eprintln!("netladder: degraded: {d}");
+        sink::note(
+            sink::Priority::Warning,
+            &format!("netladder: degraded: {d}"),
+        );
     }
     if args.json {
         emit_line(&output::hooks_json(&s.loaded.outcomes, &s.degraded).to_string())?;
@@ -186,6 +225,7 @@ async fn event_loop(
     session: Session,
     filter: Filter,
     mut tw: TimeWaitCheck,
+    metrics: Option<Arc<Metrics>>,
     args: &WatchArgs,
 ) -> Result<()> {
     let Session {
@@ -206,6 +246,10 @@ async fn event_loop(
     .map_err(|e| anyhow::anyhow!("cannot poll the event ring buffer: {}", e.into_parts().1))?;
     let counters = loader::CounterReader::new(counters);
     let mut out = Output::new(args.json, filter);
+    out.metrics = metrics;
+    if args.output.is_some() || args.journal {
+        out.style.color = false;
+    }
     if args.trace_firewall {
         out.enricher = enrich::failure::Enricher::tracing();
     }
@@ -217,6 +261,11 @@ async fn event_loop(
     let mut stats_tick = tokio::time::interval(Duration::from_secs_f64(args.stats_interval));
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
+    // SIGHUP reopens --output (logrotate); without --output it keeps its default (terminate).
+    let mut sighup = match args.output {
+        Some(_) => Some(signal(SignalKind::hangup())?),
+        None => None,
+    };
     // Ready only once a signal can no longer kill netladder before its final report.
     if let Some(path) = &args.ready_file {
         std::fs::write(path, b"ready\n")
@@ -241,6 +290,17 @@ async fn event_loop(
                 for f in classifier.tick(monotonic_ns()) {
                     out.failure(f)?;
                 }
+                if let Some(m) = &out.metrics {
+                    m.health(&counters.read(), classifier.unclassified);
+                }
+            }
+            Some(_) = async {
+                match sighup.as_mut() {
+                    Some(s) => s.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                sink::reopen()?;
             }
             _ = stats_tick.tick() => {
                 for line in tw.check(&out) {
@@ -315,6 +375,9 @@ impl TimeWaitCheck {
             self.warned.insert(dst, now);
             let summary = enrich::ports::describe_time_wait_pressure(dst, count, range);
             lines.push(out.warning_028(inode, dst, count, range, &summary));
+            if let Some(m) = &out.metrics {
+                m.warning(28);
+            }
         }
         lines
     }
@@ -327,6 +390,17 @@ fn drain(
     classifier: &mut Classifier,
     out: &mut Output,
 ) -> Result<()> {
+    drain_with(ring, names, classifier, |f| out.failure(f))
+}
+
+/// Reads every event on the ring buffer into the classifier and hands each failure it
+/// completes to `emit`.
+pub(crate) fn drain_with(
+    ring: &mut RingBuf<MapData>,
+    names: &Names,
+    classifier: &mut Classifier,
+    mut emit: impl FnMut(Failure) -> Result<()>,
+) -> Result<()> {
     while let Some(item) = ring.next() {
         let Some(event) = decode::parse(&item) else {
             continue;
@@ -334,14 +408,14 @@ fn drain(
         drop(item);
         if let Some(obs) = decode::observe(&event, names) {
             for f in classifier.feed(obs, monotonic_ns()) {
-                out.failure(f)?;
+                emit(f)?;
             }
         }
     }
     Ok(())
 }
 
-fn monotonic_ns() -> u64 {
+pub(crate) fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
@@ -378,6 +452,9 @@ struct Output {
     /// kfree_skb is not attached: local drops and missing listeners are invisible.
     no_drop_reasons: bool,
     repeats: HashMap<RepeatKey, Repeat>,
+    /// Cgroup id -> container and pod (cached).
+    workloads: enrich::container::Resolver,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl Output {
@@ -392,6 +469,8 @@ impl Output {
             enricher: enrich::failure::Enricher::default(),
             no_drop_reasons: false,
             repeats: HashMap::new(),
+            workloads: enrich::container::Resolver::new(enrich::container::Paths::host()),
+            metrics: None,
         }
     }
 
@@ -400,6 +479,12 @@ impl Output {
     fn failure(&mut self, f: Failure) -> Result<()> {
         if !self.filter.matches(&f) {
             return Ok(());
+        }
+        if self.filter.needs_workload() {
+            let who = self.workloads.resolve(f.proc.cgroup_id, f.proc.pid);
+            if !self.filter.matches_workload(who.as_deref()) {
+                return Ok(());
+            }
         }
         let key = (
             f.proc.pid,
@@ -475,10 +560,16 @@ impl Output {
         }
         let ctx = step_ctx(&f);
         let next = ladder::next_steps(f.code, f.cause, &ctx);
+        let who = self.workloads.resolve(f.proc.cgroup_id, f.proc.pid);
+        if let Some(m) = &self.metrics {
+            m.failure(&f, who.as_deref());
+        }
         let line = if self.json {
-            output::failure_json(&f, &next, SystemTime::now()).to_string()
+            let mut v = output::failure_json(&f, &next, SystemTime::now());
+            output::add_workload(&mut v, who.as_deref());
+            v.to_string()
         } else {
-            output::failure_line(&f, &next, &self.style)
+            output::failure_line(&f, &next, &self.style, who.as_deref())
         };
         if !repeats {
             self.reported += 1;
@@ -531,7 +622,10 @@ impl Output {
             emit_line(&output::stats_json(c, unclassified, self.reported, final_).to_string())?;
         }
         if final_ || !self.json {
-            eprintln!("{}", output::stats_line(c, unclassified, self.reported));
+            sink::note(
+                sink::Priority::Info,
+                &output::stats_line(c, unclassified, self.reported),
+            );
         }
         Ok(())
     }
@@ -539,7 +633,7 @@ impl Output {
 
 /// Where the next steps should run: the namespace that holds the evidence (the server's for a
 /// missing listener, else the client's).
-fn step_ctx(f: &Failure) -> ladder::StepCtx {
+pub(crate) fn step_ctx(f: &Failure) -> ladder::StepCtx {
     let netns = f.evidence_netns;
     let own = enrich::netns::own_netns_inode().ok();
     ladder::StepCtx {
@@ -585,9 +679,6 @@ fn rule_chain_command(r: &crate::classify::FirewallRule) -> String {
 
 /// Writes one line to stdout and flushes it; a closed pipe ends netladder quietly.
 fn emit_line(line: &str) -> Result<()> {
-    let mut stdout = std::io::stdout().lock();
-    match writeln!(stdout, "{line}").and_then(|_| stdout.flush()) {
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
-        other => other.context("cannot write to stdout"),
-    }
+    // Failures and warnings: in journal mode they are stored with priority "warning".
+    sink::emit(sink::Priority::Warning, line)
 }

@@ -118,6 +118,13 @@ impl Watch {
         Watch::launch(&netladder_bin(), &args)
     }
 
+    /// [`Watch::start`] with another program in netladder's place (e.g. a wrapper that runs it
+    /// with fewer capabilities); it gets the same arguments.
+    pub fn start_bin(bin: &Path, extra_args: &[&str]) -> Result<Watch> {
+        let args: Vec<String> = extra_args.iter().map(|s| s.to_string()).collect();
+        Watch::launch(bin, &args)
+    }
+
     fn launch(bin: &Path, args: &[String]) -> Result<Watch> {
         let dir = std::env::temp_dir().join(format!(
             "nltest-{}-{}-watch",

@@ -59,6 +59,9 @@ pub fn run(profile: Profile) -> Result<Artifacts> {
         );
     }
 
+    // Man pages and shell completions, from the binary's own clap definition.
+    crate::package::assets(&netladder)?;
+
     let messages = cmd::capture(
         Command::new("cargo")
             .current_dir(&root)

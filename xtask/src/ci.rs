@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 
-use crate::{build, hosttest, setup, vm};
+use crate::{build, hosttest, package, setup, vm};
 
 /// Kernels CI boots, each twice (optional hooks on, and forced off). Measured under TCG with
 /// 37 scenario tests: 165-190 s per boot, so all four kernels take about 12 minutes with two
@@ -47,6 +47,29 @@ pub fn run() -> Result<ExitCode> {
             "{} passed, {} failed, {} ignored",
             host.counts.passed, host.counts.failed, host.counts.ignored
         ),
+    });
+
+    // The Debian package from the release binary just built: a few seconds.
+    let started = Instant::now();
+    let (ok, detail) = match package::run(&artifacts) {
+        Ok(report) => (
+            true,
+            format!(
+                "{}: {} checks passed",
+                report.deb.file_name().unwrap_or_default().to_string_lossy(),
+                report.checks.len()
+            ),
+        ),
+        Err(e) => {
+            eprintln!("ci: package: {e:#}");
+            (false, format!("{e:#}"))
+        }
+    };
+    steps.push(Step {
+        name: "package",
+        ok,
+        seconds: started.elapsed().as_secs(),
+        detail,
     });
 
     let started = Instant::now();

@@ -6,6 +6,7 @@ mod ci;
 mod cmd;
 mod hosttest;
 mod libtest;
+mod package;
 mod setup;
 mod vm;
 
@@ -46,6 +47,8 @@ enum Task {
     Test,
     /// Run the scenario tests inside QEMU on Debian kernels.
     VmTest(vm::VmTestArgs),
+    /// Set up, build, then build the Debian package and check it (unpacked, never installed).
+    Package,
     /// What CI runs: setup, host tests, then the VM suite.
     Ci,
     /// Benchmark netladder's overhead (refused-connection storm vs untraced and bpftrace).
@@ -82,6 +85,11 @@ fn dispatch(task: Task) -> Result<ExitCode> {
             hosttest::run(&artifacts).map(|summary| summary.exit_code())
         }
         Task::VmTest(args) => vm::run(&args).map(|report| report.exit_code()),
+        Task::Package => {
+            setup::run()?;
+            let artifacts = build::run(build::Profile::Release)?;
+            package::run(&artifacts).map(|_| ExitCode::SUCCESS)
+        }
         Task::Ci => ci::run(),
         Task::Bench(args) => bench::run(&args),
     }

@@ -21,6 +21,13 @@ const APT_PACKAGES: &[&str] = &[
     "bpftool",
     "bpftrace",
     "procps",
+    // Packaging checks: systemd-analyze verify on the unit, man -l on the man pages, gzip.
+    "systemd",
+    "man-db",
+    "gzip",
+    // diagnose scenarios: a real DNS server; certificates and a TLS server (openssl).
+    "dnsmasq-base",
+    "openssl",
     // The VM suite: QEMU, initramfs assembly, kernel modules.
     "qemu-system-x86",
     "cpio",
@@ -37,6 +44,7 @@ pub fn run() -> Result<()> {
     apt_packages()?;
     nightly_rust_src()?;
     bpf_linker()?;
+    cargo_deb()?;
     Ok(())
 }
 
@@ -152,6 +160,30 @@ fn bpf_linker() -> Result<()> {
         "bpf-linker",
         &format!("installed {BPF_LINKER_VERSION} (LLVM 22)"),
     );
+    Ok(())
+}
+
+const CARGO_DEB_VERSION: &str = "3.8.0";
+
+/// cargo-deb builds the Debian package (`cargo xtask package`, CI). Debian has no package of it,
+/// so it is built from crates.io once (about a minute and a half).
+fn cargo_deb() -> Result<()> {
+    let version = cmd::probe(Command::new("cargo").args(["deb", "--version"])).unwrap_or_default();
+    if version
+        .split_whitespace()
+        .any(|w| w.trim_start_matches('v') == CARGO_DEB_VERSION)
+    {
+        report("cargo-deb", "ok (already present)");
+        return Ok(());
+    }
+    cmd::run(Command::new("cargo").args([
+        "install",
+        "cargo-deb",
+        "--version",
+        CARGO_DEB_VERSION,
+        "--locked",
+    ]))?;
+    report("cargo-deb", &format!("installed {CARGO_DEB_VERSION}"));
     Ok(())
 }
 

@@ -1,5 +1,7 @@
 //! Netlink and /proc look-ups that add the "why" to a classified failure.
 
+pub mod container;
+pub mod dns;
 pub mod failure;
 pub mod firewall;
 pub mod iptables;
@@ -12,6 +14,7 @@ pub mod nftrace;
 pub mod ports;
 pub mod route;
 pub mod sockdiag;
+pub mod tls;
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};

@@ -59,10 +59,16 @@ pub struct Rung {
     pub meaning: &'static str,
     /// The usual causes, most frequent first.
     pub causes: &'static [&'static str],
-    /// Which kernel signals netladder uses to see it.
+    /// How netladder sees it: the kernel signals `watch` uses, or what `diagnose` checks.
     pub detection: &'static str,
-    /// Manual commands that confirm it (placeholders in capitals).
-    pub confirm: &'static [&'static str],
+}
+
+impl Rung {
+    /// The manual commands that confirm it, with placeholders in capitals (DEST, PORT, NAME...):
+    /// the same steps `watch` and `diagnose` fill in with a failure's real addresses.
+    pub fn confirm(&self) -> Vec<String> {
+        next_steps(self.code, "", &StepCtx::default())
+    }
 }
 
 /// Every rung, in code order.
@@ -118,7 +124,7 @@ mod tests {
             assert!(std::ptr::eq(rung(r.code).unwrap(), r));
             assert!(!r.slug.is_empty() && !r.title.is_empty());
             assert!(!r.meaning.is_empty() && !r.detection.is_empty());
-            assert!(!r.causes.is_empty() && !r.confirm.is_empty());
+            assert!(!r.causes.is_empty() && !r.confirm().is_empty());
         }
         assert!(rung(20).is_none() && rung(31).is_none());
     }

@@ -6,6 +6,7 @@ use serde_json::{json, Value};
 
 use crate::{
     classify::Failure,
+    enrich::container::Workload,
     kernel::loader::Counters,
     kernel::plan::{Outcome, Status},
     ladder,
@@ -59,8 +60,52 @@ pub fn failure_json(f: &Failure, next: &[String], at: SystemTime) -> Value {
     value
 }
 
-/// One failure as a human line: code, short name, who, flow, why, next step.
-pub fn failure_line(f: &Failure, next: &[String], style: &Style) -> String {
+/// Adds what the failure's cgroup says: `cgroup_path`, `container` ({runtime, id, name}) and
+/// `pod` ({uid, qos, namespace, name}), each null when unknown.
+pub fn add_workload(value: &mut Value, w: Option<&Workload>) {
+    let Some(obj) = value.as_object_mut() else {
+        return;
+    };
+    obj.insert("cgroup_path".into(), json!(w.map(|w| &w.cgroup)));
+    let container = w
+        .and_then(|w| w.container.as_ref())
+        .map(|c| json!({"runtime": c.runtime, "id": c.id, "name": c.name}));
+    obj.insert("container".into(), json!(container));
+    let pod = w
+        .and_then(|w| w.pod.as_ref())
+        .map(|p| json!({"uid": p.uid, "qos": p.qos, "namespace": p.namespace, "name": p.name}));
+    obj.insert("pod".into(), json!(pod));
+}
+
+/// The container and pod of a human line, e.g. " (pod shop/web-0, containerd 0bc5eac79e3a)".
+fn workload_tag(w: Option<&Workload>) -> String {
+    let Some(w) = w else {
+        return String::new();
+    };
+    let mut parts = Vec::new();
+    if let Some(p) = &w.pod {
+        parts.push(match (&p.namespace, &p.name) {
+            (Some(ns), Some(name)) => format!("pod {ns}/{name}"),
+            _ => format!("pod uid {}", p.uid),
+        });
+    }
+    if let Some(c) = &w.container {
+        let id = c.name.clone().unwrap_or_else(|| c.short_id().to_owned());
+        parts.push(match c.runtime {
+            Some(rt) => format!("{rt} {id}"),
+            None => format!("container {id}"),
+        });
+    }
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", parts.join(", "))
+    }
+}
+
+/// One failure as a human line: code, short name, who (with its container and pod), flow, why,
+/// next step.
+pub fn failure_line(f: &Failure, next: &[String], style: &Style, who: Option<&Workload>) -> String {
     let slug = ladder::rung(f.code).map(|r| r.slug).unwrap_or("failure");
     let mut s = String::new();
     let code = format!("#{} {slug}", ladder::id(f.code));
@@ -77,7 +122,14 @@ pub fn failure_line(f: &Failure, next: &[String], style: &Style) -> String {
         (Some(local), None) => local.to_string(),
         (None, None) => "(address unknown)".into(),
     };
-    let _ = write!(s, "  {}[{}] {flow}  {}", f.proc.comm, f.proc.pid, f.summary);
+    let _ = write!(
+        s,
+        "  {}[{}]{} {flow}  {}",
+        f.proc.comm,
+        f.proc.pid,
+        workload_tag(who),
+        f.summary
+    );
     let _ = write!(s, " [{}]", f.layer.as_str());
     if let Some(first) = next.first() {
         if style.color {

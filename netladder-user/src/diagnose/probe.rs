@@ -1,0 +1,173 @@
+//! The application rung's probe: one real TCP connection, made while netladder's eBPF programs
+//! watch this namespace (netladder's own connections included), and the kernel's reading of it
+//! from the same classifier and enricher `watch` uses.
+
+use std::io;
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use crate::classify::{Classifier, Failure, Kind, Observation, Proc};
+use crate::cli::HookOpts;
+use crate::enrich::{self, netns};
+use crate::watch;
+
+/// What one connection attempt gave.
+pub struct Probe {
+    /// The connected stream, or the error the program got.
+    pub result: io::Result<TcpStream>,
+    /// The failure as the kernel saw it (None when the connection worked).
+    pub failure: Option<Failure>,
+    /// What limits the evidence (eBPF unavailable, hooks degraded).
+    pub notes: Vec<String>,
+    pub elapsed: Duration,
+}
+
+/// How long the classifier may wait for a failure's kernel events after connect() returned:
+/// a connect() error waits `PAIR_WINDOW_NS` for its connection summary.
+const SETTLE: Duration = Duration::from_millis(1500);
+
+/// Connects to `dst` within `timeout` while the eBPF programs watch (when they can load).
+pub fn connect(dst: SocketAddr, timeout: Duration, hooks: &HookOpts) -> Probe {
+    let mut notes = Vec::new();
+    let own = netns::own_netns_inode()
+        .ok()
+        .and_then(|n| u32::try_from(n).ok());
+    let mut session = match watch::start(hooks, own, true) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            notes.push(format!(
+                "no kernel evidence: the eBPF programs could not start ({e:#}); the verdict comes \
+                 from the error alone"
+            ));
+            None
+        }
+    };
+    if let Some(s) = &session {
+        notes.extend(s.degraded.iter().map(|d| format!("degraded: {d}")));
+    }
+    let started = Instant::now();
+    let result = TcpStream::connect_timeout(&dst, timeout);
+    let elapsed = started.elapsed();
+    let failure = match &result {
+        Ok(_) => None,
+        Err(e) => {
+            let seen = session
+                .as_mut()
+                .and_then(|s| kernel_failure(s, dst, &mut notes));
+            let mut f = seen.unwrap_or_else(|| from_error(dst, e, elapsed));
+            enrich::failure::Enricher::default().enrich(&mut f);
+            Some(f)
+        }
+    };
+    drop(session);
+    Probe {
+        result,
+        failure,
+        notes,
+        elapsed,
+    }
+}
+
+/// The classifier's failure for this process's connection to `dst`, from the ring buffer.
+fn kernel_failure(
+    s: &mut watch::Session,
+    dst: SocketAddr,
+    notes: &mut Vec<String>,
+) -> Option<Failure> {
+    let me = std::process::id();
+    let mut classifier = Classifier::new();
+    let mut found = None;
+    let ours = |f: &Failure| f.proc.pid == me && f.dst.map(canonical) == Some(canonical(dst));
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        let mut keep = |f: Failure| {
+            if found.is_none() && ours(&f) {
+                found = Some(f);
+            }
+            Ok(())
+        };
+        if let Err(e) =
+            watch::drain_with(&mut s.loaded.events, &s.names, &mut classifier, &mut keep)
+        {
+            notes.push(format!("could not read the kernel's events: {e:#}"));
+            return None;
+        }
+        let now = Instant::now();
+        let at = if now >= deadline {
+            u64::MAX
+        } else {
+            watch::monotonic_ns()
+        };
+        for f in classifier.tick(at) {
+            keep(f).ok();
+        }
+        if found.is_some() || at == u64::MAX {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if found.is_none() {
+        notes.push("the kernel reported nothing about this connection".into());
+    }
+    found
+}
+
+/// The classifier's reading of the error alone, as for a connect() that failed at once.
+fn from_error(dst: SocketAddr, e: &io::Error, elapsed: Duration) -> Failure {
+    // connect_timeout's own timeout carries no errno: the program gave up, as after ETIMEDOUT.
+    let err = e.raw_os_error().unwrap_or(libc::ETIMEDOUT);
+    let netns = netns::own_netns_inode()
+        .ok()
+        .and_then(|n| u32::try_from(n).ok())
+        .unwrap_or(0);
+    let obs = Observation {
+        kind: Kind::Syscall { call: "connect" },
+        ts_ns: 0,
+        sk: 0,
+        proc: Proc {
+            pid: std::process::id(),
+            tid: std::process::id(),
+            comm: "netladder".into(),
+            cgroup_id: 0,
+            netns,
+        },
+        src: None,
+        dst: Some(dst),
+        err,
+        syn_retrans: 0,
+        flags: 0,
+        duration_ns: Some(elapsed.as_nanos() as u64),
+        drops: Default::default(),
+        icmp: None,
+    };
+    let mut c = Classifier::new();
+    let mut out = c.feed(obs, 0);
+    out.extend(c.tick(u64::MAX));
+    out.into_iter().next().unwrap_or_else(|| Failure {
+        code: 23,
+        cause: "no_reply",
+        layer: crate::ladder::Layer::Application,
+        errno: Some(err),
+        proc: Proc::default(),
+        src: None,
+        dst: Some(dst),
+        summary: format!("the connection failed: {e}"),
+        evidence: Vec::new(),
+        duration_ns: None,
+        ts_ns: 0,
+        count: 1,
+        lookup: crate::classify::Lookup::None,
+        evidence_netns: netns,
+        firewall: Default::default(),
+        firewall_rule: None,
+    })
+}
+
+fn canonical(a: SocketAddr) -> SocketAddr {
+    match a.ip() {
+        std::net::IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map_or(a, |v4| SocketAddr::new(v4.into(), a.port())),
+        _ => a,
+    }
+}

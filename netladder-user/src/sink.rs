@@ -1,0 +1,217 @@
+//! Where `watch` writes its lines: stdout, or a file (`--output`) that survives log rotation, and
+//! the journald-friendly form (`--journal`, automatic when stdout is the journal): plain lines
+//! with the `<N>` priority prefixes of sd-daemon(3), which journald stores as each line's priority.
+use std::{
+    fs::{File, OpenOptions},
+    io::Write as _,
+    os::unix::fs::{MetadataExt as _, OpenOptionsExt as _},
+    path::{Path, PathBuf},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Mutex,
+    },
+};
+
+use anyhow::{Context as _, Result};
+
+/// Syslog priorities, as journald reads them from a `<N>` prefix.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Priority {
+    Err = 3,
+    Warning = 4,
+    Info = 6,
+}
+
+/// True when `JOURNAL_STREAM` (set by systemd for a service whose output goes to the journal)
+/// names the file behind `fd`: then that output is the journal.
+pub fn is_journal(fd: i32) -> bool {
+    let Some(stream) = std::env::var_os("JOURNAL_STREAM") else {
+        return false;
+    };
+    let Some((dev, ino)) = stream.to_str().and_then(|s| s.split_once(':')) else {
+        return false;
+    };
+    // SAFETY: fstat on a descriptor number only reads its metadata into our buffer.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstat(fd, &mut st) } != 0 {
+        return false;
+    }
+    dev.parse::<u64>().ok() == Some(st.st_dev) && ino.parse::<u64>().ok() == Some(st.st_ino)
+}
+
+/// Journal mode for netladder's own notes on stderr.
+static JOURNAL: AtomicBool = AtomicBool::new(false);
+
+/// A line of netladder's own (status, degradation, statistics) on stderr, with its priority
+/// prefix in journal mode.
+pub fn note(priority: Priority, line: &str) {
+    if JOURNAL.load(Ordering::Relaxed) {
+        eprintln!("<{}>{line}", priority as u8);
+    } else {
+        eprintln!("{line}");
+    }
+}
+
+/// The `<N>` prefix for an error line on stderr when stderr is the journal (main's last word).
+pub fn error_prefix() -> String {
+    if JOURNAL.load(Ordering::Relaxed) || is_journal(2) {
+        format!("<{}>", Priority::Err as u8)
+    } else {
+        String::new()
+    }
+}
+
+/// A file that is reopened when it is rotated away: before each line, when the path no longer
+/// names the open file (renamed or deleted by logrotate), and on SIGHUP. Opened for appending,
+/// so a `copytruncate` rotation also keeps working.
+pub struct Reopening {
+    path: PathBuf,
+    file: File,
+}
+
+impl Reopening {
+    pub fn open(path: &Path) -> Result<Self> {
+        Ok(Self {
+            path: path.to_owned(),
+            file: open_append(path)?,
+        })
+    }
+
+    fn rotated(&self) -> bool {
+        let Ok(now) = std::fs::metadata(&self.path) else {
+            return true;
+        };
+        self.file.metadata().map_or(true, |open| {
+            (open.dev(), open.ino()) != (now.dev(), now.ino())
+        })
+    }
+
+    pub fn reopen(&mut self) -> Result<()> {
+        self.file = open_append(&self.path)?;
+        Ok(())
+    }
+
+    fn write_line(&mut self, line: &str) -> Result<()> {
+        if self.rotated() {
+            self.reopen()?;
+        }
+        // One write per line (O_APPEND): lines never interleave with another writer's.
+        self.file
+            .write_all(format!("{line}\n").as_bytes())
+            .with_context(|| format!("cannot write to {}", self.path.display()))
+    }
+}
+
+fn open_append(path: &Path) -> Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o640)
+        .open(path)
+        .with_context(|| format!("--output {}: cannot open it for appending", path.display()))
+}
+
+enum Dest {
+    Stdout,
+    File(Reopening),
+}
+
+/// The destination of `watch`'s event lines.
+pub struct Sink {
+    dest: Dest,
+    journal: bool,
+}
+
+static SINK: Mutex<Option<Sink>> = Mutex::new(None);
+
+impl Sink {
+    /// `output`: a file instead of stdout. `journal`: priority prefixes (also on stderr notes).
+    pub fn new(output: Option<&Path>, journal: bool) -> Result<Self> {
+        let dest = match output {
+            Some(p) => Dest::File(Reopening::open(p)?),
+            None => Dest::Stdout,
+        };
+        Ok(Self { dest, journal })
+    }
+
+    /// Makes this the sink of [`emit`]; from now on stderr notes follow its journal mode.
+    pub fn install(self) {
+        JOURNAL.store(self.journal, Ordering::Relaxed);
+        *SINK.lock().unwrap_or_else(|e| e.into_inner()) = Some(self);
+    }
+}
+
+/// Writes one event line where the installed sink says (stdout when none is installed), flushed.
+/// A closed stdout ends netladder quietly.
+pub fn emit(priority: Priority, line: &str) -> Result<()> {
+    let mut guard = SINK.lock().unwrap_or_else(|e| e.into_inner());
+    let journal = guard.as_ref().is_some_and(|s| s.journal);
+    let prefixed;
+    let line = if journal {
+        prefixed = format!("<{}>{line}", priority as u8);
+        &prefixed
+    } else {
+        line
+    };
+    if let Some(Sink {
+        dest: Dest::File(f),
+        ..
+    }) = guard.as_mut()
+    {
+        return f.write_line(line);
+    }
+    let mut stdout = std::io::stdout().lock();
+    match writeln!(stdout, "{line}").and_then(|_| stdout.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+        other => other.context("cannot write to stdout"),
+    }
+}
+
+/// Reopens the output file (on SIGHUP); nothing to do for stdout.
+pub fn reopen() -> Result<()> {
+    if let Some(Sink {
+        dest: Dest::File(f),
+        ..
+    }) = SINK.lock().unwrap_or_else(|e| e.into_inner()).as_mut()
+    {
+        f.reopen()?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rotated_file_is_reopened() {
+        let dir = std::env::temp_dir().join(format!("nl-sink-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("events.jsonl");
+        let mut f = Reopening::open(&path).unwrap();
+        f.write_line("one").unwrap();
+        std::fs::rename(&path, dir.join("events.jsonl.1")).unwrap();
+        f.write_line("two").unwrap();
+        std::fs::remove_file(&path).unwrap();
+        f.write_line("three").unwrap();
+        // copytruncate: the file stays, emptied; appending starts at its new end.
+        std::fs::write(&path, "").unwrap();
+        f.write_line("four").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dir.join("events.jsonl.1")).unwrap(),
+            "one\n"
+        );
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "four\n");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn journal_stream_must_match_the_descriptor() {
+        // The test process's stdin is not what a made-up JOURNAL_STREAM names.
+        std::env::set_var("JOURNAL_STREAM", "1:1");
+        assert!(!is_journal(0));
+        std::env::remove_var("JOURNAL_STREAM");
+        assert!(!is_journal(0));
+    }
+}
