@@ -7,9 +7,12 @@ use std::{
     os::unix::fs::{MetadataExt as _, OpenOptionsExt as _},
     path::{Path, PathBuf},
     sync::{
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+        mpsc::{sync_channel, SyncSender, TrySendError},
         Mutex,
     },
+    thread::JoinHandle,
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, Result};
@@ -116,13 +119,51 @@ enum Dest {
     File(Reopening),
 }
 
+impl Dest {
+    fn write_line(&mut self, line: &str) -> Result<()> {
+        match self {
+            Dest::File(f) => f.write_line(line),
+            Dest::Stdout => {
+                let mut stdout = std::io::stdout().lock();
+                match writeln!(stdout, "{line}").and_then(|_| stdout.flush()) {
+                    // Nobody reads any more (`netladder watch | head`): end quietly.
+                    Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
+                    other => other.context("cannot write to stdout"),
+                }
+            }
+        }
+    }
+}
+
 /// The destination of `watch`'s event lines.
 pub struct Sink {
     dest: Dest,
     journal: bool,
 }
 
-static SINK: Mutex<Option<Sink>> = Mutex::new(None);
+/// Lines waiting for the writer thread. A reader that stalls (a pipe nobody drains) fills it;
+/// lines beyond it are counted in [`unwritten`], never buffered without bound, and the event
+/// loop never blocks on output (so Ctrl-C and the kernel's ring buffer are always served).
+const QUEUE: usize = 8192;
+
+/// The installed sink's queue and its writer thread.
+struct Writer {
+    queue: SyncSender<Msg>,
+    thread: JoinHandle<()>,
+    journal: bool,
+}
+
+enum Msg {
+    Line(String),
+    Reopen,
+}
+
+static WRITER: Mutex<Option<Writer>> = Mutex::new(None);
+static UNWRITTEN: AtomicU64 = AtomicU64::new(0);
+/// Lines queued and not written yet.
+static PENDING: AtomicUsize = AtomicUsize::new(0);
+/// The writer's last error (a full disk...), reported by the next [`emit`].
+static FAILED: Mutex<Option<String>> = Mutex::new(None);
 
 impl Sink {
     /// `output`: a file instead of stdout. `journal`: priority prefixes (also on stderr notes).
@@ -134,49 +175,104 @@ impl Sink {
         Ok(Self { dest, journal })
     }
 
-    /// Makes this the sink of [`emit`]; from now on stderr notes follow its journal mode.
+    /// Makes this the sink of [`emit`], written by a thread of its own; from now on stderr notes
+    /// follow its journal mode.
     pub fn install(self) {
         JOURNAL.store(self.journal, Ordering::Relaxed);
-        *SINK.lock().unwrap_or_else(|e| e.into_inner()) = Some(self);
+        let (queue, rx) = sync_channel::<Msg>(QUEUE);
+        let mut dest = self.dest;
+        let thread = std::thread::Builder::new()
+            .name("netladder-out".into())
+            .spawn(move || {
+                for msg in rx {
+                    let done = match msg {
+                        Msg::Line(line) => {
+                            let done = dest.write_line(&line);
+                            PENDING.fetch_sub(1, Ordering::Relaxed);
+                            done
+                        }
+                        Msg::Reopen => match &mut dest {
+                            Dest::File(f) => f.reopen(),
+                            Dest::Stdout => Ok(()),
+                        },
+                    };
+                    if let Err(e) = done {
+                        *FAILED.lock().unwrap_or_else(|p| p.into_inner()) = Some(format!("{e:#}"));
+                    }
+                }
+            })
+            .expect("cannot start the output thread");
+        *WRITER.lock().unwrap_or_else(|e| e.into_inner()) = Some(Writer {
+            queue,
+            thread,
+            journal: self.journal,
+        });
     }
 }
 
-/// Writes one event line where the installed sink says (stdout when none is installed), flushed.
-/// A closed stdout ends netladder quietly.
+/// Queues one event line for the installed sink (written to stdout at once when none is
+/// installed). A line that finds the queue full is counted in [`unwritten`] and dropped.
 pub fn emit(priority: Priority, line: &str) -> Result<()> {
-    let mut guard = SINK.lock().unwrap_or_else(|e| e.into_inner());
-    let journal = guard.as_ref().is_some_and(|s| s.journal);
-    let prefixed;
-    let line = if journal {
-        prefixed = format!("<{}>{line}", priority as u8);
-        &prefixed
-    } else {
-        line
+    if let Some(e) = FAILED.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        anyhow::bail!(e);
+    }
+    let guard = WRITER.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(w) = guard.as_ref() else {
+        drop(guard);
+        return Dest::Stdout.write_line(line);
     };
-    if let Some(Sink {
-        dest: Dest::File(f),
-        ..
-    }) = guard.as_mut()
-    {
-        return f.write_line(line);
+    let line = if w.journal {
+        format!("<{}>{line}", priority as u8)
+    } else {
+        line.to_owned()
+    };
+    PENDING.fetch_add(1, Ordering::Relaxed);
+    match w.queue.try_send(Msg::Line(line)) {
+        Ok(()) => {}
+        Err(TrySendError::Full(_)) => {
+            PENDING.fetch_sub(1, Ordering::Relaxed);
+            UNWRITTEN.fetch_add(1, Ordering::Relaxed);
+        }
+        Err(TrySendError::Disconnected(_)) => {
+            PENDING.fetch_sub(1, Ordering::Relaxed);
+            anyhow::bail!("the output thread ended")
+        }
     }
-    let mut stdout = std::io::stdout().lock();
-    match writeln!(stdout, "{line}").and_then(|_| stdout.flush()) {
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => std::process::exit(0),
-        other => other.context("cannot write to stdout"),
-    }
+    Ok(())
+}
+
+/// Lines dropped so far because the reader did not keep up.
+pub fn unwritten() -> u64 {
+    UNWRITTEN.load(Ordering::Relaxed)
 }
 
 /// Reopens the output file (on SIGHUP); nothing to do for stdout.
 pub fn reopen() -> Result<()> {
-    if let Some(Sink {
-        dest: Dest::File(f),
-        ..
-    }) = SINK.lock().unwrap_or_else(|e| e.into_inner()).as_mut()
-    {
-        f.reopen()?;
+    if let Some(w) = WRITER.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+        // A full queue will see the file rotated anyway: each write checks the path.
+        let _ = w.queue.try_send(Msg::Reopen);
     }
     Ok(())
+}
+
+/// Waits up to `grace` for the queued lines to be written, then gives up on them (a reader
+/// that never reads must not hold netladder's exit). Returns how many were left unwritten.
+pub fn finish(grace: Duration) -> usize {
+    let Some(Writer { queue, thread, .. }) =
+        WRITER.lock().unwrap_or_else(|e| e.into_inner()).take()
+    else {
+        return 0;
+    };
+    // Without a sender the thread ends once it has written what is queued.
+    drop(queue);
+    let deadline = Instant::now() + grace;
+    while !thread.is_finished() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if thread.is_finished() {
+        let _ = thread.join();
+    }
+    PENDING.load(Ordering::Relaxed)
 }
 
 #[cfg(test)]

@@ -273,7 +273,7 @@ async fn event_loop(
     }
     let deadline = tokio::time::sleep(Duration::from_secs_f64(args.duration.unwrap_or(1e9)));
     tokio::pin!(deadline);
-    let mut last_lost = 0;
+    let (mut last_lost, mut last_unwritten) = (0, 0);
 
     loop {
         tokio::select! {
@@ -307,8 +307,9 @@ async fn event_loop(
                     emit_line(&line)?;
                 }
                 let c = counters.read();
-                if c.lost > last_lost {
+                if c.lost > last_lost || sink::unwritten() > last_unwritten {
                     last_lost = c.lost;
+                    last_unwritten = sink::unwritten();
                     out.stats(&c, classifier.unclassified, false)?;
                 }
             }
@@ -323,6 +324,14 @@ async fn event_loop(
     }
     out.flush_repeats(true)?;
     out.stats(&counters.read(), classifier.unclassified, true)?;
+    // A reader that stalled must not hold the exit: what it never took is said on stderr.
+    let left = sink::finish(Duration::from_secs(2));
+    if left > 0 {
+        sink::note(
+            sink::Priority::Warning,
+            &format!("netladder: {left} lines were still queued for a reader that stopped reading; exiting without them"),
+        );
+    }
     Ok(())
 }
 
@@ -619,12 +628,15 @@ impl Output {
 
     fn stats(&self, c: &loader::Counters, unclassified: u64, final_: bool) -> Result<()> {
         if self.json {
-            emit_line(&output::stats_json(c, unclassified, self.reported, final_).to_string())?;
+            emit_line(
+                &output::stats_json(c, unclassified, self.reported, sink::unwritten(), final_)
+                    .to_string(),
+            )?;
         }
         if final_ || !self.json {
             sink::note(
                 sink::Priority::Info,
-                &output::stats_line(c, unclassified, self.reported),
+                &output::stats_line(c, unclassified, self.reported, sink::unwritten()),
             );
         }
         Ok(())

@@ -1,6 +1,8 @@
 //! Issue-8 reliability: a storm of failures is accounted for exactly (reported, or counted as
 //! lost). Run as root in throwaway namespaces (NL-SKIP otherwise); traffic stays on the
 //! namespace's loopback. What a killed netladder leaves behind is checked in cli.rs.
+use std::time::Duration;
+
 use netladder_tests::*;
 use serde_json::Value;
 
@@ -52,4 +54,88 @@ fn a_refused_storm_is_accounted_for_exactly() {
             "reported {reported} + lost {lost} must account for {refused} refused: {stats}"
         );
     }
+}
+
+/// Resident memory of `pid` in KiB (VmRSS).
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_stalled_reader_costs_lines_not_memory_nor_the_exit() {
+    let Some(_one) = root_serial() else {
+        return;
+    };
+    let ns = lo_only("rel-slow");
+    let dir = std::env::temp_dir().join(format!("nltest-{}-slow", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ready = dir.join("ready");
+    // stdout is a pipe nobody reads: it fills after a few dozen lines.
+    let mut child = std::process::Command::new(netladder_bin())
+        .args(["watch", "--json", "--ready-file"])
+        .arg(&ready)
+        .args(["--netns", &ns.inode().to_string()])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("netladder starts");
+    let pid = child.id();
+    let started = std::time::Instant::now();
+    while !ready.exists() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "netladder exited early"
+        );
+        assert!(started.elapsed() < Duration::from_secs(60), "not ready");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Distinct destinations, so repeats cannot fold them into one line each.
+    let out = ns
+        .command(peer_bin())
+        .args([
+            "connect",
+            "127.0.0.1:20000",
+            "--count",
+            "10000",
+            "--spread",
+            "10000",
+        ])
+        .output()
+        .expect("nl-peer connect runs");
+    assert!(!out.status.success(), "every connect is refused");
+    std::thread::sleep(Duration::from_secs(2));
+    let rss = rss_kib(pid);
+    // SAFETY: a signal to our own child.
+    unsafe { libc::kill(pid as i32, libc::SIGINT) };
+    let stopping = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if stopping.elapsed() > Duration::from_secs(15) {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let status = status.unwrap_or_else(|| panic!("Ctrl-C did not end netladder: {stderr}"));
+    assert!(status.success(), "{status}: {stderr}");
+    assert!(
+        stderr.contains("lines dropped (the output reader did not keep up)"),
+        "the final stats count the lines the reader never took: {stderr}"
+    );
+    assert!(
+        rss < 200 * 1024,
+        "memory stays bounded while the reader stalls: {rss} KiB"
+    );
 }

@@ -185,7 +185,13 @@ pub fn hooks_json(outcomes: &[Outcome], degraded: &[String]) -> Value {
     json!({"type": "hooks", "hooks": hooks, "degraded": degraded})
 }
 
-pub fn stats_json(c: &Counters, unclassified: u64, reported: u64, final_: bool) -> Value {
+pub fn stats_json(
+    c: &Counters,
+    unclassified: u64,
+    reported: u64,
+    unwritten: u64,
+    final_: bool,
+) -> Value {
     json!({
         "type": "stats",
         "final": final_,
@@ -196,13 +202,18 @@ pub fn stats_json(c: &Counters, unclassified: u64, reported: u64, final_: bool) 
         "conn_map_full": c.conn_map_full,
         "drop_map_full": c.drop_map_full,
         "malformed": c.malformed,
+        "unwritten": unwritten,
     })
 }
 
-pub fn stats_line(c: &Counters, unclassified: u64, reported: u64) -> String {
+pub fn stats_line(c: &Counters, unclassified: u64, reported: u64, unwritten: u64) -> String {
+    let slow = match unwritten {
+        0 => String::new(),
+        n => format!(", {n} lines dropped (the output reader did not keep up)"),
+    };
     format!(
         "netladder: {} kernel events, {} lost (ring buffer full), {} failures reported, \
-         {} errors outside the ladder, {} connections untracked (map full), {} drop records lost (map full)",
+         {} errors outside the ladder, {} connections untracked (map full), {} drop records lost (map full){slow}",
         c.events, c.lost, reported, unclassified, c.conn_map_full, c.drop_map_full
     )
 }

@@ -11,11 +11,13 @@
 //!     --wait-peer-close closes each accepted connection only after the client closed its end,
 //!     so the client closes first and keeps the TIME_WAIT on its side.
 //! nl-peer connect ADDR [--timeout SECS] [--bind ADDR] [--count N] [--nonblocking] [--hold SECS]
+//!     [--spread N]
 //!     make N real TCP connects; print one line per attempt: `ok` or `error NAME ERRNO`.
 //!     --timeout: non-blocking connect with a deadline; when it expires the program closes
 //!     the socket itself (the application gave up) and prints `error TIMEOUT_APP 0`.
 //!     --nonblocking: non-blocking connect, waiting for the result with poll().
 //!     --hold: keep the connected sockets open SECS seconds before exiting.
+//!     --spread N: attempt i goes to port PORT + i % N (distinct destinations).
 //!     Exit 0 when every attempt succeeded, 1 otherwise.
 //! nl-peer udp-send ADDR
 //!     send one datagram to ADDR; print `ok` or `error NAME ERRNO`.
@@ -72,6 +74,8 @@ struct ConnectOpts {
     count: u32,
     nonblocking: bool,
     hold: Option<Duration>,
+    /// Attempt i goes to port + i % spread (distinct destinations, one event each).
+    spread: u16,
 }
 
 fn main() -> ExitCode {
@@ -146,6 +150,7 @@ fn parse_connect(args: &[String]) -> Result<ConnectOpts, String> {
         count: 1,
         nonblocking: false,
         hold: None,
+        spread: 1,
     };
     while let Some(flag) = rest.next() {
         match flag.as_str() {
@@ -157,6 +162,7 @@ fn parse_connect(args: &[String]) -> Result<ConnectOpts, String> {
             "--count" => opts.count = parse_num(flag, rest.next())?,
             "--nonblocking" => opts.nonblocking = true,
             "--hold" => opts.hold = Some(parse_secs(flag, rest.next())?),
+            "--spread" => opts.spread = parse_num::<u16>(flag, rest.next())?.max(1),
             other => return Err(format!("connect: unknown option {other:?}")),
         }
     }
@@ -284,8 +290,16 @@ fn bound_socket(opts: &ListenOpts) -> io::Result<OwnedFd> {
 fn run_connect(opts: ConnectOpts) -> ExitCode {
     let mut all_ok = true;
     let mut held = Vec::new();
-    for _ in 0..opts.count {
-        match connect_once(&opts) {
+    for i in 0..opts.count {
+        let port = opts
+            .addr
+            .port()
+            .wrapping_add((i % u32::from(opts.spread)) as u16);
+        let attempt = ConnectOpts {
+            addr: SocketAddr::new(opts.addr.ip(), port),
+            ..opts
+        };
+        match connect_once(&attempt) {
             Ok(fd) => {
                 print_line("ok");
                 if opts.hold.is_some() {
