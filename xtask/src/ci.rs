@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 
-use crate::{build, hosttest, package, setup, vm};
+use crate::{build, fuzz, hosttest, package, setup, vm};
 
 /// Kernels CI boots, each twice (optional hooks on, and forced off). Measured under TCG with
 /// 37 scenario tests: 165-190 s per boot, so all four kernels take about 12 minutes with two
@@ -14,6 +14,8 @@ use crate::{build, hosttest, package, setup, vm};
 const CI_KERNELS: &str = "all";
 /// Virtual machines at once: CI has the machine to itself, and each TCG guest uses one core.
 const CI_JOBS: u16 = 2;
+/// Seconds of fuzzing per target in CI.
+const CI_FUZZ_SECS: u32 = 15;
 /// Bound on one boot (the whole scenario suite of one kernel and mode).
 const CI_BOOT_TIMEOUT_SECS: u64 = 900;
 
@@ -67,6 +69,26 @@ pub fn run() -> Result<ExitCode> {
     };
     steps.push(Step {
         name: "package",
+        ok,
+        seconds: started.elapsed().as_secs(),
+        detail,
+    });
+
+    // A short fuzz run of every userspace parser (building the targets takes a few minutes).
+    let started = Instant::now();
+    let fuzz_args = fuzz::FuzzArgs {
+        seconds: CI_FUZZ_SECS,
+        target: Vec::new(),
+    };
+    let (ok, detail) = match fuzz::run(&fuzz_args) {
+        Ok(failed) if failed.is_empty() => {
+            (true, format!("{CI_FUZZ_SECS} s per target, no finding"))
+        }
+        Ok(failed) => (false, format!("findings in {}", failed.join(", "))),
+        Err(e) => (false, format!("{e:#}")),
+    };
+    steps.push(Step {
+        name: "fuzz",
         ok,
         seconds: started.elapsed().as_secs(),
         detail,

@@ -4,6 +4,7 @@ mod bench;
 mod build;
 mod ci;
 mod cmd;
+mod fuzz;
 mod hosttest;
 mod libtest;
 mod package;
@@ -49,6 +50,8 @@ enum Task {
     VmTest(vm::VmTestArgs),
     /// Set up, build, then build the Debian package and check it (unpacked, never installed).
     Package,
+    /// Set up, then run every fuzz target (fuzz/, cargo-fuzz) for a few seconds each.
+    Fuzz(fuzz::FuzzArgs),
     /// What CI runs: setup, host tests, then the VM suite.
     Ci,
     /// Benchmark netladder's overhead (refused-connection storm vs untraced and bpftrace).
@@ -69,6 +72,16 @@ fn main() -> ExitCode {
 fn dispatch(task: Task) -> Result<ExitCode> {
     match task {
         Task::Setup => setup::run().map(|()| ExitCode::SUCCESS),
+        Task::Fuzz(args) => {
+            setup::run()?;
+            let failed = fuzz::run(&args)?;
+            if failed.is_empty() {
+                Ok(ExitCode::SUCCESS)
+            } else {
+                eprintln!("xtask: fuzz: findings in {}", failed.join(", "));
+                Ok(ExitCode::FAILURE)
+            }
+        }
         Task::Build { debug } => {
             setup::run()?;
             let profile = if debug {

@@ -45,6 +45,7 @@ pub fn run() -> Result<()> {
     nightly_rust_src()?;
     bpf_linker()?;
     cargo_deb()?;
+    cargo_fuzz()?;
     Ok(())
 }
 
@@ -184,6 +185,27 @@ fn cargo_deb() -> Result<()> {
         "--locked",
     ]))?;
     report("cargo-deb", &format!("installed {CARGO_DEB_VERSION}"));
+    Ok(())
+}
+
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
+
+/// cargo-fuzz runs the fuzz targets in fuzz/ (`cargo xtask fuzz`, CI); built from crates.io once
+/// (about a minute).
+fn cargo_fuzz() -> Result<()> {
+    let version = cmd::probe(Command::new("cargo").args(["fuzz", "--version"])).unwrap_or_default();
+    if version.split_whitespace().any(|w| w == CARGO_FUZZ_VERSION) {
+        report("cargo-fuzz", "ok (already present)");
+        return Ok(());
+    }
+    cmd::run(Command::new("cargo").args([
+        "install",
+        "cargo-fuzz",
+        "--version",
+        CARGO_FUZZ_VERSION,
+        "--locked",
+    ]))?;
+    report("cargo-fuzz", &format!("installed {CARGO_FUZZ_VERSION}"));
     Ok(())
 }
 

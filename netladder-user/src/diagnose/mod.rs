@@ -5,7 +5,7 @@
 //! its verdict carries the same kernel evidence as a `watch` event.
 
 mod probe;
-mod target;
+pub(crate) mod target;
 
 use std::io::IsTerminal as _;
 use std::net::{IpAddr, SocketAddr};

@@ -89,10 +89,7 @@ struct Space {
     listen: Socket,
     seq: u32,
     flows: VecDeque<Flow>,
-    /// Trace id -> the packet's (source, destination), from the first message of the id.
-    ids: HashMap<u32, (SocketAddr, SocketAddr)>,
-    /// The drop verdict last traced for each (source, destination).
-    hits: HashMap<(SocketAddr, SocketAddr), Traced>,
+    seen: Seen,
     /// Trace messages the kernel could not queue (ENOBUFS).
     overruns: u64,
 }
@@ -162,7 +159,7 @@ impl Tracer {
     pub fn hit(&mut self, netns: u32, src: SocketAddr, dst: SocketAddr) -> Option<Traced> {
         let space = self.spaces.get_mut(&netns)?;
         space.read_traces(&self.table);
-        space.hits.get(&(src, dst)).cloned()
+        space.seen.hits.get(&(src, dst)).cloned()
     }
 
     /// Trace messages lost in `netns` because the socket was full.
@@ -231,8 +228,7 @@ impl Space {
             listen,
             seq: 1,
             flows: VecDeque::new(),
-            ids: HashMap::new(),
-            hits: HashMap::new(),
+            seen: Seen::default(),
             overruns: 0,
         };
         // The table belongs to this socket where the kernel allows it (5.12 and later).
@@ -269,12 +265,23 @@ impl Space {
                 continue;
             };
             for m in batch.msgs.iter().filter(|m| m.kind == TRACE) {
-                self.trace_message(m, own_table);
+                self.seen.message(m, own_table);
             }
         }
     }
+}
 
-    fn trace_message(&mut self, m: &NfMsg, own_table: &str) {
+/// What the trace messages of one namespace told so far.
+#[derive(Default)]
+struct Seen {
+    /// Trace id -> the packet's (source, destination), from the first message of the id.
+    ids: HashMap<u32, (SocketAddr, SocketAddr)>,
+    /// The drop verdict last traced for each (source, destination).
+    hits: HashMap<(SocketAddr, SocketAddr), Traced>,
+}
+
+impl Seen {
+    fn message(&mut self, m: &NfMsg, own_table: &str) {
         let a = &m.attrs[..];
         let Some(id) = attr_u32(a, 6) else { return };
         if let Some(flow) = packet_flow(a) {
@@ -344,6 +351,19 @@ fn transact(ctl: &Socket, seq: &mut u32, msgs: &[(u16, u16, Vec<u8>)]) -> anyhow
         Some(code) => Err(io::Error::from_raw_os_error(code)).context("nf_tables refused"),
         None => Ok(()),
     }
+}
+
+/// Reads one trace datagram as the tracer does, without sockets (for the fuzz targets):
+/// the drop verdicts it would keep.
+pub(crate) fn read_datagram(buf: &[u8]) -> usize {
+    let Ok(batch) = parse_datagram(buf) else {
+        return 0;
+    };
+    let mut seen = Seen::default();
+    for m in batch.msgs.iter().filter(|m| m.kind == TRACE) {
+        seen.message(m, "netladder_trace_0");
+    }
+    seen.hits.len()
 }
 
 /// The packet's (source, destination) from the network and transport headers a trace message
