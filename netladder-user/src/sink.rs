@@ -144,7 +144,7 @@ pub struct Sink {
 /// Lines waiting for the writer thread. A reader that stalls (a pipe nobody drains) fills it;
 /// lines beyond it are counted in [`unwritten`], never buffered without bound, and the event
 /// loop never blocks on output (so Ctrl-C and the kernel's ring buffer are always served).
-const QUEUE: usize = 8192;
+const QUEUE: usize = 2048;
 
 /// The installed sink's queue and its writer thread.
 struct Writer {

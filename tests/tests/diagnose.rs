@@ -81,6 +81,31 @@ fn fails_at(status: i32, r: &Value, rung: &str, code: &str) -> Value {
     v.clone()
 }
 
+/// Whether this kernel gives drop reasons (kfree_skb attaches; not on 5.10). Without them a
+/// local firewall drop or a missing listener cannot be told apart from the peer's doing, and
+/// diagnose reads them as `watch` does then.
+fn drop_reasons() -> bool {
+    let out = Command::new(netladder_bin())
+        .args(["hooks", "--json"])
+        .output()
+        .expect("netladder hooks runs");
+    let v: Value = serde_json::from_slice(&out.stdout).expect("hooks --json");
+    v["hooks"]
+        .as_array()
+        .expect("hooks")
+        .iter()
+        .any(|h| h["program"] == "kfree_skb" && h["status"] == "attached")
+}
+
+/// Without drop reasons: the failure is still found and coded `code`, as the peer's doing;
+/// the test body that needs the kernel's drop evidence is skipped.
+fn degraded_reading(status: i32, r: &Value, code: &str) {
+    assert_eq!(status, RUNG_FAILED, "{r:#}");
+    assert_eq!(r["verdict"]["code"], code, "{r:#}");
+    assert_eq!(r["verdict"]["reachable"], false, "{r:#}");
+    skip("no drop reasons on this kernel: the local cause is not visible, only its effect");
+}
+
 fn summary_says(v: &Value, needle: &str) {
     let s = v["summary"].as_str().unwrap_or("");
     assert!(s.contains(needle), "summary should say {needle:?}: {v:#}");
@@ -145,6 +170,9 @@ fn no_listener_is_021_at_the_application_rung() {
     };
     let h = two_hosts("dg-refused", 2);
     let (status, r) = diagnose(&h.client, &["10.240.2.2:9002"]);
+    if !drop_reasons() {
+        return degraded_reading(status, &r, "021");
+    }
     let v = fails_at(status, &r, "application", "021");
     assert_eq!(v["cause"], "no_listener", "{r:#}");
     summary_says(&v, "no listener on port 9002");
@@ -234,6 +262,9 @@ fn firewall_drop_on_the_peer_is_023_with_the_rule_named() {
         )
         .unwrap();
     let (status, r) = diagnose(&h.client, &["--timeout", "2", "10.240.8.2:9008"]);
+    if !drop_reasons() {
+        return degraded_reading(status, &r, "023");
+    }
     let v = fails_at(status, &r, "firewall", "023");
     assert_eq!(v["cause"], "firewall_drop", "{r:#}");
     let fw = &v["firewall"];
@@ -267,6 +298,9 @@ fn firewall_reject_on_the_client_is_021_at_the_firewall_rung() {
         )
         .unwrap();
     let (status, r) = diagnose(&h.client, &["10.240.9.2:9009"]);
+    if !drop_reasons() {
+        return degraded_reading(status, &r, "021");
+    }
     let v = fails_at(status, &r, "firewall", "021");
     assert_eq!(v["cause"], "firewall_reject_rst", "{r:#}");
     assert_eq!(v["firewall"]["chain"], "output", "{r:#}");
@@ -282,6 +316,9 @@ fn dnsmasq(ns: &Netns, listen: &str, addr: &str, dir: &Path) -> Running {
         .args([
             "--keep-in-foreground",
             "--conf-file=/dev/null",
+            // No unprivileged user to switch to in the test VMs (and none needed here).
+            "--user=root",
+            "--group=root",
             "--no-resolv",
             "--no-hosts",
             "--bind-interfaces",

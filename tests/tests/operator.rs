@@ -164,12 +164,16 @@ fn metrics_count_real_failures_by_code_netns_comm_and_chain() {
         "{text}"
     );
     expect_sample(&text, "netladder_lost_events_total", 0.0);
-    // Every metric the shipped alert rules use is exported.
+    // Every metric the shipped alert rules use is exported (a family without any sample is
+    // not printed: the firewall one has none where no rule can be named).
     for name in ALERTS
         .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
         .filter(|w| w.starts_with("netladder_"))
     {
         let family = name.trim_end_matches("_total");
+        if family == "netladder_firewall_failures" && timeout.get("firewall").is_none() {
+            continue;
+        }
         assert!(
             text.contains(&format!("# TYPE {family} ")),
             "the alert rules use {name}, which netladder does not export:\n{text}"

@@ -1,5 +1,6 @@
 //! The VM's initramfs: a cpio (newc) with busybox, the netladder and scenario binaries, the host
-//! tools the scenarios drive (ip, ss, nft, iptables nft/legacy) with their libraries and data,
+//! tools the scenarios drive (ip, ss, nft, iptables nft/legacy, dnsmasq, openssl, unshare,
+//! setpriv) with their libraries and data,
 //! and, per kernel, the modules to load.
 
 use std::collections::BTreeSet;
@@ -34,6 +35,11 @@ const TOOLS: &[&str] = &[
     "nft",
     "xtables-nft-multi",
     "xtables-legacy-multi",
+    // diagnose's DNS and TLS scenarios, and the capability-set check.
+    "dnsmasq",
+    "openssl",
+    "unshare",
+    "setpriv",
 ];
 
 /// Names that run the iptables multi-binaries (as on Debian, plain iptables is the nft variant).
@@ -66,6 +72,7 @@ const DATA: &[&str] = &[
     "/etc/ethertypes",
     "/etc/iproute2",
     "/usr/share/iproute2",
+    "/usr/lib/ssl/openssl.cnf",
 ];
 
 const HOST_TOOL_DIRS: &[&str] = &["/usr/sbin", "/usr/bin", "/sbin", "/bin"];
@@ -188,6 +195,8 @@ fn skeleton(root: &Path) -> Result<()> {
     symlink("../run", root.join("var/run"))?;
     fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n")?;
     fs::write(root.join("etc/group"), "root:x:0:\n")?;
+    // A mount point for the DNS scenarios, which bind their own file over it.
+    fs::write(root.join("etc/resolv.conf"), "")?;
     Ok(())
 }
 
