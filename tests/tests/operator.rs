@@ -547,7 +547,14 @@ fn the_units_capabilities_are_enough_for_the_full_reading() {
     let Some(_one) = root_serial() else {
         return;
     };
-    let usable = Command::new("setpriv")
+    // The util-linux one, by path: a busybox shell would run its own applet for a bare name.
+    let setpriv = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|d| d.join("setpriv"))
+        .find(|p| p.is_file() && std::fs::read_link(p).is_err())
+        .unwrap_or_else(|| "setpriv".into());
+    let usable = Command::new(&setpriv)
         .args(["--bounding-set=-all,+bpf", "--", "true"])
         .output()
         .is_ok_and(|o| o.status.success());
@@ -568,7 +575,8 @@ fn the_units_capabilities_are_enough_for_the_full_reading() {
     std::fs::write(
         &wrapper,
         format!(
-            "#!/bin/sh\nexec setpriv --bounding-set=-all{bounding} --inh-caps=-all --no-new-privs -- {} \"$@\"\n",
+            "#!/bin/sh\nexec {} --bounding-set=-all{bounding} --inh-caps=-all --no-new-privs -- {} \"$@\"\n",
+            setpriv.display(),
             netladder_bin().display()
         ),
     )
