@@ -316,6 +316,9 @@ pub struct ConnState {
     pub start_ns: u64,
     pub syn_retrans: u32,
     pub flags: u32,
+    /// How many times any drop record had been written when the connection started: unchanged
+    /// at its close, no record can be its own, and the close skips the look-up.
+    pub drop_writes: u64,
 }
 
 /// Indexes of the per-CPU counters netladder keeps in the kernel (map `COUNTERS`).

@@ -6,15 +6,14 @@ use aya_ebpf::{
     macros::{btf_tracepoint, fexit},
     programs::{BtfTracePointContext, FExitContext},
 };
-use netladder_common::{eflag, kind, syscall, verdict, ConnState, DropRecord, Event};
+use netladder_common::{eflag, kind, syscall, verdict, ConnState, DropRecord, Event, IcmpRecord};
 
 use crate::{
-    kernel::{conf, current_proc, is_self, other_netns, read, read_buf, sock_flow, sock_netns},
-    maps::{count, emit, CONNS, DROPS, ICMP_SEEN},
+    kernel::{conf, current_proc, is_self, load, other_netns, read_buf, sock_flow, sock_netns},
+    maps::{count, drop_writes, emit, CONNS, DROPS, ICMP_SEEN},
 };
 
 // TCP states (include/net/tcp_states.h): part of the kernel ABI, identical on every kernel.
-const TCP_ESTABLISHED: i32 = 1;
 const TCP_SYN_SENT: i32 = 2;
 const TCP_CLOSE: i32 = 7;
 const IPPROTO_TCP: u16 = 6;
@@ -29,36 +28,45 @@ pub fn inet_sock_set_state(ctx: BtfTracePointContext) -> u32 {
     let sk: u64 = ctx.arg(0);
     let old: i32 = ctx.arg(1);
     let new: i32 = ctx.arg(2);
-    if read::<u16>(sk, conf!(sk_protocol)).unwrap_or(0) != IPPROTO_TCP {
+    // Only a socket in SYN_SENT is ever in CONNS, so only the moves into and out of SYN_SENT
+    // matter: every other state change (the bulk of them on a busy host) leaves here.
+    if old != TCP_SYN_SENT && !(old == TCP_CLOSE && new == TCP_SYN_SENT) {
         return 0;
     }
-    match (old, new) {
-        (TCP_CLOSE, TCP_SYN_SENT) => track(sk),
-        (TCP_SYN_SENT, TCP_ESTABLISHED) => forget(sk),
-        (TCP_SYN_SENT, TCP_CLOSE) => finish(sk),
-        (_, TCP_CLOSE) => {
-            let _ = CONNS.remove(&sk);
-        }
-        _ => {}
+    if load::<u16>(sk, conf!(sk_protocol)) != IPPROTO_TCP {
+        return 0;
+    }
+    match new {
+        TCP_SYN_SENT => track(sk),
+        TCP_CLOSE => finish(sk),
+        // Established (or SYN_RECV after a simultaneous open): not a failure.
+        _ => forget(sk),
     }
     0
 }
 
 /// Runs in the connecting task (connect() -> tcp_v4_connect -> tcp_set_state): record who it is.
+/// The socket's namespace is read at the failure, the rare case, unless one namespace is watched.
 #[inline(always)]
 fn track(sk: u64) {
     if is_self() {
         return;
     }
-    let netns = sock_netns(sk);
-    if other_netns(netns) {
-        return;
-    }
+    let netns = if conf!(only_netns) != 0 {
+        let netns = sock_netns(sk);
+        if other_netns(netns) {
+            return;
+        }
+        netns
+    } else {
+        0
+    };
     let state = ConnState {
         proc: current_proc(netns),
         start_ns: unsafe { bpf_ktime_get_ns() },
         syn_retrans: 0,
         flags: 0,
+        drop_writes: drop_writes(),
     };
     crate::syscall::mark_syn_sent();
     if CONNS.insert(&sk, &state, 0).is_err() {
@@ -66,40 +74,66 @@ fn track(sk: u64) {
     }
 }
 
-/// Established: not a failure. Drop everything we kept about it.
+/// Established: not a failure. Forget the socket. A drop record of its flow (a SYN that was
+/// dropped once, then retransmitted) is left to the LRU: finish() ignores records older than
+/// the connection, so it can never be taken for a later connection's.
 #[inline(always)]
 fn forget(sk: u64) {
-    if CONNS.remove(&sk).is_ok() {
-        if let Ok(flow) = sock_flow(sk) {
-            let _ = DROPS.remove(&flow);
-        }
-    }
+    let _ = CONNS.remove(&sk);
 }
 
 /// The socket left SYN_SENT for CLOSE: a failed connection (or an aborted one). Classify it.
 #[inline(always)]
 fn finish(sk: u64) {
-    let Some(state) = (unsafe { CONNS.get(&sk) }).copied() else {
+    // Everything read from the socket is read before the map operations: the compiler may take
+    // `sk` back from the stack slot that held the map key, and Linux 6.1 and 6.12 no longer know
+    // that slot as a socket pointer once a helper has read it (direct loads from it are refused).
+    // (A plain Flow and a flag, not a Result: the verifier refuses to spill the registers of a
+    // payload that the error path never wrote.)
+    let flow = sock_flow(sk);
+    let flow_ok = flow.is_ok();
+    let flow = flow.unwrap_or_default();
+    let netns = sock_netns(sk);
+    let err: i32 = load(sk, conf!(sk_err));
+    let err_soft: i32 = load(sk, conf!(sk_err_soft));
+    let Some(mut state) = (unsafe { CONNS.get(&sk) }).copied() else {
         return;
     };
     let _ = CONNS.remove(&sk);
-    let Ok(flow) = sock_flow(sk) else {
-        return;
-    };
-    let mut drops = unsafe { DROPS.get(&flow) }.copied().unwrap_or_default();
-    let _ = DROPS.remove(&flow);
-    if drops.last_ns < state.start_ns {
-        // Left over from an earlier connection that used the same ports.
-        drops = DropRecord::default();
+    if state.proc.netns == 0 {
+        state.proc.netns = netns;
     }
-
-    let icmp = unsafe { ICMP_SEEN.get(&flow) }
-        .copied()
-        .filter(|r| r.last_ns >= state.start_ns);
-    let _ = ICMP_SEEN.remove(&flow);
-    let err: i32 = read(sk, conf!(sk_err)).unwrap_or(0);
-    let err_soft: i32 = read(sk, conf!(sk_err_soft)).unwrap_or(0);
+    if !flow_ok {
+        return;
+    }
+    let mut drops = DropRecord::default();
+    // No drop record written since the connection started: none can be its own.
+    let record = if drop_writes() != state.drop_writes {
+        unsafe { DROPS.get(&flow) }
+    } else {
+        None
+    };
+    if let Some(found) = record {
+        // Older than this connection: left over from an earlier one that used the same ports.
+        if found.last_ns >= state.start_ns {
+            drops = *found;
+        }
+        let _ = DROPS.remove(&flow);
+    }
+    crate::drop::claim_no_socket(&flow, state.start_ns, &mut drops);
     let mut flags = state.flags | drops.flags;
+    // ICMP errors matter only when no RST answered (a RST decides the verdict and the evidence).
+    // (Plain values, no Option: Linux 5.10's verifier refuses a read of a stack slot that one
+    // path left unwritten, and the compiler reads an Option's payload on both paths.)
+    let mut icmp = IcmpRecord::default();
+    if flags & eflag::RST_RECEIVED == 0 {
+        if let Some(found) = unsafe { ICMP_SEEN.get(&flow) } {
+            if found.last_ns >= state.start_ns {
+                icmp = *found;
+            }
+            let _ = ICMP_SEEN.remove(&flow);
+        }
+    }
     let Some(verdict) = classify(err, state.syn_retrans, &drops, &mut flags) else {
         return;
     };
@@ -122,9 +156,9 @@ fn finish(sk: u64) {
         drop_location: drops.location,
         drop_ifindex: drops.ifindex,
         drop_netns: drops.netns,
-        icmp_from: icmp.map(|r| r.from).unwrap_or([0; 16]),
-        icmp_type: icmp.map(|r| r.icmp_type).unwrap_or(0),
-        icmp_code: icmp.map(|r| r.icmp_code).unwrap_or(0),
+        icmp_from: icmp.from,
+        icmp_type: icmp.icmp_type,
+        icmp_code: icmp.icmp_code,
         _pad: [0; 6],
     });
 }
@@ -202,7 +236,9 @@ fn connect_exit(ctx: &FExitContext) -> u32 {
     let sk: u64 = ctx.arg(0);
     let uaddr: u64 = ctx.arg(1);
     let ret: i32 = ctx.arg(3);
-    if is_self() || other_netns(sock_netns(sk)) {
+    // Read once, before any map operation (see finish()).
+    let netns = sock_netns(sk);
+    if is_self() || other_netns(netns) {
         return 0;
     }
     if ret < 0 {
@@ -210,16 +246,17 @@ fn connect_exit(ctx: &FExitContext) -> u32 {
         // copy of the caller's sockaddr, since the socket may not have a destination yet.
         let mut raw = [0u8; 28];
         if read_buf(uaddr, 0, &mut raw).is_ok() {
-            crate::syscall::emit_call_error(syscall::CONNECT, &raw, ret, sock_netns(sk));
+            crate::syscall::emit_call_error(syscall::CONNECT, &raw, ret, netns);
         }
         return 0;
     }
     if unsafe { CONNS.get(&sk) }.is_none() {
         let state = ConnState {
-            proc: current_proc(sock_netns(sk)),
+            proc: current_proc(netns),
             start_ns: unsafe { bpf_ktime_get_ns() },
             syn_retrans: 0,
             flags: 0,
+            drop_writes: drop_writes(),
         };
         let _ = CONNS.insert(&sk, &state, 0);
     }

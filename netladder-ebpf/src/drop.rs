@@ -1,12 +1,17 @@
 //! Packet drops (skb:kfree_skb with a drop reason): a handshake packet (SYN or SYN-ACK) that the
 //! local firewall dropped, or that reached a local stack with no socket for it, is recorded under
 //! its flow (client's view) until the connection closes and picks the record up.
-use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::btf_tracepoint, programs::BtfTracePointContext};
+use aya_ebpf::{
+    bindings::BPF_NOEXIST,
+    helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel},
+    macros::btf_tracepoint,
+    programs::BtfTracePointContext,
+};
 use netladder_common::{counter, eflag, DropRecord, Flow, AF_INET, AF_INET6};
 
 use crate::{
-    kernel::{conf, read, read_buf},
-    maps::{count, DROPS},
+    kernel::{conf, load, read_buf},
+    maps::{count, count_drop_write, DROPS, NOSOCK_LAST},
 };
 
 const IPPROTO_TCP: u8 = 6;
@@ -40,14 +45,65 @@ pub fn kfree_skb(ctx: BtfTracePointContext) -> u32 {
     let Some(flow) = handshake_flow(skb) else {
         return 0;
     };
-    let iif: i32 = read(skb, conf!(skb_iif)).unwrap_or(0);
-    record(&flow, class, reason, location, iif, skb_netns(skb));
+    let netns = skb_netns(skb);
+    if class == Class::NoSocket {
+        park_no_socket(&flow, reason, netns);
+        return 0;
+    }
+    let iif: i32 = load(skb, conf!(skb_iif));
+    record(&flow, class, reason, location, iif, netns, 1, now());
     0
 }
 
 #[inline(always)]
-fn record(flow: &Flow, class: Class, reason: u32, location: u64, iif: i32, netns: u32) {
-    let now = unsafe { bpf_ktime_get_ns() };
+fn now() -> u64 {
+    unsafe { bpf_ktime_get_ns() }
+}
+
+/// A NO_SOCKET drop goes to this CPU's slot (see `NoSocketDrop`); the one parked there before, if
+/// unclaimed and of another flow, moves to DROPS first.
+#[inline(always)]
+fn park_no_socket(flow: &Flow, reason: u32, netns: u32) {
+    let Some(slot) = NOSOCK_LAST.get_ptr_mut(0) else {
+        record(flow, Class::NoSocket, reason, 0, 0, netns, 1, now());
+        return;
+    };
+    let slot = unsafe { &mut *slot };
+    let same = slot.parked != 0 && slot.flow == *flow;
+    if slot.parked != 0 && !same {
+        let old = *slot;
+        record(
+            &old.flow,
+            Class::NoSocket,
+            old.reason,
+            0,
+            0,
+            old.netns,
+            old.drops,
+            old.last_ns,
+        );
+    }
+    slot.drops = if same { slot.drops + 1 } else { 1 };
+    slot.flow = *flow;
+    slot.reason = reason;
+    slot.netns = netns;
+    slot.last_ns = now();
+    slot.parked = 1;
+}
+
+/// Adds `drops` drops of `class` seen at `at` to the flow's record in DROPS.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn record(
+    flow: &Flow,
+    class: Class,
+    reason: u32,
+    location: u64,
+    iif: i32,
+    netns: u32,
+    drops: u32,
+    at: u64,
+) {
     let dir = if iif == 0 {
         eflag::DROP_OUTGOING
     } else {
@@ -56,57 +112,85 @@ fn record(flow: &Flow, class: Class, reason: u32, location: u64, iif: i32, netns
     let update = |r: &mut DropRecord| {
         match class {
             Class::Netfilter => {
-                r.nf_drops += 1;
+                r.nf_drops += drops;
                 r.location = location;
                 r.flags |= dir;
                 r.ifindex = iif as u32;
             }
-            Class::NoSocket => r.nosock_drops += 1,
-            Class::Other => r.other_drops += 1,
+            Class::NoSocket => r.nosock_drops += drops,
+            Class::Other => r.other_drops += drops,
         }
         r.last_reason = reason;
-        r.last_ns = now;
+        r.last_ns = at;
         if netns != 0 {
             r.netns = netns;
         }
     };
-    if let Some(existing) = DROPS.get_ptr_mut(flow) {
-        update(unsafe { &mut *existing });
-        return;
-    }
+    // Nearly every handshake drop is the first of its flow: try to add the record first (one map
+    // operation), and update the one already there only when that fails.
     let mut fresh = DropRecord::default();
     update(&mut fresh);
-    if DROPS.insert(flow, &fresh, 0).is_err() {
-        count(counter::DROP_MAP_FULL);
+    if DROPS.insert(flow, &fresh, BPF_NOEXIST as u64).is_ok() {
+        count_drop_write();
+        return;
+    }
+    match DROPS.get_ptr_mut(flow) {
+        Some(existing) => {
+            update(unsafe { &mut *existing });
+            count_drop_write();
+        }
+        None => count(counter::DROP_MAP_FULL),
+    }
+}
+
+/// Adds the NO_SOCKET drop parked on this CPU to `drops` and frees the slot, when it is `flow`'s
+/// and not older than `since` (the connection's start).
+#[inline(always)]
+pub fn claim_no_socket(flow: &Flow, since: u64, drops: &mut DropRecord) {
+    let Some(slot) = NOSOCK_LAST.get_ptr_mut(0) else {
+        return;
+    };
+    let slot = unsafe { &mut *slot };
+    if slot.parked == 0 || slot.last_ns < since || slot.flow != *flow {
+        return;
+    }
+    let at = slot.last_ns;
+    drops.nosock_drops += slot.drops;
+    if at >= drops.last_ns {
+        drops.last_ns = at;
+        drops.last_reason = slot.reason;
+        if slot.netns != 0 {
+            drops.netns = slot.netns;
+        }
+    }
+    // A drop handled in a softirq that interrupted us here has replaced the slot (and moved this
+    // one to DROPS, where it was found or is lost to this close): release only the slot we read.
+    if slot.last_ns == at {
+        slot.parked = 0;
     }
 }
 
 /// Network namespace where the packet was dropped: `skb->dev->nd_net->ns.inum` (0 if unknown).
 #[inline(always)]
 fn skb_netns(skb: u64) -> u32 {
-    let Ok(dev) = read::<u64>(skb, conf!(skb_dev)) else {
-        return 0;
-    };
-    match read::<u64>(dev, conf!(dev_nd_net)) {
-        Ok(net) => read::<u32>(net, conf!(net_ns_inum)).unwrap_or(0),
-        Err(_) => 0,
-    }
+    let dev: u64 = load(skb, conf!(skb_dev));
+    load::<u32>(load::<u64>(dev, conf!(dev_nd_net)), conf!(net_ns_inum))
 }
 
 /// The flow of a TCP SYN (as sent) or SYN-ACK (reversed, so the key is the client's view).
 /// `None` for anything else, or when the headers cannot be read.
 #[inline(always)]
 fn handshake_flow(skb: u64) -> Option<Flow> {
-    let head: u64 = read(skb, conf!(skb_head)).ok()?;
-    let nh: u16 = read(skb, conf!(skb_network_header)).ok()?;
+    let head: u64 = load(skb, conf!(skb_head));
+    let nh: u16 = load(skb, conf!(skb_network_header));
     if nh == HEADER_UNSET || head == 0 {
         return None;
     }
     let ip = head + nh as u64;
     // One read covers an IPv4 header without options or an IPv6 header, plus the TCP ports and
     // flags: the common case costs a single probe read.
-    let mut b = [0u8; 56];
-    read_buf(ip, 0, &mut b).ok()?;
+    // (Read into an uninitialised buffer: zeroing it first would cost a memset.)
+    let b: [u8; 56] = unsafe { bpf_probe_read_kernel(ip as *const [u8; 56]) }.ok()?;
     let mut flow = Flow {
         protocol: IPPROTO_TCP as u16,
         ..Flow::default()

@@ -2,6 +2,9 @@
 //! its own file. Programs are built for the bpf target by netladder-user's build.rs (aya-build).
 #![no_std]
 #![no_main]
+// Atomic add on a map value (see maps::count_drop_write): core::sync has none for bpf.
+#![allow(internal_features)]
+#![feature(core_intrinsics)]
 
 mod conn;
 mod drop;

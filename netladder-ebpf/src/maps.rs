@@ -2,7 +2,7 @@
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     macros::map,
-    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use netladder_common::{counter, ConnState, DropRecord, Event, Flow, IcmpRecord};
 
@@ -11,9 +11,11 @@ use netladder_common::{counter, ConnState, DropRecord, Event, Flow, IcmpRecord};
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(RING_BYTES, 0);
 
 const RING_BYTES: u32 = 4 << 20;
-/// Userspace is woken once this much is queued; below it, its 100 ms tick collects the events.
-/// A storm then costs one wakeup per few hundred events instead of one each.
+/// Userspace is woken each time the queue grows past a multiple of this; in between, its 100 ms
+/// tick collects the events. A storm then costs one wakeup per thousand-odd events, not one each.
 const WAKE_BYTES: u64 = (RING_BYTES / 16) as u64;
+/// Ring space of one event: the record plus its 8-byte header, rounded up to 8 bytes.
+const RECORD_BYTES: u64 = ((core::mem::size_of::<Event>() + 8 + 7) & !7) as u64;
 
 /// Per-socket state from SYN_SENT until the socket leaves it. Key: socket address.
 #[map(name = "CONNS")]
@@ -22,6 +24,37 @@ pub static CONNS: HashMap<u64, ConnState> = HashMap::with_max_entries(65536, 0);
 /// Drops seen for a flow (client's view), merged into the connection's event at close.
 #[map(name = "DROPS")]
 pub static DROPS: LruHashMap<Flow, DropRecord> = LruHashMap::with_max_entries(16384, 0);
+
+/// The last NO_SOCKET drop of a handshake on this CPU, not yet claimed (see `drop::NoSocketDrop`).
+#[map(name = "NOSOCK_LAST")]
+pub static NOSOCK_LAST: PerCpuArray<NoSocketDrop> = PerCpuArray::with_max_entries(1, 0);
+
+/// Writes to DROPS so far (one global slot, added to atomically): see `ConnState::drop_writes`.
+#[map(name = "DROP_WRITES")]
+pub static DROP_WRITES: Array<u64> = Array::with_max_entries(1, 0);
+
+/// How many times DROPS has been written.
+#[inline(always)]
+pub fn drop_writes() -> u64 {
+    match DROP_WRITES.get_ptr(0) {
+        Some(n) => unsafe { core::ptr::read_volatile(n) },
+        None => 0,
+    }
+}
+
+/// Counts one write to DROPS (after the write, so a reader that sees the count sees the record).
+#[inline(always)]
+pub fn count_drop_write() {
+    if let Some(n) = DROP_WRITES.get_ptr_mut(0) {
+        // The bpf target has no atomic read-modify-write in core::sync (no compare-and-swap):
+        // the intrinsic with its result unused is the BPF atomic add every kernel has (XADD).
+        unsafe {
+            core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(
+                n, 1,
+            )
+        };
+    }
+}
 
 /// ICMP errors received for a flow (client's view), merged into the connection's event at close.
 #[map(name = "ICMP_SEEN")]
@@ -39,12 +72,32 @@ pub static BOUND: LruHashMap<u64, [u8; 28]> = LruHashMap::with_max_entries(16384
 #[map(name = "COUNTERS")]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
 
+/// A SYN that reached a local stack with no socket for it. On loopback and veth the refused
+/// connection usually closes on the same CPU right after (the RST is handled in the same softirq,
+/// or in the connecting task when it releases the socket), so the drop is parked here, per CPU,
+/// and claimed by that close without touching DROPS. A drop nobody claimed moves to DROPS when the
+/// next one arrives on this CPU, where a close on another CPU finds it as before.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct NoSocketDrop {
+    pub flow: Flow,
+    /// Time of the last drop: also what a close compares before it claims the slot.
+    pub last_ns: u64,
+    pub drops: u32,
+    pub reason: u32,
+    pub netns: u32,
+    /// Non-zero while the drop is parked here, unclaimed.
+    pub parked: u32,
+}
+
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct PendingCall {
     /// The struct sockaddr as the caller passed it.
     pub addr: [u8; 28],
     pub fd: u32,
+    /// User address of the sockaddr (connect(): read at exit, only when the call failed).
+    pub uaddr: u64,
     /// `netladder_common::syscall` id.
     pub call: u32,
     /// The connect() put its socket in SYN_SENT: the socket's own summary reports its fate.
@@ -65,7 +118,12 @@ pub fn emit(event: &Event) {
     match EVENTS.reserve::<Event>(0) {
         Some(mut slot) => {
             slot.write(*event);
-            let wake = if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= WAKE_BYTES {
+            // Wake userspace only when this record makes the queue cross a multiple of
+            // WAKE_BYTES: once per WAKE_BYTES of events, also while userspace lags behind. (A
+            // wakeup is an irq_work, a self-interrupt that costs a VM exit under virtualisation:
+            // forcing one for every event above the threshold tripled the cost of an event.)
+            let queued = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
+            let wake = if queued / WAKE_BYTES != queued.saturating_sub(RECORD_BYTES) / WAKE_BYTES {
                 BPF_RB_FORCE_WAKEUP
             } else {
                 BPF_RB_NO_WAKEUP

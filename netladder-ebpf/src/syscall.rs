@@ -2,11 +2,10 @@
 //! (no route, no local port), bind() and listen() errors (address in use). The arguments are saved
 //! at entry, in the calling task, and the result read at exit.
 use aya_ebpf::{
-    helpers::{
-        bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user, bpf_probe_read_user_buf,
-    },
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user},
     macros::tracepoint,
     programs::TracePointContext,
+    EbpfContext as _,
 };
 use netladder_common::{kind, syscall, Event, Flow, AF_INET, AF_INET6};
 
@@ -14,6 +13,32 @@ use crate::{
     kernel::{conf, current_netns, current_proc, is_self, other_netns},
     maps::{emit, PendingCall, BOUND, CALL_ARGS},
 };
+
+/// A 64-bit field of a syscall tracepoint's record at `off` (from its tracefs format file). The
+/// offset is a `CONFIG` value the verifier knows, so exactly one of these arms is live: a direct
+/// context load at a fixed offset (a context pointer cannot be moved by a register), instead of a
+/// helper call. Any other offset falls back to the helper.
+#[inline(always)]
+fn field(ctx: &TracePointContext, off: u32) -> Option<u64> {
+    let p = ctx.as_ptr() as *const u64;
+    // SAFETY: the record of every syscall tracepoint holds its arguments as 8-byte fields
+    // after its header; the verifier checks each access against the context's size.
+    unsafe {
+        if off == 8 {
+            Some(core::ptr::read_volatile(p.add(1)))
+        } else if off == 16 {
+            Some(core::ptr::read_volatile(p.add(2)))
+        } else if off == 24 {
+            Some(core::ptr::read_volatile(p.add(3)))
+        } else if off == 32 {
+            Some(core::ptr::read_volatile(p.add(4)))
+        } else if off == 40 {
+            Some(core::ptr::read_volatile(p.add(5)))
+        } else {
+            ctx.read_at::<u64>(off as usize).ok()
+        }
+    }
+}
 
 // Errors that are not failures of the attempt itself.
 const EINTR: i64 = 4;
@@ -46,7 +71,7 @@ pub fn sys_exit_connect(ctx: TracePointContext) -> u32 {
 /// sendto() with a destination (UDP and other datagram sockets).
 #[tracepoint(category = "syscalls", name = "sys_enter_sendto")]
 pub fn sys_enter_sendto(ctx: TracePointContext) -> u32 {
-    let Ok(uaddr) = (unsafe { ctx.read_at::<u64>(conf!(sys_enter_sendto_addr) as usize) }) else {
+    let Some(uaddr) = field(&ctx, conf!(sys_enter_sendto_addr)) else {
         return 0;
     };
     if uaddr != 0 {
@@ -64,7 +89,7 @@ pub fn sys_exit_sendto(ctx: TracePointContext) -> u32 {
 /// sendmsg() with a destination in its msghdr.
 #[tracepoint(category = "syscalls", name = "sys_enter_sendmsg")]
 pub fn sys_enter_sendmsg(ctx: TracePointContext) -> u32 {
-    let Ok(msg) = (unsafe { ctx.read_at::<u64>(conf!(sys_enter_sendmsg_msg) as usize) }) else {
+    let Some(msg) = field(&ctx, conf!(sys_enter_sendmsg_msg)) else {
         return 0;
     };
     let off = conf!(msghdr_name) as u64;
@@ -106,7 +131,7 @@ pub fn sys_enter_listen(ctx: TracePointContext) -> u32 {
     if ignored_caller() {
         return 0;
     }
-    let Ok(fd) = (unsafe { ctx.read_at::<u64>(conf!(sys_enter_listen_fd) as usize) }) else {
+    let Some(fd) = field(&ctx, conf!(sys_enter_listen_fd)) else {
         return 0;
     };
     let id = bpf_get_current_pid_tgid();
@@ -115,6 +140,7 @@ pub fn sys_enter_listen(ctx: TracePointContext) -> u32 {
         .unwrap_or([0; 28]);
     let call = PendingCall {
         addr,
+        uaddr: 0,
         fd: fd as u32,
         call: syscall::LISTEN,
         reached_syn_sent: 0,
@@ -144,52 +170,66 @@ fn bound_key(pid_tgid: u64, fd: u32) -> u64 {
 /// Saves fd and sockaddr of an IPv4/IPv6 call; other families are not ours.
 #[inline(always)]
 fn save_with_addr(ctx: &TracePointContext, call: u32, fd_off: u32, addr_off: u32) {
-    let Ok(uaddr) = (unsafe { ctx.read_at::<u64>(addr_off as usize) }) else {
+    let Some(uaddr) = field(ctx, addr_off) else {
         return;
     };
     save(ctx, call, fd_off, uaddr);
 }
 
-/// Saves fd and the sockaddr at user address `uaddr` of an IPv4/IPv6 call.
+/// Saves fd and the sockaddr at user address `uaddr` of an IPv4/IPv6 call. For connect() only the
+/// address of the sockaddr is kept: it is read at exit, and only when the call failed (nearly every
+/// connect succeeds, is in progress, or fails after SYN_SENT, where the socket itself reports).
 #[inline(always)]
 fn save(ctx: &TracePointContext, call: u32, fd_off: u32, uaddr: u64) {
     if ignored_caller() {
         return;
     }
-    let Ok(fd) = (unsafe { ctx.read_at::<u64>(fd_off as usize) }) else {
+    let Some(fd) = field(ctx, fd_off) else {
         return;
     };
     let mut pending = PendingCall {
         addr: [0; 28],
+        uaddr,
         fd: fd as u32,
         call,
         reached_syn_sent: 0,
     };
-    // A sockaddr_in is shorter than 28 bytes and may end a page: fall back to its 16 bytes.
-    if unsafe { bpf_probe_read_user_buf(uaddr as *const u8, &mut pending.addr) }.is_err()
-        && unsafe { bpf_probe_read_user_buf(uaddr as *const u8, &mut pending.addr[..16]) }.is_err()
-    {
-        return;
+    if call != syscall::CONNECT {
+        match read_sockaddr(uaddr) {
+            Some(addr) => pending.addr = addr,
+            None => return,
+        }
     }
-    let family = u16::from_ne_bytes([pending.addr[0], pending.addr[1]]);
-    if family == AF_INET || family == AF_INET6 {
-        let _ = CALL_ARGS.insert(&bpf_get_current_pid_tgid(), &pending, 0);
-    }
+    let _ = CALL_ARGS.insert(&bpf_get_current_pid_tgid(), &pending, 0);
 }
 
 #[inline(always)]
 fn exit(ctx: &TracePointContext, call: u32) {
     let id = bpf_get_current_pid_tgid();
+    let ret = field(ctx, conf!(sys_exit_ret)).map(|r| r as i64);
+    if call == syscall::CONNECT {
+        if let Some(ret) = ret {
+            // The common outcomes of connect() need nothing that was saved at entry: success and
+            // a connect still in progress. One map operation instead of two. (Errors still look
+            // at the saved call: a refused or timed-out connect whose socket was not tracked, for
+            // example because its state-change program was skipped as nested on its CPU, is
+            // reported from here.)
+            if ret >= 0 || ignored_error(ret) {
+                let _ = CALL_ARGS.remove(&id);
+                return;
+            }
+        }
+    }
     let Some(pending) = (unsafe { CALL_ARGS.get(&id) }).copied() else {
         return;
     };
     let _ = CALL_ARGS.remove(&id);
+    let Some(ret) = ret else {
+        return;
+    };
     if pending.call != call {
         return;
     }
-    let Ok(ret) = (unsafe { ctx.read_at::<i64>(conf!(sys_exit_ret) as usize) }) else {
-        return;
-    };
     if ret == 0 && call == syscall::BIND {
         let _ = BOUND.insert(&bound_key(id, pending.fd), &pending.addr, 0);
         return;
@@ -197,8 +237,40 @@ fn exit(ctx: &TracePointContext, call: u32) {
     // Errors that reach a socket after SYN_SENT are in its summary already (one event, not two).
     let after_syn_sent = matches!(-ret, ECONNREFUSED | ETIMEDOUT | EHOSTUNREACH | ENETUNREACH);
     if ret < 0 && !(pending.reached_syn_sent != 0 && after_syn_sent) {
-        emit_call_error(call, &pending.addr, ret as i32, current_netns());
+        let mut addr = pending.addr;
+        if call == syscall::CONNECT {
+            // connect() reads its sockaddr only now that it failed (see sys_enter_connect).
+            let Some(read) = read_sockaddr(pending.uaddr) else {
+                return;
+            };
+            addr = read;
+        }
+        emit_call_error(call, &addr, ret as i32, current_netns());
     }
+}
+
+/// Errors that are not failures of the attempt itself (the call was interrupted, is still in
+/// progress, or was already done).
+#[inline(always)]
+fn ignored_error(ret: i64) -> bool {
+    matches!(-ret, EINTR | EAGAIN | EISCONN | EALREADY | EINPROGRESS)
+}
+
+/// The struct sockaddr at user address `uaddr`, when it is IPv4 or IPv6.
+#[inline(always)]
+fn read_sockaddr(uaddr: u64) -> Option<[u8; 28]> {
+    // A sockaddr_in is shorter than 28 bytes and may end a page: fall back to its 16 bytes.
+    let addr = match unsafe { bpf_probe_read_user(uaddr as *const [u8; 28]) } {
+        Ok(a) => a,
+        Err(_) => {
+            let short = unsafe { bpf_probe_read_user(uaddr as *const [u8; 16]) }.ok()?;
+            let mut a = [0u8; 28];
+            a[..16].copy_from_slice(&short);
+            a
+        }
+    };
+    let family = u16::from_ne_bytes([addr[0], addr[1]]);
+    (family == AF_INET || family == AF_INET6).then_some(addr)
 }
 
 /// Marks the calling task's pending connect() as having put its socket in SYN_SENT.
@@ -212,10 +284,7 @@ pub fn mark_syn_sent() {
 /// Emits a SYSCALL_FAILED event for `call` on the address in `raw` (a struct sockaddr).
 #[inline(always)]
 pub fn emit_call_error(call: u32, raw: &[u8; 28], ret: i32, netns: u32) {
-    if matches!(
-        -(ret as i64),
-        EINTR | EAGAIN | EISCONN | EALREADY | EINPROGRESS
-    ) {
+    if ignored_error(ret as i64) {
         return;
     }
     let mut flow = sockaddr_flow(raw);

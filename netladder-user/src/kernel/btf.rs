@@ -1,9 +1,9 @@
 //! The running kernel's BTF: struct member offsets and enum values, resolved by name at start-up so
 //! nothing about the kernel's layout is hard-coded.
-use std::collections::HashMap;
+use std::{collections::HashMap, os::fd::FromRawFd as _};
 
 use anyhow::{anyhow, bail, Context as _, Result};
-use btf_rs::{Btf, Type};
+use btf_rs::{Backend, Btf, Type};
 
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
@@ -29,8 +29,39 @@ impl KernelBtf {
                  which netladder needs to find struct offsets and drop reasons"
             );
         }
-        let btf = Btf::from_file(path).with_context(|| format!("cannot parse BTF in {path}"))?;
+        let btf = Self::open(path).with_context(|| format!("cannot parse BTF in {path}"))?;
         Ok(Self { btf })
+    }
+
+    /// The kernel's BTF, memory-mapped and read on demand: a few MB and milliseconds, where
+    /// parsing every type up front costs about 40 MB and 150 ms at each start (netladder only asks
+    /// for a few dozen types). /sys/kernel/btf/vmlinux can be mapped since Linux 6.16; before, a
+    /// copy in a memfd is mapped instead; parsing it all is the last resort.
+    fn open(path: &str) -> Result<Btf> {
+        if let Ok(btf) = Btf::from_file_with_backend(path, Backend::Mmap) {
+            return Ok(btf);
+        }
+        match Self::open_copy(path) {
+            Ok(btf) => Ok(btf),
+            Err(_) => Ok(Btf::from_file(path)?),
+        }
+    }
+
+    /// Copies `path` into an anonymous memory file and maps that.
+    fn open_copy(path: &str) -> Result<Btf> {
+        // SAFETY: plain syscall with a NUL-terminated name; the fd is owned right below.
+        let fd = unsafe { libc::memfd_create(c"netladder-btf".as_ptr(), libc::MFD_CLOEXEC) };
+        if fd < 0 {
+            bail!("memfd_create: {}", std::io::Error::last_os_error());
+        }
+        // SAFETY: fd is a fresh descriptor nobody else owns.
+        let mut copy = unsafe { std::fs::File::from_raw_fd(fd) };
+        std::io::copy(&mut std::fs::File::open(path)?, &mut copy)?;
+        // The mapping made from this path outlives `copy`, which is closed on return.
+        Ok(Btf::from_file_with_backend(
+            format!("/proc/self/fd/{fd}"),
+            Backend::Mmap,
+        )?)
     }
 
     /// Byte offset of `path` ("a.b.c") inside `struct name`, looking through anonymous
@@ -165,6 +196,26 @@ mod tests {
         let th = btf.offset("sk_buff", "transport_header").unwrap();
         assert_eq!(th + 2, nh, "transport_header is followed by network_header");
         assert!(btf.offset("sock", "no_such_member").is_err());
+    }
+
+    #[test]
+    fn a_copy_in_memory_reads_the_same_as_the_file() {
+        if !std::path::Path::new(VMLINUX_BTF).exists() {
+            println!("NL-SKIP no kernel BTF on this machine");
+            return;
+        }
+        // The way kernels before 6.16 (no mmap of the sysfs file) read it.
+        let copy = KernelBtf {
+            btf: KernelBtf::open_copy(VMLINUX_BTF).unwrap(),
+        };
+        let direct = host().unwrap();
+        for (s, m) in [
+            ("sock", "__sk_common.skc_family"),
+            ("sk_buff", "network_header"),
+        ] {
+            assert_eq!(copy.offset(s, m).unwrap(), direct.offset(s, m).unwrap());
+        }
+        assert_eq!(copy.tracepoint_args("inet_sock_set_state"), Some(3));
     }
 
     #[test]

@@ -73,6 +73,12 @@ pub fn load(config: &Config, opts: &Options) -> Result<Loaded> {
         });
     }
 
+    drop(btf);
+    // Parsing the kernel's BTF and loading the object freed tens of MB: give them back to the
+    // system instead of keeping them in the allocator for the whole run.
+    // SAFETY: plain glibc call, no pointers.
+    unsafe { libc::malloc_trim(0) };
+
     let events = RingBuf::try_from(ebpf.take_map("EVENTS").context("map EVENTS is missing")?)?;
     let counters = PerCpuArray::try_from(
         ebpf.take_map("COUNTERS")
@@ -133,7 +139,18 @@ fn describe(e: &ProgramError) -> String {
             verifier_log,
         } => {
             let log = verifier_log.to_string();
-            let tail: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
+            // The log ends with statistics ("processed N insns", "stack depth", "verification
+            // time"): the verifier's reason is the line before them.
+            let tail: Vec<&str> = log
+                .lines()
+                .filter(|l| {
+                    let l = l.trim();
+                    !(l.is_empty()
+                        || l.starts_with("processed ")
+                        || l.starts_with("stack depth")
+                        || l.starts_with("verification time"))
+                })
+                .collect();
             let tail = tail[tail.len().saturating_sub(2)..].join(" / ");
             if tail.is_empty() {
                 format!("load failed: {io_error}")
