@@ -2,7 +2,7 @@
 //! SYN retransmits, and when it leaves SYN_SENT without being established, one event is emitted with
 //! the in-kernel verdict.
 use aya_ebpf::{
-    helpers::bpf_ktime_get_ns,
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
     macros::{btf_tracepoint, fexit},
     programs::{BtfTracePointContext, FExitContext},
 };
@@ -10,7 +10,7 @@ use netladder_common::{eflag, kind, syscall, verdict, ConnState, DropRecord, Eve
 
 use crate::{
     kernel::{conf, current_proc, is_self, load, other_netns, read_buf, sock_flow, sock_netns},
-    maps::{count, drop_writes, emit, CONNS, DROPS, ICMP_SEEN},
+    maps::{count, drop_writes, emit, CALL_ARGS, CONNS, DROPS, ICMP_SEEN},
 };
 
 // TCP states (include/net/tcp_states.h): part of the kernel ABI, identical on every kernel.
@@ -247,6 +247,9 @@ fn connect_exit(ctx: &FExitContext) -> u32 {
         let mut raw = [0u8; 28];
         if read_buf(uaddr, 0, &mut raw).is_ok() {
             crate::syscall::emit_call_error(syscall::CONNECT, &raw, ret, netns);
+            // Reported: the connect() exit (when this came through the syscall) must not
+            // report the same attempt again.
+            let _ = CALL_ARGS.remove(&bpf_get_current_pid_tgid());
         }
         return 0;
     }
@@ -258,7 +261,11 @@ fn connect_exit(ctx: &FExitContext) -> u32 {
             flags: 0,
             drop_writes: drop_writes(),
         };
-        let _ = CONNS.insert(&sk, &state, 0);
+        // The state-change program missed SYN_SENT: the summary will come from this entry,
+        // so the connect() exit must not report the attempt's error too.
+        if CONNS.insert(&sk, &state, 0).is_ok() {
+            crate::syscall::mark_syn_sent();
+        }
     }
     0
 }

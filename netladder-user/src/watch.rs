@@ -287,9 +287,7 @@ async fn event_loop(
                 drain(ring.get_mut(), &names, &mut classifier, &mut out)?;
                 out.flush_repeats(false)?;
                 out.enricher.poll_traces();
-                for f in classifier.tick(monotonic_ns()) {
-                    out.failure(f)?;
-                }
+                classifier.tick(monotonic_ns());
                 if let Some(m) = &out.metrics {
                     m.health(&counters.read(), classifier.unclassified);
                 }
@@ -319,9 +317,7 @@ async fn event_loop(
         }
     }
     drain(ring.get_mut(), &names, &mut classifier, &mut out)?;
-    for f in classifier.tick(u64::MAX) {
-        out.failure(f)?;
-    }
+
     out.flush_repeats(true)?;
     out.stats(&counters.read(), classifier.unclassified, true)?;
     // A reader that stalled must not hold the exit: what it never took is said on stderr.

@@ -17,8 +17,6 @@ use crate::ladder::Layer;
 pub mod errno;
 mod evidence;
 
-/// How long a syscall error waits for its connection summary before it stands alone.
-pub const PAIR_WINDOW_NS: u64 = 250_000_000;
 /// How long a neighbour failure explains host-unreachable connections to that address.
 pub const NEIGHBOUR_WINDOW_NS: u64 = 10_000_000_000;
 /// How long a failure is remembered to absorb its late duplicates.
@@ -169,8 +167,6 @@ pub struct Failure {
     pub firewall_rule: Option<FirewallRule>,
 }
 
-type PairKey = (u32, Option<SocketAddr>);
-
 /// Keys remembered until a deadline, forgotten in deadline order (O(expired) per tick).
 struct Expiring<K> {
     until: HashMap<K, u64>,
@@ -215,11 +211,6 @@ impl<K: Eq + Hash + Copy> Expiring<K> {
 
 #[derive(Default)]
 pub struct Classifier {
-    /// Syscall errors waiting for their connection summary: key -> (observation, deadline).
-    /// Few at a time: a connect() that reached SYN_SENT does not report its error again.
-    pending: HashMap<PairKey, (Observation, u64)>,
-    /// Recently reported failures. Absorbs the matching syscall error.
-    recent: Expiring<PairKey>,
     /// Connection summaries already handled, by (socket, time).
     seen: Expiring<(u64, u64)>,
     /// Neighbours that went FAILED recently: (netns, address) -> (ifindex, until).
@@ -237,7 +228,6 @@ impl Classifier {
     /// time. Nothing expires here (that is `tick`'s job), so feeding costs O(1).
     pub fn feed(&mut self, obs: Observation, now: u64) -> Vec<Failure> {
         let mut out = Vec::new();
-        let key = (obs.proc.pid, obs.dst);
         match obs.kind {
             Kind::Neighbour { ifindex, netns } => {
                 if let Some(dst) = obs.dst {
@@ -253,60 +243,26 @@ impl Classifier {
                 {
                     return out;
                 }
-                let syscall = self.pending.remove(&key).map(|(o, _)| o);
                 let neighbour = obs.dst.and_then(|d| {
                     let hit = self.failed_neighbours.get(&(obs.proc.netns, d.ip()));
                     hit.filter(|(_, until)| *until > now)
                         .map(|(ifindex, _)| *ifindex)
                 });
-                if let Some(mut f) = from_conn(&obs, verdict, neighbour) {
-                    if let Some(s) = syscall {
-                        f.evidence.push(evidence::syscall_line("connect", s.err));
-                    }
-                    self.recent.insert(key, now + DEDUP_WINDOW_NS, now);
-                    out.push(f);
-                } else if let Some(s) = syscall {
-                    out.extend(self.standalone(s));
-                }
+                out.extend(from_conn(&obs, verdict, neighbour));
             }
-            Kind::Syscall { call } if call != "connect" => {
-                // bind() and listen() never have a connection summary to wait for.
-                out.extend(self.standalone(obs));
-            }
-            Kind::Syscall { .. } => {
-                if self.recent.contains(&key, now) || self.pending.contains_key(&key) {
-                    // The connection's summary already told this story, or this is the same
-                    // error seen by a second hook.
-                    return out;
-                }
-                self.pending.insert(key, (obs, now + PAIR_WINDOW_NS));
-            }
+            // The kernel reports each attempt once: a connect() that reached SYN_SENT through
+            // a tracked socket reports its error in the connection summary only, so a syscall
+            // error is always an attempt of its own (in a storm toward one destination, pairing
+            // it with another attempt's summary would hide it).
+            Kind::Syscall { .. } => out.extend(self.standalone(obs)),
         }
         out
     }
 
-    /// Releases syscall errors whose connection summary did not come, and forgets what is
-    /// older than the de-duplication window. Call periodically.
-    pub fn tick(&mut self, now: u64) -> Vec<Failure> {
-        self.recent.expire(now);
+    /// Forgets what is older than the de-duplication window. Call periodically.
+    pub fn tick(&mut self, now: u64) {
         self.seen.expire(now);
         self.failed_neighbours.retain(|_, (_, until)| *until > now);
-        let due: Vec<PairKey> = self
-            .pending
-            .iter()
-            .filter(|(_, (_, deadline))| *deadline <= now)
-            .map(|(k, _)| *k)
-            .collect();
-        let mut out = Vec::new();
-        for k in due {
-            if let Some((obs, _)) = self.pending.remove(&k) {
-                out.extend(self.standalone(obs));
-                self.recent
-                    .insert(k, now.saturating_add(DEDUP_WINDOW_NS), now);
-            }
-        }
-        out.sort_by_key(|f| f.ts_ns);
-        out
     }
 
     /// A syscall error with no connection summary: classified by the call and its errno.

@@ -22,8 +22,8 @@ pub struct Probe {
     pub elapsed: Duration,
 }
 
-/// How long the classifier may wait for a failure's kernel events after connect() returned:
-/// a connect() error waits `PAIR_WINDOW_NS` for its connection summary.
+/// How long the probe waits for a failure's kernel events after connect() returned (the
+/// ring buffer hands them over in batches).
 const SETTLE: Duration = Duration::from_millis(1500);
 
 /// Connects to `dst` within `timeout` while the eBPF programs watch (when they can load).
@@ -98,9 +98,7 @@ fn kernel_failure(
         } else {
             watch::monotonic_ns()
         };
-        for f in classifier.tick(at) {
-            keep(f).ok();
-        }
+        classifier.tick(at);
         if found.is_some() || at == u64::MAX {
             break;
         }
@@ -141,8 +139,7 @@ fn from_error(dst: SocketAddr, e: &io::Error, elapsed: Duration) -> Failure {
         icmp: None,
     };
     let mut c = Classifier::new();
-    let mut out = c.feed(obs, 0);
-    out.extend(c.tick(u64::MAX));
+    let out = c.feed(obs, 0);
     out.into_iter().next().unwrap_or_else(|| Failure {
         code: 23,
         cause: "no_reply",
