@@ -68,7 +68,7 @@ fn track(sk: u64) {
         flags: 0,
         drop_writes: drop_writes(),
     };
-    crate::syscall::mark_syn_sent();
+    crate::syscall::mark_syn_sent(sk);
     if CONNS.insert(&sk, &state, 0).is_err() {
         count(netladder_common::counter::CONN_MAP_FULL);
     }
@@ -264,7 +264,7 @@ fn connect_exit(ctx: &FExitContext) -> u32 {
         // The state-change program missed SYN_SENT: the summary will come from this entry,
         // so the connect() exit must not report the attempt's error too.
         if CONNS.insert(&sk, &state, 0).is_ok() {
-            crate::syscall::mark_syn_sent();
+            crate::syscall::mark_syn_sent(sk);
         }
     }
     0

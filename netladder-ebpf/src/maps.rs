@@ -102,6 +102,8 @@ pub struct PendingCall {
     pub call: u32,
     /// The connect() put its socket in SYN_SENT: the socket's own summary reports its fate.
     pub reached_syn_sent: u32,
+    /// That socket (its CONNS key), so the exit can tell whether its summary was emitted.
+    pub sk: u64,
 }
 
 #[inline(always)]

@@ -11,7 +11,7 @@ use netladder_common::{kind, syscall, Event, Flow, AF_INET, AF_INET6};
 
 use crate::{
     kernel::{conf, current_netns, current_proc, is_self, other_netns},
-    maps::{emit, PendingCall, BOUND, CALL_ARGS},
+    maps::{emit, PendingCall, BOUND, CALL_ARGS, CONNS},
 };
 
 /// A 64-bit field of a syscall tracepoint's record at `off` (from its tracefs format file). The
@@ -144,6 +144,7 @@ pub fn sys_enter_listen(ctx: TracePointContext) -> u32 {
         fd: fd as u32,
         call: syscall::LISTEN,
         reached_syn_sent: 0,
+        sk: 0,
     };
     let _ = CALL_ARGS.insert(&id, &call, 0);
     0
@@ -193,6 +194,7 @@ fn save(ctx: &TracePointContext, call: u32, fd_off: u32, uaddr: u64) {
         fd: fd as u32,
         call,
         reached_syn_sent: 0,
+        sk: 0,
     };
     if call != syscall::CONNECT {
         match read_sockaddr(uaddr) {
@@ -234,9 +236,19 @@ fn exit(ctx: &TracePointContext, call: u32) {
         let _ = BOUND.insert(&bound_key(id, pending.fd), &pending.addr, 0);
         return;
     }
-    // Errors that reach a socket after SYN_SENT are in its summary already (one event, not two).
+    // Errors that reach a socket after SYN_SENT are in its summary already (one event, not two),
+    // unless the summary never came: the socket is then still in CONNS, because the kernel
+    // skipped the state-change run that would have closed it (a nested run on a busy CPU).
+    // Reporting from here keeps that attempt from vanishing.
     let after_syn_sent = matches!(-ret, ECONNREFUSED | ETIMEDOUT | EHOSTUNREACH | ENETUNREACH);
-    if ret < 0 && !(pending.reached_syn_sent != 0 && after_syn_sent) {
+    if ret < 0 && pending.reached_syn_sent != 0 && after_syn_sent {
+        let sk = pending.sk;
+        if unsafe { CONNS.get(&sk) }.is_none() {
+            return;
+        }
+        let _ = CONNS.remove(&sk);
+    }
+    if ret < 0 {
         let mut addr = pending.addr;
         if call == syscall::CONNECT {
             // connect() reads its sockaddr only now that it failed (see sys_enter_connect).
@@ -273,11 +285,14 @@ fn read_sockaddr(uaddr: u64) -> Option<[u8; 28]> {
     (family == AF_INET || family == AF_INET6).then_some(addr)
 }
 
-/// Marks the calling task's pending connect() as having put its socket in SYN_SENT.
+/// Marks the calling task's pending connect() as having put socket `sk` in SYN_SENT.
 #[inline(always)]
-pub fn mark_syn_sent() {
+pub fn mark_syn_sent(sk: u64) {
     if let Some(p) = CALL_ARGS.get_ptr_mut(&bpf_get_current_pid_tgid()) {
-        unsafe { (*p).reached_syn_sent = 1 };
+        unsafe {
+            (*p).reached_syn_sent = 1;
+            (*p).sk = sk;
+        }
     }
 }
 
