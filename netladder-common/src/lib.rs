@@ -185,6 +185,21 @@ pub mod kind {
     /// A neighbour entry (ARP / NDP) went FAILED: `Flow::daddr` is its address,
     /// `Event::drop_ifindex` / `drop_netns` its device and namespace.
     pub const NEIGH_FAILED: u32 = 3;
+    /// Application-layer signals travel as [`AppEvent`](super::AppEvent) records (a record's
+    /// first u32 is its kind, so userspace tells the two layouts apart).
+    /// A DNS response with an error RCODE (or a malformed one), parsed from the packet.
+    pub const DNS_ANSWER: u32 = 16;
+    /// A resolver library call (glibc getaddrinfo) and its result.
+    pub const RESOLVER: u32 = 17;
+    /// A TLS library's certificate verification failed in a client handshake.
+    pub const TLS_VERIFY: u32 = 18;
+    /// An ssh client or server reported a refused authentication.
+    pub const SSH_AUTH: u32 = 19;
+
+    /// Whether records of this kind are [`AppEvent`](super::AppEvent)s.
+    pub const fn is_app(kind: u32) -> bool {
+        kind >= DNS_ANSWER && kind < 32
+    }
 }
 
 /// The in-kernel verdict on a failed connection, before userspace enrichment.
@@ -280,6 +295,66 @@ pub struct Event {
     pub _pad: [u8; 6],
 }
 
+/// Bytes of free-form payload an [`AppEvent`] carries (a DNS name in wire format, a host name,
+/// a message line).
+pub const APP_TEXT_LEN: usize = 256;
+
+/// One application-layer event on the ring buffer (kinds DNS_ANSWER and above). Each family
+/// documents what `code`, `aux` and `text` hold next to its kind constant and in its eBPF file.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AppEvent {
+    /// One of the application kinds in [`kind`].
+    pub kind: u32,
+    /// The family's result number (DNS RCODE, EAI_* value, X509_V_ERR code, ...).
+    pub code: i32,
+    /// Kernel monotonic time of the event (bpf_ktime_get_ns).
+    pub ts_ns: u64,
+    pub proc: ProcInfo,
+    /// Local end (`src`) and remote end (`dst`, e.g. the nameserver or TLS peer); family 0 when
+    /// unknown.
+    pub flow: Flow,
+    /// A second family-specific number.
+    pub aux: u64,
+    /// Valid bytes in `text`.
+    pub text_len: u32,
+    pub _pad: u32,
+    pub text: [u8; APP_TEXT_LEN],
+}
+
+// Copied as bytes: no implicit padding.
+const _: () = assert!(core::mem::size_of::<AppEvent>() == 16 + 40 + 40 + 16 + APP_TEXT_LEN);
+
+impl Default for AppEvent {
+    fn default() -> Self {
+        Self {
+            kind: 0,
+            code: 0,
+            ts_ns: 0,
+            proc: ProcInfo {
+                tid: 0,
+                pid: 0,
+                cgroup_id: 0,
+                netns: 0,
+                _pad: 0,
+                comm: [0; COMM_LEN],
+            },
+            flow: Flow {
+                family: 0,
+                sport: 0,
+                dport: 0,
+                protocol: 0,
+                saddr: [0; 16],
+                daddr: [0; 16],
+            },
+            aux: 0,
+            text_len: 0,
+            _pad: 0,
+            text: [0; APP_TEXT_LEN],
+        }
+    }
+}
+
 /// An ICMP error seen for a flow (client's view), until the connection closes.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -333,6 +408,8 @@ pub mod counter {
     pub const EVENTS: u32 = 3;
     /// A packet could not be parsed (bad or truncated headers).
     pub const MALFORMED: u32 = 4;
+    /// A DNS response that could not be parsed (bad, truncated or looping names).
+    pub const DNS_MALFORMED: u32 = 5;
     pub const COUNT: u32 = 8;
 }
 
@@ -340,6 +417,7 @@ pub mod counter {
 mod pod {
     unsafe impl aya::Pod for super::Config {}
     unsafe impl aya::Pod for super::Event {}
+    unsafe impl aya::Pod for super::AppEvent {}
     unsafe impl aya::Pod for super::Flow {}
     unsafe impl aya::Pod for super::DropRecord {}
     unsafe impl aya::Pod for super::ConnState {}

@@ -2,9 +2,9 @@
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{ring_buf::RingBufEntry, Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
-use netladder_common::{counter, ConnState, DropRecord, Event, Flow, IcmpRecord};
+use netladder_common::{counter, AppEvent, ConnState, DropRecord, Event, Flow, IcmpRecord};
 
 /// Failure events to userspace.
 #[map(name = "EVENTS")]
@@ -14,8 +14,10 @@ const RING_BYTES: u32 = 4 << 20;
 /// Userspace is woken each time the queue grows past a multiple of this; in between, its 100 ms
 /// tick collects the events. A storm then costs one wakeup per thousand-odd events, not one each.
 const WAKE_BYTES: u64 = (RING_BYTES / 16) as u64;
-/// Ring space of one event: the record plus its 8-byte header, rounded up to 8 bytes.
-const RECORD_BYTES: u64 = ((core::mem::size_of::<Event>() + 8 + 7) & !7) as u64;
+/// Ring space of one record: the record plus its 8-byte header, rounded up to 8 bytes.
+const fn record_bytes(size: usize) -> u64 {
+    ((size + 8 + 7) & !7) as u64
+}
 
 /// Per-socket state from SYN_SENT until the socket leaves it. Key: socket address.
 #[map(name = "CONNS")]
@@ -120,19 +122,44 @@ pub fn emit(event: &Event) {
     match EVENTS.reserve::<Event>(0) {
         Some(mut slot) => {
             slot.write(*event);
-            // Wake userspace only when this record makes the queue cross a multiple of
-            // WAKE_BYTES: once per WAKE_BYTES of events, also while userspace lags behind. (A
-            // wakeup is an irq_work, a self-interrupt that costs a VM exit under virtualisation:
-            // forcing one for every event above the threshold tripled the cost of an event.)
-            let queued = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
-            let wake = if queued / WAKE_BYTES != queued.saturating_sub(RECORD_BYTES) / WAKE_BYTES {
-                BPF_RB_FORCE_WAKEUP
-            } else {
-                BPF_RB_NO_WAKEUP
-            };
-            slot.submit(wake as u64);
+            slot.submit(wake_flags(record_bytes(core::mem::size_of::<Event>())));
             count(counter::EVENTS);
         }
         None => count(counter::RINGBUF_FULL),
     }
+}
+
+/// Reserves ring space for an application record, or counts it as lost when the buffer is
+/// full. The record is too big for the eBPF stack: fill it in place (every field, `text`
+/// beyond `text_len` may stay unwritten), then hand it to [`submit_app`].
+#[allow(dead_code)] // until the first application-layer program lands
+#[inline(always)]
+pub fn reserve_app() -> Option<RingBufEntry<AppEvent>> {
+    let slot = EVENTS.reserve::<AppEvent>(0);
+    if slot.is_none() {
+        count(counter::RINGBUF_FULL);
+    }
+    slot
+}
+
+#[allow(dead_code)]
+#[inline(always)]
+pub fn submit_app(slot: RingBufEntry<AppEvent>) {
+    slot.submit(wake_flags(record_bytes(core::mem::size_of::<AppEvent>())));
+    count(counter::EVENTS);
+}
+
+/// Wake userspace only when this record makes the queue cross a multiple of WAKE_BYTES: once
+/// per WAKE_BYTES of events, also while userspace lags behind. (A wakeup is an irq_work, a
+/// self-interrupt that costs a VM exit under virtualisation: forcing one for every event above
+/// the threshold tripled the cost of an event.)
+#[inline(always)]
+fn wake_flags(record: u64) -> u64 {
+    let queued = EVENTS.query(BPF_RB_AVAIL_DATA as u64);
+    let wake = if queued / WAKE_BYTES != queued.saturating_sub(record) / WAKE_BYTES {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    };
+    wake as u64
 }

@@ -59,7 +59,11 @@ pub fn cgroup(data: &[u8]) {
 
 /// One ring-buffer record from the kernel.
 pub fn kernel_event(data: &[u8]) {
-    let _ = crate::kernel::decode::parse(data);
+    let names = crate::kernel::decode::Names {
+        drop_reasons: Default::default(),
+        kallsyms: crate::kernel::kallsyms::Kallsyms::empty(),
+    };
+    let _ = crate::kernel::decode::record(data, &names);
 }
 
 /// Command-line values: `diagnose` targets and `--code` filters.

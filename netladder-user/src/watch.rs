@@ -287,7 +287,9 @@ async fn event_loop(
                 drain(ring.get_mut(), &names, &mut classifier, &mut out)?;
                 out.flush_repeats(false)?;
                 out.enricher.poll_traces();
-                classifier.tick(monotonic_ns());
+                for f in classifier.tick(monotonic_ns()) {
+                    out.failure(f)?;
+                }
                 if let Some(m) = &out.metrics {
                     m.health(&counters.read(), classifier.unclassified);
                 }
@@ -407,11 +409,9 @@ pub(crate) fn drain_with(
     mut emit: impl FnMut(Failure) -> Result<()>,
 ) -> Result<()> {
     while let Some(item) = ring.next() {
-        let Some(event) = decode::parse(&item) else {
-            continue;
-        };
+        let obs = decode::record(&item, names);
         drop(item);
-        if let Some(obs) = decode::observe(&event, names) {
+        if let Some(obs) = obs {
             for f in classifier.feed(obs, monotonic_ns()) {
                 emit(f)?;
             }

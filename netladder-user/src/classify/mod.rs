@@ -10,12 +10,15 @@ use std::{
     net::{IpAddr, SocketAddr},
 };
 
-use netladder_common::{eflag, verdict};
+use netladder_common::{eflag, kind, verdict};
 
 use crate::ladder::Layer;
 
+mod dns;
 pub mod errno;
 mod evidence;
+mod ssh;
+mod tls;
 
 /// How long a neighbour failure explains host-unreachable connections to that address.
 pub const NEIGHBOUR_WINDOW_NS: u64 = 10_000_000_000;
@@ -58,6 +61,15 @@ pub enum Kind {
     Syscall { call: &'static str },
     /// A neighbour entry (the observation's `dst` address) went FAILED on this device.
     Neighbour { ifindex: u32, netns: u32 },
+    /// An application-layer signal (`netladder_common::AppEvent`): DNS, resolver, TLS, ssh.
+    /// `kind` is its `netladder_common::kind` value; `code`, `aux` and `text` mean what that
+    /// family documents.
+    App {
+        kind: u32,
+        code: i32,
+        aux: u64,
+        text: Vec<u8>,
+    },
 }
 
 /// One decoded kernel event.
@@ -217,6 +229,10 @@ pub struct Classifier {
     failed_neighbours: HashMap<(u32, IpAddr), (u32, u64)>,
     /// Errors outside the ladder (counted, reported in stats).
     pub unclassified: u64,
+    /// Application-layer families, each a state machine of its own.
+    dns: dns::State,
+    tls: tls::State,
+    ssh: ssh::State,
 }
 
 impl Classifier {
@@ -255,21 +271,32 @@ impl Classifier {
             // error is always an attempt of its own (in a storm toward one destination, pairing
             // it with another attempt's summary would hide it).
             Kind::Syscall { .. } => out.extend(self.standalone(obs)),
+            Kind::App { kind, .. } => match kind {
+                kind::DNS_ANSWER | kind::RESOLVER => out.extend(self.dns.feed(&obs, now)),
+                kind::TLS_VERIFY => out.extend(self.tls.feed(&obs, now)),
+                kind::SSH_AUTH => out.extend(self.ssh.feed(&obs, now)),
+                _ => {}
+            },
         }
         out
     }
 
-    /// Forgets what is older than the de-duplication window. Call periodically.
-    pub fn tick(&mut self, now: u64) {
+    /// Forgets what is older than the de-duplication window, and returns the failures that only
+    /// time completes (e.g. a question that never got an answer). Call periodically.
+    pub fn tick(&mut self, now: u64) -> Vec<Failure> {
         self.seen.expire(now);
+        let mut out = self.dns.tick(now);
+        out.extend(self.tls.tick(now));
+        out.extend(self.ssh.tick(now));
         self.failed_neighbours.retain(|_, (_, until)| *until > now);
+        out
     }
 
     /// A syscall error with no connection summary: classified by the call and its errno.
     fn standalone(&mut self, obs: Observation) -> Option<Failure> {
         let call = match obs.kind {
             Kind::Syscall { call } => call,
-            Kind::Conn { .. } | Kind::Neighbour { .. } => "connect",
+            Kind::Conn { .. } | Kind::Neighbour { .. } | Kind::App { .. } => "connect",
         };
         let Some((code, cause, layer, summary, lookup)) = by_errno(call, obs.err) else {
             self.unclassified += 1;

@@ -4,7 +4,7 @@ use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
 };
 
-use netladder_common::{eflag, kind, syscall, Event, Flow, AF_INET, AF_INET6};
+use netladder_common::{eflag, kind, syscall, AppEvent, Event, Flow, ProcInfo, AF_INET, AF_INET6};
 
 use super::kallsyms::Kallsyms;
 use crate::classify::{Drops, Kind, Observation, Proc};
@@ -22,6 +22,66 @@ pub fn parse(bytes: &[u8]) -> Option<Event> {
     }
     // SAFETY: Event is repr(C), made of integers and byte arrays: any bit pattern is valid.
     Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<Event>()) })
+}
+
+/// One ring-buffer record to an observation: an [`Event`] or, by its kind, an [`AppEvent`].
+pub fn record(bytes: &[u8], names: &Names) -> Option<Observation> {
+    let kind = u32::from_ne_bytes(bytes.get(..4)?.try_into().ok()?);
+    if kind::is_app(kind) {
+        observe_app(&parse_app(bytes)?)
+    } else {
+        observe(&parse(bytes)?, names)
+    }
+}
+
+/// Reads one application record; `None` when it is too short.
+pub fn parse_app(bytes: &[u8]) -> Option<AppEvent> {
+    if bytes.len() < std::mem::size_of::<AppEvent>() {
+        return None;
+    }
+    // SAFETY: AppEvent is repr(C), made of integers and byte arrays: any bit pattern is valid.
+    Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<AppEvent>()) })
+}
+
+/// An application record: either end of its flow may be unknown (family 0).
+pub fn observe_app(e: &AppEvent) -> Option<Observation> {
+    let text_len = (e.text_len as usize).min(e.text.len());
+    let (src, dst) = match endpoints(&e.flow) {
+        Some((s, d)) => (
+            (!s.ip().is_unspecified() || s.port() != 0).then_some(s),
+            (!d.ip().is_unspecified() || d.port() != 0).then_some(d),
+        ),
+        None => (None, None),
+    };
+    Some(Observation {
+        kind: Kind::App {
+            kind: e.kind,
+            code: e.code,
+            aux: e.aux,
+            text: e.text[..text_len].to_vec(),
+        },
+        ts_ns: e.ts_ns,
+        sk: 0,
+        proc: proc(&e.proc),
+        src,
+        dst,
+        err: 0,
+        syn_retrans: 0,
+        flags: 0,
+        duration_ns: None,
+        drops: Drops::default(),
+        icmp: None,
+    })
+}
+
+fn proc(p: &ProcInfo) -> Proc {
+    Proc {
+        pid: p.pid,
+        tid: p.tid,
+        comm: comm(&p.comm),
+        cgroup_id: p.cgroup_id,
+        netns: p.netns,
+    }
 }
 
 pub fn observe(e: &Event, names: &Names) -> Option<Observation> {
@@ -58,13 +118,7 @@ pub fn observe(e: &Event, names: &Names) -> Option<Observation> {
         kind,
         ts_ns: e.ts_ns,
         sk: e.sk,
-        proc: Proc {
-            pid: e.proc.pid,
-            tid: e.proc.tid,
-            comm: comm(&e.proc.comm),
-            cgroup_id: e.proc.cgroup_id,
-            netns: e.proc.netns,
-        },
+        proc: proc(&e.proc),
         src,
         dst,
         err: e.err.abs(),
@@ -123,7 +177,7 @@ fn comm(raw: &[u8; 16]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use netladder_common::verdict;
+    use netladder_common::{verdict, APP_TEXT_LEN};
 
     fn names() -> Names {
         Names {
@@ -135,6 +189,39 @@ mod tests {
     #[test]
     fn short_records_are_rejected() {
         assert!(parse(&[0u8; 10]).is_none());
+        assert!(record(&[0u8; 3], &names()).is_none());
+        let mut app = [0u8; 100];
+        app[..4].copy_from_slice(&kind::DNS_ANSWER.to_ne_bytes());
+        assert!(record(&app, &names()).is_none(), "shorter than an AppEvent");
+    }
+
+    #[test]
+    fn application_records_keep_their_text_within_bounds() {
+        let mut e = AppEvent {
+            kind: kind::DNS_ANSWER,
+            code: 3,
+            text_len: 9999,
+            ..AppEvent::default()
+        };
+        e.flow.family = AF_INET;
+        e.flow.daddr[..4].copy_from_slice(&[10, 0, 0, 53]);
+        e.flow.dport = 53;
+        e.text[..3].copy_from_slice(b"abc");
+        let bytes: [u8; std::mem::size_of::<AppEvent>()] = unsafe { std::mem::transmute(e) };
+        let o = record(&bytes, &names()).unwrap();
+        let Kind::App {
+            kind, code, text, ..
+        } = o.kind
+        else {
+            panic!("not an application observation: {o:?}");
+        };
+        assert_eq!(
+            (kind, code, text.len()),
+            (kind::DNS_ANSWER, 3, APP_TEXT_LEN)
+        );
+        assert_eq!(&text[..3], b"abc");
+        assert_eq!(o.src, None, "unknown local end");
+        assert_eq!(o.dst, Some("10.0.0.53:53".parse().unwrap()));
     }
 
     #[test]

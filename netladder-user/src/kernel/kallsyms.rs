@@ -34,7 +34,8 @@ impl Kallsyms {
         k.finish()
     }
 
-    fn empty() -> Self {
+    /// No symbols: every address stays unnamed.
+    pub fn empty() -> Self {
         Self {
             syms: Vec::new(),
             names: String::new(),
