@@ -355,6 +355,74 @@ impl Default for AppEvent {
     }
 }
 
+/// What makes two failures the same for in-kernel aggregation: the process, what failed
+/// (kind, verdict or syscall, errno, the evidence flags and ICMP answer), toward which
+/// destination, and in which namespaces. Only the client's port is left out.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct AggKey {
+    pub tgid: u32,
+    pub kind: u32,
+    pub verdict: u32,
+    pub err: i32,
+    pub flags: u32,
+    pub netns: u32,
+    pub drop_netns: u32,
+    pub family: u16,
+    pub dport: u16,
+    pub icmp_type: u8,
+    pub icmp_code: u8,
+    /// The aggregation generation the kernel counted it in (`AGG_GEN`).
+    pub generation: u8,
+    pub _pad: [u8; 5],
+    pub daddr: [u8; 16],
+}
+
+const _: () = assert!(core::mem::size_of::<AggKey>() == 56);
+
+impl AggKey {
+    /// The key of a failure event (CONN_FAILED or SYSCALL_FAILED). Both sides use this one
+    /// definition: the kernel to count, userspace to pair the counts with the event it printed.
+    #[inline(always)]
+    pub fn of(e: &Event, generation: u8) -> Self {
+        Self {
+            tgid: e.proc.pid,
+            kind: e.kind,
+            verdict: e.verdict,
+            err: e.err,
+            flags: e.flags,
+            netns: e.proc.netns,
+            drop_netns: e.drop_netns,
+            family: e.flow.family,
+            dport: e.flow.dport,
+            icmp_type: e.icmp_type,
+            icmp_code: e.icmp_code,
+            generation,
+            _pad: [0; 5],
+            daddr: e.flow.daddr,
+        }
+    }
+}
+
+/// In-kernel aggregation of identical failures (map `AGG`, keys of two generations): the first failure of a key in a
+/// window is sent as an event, the others in the same window are only counted. `total` and
+/// `emitted` only grow, so `total - emitted` is the number of failures that were counted
+/// without an event; userspace reads it and reports those as repeats of the event.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AggCount {
+    /// Kernel time the current window began (its event was sent then).
+    pub window_start: u64,
+    /// Failures of this key (the kernel adds to `emitted` before `total`, so a reader never
+    /// sees more counted-only failures than there were).
+    pub total: u64,
+    /// Failures of this key sent as events (lost ones included: those are counted as lost).
+    pub emitted: u64,
+}
+
+/// Length of an aggregation window: identical failures within it become one event and a count.
+pub const AGG_WINDOW_NS: u64 = 1_000_000_000;
+
 /// An ICMP error seen for a flow (client's view), until the connection closes.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -418,6 +486,8 @@ mod pod {
     unsafe impl aya::Pod for super::Config {}
     unsafe impl aya::Pod for super::Event {}
     unsafe impl aya::Pod for super::AppEvent {}
+    unsafe impl aya::Pod for super::AggKey {}
+    unsafe impl aya::Pod for super::AggCount {}
     unsafe impl aya::Pod for super::Flow {}
     unsafe impl aya::Pod for super::DropRecord {}
     unsafe impl aya::Pod for super::ConnState {}

@@ -10,7 +10,7 @@ use netladder_common::{eflag, kind, syscall, verdict, ConnState, DropRecord, Eve
 
 use crate::{
     kernel::{conf, current_proc, is_self, load, other_netns, read_buf, sock_flow, sock_netns},
-    maps::{count, drop_writes, emit, CALL_ARGS, CONNS, DROPS, ICMP_SEEN},
+    maps::{count, drop_writes, emit_failure, CALL_ARGS, CONNS, DROPS, ICMP_SEEN},
 };
 
 // TCP states (include/net/tcp_states.h): part of the kernel ABI, identical on every kernel.
@@ -137,7 +137,7 @@ fn finish(sk: u64) {
     let Some(verdict) = classify(err, state.syn_retrans, &drops, &mut flags) else {
         return;
     };
-    emit(&Event {
+    emit_failure(&Event {
         kind: kind::CONN_FAILED,
         verdict,
         ts_ns: unsafe { bpf_ktime_get_ns() },

@@ -1,10 +1,13 @@
 //! Maps shared by the programs, and the small helpers that touch them.
 use aya_ebpf::{
-    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    bindings::{BPF_NOEXIST, BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     macros::map,
     maps::{ring_buf::RingBufEntry, Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
-use netladder_common::{counter, AppEvent, ConnState, DropRecord, Event, Flow, IcmpRecord};
+use netladder_common::{
+    counter, AggCount, AggKey, AppEvent, ConnState, DropRecord, Event, Flow, IcmpRecord,
+    AGG_WINDOW_NS,
+};
 
 /// Failure events to userspace.
 #[map(name = "EVENTS")]
@@ -31,6 +34,17 @@ pub static DROPS: LruHashMap<Flow, DropRecord> = LruHashMap::with_max_entries(16
 #[map(name = "NOSOCK_LAST")]
 pub static NOSOCK_LAST: PerCpuArray<NoSocketDrop> = PerCpuArray::with_max_entries(1, 0);
 
+/// Identical failures (see `AggKey`) counted in the current window. Keys carry a generation
+/// (`AggKey::generation`, from `AGG_GEN`): userspace switches generations now and then and
+/// removes the other generation's entries once no program can still be writing to them. A plain
+/// hash, never LRU, and never an entry removed while in use: no count is lost unseen. When it is
+/// full, failures are sent one event each.
+#[map(name = "AGG")]
+pub static AGG: HashMap<AggKey, AggCount> = HashMap::with_max_entries(8192, 0);
+/// The generation in use (0 or 1), written by userspace only.
+#[map(name = "AGG_GEN")]
+pub static AGG_GEN: Array<u32> = Array::with_max_entries(1, 0);
+
 /// Writes to DROPS so far (one global slot, added to atomically): see `ConnState::drop_writes`.
 #[map(name = "DROP_WRITES")]
 pub static DROP_WRITES: Array<u64> = Array::with_max_entries(1, 0);
@@ -48,14 +62,20 @@ pub fn drop_writes() -> u64 {
 #[inline(always)]
 pub fn count_drop_write() {
     if let Some(n) = DROP_WRITES.get_ptr_mut(0) {
-        // The bpf target has no atomic read-modify-write in core::sync (no compare-and-swap):
-        // the intrinsic with its result unused is the BPF atomic add every kernel has (XADD).
-        unsafe {
-            core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(
-                n, 1,
-            )
-        };
+        add(n, 1);
     }
+}
+
+/// Atomic add whose result is unused. The bpf target has no atomic read-modify-write in
+/// core::sync (no compare-and-swap): the intrinsic with its result unused is the BPF atomic add
+/// every kernel has (XADD).
+#[inline(always)]
+fn add(n: *mut u64, v: u64) {
+    unsafe {
+        core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(
+            n, v,
+        )
+    };
 }
 
 /// ICMP errors received for a flow (client's view), merged into the connection's event at close.
@@ -114,6 +134,41 @@ pub fn count(index: u32) {
         // Per-CPU slot: no other writer can race with us.
         unsafe { *slot += 1 };
     }
+}
+
+/// Reports a failure: as an event when it is the first of its kind (`AggKey`) in the current
+/// window, otherwise only counted in AGG (userspace reports the count as repeats of the event).
+#[inline(always)]
+pub fn emit_failure(event: &Event) {
+    let generation = match AGG_GEN.get(0) {
+        Some(g) => *g as u8,
+        None => 0,
+    };
+    let key = AggKey::of(event, generation);
+    let now = event.ts_ns;
+    match AGG.get_ptr_mut(&key) {
+        Some(c) => unsafe {
+            if now.wrapping_sub((*c).window_start) < AGG_WINDOW_NS {
+                add(&raw mut (*c).total, 1);
+                return;
+            }
+            // A new window (two CPUs may both open it: then both send an event, none is lost).
+            (*c).window_start = now;
+            add(&raw mut (*c).emitted, 1);
+            add(&raw mut (*c).total, 1);
+        },
+        None => {
+            let first = AggCount {
+                window_start: now,
+                total: 1,
+                emitted: 1,
+            };
+            // Full, or another CPU inserted it first: this event is sent uncounted, which is
+            // still exact (only counted-only failures are reported from AGG).
+            let _ = AGG.insert(&key, &first, BPF_NOEXIST as u64);
+        }
+    }
+    emit(event);
 }
 
 /// Puts `event` on the ring buffer, or counts it as lost when the buffer is full.

@@ -11,7 +11,7 @@ use netladder_common::{kind, syscall, Event, Flow, AF_INET, AF_INET6};
 
 use crate::{
     kernel::{conf, current_netns, current_proc, is_self, other_netns},
-    maps::{emit, PendingCall, BOUND, CALL_ARGS, CONNS},
+    maps::{emit_failure, PendingCall, BOUND, CALL_ARGS, CONNS},
 };
 
 /// A 64-bit field of a syscall tracepoint's record at `off` (from its tracefs format file). The
@@ -310,7 +310,7 @@ pub fn emit_call_error(call: u32, raw: &[u8; 28], ret: i32, netns: u32) {
     } else if flow.family == 0 {
         return;
     }
-    emit(&Event {
+    emit_failure(&Event {
         kind: kind::SYSCALL_FAILED,
         verdict: call,
         ts_ns: unsafe { bpf_ktime_get_ns() },

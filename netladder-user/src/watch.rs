@@ -9,18 +9,19 @@ use std::{
 
 use anyhow::{bail, Context as _, Result};
 use aya::maps::{MapData, RingBuf};
-use netladder_common::ABSENT;
+use netladder_common::{AggKey, ABSENT};
 use tokio::{
     io::{unix::AsyncFd, Interest},
     signal::unix::{signal, SignalKind},
 };
 
 use crate::{
-    classify::{Classifier, Failure},
+    classify::{Classifier, Failure, Repeated},
     cli::{HookOpts, HooksArgs, WatchArgs},
     enrich,
     filter::Filter,
     kernel::{
+        aggregate::Aggregates,
         btf::KernelBtf,
         config,
         decode::{self, Names},
@@ -236,6 +237,7 @@ async fn event_loop(
     let Loaded {
         events,
         counters,
+        mut aggregates,
         outcomes,
         _ebpf,
     } = loaded;
@@ -257,6 +259,7 @@ async fn event_loop(
         .iter()
         .any(|o| o.hook.program == "kfree_skb" && o.status != plan::Status::Attached);
     let mut classifier = Classifier::new();
+    let mut waiting = Waiting::new();
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut stats_tick = tokio::time::interval(Duration::from_secs_f64(args.stats_interval));
     let mut sigint = signal(SignalKind::interrupt())?;
@@ -287,6 +290,7 @@ async fn event_loop(
                 drain(ring.get_mut(), &names, &mut classifier, &mut out)?;
                 out.flush_repeats(false)?;
                 out.enricher.poll_traces();
+                collect_repeats(&mut aggregates, &mut waiting, &mut classifier, &mut out)?;
                 for f in classifier.tick(monotonic_ns()) {
                     out.failure(f)?;
                 }
@@ -310,6 +314,7 @@ async fn event_loop(
                 if c.lost > last_lost || sink::unwritten() > last_unwritten {
                     last_lost = c.lost;
                     last_unwritten = sink::unwritten();
+                    let c = loader::Counters { aggregated: aggregates.total, ..c };
                     out.stats(&c, classifier.unclassified, false)?;
                 }
             }
@@ -318,10 +323,20 @@ async fn event_loop(
             _ = &mut deadline => break,
         }
     }
-    drain(ring.get_mut(), &names, &mut classifier, &mut out)?;
-
+    // Counts read before their event get one more drain.
+    for _ in 0..2 {
+        drain(ring.get_mut(), &names, &mut classifier, &mut out)?;
+        collect_repeats(&mut aggregates, &mut waiting, &mut classifier, &mut out)?;
+    }
+    for (_, n, _) in waiting.drain(..) {
+        classifier.give_up(n);
+    }
     out.flush_repeats(true)?;
-    out.stats(&counters.read(), classifier.unclassified, true)?;
+    let c = loader::Counters {
+        aggregated: aggregates.total,
+        ..counters.read()
+    };
+    out.stats(&c, classifier.unclassified, true)?;
     // A reader that stalled must not hold the exit: what it never took is said on stderr.
     let left = sink::finish(Duration::from_secs(2));
     if left > 0 {
@@ -388,6 +403,30 @@ impl TimeWaitCheck {
         }
         lines
     }
+}
+
+/// Counts whose event was not read yet: (key, count, ticks waited).
+type Waiting = Vec<(AggKey, u64, u32)>;
+
+/// Reports the failures the kernel counted without an event as repeats of the one it sent.
+/// A count read before its event (submitted after the last drain) waits a few ticks for it.
+fn collect_repeats(
+    aggregates: &mut Aggregates,
+    waiting: &mut Waiting,
+    classifier: &mut Classifier,
+    out: &mut Output,
+) -> Result<()> {
+    let fresh = aggregates.collect().into_iter().map(|(k, n)| (k, n, 0));
+    let all: Waiting = waiting.drain(..).chain(fresh).collect();
+    for (key, n, ticks) in all {
+        match classifier.repeated(&key, n) {
+            Repeated::Failure(f) => out.repeated(*f)?,
+            Repeated::Unclassified => {}
+            Repeated::Unknown if ticks < 10 => waiting.push((key, n, ticks + 1)),
+            Repeated::Unknown => classifier.give_up(n),
+        }
+    }
+    Ok(())
 }
 
 /// Reads every event on the ring buffer into the classifier and prints what it completes.
@@ -482,6 +521,19 @@ impl Output {
     const REPEAT_WINDOW: Duration = Duration::from_secs(1);
 
     fn failure(&mut self, f: Failure) -> Result<()> {
+        self.add(f, None)
+    }
+
+    /// `f.count` failures identical to one the kernel already sent (it only counted these):
+    /// added to the repeat count, never printed on their own.
+    fn repeated(&mut self, f: Failure) -> Result<()> {
+        let n = f.count;
+        self.add(f, Some(n))
+    }
+
+    /// A failure (`counted` None), printed at once unless one like it was printed less than a
+    /// second ago; or `counted` repeats of one, added to the count of the current second.
+    fn add(&mut self, f: Failure, counted: Option<u32>) -> Result<()> {
         if !self.filter.matches(&f) {
             return Ok(());
         }
@@ -500,11 +552,12 @@ impl Output {
             f.evidence_netns,
         );
         let now = Instant::now();
+        let n = counted.unwrap_or(1);
         if let Some(r) = self.repeats.get_mut(&key) {
             if now.duration_since(r.since) < Self::REPEAT_WINDOW {
-                r.count += 1;
+                r.count = r.count.saturating_add(n);
                 r.last = Some(f);
-                self.reported += 1;
+                self.reported += u64::from(n);
                 return Ok(());
             }
         }
@@ -513,7 +566,7 @@ impl Output {
             key,
             Repeat {
                 since: now,
-                count: 0,
+                count: counted.unwrap_or(0),
                 last: None,
             },
         );
@@ -526,7 +579,16 @@ impl Output {
             last.count = count;
             self.print(last, true)?;
         }
-        self.print(f, false)
+        match counted {
+            None => self.print(f, false),
+            Some(n) => {
+                self.reported += u64::from(n);
+                if let Some(r) = self.repeats.get_mut(&key) {
+                    r.last = Some(f);
+                }
+                Ok(())
+            }
+        }
     }
 
     /// Prints the counted repeats whose second is over (all of them when `all`), one line each.

@@ -245,3 +245,48 @@ fn stopping_or_killing_leaves_nothing_attached() {
     assert_eq!(ev["code"], "021", "{ev:#}");
     w.stop().unwrap();
 }
+
+/// netladder pins nothing: a read-only BPF filesystem (or none at all) changes nothing. Run in
+/// a mount namespace of its own, so the machine's /sys/fs/bpf is never touched.
+#[test]
+fn a_read_only_bpf_filesystem_changes_nothing() {
+    if !require_root() {
+        return;
+    }
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    for mount in [
+        "mount -t bpf -o ro bpf /sys/fs/bpf",
+        "mount -t tmpfs -o ro,size=4k none /sys/fs/bpf",
+    ] {
+        // The mount is made private first (unshare does), then shadowed by our own mount.
+        let script = format!(
+            "{mount} && if touch /sys/fs/bpf/nl-probe 2>/dev/null; then echo writable; exit 3; fi; \
+             exec {} watch --json --duration 1",
+            netladder_bin().display()
+        );
+        let out = Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{mount}: {stdout} {stderr}");
+        assert!(
+            !stderr.contains("/sys/fs/bpf") && !stderr.to_lowercase().contains("read-only"),
+            "{mount}: nothing to say about it: {stderr}"
+        );
+        let hooks: serde_json::Value = stdout
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .find(|v: &serde_json::Value| v["type"] == "hooks")
+            .unwrap_or_else(|| panic!("{mount}: a hooks line: {stdout}"));
+        assert!(
+            hooks["hooks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|h| h["program"] == "inet_sock_set_state" && h["status"] == "attached"),
+            "{mount}: the core hook attached: {hooks}"
+        );
+    }
+}

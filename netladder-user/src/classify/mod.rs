@@ -10,7 +10,7 @@ use std::{
     net::{IpAddr, SocketAddr},
 };
 
-use netladder_common::{eflag, kind, verdict};
+use netladder_common::{eflag, kind, verdict, AggKey};
 
 use crate::ladder::Layer;
 
@@ -22,6 +22,10 @@ mod tls;
 
 /// How long a neighbour failure explains host-unreachable connections to that address.
 pub const NEIGHBOUR_WINDOW_NS: u64 = 10_000_000_000;
+/// How long the failure of an aggregation key is kept for the kernel's counts of its repeats:
+/// the kernel sends a fresh event every window (1 s) while the failures go on, and its counts
+/// are read every tick (100 ms).
+pub const REPRESENTATIVE_NS: u64 = 10_000_000_000;
 /// How long a failure is remembered to absorb its late duplicates.
 pub const DEDUP_WINDOW_NS: u64 = 1_000_000_000;
 
@@ -93,6 +97,9 @@ pub struct Observation {
     pub drops: Drops,
     /// An ICMP error that answered the flow: (sender, type, code).
     pub icmp: Option<(IpAddr, u8, u8)>,
+    /// The kernel's aggregation key of this failure: later identical failures that the kernel
+    /// only counted are reported as repeats of this one (see [`Classifier::repeated`]).
+    pub agg: Option<AggKey>,
 }
 
 /// What the kernel saw of a firewall drop, for naming the rule that did it.
@@ -148,6 +155,17 @@ pub enum Lookup {
     Ports,
     /// The firewall rule that dropped or rejected the handshake (`Failure::firewall`).
     Firewall,
+}
+
+/// What [`Classifier::repeated`] makes of the kernel's count of identical failures.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Repeated {
+    /// Repeats of this failure (`count` of them).
+    Failure(Box<Failure>),
+    /// Repeats of a failure outside the ladder: counted as unclassified.
+    Unclassified,
+    /// The event they repeat has not been read yet.
+    Unknown,
 }
 
 /// A classified failure: one per failed connection or failed call.
@@ -229,6 +247,9 @@ pub struct Classifier {
     failed_neighbours: HashMap<(u32, IpAddr), (u32, u64)>,
     /// Errors outside the ladder (counted, reported in stats).
     pub unclassified: u64,
+    /// The failure each aggregation key last produced, with the time it stops being kept: the
+    /// kernel's counts of identical failures are reported as repeats of it.
+    representatives: HashMap<AggKey, (Option<Failure>, u64)>,
     /// Application-layer families, each a state machine of its own.
     dns: dns::State,
     tls: tls::State,
@@ -265,12 +286,21 @@ impl Classifier {
                         .map(|(ifindex, _)| *ifindex)
                 });
                 out.extend(from_conn(&obs, verdict, neighbour));
+                if let Some(key) = obs.agg {
+                    self.keep(key, out.first(), now);
+                }
             }
             // The kernel reports each attempt once: a connect() that reached SYN_SENT through
             // a tracked socket reports its error in the connection summary only, so a syscall
             // error is always an attempt of its own (in a storm toward one destination, pairing
             // it with another attempt's summary would hide it).
-            Kind::Syscall { .. } => out.extend(self.standalone(obs)),
+            Kind::Syscall { .. } => {
+                let agg = obs.agg;
+                out.extend(self.standalone(obs));
+                if let Some(key) = agg {
+                    self.keep(key, out.first(), now);
+                }
+            }
             Kind::App { kind, .. } => match kind {
                 kind::DNS_ANSWER | kind::RESOLVER => out.extend(self.dns.feed(&obs, now)),
                 kind::TLS_VERIFY => out.extend(self.tls.feed(&obs, now)),
@@ -281,6 +311,35 @@ impl Classifier {
         out
     }
 
+    /// `n` more failures identical to the one the kernel sent under `key` (it only counted
+    /// them): that failure with `count` = n. Counted as unclassified when that one was outside
+    /// the ladder; `Unknown` while its event has not been read yet (ask again after the next
+    /// drain).
+    pub fn repeated(&mut self, key: &AggKey, n: u64) -> Repeated {
+        match self.representatives.get(key) {
+            Some((Some(f), _)) => Repeated::Failure(Box::new(Failure {
+                count: u32::try_from(n).unwrap_or(u32::MAX),
+                ..f.clone()
+            })),
+            Some((None, _)) => {
+                self.unclassified += n;
+                Repeated::Unclassified
+            }
+            None => Repeated::Unknown,
+        }
+    }
+
+    /// Forgets the repeats of a key whose event never came (counted as unclassified).
+    pub fn give_up(&mut self, n: u64) {
+        self.unclassified += n;
+    }
+
+    /// Remembers what an aggregated failure was classified as (None: outside the ladder).
+    fn keep(&mut self, key: AggKey, f: Option<&Failure>, now: u64) {
+        let until = now.saturating_add(REPRESENTATIVE_NS);
+        self.representatives.insert(key, (f.cloned(), until));
+    }
+
     /// Forgets what is older than the de-duplication window, and returns the failures that only
     /// time completes (e.g. a question that never got an answer). Call periodically.
     pub fn tick(&mut self, now: u64) -> Vec<Failure> {
@@ -289,6 +348,7 @@ impl Classifier {
         out.extend(self.tls.tick(now));
         out.extend(self.ssh.tick(now));
         self.failed_neighbours.retain(|_, (_, until)| *until > now);
+        self.representatives.retain(|_, (_, until)| *until > now);
         out
     }
 

@@ -34,6 +34,7 @@ fn conn(v: u32, err: i32, flags: u32, drops: Drops, retrans: u32, ts: u64) -> Ob
         duration_ns: Some(3_000 * MS),
         drops,
         icmp: None,
+        agg: None,
     }
 }
 
@@ -51,6 +52,7 @@ fn syscall(err: i32, ts: u64) -> Observation {
         duration_ns: None,
         drops: Drops::default(),
         icmp: None,
+        agg: None,
     }
 }
 
@@ -445,4 +447,49 @@ fn icmp_sender_is_named() {
         "{:?}",
         out[0].evidence
     );
+}
+
+#[test]
+fn kernel_counted_repeats_take_the_classification_of_their_event() {
+    let mut c = Classifier::new();
+    let key = AggKey {
+        tgid: 4211,
+        kind: 1,
+        dport: 8080,
+        ..AggKey::default()
+    };
+    assert_eq!(c.repeated(&key, 5), Repeated::Unknown, "event not read yet");
+    let first = Observation {
+        agg: Some(key),
+        ..conn(
+            verdict::REFUSED_NO_LISTENER,
+            111,
+            eflag::RST_RECEIVED,
+            nosock(),
+            0,
+            MS,
+        )
+    };
+    let printed = c.feed(first, MS);
+    assert_eq!(printed.len(), 1);
+    let Repeated::Failure(f) = c.repeated(&key, 41) else {
+        panic!("the repeats should be the event's failure");
+    };
+    assert_eq!((f.code, f.cause, f.count), (21, printed[0].cause, 41));
+    assert_eq!(c.unclassified, 0);
+
+    // A syscall error outside the ladder: its repeats are counted as unclassified.
+    let other = AggKey { tgid: 9, ..key };
+    let outside = Observation {
+        agg: Some(other),
+        ..syscall(1, 2 * MS)
+    };
+    assert!(c.feed(outside, 2 * MS).is_empty());
+    let before = c.unclassified;
+    assert_eq!(c.repeated(&other, 7), Repeated::Unclassified);
+    assert_eq!(c.unclassified, before + 7);
+
+    // Forgotten once nothing refreshed it for the keeping time.
+    c.tick(MS + REPRESENTATIVE_NS + 1);
+    assert_eq!(c.repeated(&key, 1), Repeated::Unknown);
 }

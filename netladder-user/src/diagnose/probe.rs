@@ -141,6 +141,7 @@ fn from_error(dst: SocketAddr, e: &io::Error, elapsed: Duration) -> Failure {
         duration_ns: Some(elapsed.as_nanos() as u64),
         drops: Default::default(),
         icmp: None,
+        agg: None,
     };
     let mut c = Classifier::new();
     let out = c.feed(obs, 0);

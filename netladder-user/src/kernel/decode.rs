@@ -4,7 +4,9 @@ use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
 };
 
-use netladder_common::{eflag, kind, syscall, AppEvent, Event, Flow, ProcInfo, AF_INET, AF_INET6};
+use netladder_common::{
+    eflag, kind, syscall, AggKey, AppEvent, Event, Flow, ProcInfo, AF_INET, AF_INET6,
+};
 
 use super::kallsyms::Kallsyms;
 use crate::classify::{Drops, Kind, Observation, Proc};
@@ -71,6 +73,7 @@ pub fn observe_app(e: &AppEvent) -> Option<Observation> {
         duration_ns: None,
         drops: Drops::default(),
         icmp: None,
+        agg: None,
     })
 }
 
@@ -152,6 +155,7 @@ pub fn observe(e: &Event, names: &Names) -> Option<Observation> {
             };
             (from, e.icmp_type, e.icmp_code)
         }),
+        agg: matches!(e.kind, kind::CONN_FAILED | kind::SYSCALL_FAILED).then(|| AggKey::of(e, 0)),
     })
 }
 

@@ -28,6 +28,8 @@ pub struct Loaded {
     pub _ebpf: Ebpf,
     pub events: RingBuf<MapData>,
     pub counters: PerCpuArray<MapData, u64>,
+    /// Identical failures the kernel counted without an event.
+    pub aggregates: super::aggregate::Aggregates,
     pub outcomes: Vec<Outcome>,
 }
 
@@ -84,10 +86,15 @@ pub fn load(config: &Config, opts: &Options) -> Result<Loaded> {
         ebpf.take_map("COUNTERS")
             .context("map COUNTERS is missing")?,
     )?;
+    let aggregates = super::aggregate::Aggregates::new(
+        ebpf.take_map("AGG").context("map AGG is missing")?,
+        ebpf.take_map("AGG_GEN").context("map AGG_GEN is missing")?,
+    )?;
     Ok(Loaded {
         _ebpf: ebpf,
         events,
         counters,
+        aggregates,
         outcomes,
     })
 }
@@ -191,6 +198,9 @@ pub struct Counters {
     pub conn_map_full: u64,
     pub drop_map_full: u64,
     pub malformed: u64,
+    /// Failures the kernel counted without an event (identical to one it sent in the same
+    /// second), as collected so far from AGG.
+    pub aggregated: u64,
 }
 
 /// Reads the per-CPU counters once the rest of `Loaded` has been taken apart.
@@ -209,6 +219,7 @@ impl CounterReader {
             conn_map_full: sum(counter::CONN_MAP_FULL),
             drop_map_full: sum(counter::DROP_MAP_FULL),
             malformed: sum(counter::MALFORMED),
+            aggregated: 0,
         }
     }
 }

@@ -1,4 +1,5 @@
 //! Everything that touches the kernel: BTF, tracefs, the hook plan, loading and the event stream.
+pub mod aggregate;
 pub mod btf;
 pub mod config;
 pub mod decode;

@@ -196,6 +196,7 @@ pub fn stats_json(
         "type": "stats",
         "final": final_,
         "events": c.events,
+        "aggregated": c.aggregated,
         "lost": c.lost,
         "failures_reported": reported,
         "unclassified": unclassified,
@@ -212,8 +213,9 @@ pub fn stats_line(c: &Counters, unclassified: u64, reported: u64, unwritten: u64
         n => format!(", {n} lines dropped (the output reader did not keep up)"),
     };
     format!(
-        "netladder: {} kernel events, {} lost (ring buffer full), {} failures reported, \
-         {} errors outside the ladder, {} connections untracked (map full), {} drop records lost (map full){slow}",
-        c.events, c.lost, reported, unclassified, c.conn_map_full, c.drop_map_full
+        "netladder: {} kernel events, {} more counted in the kernel as repeats, {} lost (ring buffer full), \
+         {} failures reported, {} errors outside the ladder, {} connections untracked (map full), \
+         {} drop records lost (map full){slow}",
+        c.events, c.aggregated, c.lost, reported, unclassified, c.conn_map_full, c.drop_map_full
     )
 }

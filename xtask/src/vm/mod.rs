@@ -100,7 +100,8 @@ const BAD_CMDLINE: Mode = Mode {
     cmdline: "rdinit=/nonexistent",
 };
 
-const BASE_CMDLINE: &str = "console=ttyS0 panic=-1 mitigations=off";
+/// NL_FLOOD_SECS: the flood scenario (60 s on the host) runs 15 s per boot.
+const BASE_CMDLINE: &str = "console=ttyS0 panic=-1 mitigations=off NL_FLOOD_SECS=15";
 
 pub fn run(args: &VmTestArgs) -> Result<SuiteOutcome> {
     let kernels = debian::select(&args.kernel)?;
@@ -403,12 +404,12 @@ mod tests {
     fn command_lines_carry_the_mode_and_the_demo_flag() {
         assert_eq!(
             cmdline(&NORMAL, &options(false)),
-            "console=ttyS0 panic=-1 mitigations=off"
+            "console=ttyS0 panic=-1 mitigations=off NL_FLOOD_SECS=15"
         );
         assert_eq!(
             cmdline(&NO_OPTIONAL_HOOKS, &options(true)),
-            "console=ttyS0 panic=-1 mitigations=off NL_WATCH_ARGS=--no-optional-hooks \
-             NL_EXPECT_FAIL_DEMO=1"
+            "console=ttyS0 panic=-1 mitigations=off NL_FLOOD_SECS=15 \
+             NL_WATCH_ARGS=--no-optional-hooks NL_EXPECT_FAIL_DEMO=1"
         );
     }
 
