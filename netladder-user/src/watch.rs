@@ -238,6 +238,7 @@ async fn event_loop(
         events,
         counters,
         mut aggregates,
+        program_fds,
         outcomes,
         _ebpf,
     } = loaded;
@@ -246,7 +247,7 @@ async fn event_loop(
         AsyncFd::register_with_interest(events, Interest::READABLE)
     }
     .map_err(|e| anyhow::anyhow!("cannot poll the event ring buffer: {}", e.into_parts().1))?;
-    let counters = loader::CounterReader::new(counters);
+    let counters = loader::CounterReader::new(counters, program_fds);
     let mut out = Output::new(args.json, filter);
     out.metrics = metrics;
     if args.output.is_some() || args.journal {
@@ -276,7 +277,7 @@ async fn event_loop(
     }
     let deadline = tokio::time::sleep(Duration::from_secs_f64(args.duration.unwrap_or(1e9)));
     tokio::pin!(deadline);
-    let (mut last_lost, mut last_unwritten) = (0, 0);
+    let (mut last_lost, mut last_skipped, mut last_unwritten) = (0, 0, 0);
 
     loop {
         tokio::select! {
@@ -311,8 +312,12 @@ async fn event_loop(
                     emit_line(&line)?;
                 }
                 let c = counters.read();
-                if c.lost > last_lost || sink::unwritten() > last_unwritten {
+                if c.lost > last_lost
+                    || c.skipped_runs > last_skipped
+                    || sink::unwritten() > last_unwritten
+                {
                     last_lost = c.lost;
+                    last_skipped = c.skipped_runs;
                     last_unwritten = sink::unwritten();
                     let c = loader::Counters { aggregated: aggregates.total, ..c };
                     out.stats(&c, classifier.unclassified, false)?;

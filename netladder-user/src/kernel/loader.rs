@@ -30,6 +30,8 @@ pub struct Loaded {
     pub counters: PerCpuArray<MapData, u64>,
     /// Identical failures the kernel counted without an event.
     pub aggregates: super::aggregate::Aggregates,
+    /// Descriptors of netladder's own loaded programs (for their run statistics).
+    pub program_fds: Vec<i32>,
     pub outcomes: Vec<Outcome>,
 }
 
@@ -90,11 +92,17 @@ pub fn load(config: &Config, opts: &Options) -> Result<Loaded> {
         ebpf.take_map("AGG").context("map AGG is missing")?,
         ebpf.take_map("AGG_GEN").context("map AGG_GEN is missing")?,
     )?;
+    let program_fds = ebpf
+        .programs()
+        .filter_map(|(_, p)| p.fd().ok())
+        .map(|fd| std::os::fd::AsRawFd::as_raw_fd(&std::os::fd::AsFd::as_fd(fd)))
+        .collect();
     Ok(Loaded {
         _ebpf: ebpf,
         events,
         counters,
         aggregates,
+        program_fds,
         outcomes,
     })
 }
@@ -201,18 +209,35 @@ pub struct Counters {
     /// Failures the kernel counted without an event (identical to one it sent in the same
     /// second), as collected so far from AGG.
     pub aggregated: u64,
+    /// Runs of netladder's programs the kernel skipped because another BPF program was
+    /// already running on that CPU (`recursion_misses`, 5.12+; 0 where the kernel does not say).
+    /// A failure whose only chance to be seen was such a run is missing from the output.
+    pub skipped_runs: u64,
 }
 
 /// Reads the per-CPU counters once the rest of `Loaded` has been taken apart.
-pub struct CounterReader(PerCpuArray<MapData, u64>);
+pub struct CounterReader {
+    map: PerCpuArray<MapData, u64>,
+    program_fds: Vec<i32>,
+}
 
 impl CounterReader {
-    pub fn new(map: PerCpuArray<MapData, u64>) -> Self {
-        Self(map)
+    /// `program_fds`: netladder's own programs, which must stay loaded while this is used.
+    pub fn new(map: PerCpuArray<MapData, u64>, program_fds: Vec<i32>) -> Self {
+        Self { map, program_fds }
+    }
+
+    /// Skipped runs of our programs, from /proc/self/fdinfo (`recursion_misses:` lines).
+    fn skipped_runs(&self) -> u64 {
+        self.program_fds
+            .iter()
+            .filter_map(|fd| std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).ok())
+            .map(|info| fdinfo_value(&info, "recursion_misses:").unwrap_or(0))
+            .sum()
     }
 
     pub fn read(&self) -> Counters {
-        let sum = |i: u32| -> u64 { self.0.get(&i, 0).map(|v| v.iter().sum()).unwrap_or(0) };
+        let sum = |i: u32| -> u64 { self.map.get(&i, 0).map(|v| v.iter().sum()).unwrap_or(0) };
         Counters {
             events: sum(counter::EVENTS),
             lost: sum(counter::RINGBUF_FULL),
@@ -220,6 +245,27 @@ impl CounterReader {
             drop_map_full: sum(counter::DROP_MAP_FULL),
             malformed: sum(counter::MALFORMED),
             aggregated: 0,
+            skipped_runs: self.skipped_runs(),
         }
+    }
+}
+
+/// The number after `key` in a /proc fdinfo text.
+fn fdinfo_value(info: &str, key: &str) -> Option<u64> {
+    info.lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+#[cfg(test)]
+mod fdinfo_tests {
+    #[test]
+    fn reads_a_counter_line() {
+        let info = "prog_type:\t26\nrun_cnt:\t5\nrecursion_misses:\t3\nverified_insns:\t9\n";
+        assert_eq!(super::fdinfo_value(info, "recursion_misses:"), Some(3));
+        assert_eq!(
+            super::fdinfo_value("prog_type:\t26\n", "recursion_misses:"),
+            None
+        );
     }
 }

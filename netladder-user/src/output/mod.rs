@@ -198,6 +198,7 @@ pub fn stats_json(
         "events": c.events,
         "aggregated": c.aggregated,
         "lost": c.lost,
+        "skipped_runs": c.skipped_runs,
         "failures_reported": reported,
         "unclassified": unclassified,
         "conn_map_full": c.conn_map_full,
@@ -212,10 +213,14 @@ pub fn stats_line(c: &Counters, unclassified: u64, reported: u64, unwritten: u64
         0 => String::new(),
         n => format!(", {n} lines dropped (the output reader did not keep up)"),
     };
+    let skipped = match c.skipped_runs {
+        0 => String::new(),
+        n => format!(", {n} program runs skipped by the kernel (nested in another BPF program)"),
+    };
     format!(
         "netladder: {} kernel events, {} more counted in the kernel as repeats, {} lost (ring buffer full), \
          {} failures reported, {} errors outside the ladder, {} connections untracked (map full), \
-         {} drop records lost (map full){slow}",
+         {} drop records lost (map full){skipped}{slow}",
         c.events, c.aggregated, c.lost, reported, unclassified, c.conn_map_full, c.drop_map_full
     )
 }
