@@ -77,6 +77,14 @@ pub struct Config {
     pub msghdr_name: u32,
     /// `ret` of every sys_exit_* event (struct syscall_trace_exit).
     pub sys_exit_ret: u32,
+    // ssh (#030): sys_enter_write fd/buf/count, sys_enter_sendto buff/len, sys_enter_openat
+    // filename (the fd of sendto and the sockaddr of connect are above).
+    pub sys_enter_write_fd: u32,
+    pub sys_enter_write_buf: u32,
+    pub sys_enter_write_count: u32,
+    pub sys_enter_sendto_buf: u32,
+    pub sys_enter_sendto_len: u32,
+    pub sys_enter_openat_filename: u32,
     /// Keeps the u64 arrays below 8-aligned without implicit (uninitialised) padding.
     pub _pad: u32,
     /// Text ranges of icmp_rcv / icmpv6_rcv (kallsyms): a consumed skb freed from there is an
@@ -87,7 +95,8 @@ pub struct Config {
 
 // The config is copied to the kernel as bytes: it must have no implicit padding.
 // 44 u32 fields (the last one `_pad`) and two [u64; 2] arrays, nothing in between.
-const _: () = assert!(core::mem::size_of::<Config>() == 44 * 4 + 4 * 8);
+// ssh: +6 u32 (sys_enter_write_*, sys_enter_sendto_buf/len, sys_enter_openat_filename).
+const _: () = assert!(core::mem::size_of::<Config>() == (44 + 6) * 4 + 4 * 8);
 
 impl Config {
     /// A config where every offset is absent; userspace fills in what the kernel has.
@@ -136,6 +145,12 @@ impl Config {
             sys_enter_sendmsg_msg: ABSENT,
             msghdr_name: ABSENT,
             sys_exit_ret: ABSENT,
+            sys_enter_write_fd: ABSENT,
+            sys_enter_write_buf: ABSENT,
+            sys_enter_write_count: ABSENT,
+            sys_enter_sendto_buf: ABSENT,
+            sys_enter_sendto_len: ABSENT,
+            sys_enter_openat_filename: ABSENT,
             _pad: 0,
             icmp_rcv: [0; 2],
             icmpv6_rcv: [0; 2],
@@ -193,13 +208,34 @@ pub mod kind {
     pub const RESOLVER: u32 = 17;
     /// A TLS library's certificate verification failed in a client handshake.
     pub const TLS_VERIFY: u32 = 18;
-    /// An ssh client or server reported a refused authentication.
+    /// An ssh client or server reported a refused authentication, or a client read a key file
+    /// or connected: see [`ssh`](super::ssh) for what `code`, `aux` and `text` hold.
     pub const SSH_AUTH: u32 = 19;
 
     /// Whether records of this kind are [`AppEvent`](super::AppEvent)s.
     pub const fn is_app(kind: u32) -> bool {
         kind >= DNS_ANSWER && kind < 32
     }
+}
+
+/// `AppEvent::code` values of `kind::SSH_AUTH` records (#030). Every one is recorded in the
+/// writing process's context: `proc` is the ssh client or the sshd process.
+pub mod ssh {
+    /// An ssh client wrote a log line ending in ")." (its "USER@HOST: Permission denied
+    /// (METHODS)." message): `text` is the line from its start (at most `APP_TEXT_LEN` bytes,
+    /// `text_len` of them valid), `aux` the file descriptor written to (2 for stderr).
+    pub const CLIENT_LINE: i32 = 1;
+    /// sshd (or sshd-session / sshd-auth) wrote or sent a log line that starts like one of its
+    /// authentication messages: `text` is the buffer from its start (a syslog line keeps its
+    /// "<PRI>date sshd[PID]: " header), `aux` the offset of the message itself in `text`.
+    pub const SERVER_LINE: i32 = 2;
+    /// An ssh client opened a file outside /etc, /usr, /lib, /proc, /sys and /dev (its key
+    /// files, known_hosts, its config): `text` is the path as passed to openat (may be
+    /// relative), `aux` the descriptor it got.
+    pub const CLIENT_OPEN: i32 = 3;
+    /// An ssh client called connect() on an IPv4 / IPv6 socket: `flow.dst` is the destination,
+    /// `aux` the socket's descriptor; no text.
+    pub const CLIENT_CONNECT: i32 = 4;
 }
 
 /// The in-kernel verdict on a failed connection, before userspace enrichment.

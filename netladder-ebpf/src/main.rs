@@ -12,6 +12,7 @@ mod icmp;
 mod kernel;
 mod maps;
 mod neigh;
+mod ssh;
 mod syscall;
 
 #[cfg(not(test))]

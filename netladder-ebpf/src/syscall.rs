@@ -19,7 +19,7 @@ use crate::{
 /// context load at a fixed offset (a context pointer cannot be moved by a register), instead of a
 /// helper call. Any other offset falls back to the helper.
 #[inline(always)]
-fn field(ctx: &TracePointContext, off: u32) -> Option<u64> {
+pub(crate) fn field(ctx: &TracePointContext, off: u32) -> Option<u64> {
     let p = ctx.as_ptr() as *const u64;
     // SAFETY: the record of every syscall tracepoint holds its arguments as 8-byte fields
     // after its header; the verifier checks each access against the context's size.
@@ -158,7 +158,7 @@ pub fn sys_exit_listen(ctx: TracePointContext) -> u32 {
 
 /// netladder itself, or a task outside the namespace it watches.
 #[inline(always)]
-fn ignored_caller() -> bool {
+pub(crate) fn ignored_caller() -> bool {
     is_self() || (conf!(only_netns) != 0 && other_netns(current_netns()))
 }
 
@@ -270,7 +270,7 @@ fn ignored_error(ret: i64) -> bool {
 
 /// The struct sockaddr at user address `uaddr`, when it is IPv4 or IPv6.
 #[inline(always)]
-fn read_sockaddr(uaddr: u64) -> Option<[u8; 28]> {
+pub(crate) fn read_sockaddr(uaddr: u64) -> Option<[u8; 28]> {
     // A sockaddr_in is shorter than 28 bytes and may end a page: fall back to its 16 bytes.
     let addr = match unsafe { bpf_probe_read_user(uaddr as *const [u8; 28]) } {
         Ok(a) => a,
@@ -323,7 +323,7 @@ pub fn emit_call_error(call: u32, raw: &[u8; 28], ret: i32, netns: u32) {
 
 /// The address of a sockaddr_in / sockaddr_in6 as the destination of a flow (family 0 if neither).
 #[inline(always)]
-fn sockaddr_flow(raw: &[u8; 28]) -> Flow {
+pub(crate) fn sockaddr_flow(raw: &[u8; 28]) -> Flow {
     let family = u16::from_ne_bytes([raw[0], raw[1]]);
     let mut flow = Flow {
         family,

@@ -151,6 +151,8 @@ mod tests {
             evidence_netns: 4026531840,
             firewall: Default::default(),
             firewall_rule: None,
+            host_name: None,
+            user: None,
         }
     }
 

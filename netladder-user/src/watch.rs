@@ -717,7 +717,8 @@ pub(crate) fn step_ctx(f: &Failure) -> ladder::StepCtx {
         pid: (netns == f.proc.netns).then_some(f.proc.pid),
         netns_name: enrich::netns::netns_name(u64::from(netns)),
         other_netns: own.is_some_and(|o| o != u64::from(netns)),
-        host_name: None,
+        host_name: f.host_name.clone(),
+        user: f.user.clone(),
         rule_chain: f.firewall_rule.as_ref().map(rule_chain_command),
     }
 }

@@ -28,6 +28,10 @@ const APT_PACKAGES: &[&str] = &[
     // diagnose scenarios: a real DNS server; certificates and a TLS server (openssl).
     "dnsmasq-base",
     "openssl",
+    // ssh scenarios (#030): the tests run their own sshd (own config, keys and port) in a
+    // namespace; the package's system service is kept from starting (see `quiet_sshd_install`).
+    "openssh-client",
+    "openssh-server",
     // The VM suite: QEMU, initramfs assembly, kernel modules.
     "qemu-system-x86",
     "cpio",
@@ -69,6 +73,11 @@ fn apt_packages() -> Result<()> {
     }
     let env = [("DEBIAN_FRONTEND", "noninteractive")];
     cmd::run(cmd::privileged("apt-get", &env).args(["-q", "update"]))?;
+    let _guard = if missing.iter().any(|p| p == "openssh-server") {
+        quiet_sshd_install()?
+    } else {
+        None
+    };
     cmd::run(
         cmd::privileged("apt-get", &env)
             .args(["-q", "-y", "install", "--no-install-recommends"])
@@ -76,6 +85,42 @@ fn apt_packages() -> Result<()> {
     )?;
     report("apt packages", &format!("installed {}", missing.join(" ")));
     Ok(())
+}
+
+/// Installing openssh-server must not start (or enable at boot) a system sshd on a machine
+/// that had none: the tests run their own. Debian's ssh unit and init script do nothing while
+/// /etc/ssh/sshd_not_to_be_run exists (created here, left in place: remove it to run the system
+/// sshd), and a policy-rc.d that denies every start covers the install itself when the machine
+/// has none (removed again by the returned guard). An sshd the machine already had is never
+/// touched: this only runs when the package is not installed.
+fn quiet_sshd_install() -> Result<Option<PolicyGuard>> {
+    let marker = "/etc/ssh/sshd_not_to_be_run";
+    if !std::path::Path::new(marker).exists() {
+        cmd::run(cmd::privileged("mkdir", &[]).args(["-p", "/etc/ssh"]))?;
+        cmd::run(cmd::privileged("touch", &[]).arg(marker))?;
+        report(
+            "openssh-server",
+            &format!("{marker} keeps the system sshd from starting"),
+        );
+    }
+    let policy = "/usr/sbin/policy-rc.d";
+    if std::path::Path::new(policy).exists() {
+        return Ok(None);
+    }
+    cmd::run(cmd::privileged("sh", &[]).args([
+        "-c",
+        "printf '#!/bin/sh\\nexit 101\\n' > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d",
+    ]))?;
+    Ok(Some(PolicyGuard(policy)))
+}
+
+/// Removes the temporary policy-rc.d written by `quiet_sshd_install`.
+struct PolicyGuard(&'static str);
+
+impl Drop for PolicyGuard {
+    fn drop(&mut self) {
+        let _ = cmd::run(cmd::privileged("rm", &[]).args(["-f", self.0]));
+    }
 }
 
 /// Packages of `wanted` that `dpkg-query -f '${Package} ${db:Status-Abbrev}\n'` does not list as

@@ -195,6 +195,10 @@ pub struct Failure {
     pub firewall: FirewallSeen,
     /// The rule that did it, once the enrichment stage has named it.
     pub firewall_rule: Option<FirewallRule>,
+    /// The host name involved, when known (#030: the ssh target as the client names it).
+    pub host_name: Option<String>,
+    /// The account involved, when known (#030: the user ssh logs in as).
+    pub user: Option<String>,
 }
 
 /// Keys remembered until a deadline, forgotten in deadline order (O(expired) per tick).
@@ -380,6 +384,8 @@ impl Classifier {
             evidence_netns: netns,
             firewall: FirewallSeen::default(),
             firewall_rule: None,
+            host_name: None,
+            user: None,
         })
     }
 }
@@ -631,6 +637,8 @@ fn from_conn(obs: &Observation, v: u32, neighbour: Option<u32>) -> Option<Failur
             },
         },
         firewall_rule: None,
+        host_name: None,
+        user: None,
     })
 }
 

@@ -83,6 +83,13 @@ pub fn resolve(btf: &KernelBtf, tracefs_root: &Path) -> Resolved {
     c.sys_enter_sendmsg_fd = tp("sys_enter_sendmsg", "fd");
     c.sys_enter_sendmsg_msg = tp("sys_enter_sendmsg", "msg");
     c.sys_exit_ret = tp("sys_exit_connect", "ret");
+    // ssh (#030): log lines written or sent by ssh / sshd, files the client opens.
+    c.sys_enter_write_fd = tp("sys_enter_write", "fd");
+    c.sys_enter_write_buf = tp("sys_enter_write", "buf");
+    c.sys_enter_write_count = tp("sys_enter_write", "count");
+    c.sys_enter_sendto_buf = tp("sys_enter_sendto", "buff");
+    c.sys_enter_sendto_len = tp("sys_enter_sendto", "len");
+    c.sys_enter_openat_filename = tp("sys_enter_openat", "filename");
     c.self_tgid = std::process::id();
     Resolved {
         config: c,

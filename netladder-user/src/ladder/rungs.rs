@@ -200,7 +200,11 @@ pub(super) static RUNGS: &[Rung] = &[
             "the client offers another key than expected, or the wrong user name",
             "the user is not allowed by sshd_config (AllowUsers, AllowGroups)",
         ],
-        detection: "Not detected: the network path worked and the refusal is sshd's. `explain` \
-                    gives the manual steps.",
+        detection: "The log lines ssh and sshd write: the client's \"Permission denied \
+                    (publickey)\" (syscalls:sys_enter_write by ssh), with the key files it read \
+                    (openat) and the address it connected to; on the server, sshd's reason \
+                    (StrictModes, user not allowed, invalid user, rejected keys at LogLevel \
+                    VERBOSE) and the end of the connection without a login, whether sshd logs \
+                    to syslog or journald (sendto) or to stderr or a file (write).",
     },
 ];

@@ -22,6 +22,8 @@ pub struct StepCtx {
     /// The host name involved, when known: the DNS query (#024), the TLS server name (#025),
     /// the ssh target (#030).
     pub host_name: Option<String>,
+    /// The account involved, when known (#030: the user ssh logs in as).
+    pub user: Option<String>,
     /// The command that lists the firewall chain holding the rule that dropped the
     /// connection, with a comment naming the rule, once netladder has named it.
     pub rule_chain: Option<String>,
@@ -41,7 +43,7 @@ pub fn next_steps(code: u16, cause: &str, ctx: &StepCtx) -> Vec<String> {
         27 => addr_in_use(&mut s),
         28 => time_wait(&mut s),
         29 => arp_failed(&mut s),
-        30 => ssh_publickey(&mut s),
+        30 => ssh_publickey(&mut s, cause),
         _ => return Vec::new(),
     }
     s.finish()
@@ -211,7 +213,44 @@ fn arp_failed(s: &mut Steps) {
     s.here("tcpdump -ni any 'arp or icmp6'  # do requests leave, does anyone answer?");
 }
 
-fn ssh_publickey(s: &mut Steps) {
+fn ssh_publickey(s: &mut Steps, cause: &str) {
+    let user = s.ctx.user.as_deref().map_or("USER".into(), sh_quote);
+    if let Some(server) = cause.strip_prefix("server_") {
+        // Seen on the server: sshd's own reason, checked here.
+        let home = format!("~{user}");
+        match server {
+            "bad_modes" => {
+                let owner = if user == "root" {
+                    "root".to_owned()
+                } else {
+                    format!("{user} or root")
+                };
+                s.host(format!(
+                    "ls -ld / {home} {home}/.ssh {home}/.ssh/authorized_keys  # StrictModes: owned by {owner}, no group/world write"
+                ));
+                s.host(format!(
+                    "chmod go-w {home} && chmod 700 {home}/.ssh && chmod 600 {home}/.ssh/authorized_keys  # the usual fix"
+                ));
+            }
+            "user_not_allowed" => {
+                s.host("sshd -T | grep -iE '^(allow|deny)(users|groups)'  # who may log in");
+                s.host(format!("id {user}  # the user's groups"));
+            }
+            "invalid_user" => {
+                s.host(format!(
+                    "getent passwd {user}  # the account does not exist here"
+                ));
+            }
+            _ => {
+                s.host(format!(
+                    "ssh-keygen -lf {home}/.ssh/authorized_keys  # the keys {user} accepts; compare with the client's ssh-keygen -lf KEY.pub"
+                ));
+                s.host("sshd -T | grep -iE '^(authorizedkeysfile|pubkeyacceptedalgorithms|loglevel)'  # where sshd looks; LogLevel VERBOSE logs each rejected key");
+            }
+        }
+        s.host("journalctl -u ssh -n 50 --no-pager  # sshd's log around the refusal");
+        return;
+    }
     let host = match (&s.ctx.host_name, s.ctx.dst) {
         (Some(_), _) | (None, None) => s.host_name(),
         (None, Some(d)) => canonical_ip(d.ip()).to_string(),
@@ -221,10 +260,12 @@ fn ssh_publickey(s: &mut Steps) {
         _ => String::new(),
     };
     s.here(format!(
-        "ssh -vvv{port} USER@{host}  # which keys are offered and what the server answers"
+        "ssh -vvv{port} {user}@{host}  # which keys are offered and what the server answers"
     ));
-    s.host("ssh-keygen -lf ~/.ssh/id_ed25519.pub  # compare with the server's authorized_keys");
-    s.on_peer("ls -ld ~USER ~USER/.ssh ~USER/.ssh/authorized_keys  # not group/world-writable; 700 and 600");
+    s.host("ssh-keygen -lf ~/.ssh/id_ed25519.pub  # the offered key's fingerprint: is it in the server's authorized_keys?");
+    s.on_peer(format!(
+        "ls -ld ~{user} ~{user}/.ssh ~{user}/.ssh/authorized_keys  # not group/world-writable; 700 and 600"
+    ));
     s.on_peer("journalctl -u ssh -n 50 --no-pager  # sshd's reason");
 }
 
@@ -388,6 +429,18 @@ mod tests {
             (22, &["host_unreachable", "firewall_reject_icmp", ""]),
             (23, &["firewall_drop", "no_reply", "app_gave_up", ""]),
             (26, &["net_unreachable", ""]),
+            (
+                30,
+                &[
+                    "client_denied",
+                    "server_bad_modes",
+                    "server_user_not_allowed",
+                    "server_invalid_user",
+                    "server_key_unknown",
+                    "server_refused",
+                    "",
+                ],
+            ),
         ];
         for (code, list) in causes {
             for cause in *list {
@@ -514,5 +567,20 @@ mod tests {
         assert!(tls.contains("-connect [::1]:8443 -servername NAME"));
         let ssh = joined(30, "", &ctx("10.0.0.2:2222"));
         assert!(ssh.contains("ssh -vvv -p 2222 USER@10.0.0.2"), "{ssh}");
+        let mut c = ctx("10.0.0.2:2222");
+        c.host_name = Some("srv".into());
+        c.user = Some("git".into());
+        let client = joined(30, "client_denied", &c);
+        assert!(client.contains("ssh -vvv -p 2222 git@srv"), "{client}");
+        assert!(client.contains("ls -ld ~git ~git/.ssh"), "{client}");
+        let modes = joined(30, "server_bad_modes", &c);
+        assert!(
+            modes.starts_with("ls -ld / ~git ~git/.ssh ~git/.ssh/authorized_keys"),
+            "{modes}"
+        );
+        assert!(
+            !modes.contains("ssh -vvv"),
+            "server steps run on the server: {modes}"
+        );
     }
 }

@@ -40,6 +40,15 @@ pub fn failure_json(f: &Failure, next: &[String], at: SystemTime) -> Value {
         "next": next,
         "count": f.count,
     });
+    if let Some(obj) = value.as_object_mut() {
+        // #030: the ssh target's host (as the client named it) and the account.
+        if let Some(h) = &f.host_name {
+            obj.insert("host".into(), json!(h));
+        }
+        if let Some(u) = &f.user {
+            obj.insert("user".into(), json!(u));
+        }
+    }
     if let (Some(r), Some(obj)) = (&f.firewall_rule, value.as_object_mut()) {
         obj.insert(
             "firewall".into(),

@@ -40,6 +40,17 @@ const TOOLS: &[&str] = &[
     "openssl",
     "unshare",
     "setpriv",
+    // ssh scenarios (#030): the test's own sshd, the client and its keys.
+    "sshd",
+    "ssh",
+    "ssh-keygen",
+];
+
+/// Programs sshd runs by absolute path on OpenSSH 9.8+ (one process per connection, one for
+/// authentication), copied to the same path when the host has them (bookworm's 9.2 has none).
+const SSH_HELPERS: &[&str] = &[
+    "/usr/lib/openssh/sshd-session",
+    "/usr/lib/openssh/sshd-auth",
 ];
 
 /// Names that run the iptables multi-binaries (as on Debian, plain iptables is the nft variant).
@@ -87,6 +98,9 @@ pub fn build_common(artifacts: &Artifacts, work: &Path) -> Result<PathBuf> {
     for tool in TOOLS {
         let host = find_host_tool(tool)?;
         binaries.push(copy_file(&host, &root.join("usr/sbin").join(tool))?);
+    }
+    for helper in SSH_HELPERS.iter().map(Path::new).filter(|p| p.is_file()) {
+        binaries.push(copy_file(helper, &root.join(helper.strip_prefix("/")?))?);
     }
     for (name, target) in IPTABLES_LINKS {
         symlink(target, root.join("usr/sbin").join(name))?;
@@ -193,8 +207,12 @@ fn skeleton(root: &Path) -> Result<()> {
     symlink("usr/lib", root.join("lib"))?;
     symlink("usr/lib64", root.join("lib64"))?;
     symlink("../run", root.join("var/run"))?;
-    fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n")?;
-    fs::write(root.join("etc/group"), "root:x:0:\n")?;
+    // sshd (ssh scenarios) needs its privilege-separation user.
+    fs::write(
+        root.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nsshd:x:100:65534::/run/sshd:/usr/sbin/nologin\n",
+    )?;
+    fs::write(root.join("etc/group"), "root:x:0:\nnogroup:x:65534:\n")?;
     // A mount point for the DNS scenarios, which bind their own file over it.
     fs::write(root.join("etc/resolv.conf"), "")?;
     Ok(())
