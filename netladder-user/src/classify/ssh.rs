@@ -525,6 +525,7 @@ mod tests {
             duration_ns: None,
             drops: Default::default(),
             icmp: None,
+            agg: None,
         }
     }
 
