@@ -60,14 +60,14 @@ pub fn watch_netns(ns: &Netns) -> Watch {
     Watch::start(&["--netns", &ns.inode().to_string()]).expect("netladder watch starts")
 }
 
-/// Whether `program` attached in this watch (from its "hooks" line): kernels differ.
+/// Whether `program` attached in this watch (from its "hooks" line): kernels differ. Waits for
+/// that line, which another thread reads from netladder's output.
 pub fn hook_attached(w: &Watch, program: &str) -> bool {
-    w.events().iter().any(|e| {
-        e["type"] == "hooks"
-            && e["hooks"].as_array().is_some_and(|hs| {
-                hs.iter()
-                    .any(|h| h["program"] == program && h["status"] == "attached")
-            })
+    w.hooks_line(FAILURE_TIMEOUT).is_some_and(|e| {
+        e["hooks"].as_array().is_some_and(|hs| {
+            hs.iter()
+                .any(|h| h["program"] == program && h["status"] == "attached")
+        })
     })
 }
 

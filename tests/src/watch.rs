@@ -235,6 +235,23 @@ impl Watch {
         collected
     }
 
+    /// netladder's `"type":"hooks"` line, waiting up to `timeout` for it (another thread reads
+    /// the output); None when it never came. Never interrupts netladder.
+    pub fn hooks_line(&self, timeout: Duration) -> Option<Value> {
+        let deadline = Instant::now() + timeout;
+        let mut collected = self.shared.lock();
+        loop {
+            if let Some(h) = collected.events().find(|e| e["type"] == "hooks") {
+                return Some(h.clone());
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if collected.stdout_closed || left.is_zero() {
+                return None;
+            }
+            collected = self.shared.wait(collected, left);
+        }
+    }
+
     /// Every `"type":"failure"` event so far.
     pub fn failures(&self) -> Vec<Value> {
         self.shared.lock().failures().cloned().collect()
