@@ -39,9 +39,12 @@ pub enum Command {
 }
 
 /// The exit statuses of `diagnose`, shown by `netladder diagnose --help`.
-pub const DIAGNOSE_EXIT: &str = "Exit status: 0 the target is reachable (every rung passed; warnings \
-allowed); 1 bad target or environment (one line on stderr); 2 bad command line; 3 a rung failed: the \
-target is not reachable, the verdict names the code.";
+pub const DIAGNOSE_EXIT: &str = "A name's addresses (at most 4, in the resolver's order) are each \
+tried; the checklist shows the first that works, else the first tried, and the verdict names the \
+addresses that failed.\n\nExit status: 0 the target is reachable (every rung passed; warnings \
+allowed; for a name, at least one of its addresses works); 1 bad target or environment (one line on \
+stderr); 2 bad command line; 3 a rung failed: the target is not reachable, the verdict names the \
+code.";
 
 #[derive(Args, Debug)]
 pub struct DiagnoseArgs {

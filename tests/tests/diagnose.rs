@@ -196,6 +196,86 @@ fn link_down_is_026_at_the_link_rung() {
 }
 
 #[test]
+fn carrier_down_is_026_at_the_link_rung() {
+    let Some(_one) = root_serial() else {
+        return;
+    };
+    let h = two_hosts("dg-carrier", 13);
+    // Our end stays up; the far end goes down, so ours loses its carrier (NO-CARRIER).
+    let far = veth_in(&h.server);
+    h.server.ip(&["link", "set", &far, "down"]).unwrap();
+    let dev = veth_in(&h.client);
+    let (status, r) = diagnose(&h.client, &["10.240.13.2:80"]);
+    let v = fails_at(status, &r, "link", "026");
+    assert_eq!(v["cause"], "link_down", "{r:#}");
+    summary_says(&v, &format!("interface {dev} is up but without carrier"));
+    let evidence = v["evidence"].to_string();
+    assert!(
+        evidence.contains(&format!("egress {dev}: up, no carrier")),
+        "{r:#}"
+    );
+    assert_eq!(r["rungs"][5]["status"], "skipped", "{r:#}");
+}
+
+#[test]
+fn exhausted_local_ports_are_028_at_the_address_rung() {
+    let Some(_one) = root_serial() else {
+        return;
+    };
+    let h = two_hosts("dg-ports", 12);
+    // Two local ports; a TIME_WAIT port is never reused toward a remote host.
+    h.client
+        .sysctl("net.ipv4.ip_local_port_range", "40000 40001")
+        .unwrap();
+    h.client.sysctl("net.ipv4.tcp_tw_reuse", "0").unwrap();
+    let _srv = Peer::listen(Some(&h.server), "10.240.12.2:9012", &["--wait-peer-close"]).unwrap();
+    // One port in TIME_WAIT (the client closes first), one held by an open connection.
+    let out = connect(Some(&h.client), "10.240.12.2:9012", &[]).unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let _held = Running(
+        h.client
+            .command(peer_bin())
+            .args(["connect", "10.240.12.2:9012", "--hold", "120"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nl-peer connect --hold"),
+    );
+    let until = Instant::now() + Duration::from_secs(10);
+    while !h
+        .client
+        .sh("ss -Htn state established dst 10.240.12.2:9012")
+        .is_ok_and(|o| !o.trim().is_empty())
+    {
+        assert!(Instant::now() < until, "the held connection did not open");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (status, r) = diagnose(&h.client, &["10.240.12.2:9012"]);
+    let v = fails_at(status, &r, "address", "028");
+    assert_eq!(v["cause"], "ports_exhausted", "{r:#}");
+    summary_says(&v, "no free local port toward 10.240.12.2:9012");
+    summary_says(&v, "ip_local_port_range 40000-40001 has 2 ports");
+    summary_says(&v, "1 connection open and 1 in TIME_WAIT");
+    summary_says(&v, "tcp_tw_reuse=0");
+    assert_eq!(v["failure"]["errno"], "EADDRNOTAVAIL", "{r:#}");
+    // The address rung saw it before the connection, from the same look-ups.
+    let address = r["rungs"][1]["evidence"].to_string();
+    assert!(
+        address.contains(
+            "local ports: ip_local_port_range 40000-40001 (2 ports); toward 10.240.12.2:9012 \
+             1 open and 1 in TIME_WAIT"
+        ),
+        "{r:#}"
+    );
+    assert!(
+        address.contains("before the connection") && address.contains("no local port is left"),
+        "{r:#}"
+    );
+    assert_eq!(r["rungs"][5]["status"], "failed", "{r:#}");
+}
+
+#[test]
 fn no_address_is_026_at_the_address_rung() {
     let Some(_one) = root_serial() else {
         return;
@@ -311,6 +391,11 @@ fn firewall_reject_on_the_client_is_021_at_the_firewall_rung() {
 
 /// A dnsmasq in `ns` answering for nl.test (good.nl.test -> `addr`, anything else NXDOMAIN).
 fn dnsmasq(ns: &Netns, listen: &str, addr: &str, dir: &Path) -> Running {
+    dnsmasq_with(ns, listen, addr, dir, &[])
+}
+
+/// `dnsmasq` with more options (e.g. `--host-record`).
+fn dnsmasq_with(ns: &Netns, listen: &str, addr: &str, dir: &Path, extra: &[&str]) -> Running {
     let child = ns
         .command("dnsmasq")
         .args([
@@ -328,6 +413,7 @@ fn dnsmasq(ns: &Netns, listen: &str, addr: &str, dir: &Path) -> Running {
             &format!("--address=/good.nl.test/{addr}"),
             &format!("--pid-file={}", dir.join("dnsmasq.pid").display()),
         ])
+        .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -427,6 +513,102 @@ fn dns_nxdomain_is_024_and_a_good_name_is_reachable() {
     );
 }
 
+#[test]
+fn each_address_of_a_name_is_tried_and_the_verdict_names_them() {
+    let Some(_one) = root_serial() else {
+        return;
+    };
+    let h = TwoHosts::new(
+        "dg-multi",
+        &["10.240.15.1/24"],
+        &["10.240.15.2/24", "10.240.15.3/24"],
+    )
+    .unwrap();
+    let dir = TempDir::new("multi");
+    let _dns = dnsmasq_with(
+        &h.server,
+        "10.240.15.2",
+        "10.240.15.2",
+        &dir.0,
+        &[
+            "--host-record=two.nl.test,10.240.15.2",
+            "--host-record=two.nl.test,10.240.15.3",
+        ],
+    );
+    let resolv = dir.0.join("resolv.conf");
+    std::fs::write(&resolv, "nameserver 10.240.15.2\n").unwrap();
+    // Only the second address has a listener on the port.
+    let peer = Peer::listen(Some(&h.server), "10.240.15.3:9015", &[]).unwrap();
+    let (status, r) = diagnose_with_resolv(&h.client, &resolv, &["two.nl.test:9015"]);
+    let mut addresses: Vec<&str> = r["addresses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    addresses.sort();
+    assert_eq!(addresses, ["10.240.15.2", "10.240.15.3"], "{r:#}");
+    // Reachable, as a client that tries each address reaches it; the one that fails is named.
+    assert_eq!(status, REACHABLE, "{r:#}");
+    let v = &r["verdict"];
+    assert_eq!(v["reachable"], true, "{r:#}");
+    assert_eq!(
+        v["worked"],
+        serde_json::json!(["10.240.15.3:9015"]),
+        "{r:#}"
+    );
+    assert_eq!(
+        v["failed"],
+        serde_json::json!(["10.240.15.2:9015"]),
+        "{r:#}"
+    );
+    assert_eq!(r["checked"], "10.240.15.3:9015", "{r:#}");
+    let tried = r["tried"].as_array().unwrap();
+    assert_eq!(tried.len(), 2, "{r:#}");
+    let bad = tried
+        .iter()
+        .find(|t| t["address"] == "10.240.15.2:9015")
+        .unwrap();
+    assert_eq!(
+        (bad["reachable"].as_bool(), bad["code"].as_str()),
+        (Some(false), Some("021")),
+        "{r:#}"
+    );
+    let app = &r["rungs"][5];
+    assert_eq!(app["status"], "warning", "{r:#}");
+    assert!(
+        app["summary"]
+            .as_str()
+            .unwrap()
+            .contains("but 1 of the 2 addresses of two.nl.test failed"),
+        "{r:#}"
+    );
+    assert!(
+        app["evidence"]
+            .to_string()
+            .contains("also tried 10.240.15.2:9015: #021"),
+        "{r:#}"
+    );
+
+    // No address works: the verdict is the first address's failure, and names the others.
+    drop(peer);
+    let (status, r) = diagnose_with_resolv(&h.client, &resolv, &["two.nl.test:9015"]);
+    let v = fails_at(status, &r, "application", "021");
+    assert_eq!(v["worked"], serde_json::json!([]), "{r:#}");
+    assert_eq!(v["failed"].as_array().unwrap().len(), 2, "{r:#}");
+    let other = if r["checked"] == "10.240.15.2:9015" {
+        "10.240.15.3:9015"
+    } else {
+        "10.240.15.2:9015"
+    };
+    assert!(
+        v["evidence"]
+            .to_string()
+            .contains(&format!("also tried {other}: #021")),
+        "{r:#}"
+    );
+}
+
 fn openssl(dir: &Path, args: &[&str]) {
     let out: Output = Command::new("openssl")
         .args(args)
@@ -443,6 +625,19 @@ fn openssl(dir: &Path, args: &[&str]) {
 
 /// A test CA and a leaf certificate signed by it with `san` and `days` of validity.
 fn certs(dir: &Path, san: &str, days: &str) {
+    certs_with(dir, san, Validity::Days(days))
+}
+
+/// How long a test leaf certificate is valid.
+enum Validity<'a> {
+    /// From now on, for this many days.
+    Days(&'a str),
+    /// From START to END (YYYYMMDDHHMMSSZ), through `openssl ca` (`openssl x509` of OpenSSL
+    /// 3.0 cannot set a start date).
+    Dates(&'a str, &'a str),
+}
+
+fn certs_with(dir: &Path, san: &str, validity: Validity) {
     let ec = [
         "-newkey",
         "ec",
@@ -480,6 +675,45 @@ fn certs(dir: &Path, san: &str, days: &str) {
         .concat(),
     );
     std::fs::write(dir.join("ext"), format!("subjectAltName={san}\n")).unwrap();
+    let days = match validity {
+        Validity::Days(days) => days,
+        Validity::Dates(start, end) => {
+            std::fs::write(
+                dir.join("ca.cnf"),
+                "[ca]\ndefault_ca = test\n[test]\ndatabase = index.txt\nnew_certs_dir = .\n\
+                 serial = serial\ndefault_md = sha256\npolicy = any\nunique_subject = no\n\
+                 [any]\ncommonName = supplied\n",
+            )
+            .unwrap();
+            std::fs::write(dir.join("index.txt"), "").unwrap();
+            std::fs::write(dir.join("serial"), "01\n").unwrap();
+            openssl(
+                dir,
+                &[
+                    "ca",
+                    "-batch",
+                    "-notext",
+                    "-config",
+                    "ca.cnf",
+                    "-cert",
+                    "ca.pem",
+                    "-keyfile",
+                    "ca.key",
+                    "-in",
+                    "leaf.csr",
+                    "-out",
+                    "leaf.pem",
+                    "-startdate",
+                    start,
+                    "-enddate",
+                    end,
+                    "-extfile",
+                    "ext",
+                ],
+            );
+            return;
+        }
+    };
     openssl(
         dir,
         &[
@@ -579,6 +813,161 @@ fn tls_expired_and_wrong_name_are_025_and_a_good_certificate_passes() {
             }
         }
     }
+}
+
+#[test]
+fn tls_not_yet_valid_untrusted_wrong_purpose_and_no_tls_are_025() {
+    let Some(_one) = root_serial() else {
+        return;
+    };
+    let h = two_hosts("dg-tls2", 14);
+    let target = "10.240.14.2:8443";
+    // (tag, make the certificates, trust the test CA (else only an unrelated one), cause,
+    // words of the summary)
+    type Make = fn(&Path);
+    let cases: [(&str, Make, bool, &str, &[&str]); 5] = [
+        (
+            "future",
+            |d| {
+                certs_with(
+                    d,
+                    "IP:10.240.14.2",
+                    Validity::Dates("20990101000000Z", "20991231000000Z"),
+                )
+            },
+            true,
+            "cert_not_yet_valid",
+            &[
+                "the certificate of 10.240.14.2 is valid only from 2099-01-01 00:00:00 UTC",
+                "the system clock says 20",
+                "is the clock right?",
+            ],
+        ),
+        (
+            "untrusted",
+            |d| certs(d, "IP:10.240.14.2", "30"),
+            false,
+            "cert_unknown_issuer",
+            &[
+                "no trusted CA vouches for the certificate of 10.240.14.2",
+                "its issuer CN=netladder test CA is not among the trusted roots",
+            ],
+        ),
+        (
+            "selfsigned",
+            |d| {
+                // A leaf signed with its own key (no CA extensions).
+                certs(d, "IP:10.240.14.2", "30");
+                openssl(
+                    d,
+                    &[
+                        "x509", "-req", "-in", "leaf.csr", "-signkey", "leaf.key", "-out",
+                        "leaf.pem", "-days", "30", "-extfile", "ext",
+                    ],
+                )
+            },
+            false,
+            "cert_unknown_issuer",
+            &["the certificate of 10.240.14.2 is self-signed (CN=leaf)"],
+        ),
+        (
+            // `openssl req -x509` marks its certificate as a CA (basicConstraints CA:TRUE).
+            "ca-as-leaf",
+            |d| {
+                openssl(
+                    d,
+                    &[
+                        "req",
+                        "-x509",
+                        "-newkey",
+                        "ec",
+                        "-pkeyopt",
+                        "ec_paramgen_curve:prime256v1",
+                        "-nodes",
+                        "-keyout",
+                        "leaf.key",
+                        "-out",
+                        "leaf.pem",
+                        "-days",
+                        "30",
+                        "-subj",
+                        "/CN=self",
+                        "-addext",
+                        "subjectAltName=IP:10.240.14.2",
+                    ],
+                )
+            },
+            false,
+            "cert_invalid",
+            &["the certificate of 10.240.14.2 is a CA certificate (CN=self, self-signed)"],
+        ),
+        (
+            "purpose",
+            |d| certs(d, "IP:10.240.14.2\nextendedKeyUsage=clientAuth", "30"),
+            true,
+            "cert_invalid",
+            &[
+                "the certificate of 10.240.14.2 is not for TLS servers: its extended key usage \
+               does not include serverAuth",
+            ],
+        ),
+    ];
+    for (tag, make, trust, cause, says) in cases {
+        let dir = TempDir::new(&format!("tls2-{tag}"));
+        make(&dir.0);
+        let server = tls_server(&h.server, &dir.0, "10.240.14.2", 8443);
+        let ca = if trust {
+            dir.0.join("ca.pem")
+        } else {
+            // Trust only an unrelated CA: the result does not depend on the system's roots
+            // (the test VMs have none).
+            openssl(
+                &dir.0,
+                &[
+                    "req",
+                    "-x509",
+                    "-newkey",
+                    "ec",
+                    "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1",
+                    "-nodes",
+                    "-keyout",
+                    "other.key",
+                    "-out",
+                    "other.pem",
+                    "-days",
+                    "30",
+                    "-subj",
+                    "/CN=unrelated CA",
+                ],
+            );
+            dir.0.join("other.pem")
+        };
+        let args = ["--tls", "--ca", ca.to_str().unwrap(), target];
+        let (status, r) = diagnose(&h.client, &args);
+        drop(server);
+        let v = fails_at(status, &r, "application", "025");
+        assert_eq!(v["cause"], cause, "{tag}: {r:#}");
+        for w in says {
+            summary_says(&v, w);
+        }
+        // The TCP connection itself worked: the evidence says so, and names the certificate.
+        let evidence = v["evidence"].to_string();
+        assert!(
+            evidence.contains("TCP connection to 10.240.14.2:8443 established"),
+            "{tag}: {r:#}"
+        );
+        assert!(evidence.contains("certificate: subject"), "{tag}: {r:#}");
+    }
+    // A server that speaks no TLS: it accepts and closes at once.
+    let _plain = Peer::listen(Some(&h.server), "10.240.14.2:8444", &[]).unwrap();
+    let (status, r) = diagnose(&h.client, &["--tls", "10.240.14.2:8444"]);
+    let v = fails_at(status, &r, "application", "025");
+    assert_eq!(v["cause"], "tls_handshake_failed", "{r:#}");
+    summary_says(
+        &v,
+        "the TLS handshake with 10.240.14.2 failed before any certificate was checked",
+    );
 }
 
 #[test]

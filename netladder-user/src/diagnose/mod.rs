@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 
 use crate::classify::Failure;
 use crate::cli::DiagnoseArgs;
-use crate::enrich::{dns, firewall, iptables, link, neigh, nft, route, tls};
+use crate::enrich::{dns, firewall, iptables, link, neigh, nft, ports, route, tls};
 use crate::ladder::{self, Layer, StepCtx};
 use crate::{output, watch};
 
@@ -58,6 +58,7 @@ const ORDER: [Layer; 6] = [
 ];
 
 /// Why the target is not reachable.
+#[derive(Clone)]
 struct Verdict {
     code: u16,
     cause: &'static str,
@@ -70,6 +71,7 @@ struct Verdict {
     failure: Option<Failure>,
 }
 
+#[derive(Clone)]
 struct Walk {
     checks: Vec<Check>,
     verdict: Option<Verdict>,
@@ -115,10 +117,56 @@ impl Walk {
         let c = self.get(v.rung);
         if c.status != Status::Skipped {
             // The static reading passed; the connection proved otherwise. Keep both.
-            evidence.insert(0, format!("before the connection: {}", c.summary));
+            let before = std::iter::once(format!("before the connection: {}", c.summary));
+            evidence.splice(0..0, before.chain(c.evidence.iter().cloned()));
         }
         self.set(v.rung, Status::Failed, v.summary.clone(), evidence);
         self.verdict = Some(v);
+    }
+}
+
+/// At most this many of the addresses a name resolves to are tried, in the resolver's order
+/// (each may cost up to `--timeout`).
+pub const MAX_ADDRESSES: usize = 4;
+
+/// One address tried: the rungs walked toward it.
+struct Attempt {
+    dst: SocketAddr,
+    walk: Walk,
+}
+
+impl Attempt {
+    /// "10.0.0.2:80: #021 Connection refused at the application rung: no listener ...".
+    fn line(&self) -> String {
+        match &self.walk.verdict {
+            None => format!(
+                "{}: reachable ({})",
+                self.dst,
+                self.walk.checks.last().map_or("", |c| c.summary.as_str())
+            ),
+            Some(v) => format!(
+                "{}: #{} {} at the {} rung: {}",
+                self.dst,
+                ladder::id(v.code),
+                ladder::rung(v.code).map_or("", |r| r.title),
+                v.rung,
+                v.summary
+            ),
+        }
+    }
+
+    fn json(&self) -> Value {
+        match &self.walk.verdict {
+            None => json!({"address": self.dst.to_string(), "reachable": true}),
+            Some(v) => json!({
+                "address": self.dst.to_string(),
+                "reachable": false,
+                "code": ladder::id(v.code),
+                "layer": v.rung,
+                "cause": v.cause,
+                "summary": v.summary,
+            }),
+        }
     }
 }
 
@@ -135,12 +183,10 @@ pub fn run(args: DiagnoseArgs) -> Result<i32> {
             bail!("--ca {}: no such file", ca.display());
         }
     }
-    let mut walk = Walk::new();
-    let mut addresses = Vec::new();
 
     // The name is resolved first, since the lower rungs need an address; it is reported at its
     // own rung. When it does not resolve, the lower rungs are checked toward the nameserver.
-    let (dns_check, resolved, nameserver) = match &target.host {
+    let (dns_check, addresses, nameserver) = match &target.host {
         Host::Ip(ip) => (
             Check {
                 rung: Layer::Dns,
@@ -153,30 +199,123 @@ pub fn run(args: DiagnoseArgs) -> Result<i32> {
         ),
         Host::Name(name) => check_dns(name),
     };
-    addresses.extend(resolved.iter().copied());
-    let toward = match (resolved.first(), nameserver) {
-        (Some(ip), _) => Some((*ip, target.port, None)),
-        (None, Some(ns)) => Some((
-            ns,
-            53,
-            Some(format!(
-                "checked toward nameserver {ns}, since {} did not resolve",
-                target.host.text()
-            )),
-        )),
-        (None, None) => None,
-    };
+    let mut candidates: Vec<IpAddr> = Vec::new();
+    for ip in &addresses {
+        if !candidates.contains(ip) {
+            candidates.push(*ip);
+        }
+    }
+    let not_tried = candidates.split_off(candidates.len().min(MAX_ADDRESSES));
 
-    let mut probe_dst = None;
-    match toward {
-        Some((ip, port, note)) => {
-            let dst = SocketAddr::new(ip, port);
-            if let Some(v) = lower_rungs(&mut walk, dst, note.as_deref())? {
-                walk.fail(v);
-            } else {
-                firewall_rung(&mut walk, dst);
-                probe_dst = Some(dst);
+    // Each address is walked as a client would try it, in order; every one is tried, so the
+    // report says which work and which do not.
+    let mut tried: Vec<Attempt> = Vec::new();
+    let mut prober = probe::Prober::new(&args.hooks);
+    for ip in &candidates {
+        let dst = SocketAddr::new(*ip, target.port);
+        let mut walk = Walk::new();
+        if let Some(v) = lower_rungs(&mut walk, dst, None)? {
+            walk.fail(v);
+        } else {
+            firewall_rung(&mut walk, dst);
+            let (summary, evidence) = (dns_check.summary.clone(), dns_check.evidence.clone());
+            walk.set(Layer::Dns, dns_check.status, summary, evidence);
+            application_rung(
+                &mut walk,
+                dst,
+                &target.host,
+                use_tls,
+                &args,
+                timeout,
+                &mut prober,
+            )?;
+        }
+        tried.push(Attempt { dst, walk });
+    }
+    drop(prober);
+
+    let (walk, checked) = if tried.is_empty() {
+        let ns = nameserver.map(|ns| SocketAddr::new(ns, 53));
+        (unresolved_walk(&target.host, &dns_check, ns)?, ns)
+    } else {
+        // The checklist shows the first address that works, else the first one tried.
+        let chosen = tried
+            .iter()
+            .position(|a| a.walk.verdict.is_none())
+            .unwrap_or(0);
+        let mut walk = tried[chosen].walk.clone();
+        let others: Vec<String> = tried
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != chosen)
+            .map(|(_, a)| a.line())
+            .collect();
+        let failed = tried
+            .iter()
+            .enumerate()
+            .filter(|(i, a)| *i != chosen && a.walk.verdict.is_some())
+            .count();
+        match &mut walk.verdict {
+            Some(v) => v
+                .evidence
+                .extend(others.iter().map(|l| format!("also tried {l}"))),
+            None if !others.is_empty() => {
+                let app = walk.get(Layer::Application);
+                if failed > 0 {
+                    app.status = Status::Warning;
+                    app.summary += &format!(
+                        "; but {failed} of the {} addresses of {} failed",
+                        tried.len(),
+                        target.host.text()
+                    );
+                }
+                app.evidence
+                    .extend(others.iter().map(|l| format!("also tried {l}")));
             }
+            None => {}
+        }
+        (walk, Some(tried[chosen].dst))
+    };
+    let report = Report {
+        target: &args.target,
+        host: target.host.text(),
+        port: target.port,
+        tls: use_tls,
+        addresses,
+        checked,
+        tried,
+        not_tried,
+        walk,
+    };
+    if args.json {
+        println!("{}", report.json());
+    } else {
+        let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+        print!("{}", report.text(color));
+    }
+    Ok(if report.walk.verdict.is_some() {
+        EXIT_RUNG_FAILED
+    } else {
+        EXIT_REACHABLE
+    })
+}
+
+/// The walk when the name did not resolve: the lower rungs toward the nameserver `ns`, then
+/// the DNS rung's failure.
+fn unresolved_walk(host: &Host, dns_check: &Check, ns: Option<SocketAddr>) -> Result<Walk> {
+    let mut walk = Walk::new();
+    match ns {
+        Some(dst) => {
+            let note = format!(
+                "checked toward nameserver {}, since {} did not resolve",
+                dst.ip(),
+                host.text()
+            );
+            if let Some(v) = lower_rungs(&mut walk, dst, Some(&note))? {
+                walk.fail(v);
+                return Ok(walk);
+            }
+            firewall_rung(&mut walk, dst);
         }
         None => {
             for rung in [Layer::Link, Layer::Address, Layer::Route, Layer::Firewall] {
@@ -191,60 +330,33 @@ pub fn run(args: DiagnoseArgs) -> Result<i32> {
             }
         }
     }
-    if walk.verdict.is_none() {
-        let dns_failed = dns_check.status == Status::Failed;
-        let (summary, evidence) = (dns_check.summary.clone(), dns_check.evidence.clone());
-        walk.set(
-            Layer::Dns,
-            dns_check.status,
-            summary.clone(),
-            evidence.clone(),
-        );
-        if dns_failed {
-            let name = target.host.text();
-            walk.fail(Verdict {
-                code: 24,
-                cause: "dns",
-                rung: Layer::Dns,
-                summary,
-                evidence,
-                next: ladder::next_steps(
-                    24,
-                    "",
-                    &StepCtx {
-                        dst: probe_dst.filter(|d| d.port() == 53),
-                        host_name: Some(name),
-                        ..StepCtx::default()
-                    },
-                ),
-                failure: None,
-            });
-        }
+    let (summary, evidence) = (dns_check.summary.clone(), dns_check.evidence.clone());
+    walk.set(
+        Layer::Dns,
+        dns_check.status,
+        summary.clone(),
+        evidence.clone(),
+    );
+    if dns_check.status == Status::Failed {
+        walk.fail(Verdict {
+            code: 24,
+            cause: "dns",
+            rung: Layer::Dns,
+            summary,
+            evidence,
+            next: ladder::next_steps(
+                24,
+                "",
+                &StepCtx {
+                    dst: ns,
+                    host_name: Some(host.text()),
+                    ..StepCtx::default()
+                },
+            ),
+            failure: None,
+        });
     }
-    if walk.verdict.is_none() {
-        if let Some(dst) = probe_dst {
-            application_rung(&mut walk, dst, &target.host, use_tls, &args, timeout)?;
-        }
-    }
-    let report = Report {
-        target: &args.target,
-        host: target.host.text(),
-        port: target.port,
-        tls: use_tls,
-        addresses,
-        walk,
-    };
-    if args.json {
-        println!("{}", report.json());
-    } else {
-        let color = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-        print!("{}", report.text(color));
-    }
-    Ok(if report.walk.verdict.is_some() {
-        EXIT_RUNG_FAILED
-    } else {
-        EXIT_REACHABLE
-    })
+    Ok(walk)
 }
 
 /// The DNS rung for a name: the system resolver, each nameserver asked directly, /etc/hosts.
@@ -425,22 +537,48 @@ fn lower_rungs(walk: &mut Walk, dst: SocketAddr, note: Option<&str>) -> Result<O
                 .filter(|l| l.usable() && l.name != "lo")
                 .map(|l| l.name.as_str())
                 .collect();
-            if *errno == libc::ENETUNREACH {
-                if down.is_some() {
-                    return Ok(Some(verdict(
-                        26,
-                        "net_unreachable",
-                        Layer::Link,
-                        sentence,
-                        with(vec![how]),
-                    )));
-                }
+            // Link and address when the kernel has no usable route: the interfaces up, and
+            // whether any has an address of the destination's family.
+            let up_rungs = |walk: &mut Walk, with_address: bool| {
                 walk.set(
                     Layer::Link,
                     Status::Passed,
                     format!("interfaces up: {}", list_or_none(&up)),
                     with(vec![how.clone()]),
                 );
+                if with_address {
+                    walk.set(
+                        Layer::Address,
+                        if has_family {
+                            Status::Passed
+                        } else {
+                            Status::Warning
+                        },
+                        format!(
+                            "{} {} addresses",
+                            if has_family {
+                                "interfaces have"
+                            } else {
+                                "no interface has"
+                            },
+                            family.name()
+                        ),
+                        with(vec![addresses_line(&links)]),
+                    );
+                }
+            };
+            let net_unreachable = *errno == libc::ENETUNREACH;
+            if net_unreachable && down.is_some() {
+                return Ok(Some(verdict(
+                    26,
+                    "net_unreachable",
+                    Layer::Link,
+                    sentence,
+                    with(vec![how]),
+                )));
+            }
+            up_rungs(walk, has_family || !net_unreachable);
+            if net_unreachable {
                 if !has_family {
                     return Ok(Some(verdict(
                         26,
@@ -450,12 +588,6 @@ fn lower_rungs(walk: &mut Walk, dst: SocketAddr, note: Option<&str>) -> Result<O
                         with(vec![how]),
                     )));
                 }
-                walk.set(
-                    Layer::Address,
-                    Status::Passed,
-                    format!("interfaces have {} addresses", family.name()),
-                    with(vec![addresses_line(&links)]),
-                );
                 return Ok(Some(verdict(
                     26,
                     "net_unreachable",
@@ -464,30 +596,6 @@ fn lower_rungs(walk: &mut Walk, dst: SocketAddr, note: Option<&str>) -> Result<O
                     with(vec![how]),
                 )));
             }
-            walk.set(
-                Layer::Link,
-                Status::Passed,
-                format!("interfaces up: {}", list_or_none(&up)),
-                with(vec![how.clone()]),
-            );
-            walk.set(
-                Layer::Address,
-                if has_family {
-                    Status::Passed
-                } else {
-                    Status::Warning
-                },
-                format!(
-                    "{} {} addresses",
-                    if has_family {
-                        "interfaces have"
-                    } else {
-                        "no interface has"
-                    },
-                    family.name()
-                ),
-                with(vec![addresses_line(&links)]),
-            );
             let cause = match *errno {
                 libc::EACCES => "route_prohibited",
                 libc::EHOSTUNREACH => "host_unreachable",
@@ -510,6 +618,7 @@ fn lower_rungs(walk: &mut Walk, dst: SocketAddr, note: Option<&str>) -> Result<O
         for rung in [Layer::Link, Layer::Address, Layer::Route] {
             walk.set(rung, Status::Passed, line.clone(), with(vec![how.clone()]));
         }
+        local_ports(walk, dst);
         return Ok(None);
     }
     // Link: the egress interface and, for a VLAN, its parent.
@@ -546,10 +655,14 @@ fn lower_rungs(walk: &mut Walk, dst: SocketAddr, note: Option<&str>) -> Result<O
         format!(", VLAN {} on {}", v.id, v.parent.name)
     });
     let link_line = format!(
-        "egress {}: {}, carrier {}, state {}{vlan}",
+        "egress {}: {}, {}, state {}{vlan}",
         egress.name,
         if egress.admin_up { "up" } else { "down" },
-        if egress.carrier { "yes" } else { "no" },
+        match (egress.carrier, egress.admin_up) {
+            (true, _) => "carrier",
+            (false, true) => "no carrier (the other end or the cable is down)",
+            (false, false) => "no carrier",
+        },
         egress.oper_state
     );
     if !egress.usable() || parent.is_some_and(|p| !p.usable()) {
@@ -600,6 +713,7 @@ fn lower_rungs(walk: &mut Walk, dst: SocketAddr, note: Option<&str>) -> Result<O
             Vec::new(),
         );
     }
+    local_ports(walk, dst);
     // Route: what the kernel picks, the default routes, and the next hop's neighbour entry.
     let mut evidence = with(vec![how]);
     evidence.push(match defaults.first() {
@@ -634,6 +748,49 @@ fn lower_rungs(walk: &mut Walk, dst: SocketAddr, note: Option<&str>) -> Result<O
         evidence,
     );
     Ok(None)
+}
+
+/// Adds the local ports toward `dst` to the address rung (the look-ups #028 reads): the
+/// ephemeral range, the connections toward `dst` holding a port (open or in TIME_WAIT), and
+/// whether TIME_WAIT ports are reused. A warning when at least half the range is held toward
+/// `dst`; with none left, connect() fails with EADDRNOTAVAIL, which the connection then shows.
+fn local_ports(walk: &mut Walk, dst: SocketAddr) {
+    let read = || -> Result<(String, u64, u64)> {
+        let (low, high) = ports::port_range()?;
+        let size = (u64::from(high) + 1).saturating_sub(low.into()).max(1);
+        let usage = ports::port_use(Some(dst))?;
+        let held = usage.open_to_dst + usage.time_wait_to_dst;
+        let reuse = ports::tw_reuse().map_or("?".to_owned(), |r| r.to_string());
+        Ok((
+            format!(
+                "local ports: ip_local_port_range {low}-{high} ({size} port{}); toward {dst} \
+                 {} open and {} in TIME_WAIT ({} TIME_WAIT in all); tcp_tw_reuse={reuse}",
+                crate::enrich::plural(size),
+                usage.open_to_dst,
+                usage.time_wait_to_dst,
+                usage.time_wait
+            ),
+            held,
+            size,
+        ))
+    };
+    let c = walk.get(Layer::Address);
+    match read() {
+        Ok((line, held, size)) => {
+            c.evidence.push(line);
+            if held * 2 >= size && c.status == Status::Passed {
+                c.status = Status::Warning;
+                c.summary += &if held >= size {
+                    format!("; but no local port is left toward {dst}")
+                } else {
+                    format!("; but {held} of the {size} local ports are held toward {dst}")
+                };
+            }
+        }
+        Err(e) => c
+            .evidence
+            .push(format!("could not count the local ports: {e:#}")),
+    }
 }
 
 /// The local rules that would drop or reject the handshake, output and input paths, with
@@ -748,8 +905,9 @@ fn application_rung(
     use_tls: bool,
     args: &DiagnoseArgs,
     timeout: Duration,
+    prober: &mut probe::Prober,
 ) -> Result<()> {
-    let p = probe::connect(dst, timeout, &args.hooks);
+    let p = prober.connect(dst, timeout);
     let ms = p.elapsed.as_millis();
     match (p.result, p.failure) {
         (Ok(stream), _) => {
@@ -869,13 +1027,20 @@ struct Report<'a> {
     host: String,
     port: u16,
     tls: bool,
+    /// What the name resolved to (the address itself for an address).
     addresses: Vec<IpAddr>,
+    /// Where the checklist's rungs were walked toward.
+    checked: Option<SocketAddr>,
+    /// Every address tried, in order (the checklist's one included).
+    tried: Vec<Attempt>,
+    /// Addresses beyond `MAX_ADDRESSES`.
+    not_tried: Vec<IpAddr>,
     walk: Walk,
 }
 
 impl Report<'_> {
     fn json(&self) -> Value {
-        let verdict = match &self.walk.verdict {
+        let mut verdict = match &self.walk.verdict {
             None => json!({"reachable": true}),
             Some(v) => {
                 let mut o = json!({
@@ -898,6 +1063,15 @@ impl Report<'_> {
                 o
             }
         };
+        let addrs = |ok: bool| -> Vec<String> {
+            self.tried
+                .iter()
+                .filter(|a| a.walk.verdict.is_none() == ok)
+                .map(|a| a.dst.to_string())
+                .collect()
+        };
+        verdict["worked"] = json!(addrs(true));
+        verdict["failed"] = json!(addrs(false));
         json!({
             "type": "diagnosis",
             "time": humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
@@ -906,6 +1080,9 @@ impl Report<'_> {
             "port": self.port,
             "tls": self.tls,
             "addresses": self.addresses.iter().map(IpAddr::to_string).collect::<Vec<_>>(),
+            "checked": self.checked.map(|d| d.to_string()),
+            "tried": self.tried.iter().map(Attempt::json).collect::<Vec<_>>(),
+            "not_tried": self.not_tried.iter().map(IpAddr::to_string).collect::<Vec<_>>(),
             "rungs": self.walk.checks,
             "verdict": verdict,
             "exit_code": if self.walk.verdict.is_some() { EXIT_RUNG_FAILED } else { EXIT_REACHABLE },
@@ -926,6 +1103,15 @@ impl Report<'_> {
             self.port,
             if self.tls { ", TLS" } else { "" }
         );
+        if self.tried.len() > 1 {
+            if let Some(d) = self.checked {
+                out += &format!(
+                    "{} resolves to {} addresses, each tried; the rungs below are toward {d}\n",
+                    self.host,
+                    self.addresses.len()
+                );
+            }
+        }
         for (i, c) in self.walk.checks.iter().enumerate() {
             let mark = match c.status {
                 Status::Passed => paint("PASS", "32"),
@@ -938,7 +1124,45 @@ impl Report<'_> {
                 out += &format!("     - {e}\n");
             }
         }
+        if self.tried.len() > 1 || !self.not_tried.is_empty() {
+            out += "addresses:\n";
+            for a in &self.tried {
+                let mark = if a.walk.verdict.is_none() {
+                    paint("PASS", "32")
+                } else {
+                    paint("FAIL", "31;1")
+                };
+                out += &format!("  {mark}  {}\n", a.line());
+            }
+            if !self.not_tried.is_empty() {
+                out += &format!(
+                    "  not tried (at most {MAX_ADDRESSES}): {}\n",
+                    join(&self.not_tried)
+                );
+            }
+        }
+        let failed: Vec<String> = self
+            .tried
+            .iter()
+            .filter(|a| a.walk.verdict.is_some())
+            .map(|a| a.dst.to_string())
+            .collect();
         match &self.walk.verdict {
+            None if !failed.is_empty() => {
+                let worked: Vec<String> = self
+                    .tried
+                    .iter()
+                    .filter(|a| a.walk.verdict.is_none())
+                    .map(|a| a.dst.to_string())
+                    .collect();
+                out += &format!(
+                    "verdict: {} {} is reachable through {}, but not through {}\n",
+                    paint("WARN", "33"),
+                    self.host,
+                    worked.join(", "),
+                    failed.join(", ")
+                );
+            }
             None => out += &format!("verdict: {} is reachable\n", self.host),
             Some(v) => {
                 let title = ladder::rung(v.code).map_or("", |r| r.title);
@@ -965,5 +1189,113 @@ impl Report<'_> {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attempt(dst: &str, failed: Option<u16>) -> Attempt {
+        let mut walk = Walk::new();
+        for rung in ORDER {
+            walk.set(rung, Status::Passed, format!("{rung} ok"), Vec::new());
+        }
+        if let Some(code) = failed {
+            walk.fail(Verdict {
+                code,
+                cause: "no_listener",
+                rung: Layer::Application,
+                summary: "no listener".into(),
+                evidence: Vec::new(),
+                next: Vec::new(),
+                failure: None,
+            });
+        }
+        Attempt {
+            dst: dst.parse().unwrap(),
+            walk,
+        }
+    }
+
+    fn report(tried: Vec<Attempt>, walk: Walk) -> Report<'static> {
+        Report {
+            target: "two.test:80",
+            host: "two.test".into(),
+            port: 80,
+            tls: false,
+            addresses: tried.iter().map(|a| a.dst.ip()).collect(),
+            checked: tried.first().map(|a| a.dst),
+            tried,
+            not_tried: vec!["10.0.0.9".parse().unwrap()],
+            walk,
+        }
+    }
+
+    #[test]
+    fn several_addresses_are_named_in_the_verdict() {
+        let walk = attempt("10.0.0.3:80", None).walk;
+        let r = report(
+            vec![
+                attempt("10.0.0.2:80", Some(21)),
+                attempt("10.0.0.3:80", None),
+            ],
+            walk,
+        );
+        let j = r.json();
+        assert_eq!(j["verdict"]["reachable"], true);
+        assert_eq!(j["verdict"]["worked"], json!(["10.0.0.3:80"]));
+        assert_eq!(j["verdict"]["failed"], json!(["10.0.0.2:80"]));
+        assert_eq!(j["tried"][0]["code"], "021");
+        assert_eq!(
+            j["tried"][1],
+            json!({"address": "10.0.0.3:80", "reachable": true})
+        );
+        assert_eq!(j["not_tried"], json!(["10.0.0.9"]));
+        assert_eq!(j["exit_code"], EXIT_REACHABLE);
+        let text = r.text(false);
+        assert!(
+            text.contains(
+                "verdict: WARN two.test is reachable through 10.0.0.3:80, but not through \
+                 10.0.0.2:80\n"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("  FAIL  10.0.0.2:80: #021 "), "{text}");
+        assert!(
+            text.contains("  PASS  10.0.0.3:80: reachable (application ok)"),
+            "{text}"
+        );
+        assert!(text.contains("not tried (at most 4): 10.0.0.9"), "{text}");
+    }
+
+    #[test]
+    fn a_failure_after_a_passed_reading_keeps_that_reading() {
+        let mut walk = Walk::new();
+        walk.set(
+            Layer::Address,
+            Status::Warning,
+            "eth0 has 10.0.0.1/24".into(),
+            vec!["local ports: ...".into()],
+        );
+        walk.fail(Verdict {
+            code: 28,
+            cause: "ports_exhausted",
+            rung: Layer::Address,
+            summary: "no free local port".into(),
+            evidence: vec!["connect() returned EADDRNOTAVAIL".into()],
+            next: Vec::new(),
+            failure: None,
+        });
+        let c = walk.get(Layer::Address);
+        assert_eq!(c.status, Status::Failed);
+        assert_eq!(
+            c.evidence,
+            [
+                "before the connection: eth0 has 10.0.0.1/24",
+                "local ports: ...",
+                "connect() returned EADDRNOTAVAIL"
+            ]
+        );
     }
 }

@@ -26,45 +26,70 @@ pub struct Probe {
 /// ring buffer hands them over in batches).
 const SETTLE: Duration = Duration::from_millis(1500);
 
-/// Connects to `dst` within `timeout` while the eBPF programs watch (when they can load).
-pub fn connect(dst: SocketAddr, timeout: Duration, hooks: &HookOpts) -> Probe {
-    let mut notes = Vec::new();
-    let own = netns::own_netns_inode()
-        .ok()
-        .and_then(|n| u32::try_from(n).ok());
-    let mut session = match watch::start(hooks, own, true) {
-        Ok(s) => Some(s),
-        Err(e) => {
-            notes.push(format!(
-                "no kernel evidence: the eBPF programs could not start ({e:#}); the verdict comes \
-                 from the error alone"
-            ));
-            None
+/// Makes the probes of one diagnosis: the eBPF programs are started once, at the first
+/// connection, and watch every address tried.
+pub struct Prober {
+    hooks: HookOpts,
+    /// None before the first probe; Some(None) when the programs could not start.
+    session: Option<Option<watch::Session>>,
+    /// What limits the evidence, said once per probe.
+    notes: Vec<String>,
+}
+
+impl Prober {
+    pub fn new(hooks: &HookOpts) -> Self {
+        Prober {
+            hooks: hooks.clone(),
+            session: None,
+            notes: Vec::new(),
         }
-    };
-    if let Some(s) = &session {
-        notes.extend(s.degraded.iter().map(|d| format!("degraded: {d}")));
     }
-    let started = Instant::now();
-    let result = TcpStream::connect_timeout(&dst, timeout);
-    let elapsed = started.elapsed();
-    let failure = match &result {
-        Ok(_) => None,
-        Err(e) => {
-            let seen = session
-                .as_mut()
-                .and_then(|s| kernel_failure(s, dst, &mut notes));
-            let mut f = seen.unwrap_or_else(|| from_error(dst, e, elapsed));
-            enrich::failure::Enricher::default().enrich(&mut f);
-            Some(f)
+
+    /// Connects to `dst` within `timeout` while the eBPF programs watch (when they can load).
+    pub fn connect(&mut self, dst: SocketAddr, timeout: Duration) -> Probe {
+        if self.session.is_none() {
+            let own = netns::own_netns_inode()
+                .ok()
+                .and_then(|n| u32::try_from(n).ok());
+            let session = match watch::start(&self.hooks, own, true) {
+                Ok(s) => {
+                    self.notes
+                        .extend(s.degraded.iter().map(|d| format!("degraded: {d}")));
+                    Some(s)
+                }
+                Err(e) => {
+                    self.notes.push(format!(
+                        "no kernel evidence: the eBPF programs could not start ({e:#}); the \
+                         verdict comes from the error alone"
+                    ));
+                    None
+                }
+            };
+            self.session = Some(session);
         }
-    };
-    drop(session);
-    Probe {
-        result,
-        failure,
-        notes,
-        elapsed,
+        let mut notes = self.notes.clone();
+        let started = Instant::now();
+        let result = TcpStream::connect_timeout(&dst, timeout);
+        let elapsed = started.elapsed();
+        let failure = match &result {
+            Ok(_) => None,
+            Err(e) => {
+                let seen = self
+                    .session
+                    .as_mut()
+                    .and_then(Option::as_mut)
+                    .and_then(|s| kernel_failure(s, dst, &mut notes));
+                let mut f = seen.unwrap_or_else(|| from_error(dst, e, elapsed));
+                enrich::failure::Enricher::default().enrich(&mut f);
+                Some(f)
+            }
+        };
+        Probe {
+            result,
+            failure,
+            notes,
+            elapsed,
+        }
     }
 }
 

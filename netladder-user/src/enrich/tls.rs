@@ -262,6 +262,24 @@ fn certificate_problem(
                 None => format!("no trusted CA vouches for the certificate of {server_name}"),
             },
         ),
+        (CertificateError::InvalidPurpose | CertificateError::InvalidPurposeContext { .. }, _) => (
+            "cert_invalid",
+            format!(
+                "the certificate of {server_name} is not for TLS servers: its extended key \
+                 usage does not include serverAuth"
+            ),
+        ),
+        // webpki's CaUsedAsEndEntity (rustls passes it on as an opaque error): what
+        // `openssl req -x509` makes by default.
+        (CertificateError::Other(o), Some(c)) if format!("{o:?}").contains("CaUsedAsEndEntity") => (
+            "cert_invalid",
+            format!(
+                "the certificate of {server_name} is a CA certificate ({}{}), which verifiers \
+                 refuse as a server's own: it needs one without basicConstraints CA:TRUE",
+                c.subject,
+                if c.self_signed() { ", self-signed" } else { "" }
+            ),
+        ),
         (other, _) => (
             "cert_invalid",
             format!("the certificate of {server_name} was refused: {other:?}"),
