@@ -13,6 +13,7 @@ mod kernel;
 mod maps;
 mod neigh;
 mod syscall;
+mod tls;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -28,6 +28,9 @@ const APT_PACKAGES: &[&str] = &[
     // diagnose scenarios: a real DNS server; certificates and a TLS server (openssl).
     "dnsmasq-base",
     "openssl",
+    // #025 watch scenarios: OpenSSL 3 clients.
+    "curl",
+    "python3",
     // The VM suite: QEMU, initramfs assembly, kernel modules.
     "qemu-system-x86",
     "cpio",

@@ -40,6 +40,8 @@ const TOOLS: &[&str] = &[
     "openssl",
     "unshare",
     "setpriv",
+    // #025 watch scenarios: an OpenSSL 3 client (python3 is not carried: its cases skip).
+    "curl",
 ];
 
 /// Names that run the iptables multi-binaries (as on Debian, plain iptables is the nft variant).
