@@ -459,6 +459,20 @@ pub struct AggCount {
 /// Length of an aggregation window: identical failures within it become one event and a count.
 pub const AGG_WINDOW_NS: u64 = 1_000_000_000;
 
+/// TLS_VERIFY records (#025, netladder-ebpf/src/tls.rs): `code` is the X509_V_ERR value OpenSSL
+/// stored as the verify result (0 when curl refused a certificate OpenSSL accepted), `aux` says
+/// which check refused (`TLS_AUX_*`), `text` holds two NUL-terminated names of at most
+/// `TLS_NAME_LEN` bytes each: the SNI the client sent (bytes 0..128) and the host name it asked
+/// OpenSSL to check (bytes 128..256), empty when not set; `flow.dst` is the thread's last
+/// connect() destination (family 0 when unknown).
+pub const TLS_NAME_LEN: usize = 128;
+/// OpenSSL 3's chain verification failed in a client handshake that then failed.
+pub const TLS_AUX_OPENSSL: u64 = 1;
+/// curl_easy_perform returned CURLE_PEER_FAILED_VERIFICATION after OpenSSL accepted the chain:
+/// curl's own host name check refused it.
+pub const TLS_AUX_CURL: u64 = 2;
+const _: () = assert!(2 * TLS_NAME_LEN == APP_TEXT_LEN);
+
 /// An ICMP error seen for a flow (client's view), until the connection closes.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -14,6 +14,7 @@ mod maps;
 mod neigh;
 mod ssh;
 mod syscall;
+mod tls;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -187,7 +187,6 @@ pub fn emit(event: &Event) {
 /// Reserves ring space for an application record, or counts it as lost when the buffer is
 /// full. The record is too big for the eBPF stack: fill it in place (every field, `text`
 /// beyond `text_len` may stay unwritten), then hand it to [`submit_app`].
-#[allow(dead_code)] // until the first application-layer program lands
 #[inline(always)]
 pub fn reserve_app() -> Option<RingBufEntry<AppEvent>> {
     let slot = EVENTS.reserve::<AppEvent>(0);
@@ -197,7 +196,6 @@ pub fn reserve_app() -> Option<RingBufEntry<AppEvent>> {
     slot
 }
 
-#[allow(dead_code)]
 #[inline(always)]
 pub fn submit_app(slot: RingBufEntry<AppEvent>) {
     slot.submit(wake_flags(record_bytes(core::mem::size_of::<AppEvent>())));

@@ -217,6 +217,15 @@ fn exit(ctx: &TracePointContext, call: u32) {
             // example because its state-change program was skipped as nested on its CPU, is
             // reported from here.)
             if ret >= 0 || ignored_error(ret) {
+                // #025: the thread's last connect() destination, the peer of a TLS handshake
+                // it may start next (only while the TLS hooks are attached).
+                if crate::tls::watching() && (ret >= 0 || -ret == EINPROGRESS) {
+                    if let Some(p) = unsafe { CALL_ARGS.get(&id) } {
+                        if let Some(addr) = read_sockaddr(p.uaddr).filter(|_| p.call == call) {
+                            let _ = crate::tls::TLS_PEER.insert(&id, &addr, 0);
+                        }
+                    }
+                }
                 let _ = CALL_ARGS.remove(&id);
                 return;
             }

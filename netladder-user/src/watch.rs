@@ -120,7 +120,9 @@ pub(crate) fn start(
 pub fn hooks(args: HooksArgs) -> Result<()> {
     let s = start(&args.hooks, None, false)?;
     if args.json {
-        println!("{}", output::hooks_json(&s.loaded.outcomes, &s.degraded));
+        let mut v = output::hooks_json(&s.loaded.outcomes, &s.degraded);
+        v["tls_coverage"] = tls_coverage(&s.loaded.outcomes).into();
+        println!("{v}");
     } else {
         print!("{}", output::hooks_table(&s.loaded.outcomes));
         for d in &s.degraded {
@@ -129,8 +131,29 @@ pub fn hooks(args: HooksArgs) -> Result<()> {
         if s.degraded.is_empty() {
             println!("nothing degraded: every hook attached");
         }
+        println!("{}", tls_coverage(&s.loaded.outcomes));
     }
     Ok(())
+}
+
+/// #025: which TLS stacks `watch` sees, and which it does not, in one line.
+fn tls_coverage(outcomes: &[plan::Outcome]) -> String {
+    let attached = |p: &str| {
+        outcomes
+            .iter()
+            .any(|o| o.hook.program == p && o.status == plan::Status::Attached)
+    };
+    let openssl = attached("ssl_do_handshake") && attached("x509_verify_cert_ret");
+    let seen = match (openssl, attached("curl_easy_perform_ret")) {
+        (true, true) => "OpenSSL 3 (libssl.so.3) clients, and curl's own host name check",
+        (true, false) => "OpenSSL 3 (libssl.so.3) clients (not curl's own host name check)",
+        (false, _) => "none (OpenSSL 3 hooks not attached)",
+    };
+    format!(
+        "tls (#025): seen: {seen}; not seen: GnuTLS, NSS, rustls, Go crypto/tls, BoringSSL or \
+         OpenSSL linked statically, OpenSSL 1.1, and libraries outside the system library \
+         path (a container's own filesystem)"
+    )
 }
 
 pub fn run(args: WatchArgs) -> Result<()> {
@@ -717,7 +740,12 @@ pub(crate) fn step_ctx(f: &Failure) -> ladder::StepCtx {
         pid: (netns == f.proc.netns).then_some(f.proc.pid),
         netns_name: enrich::netns::netns_name(u64::from(netns)),
         other_netns: own.is_some_and(|o| o != u64::from(netns)),
-        host_name: f.host_name.clone(),
+        host_name: f.host_name.clone().or(match f.lookup {
+            crate::classify::Lookup::TlsChain { name, .. } if !name.is_empty() => {
+                Some(name.as_str().to_owned())
+            }
+            _ => None,
+        }),
         user: f.user.clone(),
         rule_chain: f.firewall_rule.as_ref().map(rule_chain_command),
     }

@@ -14,6 +14,7 @@
 mod bins;
 mod netns;
 mod peer;
+pub mod tls;
 mod watch;
 
 pub use bins::{netladder_bin, peer_bin};

@@ -32,6 +32,9 @@ const APT_PACKAGES: &[&str] = &[
     // namespace; the package's system service is kept from starting (see `quiet_sshd_install`).
     "openssh-client",
     "openssh-server",
+    // #025 watch scenarios: OpenSSL 3 clients.
+    "curl",
+    "python3",
     // The VM suite: QEMU, initramfs assembly, kernel modules.
     "qemu-system-x86",
     "cpio",

@@ -18,7 +18,7 @@ mod dns;
 pub mod errno;
 mod evidence;
 mod ssh;
-mod tls;
+pub mod tls;
 
 /// How long a neighbour failure explains host-unreachable connections to that address.
 pub const NEIGHBOUR_WINDOW_NS: u64 = 10_000_000_000;
@@ -135,6 +135,9 @@ pub struct FirewallRule {
 }
 
 /// What the enrichment stage should look up for a failure.
+// TlsChain carries two short names inline (Lookup is Copy and a cache key): a few hundred
+// bytes per failure, which already owns its strings on the heap.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Lookup {
     None,
@@ -155,6 +158,14 @@ pub enum Lookup {
     Ports,
     /// The firewall rule that dropped or rejected the handshake (`Failure::firewall`).
     Firewall,
+    /// #025: the certificate the peer presents (fetched with `name` as SNI, at most once per
+    /// peer every few seconds) and the system clock, to add dates and names to the X509_V_ERR
+    /// `code`'s reason; `asked` is the name the certificate had to carry.
+    TlsChain {
+        code: i32,
+        name: tls::TlsName,
+        asked: tls::TlsName,
+    },
 }
 
 /// What [`Classifier::repeated`] makes of the kernel's count of identical failures.

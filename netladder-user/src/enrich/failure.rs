@@ -23,9 +23,19 @@ pub struct Enricher {
     counters: HashMap<u32, HashMap<RuleKey, u64>>,
     /// `--trace-firewall`: traces the flows that firewall drops fail.
     tracer: Option<Tracer>,
+    /// #025: certificates read from TLS peers, per (namespace, peer, server name).
+    tls_certs: HashMap<TlsKey, (Instant, Result<Option<super::tls::Cert>, String>)>,
 }
 
 type Key = (Lookup, u32, Option<SocketAddr>, Option<SocketAddr>);
+
+/// (namespace, peer, server name, X509 code) of a certificate read from a TLS peer.
+type TlsKey = (u32, SocketAddr, String, i32);
+
+/// How long a certificate read from a TLS peer is reused (one handshake per peer and name).
+const TLS_TTL: Duration = Duration::from_secs(5);
+/// Connect and read timeout of that handshake.
+const TLS_TIMEOUT: Duration = Duration::from_secs(1);
 
 #[derive(Clone)]
 struct Found {
@@ -61,6 +71,10 @@ impl Enricher {
             self.firewall(f);
             return;
         }
+        if let Lookup::TlsChain { code, name, asked } = f.lookup {
+            self.tls_chain(f, code, name.as_str(), asked.as_str());
+            return;
+        }
         let key = (f.lookup, f.evidence_netns, f.src, f.dst);
         let now = Instant::now();
         let fresh = self
@@ -85,6 +99,64 @@ impl Enricher {
             Err(e) => f
                 .evidence
                 .push(format!("could not look up the details: {e}")),
+        }
+    }
+
+    /// #025: the system clock for the time-related X509 errors, and the certificate the peer
+    /// presents: read with one handshake from the client's own namespace toward the address the
+    /// client itself connected to, at most once per peer, name and X509 code every `TLS_TTL`.
+    fn tls_chain(&mut self, f: &mut Failure, code: i32, name: &str, asked: &str) {
+        let now = std::time::SystemTime::now();
+        if crate::classify::tls::time_related(code) {
+            f.evidence.push(format!(
+                "the system clock says {} (a clock far off makes valid certificates look expired or not yet valid)",
+                super::tls::date(now)
+            ));
+        }
+        let Some(peer) = f.dst else {
+            return;
+        };
+        let key = (f.evidence_netns, peer, name.to_owned(), code);
+        let at = Instant::now();
+        let fresh = self
+            .tls_certs
+            .get(&key)
+            .is_some_and(|(t, _)| at.duration_since(*t) < TLS_TTL);
+        if !fresh {
+            if self.tls_certs.len() >= Self::MAX {
+                self.tls_certs
+                    .retain(|_, (t, _)| at.duration_since(*t) < TLS_TTL);
+            }
+            let server = if name.is_empty() {
+                peer.ip().to_string()
+            } else {
+                name.to_owned()
+            };
+            let read = in_evidence_netns(f, move || -> Result<Option<super::tls::Cert>> {
+                let stream = std::net::TcpStream::connect_timeout(&peer, TLS_TIMEOUT)?;
+                super::tls::presented_leaf(stream, &server, TLS_TIMEOUT)
+            })
+            .and_then(|r| r)
+            .map_err(|e| format!("{e:#}"));
+            self.tls_certs.insert(key.clone(), (at, read));
+        }
+        match &self.tls_certs[&key].1 {
+            Ok(Some(cert)) => {
+                let (summary, line) = super::tls::openssl_detail(code, cert, asked, now);
+                if let Some(s) = summary {
+                    f.summary = s;
+                }
+                f.evidence.push(format!(
+                    "{line} (read from {peer} in netns {})",
+                    f.evidence_netns
+                ));
+            }
+            Ok(None) => f.evidence.push(format!(
+                "{peer} presented no certificate when netladder asked for it"
+            )),
+            Err(e) => f.evidence.push(format!(
+                "could not read the certificate {peer} presents: {e}"
+            )),
         }
     }
 
@@ -265,7 +337,9 @@ fn in_namespace(
     where_: &str,
 ) -> Result<Found> {
     Ok(match lookup {
-        Lookup::None | Lookup::Firewall => unreachable!("callers handle these"),
+        Lookup::None | Lookup::Firewall | Lookup::TlsChain { .. } => {
+            unreachable!("callers handle these")
+        }
         Lookup::Listeners => {
             let dst = need(dst, "destination")?;
             Found {

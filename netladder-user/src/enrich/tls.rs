@@ -289,7 +289,7 @@ fn certificate_problem(
 
 /// What netladder reads from a certificate.
 #[derive(Debug, Clone)]
-struct Cert {
+pub struct Cert {
     subject: String,
     issuer: String,
     not_before: SystemTime,
@@ -416,8 +416,157 @@ impl Cert {
     }
 }
 
+/// Takes the certificate a server presents and abandons the handshake right there: nothing is
+/// trusted, nothing is sent after the ClientHello but the alert that ends it.
+#[derive(Debug)]
+struct Grab {
+    schemes: Vec<rustls::SignatureScheme>,
+    leaf: Mutex<Option<CertificateDer<'static>>>,
+}
+
+impl ServerCertVerifier for Grab {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        if let Ok(mut l) = self.leaf.lock() {
+            *l = Some(end_entity.clone().into_owned());
+        }
+        Err(rustls::Error::General(
+            "netladder only reads the certificate".into(),
+        ))
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Err(rustls::Error::General("not verified".into()))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Err(rustls::Error::General("not verified".into()))
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.schemes.clone()
+    }
+}
+
+/// The certificate the server behind `stream` presents for `server_name` (a DNS name, sent as
+/// SNI, or an address). `None` when the handshake ended before a certificate came.
+pub fn presented_leaf(
+    mut stream: TcpStream,
+    server_name: &str,
+    timeout: Duration,
+) -> Result<Option<Cert>> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let grab = Arc::new(Grab {
+        schemes: provider
+            .signature_verification_algorithms
+            .supported_schemes(),
+        leaf: Mutex::new(None),
+    });
+    let config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?
+        .dangerous()
+        .with_custom_certificate_verifier(grab.clone())
+        .with_no_client_auth();
+    let name = ServerName::try_from(server_name.to_owned())
+        .map_err(|e| anyhow!("'{server_name}' cannot be a TLS server name: {e}"))?;
+    let mut conn = ClientConnection::new(Arc::new(config), name).context("TLS client")?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    while conn.is_handshaking() {
+        if conn.complete_io(&mut stream).is_err() {
+            break;
+        }
+    }
+    let leaf = grab.leaf.lock().map(|l| l.clone()).unwrap_or_default();
+    Ok(leaf.as_ref().and_then(Cert::parse))
+}
+
+/// The reason for OpenSSL's X509_V_ERR `code` with the certificate's own dates and names
+/// (`asked`: the name the certificate had to carry; `code` -62: curl's own name check), and the
+/// certificate's description. `None` for the summary when the certificate adds nothing to it.
+pub fn openssl_detail(
+    code: i32,
+    cert: &Cert,
+    asked: &str,
+    now: SystemTime,
+) -> (Option<String>, String) {
+    let clock = format!("the system clock says {}", date(now));
+    // The certificate read now must show the problem OpenSSL reported (it may have changed).
+    let consistent = match code {
+        10 => now > cert.not_after,
+        9 => now < cert.not_before,
+        62 | 64 | -62 => !cert.names(asked),
+        18 => cert.self_signed(),
+        _ => true,
+    };
+    let summary = match code {
+        _ if !consistent => None,
+        10 => Some(format!(
+            "the server's certificate expired on {} ({clock})",
+            date(cert.not_after)
+        )),
+        9 => Some(format!(
+            "the server's certificate is valid only from {} ({clock}: is it right?)",
+            date(cert.not_before)
+        )),
+        62 | 64 | -62 => Some(format!(
+            "{}the server's certificate does not name {asked}: it is for {}",
+            if code == -62 {
+                "curl refused the certificate after OpenSSL accepted its chain: "
+            } else {
+                ""
+            },
+            cert.names_list()
+        )),
+        18 => Some(format!(
+            "the server's certificate ({}) is self-signed and the client does not trust it",
+            cert.subject
+        )),
+        2 | 19 | 20 | 21 => Some(format!(
+            "the server's certificate was issued by {}, which the client does not trust{}",
+            cert.issuer,
+            if code == 21 {
+                " (or the server does not send its intermediates)"
+            } else {
+                ""
+            }
+        )),
+        _ => None,
+    };
+    let mut line = format!("presented {}", cert.describe());
+    if !consistent {
+        line += " (read after the failure: it does not show the problem OpenSSL reported; the \
+                 server's certificate may have changed since)";
+    }
+    let problems = cert.problems(asked, now);
+    if !problems.is_empty() {
+        line += &format!(
+            "; read against {asked} and the clock: {}",
+            problems.join(", ")
+        );
+    }
+    (summary, line)
+}
+
 /// "2024-05-01 12:00:00 UTC".
-fn date(t: SystemTime) -> String {
+pub fn date(t: SystemTime) -> String {
     if t < UNIX_EPOCH {
         return "a date before 1970".into();
     }

@@ -4,7 +4,7 @@
 use anyhow::{anyhow, Context as _, Result};
 use aya::{
     maps::{MapData, PerCpuArray, RingBuf},
-    programs::{BtfTracePoint, FExit, ProgramError, TracePoint},
+    programs::{uprobe::UProbeScope, BtfTracePoint, FExit, ProgramError, TracePoint, UProbe},
     Btf, Ebpf, EbpfLoader,
 };
 use netladder_common::{counter, Config};
@@ -39,9 +39,14 @@ pub fn load(config: &Config, opts: &Options) -> Result<Loaded> {
     raise_memlock();
     let btf =
         Btf::from_sys_fs().context("cannot read the kernel's BTF from /sys/kernel/btf/vmlinux")?;
+    // #025: the OpenSSL hooks can attach; connect() then records each thread's peer.
+    let tls_watch: u32 = (super::libs::find("libssl.so.3").is_some()
+        && !opts.skip.iter().any(|p| p == "ssl_do_handshake"))
+    .into();
     let mut ebpf = EbpfLoader::new()
         .btf(Some(&btf))
         .override_global("CONFIG", config, true)
+        .override_global("TLS_WATCH", &tls_watch, true)
         .load(OBJECT)
         .map_err(|e| {
             anyhow!(
@@ -60,6 +65,11 @@ pub fn load(config: &Config, opts: &Options) -> Result<Loaded> {
             Status::Skipped(why.clone())
         } else if let Some(func) = missing_function(hook, opts) {
             Status::Skipped(format!("this kernel has no function {func}"))
+        } else if let Attach::UProbe { lib, .. } = hook.attach {
+            match super::libs::find(lib) {
+                Some(_) => attach_status(&mut ebpf, hook, &btf),
+                None => Status::Skipped(format!("not found: no {lib} on the system library path")),
+            }
         } else {
             attach_status(&mut ebpf, hook, &btf)
         };
@@ -142,6 +152,16 @@ fn attach(ebpf: &mut Ebpf, hook: &Hook, btf: &Btf) -> Result<(), String> {
             p.load(func, btf)?;
             p.attach().map(drop)
         })(),
+        Attach::UProbe { lib, symbol, .. } => {
+            // The library's path goes with any error: which file the probe was meant for.
+            let path = super::libs::find(lib).ok_or_else(|| format!("{lib} not found"))?;
+            return (|| {
+                let p: &mut UProbe = prog.try_into()?;
+                p.load()?;
+                p.attach(symbol, &path, UProbeScope::AllProcesses).map(drop)
+            })()
+            .map_err(|e| format!("{} ({})", describe(&e), path.display()));
+        }
     };
     res.map_err(|e| describe(&e))
 }

@@ -4,6 +4,7 @@ pub mod btf;
 pub mod config;
 pub mod decode;
 pub mod kallsyms;
+pub mod libs;
 pub mod loader;
 pub mod plan;
 pub mod tracefs;

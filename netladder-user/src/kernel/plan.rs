@@ -10,6 +10,13 @@ pub enum Attach {
     Tracepoint(&'static str, &'static str),
     /// fexit on a kernel function (needs BTF and a kernel that allows tracing programs).
     FExit(&'static str),
+    /// uprobe (`ret`: uretprobe) on `symbol` of the shared library `lib` (a soname, found on
+    /// the system library path at start: `kernel/libs.rs`), for every process that maps it.
+    UProbe {
+        lib: &'static str,
+        symbol: &'static str,
+        ret: bool,
+    },
 }
 
 impl Attach {
@@ -18,6 +25,10 @@ impl Attach {
             Attach::TpBtf(name) => format!("tp_btf/{name}"),
             Attach::Tracepoint(cat, name) => format!("tracepoint/{cat}/{name}"),
             Attach::FExit(func) => format!("fexit/{func}"),
+            Attach::UProbe { lib, symbol, ret } => format!(
+                "{}/{lib}:{symbol}",
+                if *ret { "uretprobe" } else { "uprobe" }
+            ),
         }
     }
 }
@@ -232,7 +243,146 @@ pub const HOOKS: &[Hook] = &[
         needs: "fexit (5.5+, refused by some kernels)",
         without: "IPv6 connects outside connect() (io_uring) that fail at once",
     },
+    // #025 TLS certificate verification (netladder-ebpf/src/tls.rs): OpenSSL 3 and curl.
+    Hook {
+        program: "ssl_set_connect_state",
+        attach: Attach::UProbe {
+            lib: "libssl.so.3",
+            symbol: "SSL_set_connect_state",
+            ret: false,
+        },
+        core: false,
+        optional: false,
+        needs: TLS_NEEDS,
+        without: TLS_WITHOUT,
+    },
+    Hook {
+        program: "ssl_set_accept_state",
+        attach: Attach::UProbe {
+            lib: "libssl.so.3",
+            symbol: "SSL_set_accept_state",
+            ret: false,
+        },
+        core: false,
+        optional: false,
+        needs: TLS_NEEDS,
+        without: "telling an OpenSSL server that reuses an SSL object from a client",
+    },
+    Hook {
+        program: "ssl_do_handshake",
+        attach: Attach::UProbe {
+            lib: "libssl.so.3",
+            symbol: "SSL_do_handshake",
+            ret: false,
+        },
+        core: false,
+        optional: false,
+        needs: TLS_NEEDS,
+        without: TLS_WITHOUT,
+    },
+    Hook {
+        program: "ssl_do_handshake_ret",
+        attach: Attach::UProbe {
+            lib: "libssl.so.3",
+            symbol: "SSL_do_handshake",
+            ret: true,
+        },
+        core: false,
+        optional: false,
+        needs: TLS_NEEDS,
+        without: TLS_WITHOUT,
+    },
+    Hook {
+        program: "ssl_get_error_ret",
+        attach: Attach::UProbe {
+            lib: "libssl.so.3",
+            symbol: "SSL_get_error",
+            ret: true,
+        },
+        core: false,
+        optional: false,
+        needs: TLS_NEEDS,
+        without: TLS_WITHOUT,
+    },
+    Hook {
+        program: "ssl_ctrl",
+        attach: Attach::UProbe {
+            lib: "libssl.so.3",
+            symbol: "SSL_ctrl",
+            ret: false,
+        },
+        core: false,
+        optional: false,
+        needs: TLS_NEEDS,
+        without: "the server name (SNI) an OpenSSL client asked for",
+    },
+    Hook {
+        program: "x509_verify_cert_ret",
+        attach: Attach::UProbe {
+            lib: "libcrypto.so.3",
+            symbol: "X509_verify_cert",
+            ret: true,
+        },
+        core: false,
+        optional: false,
+        needs: "uprobes, OpenSSL 3 (libcrypto.so.3) on the system library path",
+        without: TLS_WITHOUT,
+    },
+    Hook {
+        program: "x509_ctx_get_error_ret",
+        attach: Attach::UProbe {
+            lib: "libcrypto.so.3",
+            symbol: "X509_STORE_CTX_get_error",
+            ret: true,
+        },
+        core: false,
+        optional: false,
+        needs: "uprobes, OpenSSL 3 (libcrypto.so.3) on the system library path",
+        without: TLS_WITHOUT,
+    },
+    Hook {
+        program: "x509_param_set1_host",
+        attach: Attach::UProbe {
+            lib: "libcrypto.so.3",
+            symbol: "X509_VERIFY_PARAM_set1_host",
+            ret: false,
+        },
+        core: false,
+        optional: false,
+        needs: "uprobes, OpenSSL 3 (libcrypto.so.3) on the system library path",
+        without: "the host name an OpenSSL client asked to be checked",
+    },
+    Hook {
+        program: "curl_easy_perform",
+        attach: Attach::UProbe {
+            lib: "libcurl.so.4",
+            symbol: "curl_easy_perform",
+            ret: false,
+        },
+        core: false,
+        optional: false,
+        needs: CURL_NEEDS,
+        without: CURL_WITHOUT,
+    },
+    Hook {
+        program: "curl_easy_perform_ret",
+        attach: Attach::UProbe {
+            lib: "libcurl.so.4",
+            symbol: "curl_easy_perform",
+            ret: true,
+        },
+        core: false,
+        optional: false,
+        needs: CURL_NEEDS,
+        without: CURL_WITHOUT,
+    },
 ];
+
+const TLS_NEEDS: &str = "uprobes, OpenSSL 3 (libssl.so.3) on the system library path";
+const TLS_WITHOUT: &str = "TLS certificate verification failures in OpenSSL 3 clients (#025)";
+const CURL_NEEDS: &str = "uprobes, libcurl.so.4 on the system library path";
+const CURL_WITHOUT: &str =
+    "certificates curl refuses itself after OpenSSL accepted them (host name mismatch)";
 
 /// What happened to a hook at start-up.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -108,10 +108,19 @@ pub(super) static RUNGS: &[Rung] = &[
             "the server does not send its intermediate certificates",
             "the client's clock is far off (a restored snapshot or a fresh VM)",
         ],
-        detection: "Not seen by `watch`. `diagnose --tls` (implied on port 443) completes a TLS \
-                    handshake after the TCP connection and checks the certificate against the \
-                    system's trusted roots: its validity dates against the system clock, the name \
-                    asked against the names it carries, and its chain to a trusted CA.",
+        detection: "`watch`: uprobes on OpenSSL 3 (libssl.so.3, libcrypto.so.3 on the system \
+                    library path, every process): a client handshake (SSL object in connect \
+                    state) whose chain verification failed (X509_verify_cert, then the \
+                    X509_V_ERR code from X509_STORE_CTX_get_error) and that then failed \
+                    fatally (SSL_get_error = SSL_ERROR_SSL); curl's own host name check by \
+                    curl_easy_perform returning CURLE_PEER_FAILED_VERIFICATION. The code names \
+                    the reason; netladder then reads the certificate the peer presents (one \
+                    handshake from the client's namespace) for its dates and names, and adds the \
+                    system clock. GnuTLS, NSS, rustls, Go and statically linked TLS are not \
+                    seen. `diagnose --tls` (implied on port 443) completes a TLS handshake after \
+                    the TCP connection and checks the certificate against the system's trusted \
+                    roots: its validity dates against the system clock, the name asked against \
+                    the names it carries, and its chain to a trusted CA.",
     },
     Rung {
         code: 26,

@@ -44,6 +44,8 @@ const TOOLS: &[&str] = &[
     "sshd",
     "ssh",
     "ssh-keygen",
+    // #025 watch scenarios: an OpenSSL 3 client (python3 is not carried: its cases skip).
+    "curl",
 ];
 
 /// Programs sshd runs by absolute path on OpenSSH 9.8+ (one process per connection, one for

@@ -1,0 +1,356 @@
+//! #025: a TLS client refused the server's certificate. uprobes on OpenSSL 3 (libssl.so.3 and
+//! libcrypto.so.3, attached by path for every process) and on libcurl's curl_easy_perform.
+//!
+//! A client handshake is one on an SSL object put in connect state (SSL_set_connect_state, which
+//! SSL_connect also calls); SSL_set_accept_state takes the mark away, so a server that verifies a
+//! client certificate is never reported. While a client handshake runs on a thread
+//! (SSL_do_handshake, which SSL_connect calls), the uretprobe of X509_verify_cert notes a failed
+//! verification and the next X509_STORE_CTX_get_error return is the X509_V_ERR code libssl
+//! stores as the verify result. A handshake that returns <= 0 after such a failure is a
+//! candidate; it is reported when the application's SSL_get_error says SSL_ERROR_SSL (fatal), and
+//! dropped on anything else (SSL_ERROR_WANT_READ: a client that ignores verification, curl -k,
+//! goes on).
+//!
+//! curl checks the host name itself, after OpenSSL accepted the chain: a curl_easy_perform that
+//! returns CURLE_PEER_FAILED_VERIFICATION after a client handshake that succeeded on the thread
+//! is reported with code 0 and `TLS_AUX_CURL`.
+//!
+//! Event (`AppEvent`, kind TLS_VERIFY): `code` = X509_V_ERR value (0 for curl's own refusal),
+//! `aux` = `TLS_AUX_*` (which check refused), `text` = the SNI the client sent in bytes 0..128
+//! and the host name it asked OpenSSL to check (X509_VERIFY_PARAM_set1_host) in 128..256, each
+//! NUL-terminated (empty when not set), `flow.dst` = the thread's last connect() destination
+//! (recorded by syscall.rs while `TLS_WATCH` is set), `flow.src` unknown.
+use aya_ebpf::{
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel_buf,
+        bpf_probe_read_user_str_bytes,
+    },
+    macros::{map, uprobe, uretprobe},
+    maps::{LruHashMap, PerCpuArray},
+    programs::{ProbeContext, RetProbeContext},
+};
+use netladder_common::{kind, TLS_AUX_CURL, TLS_AUX_OPENSSL, TLS_NAME_LEN};
+
+use crate::{
+    kernel::{current_netns, current_proc, is_self, other_netns},
+    maps::{reserve_app, submit_app},
+    syscall::sockaddr_flow,
+};
+
+/// Set by userspace when the OpenSSL hooks are attached: syscall.rs then records each thread's
+/// last connect() destination (the peer of a later handshake on that thread).
+#[unsafe(no_mangle)]
+pub(crate) static TLS_WATCH: u32 = 0;
+
+#[inline(always)]
+pub fn watching() -> bool {
+    unsafe { core::ptr::read_volatile(&raw const TLS_WATCH) != 0 }
+}
+
+const SSL_CTRL_SET_TLSEXT_HOSTNAME: u64 = 55;
+const SSL_ERROR_SSL: i32 = 1;
+const CURLE_PEER_FAILED_VERIFICATION: i32 = 60;
+
+/// A client handshake in progress on a thread.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Handshake {
+    pub ssl: u64,
+    /// 0: nothing yet; 1: X509_verify_cert failed, its error not read yet; 2: error read.
+    pub stage: u32,
+    pub err: i32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct TlsNames {
+    pub sni: [u8; TLS_NAME_LEN],
+    pub host: [u8; TLS_NAME_LEN],
+}
+
+/// An SSL object of a process (pointers repeat across address spaces).
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct SslKey {
+    ssl: u64,
+    tgid: u64,
+}
+
+#[inline(always)]
+fn ssl_key(ssl: u64) -> SslKey {
+    SslKey {
+        ssl,
+        tgid: bpf_get_current_pid_tgid() >> 32,
+    }
+}
+
+/// SSL objects in connect state.
+#[map(name = "TLS_CLIENTS")]
+static TLS_CLIENTS: LruHashMap<SslKey, u32> = LruHashMap::with_max_entries(16384, 0);
+
+/// Client handshakes running, by pid_tgid.
+#[map(name = "TLS_HS")]
+static TLS_HS: LruHashMap<u64, Handshake> = LruHashMap::with_max_entries(8192, 0);
+
+/// Handshakes that failed after a failed verification, until SSL_get_error says whether fatal.
+#[map(name = "TLS_CAND")]
+static TLS_CAND: LruHashMap<u64, Handshake> = LruHashMap::with_max_entries(4096, 0);
+
+/// SNI and expected host set on a thread for its next handshake.
+#[map(name = "TLS_NAMES")]
+static TLS_NAMES: LruHashMap<u64, TlsNames> = LruHashMap::with_max_entries(8192, 0);
+
+/// The names of the last client handshake that succeeded on a thread, inside curl_easy_perform.
+#[map(name = "TLS_OK")]
+static TLS_OK: LruHashMap<u64, TlsNames> = LruHashMap::with_max_entries(4096, 0);
+
+/// Threads inside curl_easy_perform.
+#[map(name = "TLS_CURL")]
+static TLS_CURL: LruHashMap<u64, u32> = LruHashMap::with_max_entries(4096, 0);
+
+/// The last connect() destination of each thread (a struct sockaddr), while TLS_WATCH is set.
+#[map(name = "TLS_PEER")]
+pub static TLS_PEER: LruHashMap<u64, [u8; 28]> = LruHashMap::with_max_entries(16384, 0);
+
+/// Zeroed names to start a TLS_NAMES entry from (too big for the stack).
+#[map(name = "TLS_SCRATCH")]
+static TLS_SCRATCH: PerCpuArray<TlsNames> = PerCpuArray::with_max_entries(1, 0);
+
+#[uprobe]
+pub fn ssl_set_connect_state(ctx: ProbeContext) -> u32 {
+    if let Some(ssl) = ctx.arg::<u64>(0) {
+        let _ = TLS_CLIENTS.insert(&ssl_key(ssl), &1, 0);
+    }
+    0
+}
+
+#[uprobe]
+pub fn ssl_set_accept_state(ctx: ProbeContext) -> u32 {
+    if let Some(ssl) = ctx.arg::<u64>(0) {
+        let _ = TLS_CLIENTS.remove(&ssl_key(ssl));
+    }
+    0
+}
+
+#[uprobe]
+pub fn ssl_do_handshake(ctx: ProbeContext) -> u32 {
+    let Some(ssl) = ctx.arg::<u64>(0) else {
+        return 0;
+    };
+    let id = bpf_get_current_pid_tgid();
+    if unsafe { TLS_CLIENTS.get(&ssl_key(ssl)) }.is_none() {
+        return 0;
+    }
+    let hs = Handshake {
+        ssl,
+        stage: 0,
+        err: 0,
+    };
+    let _ = TLS_HS.insert(&id, &hs, 0);
+    0
+}
+
+#[uretprobe]
+pub fn ssl_do_handshake_ret(ctx: RetProbeContext) -> u32 {
+    let ret: i64 = ctx.ret();
+    let ret = ret as i32;
+    let id = bpf_get_current_pid_tgid();
+    let Some(hs) = (unsafe { TLS_HS.get(&id) }).copied() else {
+        return 0;
+    };
+    let _ = TLS_HS.remove(&id);
+    if ret == 1 {
+        // Done and accepted: keep its names for curl's own host name check, if inside curl.
+        if unsafe { TLS_CURL.get(&id) }.is_some() {
+            if let Some(names) = TLS_NAMES.get_ptr(&id) {
+                let _ = TLS_OK.insert(&id, unsafe { &*names }, 0);
+            }
+        }
+        let _ = TLS_NAMES.remove(&id);
+    } else if ret <= 0 && hs.stage == 2 && hs.err != 0 {
+        let _ = TLS_CAND.insert(&id, &hs, 0);
+    }
+    0
+}
+
+#[uretprobe]
+pub fn x509_verify_cert_ret(ctx: RetProbeContext) -> u32 {
+    let ret: i64 = ctx.ret();
+    let id = bpf_get_current_pid_tgid();
+    if let Some(hs) = TLS_HS.get_ptr_mut(&id) {
+        unsafe {
+            if (ret as i32) <= 0 {
+                (*hs).stage = 1;
+            } else {
+                (*hs).stage = 0;
+                (*hs).err = 0;
+            }
+        }
+    }
+    0
+}
+
+#[uretprobe]
+pub fn x509_ctx_get_error_ret(ctx: RetProbeContext) -> u32 {
+    let ret: i64 = ctx.ret();
+    let id = bpf_get_current_pid_tgid();
+    if let Some(hs) = TLS_HS.get_ptr_mut(&id) {
+        unsafe {
+            if (*hs).stage == 1 {
+                (*hs).err = ret as i32;
+                (*hs).stage = 2;
+            }
+        }
+    }
+    0
+}
+
+#[uretprobe]
+pub fn ssl_get_error_ret(ctx: RetProbeContext) -> u32 {
+    let ret: i64 = ctx.ret();
+    let id = bpf_get_current_pid_tgid();
+    let Some(hs) = (unsafe { TLS_CAND.get(&id) }).copied() else {
+        return 0;
+    };
+    let _ = TLS_CAND.remove(&id);
+    if ret as i32 == SSL_ERROR_SSL {
+        emit(id, hs.err, TLS_AUX_OPENSSL, false);
+    }
+    let _ = TLS_NAMES.remove(&id);
+    0
+}
+
+/// SSL_ctrl(ssl, SSL_CTRL_SET_TLSEXT_HOSTNAME, type, name): what SSL_set_tlsext_host_name does.
+#[uprobe]
+pub fn ssl_ctrl(ctx: ProbeContext) -> u32 {
+    if ctx.arg::<u64>(1) != Some(SSL_CTRL_SET_TLSEXT_HOSTNAME) {
+        return 0;
+    }
+    let Some(name) = ctx.arg::<u64>(3) else {
+        return 0;
+    };
+    if let Some(names) = names_of_thread() {
+        unsafe {
+            let dst = &mut (*names).sni;
+            if bpf_probe_read_user_str_bytes(name as *const u8, dst).is_err() {
+                dst[0] = 0;
+            }
+        }
+    }
+    0
+}
+
+/// X509_VERIFY_PARAM_set1_host(param, name, namelen): the name the chain must carry (Python's
+/// check_hostname, SSL_set1_host).
+#[uprobe]
+pub fn x509_param_set1_host(ctx: ProbeContext) -> u32 {
+    let (Some(name), Some(len)) = (ctx.arg::<u64>(1), ctx.arg::<u64>(2)) else {
+        return 0;
+    };
+    if let Some(names) = names_of_thread() {
+        unsafe {
+            let dst = &mut (*names).host;
+            if name == 0 || bpf_probe_read_user_str_bytes(name as *const u8, dst).is_err() {
+                dst[0] = 0;
+            } else if len > 0 && (len as usize) < TLS_NAME_LEN {
+                // A length was given: the string need not end there.
+                dst[len as usize] = 0;
+            }
+        }
+    }
+    0
+}
+
+#[uprobe]
+pub fn curl_easy_perform(_ctx: ProbeContext) -> u32 {
+    let id = bpf_get_current_pid_tgid();
+    let _ = TLS_OK.remove(&id);
+    let _ = TLS_CURL.insert(&id, &1, 0);
+    0
+}
+
+#[uretprobe]
+pub fn curl_easy_perform_ret(ctx: RetProbeContext) -> u32 {
+    let ret: i64 = ctx.ret();
+    let id = bpf_get_current_pid_tgid();
+    let _ = TLS_CURL.remove(&id);
+    if ret as i32 == CURLE_PEER_FAILED_VERIFICATION && unsafe { TLS_OK.get(&id) }.is_some() {
+        emit(id, 0, TLS_AUX_CURL, true);
+    }
+    let _ = TLS_OK.remove(&id);
+    0
+}
+
+/// This thread's TLS_NAMES entry, created empty when missing.
+#[inline(always)]
+fn names_of_thread() -> Option<*mut TlsNames> {
+    let id = bpf_get_current_pid_tgid();
+    if let Some(p) = TLS_NAMES.get_ptr_mut(&id) {
+        return Some(p);
+    }
+    let scratch = TLS_SCRATCH.get_ptr_mut(0)?;
+    unsafe {
+        (*scratch).sni[0] = 0;
+        (*scratch).host[0] = 0;
+        let _ = TLS_NAMES.insert(&id, &*scratch, 0);
+    }
+    TLS_NAMES.get_ptr_mut(&id)
+}
+
+/// One TLS_VERIFY event for thread `id`; names from TLS_OK (`after_ok`) or TLS_NAMES.
+#[inline(always)]
+fn emit(id: u64, code: i32, aux: u64, after_ok: bool) {
+    if is_self() {
+        return;
+    }
+    let netns = current_netns();
+    if other_netns(netns) {
+        return;
+    }
+    let names = if after_ok {
+        TLS_OK.get_ptr(&id)
+    } else {
+        TLS_NAMES.get_ptr(&id)
+    };
+    let peer = TLS_PEER.get_ptr(&id);
+    let Some(mut slot) = reserve_app() else {
+        return;
+    };
+    let e = slot.as_mut_ptr();
+    unsafe {
+        (*e).kind = kind::TLS_VERIFY;
+        (*e).code = code;
+        (*e).ts_ns = bpf_ktime_get_ns();
+        (*e).proc = current_proc(netns);
+        (*e).flow = match peer {
+            Some(p) => sockaddr_flow(&*p),
+            None => netladder_common::Flow::default(),
+        };
+        (*e).flow.protocol = 6;
+        (*e).aux = aux;
+        (*e)._pad = 0;
+        (*e).text_len = (2 * TLS_NAME_LEN) as u32;
+        let text = &mut (*e).text;
+        match names {
+            Some(n) => {
+                if bpf_probe_read_kernel_buf((*n).sni.as_ptr(), &mut text[..TLS_NAME_LEN]).is_err()
+                {
+                    text[0] = 0;
+                }
+                if bpf_probe_read_kernel_buf(
+                    (*n).host.as_ptr(),
+                    &mut text[TLS_NAME_LEN..2 * TLS_NAME_LEN],
+                )
+                .is_err()
+                {
+                    text[TLS_NAME_LEN] = 0;
+                }
+            }
+            None => {
+                text[0] = 0;
+                text[TLS_NAME_LEN] = 0;
+            }
+        }
+    }
+    submit_app(slot);
+}

@@ -1,0 +1,354 @@
+//! #025 scenarios: `netladder watch` sees OpenSSL 3 clients (curl, python3's ssl) refuse the
+//! certificate of an `openssl s_server` in a throwaway namespace, with the exact X509 reason;
+//! a valid certificate, the server's own checks, and a server refusing a client certificate
+//! produce no event.
+use std::process::{Output, Stdio};
+use std::time::Duration;
+
+use netladder_tests::tls::{have_program, make_certs, tls_server, Leaf, TempDir};
+use netladder_tests::*;
+use serde_json::Value;
+
+const SERVER: &str = "10.240.40.2";
+const PORT: u16 = 8443;
+const NAME: &str = "good.nl.test";
+
+fn two_hosts(tag: &str) -> TwoHosts {
+    TwoHosts::new(tag, &["10.240.40.1/24"], &[&format!("{SERVER}/24")])
+        .expect("two namespaces joined by a veth")
+}
+
+/// curl in `ns` toward https://good.nl.test:8443/ (resolved to the server), trusting `ca`.
+fn curl(ns: &Netns, dir: &TempDir, extra: &[&str]) -> Output {
+    ns.command("curl")
+        .args(["-sS", "-o", "/dev/null", "-m", "20", "--cacert", "ca.pem"])
+        .arg("--resolve")
+        .arg(format!("{NAME}:{PORT}:{SERVER}"))
+        .args(extra)
+        .arg(format!("https://{NAME}:{PORT}/"))
+        .current_dir(&dir.0)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run curl")
+}
+
+/// python3's ssl in `ns`: connects to the server's address, asks for good.nl.test, trusts `ca`.
+/// Prints "ok" or "verify CODE" (the X509 code Python itself read).
+fn python(ns: &Netns, dir: &TempDir) -> Output {
+    const SCRIPT: &str = "
+import socket, ssl, sys
+ctx = ssl.create_default_context(cafile='ca.pem')
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=20)
+try:
+    ctx.wrap_socket(s, server_hostname=sys.argv[3]).close()
+    print('ok')
+except ssl.SSLCertVerificationError as e:
+    print('verify', e.verify_code)
+    sys.exit(3)
+";
+    ns.command("python3")
+        .args(["-c", SCRIPT, SERVER, &PORT.to_string(), NAME])
+        .current_dir(&dir.0)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run python3")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "status {:?}, stdout {}, stderr {}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// #025 events of the two namespaces so far.
+fn tls_events(w: &Watch, h: &TwoHosts) -> Vec<Value> {
+    let ours = [h.client.inode(), h.server.inode()];
+    w.failures()
+        .into_iter()
+        .filter(|e| e["code"] == "025" && ours.iter().any(|n| e["netns"] == *n))
+        .collect()
+}
+
+fn is_from(e: &Value, comm: &str, h: &TwoHosts) -> bool {
+    e["code"] == "025" && e["comm"] == comm && e["netns"] == h.client.inode()
+}
+
+/// Asserts the shared parts of a #025 event from the client namespace.
+fn check_common(e: &Value, cause: &str, says: &str) {
+    assert_eq!(e["cause"], cause, "{e:#}");
+    assert_eq!(e["layer"], "application", "{e:#}");
+    assert_eq!(e["dst"], format!("{SERVER}:{PORT}"), "{e:#}");
+    summary_has(e, says);
+    assert!(
+        evidence_has(e, &format!("server name sent (SNI): {NAME}")),
+        "{e:#}"
+    );
+    assert!(
+        evidence_has(e, &format!("read from {SERVER}:{PORT}")),
+        "the certificate's details come from the peer: {e:#}"
+    );
+}
+
+/// The OpenSSL hooks attached (libssl.so.3 present); prints NL-SKIP otherwise.
+fn hooks_ready(w: &Watch) -> bool {
+    if !hook_attached(w, "ssl_do_handshake") || !hook_attached(w, "x509_verify_cert_ret") {
+        skip("OpenSSL 3 hooks not attached here (no libssl.so.3 on the library path?)");
+        return false;
+    }
+    true
+}
+
+#[test]
+fn certificate_failures_are_025_with_the_exact_x509_reason() {
+    let Some(_one) = root_serial() else {
+        return;
+    };
+    let clients: Vec<&str> = ["curl", "python3"]
+        .into_iter()
+        .filter(|c| have_program(c))
+        .collect();
+    for missing in ["curl", "python3"].iter().filter(|c| !clients.contains(c)) {
+        skip(&format!(
+            "{missing} is not installed here: its cases do not run"
+        ));
+    }
+    if clients.is_empty() {
+        return;
+    }
+    let h = two_hosts("tls");
+    let w = Watch::start(&[]).expect("netladder watch starts");
+    if !hooks_ready(&w) {
+        return;
+    }
+    // (tag, certificate, X509 code and name, cause, summary for both clients)
+    let cases = [
+        (
+            "expired",
+            Leaf::Signed {
+                san: "DNS:good.nl.test",
+                not_before: "20200101000000Z",
+                not_after: "20200201000000Z",
+            },
+            "X509_V_ERR_CERT_HAS_EXPIRED (10)",
+            10,
+            "cert_expired",
+            "expired on 2020-02-01 00:00:00 UTC (the system clock says ",
+        ),
+        (
+            "not-yet-valid",
+            Leaf::Signed {
+                san: "DNS:good.nl.test",
+                not_before: "20990101000000Z",
+                not_after: "21000101000000Z",
+            },
+            "X509_V_ERR_CERT_NOT_YET_VALID (9)",
+            9,
+            "cert_not_yet_valid",
+            "valid only from 2099-01-01 00:00:00 UTC (the system clock says ",
+        ),
+        (
+            "wrong-name",
+            Leaf::Signed {
+                san: "DNS:other.nl.test",
+                not_before: "20200101000000Z",
+                not_after: "20991231000000Z",
+            },
+            "X509_V_ERR_HOSTNAME_MISMATCH (62)",
+            62,
+            "cert_name_mismatch",
+            "does not name good.nl.test: it is for other.nl.test",
+        ),
+        (
+            "self-signed",
+            Leaf::SelfSigned {
+                san: "DNS:good.nl.test",
+            },
+            "X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT (18)",
+            18,
+            "cert_self_signed",
+            "is self-signed and the client does not trust it",
+        ),
+    ];
+    for (tag, leaf, x509, code, cause, says) in cases {
+        let dir = TempDir::new(&format!("tls-{tag}"));
+        make_certs(&dir.0, leaf);
+        let _server = tls_server(&h.server, &dir.0, SERVER, PORT, &["-www"]);
+        for client in &clients {
+            let before = tls_events(&w, &h).len();
+            let out = if *client == "curl" {
+                curl(&h.client, &dir, &[])
+            } else {
+                python(&h.client, &dir)
+            };
+            if *client == "curl" {
+                assert_eq!(out.status.code(), Some(60), "{tag}: curl {}", text(&out));
+            } else {
+                let said = String::from_utf8_lossy(&out.stdout);
+                assert_eq!(
+                    said.trim(),
+                    format!("verify {code}"),
+                    "{tag}: {}",
+                    text(&out)
+                );
+            }
+            let e = expect_single_failure(
+                &w,
+                |e| is_from(e, client, &h) && e["cause"] == cause,
+                Duration::from_millis(500),
+            )
+            .unwrap_or_else(|err| panic!("{tag} with {client}: {err:#}"));
+            check_common(&e, cause, says);
+            if *client == "curl" && code == 62 {
+                // curl checks host names itself, after OpenSSL accepted the chain.
+                assert!(
+                    evidence_has(&e, "CURLE_PEER_FAILED_VERIFICATION (60)"),
+                    "{e:#}"
+                );
+            } else {
+                assert!(evidence_has(&e, x509), "{tag} with {client}: {e:#}");
+            }
+            if code == 9 || code == 10 {
+                assert!(evidence_has(&e, "the system clock says"), "{e:#}");
+            }
+            if *client == "python3" {
+                assert!(
+                    evidence_has(
+                        &e,
+                        &format!("host name the client asked OpenSSL to check: {NAME}")
+                    ),
+                    "{e:#}"
+                );
+            }
+            // One event per refused handshake.
+            assert_eq!(tls_events(&w, &h).len(), before + 1, "{tag} with {client}");
+        }
+    }
+
+    // A valid certificate: both clients succeed and nothing is reported.
+    let dir = TempDir::new("tls-valid");
+    make_certs(
+        &dir.0,
+        Leaf::Signed {
+            san: "DNS:good.nl.test",
+            not_before: "20200101000000Z",
+            not_after: "20991231000000Z",
+        },
+    );
+    let before = tls_events(&w, &h).len();
+    {
+        let _server = tls_server(&h.server, &dir.0, SERVER, PORT, &["-www"]);
+        for client in &clients {
+            let out = if *client == "curl" {
+                curl(&h.client, &dir, &[])
+            } else {
+                python(&h.client, &dir)
+            };
+            assert!(out.status.success(), "valid with {client}: {}", text(&out));
+        }
+        // curl -k: verification fails, the client goes on; not a failure either.
+        if clients.contains(&"curl") {
+            let other = TempDir::new("tls-other-ca");
+            make_certs(
+                &other.0,
+                Leaf::SelfSigned {
+                    san: "DNS:unused.nl.test",
+                },
+            );
+            let out = curl(&h.client, &other, &["-k"]);
+            assert!(out.status.success(), "curl -k: {}", text(&out));
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    let after = tls_events(&w, &h);
+    assert_eq!(
+        after.len(),
+        before,
+        "a valid certificate (and curl -k) must give no event: {:#?}",
+        &after[before..]
+    );
+    assert!(
+        after.iter().all(|e| e["comm"] != "openssl"),
+        "the server's own chain checks are not reported: {after:#?}"
+    );
+    w.stop().expect("netladder exits cleanly");
+}
+
+#[test]
+fn a_server_refusing_a_client_certificate_is_not_reported() {
+    let Some(_one) = root_serial() else {
+        return;
+    };
+    if !have_program("curl") {
+        skip("curl is not installed here");
+        return;
+    }
+    let h = two_hosts("tls-mtls");
+    let w = Watch::start(&[]).expect("netladder watch starts");
+    if !hooks_ready(&w) {
+        return;
+    }
+    let dir = TempDir::new("tls-mtls");
+    make_certs(
+        &dir.0,
+        Leaf::Signed {
+            san: "DNS:good.nl.test",
+            not_before: "20200101000000Z",
+            not_after: "20991231000000Z",
+        },
+    );
+    // The client's certificate: self-signed, which the server (trusting the test CA) refuses.
+    let client_dir = TempDir::new("tls-mtls-client");
+    make_certs(
+        &client_dir.0,
+        Leaf::SelfSigned {
+            san: "DNS:client.nl.test",
+        },
+    );
+    let cert = client_dir.path("leaf.pem");
+    let key = client_dir.path("leaf.key");
+    let _server = tls_server(
+        &h.server,
+        &dir.0,
+        SERVER,
+        PORT,
+        &[
+            "-www",
+            "-Verify",
+            "1",
+            "-verify_return_error",
+            "-CAfile",
+            "ca.pem",
+        ],
+    );
+    let out = curl(
+        &h.client,
+        &dir,
+        &[
+            "--cert",
+            cert.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        !out.status.success(),
+        "the server should refuse the client's certificate: {}",
+        text(&out)
+    );
+    // The server's own verification refused it (unknown CA), not anything else.
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("alert unknown ca"),
+        "{}",
+        text(&out)
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let events = tls_events(&w, &h);
+    assert!(
+        events.is_empty(),
+        "the server's refusal of a client certificate is not a client's #025: {events:#?}"
+    );
+    w.stop().expect("netladder exits cleanly");
+}
