@@ -151,6 +151,7 @@ mod tests {
             evidence_netns: 4026531840,
             firewall: Default::default(),
             firewall_rule: None,
+            host_name: None,
         }
     }
 

@@ -563,6 +563,7 @@ mod tests {
             evidence_netns: netns,
             firewall: Default::default(),
             firewall_rule: None,
+            host_name: None,
         }
     }
 

@@ -650,8 +650,16 @@ pub(crate) fn step_ctx(f: &Failure) -> ladder::StepCtx {
         pid: (netns == f.proc.netns).then_some(f.proc.pid),
         netns_name: enrich::netns::netns_name(u64::from(netns)),
         other_netns: own.is_some_and(|o| o != u64::from(netns)),
-        host_name: None,
+        host_name: (f.code == 24).then(|| f.host_name.clone()).flatten(),
         rule_chain: f.firewall_rule.as_ref().map(rule_chain_command),
+        nameservers: if f.code == 24 && f.proc.pid != 0 {
+            enrich::dns::process_resolv_conf(f.proc.pid)
+                .map(|c| c.nameservers)
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        },
+        resolved_name: (f.code != 24).then(|| f.host_name.clone()).flatten(),
     }
 }
 

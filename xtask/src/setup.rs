@@ -28,6 +28,8 @@ const APT_PACKAGES: &[&str] = &[
     // diagnose scenarios: a real DNS server; certificates and a TLS server (openssl).
     "dnsmasq-base",
     "openssl",
+    // watch's #024 scenarios: dig as a DNS client (getent is in libc-bin, python3 optional).
+    "bind9-dnsutils",
     // The VM suite: QEMU, initramfs assembly, kernel modules.
     "qemu-system-x86",
     "cpio",

@@ -177,6 +177,9 @@ pub struct Failure {
     pub firewall: FirewallSeen,
     /// The rule that did it, once the enrichment stage has named it.
     pub firewall_rule: Option<FirewallRule>,
+    /// The host name involved: the name a failed DNS lookup asked (#024), or the name a
+    /// failed connection's address was resolved from (getaddrinfo in the same process).
+    pub host_name: Option<String>,
 }
 
 /// Keys remembered until a deadline, forgotten in deadline order (O(expired) per tick).
@@ -265,12 +268,21 @@ impl Classifier {
                         .map(|(ifindex, _)| *ifindex)
                 });
                 out.extend(from_conn(&obs, verdict, neighbour));
+                for f in &mut out {
+                    self.dns.annotate(f, now);
+                }
             }
             // The kernel reports each attempt once: a connect() that reached SYN_SENT through
             // a tracked socket reports its error in the connection summary only, so a syscall
             // error is always an attempt of its own (in a storm toward one destination, pairing
             // it with another attempt's summary would hide it).
-            Kind::Syscall { .. } => out.extend(self.standalone(obs)),
+            Kind::Syscall { call } => {
+                self.dns.send_error(&obs, call, now);
+                out.extend(self.standalone(obs));
+                for f in &mut out {
+                    self.dns.annotate(f, now);
+                }
+            }
             Kind::App { kind, .. } => match kind {
                 kind::DNS_ANSWER | kind::RESOLVER => out.extend(self.dns.feed(&obs, now)),
                 kind::TLS_VERIFY => out.extend(self.tls.feed(&obs, now)),
@@ -286,10 +298,35 @@ impl Classifier {
     pub fn tick(&mut self, now: u64) -> Vec<Failure> {
         self.seen.expire(now);
         let mut out = self.dns.tick(now);
+        self.unclassified += std::mem::take(&mut self.dns.malformed);
+        for f in &mut out {
+            self.neighbour_of_nameserver(f, now);
+        }
         out.extend(self.tls.tick(now));
         out.extend(self.ssh.tick(now));
         self.failed_neighbours.retain(|_, (_, until)| *until > now);
         out
+    }
+
+    /// A DNS lookup that got no answer, toward a nameserver whose neighbour entry failed: the
+    /// link rung (#029) is the cause.
+    fn neighbour_of_nameserver(&self, f: &mut Failure, now: u64) {
+        if f.code != 24 || !matches!(f.cause, "no_answer" | "no_nameserver") {
+            return;
+        }
+        let Some(dst) = f.dst else {
+            return;
+        };
+        let hit = self.failed_neighbours.get(&(f.proc.netns, dst.ip()));
+        if let Some((ifindex, _)) = hit.filter(|(_, until)| *until > now) {
+            f.layer = Layer::Link;
+            f.evidence.retain(|e| !e.starts_with("nothing was dropped"));
+            f.evidence.push(format!(
+                "the neighbour entry for the nameserver {} on interface index {ifindex} went FAILED: \
+                 it never answered ARP / neighbour discovery (#029)",
+                dst.ip()
+            ));
+        }
     }
 
     /// A syscall error with no connection summary: classified by the call and its errno.
@@ -320,6 +357,7 @@ impl Classifier {
             evidence_netns: netns,
             firewall: FirewallSeen::default(),
             firewall_rule: None,
+            host_name: None,
         })
     }
 }
@@ -571,6 +609,7 @@ fn from_conn(obs: &Observation, v: u32, neighbour: Option<u32>) -> Option<Failur
             },
         },
         firewall_rule: None,
+        host_name: None,
     })
 }
 

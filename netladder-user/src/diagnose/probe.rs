@@ -161,6 +161,7 @@ fn from_error(dst: SocketAddr, e: &io::Error, elapsed: Duration) -> Failure {
         evidence_netns: netns,
         firewall: Default::default(),
         firewall_rule: None,
+        host_name: None,
     })
 }
 

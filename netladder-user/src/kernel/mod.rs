@@ -5,4 +5,5 @@ pub mod decode;
 pub mod kallsyms;
 pub mod loader;
 pub mod plan;
+pub mod targets;
 pub mod tracefs;

@@ -39,6 +39,7 @@ pub fn failure_json(f: &Failure, next: &[String], at: SystemTime) -> Value {
         "evidence": f.evidence,
         "next": next,
         "count": f.count,
+        "name": f.host_name,
     });
     if let (Some(r), Some(obj)) = (&f.firewall_rule, value.as_object_mut()) {
         obj.insert(
@@ -202,6 +203,7 @@ pub fn stats_json(
         "conn_map_full": c.conn_map_full,
         "drop_map_full": c.drop_map_full,
         "malformed": c.malformed,
+        "dns_malformed": c.dns_malformed,
         "unwritten": unwritten,
     })
 }
@@ -210,6 +212,10 @@ pub fn stats_line(c: &Counters, unclassified: u64, reported: u64, unwritten: u64
     let slow = match unwritten {
         0 => String::new(),
         n => format!(", {n} lines dropped (the output reader did not keep up)"),
+    };
+    let slow = match c.dns_malformed {
+        0 => slow,
+        n => format!(", {n} DNS responses malformed (not parsed){slow}"),
     };
     format!(
         "netladder: {} kernel events, {} lost (ring buffer full), {} failures reported, \

@@ -40,6 +40,9 @@ const TOOLS: &[&str] = &[
     "openssl",
     "unshare",
     "setpriv",
+    // The #024 scenarios' DNS clients (python3 is too big for the initramfs: those skip).
+    "dig",
+    "getent",
 ];
 
 /// Names that run the iptables multi-binaries (as on Debian, plain iptables is the nft variant).
@@ -197,6 +200,9 @@ fn skeleton(root: &Path) -> Result<()> {
     fs::write(root.join("etc/group"), "root:x:0:\n")?;
     // A mount point for the DNS scenarios, which bind their own file over it.
     fs::write(root.join("etc/resolv.conf"), "")?;
+    // The same for /etc/hosts, and the usual lookup order (files, then DNS).
+    fs::write(root.join("etc/hosts"), "127.0.0.1 localhost\n")?;
+    fs::write(root.join("etc/nsswitch.conf"), "hosts: files dns\n")?;
     Ok(())
 }
 
