@@ -473,6 +473,39 @@ pub const TLS_AUX_OPENSSL: u64 = 1;
 pub const TLS_AUX_CURL: u64 = 2;
 const _: () = assert!(2 * TLS_NAME_LEN == APP_TEXT_LEN);
 
+/// What an [`AppEvent`] of kind `DNS_ANSWER` or `RESOLVER` holds (#024).
+///
+/// `DNS_ANSWER`, one DNS response with an error RCODE received by a local socket (UDP or TCP,
+/// source port 53), parsed by `cgroup_skb/ingress`:
+/// - `code`: the RCODE (2 SERVFAIL, 3 NXDOMAIN, 5 REFUSED, ...);
+/// - `aux`: bits 0..16 the question's QTYPE, 16..32 the message id, and the `ANSWER_*` flags;
+/// - `text`: the question's name in wire format (length-prefixed labels, ending with the zero
+///   label unless `ANSWER_NAME_CUT`), never compressed (a pointer there makes it malformed);
+/// - `flow`: `src` the receiving socket's address and port, `dst` the nameserver and port 53;
+/// - `proc`: the process that sent the question (recorded by `cgroup_skb/egress` in its context,
+///   keyed by socket cookie); all zero when unknown.
+///
+/// `RESOLVER`, one return of glibc's getaddrinfo (uprobe + uretprobe):
+/// - `code`: its result, 0 or a (negative) EAI_* value;
+/// - `aux`: bits 0..16 DNS questions this thread sent during the call, 16..32 DNS responses its
+///   sockets received during the call, 32..64 the call's duration in microseconds;
+/// - `text`: the name asked (as the caller passed it, without its NUL);
+/// - `flow`: `dst` the first address of the result on success (port as returned), else the last
+///   nameserver the thread asked (port 53); family 0 when neither.
+pub mod dns {
+    /// The question's name was longer than the kernel copies: `text` holds its first labels.
+    pub const ANSWER_NAME_CUT: u64 = 1 << 32;
+    /// The response came over TCP.
+    pub const ANSWER_TCP: u64 = 1 << 33;
+    /// The sender was inside a getaddrinfo call when it got the answer (a `RESOLVER` event
+    /// for the same thread follows).
+    pub const ANSWER_IN_RESOLVER: u64 = 1 << 34;
+    /// The response had no question section (some servers answer FORMERR/REFUSED that way).
+    pub const ANSWER_NO_QUESTION: u64 = 1 << 35;
+    /// The TC bit: the UDP answer was truncated (the resolver retries over TCP).
+    pub const ANSWER_TRUNCATED: u64 = 1 << 36;
+}
+
 /// An ICMP error seen for a flow (client's view), until the connection closes.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -7,6 +7,7 @@
 #![feature(core_intrinsics)]
 
 mod conn;
+mod dns;
 mod drop;
 mod icmp;
 mod kernel;

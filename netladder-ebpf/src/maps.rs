@@ -5,7 +5,7 @@ use aya_ebpf::{
     maps::{ring_buf::RingBufEntry, Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use netladder_common::{
-    counter, AggCount, AggKey, AppEvent, ConnState, DropRecord, Event, Flow, IcmpRecord,
+    counter, AggCount, AggKey, AppEvent, ConnState, DropRecord, Event, Flow, IcmpRecord, ProcInfo,
     AGG_WINDOW_NS,
 };
 
@@ -215,4 +215,39 @@ fn wake_flags(record: u64) -> u64 {
         BPF_RB_NO_WAKEUP
     };
     wake as u64
+}
+
+// --- DNS (#024, dns.rs) ---
+
+/// The process that sent on a socket (its first packet to port 53). Key: socket cookie.
+#[map(name = "DNS_SENDERS")]
+pub static SENDERS: LruHashMap<u64, Sender> = LruHashMap::with_max_entries(16384, 0);
+
+/// getaddrinfo calls in progress. Key: pid_tgid of the calling thread.
+#[map(name = "GAI_CALLS")]
+pub static GAI_CALLS: LruHashMap<u64, GaiCall> = LruHashMap::with_max_entries(8192, 0);
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Sender {
+    pub proc: ProcInfo,
+    /// The sending thread, to find its getaddrinfo call when the answer comes.
+    pub pid_tgid: u64,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct GaiCall {
+    pub start_ns: u64,
+    /// The name asked (user address, read at return).
+    pub node: u64,
+    /// `struct addrinfo **res` (user address).
+    pub res: u64,
+    /// DNS questions the thread sent, responses its sockets got, during the call.
+    pub queries: u32,
+    pub answers: u32,
+    /// The last nameserver asked.
+    pub server: [u8; 16],
+    pub server_family: u16,
+    pub _pad: [u8; 6],
 }

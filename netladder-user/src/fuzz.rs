@@ -43,6 +43,56 @@ pub fn dns_response(data: &[u8]) {
     let _ = enrich::dns::parse_response(data, 0);
 }
 
+/// The text of a DNS_ANSWER / RESOLVER event (`kind::DNS_ANSWER`): the first byte chooses the
+/// kind, the flags and the code, the rest is the text. Decoded as the question's name (whole
+/// and cut), then fed to the #024 state machine in both kinds, ticked past every deadline.
+pub fn dns_event(data: &[u8]) {
+    use netladder_common::{dns, kind};
+    let Some((&head, text)) = data.split_first() else {
+        return;
+    };
+    let _ = enrich::dns::wire_name(text, false);
+    let _ = enrich::dns::wire_name(text, true);
+    let mut e = netladder_common::AppEvent {
+        kind: if head & 1 == 0 {
+            kind::DNS_ANSWER
+        } else {
+            kind::RESOLVER
+        },
+        code: i32::from(head >> 4) - 8,
+        ts_ns: 1_000_000_000,
+        aux: u64::from(head) << 16
+            | if head & 2 != 0 {
+                dns::ANSWER_IN_RESOLVER
+            } else {
+                0
+            }
+            | if head & 4 != 0 {
+                dns::ANSWER_NAME_CUT
+            } else {
+                0
+            }
+            | if head & 8 != 0 {
+                dns::ANSWER_NO_QUESTION
+            } else {
+                0
+            },
+        text_len: text.len() as u32,
+        ..Default::default()
+    };
+    e.proc.pid = 7;
+    e.flow.family = netladder_common::AF_INET;
+    e.flow.dport = 53;
+    let n = text.len().min(e.text.len());
+    e.text[..n].copy_from_slice(&text[..n]);
+    let Some(obs) = crate::kernel::decode::observe_app(&e) else {
+        return;
+    };
+    let mut c = crate::classify::Classifier::new();
+    let _ = c.feed(obs, 1_000_000_000);
+    let _ = c.tick(u64::MAX / 4);
+}
+
 /// /etc/resolv.conf and /etc/hosts text.
 pub fn resolver_files(data: &[u8]) {
     let text = String::from_utf8_lossy(data);

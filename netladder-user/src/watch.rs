@@ -740,15 +740,36 @@ pub(crate) fn step_ctx(f: &Failure) -> ladder::StepCtx {
         pid: (netns == f.proc.netns).then_some(f.proc.pid),
         netns_name: enrich::netns::netns_name(u64::from(netns)),
         other_netns: own.is_some_and(|o| o != u64::from(netns)),
-        host_name: f.host_name.clone().or(match f.lookup {
-            crate::classify::Lookup::TlsChain { name, .. } if !name.is_empty() => {
-                Some(name.as_str().to_owned())
-            }
-            _ => None,
-        }),
+        // The name a DNS, TLS or ssh failure is about; for a connection failure, the name its
+        // address was resolved from goes to `resolved_name` instead.
+        host_name: names_a_host(f.code)
+            .then(|| {
+                f.host_name.clone().or(match f.lookup {
+                    crate::classify::Lookup::TlsChain { name, .. } if !name.is_empty() => {
+                        Some(name.as_str().to_owned())
+                    }
+                    _ => None,
+                })
+            })
+            .flatten(),
         user: f.user.clone(),
         rule_chain: f.firewall_rule.as_ref().map(rule_chain_command),
+        nameservers: if f.code == 24 && f.proc.pid != 0 {
+            enrich::dns::process_resolv_conf(f.proc.pid)
+                .map(|c| c.nameservers)
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        },
+        resolved_name: (!names_a_host(f.code))
+            .then(|| f.host_name.clone())
+            .flatten(),
     }
+}
+
+/// Codes whose `host_name` is the name the failure is about (#024 DNS, #025 TLS, #030 ssh).
+fn names_a_host(code: u16) -> bool {
+    matches!(code, 24 | 25 | 30)
 }
 
 /// The command listing the chain that holds `r`, as its own tool shows it.

@@ -330,7 +330,7 @@ fn client_event(w: &Watch, h: &TwoHosts, sshd: &Sshd) -> Value {
     assert_eq!(ev["layer"], "application", "{ev:#}");
     assert_eq!(ev["dst"], format!("{}:{PORT}", sshd.addr), "{ev:#}");
     assert_eq!(ev["user"], "root", "{ev:#}");
-    assert_eq!(ev["host"], sshd.addr, "{ev:#}");
+    assert_eq!(ev["name"], sshd.addr, "{ev:#}");
     assert!(evidence_has(&ev, "Permission denied (publickey)"), "{ev:#}");
     let next = ev["next"].as_array().unwrap();
     assert!(

@@ -35,6 +35,8 @@ const APT_PACKAGES: &[&str] = &[
     // #025 watch scenarios: OpenSSL 3 clients.
     "curl",
     "python3",
+    // watch's #024 scenarios: dig as a DNS client (getent is in libc-bin, python3 optional).
+    "bind9-dnsutils",
     // The VM suite: QEMU, initramfs assembly, kernel modules.
     "qemu-system-x86",
     "cpio",

@@ -206,7 +206,9 @@ pub struct Failure {
     pub firewall: FirewallSeen,
     /// The rule that did it, once the enrichment stage has named it.
     pub firewall_rule: Option<FirewallRule>,
-    /// The host name involved, when known (#030: the ssh target as the client names it).
+    /// The host name involved, when known: the ssh target as the client names it (#030), the
+    /// name a failed DNS lookup asked (#024), the name a TLS client asked for (#025), or the
+    /// name a failed connection's address was resolved from (getaddrinfo in the same process).
     pub host_name: Option<String>,
     /// The account involved, when known (#030: the user ssh logs in as).
     pub user: Option<String>,
@@ -301,6 +303,9 @@ impl Classifier {
                         .map(|(ifindex, _)| *ifindex)
                 });
                 out.extend(from_conn(&obs, verdict, neighbour));
+                for f in &mut out {
+                    self.dns.annotate(f, now);
+                }
                 if let Some(key) = obs.agg {
                     self.keep(key, out.first(), now);
                 }
@@ -309,9 +314,13 @@ impl Classifier {
             // a tracked socket reports its error in the connection summary only, so a syscall
             // error is always an attempt of its own (in a storm toward one destination, pairing
             // it with another attempt's summary would hide it).
-            Kind::Syscall { .. } => {
+            Kind::Syscall { call } => {
                 let agg = obs.agg;
+                self.dns.send_error(&obs, call, now);
                 out.extend(self.standalone(obs));
+                for f in &mut out {
+                    self.dns.annotate(f, now);
+                }
                 if let Some(key) = agg {
                     self.keep(key, out.first(), now);
                 }
@@ -360,11 +369,36 @@ impl Classifier {
     pub fn tick(&mut self, now: u64) -> Vec<Failure> {
         self.seen.expire(now);
         let mut out = self.dns.tick(now);
+        self.unclassified += std::mem::take(&mut self.dns.malformed);
+        for f in &mut out {
+            self.neighbour_of_nameserver(f, now);
+        }
         out.extend(self.tls.tick(now));
         out.extend(self.ssh.tick(now));
         self.failed_neighbours.retain(|_, (_, until)| *until > now);
         self.representatives.retain(|_, (_, until)| *until > now);
         out
+    }
+
+    /// A DNS lookup that got no answer, toward a nameserver whose neighbour entry failed: the
+    /// link rung (#029) is the cause.
+    fn neighbour_of_nameserver(&self, f: &mut Failure, now: u64) {
+        if f.code != 24 || !matches!(f.cause, "no_answer" | "no_nameserver") {
+            return;
+        }
+        let Some(dst) = f.dst else {
+            return;
+        };
+        let hit = self.failed_neighbours.get(&(f.proc.netns, dst.ip()));
+        if let Some((ifindex, _)) = hit.filter(|(_, until)| *until > now) {
+            f.layer = Layer::Link;
+            f.evidence.retain(|e| !e.starts_with("nothing was dropped"));
+            f.evidence.push(format!(
+                "the neighbour entry for the nameserver {} on interface index {ifindex} went FAILED: \
+                 it never answered ARP / neighbour discovery (#029)",
+                dst.ip()
+            ));
+        }
     }
 
     /// A syscall error with no connection summary: classified by the call and its errno.

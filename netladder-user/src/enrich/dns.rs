@@ -64,6 +64,82 @@ pub fn etc_hosts(name: &str) -> Vec<IpAddr> {
     )
 }
 
+/// /etc/resolv.conf as process `pid` sees it (its mount namespace: a container's own file);
+/// None when it cannot be read (the process has exited).
+pub fn process_resolv_conf(pid: u32) -> Option<ResolvConf> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/root/etc/resolv.conf")).ok()?;
+    Some(parse_resolv_conf(&text))
+}
+
+/// The addresses /etc/hosts gives `name` as process `pid` sees the file; None when unreadable.
+pub fn process_hosts_entries(pid: u32, name: &str) -> Option<Vec<IpAddr>> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/root/etc/hosts")).ok()?;
+    Some(hosts_entries(&text, name))
+}
+
+/// Evidence from the failing process's own resolver files (#024, and connection failures whose
+/// address a getaddrinfo of the same process returned): its nameservers and search domains,
+/// and the /etc/hosts entries for the name.
+pub fn explain_failure(f: &mut crate::classify::Failure) {
+    let Some(name) = f.host_name.clone() else {
+        return;
+    };
+    let pid = f.proc.pid;
+    if pid == 0 {
+        return;
+    }
+    if f.code == 24 {
+        match process_resolv_conf(pid) {
+            Some(conf) => {
+                let servers: Vec<String> = conf.nameservers.iter().map(|n| n.to_string()).collect();
+                f.evidence.push(format!(
+                    "/etc/resolv.conf of pid {pid}: nameservers {}{}",
+                    if servers.is_empty() {
+                        "none (glibc then asks 127.0.0.1)".to_owned()
+                    } else {
+                        servers.join(", ")
+                    },
+                    if conf.search.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; search {}", conf.search.join(" "))
+                    }
+                ));
+            }
+            None => f.evidence.push(format!(
+                "/etc/resolv.conf of pid {pid} could not be read (the process has exited)"
+            )),
+        }
+        if let Some(addrs) = process_hosts_entries(pid, &name).filter(|a| !a.is_empty()) {
+            let list: Vec<String> = addrs.iter().map(IpAddr::to_string).collect();
+            f.evidence.push(format!(
+                "/etc/hosts of pid {pid} has {name} -> {} (used only where nsswitch lists files)",
+                list.join(", ")
+            ));
+        }
+        return;
+    }
+    let Some(dst) = f.dst else {
+        return;
+    };
+    let ip = match dst.ip() {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(dst.ip(), IpAddr::V4),
+        v4 => v4,
+    };
+    if let Some(addrs) = process_hosts_entries(pid, &name) {
+        if addrs.contains(&ip) {
+            f.summary = format!(
+                "{}; {ip} came from /etc/hosts for {name}: a stale entry?",
+                f.summary
+            );
+            f.evidence.push(format!(
+                "/etc/hosts of pid {pid} maps {name} to {ip}: the connection used that static \
+                 entry, not DNS (compare with `dig {name}`)"
+            ));
+        }
+    }
+}
+
 /// What the system resolver answered.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SystemAnswer {
@@ -239,6 +315,55 @@ impl Reader<'_> {
         }
         bail!("a name in the response has too many labels")
     }
+}
+
+/// The name at the start of `wire`, a question's name as the kernel copied it from a response
+/// (`netladder_common::dns`): length-prefixed labels ending with the zero label and nothing
+/// after it. With `cut`, the kernel copied only the first labels: `wire` holds whole labels and
+/// no zero label. Compression pointers, reserved label types, a name longer than DNS allows and
+/// bytes left over are errors, never a guessed name. Bytes that are not letters, digits, `-` or
+/// `_` are shown as `\DDD` (as dig does), so the text is always one printable word.
+pub fn wire_name(wire: &[u8], cut: bool) -> Result<String> {
+    let mut r = Reader { buf: wire, pos: 0 };
+    let mut name = String::new();
+    for _ in 0..128 {
+        if cut && r.pos == wire.len() {
+            if name.is_empty() {
+                bail!("a cut name without a single label");
+            }
+            return Ok(name);
+        }
+        let len = r.take(1)?[0];
+        if len == 0 {
+            if cut {
+                bail!("a name marked cut that ends");
+            }
+            if r.pos != wire.len() {
+                bail!("bytes after the question's name");
+            }
+            if name.is_empty() {
+                name.push('.');
+            }
+            return Ok(name);
+        }
+        if len & 0xc0 != 0 {
+            bail!("a compression pointer or reserved label type in the question's name");
+        }
+        if r.pos + usize::from(len) > 255 {
+            bail!("a name longer than 255 bytes");
+        }
+        if !name.is_empty() {
+            name.push('.');
+        }
+        for &b in r.take(usize::from(len))? {
+            if b.is_ascii_alphanumeric() || b == b'-' || b == b'_' {
+                name.push(char::from(b));
+            } else {
+                name.push_str(&format!("\\{b:03}"));
+            }
+        }
+    }
+    bail!("a name with too many labels")
 }
 
 /// Parses the response to the query with `id`; refuses anything else.
@@ -495,6 +620,40 @@ mod tests {
         q[2] &= 0x7f;
         assert!(parse_response(&q, 7).is_err());
         assert_eq!(rcode_name(3), "NXDOMAIN");
+    }
+
+    #[test]
+    fn wire_names() {
+        assert_eq!(
+            wire_name(&[4, b'm', b'i', b's', b's', 2, b'n', b'l', 0], false).unwrap(),
+            "miss.nl"
+        );
+        assert_eq!(wire_name(&[0], false).unwrap(), ".");
+        assert_eq!(
+            wire_name(&[3, b'a', b'.', b' ', 0], false).unwrap(),
+            "a\\046\\032"
+        );
+        assert_eq!(wire_name(&[1, b'a', 1, b'b'], true).unwrap(), "a.b");
+        for bad in [
+            &[][..],
+            &[1, b'a'][..],       // ends inside the name
+            &[1, b'a', 0, 0][..], // bytes after it
+            &[0xc0, 12][..],      // compression pointer
+            &[0x41, b'a', 0][..], // reserved label type
+            &[3, b'a', b'b'][..], // truncated label
+        ] {
+            assert!(wire_name(bad, false).is_err(), "{bad:?}");
+        }
+        assert!(
+            wire_name(&[1, b'a', 0], true).is_err(),
+            "a cut name has no end"
+        );
+        assert!(wire_name(&[], true).is_err());
+        let long: Vec<u8> = (0..5)
+            .flat_map(|_| std::iter::once(63u8).chain(std::iter::repeat_n(b'x', 63)))
+            .chain([0])
+            .collect();
+        assert!(wire_name(&long, false).is_err(), "320 bytes");
     }
 
     #[test]

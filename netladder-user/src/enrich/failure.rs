@@ -64,6 +64,13 @@ impl Enricher {
     }
 
     pub fn enrich(&mut self, f: &mut Failure) {
+        self.look_up(f);
+        // After the look-up, which may rewrite the summary: the name's resolution (#024, or
+        // the /etc/hosts entry a failed connection's address came from) is added to it.
+        super::dns::explain_failure(f);
+    }
+
+    fn look_up(&mut self, f: &mut Failure) {
         if f.lookup == Lookup::None {
             return;
         }

@@ -4,12 +4,16 @@
 use anyhow::{anyhow, Context as _, Result};
 use aya::{
     maps::{MapData, PerCpuArray, RingBuf},
-    programs::{uprobe::UProbeScope, BtfTracePoint, FExit, ProgramError, TracePoint, UProbe},
+    programs::{
+        cgroup_skb::CgroupSkbAttachType, uprobe::UProbeScope, BtfTracePoint, CgroupAttachMode,
+        CgroupSkb, FExit, ProgramError, TracePoint, UProbe,
+    },
     Btf, Ebpf, EbpfLoader,
 };
 use netladder_common::{counter, Config};
 
 use super::plan::{Attach, Hook, Outcome, Status, HOOKS};
+use super::targets::Targets;
 
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netladder"));
 
@@ -55,6 +59,7 @@ pub fn load(config: &Config, opts: &Options) -> Result<Loaded> {
             )
         })?;
 
+    let targets = Targets::discover();
     let mut outcomes = Vec::new();
     for hook in HOOKS {
         let status = if opts.skip.iter().any(|p| p == hook.program) {
@@ -67,11 +72,13 @@ pub fn load(config: &Config, opts: &Options) -> Result<Loaded> {
             Status::Skipped(format!("this kernel has no function {func}"))
         } else if let Attach::UProbe { lib, .. } = hook.attach {
             match super::libs::find(lib) {
-                Some(_) => attach_status(&mut ebpf, hook, &btf),
+                Some(_) => attach_status(&mut ebpf, hook, &btf, &targets),
                 None => Status::Skipped(format!("not found: no {lib} on the system library path")),
             }
+        } else if let Some(why) = missing_target(hook, &targets) {
+            Status::Skipped(why)
         } else {
-            attach_status(&mut ebpf, hook, &btf)
+            attach_status(&mut ebpf, hook, &btf, &targets)
         };
         if hook.core {
             if let Status::Refused(why) | Status::Skipped(why) = &status {
@@ -125,14 +132,24 @@ fn missing_function(hook: &Hook, opts: &Options) -> Option<&'static str> {
     }
 }
 
-fn attach_status(ebpf: &mut Ebpf, hook: &Hook, btf: &Btf) -> Status {
-    match attach(ebpf, hook, btf) {
+/// Why the cgroup or library `hook` attaches to is not there.
+fn missing_target(hook: &Hook, targets: &Targets) -> Option<String> {
+    match (hook.attach, &targets.cgroup, &targets.libc) {
+        (Attach::CgroupSkb { .. }, Err(why), _) | (Attach::LibcProbe { .. }, _, Err(why)) => {
+            Some(why.clone())
+        }
+        _ => None,
+    }
+}
+
+fn attach_status(ebpf: &mut Ebpf, hook: &Hook, btf: &Btf, targets: &Targets) -> Status {
+    match attach(ebpf, hook, btf, targets) {
         Ok(()) => Status::Attached,
         Err(e) => Status::Refused(e),
     }
 }
 
-fn attach(ebpf: &mut Ebpf, hook: &Hook, btf: &Btf) -> Result<(), String> {
+fn attach(ebpf: &mut Ebpf, hook: &Hook, btf: &Btf, targets: &Targets) -> Result<(), String> {
     let prog = ebpf
         .program_mut(hook.program)
         .ok_or_else(|| format!("program {} is not in the eBPF object", hook.program))?;
@@ -162,6 +179,38 @@ fn attach(ebpf: &mut Ebpf, hook: &Hook, btf: &Btf) -> Result<(), String> {
             })()
             .map_err(|e| format!("{} ({})", describe(&e), path.display()));
         }
+        // Attached beside any program already there (never replacing it); the programs
+        // always let the packet through.
+        Attach::CgroupSkb { ingress } => (|| {
+            let Ok(cgroup) = &targets.cgroup else {
+                return Ok(());
+            };
+            let p: &mut CgroupSkb = prog.try_into()?;
+            p.load()?;
+            let kind = if ingress {
+                CgroupSkbAttachType::Ingress
+            } else {
+                CgroupSkbAttachType::Egress
+            };
+            // From 5.7 aya attaches with a BPF link, which always sits beside the others and
+            // takes no flags; before, a plain attach needs the "multi" flag to do the same.
+            let linked = aya::util::KernelVersion::current()
+                .is_ok_and(|v| v >= aya::util::KernelVersion::new(5, 7, 0));
+            let mode = if linked {
+                CgroupAttachMode::Single
+            } else {
+                CgroupAttachMode::AllowMultiple
+            };
+            p.attach(cgroup, kind, mode).map(drop)
+        })(),
+        Attach::LibcProbe { func, .. } => (|| {
+            let Ok(libc) = &targets.libc else {
+                return Ok(());
+            };
+            let p: &mut UProbe = prog.try_into()?;
+            p.load()?;
+            p.attach(func, libc, UProbeScope::AllProcesses).map(drop)
+        })(),
     };
     res.map_err(|e| describe(&e))
 }
@@ -226,6 +275,8 @@ pub struct Counters {
     pub conn_map_full: u64,
     pub drop_map_full: u64,
     pub malformed: u64,
+    /// DNS responses the kernel could not parse (bad, truncated or compressed question names).
+    pub dns_malformed: u64,
     /// Failures the kernel counted without an event (identical to one it sent in the same
     /// second), as collected so far from AGG.
     pub aggregated: u64,
@@ -264,6 +315,7 @@ impl CounterReader {
             conn_map_full: sum(counter::CONN_MAP_FULL),
             drop_map_full: sum(counter::DROP_MAP_FULL),
             malformed: sum(counter::MALFORMED),
+            dns_malformed: sum(counter::DNS_MALFORMED),
             aggregated: 0,
             skipped_runs: self.skipped_runs(),
         }

@@ -7,4 +7,5 @@ pub mod kallsyms;
 pub mod libs;
 pub mod loader;
 pub mod plan;
+pub mod targets;
 pub mod tracefs;

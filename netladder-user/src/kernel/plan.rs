@@ -17,6 +17,11 @@ pub enum Attach {
         symbol: &'static str,
         ret: bool,
     },
+    /// cgroup_skb on the cgroup v2 root (every socket of every cgroup below it); `true` = ingress.
+    CgroupSkb { ingress: bool },
+    /// uprobe (`ret` false) or uretprobe on a function of the system's C library (every process
+    /// that maps that file).
+    LibcProbe { func: &'static str, ret: bool },
 }
 
 impl Attach {
@@ -29,6 +34,10 @@ impl Attach {
                 "{}/{lib}:{symbol}",
                 if *ret { "uretprobe" } else { "uprobe" }
             ),
+            Attach::CgroupSkb { ingress: true } => "cgroup_skb/ingress (cgroup2 root)".into(),
+            Attach::CgroupSkb { ingress: false } => "cgroup_skb/egress (cgroup2 root)".into(),
+            Attach::LibcProbe { func, ret: false } => format!("uprobe/libc:{func}"),
+            Attach::LibcProbe { func, ret: true } => format!("uretprobe/libc:{func}"),
         }
     }
 }
@@ -375,6 +384,45 @@ pub const HOOKS: &[Hook] = &[
         optional: false,
         needs: CURL_NEEDS,
         without: CURL_WITHOUT,
+    },
+    // --- DNS (#024): packets and glibc's resolver ---
+    Hook {
+        program: "dns_ingress",
+        attach: Attach::CgroupSkb { ingress: true },
+        core: false,
+        optional: false,
+        needs: "cgroup_skb (4.10+) and a cgroup v2 mount",
+        without: "DNS error answers (NXDOMAIN, SERVFAIL, REFUSED) seen in the packets",
+    },
+    Hook {
+        program: "dns_egress",
+        attach: Attach::CgroupSkb { ingress: false },
+        core: false,
+        optional: false,
+        needs: "cgroup_skb with bpf_get_current_pid_tgid (refused by Debian 5.10 and 6.1), a cgroup v2 mount",
+        without: "the process that asked a failed DNS question, and the questions a failing getaddrinfo sent",
+    },
+    Hook {
+        program: "getaddrinfo_enter",
+        attach: Attach::LibcProbe {
+            func: "getaddrinfo",
+            ret: false,
+        },
+        core: false,
+        optional: false,
+        needs: "uprobes, glibc's libc.so.6 (programs using another libc file are not seen)",
+        without: "getaddrinfo results: lookups failing before any packet, /etc/hosts answers",
+    },
+    Hook {
+        program: "getaddrinfo_exit",
+        attach: Attach::LibcProbe {
+            func: "getaddrinfo",
+            ret: true,
+        },
+        core: false,
+        optional: false,
+        needs: "uretprobes, glibc's libc.so.6 (programs using another libc file are not seen)",
+        without: "getaddrinfo results: lookups failing before any packet, /etc/hosts answers",
     },
 ];
 

@@ -88,10 +88,14 @@ pub(super) static RUNGS: &[Rung] = &[
             "a stale or wrong entry in /etc/hosts, or an unexpected nsswitch order",
             "the wrong search domain in /etc/resolv.conf",
         ],
-        detection: "Not seen by `watch`, which follows TCP connections. `diagnose` resolves the \
-                    name through the system resolver (getaddrinfo, as programs do), asks every \
-                    nameserver of /etc/resolv.conf directly for A and AAAA records, compares the \
-                    answers, and says when /etc/hosts answered instead of DNS.",
+        detection: "`watch` parses DNS responses (UDP and TCP, port 53) as sockets receive them \
+                    (cgroup_skb): an error RCODE names the question, the nameserver and the process \
+                    that asked. glibc's getaddrinfo is traced (uprobes): its EAI_* result joins the \
+                    answers of the same call into one event, and a call that sent questions without \
+                    an answer, or none at all, points at the network below. A connection to an \
+                    address getaddrinfo took from /etc/hosts carries that name. `diagnose` resolves \
+                    the name as programs do, asks every nameserver of /etc/resolv.conf directly, \
+                    compares the answers, and says when /etc/hosts answered instead of DNS.",
     },
     Rung {
         code: 25,

@@ -27,6 +27,11 @@ pub struct StepCtx {
     /// The command that lists the firewall chain holding the rule that dropped the
     /// connection, with a comment naming the rule, once netladder has named it.
     pub rule_chain: Option<String>,
+    /// #024: the nameservers of the failing process's own /etc/resolv.conf.
+    pub nameservers: Vec<IpAddr>,
+    /// A connection failure whose address the process got from getaddrinfo for this name:
+    /// the name's resolution is worth a look (a stale /etc/hosts entry).
+    pub resolved_name: Option<String>,
 }
 
 /// The next diagnostic commands for a failure with `code` (21..=30) and the classifier's
@@ -37,7 +42,7 @@ pub fn next_steps(code: u16, cause: &str, ctx: &StepCtx) -> Vec<String> {
         21 => refused(&mut s, cause),
         22 => no_route(&mut s, cause),
         23 => timed_out(&mut s, cause),
-        24 => dns(&mut s),
+        24 => dns(&mut s, cause),
         25 => tls(&mut s),
         26 => net_unreachable(&mut s),
         27 => addr_in_use(&mut s),
@@ -45,6 +50,14 @@ pub fn next_steps(code: u16, cause: &str, ctx: &StepCtx) -> Vec<String> {
         29 => arp_failed(&mut s),
         30 => ssh_publickey(&mut s, cause),
         _ => return Vec::new(),
+    }
+    if code != 24 {
+        if let Some(name) = ctx.resolved_name.as_deref().map(sh_quote) {
+            s.host(format!(
+                "grep -n {name} /etc/hosts  # the address came from getaddrinfo for {name}: a stale static entry?"
+            ));
+            s.here(format!("dig {name}  # what DNS says about it now"));
+        }
     }
     s.finish()
 }
@@ -138,19 +151,44 @@ fn timed_out(s: &mut Steps, cause: &str) {
     }
 }
 
-fn dns(s: &mut Steps) {
+fn dns(s: &mut Steps, cause: &str) {
     let name = s.host_name();
     s.here(format!(
         "getent ahosts {name}  # the answer through nsswitch, /etc/hosts included"
     ));
-    match s.ctx.dst {
-        Some(server) => s.here(format!(
-            "dig @{} {name}  # ask that nameserver directly",
-            canonical_ip(server.ip())
-        )),
-        None => s.here(format!("dig {name}  # ask DNS only, bypassing /etc/hosts")),
+    // A direct question to the server that answered, then to every nameserver the process
+    // has (its own resolv.conf), each bypassing /etc/hosts and the local cache.
+    let mut servers: Vec<IpAddr> = s
+        .ctx
+        .dst
+        .map(|d| canonical_ip(d.ip()))
+        .into_iter()
+        .collect();
+    for ns in &s.ctx.nameservers {
+        if !servers.contains(ns) {
+            servers.push(*ns);
+        }
     }
-    s.host("cat /etc/resolv.conf  # nameservers and search domains");
+    if servers.is_empty() {
+        s.here(format!("dig {name}  # ask DNS only, bypassing /etc/hosts"));
+    }
+    for server in servers.iter().take(4) {
+        s.here(format!(
+            "dig @{server} {name}  # ask nameserver {server} directly"
+        ));
+    }
+    if matches!(cause, "no_answer" | "no_nameserver") {
+        let server = servers
+            .first()
+            .map_or("NAMESERVER".into(), IpAddr::to_string);
+        s.here(format!(
+            "ip route get {server}  # is there a route to the nameserver?"
+        ));
+        s.here(format!(
+            "tcpdump -ni any 'port 53 and host {server}'  # do the questions leave, does anything come back?"
+        ));
+    }
+    s.host("cat /etc/resolv.conf  # nameservers and search domains (the process's: /proc/PID/root/etc/resolv.conf)");
     s.host("resolvectl status  # when systemd-resolved is in use");
     s.host(format!(
         "grep -n {name} /etc/hosts  # a stale static entry?"
@@ -563,6 +601,17 @@ mod tests {
         );
         c.host_name = Some("a b;rm".into());
         assert!(joined(24, "", &c).contains("getent ahosts 'a b;rm'"));
+        c.host_name = Some("db.internal".into());
+        c.nameservers = vec!["10.0.0.53".parse().unwrap(), "fd00::53".parse().unwrap()];
+        let each = joined(24, "no_answer", &c);
+        assert!(each.contains("dig @fd00::53 db.internal"), "{each}");
+        assert_eq!(each.matches("dig @10.0.0.53").count(), 1, "{each}");
+        assert!(each.contains("ip route get 10.0.0.53"), "{each}");
+        let stale = StepCtx {
+            resolved_name: Some("db.internal".into()),
+            ..ctx("10.9.9.9:5432")
+        };
+        assert!(joined(23, "no_reply", &stale).contains("grep -n db.internal /etc/hosts"));
         let tls = joined(25, "", &ctx("[::1]:8443"));
         assert!(tls.contains("-connect [::1]:8443 -servername NAME"));
         let ssh = joined(30, "", &ctx("10.0.0.2:2222"));

@@ -39,15 +39,11 @@ pub fn failure_json(f: &Failure, next: &[String], at: SystemTime) -> Value {
         "evidence": f.evidence,
         "next": next,
         "count": f.count,
+        "name": f.host_name,
     });
-    if let Some(obj) = value.as_object_mut() {
-        // #030: the ssh target's host (as the client named it) and the account.
-        if let Some(h) = &f.host_name {
-            obj.insert("host".into(), json!(h));
-        }
-        if let Some(u) = &f.user {
-            obj.insert("user".into(), json!(u));
-        }
+    // #030: the account ssh logs in as.
+    if let (Some(u), Some(obj)) = (&f.user, value.as_object_mut()) {
+        obj.insert("user".into(), json!(u));
     }
     if let (Some(r), Some(obj)) = (&f.firewall_rule, value.as_object_mut()) {
         obj.insert(
@@ -213,6 +209,7 @@ pub fn stats_json(
         "conn_map_full": c.conn_map_full,
         "drop_map_full": c.drop_map_full,
         "malformed": c.malformed,
+        "dns_malformed": c.dns_malformed,
         "unwritten": unwritten,
     })
 }
@@ -225,6 +222,10 @@ pub fn stats_line(c: &Counters, unclassified: u64, reported: u64, unwritten: u64
     let skipped = match c.skipped_runs {
         0 => String::new(),
         n => format!(", {n} program runs skipped by the kernel (nested in another BPF program)"),
+    };
+    let slow = match c.dns_malformed {
+        0 => slow,
+        n => format!(", {n} DNS responses malformed (not parsed){slow}"),
     };
     format!(
         "netladder: {} kernel events, {} more counted in the kernel as repeats, {} lost (ring buffer full), \

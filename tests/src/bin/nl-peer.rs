@@ -27,6 +27,14 @@
 //!     (rate = attempts/s; user/sys = the CPU seconds this process used, kernel work included).
 //!     Meant for a closed port on loopback (`cargo xtask bench`).
 //! ```
+//! nl-peer dns-serve ADDR MODE
+//!     a tiny UDP DNS responder for the DNS scenarios, print `ready ADDR` and answer every
+//!     question until killed. MODE: `servfail` (the question copied back with RCODE 2),
+//!     `nxcompressed` (NXDOMAIN with an SOA in the authority section whose names use
+//!     compression pointers), `malformed` (the N-th question gets the N-th of the broken
+//!     answers below, in a cycle: a header announcing a question that is not there, a question
+//!     name that points at itself, a label running past the end, a reserved label type, five
+//!     bytes, two questions; each with RCODE NXDOMAIN).
 //! Usage errors exit 2. ADDR is `IPv4:port` or `[IPv6]:port`.
 
 use std::ffi::CString;
@@ -86,7 +94,8 @@ fn main() -> ExitCode {
         Some("connect") => parse_connect(&args[1..]).map(run_connect),
         Some("udp-send") => parse_udp(&args[1..]).map(run_udp_send),
         Some("storm") => parse_storm(&args[1..]).map(run_storm),
-        _ => Err("expected a command: listen | connect | udp-send | storm".to_string()),
+        Some("dns-serve") => parse_dns(&args[1..]).map(|(a, m)| run_dns_serve(a, &m)),
+        _ => Err("expected a command: listen | connect | udp-send | storm | dns-serve".to_string()),
     };
     result.unwrap_or_else(|msg| {
         eprintln!("nl-peer: {msg}");
@@ -611,5 +620,96 @@ fn errno_name(errno: i32) -> &'static str {
         libc::EPROTO => "EPROTO",
         libc::EMSGSIZE => "EMSGSIZE",
         _ => "UNKNOWN",
+    }
+}
+
+fn parse_dns(args: &[String]) -> Result<(SocketAddr, String), String> {
+    let (addr, mut rest) = split_addr(args)?;
+    let mode = rest.next().ok_or("dns-serve: missing MODE")?;
+    if !["servfail", "nxcompressed", "malformed"].contains(&mode.as_str()) {
+        return Err(format!("dns-serve: unknown mode {mode:?}"));
+    }
+    match rest.next() {
+        None => Ok((addr, mode.clone())),
+        Some(other) => Err(format!("dns-serve: unknown option {other:?}")),
+    }
+}
+
+/// The answer `mode` gives to `query` (the `n`-th one received); None ignores it.
+fn dns_answer(query: &[u8], mode: &str, n: usize) -> Option<Vec<u8>> {
+    if query.len() < 12 {
+        return None;
+    }
+    // The question: the name's labels, then type and class.
+    let mut end = 12;
+    while end < query.len() && query[end] != 0 {
+        end += 1 + usize::from(query[end]);
+    }
+    let question = query.get(12..end + 5)?;
+    let header = |flags_lo: u8, qd: u8, ns: u8| -> Vec<u8> {
+        vec![query[0], query[1], 0x81, flags_lo, 0, qd, 0, 0, 0, ns, 0, 0]
+    };
+    let mut r;
+    match mode {
+        "servfail" => {
+            r = header(0x82, 1, 0);
+            r.extend_from_slice(question);
+        }
+        "nxcompressed" => {
+            r = header(0x83, 1, 1);
+            r.extend_from_slice(question);
+            // SOA owned by the question's name (pointer to offset 12), class IN, TTL 60.
+            r.extend_from_slice(&[0xc0, 12, 0, 6, 0, 1, 0, 0, 0, 60]);
+            let mut rdata = vec![2, b'n', b's', 0xc0, 12, 4, b'h', b'o', b's', b't', 0xc0, 12];
+            rdata.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 60, 0, 0, 0, 60]);
+            rdata.extend_from_slice(&[0, 0, 0, 60, 0, 0, 0, 60]);
+            r.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
+            r.extend_from_slice(&rdata);
+        }
+        _ => {
+            r = header(0x83, 1, 0);
+            match n % 6 {
+                // A header that announces a question, and nothing after it.
+                0 => {}
+                // The question's name is a pointer to itself.
+                1 => r.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1]),
+                // A label longer than what follows.
+                2 => r.extend_from_slice(&[40, b'a', b'b', b'c']),
+                // A reserved label type (0x40).
+                3 => r.extend_from_slice(&[0x41, b'a', 0, 0, 1, 0, 1]),
+                // Five bytes.
+                4 => r.truncate(5),
+                // Two questions.
+                _ => {
+                    r[5] = 2;
+                    r.extend_from_slice(question);
+                    r.extend_from_slice(question);
+                }
+            }
+        }
+    }
+    Some(r)
+}
+
+fn run_dns_serve(addr: SocketAddr, mode: &str) -> ExitCode {
+    let sock = match UdpSocket::bind(addr) {
+        Ok(s) => s,
+        Err(err) => {
+            print_line(&error_line(err.raw_os_error().unwrap_or(0)));
+            return ExitCode::FAILURE;
+        }
+    };
+    let bound = sock.local_addr().map_or(addr, |a| a);
+    print_line(&format!("ready {bound}"));
+    let mut buf = [0u8; 1500];
+    let mut n = 0usize;
+    loop {
+        let Ok((len, from)) = sock.recv_from(&mut buf) else {
+            continue;
+        };
+        if let Some(answer) = dns_answer(&buf[..len], mode, n) {
+            let _ = sock.send_to(&answer, from);
+            n += 1;
+        }
     }
 }

@@ -46,6 +46,9 @@ const TOOLS: &[&str] = &[
     "ssh-keygen",
     // #025 watch scenarios: an OpenSSL 3 client (python3 is not carried: its cases skip).
     "curl",
+    // The #024 scenarios' DNS clients (python3 is too big for the initramfs: those skip).
+    "dig",
+    "getent",
 ];
 
 /// Programs sshd runs by absolute path on OpenSSH 9.8+ (one process per connection, one for
@@ -217,6 +220,9 @@ fn skeleton(root: &Path) -> Result<()> {
     fs::write(root.join("etc/group"), "root:x:0:\nnogroup:x:65534:\n")?;
     // A mount point for the DNS scenarios, which bind their own file over it.
     fs::write(root.join("etc/resolv.conf"), "")?;
+    // The same for /etc/hosts, and the usual lookup order (files, then DNS).
+    fs::write(root.join("etc/hosts"), "127.0.0.1 localhost\n")?;
+    fs::write(root.join("etc/nsswitch.conf"), "hosts: files dns\n")?;
     Ok(())
 }
 

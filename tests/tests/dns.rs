@@ -1,0 +1,643 @@
+//! #024 "name or service not known", seen by `netladder watch`: a real dnsmasq serving the
+//! nl.test zone in a server namespace, real clients (dig, getent, python's getaddrinfo) in a
+//! client namespace whose /etc/resolv.conf and /etc/hosts are files of the test bind-mounted in
+//! a private mount namespace (the machine's own files are never touched), and nl-peer's small
+//! DNS responder for SERVFAIL, compressed and malformed answers. Each scenario asserts the one
+//! failure it produced (or none), with its cause, server, name and process.
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use netladder_tests::*;
+use serde_json::Value;
+
+const SETTLE: Duration = Duration::from_millis(2500);
+
+/// Client 10.240.N.1, server 10.240.N.2, a dnsmasq on the server answering for nl.test
+/// (good.nl.test -> 10.240.N.2, other names of nl.test NXDOMAIN, names outside it REFUSED).
+struct Lab {
+    h: TwoHosts,
+    dir: TempDir,
+    _dns: Running,
+    server: String,
+}
+
+fn lab(tag: &str, n: u8) -> Lab {
+    let h = TwoHosts::new(
+        tag,
+        &[&format!("10.240.{n}.1/24"), &format!("fd00:240:{n}::1/64")],
+        &[&format!("10.240.{n}.2/24"), &format!("fd00:240:{n}::2/64")],
+    )
+    .expect("two namespaces");
+    let dir = TempDir::new(tag);
+    let server = format!("10.240.{n}.2");
+    let dns = dnsmasq(&h.server, &[&server, &format!("fd00:240:{n}::2")], &dir.0);
+    Lab {
+        h,
+        dir,
+        _dns: dns,
+        server,
+    }
+}
+
+impl Lab {
+    /// Writes resolv.conf and hosts files for the client's private mount namespace.
+    fn files(&self, resolv: &str, hosts: &str) -> (PathBuf, PathBuf) {
+        let r = self.dir.0.join("resolv.conf");
+        let h = self.dir.0.join("hosts");
+        std::fs::write(&r, resolv).unwrap();
+        std::fs::write(&h, hosts).unwrap();
+        (r, h)
+    }
+
+    /// Runs `argv` in the client namespace with `resolv` and `hosts` bound over /etc/resolv.conf
+    /// and /etc/hosts in a private mount namespace. Returns its output and pid.
+    fn run(&self, files: &(PathBuf, PathBuf), argv: &[&str]) -> (Output, u32) {
+        let child = self
+            .h
+            .client
+            .command("unshare")
+            .args(["-m", "--propagation", "private", "sh", "-c"])
+            .arg(
+                "mount --bind \"$1\" /etc/resolv.conf && mount --bind \"$2\" /etc/hosts || exit 99; \
+                 shift 2; exec \"$@\"",
+            )
+            .arg("sh")
+            .arg(&files.0)
+            .arg(&files.1)
+            .args(argv)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("unshare");
+        let pid = child.id();
+        let out = child.wait_with_output().unwrap();
+        assert_ne!(out.status.code(), Some(99), "bind mounts failed: {out:?}");
+        (out, pid)
+    }
+}
+
+/// dnsmasq on `listen`:53 in `ns`.
+fn dnsmasq(ns: &Netns, listen: &[&str], dir: &Path) -> Running {
+    let child = ns
+        .command("dnsmasq")
+        .args(listen.iter().map(|a| format!("--listen-address={a}")))
+        .args([
+            "--keep-in-foreground",
+            "--conf-file=/dev/null",
+            "--user=root",
+            "--group=root",
+            "--no-resolv",
+            "--no-hosts",
+            "--bind-interfaces",
+            "--port=53",
+            "--local=/nl.test/",
+            &format!("--address=/good.nl.test/{}", listen[0]),
+            &format!("--pid-file={}", dir.join("dnsmasq.pid").display()),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start dnsmasq (apt-get install dnsmasq-base)");
+    let child = Running(child);
+    wait_udp_53(ns);
+    child
+}
+
+fn wait_udp_53(ns: &Netns) {
+    let until = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < until {
+        if ns
+            .sh("ss -Hlun 'sport = :53'")
+            .is_ok_and(|o| !o.trim().is_empty())
+        {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("no DNS server listened within 10 s");
+}
+
+/// `nl-peer dns-serve ADDR MODE` in `ns`.
+fn responder(ns: &Netns, addr: &str, mode: &str) -> Running {
+    let mut child = ns
+        .command(peer_bin())
+        .args(["dns-serve", addr, mode])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("nl-peer dns-serve");
+    let mut line = String::new();
+    let _ = BufReader::new(child.stdout.take().unwrap()).read_line(&mut line);
+    assert!(line.starts_with("ready "), "nl-peer dns-serve: {line:?}");
+    Running(child)
+}
+
+/// A helper process, killed and reaped on drop (also when a test panics).
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A fresh temporary directory, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        let p = std::env::temp_dir().join(format!("nltest-{}-{tag}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Whether `tool` is installed (the VM initramfs carries only some clients).
+fn have(tool: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Whether the DNS programs attached in this watch; prints NL-SKIP and returns false otherwise.
+fn dns_hooks(w: &Watch, programs: &[&str]) -> bool {
+    // The hooks line goes through netladder's writer thread: it may come just after "ready".
+    let until = Instant::now() + Duration::from_secs(10);
+    while !w.events().iter().any(|e| e["type"] == "hooks") && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for p in programs {
+        if !hook_attached(w, p) {
+            let status: Vec<String> = w
+                .events()
+                .iter()
+                .filter(|e| e["type"] == "hooks")
+                .flat_map(|e| e["hooks"].as_array().cloned().unwrap_or_default())
+                .filter(|h| h["program"] == *p)
+                .map(|h| h.to_string())
+                .collect();
+            skip(&format!("{p} did not attach on this kernel: {status:?}"));
+            return false;
+        }
+    }
+    true
+}
+
+fn is_dns(ev: &Value, name: &str) -> bool {
+    ev["code"] == "024" && ev["name"] == name
+}
+
+fn check(ev: &Value, cause: &str, dst: &str, pid: u32) {
+    assert_eq!(
+        (
+            ev["code"].as_str(),
+            ev["cause"].as_str(),
+            ev["dst"].as_str()
+        ),
+        (Some("024"), Some(cause), Some(dst)),
+        "{ev:#}"
+    );
+    assert_eq!(ev["pid"].as_u64(), Some(u64::from(pid)), "{ev:#}");
+    assert!(!ev["next"].as_array().unwrap().is_empty(), "{ev:#}");
+}
+
+fn dig(l: &Lab, files: &(PathBuf, PathBuf), server: &str, name: &str) -> (Output, u32) {
+    l.run(
+        files,
+        &["dig", &format!("@{server}"), name, "+tries=1", "+time=2"],
+    )
+}
+
+#[test]
+fn nxdomain_from_dig_is_one_024_and_a_good_name_is_none() {
+    let Some(_one) = root_serial() else {
+        return;
+    };
+    if !have("dig") {
+        return skip("dig is not installed (apt-get install bind9-dnsutils)");
+    }
+    let l = lab("dns-nx", 40);
+    let files = l.files(&format!("nameserver {}\n", l.server), "");
+    let w = watch_netns(&l.h.client);
+    if !dns_hooks(&w, &["dns_ingress", "dns_egress"]) {
+        return;
+    }
+    let (out, _) = dig(&l, &files, &l.server, "good.nl.test");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("NOERROR"));
+    let (out, pid) = dig(&l, &files, &l.server, "missing.nl.test");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("NXDOMAIN"));
+    let ev = expect_single_failure(&w, |e| is_dns(e, "missing.nl.test"), SETTLE).unwrap();
+    check(&ev, "nxdomain", &format!("{}:53", l.server), pid);
+    assert_eq!(ev["layer"], "dns", "{ev:#}");
+    summary_has(
+        &ev,
+        "missing.nl.test does not exist: NXDOMAIN from 10.240.40.2",
+    );
+    assert!(
+        evidence_has(
+            &ev,
+            "NXDOMAIN for missing.nl.test A from 10.240.40.2:53 over UDP"
+        ),
+        "{ev:#}"
+    );
+    let next = ev["next"].to_string();
+    assert!(next.contains("dig @10.240.40.2 missing.nl.test"), "{ev:#}");
+    let (events, _) = w.stop().unwrap();
+    let failures: Vec<&Value> = events.iter().filter(|e| e["type"] == "failure").collect();
+    assert_eq!(
+        failures.len(),
+        1,
+        "the good name is no failure: {failures:#?}"
+    );
+}
+
+#[test]
+fn nxdomain_over_tcp_and_ipv6_is_seen_too() {
+    let Some(_one) = root_serial() else {
+        return;
+    };
+    if !have("dig") {
+        return skip("dig is not installed (apt-get install bind9-dnsutils)");
+    }
+    let l = lab("dns-tcp6", 47);
+    let files = l.files("nameserver fd00:240:47::2\n", "");
+    let w = watch_netns(&l.h.client);
+    if !dns_hooks(&w, &["dns_ingress", "dns_egress"]) {
+        return;
+    }
+    let (out, pid) = l.run(
+        &files,
+        &[
+            "dig",
+            "@fd00:240:47::2",
+            "tcp6.nl.test",
+            "+tcp",
+            "+tries=1",
+            "+time=2",
+        ],
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("NXDOMAIN"),
+        "{out:?}"
+    );
+    let ev = expect_single_failure(&w, |e| is_dns(e, "tcp6.nl.test"), SETTLE).unwrap();
+    check(&ev, "nxdomain", "[fd00:240:47::2]:53", pid);
+    assert!(
+        evidence_has(&ev, "from [fd00:240:47::2]:53 over TCP"),
+        "{ev:#}"
+    );
+    let (out, pid) = l.run(
+        &files,
+        &[
+            "dig",
+            "@10.240.47.2",
+            "tcp4.nl.test",
+            "+tcp",
+            "+tries=1",
+            "+time=2",
+        ],
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("NXDOMAIN"),
+        "{out:?}"
+    );
+    let ev = expect_single_failure(&w, |e| is_dns(e, "tcp4.nl.test"), SETTLE).unwrap();
+    check(&ev, "nxdomain", "10.240.47.2:53", pid);
+    assert!(evidence_has(&ev, "over TCP"), "{ev:#}");
+    w.stop().unwrap();
+}
+
+#[test]
+fn a_refusing_nameserver_is_024_refused() {
+    let Some(_one) = root_serial() else {
+        return;
+    };
+    if !have("dig") {
+        return skip("dig is not installed (apt-get install bind9-dnsutils)");
+    }
+    let l = lab("dns-ref", 41);
+    let files = l.files(&format!("nameserver {}\n", l.server), "");
+    let w = watch_netns(&l.h.client);
+    if !dns_hooks(&w, &["dns_ingress", "dns_egress"]) {
+        return;
+    }
+    // dnsmasq has no upstream for names outside nl.test: it refuses them.
+    let (out, pid) = dig(&l, &files, &l.server, "www.outside.test");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("REFUSED"));
+    let ev = expect_single_failure(&w, |e| is_dns(e, "www.outside.test"), SETTLE).unwrap();
+    check(&ev, "refused", "10.240.41.2:53", pid);
+    summary_has(&ev, "refused to resolve www.outside.test (REFUSED)");
+    w.stop().unwrap();
+}
+
+#[test]
+fn servfail_and_compressed_answers_name_the_question_exactly() {
+    let Some(_one) = root_serial() else {
+        return;
+    };
+    if !have("dig") {
+        return skip("dig is not installed (apt-get install bind9-dnsutils)");
+    }
+    let l = lab("dns-sf", 42);
+    let off_port = responder(&l.h.server, "10.240.42.2:5300", "servfail");
+    let files = l.files("nameserver 10.240.42.2\n", "");
+    let w = watch_netns(&l.h.client);
+    if !dns_hooks(&w, &["dns_ingress", "dns_egress"]) {
+        return;
+    }
+    // Port 5300 is no DNS port to netladder: nothing. The same answer from port 53 counts.
+    let (out, _) = l.run(
+        &files,
+        &[
+            "dig",
+            "@10.240.42.2",
+            "-p",
+            "5300",
+            "db.broken.test",
+            "+tries=1",
+            "+time=2",
+        ],
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("SERVFAIL"),
+        "{out:?}"
+    );
+    drop(off_port);
+    // A second responder on :53 of another address: SERVFAIL, then compressed NXDOMAIN.
+    l.h.server
+        .ip(&["addr", "add", "10.240.42.3/32", "dev", "lo"])
+        .unwrap();
+    let fail = responder(&l.h.server, "10.240.42.3:53", "servfail");
+    let (_, pid) = dig(&l, &files, "10.240.42.3", "db.broken.test");
+    let ev = expect_single_failure(&w, |e| is_dns(e, "db.broken.test"), SETTLE).unwrap();
+    check(&ev, "servfail", "10.240.42.3:53", pid);
+    summary_has(&ev, "failed to resolve db.broken.test (SERVFAIL)");
+    drop(fail);
+    let _nx = responder(&l.h.server, "10.240.42.3:53", "nxcompressed");
+    let (out, pid) = dig(&l, &files, "10.240.42.3", "deep.label.nl.test");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("NXDOMAIN"),
+        "{out:?}"
+    );
+    let ev = expect_single_failure(&w, |e| is_dns(e, "deep.label.nl.test"), SETTLE).unwrap();
+    check(&ev, "nxdomain", "10.240.42.3:53", pid);
+    let (events, _) = w.stop().unwrap();
+    let n = events
+        .iter()
+        .filter(|e| e["type"] == "failure" && e["code"] == "024")
+        .count();
+    assert_eq!(n, 2, "nothing for port 5300: {events:#?}");
+}
+
+#[test]
+fn malformed_answers_are_counted_never_reported() {
+    let Some(_one) = root_serial() else {
+        return;
+    };
+    if !have("dig") {
+        return skip("dig is not installed (apt-get install bind9-dnsutils)");
+    }
+    let l = lab("dns-bad", 43);
+    l.h.server
+        .ip(&["addr", "add", "10.240.43.3/32", "dev", "lo"])
+        .unwrap();
+    let _bad = responder(&l.h.server, "10.240.43.3:53", "malformed");
+    let files = l.files("nameserver 10.240.43.3\n", "");
+    let w = watch_netns(&l.h.client);
+    if !dns_hooks(&w, &["dns_ingress", "dns_egress"]) {
+        return;
+    }
+    // Six questions, six broken answers (dig gives up on each after one second).
+    for i in 0..6 {
+        let _ = l.run(
+            &files,
+            &[
+                "dig",
+                "@10.240.43.3",
+                &format!("q{i}.nl.test"),
+                "+tries=1",
+                "+time=1",
+            ],
+        );
+    }
+    std::thread::sleep(SETTLE);
+    let (events, _) = w.stop().unwrap();
+    let failures: Vec<&Value> = events.iter().filter(|e| e["type"] == "failure").collect();
+    assert!(
+        failures.is_empty(),
+        "no failure from broken answers: {failures:#?}"
+    );
+    let stats = events
+        .iter()
+        .rev()
+        .find(|e| e["type"] == "stats" && e["final"] == true)
+        .expect("final stats");
+    assert_eq!(stats["dns_malformed"], 6, "{stats:#}");
+    assert_eq!(stats["unclassified"], 0, "{stats:#}");
+}
+
+/// Python's socket.getaddrinfo for `name`; prints the EAI code, or connects to the first
+/// address's `port` and prints the errno; then waits `hold` seconds (so netladder can read
+/// the process's files).
+fn python(l: &Lab, files: &(PathBuf, PathBuf), name: &str, port: u16, hold: f32) -> (Output, u32) {
+    let script = format!(
+        "import socket,time\n\
+         try:\n    ai = socket.getaddrinfo('{name}', {port}, type=socket.SOCK_STREAM)\n\
+         except socket.gaierror as e:\n    print('gaierror', e.errno); time.sleep({hold}); raise SystemExit(0)\n\
+         s = socket.socket(ai[0][0], socket.SOCK_STREAM)\n\
+         try:\n    s.connect(ai[0][4]); print('connected')\n\
+         except OSError as e:\n    print('connect', e.errno)\n\
+         time.sleep({hold})\n"
+    );
+    l.run(files, &["python3", "-c", &script])
+}
+
+fn have_python() -> bool {
+    if have("python3") {
+        return true;
+    }
+    skip("python3 is not installed here (the VM initramfs does not carry it)");
+    false
+}
+
+#[test]
+fn getaddrinfo_nxdomain_for_both_families_is_one_failure() {
+    let Some(_one) = root_serial() else {
+        return;
+    };
+    if !have_python() {
+        return;
+    }
+    let l = lab("dns-gai", 44);
+    let files = l.files("nameserver 10.240.44.2\n", "127.0.0.1 localhost\n");
+    let w = watch_netns(&l.h.client);
+    if !dns_hooks(
+        &w,
+        &[
+            "dns_ingress",
+            "dns_egress",
+            "getaddrinfo_enter",
+            "getaddrinfo_exit",
+        ],
+    ) {
+        return;
+    }
+    let (out, pid) = python(&l, &files, "missing.nl.test", 80, 1.0);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("gaierror -2"),
+        "{out:?}"
+    );
+    let ev = expect_single_failure(&w, |e| is_dns(e, "missing.nl.test"), SETTLE).unwrap();
+    check(&ev, "nxdomain", "10.240.44.2:53", pid);
+    summary_has(&ev, "EAI_NONAME");
+    // A and AAAA answers, and the call's own record, in one event.
+    assert!(
+        evidence_has(&ev, "NXDOMAIN for missing.nl.test A "),
+        "{ev:#}"
+    );
+    assert!(
+        evidence_has(&ev, "NXDOMAIN for missing.nl.test AAAA "),
+        "{ev:#}"
+    );
+    assert!(
+        evidence_has(&ev, "getaddrinfo(\"missing.nl.test\") returned EAI_NONAME"),
+        "{ev:#}"
+    );
+    assert!(evidence_has(&ev, "/etc/resolv.conf of pid"), "{ev:#}");
+
+    // getent ahosts goes through getaddrinfo too; getent hosts (gethostbyname2) is seen in
+    // the packets only.
+    let (_, pid) = l.run(&files, &["getent", "ahosts", "gone.nl.test"]);
+    let ev = expect_single_failure(&w, |e| is_dns(e, "gone.nl.test"), SETTLE).unwrap();
+    check(&ev, "nxdomain", "10.240.44.2:53", pid);
+    summary_has(&ev, "EAI_NONAME");
+    let (_, pid) = l.run(&files, &["getent", "hosts", "absent.nl.test"]);
+    let ev = expect_single_failure(&w, |e| is_dns(e, "absent.nl.test"), SETTLE).unwrap();
+    check(&ev, "nxdomain", "10.240.44.2:53", pid);
+
+    // A name that exists: no failure.
+    let (out, _) = python(&l, &files, "good.nl.test", 9, 0.0);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("connect"),
+        "{out:?}"
+    );
+    std::thread::sleep(SETTLE);
+    assert!(!w
+        .failures()
+        .iter()
+        .any(|e| e["code"] == "024" && e["name"] == "good.nl.test"));
+    w.stop().unwrap();
+}
+
+#[test]
+fn no_answer_from_the_nameserver_is_024_pointing_lower() {
+    let Some(_one) = root_serial() else {
+        return;
+    };
+    if !have_python() {
+        return;
+    }
+    let l = lab("dns-noans", 45);
+    // Nobody has 10.240.45.9: the questions leave and nothing answers.
+    let files = l.files(
+        "nameserver 10.240.45.9\noptions timeout:1 attempts:1\n",
+        "127.0.0.1 localhost\n",
+    );
+    let w = watch_netns(&l.h.client);
+    if !dns_hooks(&w, &["dns_egress", "getaddrinfo_enter", "getaddrinfo_exit"]) {
+        return;
+    }
+    let (out, pid) = python(&l, &files, "any.nl.test", 80, 1.0);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("gaierror -3"),
+        "{out:?}"
+    );
+    let ev = expect_single_failure(&w, |e| is_dns(e, "any.nl.test"), SETTLE).unwrap();
+    check(&ev, "no_answer", "10.240.45.9:53", pid);
+    summary_has(&ev, "no nameserver answered");
+    assert!(
+        matches!(ev["layer"].as_str(), Some("dns" | "link")),
+        "{ev:#}"
+    );
+    assert!(evidence_has(&ev, "returned EAI_AGAIN"), "{ev:#}");
+    assert!(
+        ev["next"].to_string().contains("ip route get 10.240.45.9"),
+        "{ev:#}"
+    );
+
+    // No route at all to the nameserver: not one question can leave.
+    let files = l.files("nameserver 10.99.45.9\noptions timeout:1 attempts:1\n", "");
+    let (out, pid) = python(&l, &files, "other.nl.test", 80, 1.0);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("gaierror -3"),
+        "{out:?}"
+    );
+    let ev = expect_single_failure(&w, |e| is_dns(e, "other.nl.test"), SETTLE).unwrap();
+    check(&ev, "no_nameserver", "10.99.45.9:53", pid);
+    assert_eq!(ev["layer"], "route", "{ev:#}");
+    assert!(
+        evidence_has(&ev, "toward the nameserver returned ENETUNREACH"),
+        "{ev:#}"
+    );
+    w.stop().unwrap();
+}
+
+#[test]
+fn a_stale_hosts_entry_is_named_in_the_connection_failure() {
+    let Some(_one) = root_serial() else {
+        return;
+    };
+    if !have_python() {
+        return;
+    }
+    let l = lab("dns-hosts", 46);
+    // db.nl.test is pinned to the server's address, where nothing listens on 5432.
+    let files = l.files(
+        "nameserver 10.240.46.2\n",
+        "127.0.0.1 localhost\n10.240.46.2 db.nl.test\n",
+    );
+    let w = watch_netns(&l.h.client);
+    if !dns_hooks(&w, &["getaddrinfo_enter", "getaddrinfo_exit"]) {
+        return;
+    }
+    let (out, pid) = python(&l, &files, "db.nl.test", 5432, 2.0);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("connect 111"),
+        "{out:?}"
+    );
+    let ev = expect_single_failure(&w, |e| e["dst"] == "10.240.46.2:5432", SETTLE).unwrap();
+    assert_eq!(ev["code"], "021", "{ev:#}");
+    assert_eq!(ev["pid"].as_u64(), Some(u64::from(pid)), "{ev:#}");
+    assert_eq!(ev["name"], "db.nl.test", "{ev:#}");
+    assert!(
+        evidence_has(&ev, "resolved db.nl.test to 10.240.46.2 with getaddrinfo")
+            && evidence_has(&ev, "without sending any DNS question"),
+        "{ev:#}"
+    );
+    assert!(evidence_has(&ev, "/etc/hosts of pid"), "{ev:#}");
+    summary_has(&ev, "came from /etc/hosts for db.nl.test");
+    assert!(
+        ev["next"]
+            .to_string()
+            .contains("grep -n db.nl.test /etc/hosts"),
+        "{ev:#}"
+    );
+    // No DNS failure: the lookup itself worked.
+    assert!(!w.failures().iter().any(|e| e["code"] == "024"));
+    w.stop().unwrap();
+}
