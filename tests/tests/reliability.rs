@@ -188,16 +188,26 @@ fn a_long_firewall_flood_is_survived_and_accounted_for() {
     let refused = storm["refused"].as_u64().unwrap();
     assert!(refused > 1000, "a flood: {storm}");
     let (events, _) = w.stop().unwrap();
-    let mut reported = 0;
+    let (mut reported, mut misread) = (0, 0);
     for e in events.iter().filter(|e| e["type"] == "failure") {
-        assert_eq!(e["dst"], "127.0.0.1:7", "{e:#}");
         assert_eq!(
-            (&e["code"], &e["cause"]),
-            (&"021".into(), &"firewall_reject_rst".into()),
+            (&e["dst"], &e["code"]),
+            (&"127.0.0.1:7".into(), &"021".into()),
             "{e:#}"
         );
-        reported += e["count"].as_u64().unwrap_or(1);
+        let n = e["count"].as_u64().unwrap_or(1);
+        reported += n;
+        if e["cause"] != "firewall_reject_rst" {
+            // The same residual as the storm's: a kfree_skb run the kernel skipped leaves the
+            // reset without its firewall drop, and it reads as the peer's.
+            println!("flood: {n} read as {}: {e}", e["cause"]);
+            misread += n;
+        }
     }
+    assert!(
+        misread * 1000 <= refused,
+        "at most 0.1% of the rejected connects read without their firewall drop: {misread} of {refused}"
+    );
     let stats = events
         .iter()
         .rev()
