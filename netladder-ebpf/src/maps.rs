@@ -41,6 +41,9 @@ pub static NOSOCK_LAST: PerCpuArray<NoSocketDrop> = PerCpuArray::with_max_entrie
 /// full, failures are sent one event each.
 #[map(name = "AGG")]
 pub static AGG: HashMap<AggKey, AggCount> = HashMap::with_max_entries(8192, 0);
+/// Where `emit_failure` builds its key (one per CPU).
+#[map(name = "AGG_SCRATCH")]
+static AGG_SCRATCH: PerCpuArray<AggKey> = PerCpuArray::with_max_entries(1, 0);
 /// The generation in use (0 or 1), written by userspace only.
 #[map(name = "AGG_GEN")]
 pub static AGG_GEN: Array<u32> = Array::with_max_entries(1, 0);
@@ -140,13 +143,36 @@ pub fn count(index: u32) {
 /// window, otherwise only counted in AGG (userspace reports the count as repeats of the event).
 #[inline(always)]
 pub fn emit_failure(event: &Event) {
+    // The key is built in a per-CPU slot, not on the stack: the state-change program already
+    // uses most of the 512 bytes, and 5.10 counts the memset helpers' frames on top of it.
+    let Some(key) = AGG_SCRATCH.get_ptr_mut(0) else {
+        emit(event);
+        return;
+    };
     let generation = match AGG_GEN.get(0) {
         Some(g) => *g as u8,
         None => 0,
     };
-    let key = AggKey::of(event, generation);
+    // Field by field, so no copy of the key is made on the stack first (same fields as
+    // `AggKey::of`, which userspace uses).
+    unsafe {
+        (*key).tgid = event.proc.pid;
+        (*key).kind = event.kind;
+        (*key).verdict = event.verdict;
+        (*key).err = event.err;
+        (*key).flags = event.flags;
+        (*key).netns = event.proc.netns;
+        (*key).drop_netns = event.drop_netns;
+        (*key).family = event.flow.family;
+        (*key).dport = event.flow.dport;
+        (*key).icmp_type = event.icmp_type;
+        (*key).icmp_code = event.icmp_code;
+        (*key).generation = generation;
+        (*key).daddr = event.flow.daddr;
+    }
+    let key = unsafe { &*key };
     let now = event.ts_ns;
-    match AGG.get_ptr_mut(&key) {
+    match AGG.get_ptr_mut(key) {
         Some(c) => unsafe {
             if now.wrapping_sub((*c).window_start) < AGG_WINDOW_NS {
                 add(&raw mut (*c).total, 1);
@@ -165,7 +191,7 @@ pub fn emit_failure(event: &Event) {
             };
             // Full, or another CPU inserted it first: this event is sent uncounted, which is
             // still exact (only counted-only failures are reported from AGG).
-            let _ = AGG.insert(&key, &first, BPF_NOEXIST as u64);
+            let _ = AGG.insert(key, &first, BPF_NOEXIST as u64);
         }
     }
     emit(event);
