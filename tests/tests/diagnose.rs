@@ -919,29 +919,7 @@ fn tls_not_yet_valid_untrusted_wrong_purpose_and_no_tls_are_025() {
         let ca = if trust {
             dir.0.join("ca.pem")
         } else {
-            // Trust only an unrelated CA: the result does not depend on the system's roots
-            // (the test VMs have none).
-            openssl(
-                &dir.0,
-                &[
-                    "req",
-                    "-x509",
-                    "-newkey",
-                    "ec",
-                    "-pkeyopt",
-                    "ec_paramgen_curve:prime256v1",
-                    "-nodes",
-                    "-keyout",
-                    "other.key",
-                    "-out",
-                    "other.pem",
-                    "-days",
-                    "30",
-                    "-subj",
-                    "/CN=unrelated CA",
-                ],
-            );
-            dir.0.join("other.pem")
+            unrelated_ca(&dir.0)
         };
         let args = ["--tls", "--ca", ca.to_str().unwrap(), target];
         let (status, r) = diagnose(&h.client, &args);
@@ -961,13 +939,44 @@ fn tls_not_yet_valid_untrusted_wrong_purpose_and_no_tls_are_025() {
     }
     // A server that speaks no TLS: it accepts and closes at once.
     let _plain = Peer::listen(Some(&h.server), "10.240.14.2:8444", &[]).unwrap();
-    let (status, r) = diagnose(&h.client, &["--tls", "10.240.14.2:8444"]);
+    let dir = TempDir::new("tls2-plain");
+    let ca = unrelated_ca(&dir.0);
+    let (status, r) = diagnose(
+        &h.client,
+        &["--tls", "--ca", ca.to_str().unwrap(), "10.240.14.2:8444"],
+    );
     let v = fails_at(status, &r, "application", "025");
     assert_eq!(v["cause"], "tls_handshake_failed", "{r:#}");
     summary_says(
         &v,
         "the TLS handshake with 10.240.14.2 failed before any certificate was checked",
     );
+}
+
+/// A CA that vouches for nothing the tests serve, for `--ca`: results then never depend on the
+/// system's roots (the test VMs have none, and without any root the verifier cannot be built).
+fn unrelated_ca(dir: &std::path::Path) -> std::path::PathBuf {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            "other.key",
+            "-out",
+            "other.pem",
+            "-days",
+            "30",
+            "-subj",
+            "/CN=unrelated CA",
+        ],
+    );
+    dir.join("other.pem")
 }
 
 #[test]

@@ -167,6 +167,13 @@ fn a_long_firewall_flood_is_survived_and_accounted_for() {
     .expect("the reject rule");
     let w = watch_netns(&ns);
     let pid = w.pid();
+    // Without drop reasons (5.10) the firewall's reset cannot be told from a peer's: netladder
+    // reads it as the peer's and says it is degraded (see scenarios.rs).
+    let expected = if hook_attached(&w, "kfree_skb") {
+        "firewall_reject_rst"
+    } else {
+        "peer_reset"
+    };
     let mut storm = ns
         .command(peer_bin())
         .args(["storm", "127.0.0.1:7", "--duration", &secs.to_string()])
@@ -197,7 +204,7 @@ fn a_long_firewall_flood_is_survived_and_accounted_for() {
         );
         let n = e["count"].as_u64().unwrap_or(1);
         reported += n;
-        if e["cause"] != "firewall_reject_rst" {
+        if e["cause"] != expected {
             // The same residual as the storm's: a kfree_skb run the kernel skipped leaves the
             // reset without its firewall drop, and it reads as the peer's.
             println!("flood: {n} read as {}: {e}", e["cause"]);
