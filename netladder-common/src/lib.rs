@@ -504,6 +504,9 @@ pub mod dns {
     pub const ANSWER_NO_QUESTION: u64 = 1 << 35;
     /// The TC bit: the UDP answer was truncated (the resolver retries over TCP).
     pub const ANSWER_TRUNCATED: u64 = 1 << 36;
+    /// The process is the last one that connect()ed to this nameserver, not the socket's
+    /// proven owner (kernels without `dns_egress`).
+    pub const ANSWER_ASKER_BY_SERVER: u64 = 1 << 37;
 }
 
 /// An ICMP error seen for a flow (client's view), until the connection closes.

@@ -24,7 +24,9 @@ use netladder_common::{counter, dns, kind, AppEvent, Flow, ProcInfo, AF_INET, AF
 
 use crate::{
     kernel::{current_netns, current_proc, is_self, other_netns},
-    maps::{count, reserve_app, submit_app, GaiCall, Sender, GAI_CALLS, SENDERS},
+    maps::{
+        count, reserve_app, submit_app, GaiCall, Sender, DNS_ASKERS, DNS_MODE, GAI_CALLS, SENDERS,
+    },
 };
 
 const IPPROTO_TCP: u8 = 6;
@@ -147,6 +149,34 @@ pub fn dns_egress(ctx: SkBuffContext) -> i32 {
     1
 }
 
+/// A connect() to port 53 succeeded (called from syscall.rs with its sockaddr): remember the
+/// process by the nameserver's address, for kernels where `dns_egress` cannot run. There it
+/// also counts as a question of the thread's getaddrinfo call in progress.
+#[inline(always)]
+pub fn connected(id: u64, flow: &Flow) {
+    if flow.dport != DNS_PORT || is_self() {
+        return;
+    }
+    let netns = current_netns();
+    if other_netns(netns) {
+        return;
+    }
+    let sender = Sender {
+        proc: current_proc(netns),
+        pid_tgid: id,
+    };
+    let _ = DNS_ASKERS.insert(&flow.daddr, &sender, 0);
+    if DNS_MODE.get(0).copied() == Some(1) {
+        if let Some(call) = GAI_CALLS.get_ptr_mut(&id) {
+            unsafe {
+                (*call).queries += 1;
+                (*call).server = flow.daddr;
+                (*call).server_family = flow.family;
+            }
+        }
+    }
+}
+
 #[inline(always)]
 fn cookie(ctx: &SkBuffContext) -> u64 {
     unsafe { bpf_get_socket_cookie(ctx.skb.skb.cast()) }
@@ -213,9 +243,16 @@ fn ingress(ctx: &SkBuffContext) {
     if flags & 0x8000 == 0 || (flags >> 11) & 0xf != 0 {
         return;
     }
+    let mut by_server = false;
     let sender: *const Sender = match unsafe { SENDERS.get(&cookie(ctx)) } {
         Some(s) => s,
-        None => core::ptr::null(),
+        None => match unsafe { DNS_ASKERS.get(&p.flow.daddr) } {
+            Some(s) => {
+                by_server = true;
+                s
+            }
+            None => core::ptr::null(),
+        },
     };
     let mut in_resolver = false;
     let mut netns = 0;
@@ -253,6 +290,9 @@ fn ingress(ctx: &SkBuffContext) {
     }
     if flags & 0x0200 != 0 {
         aux |= dns::ANSWER_TRUNCATED;
+    }
+    if by_server {
+        aux |= dns::ANSWER_ASKER_BY_SERVER;
     }
     let mut text_len = 0u32;
     if qdcount == 0 {

@@ -253,6 +253,17 @@ pub static SENDERS: LruHashMap<u64, Sender> = LruHashMap::with_max_entries(16384
 #[map(name = "GAI_CALLS")]
 pub static GAI_CALLS: LruHashMap<u64, GaiCall> = LruHashMap::with_max_entries(8192, 0);
 
+/// DNS without `dns_egress` (kernels that refuse the process helpers in cgroup_skb programs,
+/// such as 5.10 and 6.1): the last process that connect()ed to a nameserver, by the server's
+/// address (`syscall.rs` records it at connect()'s exit).
+#[map(name = "DNS_ASKERS")]
+pub static DNS_ASKERS: LruHashMap<[u8; 16], Sender> = LruHashMap::with_max_entries(1024, 0);
+
+/// Index 0: 1 when `dns_egress` is not attached (set by userspace after attaching), so a
+/// connect() to port 53 also counts as a question of a getaddrinfo call in progress.
+#[map(name = "DNS_MODE")]
+pub static DNS_MODE: Array<u32> = Array::with_max_entries(1, 0);
+
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct Sender {

@@ -218,11 +218,15 @@ fn exit(ctx: &TracePointContext, call: u32) {
             // reported from here.)
             if ret >= 0 || ignored_error(ret) {
                 // #025: the thread's last connect() destination, the peer of a TLS handshake
-                // it may start next (only while the TLS hooks are attached).
-                if crate::tls::watching() && (ret >= 0 || -ret == EINPROGRESS) {
+                // it may start next (only while the TLS hooks are attached); #024: who asks
+                // which nameserver (kernels without dns_egress).
+                if ret >= 0 || -ret == EINPROGRESS {
                     if let Some(p) = unsafe { CALL_ARGS.get(&id) } {
                         if let Some(addr) = read_sockaddr(p.uaddr).filter(|_| p.call == call) {
-                            let _ = crate::tls::TLS_PEER.insert(&id, &addr, 0);
+                            if crate::tls::watching() {
+                                let _ = crate::tls::TLS_PEER.insert(&id, &addr, 0);
+                            }
+                            crate::dns::connected(id, &sockaddr_flow(&addr));
                         }
                     }
                 }

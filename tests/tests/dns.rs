@@ -234,7 +234,7 @@ fn nxdomain_from_dig_is_one_024_and_a_good_name_is_none() {
     let l = lab("dns-nx", 40);
     let files = l.files(&format!("nameserver {}\n", l.server), "");
     let w = watch_netns(&l.h.client);
-    if !dns_hooks(&w, &["dns_ingress", "dns_egress"]) {
+    if !dns_hooks(&w, &["dns_ingress"]) {
         return;
     }
     let (out, _) = dig(&l, &files, &l.server, "good.nl.test");
@@ -277,7 +277,7 @@ fn nxdomain_over_tcp_and_ipv6_is_seen_too() {
     let l = lab("dns-tcp6", 47);
     let files = l.files("nameserver fd00:240:47::2\n", "");
     let w = watch_netns(&l.h.client);
-    if !dns_hooks(&w, &["dns_ingress", "dns_egress"]) {
+    if !dns_hooks(&w, &["dns_ingress"]) {
         return;
     }
     let (out, pid) = l.run(
@@ -333,7 +333,7 @@ fn a_refusing_nameserver_is_024_refused() {
     let l = lab("dns-ref", 41);
     let files = l.files(&format!("nameserver {}\n", l.server), "");
     let w = watch_netns(&l.h.client);
-    if !dns_hooks(&w, &["dns_ingress", "dns_egress"]) {
+    if !dns_hooks(&w, &["dns_ingress"]) {
         return;
     }
     // dnsmasq has no upstream for names outside nl.test: it refuses them.
@@ -357,7 +357,7 @@ fn servfail_and_compressed_answers_name_the_question_exactly() {
     let off_port = responder(&l.h.server, "10.240.42.2:5300", "servfail");
     let files = l.files("nameserver 10.240.42.2\n", "");
     let w = watch_netns(&l.h.client);
-    if !dns_hooks(&w, &["dns_ingress", "dns_egress"]) {
+    if !dns_hooks(&w, &["dns_ingress"]) {
         return;
     }
     // Port 5300 is no DNS port to netladder: nothing. The same answer from port 53 counts.
@@ -419,7 +419,7 @@ fn malformed_answers_are_counted_never_reported() {
     let _bad = responder(&l.h.server, "10.240.43.3:53", "malformed");
     let files = l.files("nameserver 10.240.43.3\n", "");
     let w = watch_netns(&l.h.client);
-    if !dns_hooks(&w, &["dns_ingress", "dns_egress"]) {
+    if !dns_hooks(&w, &["dns_ingress"]) {
         return;
     }
     // Six questions, six broken answers (dig gives up on each after one second).
@@ -488,12 +488,7 @@ fn getaddrinfo_nxdomain_for_both_families_is_one_failure() {
     let w = watch_netns(&l.h.client);
     if !dns_hooks(
         &w,
-        &[
-            "dns_ingress",
-            "dns_egress",
-            "getaddrinfo_enter",
-            "getaddrinfo_exit",
-        ],
+        &["dns_ingress", "getaddrinfo_enter", "getaddrinfo_exit"],
     ) {
         return;
     }
@@ -559,7 +554,7 @@ fn no_answer_from_the_nameserver_is_024_pointing_lower() {
         "127.0.0.1 localhost\n",
     );
     let w = watch_netns(&l.h.client);
-    if !dns_hooks(&w, &["dns_egress", "getaddrinfo_enter", "getaddrinfo_exit"]) {
+    if !dns_hooks(&w, &["getaddrinfo_enter", "getaddrinfo_exit"]) {
         return;
     }
     let (out, pid) = python(&l, &files, "any.nl.test", 80, 1.0);

@@ -68,6 +68,8 @@ struct Answer {
     qtype: u16,
     id: u16,
     tcp: bool,
+    /// The process is the last one that connected to this nameserver (no `dns_egress`).
+    by_server: bool,
     ts: u64,
 }
 
@@ -244,6 +246,7 @@ impl State {
             qtype: (aux & 0xffff) as u16,
             id: ((aux >> 16) & 0xffff) as u16,
             tcp: aux & wire::ANSWER_TCP != 0,
+            by_server: aux & wire::ANSWER_ASKER_BY_SERVER != 0,
             ts: obs.ts_ns,
         };
         let (pid, tid) = (obs.proc.pid, obs.proc.tid);
@@ -338,6 +341,13 @@ impl State {
                 if a.tcp { "TCP" } else { "UDP" },
                 a.client.map(|c| format!(" to {c}")).unwrap_or_default()
             ));
+        }
+        if p.answers.iter().any(|a| a.by_server) {
+            evidence.push(
+                "process: the last one that connected to this nameserver (this kernel does not \
+                 let netladder see who owns the socket that received the answer)"
+                    .into(),
+            );
         }
         let eai = r.map(|r| {
             format!(

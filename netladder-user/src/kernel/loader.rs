@@ -94,6 +94,17 @@ pub fn load(config: &Config, opts: &Options) -> Result<Loaded> {
         });
     }
 
+    // #024 without dns_egress: connect() to a nameserver stands in for the questions it sends.
+    let egress = outcomes
+        .iter()
+        .any(|o| o.hook.program == "dns_egress" && o.status == Status::Attached);
+    if !egress {
+        if let Some(map) = ebpf.map_mut("DNS_MODE") {
+            let mut mode: aya::maps::Array<_, u32> =
+                aya::maps::Array::try_from(map).context("map DNS_MODE")?;
+            mode.set(0, 1, 0).context("cannot set DNS_MODE")?;
+        }
+    }
     drop(btf);
     // Parsing the kernel's BTF and loading the object freed tens of MB: give them back to the
     // system instead of keeping them in the allocator for the whole run.

@@ -400,7 +400,7 @@ pub const HOOKS: &[Hook] = &[
         core: false,
         optional: false,
         needs: "cgroup_skb with bpf_get_current_pid_tgid (refused by Debian 5.10 and 6.1), a cgroup v2 mount",
-        without: "the process that asked a failed DNS question, and the questions a failing getaddrinfo sent",
+        without: "the proven owner of the socket that got a failed DNS answer: the process is then the last one that connected to that nameserver, and a getaddrinfo's questions are counted by its connects",
     },
     Hook {
         program: "getaddrinfo_enter",
