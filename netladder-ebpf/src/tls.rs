@@ -253,8 +253,10 @@ pub fn x509_param_set1_host(ctx: ProbeContext) -> u32 {
             if name == 0 || bpf_probe_read_user_str_bytes(name as *const u8, dst).is_err() {
                 dst[0] = 0;
             } else if len > 0 && (len as usize) < TLS_NAME_LEN {
-                // A length was given: the string need not end there.
-                dst[len as usize] = 0;
+                // A length was given: the string need not end there. (Masked as well: 5.10's
+                // verifier loses the bound of the compare above.)
+                let at = core::hint::black_box(len as usize) & (TLS_NAME_LEN - 1);
+                dst[at] = 0;
             }
         }
     }
