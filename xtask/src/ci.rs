@@ -7,17 +7,18 @@ use anyhow::Result;
 
 use crate::{build, fuzz, hosttest, package, setup, vm};
 
-/// Kernels CI boots, each twice (optional hooks on, and forced off). Measured under TCG with
-/// 37 scenario tests: 165-190 s per boot, so all four kernels take about 12 minutes with two
-/// machines at once, and the whole CI stays near half an hour on a fresh machine. Narrow this
-/// to "6.1,6.12" (about 6 minutes) if the suite outgrows that.
+/// Kernels CI boots, each twice (optional hooks on, and forced off). Measured under TCG on
+/// November 22 with 11 scenario binaries (about 100 tests, the DNS, TLS and ssh rungs
+/// included): 620-710 s per boot, so all four kernels take about 45 minutes with two machines at
+/// once, and the whole CI about an hour. Narrow this to "6.1,6.12" if the suite outgrows that.
 const CI_KERNELS: &str = "all";
 /// Virtual machines at once: CI has the machine to itself, and each TCG guest uses one core.
 const CI_JOBS: u16 = 2;
 /// Seconds of fuzzing per target in CI.
 const CI_FUZZ_SECS: u32 = 15;
-/// Bound on one boot (the whole scenario suite of one kernel and mode).
-const CI_BOOT_TIMEOUT_SECS: u64 = 900;
+/// Bound on one boot (the whole scenario suite of one kernel and mode): well above the 710 s
+/// measured, so a slower CI machine is not cut off.
+const CI_BOOT_TIMEOUT_SECS: u64 = 1200;
 
 struct Step {
     name: &'static str,
