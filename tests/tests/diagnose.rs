@@ -1,10 +1,11 @@
 //! Issue-7 scenarios: `netladder diagnose` run for real inside a throwaway client namespace,
 //! against failures built in throwaway namespaces (10.240.x.x addresses only), asserting the
 //! first failing rung, the ladder code and the exit status; and `netladder explain`.
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use netladder_tests::tls::{openssl, tls_server, Running, TempDir};
 use netladder_tests::*;
 use serde_json::Value;
 
@@ -433,34 +434,6 @@ fn dnsmasq_with(ns: &Netns, listen: &str, addr: &str, dir: &Path, extra: &[&str]
     panic!("dnsmasq did not listen within 10 s");
 }
 
-/// A helper process, killed and reaped on drop (also when a test panics).
-struct Running(std::process::Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A fresh temporary directory, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let p = std::env::temp_dir().join(format!("nltest-{}-{tag}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        TempDir(p)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// `netladder diagnose --json ARGS` in `ns`, with `resolv` bind-mounted over /etc/resolv.conf
 /// in a private mount namespace (the machine's own file is never touched).
 fn diagnose_with_resolv(ns: &Netns, resolv: &Path, args: &[&str]) -> (i32, Value) {
@@ -609,20 +582,6 @@ fn each_address_of_a_name_is_tried_and_the_verdict_names_them() {
     );
 }
 
-fn openssl(dir: &Path, args: &[&str]) {
-    let out: Output = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .output()
-        .expect("openssl");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// A test CA and a leaf certificate signed by it with `san` and `days` of validity.
 fn certs(dir: &Path, san: &str, days: &str) {
     certs_with(dir, san, Validity::Days(days))
@@ -736,33 +695,6 @@ fn certs_with(dir: &Path, san: &str, validity: Validity) {
     );
 }
 
-/// `openssl s_server` in `ns` on `addr:port` with the leaf certificate; waits until it listens.
-fn tls_server(ns: &Netns, dir: &Path, addr: &str, port: u16) -> Running {
-    let child = ns
-        .command("openssl")
-        .args(["s_server", "-quiet", "-accept"])
-        .arg(format!("{addr}:{port}"))
-        .args(["-cert", "leaf.pem", "-key", "leaf.key"])
-        .current_dir(dir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("openssl s_server");
-    let child = Running(child);
-    let until = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < until {
-        if ns
-            .sh(&format!("ss -Hltn 'sport = :{port}'"))
-            .is_ok_and(|o| !o.trim().is_empty())
-        {
-            return child;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("openssl s_server did not listen within 10 s");
-}
-
 #[test]
 fn tls_expired_and_wrong_name_are_025_and_a_good_certificate_passes() {
     let Some(_one) = root_serial() else {
@@ -793,7 +725,7 @@ fn tls_expired_and_wrong_name_are_025_and_a_good_certificate_passes() {
             // Valid for zero days: expired one second after it was made.
             std::thread::sleep(Duration::from_millis(1100));
         }
-        let server = tls_server(&h.server, &dir.0, "10.240.11.2", 8443);
+        let server = tls_server(&h.server, &dir.0, "10.240.11.2", 8443, &[]);
         let ca = dir.0.join("ca.pem");
         let (status, r) = diagnose(&h.client, &["--tls", "--ca", ca.to_str().unwrap(), target]);
         drop(server);
@@ -915,7 +847,7 @@ fn tls_not_yet_valid_untrusted_wrong_purpose_and_no_tls_are_025() {
     for (tag, make, trust, cause, says) in cases {
         let dir = TempDir::new(&format!("tls2-{tag}"));
         make(&dir.0);
-        let server = tls_server(&h.server, &dir.0, "10.240.14.2", 8443);
+        let server = tls_server(&h.server, &dir.0, "10.240.14.2", 8443, &[]);
         let ca = if trust {
             dir.0.join("ca.pem")
         } else {
