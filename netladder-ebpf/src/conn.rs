@@ -9,8 +9,13 @@ use aya_ebpf::{
 use netladder_common::{eflag, kind, syscall, verdict, ConnState, DropRecord, Event, IcmpRecord};
 
 use crate::{
-    kernel::{conf, current_proc, is_self, load, other_netns, read_buf, sock_flow, sock_netns},
-    maps::{count, drop_writes, emit_failure, CALL_ARGS, CONNS, DROPS, ICMP_SEEN},
+    kernel::{
+        conf, current_proc, is_self, load, other_netns, read_buf, sock_flow, sock_netns, zero_flow,
+        zeroed,
+    },
+    maps::{
+        agg_key, count, counted_as_repeat, drop_writes, emit, CALL_ARGS, CONNS, DROPS, ICMP_SEEN,
+    },
 };
 
 // TCP states (include/net/tcp_states.h): part of the kernel ABI, identical on every kernel.
@@ -92,7 +97,7 @@ fn finish(sk: u64) {
     // payload that the error path never wrote.)
     let flow = sock_flow(sk);
     let flow_ok = flow.is_ok();
-    let flow = flow.unwrap_or_default();
+    let flow = flow.unwrap_or_else(|_| zero_flow());
     let netns = sock_netns(sk);
     let err: i32 = load(sk, conf!(sk_err));
     let err_soft: i32 = load(sk, conf!(sk_err_soft));
@@ -106,7 +111,8 @@ fn finish(sk: u64) {
     if !flow_ok {
         return;
     }
-    let mut drops = DropRecord::default();
+    // SAFETY (both): 8-byte aligned records of plain integers, a multiple of 8 bytes.
+    let mut drops: DropRecord = unsafe { zeroed() };
     // No drop record written since the connection started: none can be its own.
     let record = if drop_writes() != state.drop_writes {
         unsafe { DROPS.get(&flow) }
@@ -125,7 +131,7 @@ fn finish(sk: u64) {
     // ICMP errors matter only when no RST answered (a RST decides the verdict and the evidence).
     // (Plain values, no Option: Linux 5.10's verifier refuses a read of a stack slot that one
     // path left unwritten, and the compiler reads an Option's payload on both paths.)
-    let mut icmp = IcmpRecord::default();
+    let mut icmp: IcmpRecord = unsafe { zeroed() };
     if flags & eflag::RST_RECEIVED == 0 {
         if let Some(found) = unsafe { ICMP_SEEN.get(&flow) } {
             if found.last_ns >= state.start_ns {
@@ -137,10 +143,32 @@ fn finish(sk: u64) {
     let Some(verdict) = classify(err, state.syn_retrans, &drops, &mut flags) else {
         return;
     };
-    emit_failure(&Event {
+    let now = unsafe { bpf_ktime_get_ns() };
+    // A repeat of a failure already sent in this window (a storm) is only counted: the event
+    // is built only when it is sent.
+    if let Some(key) = agg_key() {
+        unsafe {
+            (*key).tgid = state.proc.pid;
+            (*key).kind = kind::CONN_FAILED;
+            (*key).verdict = verdict;
+            (*key).err = err;
+            (*key).flags = flags;
+            (*key).netns = state.proc.netns;
+            (*key).drop_netns = drops.netns;
+            (*key).family = flow.family;
+            (*key).dport = flow.dport;
+            (*key).icmp_type = icmp.icmp_type;
+            (*key).icmp_code = icmp.icmp_code;
+            (*key).daddr = flow.daddr;
+        }
+        if counted_as_repeat(key, now) {
+            return;
+        }
+    }
+    emit(&Event {
         kind: kind::CONN_FAILED,
         verdict,
-        ts_ns: unsafe { bpf_ktime_get_ns() },
+        ts_ns: now,
         start_ns: state.start_ns,
         sk,
         proc: state.proc,

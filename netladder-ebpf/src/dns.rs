@@ -57,6 +57,26 @@ fn load<const N: usize>(ctx: &SkBuffContext, off: u32) -> Option<[u8; N]> {
     load_into(ctx, off, &mut b).then_some(b)
 }
 
+/// Reads `N` bytes at `off` of the packet's linear part directly (no helper call), or through
+/// [`load`] when they lie beyond it. Every packet a socket sends or receives passes the two
+/// header reads of [`parse`], so they take the cheap path: the headers are in the linear part
+/// (the stack itself reads them there).
+#[inline(always)]
+fn head<const N: usize>(ctx: &SkBuffContext, off: u32) -> Option<[u8; N]> {
+    // SAFETY: data and data_end are fields of the program's context; the verifier checks the
+    // packet read against data_end (the compare below).
+    let (data, end) = unsafe {
+        let skb = ctx.skb.skb;
+        ((*skb).data as usize, (*skb).data_end as usize)
+    };
+    let at = data + off as usize;
+    if at + N <= end {
+        Some(unsafe { core::ptr::read_unaligned(at as *const [u8; N]) })
+    } else {
+        load(ctx, off)
+    }
+}
+
 /// Fills `dst` from the packet at `off`.
 #[inline(always)]
 fn load_into(ctx: &SkBuffContext, off: u32, dst: &mut [u8]) -> bool {
@@ -72,12 +92,13 @@ fn load_into(ctx: &SkBuffContext, off: u32, dst: &mut [u8]) -> bool {
 }
 
 /// The IP and transport headers of a UDP or TCP packet whose remote port is 53 (the source for
-/// `ingress`, where the local end is the packet's destination). Two reads for any other packet.
+/// `ingress`, where the local end is the packet's destination). Two direct reads for any other
+/// packet.
 #[inline(always)]
 fn parse(ctx: &SkBuffContext, ingress: bool) -> Option<Parsed> {
     // Enough for the IPv4 fields used (version, header length, fragment offset, protocol) and
     // the IPv6 ones (version, next header).
-    let ip: [u8; 10] = load(ctx, 0)?;
+    let ip: [u8; 10] = head(ctx, 0)?;
     let (family, l4, proto) = match ip[0] >> 4 {
         4 => {
             // Fragments after the first carry no transport header.
@@ -93,7 +114,7 @@ fn parse(ctx: &SkBuffContext, ingress: bool) -> Option<Parsed> {
     if l4 < 20 || (proto != IPPROTO_UDP && proto != IPPROTO_TCP) {
         return None;
     }
-    let ports: [u8; 4] = load(ctx, l4)?;
+    let ports: [u8; 4] = head(ctx, l4)?;
     let (sport, dport) = (
         u16::from_be_bytes([ports[0], ports[1]]),
         u16::from_be_bytes([ports[2], ports[3]]),

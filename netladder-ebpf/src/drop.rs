@@ -10,7 +10,7 @@ use aya_ebpf::{
 use netladder_common::{counter, eflag, DropRecord, Flow, AF_INET, AF_INET6};
 
 use crate::{
-    kernel::{conf, load, read_buf},
+    kernel::{conf, load, read_buf, same_flow, zero_flow, zeroed},
     maps::{count, count_drop_write, DROPS, NOSOCK_LAST},
 };
 
@@ -69,7 +69,7 @@ fn park_no_socket(flow: &Flow, reason: u32, netns: u32) {
         return;
     };
     let slot = unsafe { &mut *slot };
-    let same = slot.parked != 0 && slot.flow == *flow;
+    let same = slot.parked != 0 && same_flow(&slot.flow, flow);
     if slot.parked != 0 && !same {
         let old = *slot;
         record(
@@ -128,7 +128,8 @@ fn record(
     };
     // Nearly every handshake drop is the first of its flow: try to add the record first (one map
     // operation), and update the one already there only when that fails.
-    let mut fresh = DropRecord::default();
+    // SAFETY: an 8-byte aligned record of plain integers, a multiple of 8 bytes.
+    let mut fresh: DropRecord = unsafe { zeroed() };
     update(&mut fresh);
     if DROPS.insert(flow, &fresh, BPF_NOEXIST as u64).is_ok() {
         count_drop_write();
@@ -151,7 +152,7 @@ pub fn claim_no_socket(flow: &Flow, since: u64, drops: &mut DropRecord) {
         return;
     };
     let slot = unsafe { &mut *slot };
-    if slot.parked == 0 || slot.last_ns < since || slot.flow != *flow {
+    if slot.parked == 0 || slot.last_ns < since || !same_flow(&slot.flow, flow) {
         return;
     }
     let at = slot.last_ns;
@@ -191,11 +192,12 @@ fn handshake_flow(skb: u64) -> Option<Flow> {
     // flags: the common case costs a single probe read.
     // (Read into an uninitialised buffer: zeroing it first would cost a memset.)
     let b: [u8; 56] = unsafe { bpf_probe_read_kernel(ip as *const [u8; 56]) }.ok()?;
-    let mut flow = Flow {
-        protocol: IPPROTO_TCP as u16,
-        ..Flow::default()
-    };
-    let mut t = [0u8; 14];
+    let mut flow = zero_flow();
+    flow.protocol = IPPROTO_TCP as u16;
+    // The TCP ports and flags (bytes 0..14 of its header).
+    let mut t = core::mem::MaybeUninit::<[u8; 14]>::uninit();
+    // SAFETY: every arm below either fills all 14 bytes or returns.
+    let t = unsafe { &mut *t.as_mut_ptr() };
     match b[0] >> 4 {
         4 => {
             let ihl = ((b[0] & 0x0f) as usize) * 4;
@@ -208,7 +210,7 @@ fn handshake_flow(skb: u64) -> Option<Flow> {
             if ihl == 20 {
                 t.copy_from_slice(&b[20..34]);
             } else {
-                read_buf(ip + ihl as u64, 0, &mut t).ok()?;
+                read_buf(ip + ihl as u64, 0, t).ok()?;
             }
         }
         6 => {

@@ -1,7 +1,7 @@
 //! Reading kernel memory at offsets computed by userspace (aya has no CO-RE), and the config global.
 use aya_ebpf::helpers::{
-    bpf_get_current_cgroup_id, bpf_get_current_comm, bpf_get_current_pid_tgid,
-    bpf_probe_read_kernel, bpf_probe_read_kernel_buf,
+    bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_probe_read_kernel,
+    bpf_probe_read_kernel_buf,
 };
 use netladder_common::{Config, Flow, ProcInfo, ABSENT, AF_INET, AF_INET6};
 
@@ -52,6 +52,41 @@ pub fn read_buf(base: u64, off: u32, dst: &mut [u8]) -> Result<(), i64> {
         .map_err(|e| e as i64)
 }
 
+/// A zeroed `T`, written as 8-byte stores. A plain zero initialisation (`Default`, `[0; N]`)
+/// compiles to a call of a byte-by-byte memset loop on BPF, which the hot paths cannot afford.
+///
+/// # Safety
+/// `T` must be 8-byte aligned, a multiple of 8 bytes long, and valid when all zero.
+#[inline(always)]
+pub unsafe fn zeroed<T: Copy>() -> T {
+    let mut v = core::mem::MaybeUninit::<T>::uninit();
+    let p = v.as_mut_ptr() as *mut u64;
+    let mut i = 0;
+    while i < core::mem::size_of::<T>() / 8 {
+        unsafe { p.add(i).write_volatile(0) };
+        i += 1;
+    }
+    unsafe { v.assume_init() }
+}
+
+/// A flow with every field 0 (see [`zeroed`]).
+#[inline(always)]
+pub fn zero_flow() -> Flow {
+    // SAFETY: Flow is 40 bytes, 8-byte aligned, plain integers.
+    unsafe { zeroed() }
+}
+
+/// The calling task's name. The helper fills all 16 bytes (zeros on failure), so the buffer
+/// needs no clearing first (aya's wrapper clears it: a memset call).
+#[inline(always)]
+pub fn current_comm() -> [u8; 16] {
+    let mut comm = core::mem::MaybeUninit::<[u8; 16]>::uninit();
+    unsafe {
+        aya_ebpf::helpers::generated::bpf_get_current_comm(comm.as_mut_ptr().cast(), 16);
+        comm.assume_init()
+    }
+}
+
 /// The calling task's identity. Only meaningful in process context.
 #[inline(always)]
 pub fn current_proc(netns: u32) -> ProcInfo {
@@ -62,7 +97,7 @@ pub fn current_proc(netns: u32) -> ProcInfo {
         cgroup_id: unsafe { bpf_get_current_cgroup_id() },
         netns,
         _pad: 0,
-        comm: bpf_get_current_comm().unwrap_or([0; 16]),
+        comm: current_comm(),
     }
 }
 
@@ -97,14 +132,11 @@ pub fn sock_flow(sk: u64) -> Result<Flow, i64> {
         Ok(p) if p != 0 => u16::from_be(p),
         _ => load(sk, conf!(sk_num)),
     };
-    let mut flow = Flow {
-        family,
-        sport,
-        dport: u16::from_be(dport),
-        protocol: 6,
-        saddr: [0; 16],
-        daddr: [0; 16],
-    };
+    let mut flow = zero_flow();
+    flow.family = family;
+    flow.sport = sport;
+    flow.dport = u16::from_be(dport);
+    flow.protocol = 6;
     if family == AF_INET6 {
         let d = load16(sk, conf!(sk_v6_daddr));
         if is_v4_mapped(&d) {
@@ -126,15 +158,13 @@ pub fn sock_flow(sk: u64) -> Result<Flow, i64> {
 /// 16 bytes (an IPv6 address) at `base + off` of a BTF pointer, as two direct loads.
 #[inline(always)]
 fn load16(base: u64, off: u32) -> [u8; 16] {
-    if off == ABSENT {
-        return [0; 16];
-    }
-    let hi: u64 = load(base, off);
-    let lo: u64 = load(base, off + 8);
-    let mut a = [0u8; 16];
-    a[..8].copy_from_slice(&hi.to_ne_bytes());
-    a[8..].copy_from_slice(&lo.to_ne_bytes());
-    a
+    let (hi, lo): (u64, u64) = if off == ABSENT {
+        (0, 0)
+    } else {
+        (load(base, off), load(base, off + 8))
+    };
+    // SAFETY: two u64 are 16 bytes; no clearing first (see `zeroed`).
+    unsafe { core::mem::transmute::<[u64; 2], [u8; 16]>([hi, lo]) }
 }
 
 #[inline(always)]
@@ -153,4 +183,19 @@ pub fn current_netns() -> u32 {
         Ok(net) => read::<u32>(net, conf!(net_ns_inum)).unwrap_or(0),
         Err(_) => 0,
     }
+}
+
+/// Whether two flows are the same, as five 8-byte compares (`Flow` is 8-byte aligned). The
+/// derived `==` compares the address arrays with a byte-by-byte loop on BPF.
+#[inline(always)]
+pub fn same_flow(a: &Flow, b: &Flow) -> bool {
+    const _: () = assert!(core::mem::size_of::<Flow>() == 40 && core::mem::align_of::<Flow>() == 8);
+    // SAFETY: Flow is 40 bytes, 8-byte aligned, and every bit pattern is a valid u64.
+    let (a, b) = unsafe {
+        (
+            &*(a as *const Flow as *const [u64; 5]),
+            &*(b as *const Flow as *const [u64; 5]),
+        )
+    };
+    a[0] == b[0] && a[1] == b[1] && a[2] == b[2] && a[3] == b[3] && a[4] == b[4]
 }

@@ -143,40 +143,56 @@ pub fn count(index: u32) {
 /// window, otherwise only counted in AGG (userspace reports the count as repeats of the event).
 #[inline(always)]
 pub fn emit_failure(event: &Event) {
-    // The key is built in a per-CPU slot, not on the stack: the state-change program already
-    // uses most of the 512 bytes, and 5.10 counts the memset helpers' frames on top of it.
-    let Some(key) = AGG_SCRATCH.get_ptr_mut(0) else {
-        emit(event);
-        return;
-    };
+    if let Some(key) = agg_key() {
+        // Field by field, so no copy of the key is made on the stack first (same fields as
+        // `AggKey::of`, which userspace uses).
+        unsafe {
+            (*key).tgid = event.proc.pid;
+            (*key).kind = event.kind;
+            (*key).verdict = event.verdict;
+            (*key).err = event.err;
+            (*key).flags = event.flags;
+            (*key).netns = event.proc.netns;
+            (*key).drop_netns = event.drop_netns;
+            (*key).family = event.flow.family;
+            (*key).dport = event.flow.dport;
+            (*key).icmp_type = event.icmp_type;
+            (*key).icmp_code = event.icmp_code;
+            (*key).daddr = event.flow.daddr;
+        }
+        if counted_as_repeat(key, event.ts_ns) {
+            return;
+        }
+    }
+    emit(event);
+}
+
+/// This CPU's slot for an aggregation key, its generation already set: the caller fills every
+/// other field (as `AggKey::of` does) and asks [`counted_as_repeat`]. The key is built in a
+/// per-CPU slot, not on the stack: the state-change program already uses most of the 512 bytes,
+/// and 5.10 counts the memset helpers' frames on top of it.
+#[inline(always)]
+pub fn agg_key() -> Option<*mut AggKey> {
+    let key = AGG_SCRATCH.get_ptr_mut(0)?;
     let generation = match AGG_GEN.get(0) {
         Some(g) => *g as u8,
         None => 0,
     };
-    // Field by field, so no copy of the key is made on the stack first (same fields as
-    // `AggKey::of`, which userspace uses).
-    unsafe {
-        (*key).tgid = event.proc.pid;
-        (*key).kind = event.kind;
-        (*key).verdict = event.verdict;
-        (*key).err = event.err;
-        (*key).flags = event.flags;
-        (*key).netns = event.proc.netns;
-        (*key).drop_netns = event.drop_netns;
-        (*key).family = event.flow.family;
-        (*key).dport = event.flow.dport;
-        (*key).icmp_type = event.icmp_type;
-        (*key).icmp_code = event.icmp_code;
-        (*key).generation = generation;
-        (*key).daddr = event.flow.daddr;
-    }
+    unsafe { (*key).generation = generation };
+    Some(key)
+}
+
+/// Counts the failure of the filled `key` at `now` in AGG. `true`: it repeats one already sent
+/// in the current window, and is only counted (no event, and nothing else to build). `false`:
+/// the caller sends it as an event.
+#[inline(always)]
+pub fn counted_as_repeat(key: *mut AggKey, now: u64) -> bool {
     let key = unsafe { &*key };
-    let now = event.ts_ns;
     match AGG.get_ptr_mut(key) {
         Some(c) => unsafe {
             if now.wrapping_sub((*c).window_start) < AGG_WINDOW_NS {
                 add(&raw mut (*c).total, 1);
-                return;
+                return true;
             }
             // A new window (two CPUs may both open it: then both send an event, none is lost).
             (*c).window_start = now;
@@ -194,7 +210,7 @@ pub fn emit_failure(event: &Event) {
             let _ = AGG.insert(key, &first, BPF_NOEXIST as u64);
         }
     }
-    emit(event);
+    false
 }
 
 /// Puts `event` on the ring buffer, or counts it as lost when the buffer is full.

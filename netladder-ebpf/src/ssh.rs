@@ -14,10 +14,7 @@
 //! other process gets further. sshd's own traffic (encrypted packets written to its socket) is
 //! told apart from log lines by 8 bytes read at the start of the buffer.
 use aya_ebpf::{
-    helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user,
-        generated as gen,
-    },
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user, generated as gen},
     macros::{map, tracepoint},
     maps::LruHashMap,
     programs::TracePointContext,
@@ -25,7 +22,7 @@ use aya_ebpf::{
 use netladder_common::{kind, ssh, Flow, APP_TEXT_LEN};
 
 use crate::{
-    kernel::{conf, current_netns, current_proc},
+    kernel::{conf, current_comm, current_netns, current_proc},
     maps::{reserve_app, submit_app},
     syscall::{field, ignored_caller, read_sockaddr, sockaddr_flow},
 };
@@ -49,9 +46,7 @@ const fn word(b: &[u8; 8]) -> u64 {
 /// The caller by its task name. The one check every call on the host pays.
 #[inline(always)]
 fn caller() -> u8 {
-    let Ok(comm) = bpf_get_current_comm() else {
-        return OTHER;
-    };
+    let comm = current_comm();
     let w = u64::from_le_bytes([
         comm[0], comm[1], comm[2], comm[3], comm[4], comm[5], comm[6], comm[7],
     ]);

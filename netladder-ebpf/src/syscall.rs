@@ -10,7 +10,7 @@ use aya_ebpf::{
 use netladder_common::{kind, syscall, Event, Flow, AF_INET, AF_INET6};
 
 use crate::{
-    kernel::{conf, current_netns, current_proc, is_self, other_netns},
+    kernel::{conf, current_netns, current_proc, is_self, other_netns, zero_flow},
     maps::{emit_failure, PendingCall, BOUND, CALL_ARGS, CONNS},
 };
 
@@ -338,17 +338,14 @@ pub fn emit_call_error(call: u32, raw: &[u8; 28], ret: i32, netns: u32) {
 #[inline(always)]
 pub(crate) fn sockaddr_flow(raw: &[u8; 28]) -> Flow {
     let family = u16::from_ne_bytes([raw[0], raw[1]]);
-    let mut flow = Flow {
-        family,
-        dport: u16::from_be_bytes([raw[2], raw[3]]),
-        // The socket type is not known here (TCP or UDP): 0 = unknown.
-        protocol: 0,
-        ..Flow::default()
-    };
+    // The socket type is not known here (TCP or UDP): protocol 0 = unknown.
+    let mut flow = zero_flow();
     match family {
         AF_INET => flow.daddr[..4].copy_from_slice(&raw[4..8]),
         AF_INET6 => flow.daddr.copy_from_slice(&raw[8..24]),
-        _ => return Flow::default(),
+        _ => return flow,
     }
+    flow.family = family;
+    flow.dport = u16::from_be_bytes([raw[2], raw[3]]);
     flow
 }
