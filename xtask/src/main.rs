@@ -54,7 +54,7 @@ enum Task {
     Fuzz(fuzz::FuzzArgs),
     /// What CI runs: setup, host tests, then the VM suite.
     Ci,
-    /// Benchmark netladder's overhead (refused-connection storm vs untraced and bpftrace).
+    /// Benchmark netladder's overhead: refused storm, healthy path, drop storm, start-up (docs/benchmarks.md).
     Bench(bench::BenchArgs),
 }
 

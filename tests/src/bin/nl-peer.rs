@@ -26,6 +26,22 @@
 //!     JSON line {"attempts":N,"refused":N,"ok":N,"other":N,"secs":F,"rate":F,"user":F,"sys":F}
 //!     (rate = attempts/s; user/sys = the CPU seconds this process used, kernel work included).
 //!     Meant for a closed port on loopback (`cargo xtask bench`).
+//! nl-peer sink ADDR
+//!     bind + listen on ADDR, print `ready ADDR`, then read and discard everything each accepted
+//!     connection sends (one thread per connection) until killed.
+//! nl-peer blast ADDR --duration SECS
+//!     one TCP connection to ADDR, written to as fast as possible for SECS; print one JSON line
+//!     {"bytes":N,"secs":F,"rate":F,"user":F,"sys":F} (rate = bytes/s). A failed connect or
+//!     write prints `error NAME ERRNO` and exits 1.
+//! nl-peer churn ADDR --duration SECS
+//!     blocking connects to ADDR, one after another, for SECS: each waits for the server's close
+//!     (a `listen` peer closes every connection it accepts) and then closes its end, so the
+//!     TIME_WAIT stays on the server's side. Print one JSON line
+//!     {"connects":N,"failures":N,"secs":F,"rate":F,"user":F,"sys":F} (rate = connects/s).
+//! nl-peer udp-flood ADDR --duration SECS
+//!     64-byte datagrams to ADDR from one UDP socket, as fast as possible for SECS; print one JSON
+//!     line {"attempts":N,"sent":N,"eperm":N,"other":N,"secs":F,"rate":F,"user":F,"sys":F}
+//!     (eperm: sendto() refused with EPERM, what a local firewall's drop makes of it).
 //! ```
 //! nl-peer dns-serve ADDR MODE
 //!     a tiny UDP DNS responder for the DNS scenarios, print `ready ADDR` and answer every
@@ -92,10 +108,18 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("listen") => parse_listen(&args[1..]).map(run_listen),
         Some("connect") => parse_connect(&args[1..]).map(run_connect),
-        Some("udp-send") => parse_udp(&args[1..]).map(run_udp_send),
+        Some("udp-send") => parse_udp("udp-send", &args[1..]).map(run_udp_send),
         Some("storm") => parse_storm(&args[1..]).map(run_storm),
         Some("dns-serve") => parse_dns(&args[1..]).map(|(a, m)| run_dns_serve(a, &m)),
-        _ => Err("expected a command: listen | connect | udp-send | storm | dns-serve".to_string()),
+        Some("sink") => parse_udp("sink", &args[1..]).map(run_sink),
+        Some("blast") => parse_timed("blast", &args[1..]).map(|(a, d)| run_blast(a, d)),
+        Some("churn") => parse_timed("churn", &args[1..]).map(|(a, d)| run_churn(a, d)),
+        Some("udp-flood") => parse_timed("udp-flood", &args[1..]).map(|(a, d)| run_udp_flood(a, d)),
+        _ => Err(
+            "expected a command: listen | connect | udp-send | storm | dns-serve | sink | blast | \
+             churn | udp-flood"
+                .to_string(),
+        ),
     };
     result.unwrap_or_else(|msg| {
         eprintln!("nl-peer: {msg}");
@@ -200,12 +224,27 @@ fn parse_storm(args: &[String]) -> Result<StormOpts, String> {
     })
 }
 
-fn parse_udp(args: &[String]) -> Result<SocketAddr, String> {
+/// ADDR with no option (`udp-send`, `sink`).
+fn parse_udp(command: &str, args: &[String]) -> Result<SocketAddr, String> {
     let (addr, mut rest) = split_addr(args)?;
     match rest.next() {
         None => Ok(addr),
-        Some(other) => Err(format!("udp-send: unknown option {other:?}")),
+        Some(other) => Err(format!("{command}: unknown option {other:?}")),
     }
+}
+
+/// ADDR --duration SECS (`blast`, `churn`, `udp-flood`).
+fn parse_timed(command: &str, args: &[String]) -> Result<(SocketAddr, Duration), String> {
+    let (addr, mut rest) = split_addr(args)?;
+    let mut duration = None;
+    while let Some(flag) = rest.next() {
+        match flag.as_str() {
+            "--duration" => duration = Some(parse_secs(flag, rest.next())?),
+            other => return Err(format!("{command}: unknown option {other:?}")),
+        }
+    }
+    let duration = duration.ok_or_else(|| format!("{command}: --duration SECS is required"))?;
+    Ok((addr, duration))
 }
 
 fn split_addr(args: &[String]) -> Result<(SocketAddr, std::slice::Iter<'_, String>), String> {
@@ -479,6 +518,140 @@ fn storm_worker(addr: &SocketAddr, deadline: Instant) -> StormCounts {
         unsafe { libc::close(fd) };
     }
     counts
+}
+
+/// The JSON fields every timed load prints last: elapsed seconds, the rate and the CPU used.
+fn timing_fields(start: Instant, count: u64) -> String {
+    let secs = start.elapsed().as_secs_f64();
+    let (user, sys) = cpu_used();
+    format!(
+        r#""secs":{secs:.6},"rate":{:.1},"user":{user:.6},"sys":{sys:.6}"#,
+        count as f64 / secs
+    )
+}
+
+fn run_sink(addr: SocketAddr) -> ExitCode {
+    let listener = match TcpListener::bind(addr) {
+        Ok(l) => l,
+        Err(err) => {
+            print_line(&error_line(err.raw_os_error().unwrap_or(0)));
+            eprintln!("nl-peer: sink on {addr}: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let bound = listener.local_addr().map_or(addr, |a| a);
+    print_line(&format!("ready {bound}"));
+    loop {
+        match listener.accept() {
+            Ok((mut stream, _)) => {
+                std::thread::spawn(move || {
+                    let mut buf = vec![0u8; 256 * 1024];
+                    while matches!(io::Read::read(&mut stream, &mut buf), Ok(n) if n > 0) {}
+                });
+            }
+            Err(err) => eprintln!("nl-peer: accept: {err}"),
+        }
+    }
+}
+
+fn run_blast(addr: SocketAddr, duration: Duration) -> ExitCode {
+    let mut stream = match std::net::TcpStream::connect(addr) {
+        Ok(s) => s,
+        Err(err) => {
+            print_line(&error_line(err.raw_os_error().unwrap_or(0)));
+            return ExitCode::FAILURE;
+        }
+    };
+    let buf = vec![0x5au8; 128 * 1024];
+    let start = Instant::now();
+    let deadline = start + duration;
+    let mut bytes = 0u64;
+    while Instant::now() < deadline {
+        match io::Write::write(&mut stream, &buf) {
+            Ok(n) => bytes += n as u64,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+            Err(err) => {
+                print_line(&error_line(err.raw_os_error().unwrap_or(0)));
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    // The rate counts what was written in the time; the close after it is not timed.
+    let timing = timing_fields(start, bytes);
+    drop(stream);
+    print_line(&format!(r#"{{"bytes":{bytes},{timing}}}"#));
+    ExitCode::SUCCESS
+}
+
+fn run_churn(addr: SocketAddr, duration: Duration) -> ExitCode {
+    let opts = ConnectOpts {
+        addr,
+        timeout: None,
+        bind: None,
+        count: 1,
+        nonblocking: false,
+        hold: None,
+        spread: 1,
+    };
+    let start = Instant::now();
+    let deadline = start + duration;
+    let (mut connects, mut failures) = (0u64, 0u64);
+    let mut buf = [0u8; 64];
+    while Instant::now() < deadline {
+        match connect_once(&opts) {
+            Ok(fd) => {
+                // Wait for the server's close (read returns 0), then close ours.
+                loop {
+                    // SAFETY: buf is valid for writes of its length.
+                    let n =
+                        unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+                    if n > 0 || (n < 0 && last_errno() == libc::EINTR) {
+                        continue;
+                    }
+                    break;
+                }
+                connects += 1;
+            }
+            Err(_) => failures += 1,
+        }
+    }
+    let timing = timing_fields(start, connects);
+    print_line(&format!(
+        r#"{{"connects":{connects},"failures":{failures},{timing}}}"#
+    ));
+    ExitCode::SUCCESS
+}
+
+fn run_udp_flood(addr: SocketAddr, duration: Duration) -> ExitCode {
+    let local: SocketAddr = if addr.is_ipv6() {
+        "[::]:0".parse().expect("valid literal")
+    } else {
+        "0.0.0.0:0".parse().expect("valid literal")
+    };
+    let socket = match UdpSocket::bind(local) {
+        Ok(s) => s,
+        Err(err) => {
+            print_line(&error_line(err.raw_os_error().unwrap_or(0)));
+            return ExitCode::FAILURE;
+        }
+    };
+    let payload = [0x5au8; 64];
+    let start = Instant::now();
+    let deadline = start + duration;
+    let (mut attempts, mut sent, mut eperm, mut other) = (0u64, 0u64, 0u64, 0u64);
+    while Instant::now() < deadline {
+        attempts += 1;
+        match socket.send_to(&payload, addr) {
+            Ok(_) => sent += 1,
+            Err(err) if err.raw_os_error() == Some(libc::EPERM) => eperm += 1,
+            Err(_) => other += 1,
+        }
+    }
+    let timing = timing_fields(start, attempts);
+    print_line(&format!(
+        r#"{{"attempts":{attempts},"sent":{sent},"eperm":{eperm},"other":{other},{timing}}}"#
+    ));
+    ExitCode::SUCCESS
 }
 
 fn run_udp_send(addr: SocketAddr) -> ExitCode {
