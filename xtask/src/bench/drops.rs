@@ -17,12 +17,12 @@ use anyhow::{ensure, Context, Result};
 use netladder_tests::Netns;
 use serde_json::Value;
 
-use super::child::{last_line, remove_if_present, stop_requested, Guarded};
-use super::procfs::{foreign_tracers, rss_kib, system_busy_secs};
+use super::child::{last_line, remove_if_present, Guarded};
+use super::procfs::{rss_kib, system_busy_secs};
 use super::report::{escape_cell, median, Machine, Spread};
 use super::storm::Storm;
 use super::tracer::{count_of, read_failures, FinalStats, Netladder};
-use super::{one_line, retry_unless_broken, rotated, Ctx, Mode, SETTLE, STORM_GRACE};
+use super::{first_failure, pair_rounds, Ctx, JsonLine, Mode, PairRound, SETTLE, STORM_GRACE};
 
 /// The port whose SYNs the namespace's firewall rejects with a TCP reset.
 const TCP_PORT: u16 = 7;
@@ -55,42 +55,13 @@ pub(super) fn run(ctx: &Ctx) -> Result<DropResults> {
         lab.ns.name()
     );
     lab.flood(Duration::from_secs(1), None)?;
-    let mut rounds = Vec::new();
-    let mut broken = None;
-    let mut foreign = Vec::new();
-    for round in 0..ctx.rounds {
-        let order = rotated(Mode::PAIR, round);
-        let mut untraced = Err("not run".to_owned());
-        let mut netladder = Err("not run".to_owned());
-        for mode in order {
-            foreign.extend(foreign_tracers());
-            let result = match mode {
-                Mode::Netladder => {
-                    netladder = retry_unless_broken(&mut broken, || lab.traced());
-                    &netladder
-                }
-                _ => {
-                    untraced = lab.untraced().map_err(one_line);
-                    &untraced
-                }
-            };
-            stop_requested()?;
-            eprintln!(
-                "bench: drops round {}: {}: {}",
-                round + 1,
-                mode.short(),
-                Run::progress(result)
-            );
-            sleep(SETTLE);
-        }
-        rounds.push(Round {
-            order,
-            untraced,
-            netladder,
-        });
-    }
-    foreign.sort();
-    foreign.dedup();
+    let (rounds, foreign) = pair_rounds(
+        "drops",
+        ctx.rounds,
+        || lab.untraced(),
+        || lab.traced(),
+        Run::progress,
+    )?;
     Ok(DropResults {
         rounds,
         foreign,
@@ -114,18 +85,8 @@ struct UdpFlood {
 
 impl UdpFlood {
     fn parse(line: &str) -> Result<UdpFlood> {
-        let v: Value =
-            serde_json::from_str(line.trim()).context("nl-peer udp-flood printed invalid JSON")?;
-        let count = |key: &str| {
-            v[key]
-                .as_u64()
-                .with_context(|| format!("nl-peer udp-flood printed no {key:?}"))
-        };
-        let real = |key: &str| {
-            v[key]
-                .as_f64()
-                .with_context(|| format!("nl-peer udp-flood printed no {key:?}"))
-        };
+        let json = JsonLine::parse("nl-peer udp-flood", line)?;
+        let (count, real) = (|k| json.count(k), |k| json.real(k));
         Ok(UdpFlood {
             attempts: count("attempts")?,
             eperm: count("eperm")?,
@@ -242,20 +203,9 @@ impl Run {
     }
 }
 
-struct Round {
-    order: [Mode; 2],
-    untraced: Result<Run, String>,
-    netladder: Result<Run, String>,
-}
+type Round = PairRound<Run>;
 
 impl Round {
-    fn run(&self, mode: Mode) -> Option<&Run> {
-        match mode {
-            Mode::Netladder => self.netladder.as_ref().ok(),
-            _ => self.untraced.as_ref().ok(),
-        }
-    }
-
     /// Failures the client made per second.
     fn made_rate(&self, mode: Mode) -> Option<f64> {
         self.run(mode).map(|r| r.tcp.refused as f64 / r.tcp.secs)
@@ -273,14 +223,6 @@ impl Round {
         let run = self.run(mode)?;
         let tracer = run.traced.as_ref().map_or(0.0, |t| t.cpu_tcp);
         Some(run.tcp.background_cpus(tracer))
-    }
-
-    fn failure(&self, mode: Mode) -> Option<&str> {
-        match mode {
-            Mode::Netladder => self.netladder.as_ref().err(),
-            _ => self.untraced.as_ref().err(),
-        }
-        .map(String::as_str)
     }
 }
 
@@ -432,10 +374,7 @@ impl DropResults {
     }
 
     fn why(&self, mode: Mode) -> &str {
-        self.rounds
-            .iter()
-            .find_map(|r| r.failure(mode))
-            .unwrap_or("no data")
+        first_failure(&self.rounds, mode)
     }
 
     pub(super) fn markdown(&self, machine: &Machine, command_line: &str) -> String {

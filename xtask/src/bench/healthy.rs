@@ -15,12 +15,12 @@ use anyhow::{ensure, Context, Result};
 use netladder_tests::TwoHosts;
 use serde_json::Value;
 
-use super::child::{last_line, remove_if_present, stop_requested, Guarded};
-use super::procfs::{cpu_secs, foreign_tracers, system_busy_secs};
+use super::child::{last_line, remove_if_present, Guarded};
+use super::procfs::{cpu_secs, system_busy_secs};
 use super::report::{escape_cell, median, Machine, Spread};
 use super::tracer::{count_of, read_failures, FinalStats, Netladder};
 use super::{
-    one_line, retry_unless_broken, rotated, Ctx, Mode, ATTACH_TIMEOUT, SETTLE, STORM_GRACE,
+    first_failure, pair_rounds, Ctx, JsonLine, Mode, PairRound, ATTACH_TIMEOUT, SETTLE, STORM_GRACE,
 };
 
 /// The client's and the server's end of the veth (only inside the bench's namespaces).
@@ -43,42 +43,13 @@ pub(super) fn run(ctx: &Ctx) -> Result<HealthyResults> {
     // was measured slower than the others.
     lab.load(Load::Stream, lab.length())?;
     lab.load(Load::Connects, lab.length())?;
-    let mut rounds = Vec::new();
-    let mut broken = None;
-    let mut foreign = Vec::new();
-    for round in 0..ctx.rounds {
-        let order = rotated(Mode::PAIR, round);
-        let mut untraced = Err("not run".to_owned());
-        let mut netladder = Err("not run".to_owned());
-        for mode in order {
-            foreign.extend(foreign_tracers());
-            let result = match mode {
-                Mode::Netladder => {
-                    netladder = retry_unless_broken(&mut broken, || lab.traced());
-                    &netladder
-                }
-                _ => {
-                    untraced = lab.untraced().map_err(one_line);
-                    &untraced
-                }
-            };
-            stop_requested()?;
-            eprintln!(
-                "bench: healthy round {}: {}: {}",
-                round + 1,
-                mode.short(),
-                Run::progress(result)
-            );
-            sleep(SETTLE);
-        }
-        rounds.push(Round {
-            order,
-            untraced,
-            netladder,
-        });
-    }
-    foreign.sort();
-    foreign.dedup();
+    let (rounds, foreign) = pair_rounds(
+        "healthy",
+        ctx.rounds,
+        || lab.untraced(),
+        || lab.traced(),
+        Run::progress,
+    )?;
     Ok(HealthyResults {
         rounds,
         foreign,
@@ -164,21 +135,11 @@ struct Measured {
 impl Measured {
     fn parse(line: &str, load: Load) -> Result<Measured> {
         let what = load.command();
-        let v: Value = serde_json::from_str(line.trim())
-            .with_context(|| format!("nl-peer {what} printed invalid JSON"))?;
-        let count = |key: &str| {
-            v[key]
-                .as_u64()
-                .with_context(|| format!("nl-peer {what} printed no {key:?}"))
-        };
-        let real = |key: &str| {
-            v[key]
-                .as_f64()
-                .with_context(|| format!("nl-peer {what} printed no {key:?}"))
-        };
+        let json = JsonLine::parse(&format!("nl-peer {what}"), line)?;
+        let (count, real) = (|k| json.count(k), |k| json.real(k));
         Ok(Measured {
             units: count(load.units_key())?,
-            failures: v["failures"].as_u64().unwrap_or(0),
+            failures: json.v["failures"].as_u64().unwrap_or(0),
             secs: real("secs")?,
             rate: real("rate")?,
             client_cpu: real("user")? + real("sys")?,
@@ -257,34 +218,15 @@ impl Run {
     }
 }
 
-struct Round {
-    order: [Mode; 2],
-    untraced: Result<Run, String>,
-    netladder: Result<Run, String>,
-}
+type Round = PairRound<Run>;
 
 impl Round {
-    fn run(&self, mode: Mode) -> Option<&Run> {
-        match mode {
-            Mode::Netladder => self.netladder.as_ref().ok(),
-            _ => self.untraced.as_ref().ok(),
-        }
-    }
-
     fn measured(&self, mode: Mode, load: Load) -> Option<&Measured> {
         self.run(mode).map(|r| r.measured(load))
     }
 
     fn ratio(&self, load: Load) -> Option<f64> {
         Some(self.measured(Mode::Netladder, load)?.rate / self.measured(Mode::Untraced, load)?.rate)
-    }
-
-    fn failure(&self, mode: Mode) -> Option<&str> {
-        match mode {
-            Mode::Netladder => self.netladder.as_ref().err(),
-            _ => self.untraced.as_ref().err(),
-        }
-        .map(String::as_str)
     }
 }
 
@@ -482,10 +424,7 @@ impl HealthyResults {
     }
 
     fn why(&self, mode: Mode) -> &str {
-        self.rounds
-            .iter()
-            .find_map(|r| r.failure(mode))
-            .unwrap_or("no data")
+        first_failure(&self.rounds, mode)
     }
 
     pub(super) fn markdown(&self, machine: &Machine, command_line: &str) -> String {
@@ -721,6 +660,7 @@ impl HealthyResults {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bench::rotated;
 
     #[test]
     fn parses_blast_and_churn_lines() {

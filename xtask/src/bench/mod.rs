@@ -30,9 +30,11 @@ mod tracer;
 
 use std::path::PathBuf;
 use std::process::{Command, ExitCode};
+use std::thread::sleep;
 use std::time::Duration;
 
-use anyhow::{bail, ensure, Result};
+use anyhow::{bail, ensure, Context, Result};
+use serde_json::Value;
 
 use crate::{cmd, setup};
 use child::{install_stop_handlers, WorkDir};
@@ -315,6 +317,118 @@ impl Mode {
 fn rotated<const N: usize>(mut modes: [Mode; N], round: u32) -> [Mode; N] {
     modes.rotate_left(round as usize % N);
     modes
+}
+
+/// One round of a benchmark that compares netladder with no tracer: each mode's result, or why
+/// it failed.
+struct PairRound<R> {
+    order: [Mode; 2],
+    untraced: Result<R, String>,
+    netladder: Result<R, String>,
+}
+
+impl<R> PairRound<R> {
+    fn run(&self, mode: Mode) -> Option<&R> {
+        match mode {
+            Mode::Netladder => self.netladder.as_ref().ok(),
+            _ => self.untraced.as_ref().ok(),
+        }
+    }
+
+    fn failure(&self, mode: Mode) -> Option<&str> {
+        match mode {
+            Mode::Netladder => self.netladder.as_ref().err(),
+            _ => self.untraced.as_ref().err(),
+        }
+        .map(String::as_str)
+    }
+}
+
+/// Why `mode` has no result: the first failure of its runs.
+fn first_failure<R>(rounds: &[PairRound<R>], mode: Mode) -> &str {
+    rounds
+        .iter()
+        .find_map(|r| r.failure(mode))
+        .unwrap_or("no data")
+}
+
+/// Runs `rounds` rounds of a load untraced and under netladder, in rotating order, with a pause
+/// after each run. Once a traced run fails, the later ones are not tried (same reason); a failed
+/// untraced run is kept as that round's failure. Also returns the foreign tracers seen before
+/// any run (sorted, once each).
+fn pair_rounds<R>(
+    name: &str,
+    rounds: u32,
+    mut untraced: impl FnMut() -> Result<R>,
+    mut traced: impl FnMut() -> Result<R>,
+    progress: impl Fn(&Result<R, String>) -> String,
+) -> Result<(Vec<PairRound<R>>, Vec<String>)> {
+    let mut done = Vec::new();
+    let mut broken = None;
+    let mut foreign = Vec::new();
+    for round in 0..rounds {
+        let order = rotated(Mode::PAIR, round);
+        let mut plain = Err("not run".to_owned());
+        let mut netladder = Err("not run".to_owned());
+        for mode in order {
+            foreign.extend(procfs::foreign_tracers());
+            let result = match mode {
+                Mode::Netladder => {
+                    netladder = retry_unless_broken(&mut broken, &mut traced);
+                    &netladder
+                }
+                _ => {
+                    plain = untraced().map_err(one_line);
+                    &plain
+                }
+            };
+            child::stop_requested()?;
+            eprintln!(
+                "bench: {name} round {}: {}: {}",
+                round + 1,
+                mode.short(),
+                progress(result)
+            );
+            sleep(SETTLE);
+        }
+        done.push(PairRound {
+            order,
+            untraced: plain,
+            netladder,
+        });
+    }
+    foreign.sort();
+    foreign.dedup();
+    Ok((done, foreign))
+}
+
+/// The fields of a JSON line one of the bench's programs printed (`what` names it in errors).
+struct JsonLine {
+    what: String,
+    v: Value,
+}
+
+impl JsonLine {
+    fn parse(what: &str, line: &str) -> Result<JsonLine> {
+        let v = serde_json::from_str(line.trim())
+            .with_context(|| format!("{what} printed invalid JSON"))?;
+        Ok(JsonLine {
+            what: what.to_owned(),
+            v,
+        })
+    }
+
+    fn count(&self, key: &str) -> Result<u64> {
+        self.v[key]
+            .as_u64()
+            .with_context(|| format!("{} printed no {key:?}", self.what))
+    }
+
+    fn real(&self, key: &str) -> Result<f64> {
+        self.v[key]
+            .as_f64()
+            .with_context(|| format!("{} printed no {key:?}", self.what))
+    }
 }
 
 fn retry_unless_broken<T>(

@@ -24,7 +24,8 @@ use super::procfs::{cpu_secs, foreign_tracers, perf_event_fds, system_busy_secs}
 use super::report::{escape_cell, Machine, Spread};
 use super::tracer::{final_stats, FinalStats, Netladder};
 use super::{
-    one_line, retry_unless_broken, Ctx, Mode, ATTACH_TIMEOUT, EXIT_TIMEOUT, SETTLE, STORM_GRACE,
+    one_line, retry_unless_broken, Ctx, JsonLine, Mode, ATTACH_TIMEOUT, EXIT_TIMEOUT, SETTLE,
+    STORM_GRACE,
 };
 
 const BPFTRACE: &str = "/usr/bin/bpftrace";
@@ -86,18 +87,8 @@ pub(super) struct Storm {
 
 impl Storm {
     pub(super) fn parse(line: &str) -> Result<Storm> {
-        let v: Value =
-            serde_json::from_str(line.trim()).context("nl-peer storm printed invalid JSON")?;
-        let count = |key: &str| {
-            v[key]
-                .as_u64()
-                .with_context(|| format!("nl-peer storm printed no {key:?}"))
-        };
-        let real = |key: &str| {
-            v[key]
-                .as_f64()
-                .with_context(|| format!("nl-peer storm printed no {key:?}"))
-        };
+        let json = JsonLine::parse("nl-peer storm", line)?;
+        let (count, real) = (|k| json.count(k), |k| json.real(k));
         Ok(Storm {
             attempts: count("attempts")?,
             refused: count("refused")?,
