@@ -71,16 +71,17 @@ fn park_no_socket(flow: &Flow, reason: u32, netns: u32) {
     let slot = unsafe { &mut *slot };
     let same = slot.parked != 0 && same_flow(&slot.flow, flow);
     if slot.parked != 0 && !same {
-        let old = *slot;
+        // Straight from the slot (no copy on the stack, which this program is short of): the
+        // slot is only rewritten below.
         record(
-            &old.flow,
+            &slot.flow,
             Class::NoSocket,
-            old.reason,
+            slot.reason,
             0,
             0,
-            old.netns,
-            old.drops,
-            old.last_ns,
+            slot.netns,
+            slot.drops,
+            slot.last_ns,
         );
     }
     slot.drops = if same { slot.drops + 1 } else { 1 };

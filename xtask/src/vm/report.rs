@@ -10,6 +10,7 @@ const END: &str = "NL-VM-END";
 const BINARY_START: &str = "NL-VM-BINARY-START";
 const BINARY_END: &str = "NL-VM-BINARY-END";
 const MODULE_FAILED: &str = "NL-VM-MODULE-FAILED";
+const HOOKS: &str = "NL-VM-HOOKS";
 /// How many lines of a console or of a failed test's output a report shows.
 pub const TAIL_LINES: usize = 40;
 
@@ -28,7 +29,24 @@ pub struct Stream {
     pub started: Option<String>,
     pub ended: bool,
     pub module_failures: Vec<String>,
+    /// Programs the kernel's verifier refused for a reason of netladder's own making (see
+    /// [`own_refusal`]), each as its `netladder hooks` line.
+    pub verifier_refusals: Vec<String>,
     pub binaries: Vec<BinaryRun>,
+}
+
+/// Whether a `netladder hooks` line is a program the verifier refused for a reason of
+/// netladder's own making (stack size, bounds, ...), not for a helper or feature this kernel
+/// lacks. Such a refusal silently turns the scenarios that need the program into skips, so the
+/// VM run counts it as a failure of its own.
+fn own_refusal(hooks_line: &str) -> bool {
+    let mut cols = hooks_line.split_whitespace();
+    let refused = cols.nth(2) == Some("REFUSED");
+    // A helper the kernel does not offer to this program type is a capability limit, named by
+    // `netladder hooks` and docs/kernels.md.
+    let missing_helper =
+        hooks_line.contains("unknown func") || hooks_line.contains("cannot use helper");
+    refused && hooks_line.contains("(verifier:") && !missing_helper
 }
 
 pub fn parse_stream(text: &str) -> Stream {
@@ -43,6 +61,10 @@ pub fn parse_stream(text: &str) -> Stream {
             stream.ended = true;
         } else if let Some(module) = marker.strip_prefix(MODULE_FAILED) {
             stream.module_failures.push(module.trim().to_string());
+        } else if let Some(hook) = marker.strip_prefix(HOOKS) {
+            if own_refusal(hook) {
+                stream.verifier_refusals.push(hook.trim().to_string());
+            }
         } else if let Some(name) = marker.strip_prefix(BINARY_START) {
             current = Some((name.trim().to_string(), String::new()));
         } else if let Some(rest) = marker.strip_prefix(BINARY_END) {
@@ -265,6 +287,12 @@ pub fn problems(runs: &[RunReport]) -> Vec<String> {
                 run.label
             ));
         }
+        for hook in &run.stream.verifier_refusals {
+            problems.push(format!(
+                "{}: the verifier refused a netladder program: {hook}",
+                run.label
+            ));
+        }
         problems.extend(binary_problems(run));
     }
     problems
@@ -398,6 +426,28 @@ mod tests {
             stream: parse_stream(stream),
             console_tail: vec!["Kernel panic - not syncing: VFS".to_string()],
         }
+    }
+
+    #[test]
+    fn verifier_refusals_of_our_own_making_are_problems() {
+        let stream = parse_stream(
+            "NL-VM-START 6.1\n\
+             NL-VM-HOOKS kfree_skb  tp_btf/kfree_skb  REFUSED   load failed: Permission denied (os error 13) (verifier: combined stack size of 2 calls is 544. Too large); lost: drops\n\
+             NL-VM-HOOKS dns_egress  cgroup_skb/egress (cgroup2 root)  REFUSED   load failed: Invalid argument (os error 22) (verifier: 230: (85) call bpf_get_current_pid_tgid#14 / unknown func bpf_get_current_pid_tgid#14); lost: owner\n\
+             NL-VM-HOOKS tcp_v4_connect_exit  fexit/tcp_v4_connect  REFUSED   load failed: Operation not permitted (os error 1); lost: io_uring\n\
+             NL-VM-HOOKS inet_sock_set_state  tp_btf/inet_sock_set_state  attached  tp_btf\n\
+             NL-VM-END\n",
+        );
+        assert_eq!(
+            stream.verifier_refusals.len(),
+            1,
+            "{:?}",
+            stream.verifier_refusals
+        );
+        assert!(stream.verifier_refusals[0].starts_with("kfree_skb"));
+        let problems = problems(&[run("6.1", MachineStatus::Finished, "NL-VM-START 6.1\nNL-VM-HOOKS kfree_skb  tp_btf/kfree_skb  REFUSED   x (verifier: combined stack size of 2 calls is 544. Too large)\nNL-VM-END\n")]);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].contains("the verifier refused a netladder program: kfree_skb"));
     }
 
     #[test]
