@@ -41,7 +41,7 @@ pub static NOSOCK_LAST: PerCpuArray<NoSocketDrop> = PerCpuArray::with_max_entrie
 /// full, failures are sent one event each.
 #[map(name = "AGG")]
 pub static AGG: HashMap<AggKey, AggCount> = HashMap::with_max_entries(8192, 0);
-/// Where `emit_failure` builds its key (one per CPU).
+/// Where an aggregation key is built (one per CPU, see `agg_key`).
 #[map(name = "AGG_SCRATCH")]
 static AGG_SCRATCH: PerCpuArray<AggKey> = PerCpuArray::with_max_entries(1, 0);
 /// The generation in use (0 or 1), written by userspace only.
@@ -137,34 +137,6 @@ pub fn count(index: u32) {
         // Per-CPU slot: no other writer can race with us.
         unsafe { *slot += 1 };
     }
-}
-
-/// Reports a failure: as an event when it is the first of its kind (`AggKey`) in the current
-/// window, otherwise only counted in AGG (userspace reports the count as repeats of the event).
-#[inline(always)]
-pub fn emit_failure(event: &Event) {
-    if let Some(key) = agg_key() {
-        // Field by field, so no copy of the key is made on the stack first (same fields as
-        // `AggKey::of`, which userspace uses).
-        unsafe {
-            (*key).tgid = event.proc.pid;
-            (*key).kind = event.kind;
-            (*key).verdict = event.verdict;
-            (*key).err = event.err;
-            (*key).flags = event.flags;
-            (*key).netns = event.proc.netns;
-            (*key).drop_netns = event.drop_netns;
-            (*key).family = event.flow.family;
-            (*key).dport = event.flow.dport;
-            (*key).icmp_type = event.icmp_type;
-            (*key).icmp_code = event.icmp_code;
-            (*key).daddr = event.flow.daddr;
-        }
-        if counted_as_repeat(key, event.ts_ns) {
-            return;
-        }
-    }
-    emit(event);
 }
 
 /// This CPU's slot for an aggregation key, its generation already set: the caller fills every

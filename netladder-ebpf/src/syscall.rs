@@ -11,7 +11,7 @@ use netladder_common::{kind, syscall, Event, Flow, AF_INET, AF_INET6};
 
 use crate::{
     kernel::{conf, current_netns, current_proc, is_self, other_netns, zero_flow},
-    maps::{emit_failure, PendingCall, BOUND, CALL_ARGS, CONNS},
+    maps::{agg_key, counted_as_repeat, emit, PendingCall, BOUND, CALL_ARGS, CONNS},
 };
 
 /// A 64-bit field of a syscall tracepoint's record at `off` (from its tracefs format file). The
@@ -177,9 +177,10 @@ fn save_with_addr(ctx: &TracePointContext, call: u32, fd_off: u32, addr_off: u32
     save(ctx, call, fd_off, uaddr);
 }
 
-/// Saves fd and the sockaddr at user address `uaddr` of an IPv4/IPv6 call. For connect() only the
-/// address of the sockaddr is kept: it is read at exit, and only when the call failed (nearly every
-/// connect succeeds, is in progress, or fails after SYN_SENT, where the socket itself reports).
+/// Saves fd and the sockaddr at user address `uaddr` of an IPv4/IPv6 call. For connect(), sendto()
+/// and sendmsg() only the address of the sockaddr is kept: it is read at exit, and only when the
+/// call failed (nearly every call succeeds; a connect may also fail after SYN_SENT, where the
+/// socket itself reports). bind() needs it at entry: a successful bind is remembered (BOUND).
 #[inline(always)]
 fn save(ctx: &TracePointContext, call: u32, fd_off: u32, uaddr: u64) {
     if ignored_caller() {
@@ -196,7 +197,7 @@ fn save(ctx: &TracePointContext, call: u32, fd_off: u32, uaddr: u64) {
         reached_syn_sent: 0,
         sk: 0,
     };
-    if call != syscall::CONNECT {
+    if call == syscall::BIND {
         match read_sockaddr(uaddr) {
             Some(addr) => pending.addr = addr,
             None => return,
@@ -235,6 +236,11 @@ fn exit(ctx: &TracePointContext, call: u32) {
             }
         }
     }
+    // A datagram sent: nothing to report, nothing to keep (one map operation).
+    if (call == syscall::SENDTO || call == syscall::SENDMSG) && ret.is_some_and(|r| r >= 0) {
+        let _ = CALL_ARGS.remove(&id);
+        return;
+    }
     let Some(pending) = (unsafe { CALL_ARGS.get(&id) }).copied() else {
         return;
     };
@@ -263,8 +269,9 @@ fn exit(ctx: &TracePointContext, call: u32) {
     }
     if ret < 0 {
         let mut addr = pending.addr;
-        if call == syscall::CONNECT {
-            // connect() reads its sockaddr only now that it failed (see sys_enter_connect).
+        if call != syscall::BIND && call != syscall::LISTEN {
+            // connect(), sendto() and sendmsg() read their sockaddr only now that they failed
+            // (see `save`).
             let Some(read) = read_sockaddr(pending.uaddr) else {
                 return;
             };
@@ -323,10 +330,32 @@ pub fn emit_call_error(call: u32, raw: &[u8; 28], ret: i32, netns: u32) {
     } else if flow.family == 0 {
         return;
     }
-    emit_failure(&Event {
+    let now = unsafe { bpf_ktime_get_ns() };
+    // A repeat within its window (a flood of refused sends) is only counted: the process's
+    // details and the event are gathered only for the one that is sent.
+    if let Some(key) = agg_key() {
+        unsafe {
+            (*key).tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+            (*key).kind = kind::SYSCALL_FAILED;
+            (*key).verdict = call;
+            (*key).err = ret;
+            (*key).flags = 0;
+            (*key).netns = netns;
+            (*key).drop_netns = 0;
+            (*key).family = flow.family;
+            (*key).dport = flow.dport;
+            (*key).icmp_type = 0;
+            (*key).icmp_code = 0;
+            (*key).daddr = flow.daddr;
+        }
+        if counted_as_repeat(key, now) {
+            return;
+        }
+    }
+    emit(&Event {
         kind: kind::SYSCALL_FAILED,
         verdict: call,
-        ts_ns: unsafe { bpf_ktime_get_ns() },
+        ts_ns: now,
         proc: current_proc(netns),
         flow,
         err: ret,
