@@ -19,7 +19,7 @@ use serde_json::Value;
 
 use super::child::{last_line, remove_if_present, Guarded};
 use super::procfs::{rss_kib, system_busy_secs};
-use super::report::{escape_cell, median, Machine, Spread};
+use super::report::{closing, escape_cell, median, Machine, Spread};
 use super::storm::Storm;
 use super::tracer::{count_of, read_failures, FinalStats, Netladder};
 use super::{first_failure, pair_rounds, Ctx, JsonLine, Mode, PairRound, SETTLE, STORM_GRACE};
@@ -396,16 +396,7 @@ impl DropResults {
         md += &self.netladder_table();
         md += "\n";
         md += &self.udp_table();
-        if !self.foreign.is_empty() {
-            md += &format!(
-                "\nWARNING: other tracers were running during the bench and may have skewed it: {}.\n",
-                self.foreign.join(", ")
-            );
-        }
-        md += "\nTargets:\n\n";
-        for line in self.verdicts() {
-            md += &format!("- {line}\n");
-        }
+        md += &closing(&self.foreign, &self.verdicts());
         md
     }
 

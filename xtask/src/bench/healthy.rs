@@ -17,7 +17,7 @@ use serde_json::Value;
 
 use super::child::{last_line, remove_if_present, Guarded};
 use super::procfs::{cpu_secs, system_busy_secs};
-use super::report::{escape_cell, median, Machine, Spread};
+use super::report::{closing, escape_cell, median, Machine, Spread};
 use super::tracer::{count_of, read_failures, FinalStats, Netladder};
 use super::{
     first_failure, pair_rounds, Ctx, JsonLine, Mode, PairRound, ATTACH_TIMEOUT, SETTLE, STORM_GRACE,
@@ -456,16 +456,7 @@ impl HealthyResults {
                 md += &format!("- ... and {} more\n", events.len() - 20);
             }
         }
-        if !self.foreign.is_empty() {
-            md += &format!(
-                "\nWARNING: other tracers were running during the bench and may have skewed it: {}.\n",
-                self.foreign.join(", ")
-            );
-        }
-        md += "\nTargets:\n\n";
-        for line in self.verdicts() {
-            md += &format!("- {line}\n");
-        }
+        md += &closing(&self.foreign, &self.verdicts());
         md
     }
 

@@ -92,6 +92,23 @@ pub(super) fn median(values: impl IntoIterator<Item = f64>) -> f64 {
     Spread::of(values).map_or(f64::NAN, |s| s.median)
 }
 
+/// The end of a benchmark's block: a warning naming other tracers that ran meanwhile (they are
+/// charged to every mode alike and may skew the numbers), then the target lines.
+pub(super) fn closing(foreign: &[String], verdicts: &[String]) -> String {
+    let mut md = String::new();
+    if !foreign.is_empty() {
+        md += &format!(
+            "\nWARNING: other tracers were running during the bench and may have skewed it: {}.\n",
+            foreign.join(", ")
+        );
+    }
+    md += "\nTargets:\n\n";
+    for line in verdicts {
+        md += &format!("- {line}\n");
+    }
+    md
+}
+
 pub(super) fn escape_cell(text: &str) -> String {
     text.replace('|', "\\|")
 }

@@ -7,7 +7,7 @@ use anyhow::{ensure, Result};
 
 use super::child::stop_requested;
 use super::procfs::{bpf_programs_held_by, loaded_bpf_programs};
-use super::report::Spread;
+use super::report::{closing, Spread};
 use super::tracer::Netladder;
 use super::{one_line, Ctx, DETACH_TIMEOUT, POLL, SETTLE};
 
@@ -133,10 +133,7 @@ impl StartupResults {
                 );
             }
         }
-        md += "\nTargets:\n\n";
-        for line in self.verdicts() {
-            md += &format!("- {line}\n");
-        }
+        md += &closing(&[], &self.verdicts());
         md
     }
 

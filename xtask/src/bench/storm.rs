@@ -21,7 +21,7 @@ use serde_json::Value;
 
 use super::child::{last_line, remove_if_present, stop_requested, Guarded};
 use super::procfs::{cpu_secs, foreign_tracers, perf_event_fds, system_busy_secs};
-use super::report::{escape_cell, Machine, Spread};
+use super::report::{closing, escape_cell, Machine, Spread};
 use super::tracer::{final_stats, FinalStats, Netladder};
 use super::{
     one_line, retry_unless_broken, Ctx, JsonLine, Mode, ATTACH_TIMEOUT, EXIT_TIMEOUT, SETTLE,
@@ -499,17 +499,8 @@ impl StormResults {
         md += &self.netladder_table();
         md += "\n";
         md += &self.bpftrace_note();
-        if !self.foreign.is_empty() {
-            let list: Vec<&str> = self.foreign.iter().map(String::as_str).collect();
-            md += &format!(
-                "\nWARNING: other tracers were running during the bench and may have skewed it: {}.\n",
-                list.join(", ")
-            );
-        }
-        md += "\nTargets:\n\n";
-        for line in self.verdicts() {
-            md += &format!("- {line}\n");
-        }
+        let foreign: Vec<String> = self.foreign.iter().cloned().collect();
+        md += &closing(&foreign, &self.verdicts());
         md
     }
 
