@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use netladder_tests::tls::{openssl, tls_server, Running, TempDir};
+use netladder_tests::tls::{make_certs, openssl, tls_server, Leaf, Running, TempDir};
 use netladder_tests::*;
 use serde_json::Value;
 
@@ -597,6 +597,19 @@ enum Validity<'a> {
 }
 
 fn certs_with(dir: &Path, san: &str, validity: Validity) {
+    let days = match validity {
+        Validity::Days(days) => days,
+        Validity::Dates(not_before, not_after) => {
+            return make_certs(
+                dir,
+                Leaf::Signed {
+                    san,
+                    not_before,
+                    not_after,
+                },
+            );
+        }
+    };
     let ec = [
         "-newkey",
         "ec",
@@ -634,45 +647,6 @@ fn certs_with(dir: &Path, san: &str, validity: Validity) {
         .concat(),
     );
     std::fs::write(dir.join("ext"), format!("subjectAltName={san}\n")).unwrap();
-    let days = match validity {
-        Validity::Days(days) => days,
-        Validity::Dates(start, end) => {
-            std::fs::write(
-                dir.join("ca.cnf"),
-                "[ca]\ndefault_ca = test\n[test]\ndatabase = index.txt\nnew_certs_dir = .\n\
-                 serial = serial\ndefault_md = sha256\npolicy = any\nunique_subject = no\n\
-                 [any]\ncommonName = supplied\n",
-            )
-            .unwrap();
-            std::fs::write(dir.join("index.txt"), "").unwrap();
-            std::fs::write(dir.join("serial"), "01\n").unwrap();
-            openssl(
-                dir,
-                &[
-                    "ca",
-                    "-batch",
-                    "-notext",
-                    "-config",
-                    "ca.cnf",
-                    "-cert",
-                    "ca.pem",
-                    "-keyfile",
-                    "ca.key",
-                    "-in",
-                    "leaf.csr",
-                    "-out",
-                    "leaf.pem",
-                    "-startdate",
-                    start,
-                    "-enddate",
-                    end,
-                    "-extfile",
-                    "ext",
-                ],
-            );
-            return;
-        }
-    };
     openssl(
         dir,
         &[
