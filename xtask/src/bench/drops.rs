@@ -19,7 +19,7 @@ use serde_json::Value;
 
 use super::child::{last_line, remove_if_present, Guarded};
 use super::procfs::{rss_kib, system_busy_secs};
-use super::report::{closing, escape_cell, median, Machine, Spread};
+use super::report::{closing, escape_cell, lost_verdict, median, Machine, Spread};
 use super::storm::Storm;
 use super::tracer::{count_of, read_failures, FinalStats, Netladder};
 use super::{first_failure, pair_rounds, Ctx, JsonLine, Mode, PairRound, SETTLE, STORM_GRACE};
@@ -611,11 +611,10 @@ impl DropResults {
                     off.join("; ")
                 )
             },
-            if lost.is_empty() {
-                "TARGET MET: no event lost during the drop storm (identical failures aggregated in the kernel)".to_owned()
-            } else {
-                format!("TARGET MISSED: events were lost: {}", lost.join("; "))
-            },
+            lost_verdict(
+                &lost,
+                "no event lost during the drop storm (identical failures aggregated in the kernel)",
+            ),
         ]
     }
 

@@ -109,6 +109,16 @@ pub(super) fn closing(foreign: &[String], verdicts: &[String]) -> String {
     md
 }
 
+/// The target line on lost events: `met` when `lost` (one entry per round that lost some) is
+/// empty, otherwise the rounds that lost events.
+pub(super) fn lost_verdict(lost: &[String], met: &str) -> String {
+    if lost.is_empty() {
+        format!("TARGET MET: {met}")
+    } else {
+        format!("TARGET MISSED: events were lost: {}", lost.join("; "))
+    }
+}
+
 pub(super) fn escape_cell(text: &str) -> String {
     text.replace('|', "\\|")
 }

@@ -21,7 +21,7 @@ use serde_json::Value;
 
 use super::child::{last_line, remove_if_present, stop_requested, Guarded};
 use super::procfs::{cpu_secs, foreign_tracers, perf_event_fds, system_busy_secs};
-use super::report::{closing, escape_cell, Machine, Spread};
+use super::report::{closing, escape_cell, lost_verdict, Machine, Spread};
 use super::tracer::{final_stats, FinalStats, Netladder};
 use super::{
     one_line, retry_unless_broken, Ctx, JsonLine, Mode, ATTACH_TIMEOUT, EXIT_TIMEOUT, SETTLE,
@@ -693,11 +693,7 @@ impl StormResults {
                     unclassified.join("; ")
                 )
             },
-            if lost.is_empty() {
-                "TARGET MET: no event lost in any round".to_owned()
-            } else {
-                format!("TARGET MISSED: events were lost: {}", lost.join("; "))
-            },
+            lost_verdict(&lost, "no event lost in any round"),
         ]
     }
 
