@@ -85,8 +85,21 @@ pub struct Config {
     pub sys_enter_sendto_buf: u32,
     pub sys_enter_sendto_len: u32,
     pub sys_enter_openat_filename: u32,
-    /// Keeps the u64 arrays below 8-aligned without implicit (uninitialised) padding.
-    pub _pad: u32,
+    // #025 without a recorded connect(): the process's sockets, read through its open files.
+    /// `struct task_struct` -> `files`, `struct files_struct` -> `fdt`.
+    pub task_files: u32,
+    pub files_fdt: u32,
+    /// `struct fdtable` -> `max_fds`, `fd`.
+    pub fdt_max_fds: u32,
+    pub fdt_fd: u32,
+    /// `struct file` -> `private_data` (the `struct socket` of a socket file).
+    pub file_private_data: u32,
+    /// `struct socket` -> `file` (points back to the file), `sk`, `type`.
+    pub socket_file: u32,
+    pub socket_sk: u32,
+    pub socket_type: u32,
+    /// `struct sock` -> `__sk_common.skc_state`.
+    pub sk_state: u32,
     /// Text ranges of icmp_rcv / icmpv6_rcv (kallsyms): a consumed skb freed from there is an
     /// ICMP message the stack handled. 0..0 when unknown.
     pub icmp_rcv: [u64; 2],
@@ -94,9 +107,11 @@ pub struct Config {
 }
 
 // The config is copied to the kernel as bytes: it must have no implicit padding.
-// 44 u32 fields (the last one `_pad`) and two [u64; 2] arrays, nothing in between.
-// ssh: +6 u32 (sys_enter_write_*, sys_enter_sendto_buf/len, sys_enter_openat_filename).
-const _: () = assert!(core::mem::size_of::<Config>() == (44 + 6) * 4 + 4 * 8);
+// An even number of u32 fields, then two [u64; 2] arrays, nothing in between: 43 u32, ssh's 6
+// (sys_enter_write_*, sys_enter_sendto_buf/len, sys_enter_openat_filename), and #025's 9
+// (task_files .. sk_state).
+const _: () = assert!(core::mem::size_of::<Config>() == (43 + 6 + 9) * 4 + 4 * 8);
+const _: () = assert!(core::mem::offset_of!(Config, icmp_rcv) == (43 + 6 + 9) * 4);
 
 impl Config {
     /// A config where every offset is absent; userspace fills in what the kernel has.
@@ -151,7 +166,15 @@ impl Config {
             sys_enter_sendto_buf: ABSENT,
             sys_enter_sendto_len: ABSENT,
             sys_enter_openat_filename: ABSENT,
-            _pad: 0,
+            task_files: ABSENT,
+            files_fdt: ABSENT,
+            fdt_max_fds: ABSENT,
+            fdt_fd: ABSENT,
+            file_private_data: ABSENT,
+            socket_file: ABSENT,
+            socket_sk: ABSENT,
+            socket_type: ABSENT,
+            sk_state: ABSENT,
             icmp_rcv: [0; 2],
             icmpv6_rcv: [0; 2],
         }
@@ -471,13 +494,20 @@ pub const AGG_WINDOW_NS: u64 = 1_000_000_000;
 /// which check refused (`TLS_AUX_*`), `text` holds two NUL-terminated names of at most
 /// `TLS_NAME_LEN` bytes each: the SNI the client sent (bytes 0..128) and the host name it asked
 /// OpenSSL to check (bytes 128..256), empty when not set; `flow.dst` is the thread's last
-/// connect() destination (family 0 when unknown).
+/// connect() destination, or with `TLS_PEER_FROM_FILES` set in `aux` the remote end of the
+/// process's only connected TCP socket (family 0 when neither is known).
 pub const TLS_NAME_LEN: usize = 128;
 /// OpenSSL 3's chain verification failed in a client handshake that then failed.
 pub const TLS_AUX_OPENSSL: u64 = 1;
 /// curl_easy_perform returned CURLE_PEER_FAILED_VERIFICATION after OpenSSL accepted the chain:
 /// curl's own host name check refused it.
 pub const TLS_AUX_CURL: u64 = 2;
+/// The low byte of `aux` is the `TLS_AUX_*` value; this bit says where `flow` came from: no
+/// connect() of the thread was recorded, and the process had exactly one connected TCP socket (established, or closed by the peer only)
+/// among its first `TLS_FD_SCAN` file descriptors.
+pub const TLS_PEER_FROM_FILES: u64 = 1 << 8;
+/// How many file descriptors the kernel side looks through for that socket.
+pub const TLS_FD_SCAN: u32 = 32;
 const _: () = assert!(2 * TLS_NAME_LEN == APP_TEXT_LEN);
 
 /// What an [`AppEvent`] of kind `DNS_ANSWER` or `RESOLVER` holds (#024).

@@ -124,13 +124,35 @@ pub fn sock_netns(sk: u64) -> u32 {
 /// matching what their packets carry on the wire. `sk` is a BTF pointer.
 #[inline(always)]
 pub fn sock_flow(sk: u64) -> Result<Flow, i64> {
-    let family: u16 = load(sk, conf!(sk_family));
-    let dport: u16 = load(sk, conf!(sk_dport));
+    flow_of(sk, true)
+}
+
+/// [`sock_flow`] for a socket pointer that is a plain number to the verifier (found through
+/// memory the program read, not given as a typed argument): every field through the read helper.
+#[inline(always)]
+pub fn sock_flow_read(sk: u64) -> Result<Flow, i64> {
+    flow_of(sk, false)
+}
+
+/// One field of `base`: a direct load (`direct`, BTF pointers) or a helper read (0 on failure).
+#[inline(always)]
+fn field<T: Copy + Default>(base: u64, off: u32, direct: bool) -> T {
+    if direct {
+        load(base, off)
+    } else {
+        read(base, off).unwrap_or_default()
+    }
+}
+
+#[inline(always)]
+fn flow_of(sk: u64, direct: bool) -> Result<Flow, i64> {
+    let family: u16 = field(sk, conf!(sk_family), direct);
+    let dport: u16 = field(sk, conf!(sk_dport), direct);
     // skc_num is already 0 when a failed socket reaches CLOSE (the port is released first);
     // inet_sport (in struct inet_sock, beyond struct sock: not a direct load) still holds it then.
     let sport = match read::<u16>(sk, conf!(sk_sport)) {
         Ok(p) if p != 0 => u16::from_be(p),
-        _ => load(sk, conf!(sk_num)),
+        _ => field(sk, conf!(sk_num), direct),
     };
     let mut flow = zero_flow();
     flow.family = family;
@@ -138,30 +160,30 @@ pub fn sock_flow(sk: u64) -> Result<Flow, i64> {
     flow.dport = u16::from_be(dport);
     flow.protocol = 6;
     if family == AF_INET6 {
-        let d = load16(sk, conf!(sk_v6_daddr));
+        let d = load16(sk, conf!(sk_v6_daddr), direct);
         if is_v4_mapped(&d) {
             flow.family = AF_INET;
         } else {
             flow.daddr = d;
-            flow.saddr = load16(sk, conf!(sk_v6_rcv_saddr));
+            flow.saddr = load16(sk, conf!(sk_v6_rcv_saddr), direct);
             return Ok(flow);
         }
     } else if family != AF_INET {
         return Err(-1);
     }
     // Addresses are in network byte order in memory: native-endian bytes keep that order.
-    flow.daddr[..4].copy_from_slice(&load::<u32>(sk, conf!(sk_daddr)).to_ne_bytes());
-    flow.saddr[..4].copy_from_slice(&load::<u32>(sk, conf!(sk_rcv_saddr)).to_ne_bytes());
+    flow.daddr[..4].copy_from_slice(&field::<u32>(sk, conf!(sk_daddr), direct).to_ne_bytes());
+    flow.saddr[..4].copy_from_slice(&field::<u32>(sk, conf!(sk_rcv_saddr), direct).to_ne_bytes());
     Ok(flow)
 }
 
-/// 16 bytes (an IPv6 address) at `base + off` of a BTF pointer, as two direct loads.
+/// 16 bytes (an IPv6 address) at `base + off`, as two 8-byte fields.
 #[inline(always)]
-fn load16(base: u64, off: u32) -> [u8; 16] {
+fn load16(base: u64, off: u32, direct: bool) -> [u8; 16] {
     let (hi, lo): (u64, u64) = if off == ABSENT {
         (0, 0)
     } else {
-        (load(base, off), load(base, off + 8))
+        (field(base, off, direct), field(base, off + 8, direct))
     };
     // SAFETY: two u64 are 16 bytes; no clearing first (see `zeroed`).
     unsafe { core::mem::transmute::<[u64; 2], [u8; 16]>([hi, lo]) }

@@ -19,20 +19,25 @@
 //! `aux` = `TLS_AUX_*` (which check refused), `text` = the SNI the client sent in bytes 0..128
 //! and the host name it asked OpenSSL to check (X509_VERIFY_PARAM_set1_host) in 128..256, each
 //! NUL-terminated (empty when not set), `flow.dst` = the thread's last connect() destination
-//! (recorded by syscall.rs while `TLS_WATCH` is set), `flow.src` unknown.
+//! (recorded by syscall.rs while `TLS_WATCH` is set), `flow.src` unknown. When no connect() of
+//! the thread was recorded, `flow` is the process's only connected TCP socket, found through
+//! its open files, and `aux` carries `TLS_PEER_FROM_FILES`: a lost record then costs no peer.
 use aya_ebpf::{
     helpers::{
-        bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel_buf,
-        bpf_probe_read_user_str_bytes,
+        bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns,
+        bpf_probe_read_kernel_buf, bpf_probe_read_user_str_bytes,
     },
     macros::{map, uprobe, uretprobe},
     maps::{LruHashMap, PerCpuArray},
     programs::{ProbeContext, RetProbeContext},
 };
-use netladder_common::{kind, TLS_AUX_CURL, TLS_AUX_OPENSSL, TLS_NAME_LEN};
+use netladder_common::{
+    kind, Flow, AF_INET, AF_INET6, TLS_AUX_CURL, TLS_AUX_OPENSSL, TLS_FD_SCAN, TLS_NAME_LEN,
+    TLS_PEER_FROM_FILES,
+};
 
 use crate::{
-    kernel::{current_netns, current_proc, is_self, other_netns},
+    kernel::{conf, current_netns, current_proc, is_self, other_netns, read, sock_flow_read},
     maps::{reserve_app, submit_app},
     syscall::sockaddr_flow,
 };
@@ -96,9 +101,15 @@ static TLS_HS: LruHashMap<u64, Handshake> = LruHashMap::with_max_entries(8192, 0
 #[map(name = "TLS_CAND")]
 static TLS_CAND: LruHashMap<u64, Handshake> = LruHashMap::with_max_entries(4096, 0);
 
-/// SNI and expected host set on a thread for its next handshake.
+/// The host name a thread asked OpenSSL to check, for its next handshake (`host`; `sni` unused:
+/// X509_VERIFY_PARAM_set1_host is not given the SSL object).
 #[map(name = "TLS_NAMES")]
 static TLS_NAMES: LruHashMap<u64, TlsNames> = LruHashMap::with_max_entries(8192, 0);
+
+/// The SNI set on each SSL object (NUL-terminated): kept per connection, so a thread that
+/// prepares several before their handshakes reports each with its own.
+#[map(name = "TLS_SNI")]
+static TLS_SNI: LruHashMap<SslKey, [u8; TLS_NAME_LEN]> = LruHashMap::with_max_entries(16384, 0);
 
 /// The names of the last client handshake that succeeded on a thread, inside curl_easy_perform.
 #[map(name = "TLS_OK")]
@@ -162,11 +173,20 @@ pub fn ssl_do_handshake_ret(ctx: RetProbeContext) -> u32 {
     if ret == 1 {
         // Done and accepted: keep its names for curl's own host name check, if inside curl.
         if unsafe { TLS_CURL.get(&id) }.is_some() {
-            if let Some(names) = TLS_NAMES.get_ptr(&id) {
-                let _ = TLS_OK.insert(&id, unsafe { &*names }, 0);
+            if let Some(names) = TLS_SCRATCH.get_ptr_mut(0) {
+                unsafe {
+                    fill_names(
+                        &mut (*names).sni,
+                        &mut (*names).host,
+                        TLS_SNI.get_ptr(&ssl_key(hs.ssl)),
+                        TLS_NAMES.get_ptr(&id),
+                    );
+                    let _ = TLS_OK.insert(&id, &*names, 0);
+                }
             }
         }
         let _ = TLS_NAMES.remove(&id);
+        let _ = TLS_SNI.remove(&ssl_key(hs.ssl));
     } else if ret <= 0 && hs.stage == 2 && hs.err != 0 {
         let _ = TLS_CAND.insert(&id, &hs, 0);
     }
@@ -214,9 +234,10 @@ pub fn ssl_get_error_ret(ctx: RetProbeContext) -> u32 {
     };
     let _ = TLS_CAND.remove(&id);
     if ret as i32 == SSL_ERROR_SSL {
-        emit(id, hs.err, TLS_AUX_OPENSSL, false);
+        emit(id, hs.ssl, hs.err, TLS_AUX_OPENSSL);
     }
     let _ = TLS_NAMES.remove(&id);
+    let _ = TLS_SNI.remove(&ssl_key(hs.ssl));
     0
 }
 
@@ -226,15 +247,29 @@ pub fn ssl_ctrl(ctx: ProbeContext) -> u32 {
     if ctx.arg::<u64>(1) != Some(SSL_CTRL_SET_TLSEXT_HOSTNAME) {
         return 0;
     }
-    let Some(name) = ctx.arg::<u64>(3) else {
+    let (Some(ssl), Some(name)) = (ctx.arg::<u64>(0), ctx.arg::<u64>(3)) else {
         return 0;
     };
-    if let Some(names) = names_of_thread() {
-        unsafe {
-            let dst = &mut (*names).sni;
-            if bpf_probe_read_user_str_bytes(name as *const u8, dst).is_err() {
-                dst[0] = 0;
+    let key = ssl_key(ssl);
+    let sni = match TLS_SNI.get_ptr_mut(&key) {
+        Some(p) => p,
+        None => {
+            let Some(scratch) = TLS_SCRATCH.get_ptr_mut(0) else {
+                return 0;
+            };
+            unsafe {
+                (*scratch).sni[0] = 0;
+                let _ = TLS_SNI.insert(&key, &(*scratch).sni, 0);
             }
+            let Some(p) = TLS_SNI.get_ptr_mut(&key) else {
+                return 0;
+            };
+            p
+        }
+    };
+    unsafe {
+        if name == 0 || bpf_probe_read_user_str_bytes(name as *const u8, &mut *sni).is_err() {
+            (*sni)[0] = 0;
         }
     }
     0
@@ -277,7 +312,7 @@ pub fn curl_easy_perform_ret(ctx: RetProbeContext) -> u32 {
     let id = bpf_get_current_pid_tgid();
     let _ = TLS_CURL.remove(&id);
     if ret as i32 == CURLE_PEER_FAILED_VERIFICATION && unsafe { TLS_OK.get(&id) }.is_some() {
-        emit(id, 0, TLS_AUX_CURL, true);
+        emit(id, 0, 0, TLS_AUX_CURL);
     }
     let _ = TLS_OK.remove(&id);
     0
@@ -299,9 +334,98 @@ fn names_of_thread() -> Option<*mut TlsNames> {
     TLS_NAMES.get_ptr_mut(&id)
 }
 
-/// One TLS_VERIFY event for thread `id`; names from TLS_OK (`after_ok`) or TLS_NAMES.
+const SOCK_STREAM: i16 = 1;
+const TCP_ESTABLISHED: u8 = 1;
+/// The peer closed its side: a server that read the client's fatal alert often has by the time
+/// the client asks SSL_get_error.
+const TCP_CLOSE_WAIT: u8 = 8;
+const IPPROTO_TCP: u16 = 6;
+
+/// The flow of the calling process's only connected TCP socket (established, or closed by the
+/// peer only) among its first `TLS_FD_SCAN`
+/// file descriptors (`current->files->fdt->fd[i]`); None when there is none or more than one.
+/// A socket file is recognised by its `struct socket` pointing back to it.
 #[inline(always)]
-fn emit(id: u64, code: i32, aux: u64, after_ok: bool) {
+fn sole_tcp_peer() -> Option<Flow> {
+    let task = unsafe { bpf_get_current_task() };
+    let files = read::<u64>(task, conf!(task_files)).ok()?;
+    let fdt = read::<u64>(files, conf!(files_fdt)).ok()?;
+    let max = read::<u32>(fdt, conf!(fdt_max_fds)).ok()?;
+    let fds = read::<u64>(fdt, conf!(fdt_fd)).ok()?;
+    let mut found = 0u64;
+    let mut i = 0u32;
+    while i < TLS_FD_SCAN && i < max {
+        let sk = connected_tcp(read::<u64>(fds, i * 8).unwrap_or(0));
+        if sk != 0 {
+            if found != 0 {
+                return None;
+            }
+            found = sk;
+        }
+        i += 1;
+    }
+    if found == 0 {
+        return None;
+    }
+    sock_flow_read(found).ok()
+}
+
+/// The `struct sock` of `file` when it is a connected TCP socket, else 0.
+#[inline(always)]
+fn connected_tcp(file: u64) -> u64 {
+    let Ok(socket) = read::<u64>(file, conf!(file_private_data)) else {
+        return 0;
+    };
+    if read::<u64>(socket, conf!(socket_file)) != Ok(file)
+        || read::<i16>(socket, conf!(socket_type)) != Ok(SOCK_STREAM)
+    {
+        return 0;
+    }
+    let Ok(sk) = read::<u64>(socket, conf!(socket_sk)) else {
+        return 0;
+    };
+    let family = read::<u16>(sk, conf!(sk_family)).unwrap_or(0);
+    let state = read::<u8>(sk, conf!(sk_state)).unwrap_or(0);
+    if (family == AF_INET || family == AF_INET6)
+        && (state == TCP_ESTABLISHED || state == TCP_CLOSE_WAIT)
+        && read::<u16>(sk, conf!(sk_protocol)) == Ok(IPPROTO_TCP)
+    {
+        sk
+    } else {
+        0
+    }
+}
+
+/// Copies the SNI of `sni` and the host name of `names` (empty when absent) into the two halves.
+#[inline(always)]
+unsafe fn fill_names(
+    sni_out: &mut [u8],
+    host_out: &mut [u8],
+    sni: Option<*const [u8; TLS_NAME_LEN]>,
+    names: Option<*const TlsNames>,
+) {
+    let sni_ok = match sni {
+        Some(p) => bpf_probe_read_kernel_buf((*p).as_ptr(), &mut sni_out[..TLS_NAME_LEN]).is_ok(),
+        None => false,
+    };
+    if !sni_ok {
+        sni_out[0] = 0;
+    }
+    let host_ok = match names {
+        Some(n) => {
+            bpf_probe_read_kernel_buf((*n).host.as_ptr(), &mut host_out[..TLS_NAME_LEN]).is_ok()
+        }
+        None => false,
+    };
+    if !host_ok {
+        host_out[0] = 0;
+    }
+}
+
+/// One TLS_VERIFY event for thread `id`: OpenSSL's refusal in a handshake on `ssl` (its names
+/// from TLS_SNI and TLS_NAMES), or with `ssl` 0 curl's own refusal (names kept in TLS_OK).
+#[inline(always)]
+fn emit(id: u64, ssl: u64, code: i32, aux: u64) {
     if is_self() {
         return;
     }
@@ -309,10 +433,14 @@ fn emit(id: u64, code: i32, aux: u64, after_ok: bool) {
     if other_netns(netns) {
         return;
     }
-    let names = if after_ok {
-        TLS_OK.get_ptr(&id)
+    // (SNI, the names holding the host name)
+    let (sni, names) = if ssl == 0 {
+        match TLS_OK.get_ptr(&id) {
+            Some(n) => (Some(unsafe { &raw const (*n).sni }), Some(n)),
+            None => (None, None),
+        }
     } else {
-        TLS_NAMES.get_ptr(&id)
+        (TLS_SNI.get_ptr(&ssl_key(ssl)), TLS_NAMES.get_ptr(&id))
     };
     let peer = TLS_PEER.get_ptr(&id);
     let Some(mut slot) = reserve_app() else {
@@ -324,35 +452,22 @@ fn emit(id: u64, code: i32, aux: u64, after_ok: bool) {
         (*e).code = code;
         (*e).ts_ns = bpf_ktime_get_ns();
         (*e).proc = current_proc(netns);
+        (*e).aux = aux;
         (*e).flow = match peer {
             Some(p) => sockaddr_flow(&*p),
-            None => netladder_common::Flow::default(),
+            None => match sole_tcp_peer() {
+                Some(f) => {
+                    (*e).aux = aux | TLS_PEER_FROM_FILES;
+                    f
+                }
+                None => Flow::default(),
+            },
         };
         (*e).flow.protocol = 6;
-        (*e).aux = aux;
         (*e)._pad = 0;
         (*e).text_len = (2 * TLS_NAME_LEN) as u32;
-        let text = &mut (*e).text;
-        match names {
-            Some(n) => {
-                if bpf_probe_read_kernel_buf((*n).sni.as_ptr(), &mut text[..TLS_NAME_LEN]).is_err()
-                {
-                    text[0] = 0;
-                }
-                if bpf_probe_read_kernel_buf(
-                    (*n).host.as_ptr(),
-                    &mut text[TLS_NAME_LEN..2 * TLS_NAME_LEN],
-                )
-                .is_err()
-                {
-                    text[TLS_NAME_LEN] = 0;
-                }
-            }
-            None => {
-                text[0] = 0;
-                text[TLS_NAME_LEN] = 0;
-            }
-        }
+        let (sni_out, host_out) = (*e).text.split_at_mut(TLS_NAME_LEN);
+        fill_names(sni_out, host_out, sni, names);
     }
     submit_app(slot);
 }

@@ -118,9 +118,13 @@ fn next_event(w: &Watch, h: &TwoHosts, seen: usize, tag: &str, client: &str) -> 
     events[seen].clone()
 }
 
-/// An event that has neither the peer nor the SNI its client certainly had.
+/// An event whose two records from before the handshake are both missing: the SNI its client
+/// certainly sent, and the thread's connect() (the peer then unknown, or taken from the
+/// process's socket instead).
 fn lost_pre_handshake_records(e: &Value) -> bool {
-    e["dst"].is_null() && evidence_has(e, "no server name (SNI) sent")
+    let no_connect =
+        e["dst"].is_null() || evidence_has(e, "no connect() of the thread was recorded");
+    no_connect && evidence_has(e, "no server name (SNI) sent")
 }
 
 /// The OpenSSL hooks attached (libssl.so.3 present); prints NL-SKIP otherwise.
@@ -231,7 +235,7 @@ fn certificate_failures_are_025_with_the_exact_x509_reason() {
             let mut e = next_event(&w, &h, before, tag, client);
             let mut reported = before + 1;
             if lost_pre_handshake_records(&e) {
-                // Seen twice in CI on Debian sid (one CPU, TCG): the event came, with its X509
+                // Seen twice on Debian sid (one CPU, TCG; once in CI): the event came, with its X509
                 // code, but both records written before the handshake (the thread's connect()
                 // destination and the SNI) were missing. Not reproduced in 90 runs since; cause
                 // unknown. Printed, then the case is run once more and must be complete.
@@ -397,5 +401,127 @@ fn a_server_refusing_a_client_certificate_is_not_reported() {
         events.is_empty(),
         "the server's refusal of a client certificate is not a client's #025: {events:#?}"
     );
+    w.stop().expect("netladder exits cleanly");
+}
+
+/// With the thread's connect() unrecorded (`--skip-hook sys_exit_connect`, standing in for a run
+/// the kernel skipped), the event still names its peer: curl's one connected TCP socket, found
+/// through its open files.
+#[test]
+fn without_a_recorded_connect_the_peer_comes_from_the_process_socket() {
+    let Some(_one) = root_serial() else {
+        return;
+    };
+    if !have_program("curl") {
+        skip("curl is not installed here");
+        return;
+    }
+    let h = two_hosts("tls-nocon");
+    let w = Watch::start(&["--skip-hook", "sys_exit_connect"]).expect("netladder watch starts");
+    if !hooks_ready(&w) {
+        return;
+    }
+    let dir = TempDir::new("tls-nocon");
+    make_certs(
+        &dir.0,
+        Leaf::Signed {
+            san: "DNS:good.nl.test",
+            not_before: "20200101000000Z",
+            not_after: "20200201000000Z",
+        },
+    );
+    let _server = tls_server(&h.server, &dir.0, SERVER, PORT, &["-www"]);
+    let out = curl(&h.client, &dir, &[]);
+    assert_eq!(out.status.code(), Some(60), "curl {}", text(&out));
+    let e = next_event(&w, &h, 0, "expired", "curl");
+    assert!(is_from(&e, "curl", &h), "{e:#}");
+    assert_eq!(e["cause"], "cert_expired", "{e:#}");
+    assert_eq!(e["dst"], format!("{SERVER}:{PORT}"), "{e:#}");
+    assert!(
+        evidence_has(
+            &e,
+            &format!("peer {SERVER}:{PORT} (no connect() of the thread was recorded; the process's only connected TCP socket)")
+        ),
+        "{e:#}"
+    );
+    // The local end comes with it: the client's address.
+    assert!(
+        e["src"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("10.240.40.1:")),
+        "{e:#}"
+    );
+    // The certificate is read from that peer as usual.
+    assert!(
+        evidence_has(&e, &format!("read from {SERVER}:{PORT}")),
+        "{e:#}"
+    );
+    w.stop().expect("netladder exits cleanly");
+}
+
+/// The SNI belongs to the connection, not to the thread: python3 prepares its connection to
+/// good.nl.test, then (same thread) another SSL object for other.nl.test, and only then runs the
+/// first handshake, which fails. The event names good.nl.test.
+#[test]
+fn the_sni_is_the_one_of_the_failing_connection() {
+    let Some(_one) = root_serial() else {
+        return;
+    };
+    if !have_program("python3") {
+        skip("python3 is not installed here");
+        return;
+    }
+    const SCRIPT: &str = "
+import socket, ssl, sys
+ctx = ssl.create_default_context(cafile='ca.pem')
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=20)
+conn = ctx.wrap_socket(s, server_hostname='good.nl.test', do_handshake_on_connect=False)
+other = ssl.create_default_context()
+other.check_hostname = False
+other.verify_mode = ssl.CERT_NONE
+decoy = other.wrap_bio(ssl.MemoryBIO(), ssl.MemoryBIO(), server_hostname='other.nl.test')
+try:
+    conn.do_handshake()
+    print('ok')
+except ssl.SSLCertVerificationError as e:
+    print('verify', e.verify_code)
+";
+    let h = two_hosts("tls-sni");
+    let w = Watch::start(&[]).expect("netladder watch starts");
+    if !hooks_ready(&w) {
+        return;
+    }
+    let dir = TempDir::new("tls-sni");
+    make_certs(
+        &dir.0,
+        Leaf::Signed {
+            san: "DNS:good.nl.test",
+            not_before: "20200101000000Z",
+            not_after: "20200201000000Z",
+        },
+    );
+    let _server = tls_server(&h.server, &dir.0, SERVER, PORT, &["-www"]);
+    let out = h
+        .client
+        .command("python3")
+        .args(["-c", SCRIPT, SERVER, &PORT.to_string()])
+        .current_dir(&dir.0)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run python3");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "verify 10",
+        "{}",
+        text(&out)
+    );
+    let e = next_event(&w, &h, 0, "expired", "python3");
+    assert!(is_from(&e, "python3", &h), "{e:#}");
+    assert_eq!(e["cause"], "cert_expired", "{e:#}");
+    assert!(
+        evidence_has(&e, &format!("server name sent (SNI): {NAME}")),
+        "{e:#}"
+    );
+    assert!(!e.to_string().contains("other.nl.test"), "{e:#}");
     w.stop().expect("netladder exits cleanly");
 }

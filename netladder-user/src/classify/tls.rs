@@ -5,7 +5,7 @@
 //! accepted it (`aux` = TLS_AUX_CURL). The X509_V_ERR code alone gives the reason in plain words;
 //! the enrichment stage adds the certificate's dates and names (`Lookup::TlsChain`) and, for the
 //! time-related codes, the system clock.
-use netladder_common::{TLS_AUX_CURL, TLS_NAME_LEN};
+use netladder_common::{TLS_AUX_CURL, TLS_FD_SCAN, TLS_NAME_LEN, TLS_PEER_FROM_FILES};
 
 use super::{Failure, FirewallSeen, Kind, Lookup, Observation};
 use crate::ladder::Layer;
@@ -79,7 +79,7 @@ fn name_in(raw: &[u8]) -> String {
 fn failure(obs: &Observation, code: i32, aux: u64, text: &[u8]) -> Failure {
     let sni = name_in(text.get(..TLS_NAME_LEN).unwrap_or_default());
     let host = name_in(text.get(TLS_NAME_LEN..).unwrap_or_default());
-    let curl = aux == TLS_AUX_CURL;
+    let curl = aux & 0xff == TLS_AUX_CURL;
     // The name the certificate had to carry: the one the client asked to check, else the SNI,
     // else the address it connected to.
     let asked = if !host.is_empty() {
@@ -132,8 +132,15 @@ fn failure(obs: &Observation, code: i32, aux: u64, text: &[u8]) -> Failure {
         ));
     }
     evidence.push(match obs.dst {
+        Some(d) if aux & TLS_PEER_FROM_FILES != 0 => format!(
+            "peer {d} (no connect() of the thread was recorded; the process's only \
+             connected TCP socket)"
+        ),
         Some(d) => format!("peer {d} (the thread's last connect())"),
-        None => "peer unknown: no connect() seen on this thread".to_owned(),
+        None => format!(
+            "peer unknown: no connect() seen on this thread, and not exactly one connected TCP \
+             socket among the process's first {TLS_FD_SCAN} file descriptors"
+        ),
     });
     Failure {
         code: 25,
@@ -396,6 +403,36 @@ mod tests {
                 .any(|e| e.contains("peer 10.240.12.2:8443")));
             assert_eq!(f.dst, Some("10.240.12.2:8443".parse().unwrap()));
         }
+    }
+
+    #[test]
+    fn the_peer_says_where_it_came_from() {
+        let mut s = State::default();
+        let said = |f: &Failure| f.evidence.iter().find(|e| e.starts_with("peer")).cloned();
+        let f = &s.feed(&obs(10, TLS_AUX_OPENSSL, "a.nl.test", ""), 0)[0];
+        assert_eq!(
+            said(f).as_deref(),
+            Some("peer 10.240.12.2:8443 (the thread's last connect())")
+        );
+        // No connect() recorded: the kernel took the process's one connected TCP socket.
+        let from_files = TLS_AUX_OPENSSL | TLS_PEER_FROM_FILES;
+        let f = &s.feed(&obs(10, from_files, "a.nl.test", ""), 0)[0];
+        assert_eq!(f.cause, "cert_expired");
+        assert!(said(f)
+            .unwrap()
+            .contains("the process's only connected TCP socket"));
+        // The flag leaves curl's own refusal recognised.
+        let f = &s.feed(
+            &obs(0, TLS_AUX_CURL | TLS_PEER_FROM_FILES, "a.nl.test", ""),
+            0,
+        )[0];
+        assert_eq!(f.cause, "cert_name_mismatch");
+        let mut none = obs(10, TLS_AUX_OPENSSL, "", "");
+        none.dst = None;
+        let f = &s.feed(&none, 0)[0];
+        assert!(said(f)
+            .unwrap()
+            .starts_with("peer unknown: no connect() seen"));
     }
 
     #[test]

@@ -50,6 +50,15 @@ pub fn resolve(btf: &KernelBtf, tracefs_root: &Path) -> Resolved {
     c.neigh_tbl = off("neighbour", "tbl");
     c.tbl_family = off("neigh_table", "family");
     c.msghdr_name = off("user_msghdr", "msg_name");
+    c.task_files = off("task_struct", "files");
+    c.files_fdt = off("files_struct", "fdt");
+    c.fdt_max_fds = off("fdtable", "max_fds");
+    c.fdt_fd = off("fdtable", "fd");
+    c.file_private_data = off("file", "private_data");
+    c.socket_file = off("socket", "file");
+    c.socket_sk = off("socket", "sk");
+    c.socket_type = off("socket", "type");
+    c.sk_state = off("sock", "__sk_common.skc_state");
 
     let mut drop_reasons = HashMap::new();
     match btf.enum_values("skb_drop_reason") {
