@@ -5,7 +5,7 @@
 use std::process::{Output, Stdio};
 use std::time::Duration;
 
-use netladder_tests::tls::{have_program, make_certs, tls_server, Leaf, TempDir};
+use netladder_tests::tls::{have_program, make_certs, tls_server, Leaf, Running, TempDir};
 use netladder_tests::*;
 use serde_json::Value;
 
@@ -404,6 +404,28 @@ fn a_server_refusing_a_client_certificate_is_not_reported() {
     w.stop().expect("netladder exits cleanly");
 }
 
+/// The two namespaces, `netladder watch WATCH_ARGS`, and an `openssl s_server` in the server's
+/// with a certificate that expired in 2020 (`ca.pem` in the TempDir trusts it). None, after an
+/// NL-SKIP, when the OpenSSL hooks are not attached.
+fn expired_lab(tag: &str, watch_args: &[&str]) -> Option<(TwoHosts, Watch, TempDir, Running)> {
+    let h = two_hosts(tag);
+    let w = Watch::start(watch_args).expect("netladder watch starts");
+    if !hooks_ready(&w) {
+        return None;
+    }
+    let dir = TempDir::new(tag);
+    make_certs(
+        &dir.0,
+        Leaf::Signed {
+            san: "DNS:good.nl.test",
+            not_before: "20200101000000Z",
+            not_after: "20200201000000Z",
+        },
+    );
+    let server = tls_server(&h.server, &dir.0, SERVER, PORT, &["-www"]);
+    Some((h, w, dir, server))
+}
+
 /// With the thread's connect() unrecorded (`--skip-hook sys_exit_connect`, standing in for a run
 /// the kernel skipped), the event still names its peer: curl's one connected TCP socket, found
 /// through its open files.
@@ -416,21 +438,10 @@ fn without_a_recorded_connect_the_peer_comes_from_the_process_socket() {
         skip("curl is not installed here");
         return;
     }
-    let h = two_hosts("tls-nocon");
-    let w = Watch::start(&["--skip-hook", "sys_exit_connect"]).expect("netladder watch starts");
-    if !hooks_ready(&w) {
+    let Some((h, w, dir, _server)) = expired_lab("tls-nocon", &["--skip-hook", "sys_exit_connect"])
+    else {
         return;
-    }
-    let dir = TempDir::new("tls-nocon");
-    make_certs(
-        &dir.0,
-        Leaf::Signed {
-            san: "DNS:good.nl.test",
-            not_before: "20200101000000Z",
-            not_after: "20200201000000Z",
-        },
-    );
-    let _server = tls_server(&h.server, &dir.0, SERVER, PORT, &["-www"]);
+    };
     let out = curl(&h.client, &dir, &[]);
     assert_eq!(out.status.code(), Some(60), "curl {}", text(&out));
     let e = next_event(&w, &h, 0, "expired", "curl");
@@ -486,21 +497,9 @@ try:
 except ssl.SSLCertVerificationError as e:
     print('verify', e.verify_code)
 ";
-    let h = two_hosts("tls-sni");
-    let w = Watch::start(&[]).expect("netladder watch starts");
-    if !hooks_ready(&w) {
+    let Some((h, w, dir, _server)) = expired_lab("tls-sni", &[]) else {
         return;
-    }
-    let dir = TempDir::new("tls-sni");
-    make_certs(
-        &dir.0,
-        Leaf::Signed {
-            san: "DNS:good.nl.test",
-            not_before: "20200101000000Z",
-            not_after: "20200201000000Z",
-        },
-    );
-    let _server = tls_server(&h.server, &dir.0, SERVER, PORT, &["-www"]);
+    };
     let out = h
         .client
         .command("python3")
