@@ -101,10 +101,10 @@ static TLS_HS: LruHashMap<u64, Handshake> = LruHashMap::with_max_entries(8192, 0
 #[map(name = "TLS_CAND")]
 static TLS_CAND: LruHashMap<u64, Handshake> = LruHashMap::with_max_entries(4096, 0);
 
-/// The host name a thread asked OpenSSL to check, for its next handshake (`host`; `sni` unused:
-/// X509_VERIFY_PARAM_set1_host is not given the SSL object).
-#[map(name = "TLS_NAMES")]
-static TLS_NAMES: LruHashMap<u64, TlsNames> = LruHashMap::with_max_entries(8192, 0);
+/// The host name a thread asked OpenSSL to check, for its next handshake (NUL-terminated; per
+/// thread: X509_VERIFY_PARAM_set1_host is not given the SSL object).
+#[map(name = "TLS_HOST")]
+static TLS_HOST: LruHashMap<u64, [u8; TLS_NAME_LEN]> = LruHashMap::with_max_entries(8192, 0);
 
 /// The SNI set on each SSL object (NUL-terminated): kept per connection, so a thread that
 /// prepares several before their handshakes reports each with its own.
@@ -123,7 +123,8 @@ static TLS_CURL: LruHashMap<u64, u32> = LruHashMap::with_max_entries(4096, 0);
 #[map(name = "TLS_PEER")]
 pub static TLS_PEER: LruHashMap<u64, [u8; 28]> = LruHashMap::with_max_entries(16384, 0);
 
-/// Zeroed names to start a TLS_NAMES entry from (too big for the stack).
+/// Where a TLS_OK entry is put together, and a zeroed name to start a TLS_SNI or TLS_HOST entry
+/// from (too big for the stack).
 #[map(name = "TLS_SCRATCH")]
 static TLS_SCRATCH: PerCpuArray<TlsNames> = PerCpuArray::with_max_entries(1, 0);
 
@@ -179,13 +180,13 @@ pub fn ssl_do_handshake_ret(ctx: RetProbeContext) -> u32 {
                         &mut (*names).sni,
                         &mut (*names).host,
                         TLS_SNI.get_ptr(&ssl_key(hs.ssl)),
-                        TLS_NAMES.get_ptr(&id),
+                        TLS_HOST.get_ptr(&id),
                     );
                     let _ = TLS_OK.insert(&id, &*names, 0);
                 }
             }
         }
-        let _ = TLS_NAMES.remove(&id);
+        let _ = TLS_HOST.remove(&id);
         let _ = TLS_SNI.remove(&ssl_key(hs.ssl));
     } else if ret <= 0 && hs.stage == 2 && hs.err != 0 {
         let _ = TLS_CAND.insert(&id, &hs, 0);
@@ -236,7 +237,7 @@ pub fn ssl_get_error_ret(ctx: RetProbeContext) -> u32 {
     if ret as i32 == SSL_ERROR_SSL {
         emit(id, hs.ssl, hs.err, TLS_AUX_OPENSSL);
     }
-    let _ = TLS_NAMES.remove(&id);
+    let _ = TLS_HOST.remove(&id);
     let _ = TLS_SNI.remove(&ssl_key(hs.ssl));
     0
 }
@@ -282,9 +283,9 @@ pub fn x509_param_set1_host(ctx: ProbeContext) -> u32 {
     let (Some(name), Some(len)) = (ctx.arg::<u64>(1), ctx.arg::<u64>(2)) else {
         return 0;
     };
-    if let Some(names) = names_of_thread() {
+    if let Some(dst) = host_of_thread() {
         unsafe {
-            let dst = &mut (*names).host;
+            let dst = &mut *dst;
             if name == 0 || bpf_probe_read_user_str_bytes(name as *const u8, dst).is_err() {
                 dst[0] = 0;
             } else if len > 0 && (len as usize) < TLS_NAME_LEN {
@@ -318,20 +319,19 @@ pub fn curl_easy_perform_ret(ctx: RetProbeContext) -> u32 {
     0
 }
 
-/// This thread's TLS_NAMES entry, created empty when missing.
+/// This thread's TLS_HOST entry, created empty when missing.
 #[inline(always)]
-fn names_of_thread() -> Option<*mut TlsNames> {
+fn host_of_thread() -> Option<*mut [u8; TLS_NAME_LEN]> {
     let id = bpf_get_current_pid_tgid();
-    if let Some(p) = TLS_NAMES.get_ptr_mut(&id) {
+    if let Some(p) = TLS_HOST.get_ptr_mut(&id) {
         return Some(p);
     }
     let scratch = TLS_SCRATCH.get_ptr_mut(0)?;
     unsafe {
-        (*scratch).sni[0] = 0;
         (*scratch).host[0] = 0;
-        let _ = TLS_NAMES.insert(&id, &*scratch, 0);
+        let _ = TLS_HOST.insert(&id, &(*scratch).host, 0);
     }
-    TLS_NAMES.get_ptr_mut(&id)
+    TLS_HOST.get_ptr_mut(&id)
 }
 
 const SOCK_STREAM: i16 = 1;
@@ -396,13 +396,13 @@ fn connected_tcp(file: u64) -> u64 {
     }
 }
 
-/// Copies the SNI of `sni` and the host name of `names` (empty when absent) into the two halves.
+/// Copies the names `sni` and `host` (empty when absent) into the two halves.
 #[inline(always)]
 unsafe fn fill_names(
     sni_out: &mut [u8],
     host_out: &mut [u8],
     sni: Option<*const [u8; TLS_NAME_LEN]>,
-    names: Option<*const TlsNames>,
+    host: Option<*const [u8; TLS_NAME_LEN]>,
 ) {
     let sni_ok = match sni {
         Some(p) => bpf_probe_read_kernel_buf((*p).as_ptr(), &mut sni_out[..TLS_NAME_LEN]).is_ok(),
@@ -411,10 +411,8 @@ unsafe fn fill_names(
     if !sni_ok {
         sni_out[0] = 0;
     }
-    let host_ok = match names {
-        Some(n) => {
-            bpf_probe_read_kernel_buf((*n).host.as_ptr(), &mut host_out[..TLS_NAME_LEN]).is_ok()
-        }
+    let host_ok = match host {
+        Some(p) => bpf_probe_read_kernel_buf((*p).as_ptr(), &mut host_out[..TLS_NAME_LEN]).is_ok(),
         None => false,
     };
     if !host_ok {
@@ -423,7 +421,7 @@ unsafe fn fill_names(
 }
 
 /// One TLS_VERIFY event for thread `id`: OpenSSL's refusal in a handshake on `ssl` (its names
-/// from TLS_SNI and TLS_NAMES), or with `ssl` 0 curl's own refusal (names kept in TLS_OK).
+/// from TLS_SNI and TLS_HOST), or with `ssl` 0 curl's own refusal (names kept in TLS_OK).
 #[inline(always)]
 fn emit(id: u64, ssl: u64, code: i32, aux: u64) {
     if is_self() {
@@ -433,14 +431,13 @@ fn emit(id: u64, ssl: u64, code: i32, aux: u64) {
     if other_netns(netns) {
         return;
     }
-    // (SNI, the names holding the host name)
-    let (sni, names) = if ssl == 0 {
+    let (sni, host) = if ssl == 0 {
         match TLS_OK.get_ptr(&id) {
-            Some(n) => (Some(unsafe { &raw const (*n).sni }), Some(n)),
+            Some(n) => unsafe { (Some(&raw const (*n).sni), Some(&raw const (*n).host)) },
             None => (None, None),
         }
     } else {
-        (TLS_SNI.get_ptr(&ssl_key(ssl)), TLS_NAMES.get_ptr(&id))
+        (TLS_SNI.get_ptr(&ssl_key(ssl)), TLS_HOST.get_ptr(&id))
     };
     let peer = TLS_PEER.get_ptr(&id);
     let Some(mut slot) = reserve_app() else {
@@ -467,7 +464,7 @@ fn emit(id: u64, ssl: u64, code: i32, aux: u64) {
         (*e)._pad = 0;
         (*e).text_len = (2 * TLS_NAME_LEN) as u32;
         let (sni_out, host_out) = (*e).text.split_at_mut(TLS_NAME_LEN);
-        fill_names(sni_out, host_out, sni, names);
+        fill_names(sni_out, host_out, sni, host);
     }
     submit_app(slot);
 }
