@@ -503,8 +503,8 @@ pub const TLS_AUX_OPENSSL: u64 = 1;
 /// curl's own host name check refused it.
 pub const TLS_AUX_CURL: u64 = 2;
 /// The low byte of `aux` is the `TLS_AUX_*` value; this bit says where `flow` came from: no
-/// connect() of the thread was recorded, and the process had exactly one connected TCP socket (established, or closed by the peer only)
-/// among its first `TLS_FD_SCAN` file descriptors.
+/// connect() of the thread was recorded, and the process had exactly one connected TCP socket
+/// (established, or closed by the peer only) among its first `TLS_FD_SCAN` file descriptors.
 pub const TLS_PEER_FROM_FILES: u64 = 1 << 8;
 /// How many file descriptors the kernel side looks through for that socket.
 pub const TLS_FD_SCAN: u32 = 32;

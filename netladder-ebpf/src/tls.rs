@@ -20,8 +20,9 @@
 //! and the host name it asked OpenSSL to check (X509_VERIFY_PARAM_set1_host) in 128..256, each
 //! NUL-terminated (empty when not set), `flow.dst` = the thread's last connect() destination
 //! (recorded by syscall.rs while `TLS_WATCH` is set), `flow.src` unknown. When no connect() of
-//! the thread was recorded, `flow` is the process's only connected TCP socket, found through
-//! its open files, and `aux` carries `TLS_PEER_FROM_FILES`: a lost record then costs no peer.
+//! the thread was recorded, `flow` (both ends) is the process's only connected TCP socket, found
+//! through its open files, and `aux` carries `TLS_PEER_FROM_FILES`: a lost record then costs no
+//! peer.
 use aya_ebpf::{
     helpers::{
         bpf_get_current_pid_tgid, bpf_get_current_task, bpf_ktime_get_ns,
@@ -251,22 +252,8 @@ pub fn ssl_ctrl(ctx: ProbeContext) -> u32 {
     let (Some(ssl), Some(name)) = (ctx.arg::<u64>(0), ctx.arg::<u64>(3)) else {
         return 0;
     };
-    let key = ssl_key(ssl);
-    let sni = match TLS_SNI.get_ptr_mut(&key) {
-        Some(p) => p,
-        None => {
-            let Some(scratch) = TLS_SCRATCH.get_ptr_mut(0) else {
-                return 0;
-            };
-            unsafe {
-                (*scratch).sni[0] = 0;
-                let _ = TLS_SNI.insert(&key, &(*scratch).sni, 0);
-            }
-            let Some(p) = TLS_SNI.get_ptr_mut(&key) else {
-                return 0;
-            };
-            p
-        }
+    let Some(sni) = name_entry(&TLS_SNI, &ssl_key(ssl)) else {
+        return 0;
     };
     unsafe {
         if name == 0 || bpf_probe_read_user_str_bytes(name as *const u8, &mut *sni).is_err() {
@@ -283,7 +270,7 @@ pub fn x509_param_set1_host(ctx: ProbeContext) -> u32 {
     let (Some(name), Some(len)) = (ctx.arg::<u64>(1), ctx.arg::<u64>(2)) else {
         return 0;
     };
-    if let Some(dst) = host_of_thread() {
+    if let Some(dst) = name_entry(&TLS_HOST, &bpf_get_current_pid_tgid()) {
         unsafe {
             let dst = &mut *dst;
             if name == 0 || bpf_probe_read_user_str_bytes(name as *const u8, dst).is_err() {
@@ -319,19 +306,21 @@ pub fn curl_easy_perform_ret(ctx: RetProbeContext) -> u32 {
     0
 }
 
-/// This thread's TLS_HOST entry, created empty when missing.
+/// The name `map` holds for `key` (TLS_SNI, TLS_HOST), created empty when missing.
 #[inline(always)]
-fn host_of_thread() -> Option<*mut [u8; TLS_NAME_LEN]> {
-    let id = bpf_get_current_pid_tgid();
-    if let Some(p) = TLS_HOST.get_ptr_mut(&id) {
+fn name_entry<K>(
+    map: &LruHashMap<K, [u8; TLS_NAME_LEN]>,
+    key: &K,
+) -> Option<*mut [u8; TLS_NAME_LEN]> {
+    if let Some(p) = map.get_ptr_mut(key) {
         return Some(p);
     }
     let scratch = TLS_SCRATCH.get_ptr_mut(0)?;
     unsafe {
         (*scratch).host[0] = 0;
-        let _ = TLS_HOST.insert(&id, &(*scratch).host, 0);
+        let _ = map.insert(key, &(*scratch).host, 0);
     }
-    TLS_HOST.get_ptr_mut(&id)
+    map.get_ptr_mut(key)
 }
 
 const SOCK_STREAM: i16 = 1;
@@ -342,8 +331,8 @@ const TCP_CLOSE_WAIT: u8 = 8;
 const IPPROTO_TCP: u16 = 6;
 
 /// The flow of the calling process's only connected TCP socket (established, or closed by the
-/// peer only) among its first `TLS_FD_SCAN`
-/// file descriptors (`current->files->fdt->fd[i]`); None when there is none or more than one.
+/// peer only) among its first `TLS_FD_SCAN` file descriptors (`current->files->fdt->fd[i]`); None
+/// when there is none or more than one.
 /// A socket file is recognised by its `struct socket` pointing back to it.
 #[inline(always)]
 fn sole_tcp_peer() -> Option<Flow> {
