@@ -65,6 +65,8 @@ pub struct BootResult {
     pub accel: Accel,
     pub end: End,
     pub elapsed: Duration,
+    /// QEMU's CPU time (user + system) as last read from /proc before it exited.
+    pub cpu: Option<Duration>,
     pub console: PathBuf,
     pub results: PathBuf,
 }
@@ -152,7 +154,9 @@ fn attempt(boot: &Boot, accel: Accel) -> Result<BootResult> {
     let logs = Logs::in_dir(boot.dir)?;
     let start = Instant::now();
     let mut child = spawn(boot, accel, &logs)?;
+    let mut cpu = None;
     let end = loop {
+        cpu = cpu_time(child.id()).or(cpu);
         if child.try_wait()?.is_some() {
             break End::Exited;
         }
@@ -172,9 +176,25 @@ fn attempt(boot: &Boot, accel: Accel) -> Result<BootResult> {
         accel,
         end,
         elapsed: start.elapsed(),
+        cpu,
         console: logs.console,
         results: logs.results,
     })
+}
+
+/// User + system CPU time of a running process, from /proc/PID/stat.
+fn cpu_time(pid: u32) -> Option<Duration> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The fields after the command name (which is in parentheses and may hold spaces):
+    // state is field 3, utime 14, stime 15.
+    let after = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let ticks = u64::try_from(ticks).ok().filter(|t| *t > 0)?;
+    Some(Duration::from_millis((utime + stime) * 1000 / ticks))
 }
 
 /// Why KVM does not work, if it showed: QEMU said so, or (once `probe_over`) the kernel has
@@ -221,4 +241,19 @@ fn stop(child: &mut Child) -> Result<()> {
     child.kill()?;
     child.wait()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_time_of_this_process() {
+        let spin = Instant::now();
+        while spin.elapsed() < Duration::from_millis(50) {
+            std::hint::black_box(0);
+        }
+        let cpu = cpu_time(std::process::id()).expect("/proc/self/stat readable");
+        assert!(cpu > Duration::ZERO);
+    }
 }
