@@ -56,7 +56,11 @@ enum Task {
     Fuzz(fuzz::FuzzArgs),
     /// What CI runs: setup, fmt and clippy, build, the VM suite (CI selection) and beside it the
     /// host tests, the package check and fuzzing; each stage's time, then a summary.
-    Ci,
+    Ci {
+        /// Boot only these kernels of the CI selection (to try CI on a subset; CI boots all).
+        #[arg(long, default_value = "all")]
+        kernel: String,
+    },
     /// Benchmark netladder's overhead: refused storm, healthy path, drop storm, start-up (docs/benchmarks.md).
     Bench(bench::BenchArgs),
 }
@@ -106,7 +110,7 @@ fn dispatch(task: Task) -> Result<ExitCode> {
             let artifacts = build::run(build::Profile::Release)?;
             package::run(&artifacts).map(|_| ExitCode::SUCCESS)
         }
-        Task::Ci => ci::run(),
+        Task::Ci { kernel } => ci::run(&kernel),
         Task::Bench(args) => bench::run(&args),
     }
 }

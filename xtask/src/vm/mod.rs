@@ -22,7 +22,7 @@ use clap::Args;
 use crate::build::{self, Artifacts};
 use crate::{cmd, setup};
 use debian::Kernel;
-pub use debian::KernelSpec;
+pub use debian::{select as kernels, KernelSpec};
 pub use initramfs::test_name;
 use report::{MachineStatus, RunReport, Totals};
 
@@ -40,6 +40,10 @@ pub struct VmTestArgs {
     /// Seconds one boot may take before QEMU is killed.
     #[arg(long, default_value_t = 600)]
     timeout: u64,
+    /// Which test binaries each boot runs: `all` (every binary, both modes), or `ci`, CI's
+    /// selection (xtask/src/vm/selection.rs) on the kernels named.
+    #[arg(long, default_value = "all", value_parser = ["all", "ci"])]
+    selection: String,
     /// Virtual machines to run at once (each takes one CPU core under TCG).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
     jobs: u16,
@@ -132,6 +136,17 @@ pub fn run(args: &VmTestArgs) -> Result<SuiteOutcome> {
                 mode: &BAD_CMDLINE,
                 tests: None,
             })
+            .collect()
+    } else if args.selection == "ci" {
+        let names: Vec<String> = artifacts
+            .scenario_tests
+            .iter()
+            .map(|t| test_name(t))
+            .collect();
+        print!("{}", selection::describe());
+        selection::ci_boots(&names)?
+            .into_iter()
+            .filter(|b| kernels.iter().any(|k| k.label == b.kernel.label))
             .collect()
     } else {
         every_boot(&kernels)
