@@ -320,7 +320,7 @@ fn unprepared(boot: &BootPlan, err: &anyhow::Error) -> RunReport {
             .map(|t| t.iter().map(|s| s.to_string()).collect()),
         status: MachineStatus::DidNotBoot(format!("cannot prepare the kernel: {err:#}")),
         elapsed: Duration::ZERO,
-        cpu: None,
+        usage: None,
         stream: report::Stream::default(),
         console_tail: Vec::new(),
     }
@@ -384,7 +384,7 @@ fn boot_once(
         selected: tests.map(|t| t.iter().map(|s| s.to_string()).collect()),
         status,
         elapsed: result.elapsed,
-        cpu: result.cpu,
+        usage: result.usage,
         stream,
         console_tail,
     };

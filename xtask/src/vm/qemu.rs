@@ -65,8 +65,8 @@ pub struct BootResult {
     pub accel: Accel,
     pub end: End,
     pub elapsed: Duration,
-    /// QEMU's CPU time (user + system) as last read from /proc before it exited.
-    pub cpu: Option<Duration>,
+    /// QEMU's CPU use as last read from /proc before it exited.
+    pub usage: Option<Usage>,
     pub console: PathBuf,
     pub results: PathBuf,
 }
@@ -154,9 +154,9 @@ fn attempt(boot: &Boot, accel: Accel) -> Result<BootResult> {
     let logs = Logs::in_dir(boot.dir)?;
     let start = Instant::now();
     let mut child = spawn(boot, accel, &logs)?;
-    let mut cpu = None;
+    let mut usage = None;
     let end = loop {
-        cpu = cpu_time(child.id()).or(cpu);
+        usage = usage_of(child.id()).or(usage);
         if child.try_wait()?.is_some() {
             break End::Exited;
         }
@@ -176,25 +176,37 @@ fn attempt(boot: &Boot, accel: Accel) -> Result<BootResult> {
         accel,
         end,
         elapsed: start.elapsed(),
-        cpu,
+        usage,
         console: logs.console,
         results: logs.results,
     })
 }
 
-/// User + system CPU time of a running process, from /proc/PID/stat.
-fn cpu_time(pid: u32) -> Option<Duration> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The fields after the command name (which is in parentheses and may hold spaces):
-    // state is field 3, utime 14, stime 15.
-    let after = stat.rsplit_once(')')?.1;
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    // SAFETY: sysconf has no preconditions.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    let ticks = u64::try_from(ticks).ok().filter(|t| *t > 0)?;
-    Some(Duration::from_millis((utime + stime) * 1000 / ticks))
+/// What a process's threads got from the scheduler.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Time on a CPU.
+    pub cpu: Duration,
+    /// Time runnable but waiting for a CPU: what other work on the machine cost it. The boot's
+    /// wall time minus this is about what it takes on a machine of its own.
+    pub waited: Duration,
+}
+
+/// The sums of /proc/PID/task/*/schedstat (time on a CPU, time waiting on a run queue, in ns).
+fn usage_of(pid: u32) -> Option<Usage> {
+    let mut total = Usage::default();
+    for task in fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let Ok(text) = fs::read_to_string(task.ok()?.path().join("schedstat")) else {
+            continue;
+        };
+        let mut fields = text.split_whitespace().map(str::parse::<u64>);
+        let (Some(Ok(cpu)), Some(Ok(waited))) = (fields.next(), fields.next()) else {
+            continue;
+        };
+        total.cpu += Duration::from_nanos(cpu);
+        total.waited += Duration::from_nanos(waited);
+    }
+    Some(total)
 }
 
 /// Why KVM does not work, if it showed: QEMU said so, or (once `probe_over`) the kernel has
@@ -248,12 +260,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn cpu_time_of_this_process() {
+    fn usage_of_this_process() {
         let spin = Instant::now();
         while spin.elapsed() < Duration::from_millis(50) {
             std::hint::black_box(0);
         }
-        let cpu = cpu_time(std::process::id()).expect("/proc/self/stat readable");
-        assert!(cpu > Duration::ZERO);
+        let usage = usage_of(std::process::id()).expect("/proc/self/task readable");
+        assert!(usage.cpu > Duration::ZERO, "{usage:?}");
     }
 }

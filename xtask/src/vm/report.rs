@@ -3,6 +3,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use super::qemu::Usage;
 use crate::libtest::{self, Outcome, TestResult};
 
 const START: &str = "NL-VM-START";
@@ -113,9 +114,9 @@ pub struct RunReport {
     pub selected: Option<Vec<String>>,
     pub status: MachineStatus,
     pub elapsed: Duration,
-    /// CPU time QEMU used (user + system), when it could be read: well below `elapsed` means
-    /// the guest mostly waited.
-    pub cpu: Option<Duration>,
+    /// QEMU's CPU time and its wait for a CPU, when they could be read: CPU time well below
+    /// `elapsed` means the guest mostly waited (on timers, or for a CPU: `waited`).
+    pub usage: Option<Usage>,
     pub stream: Stream,
     pub console_tail: Vec<String>,
 }
@@ -243,12 +244,20 @@ pub fn render_timings(runs: &[RunReport]) -> String {
             .map(|r| format!("{:.0}", r.elapsed.as_secs_f64())),
     );
     grid.push(machine);
-    let mut cpu = vec!["(qemu cpu)".to_string()];
-    cpu.extend(runs.iter().map(|r| {
-        r.cpu
-            .map_or("-".to_string(), |c| format!("{:.0}", c.as_secs_f64()))
-    }));
-    grid.push(cpu);
+    for (title, part) in [
+        (
+            "(qemu on a cpu)",
+            (|u: Usage| u.cpu) as fn(Usage) -> Duration,
+        ),
+        ("(qemu waiting for one)", |u: Usage| u.waited),
+    ] {
+        let mut line = vec![title.to_string()];
+        line.extend(runs.iter().map(|r| {
+            r.usage
+                .map_or("-".to_string(), |u| format!("{:.0}", part(u).as_secs_f64()))
+        }));
+        grid.push(line);
+    }
     let mut binaries: Vec<&str> = Vec::new();
     for run in runs {
         for binary in &run.stream.binaries {
@@ -532,7 +541,10 @@ mod tests {
             selected: None,
             status,
             elapsed: Duration::from_secs(12),
-            cpu: Some(Duration::from_secs(5)),
+            usage: Some(Usage {
+                cpu: Duration::from_secs(5),
+                waited: Duration::from_secs(2),
+            }),
             stream: parse_stream(stream),
             console_tail: vec!["Kernel panic - not syncing: VFS".to_string()],
         }
@@ -627,12 +639,13 @@ rungs::b   pass    pass
             ),
         ];
         let expected = "\
-seconds          6.1  5.10
----------------  ---  ----
-(machine, wall)  12   12
-(qemu cpu)       5    5
-scenarios        32   -
-rungs            ?    -
+seconds                 6.1  5.10
+----------------------  ---  ----
+(machine, wall)         12   12
+(qemu on a cpu)         5    5
+(qemu waiting for one)  2    2
+scenarios               32   -
+rungs                   ?    -
 slowest tests:
     30.2 s  6.1  scenarios::b
      2.0 s  6.1  rungs::c
