@@ -3,8 +3,9 @@
 //!
 //! The TCG guests are the critical path and keep both cores busy, so they start as soon as the
 //! release build is there. Beside them run the host tests (mostly waiting on timeouts and
-//! sleeps; their output goes to a log file), the package check, and then, at the lowest CPU
-//! priority so that they only take what the guests leave, clippy and the fuzz build. Each stage
+//! sleeps; their output goes to a log file), the package check and clippy. The fuzz targets
+//! build from the start in their own target directory. clippy and the fuzz build run at the
+//! lowest CPU priority, so that they only take what the build and the guests leave. Each stage
 //! prints its time as it ends; a summary closes the run.
 
 use std::process::{Command, ExitCode};
@@ -109,9 +110,29 @@ pub fn run(kernels: &str) -> Result<ExitCode> {
         stages.summary();
         return Ok(ExitCode::FAILURE);
     }
+    thread::scope(|scope| {
+        // The fuzz targets build in their own target directory from the start, at the lowest
+        // priority: they take what the release build leaves (its single-crate and link
+        // phases) and then what the guests leave.
+        scope.spawn(|| stages.run("fuzz", fuzz_run));
+        let ok = after_setup(&stages, &kernels);
+        if !ok {
+            println!("ci: the build failed: the remaining stages are skipped");
+        }
+    });
+    Ok(if stages.summary() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// fmt, the build, then the VM suite with the host tests, the package check and clippy beside
+/// it. False when the build failed.
+fn after_setup(stages: &Stages, kernels: &[&'static vm::KernelSpec]) -> bool {
     // The kernels download and unpack (network and disk) while the build keeps the CPUs busy.
     let fetch = thread::spawn({
-        let kernels = kernels.clone();
+        let kernels = kernels.to_vec();
         move || vm::fetch_kernels(&kernels)
     });
     stages.run("fmt", format_check);
@@ -124,23 +145,15 @@ pub fn run(kernels: &str) -> Result<ExitCode> {
     });
     let _ = fetch.join();
     let Some(artifacts) = artifacts else {
-        stages.summary();
-        return Ok(ExitCode::FAILURE);
+        return false;
     };
-
     thread::scope(|scope| {
-        scope.spawn(|| stages.run("vm-test", || vm_suite(&artifacts, &kernels)));
+        scope.spawn(|| stages.run("vm-test", || vm_suite(&artifacts, kernels)));
         scope.spawn(|| stages.run("host tests", || host_tests(&artifacts)));
         stages.run("package", || package_check(&artifacts));
         stages.run("clippy", clippy);
-        stages.run("fuzz", fuzz_run);
     });
-
-    Ok(if stages.summary() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    true
 }
 
 /// `cargo fmt --check` for the workspace (the eBPF crate included) and the fuzz crate.
@@ -286,14 +299,16 @@ fn clippy() -> Result<(bool, String)> {
     })
 }
 
-/// A short fuzz run of every userspace parser. The build runs at the lowest priority (beside
-/// the guests); the runs themselves at the normal one, so that each target gets its seconds.
+/// A short fuzz run of every userspace parser. The build runs at the lowest priority; the runs
+/// themselves at the normal one, so that each target gets its seconds. The fuzz targets only
+/// parse, so the eBPF object is not built for them (AYA_BUILD_SKIP).
 fn fuzz_run() -> Result<(bool, String)> {
     let root = cmd::workspace_root().join("fuzz");
     let mut build = lowest_priority(cmd::cargo());
     build
         .current_dir(&root)
-        .args(["+nightly", "fuzz", "build", "-O"]);
+        .args(["+nightly", "fuzz", "build", "-O"])
+        .env("AYA_BUILD_SKIP", "1");
     cmd::run(&mut build)?;
     let args = fuzz::FuzzArgs {
         seconds: CI_FUZZ_SECS,

@@ -57,6 +57,9 @@ pub fn run(args: &FuzzArgs) -> Result<Vec<String>> {
         let status = cmd::cargo()
             .current_dir(&fuzz_dir)
             .args(["+nightly", "fuzz", "run", "-O", &target])
+            // The targets only parse: no eBPF object is built for them (see AYA_BUILD_SKIP in
+            // netladder-user/build.rs).
+            .env("AYA_BUILD_SKIP", "1")
             .arg(&scratch)
             .arg(&seeds)
             .arg("--")
