@@ -699,7 +699,7 @@ fn from_conn(
                 26,
                 "net_unreachable",
                 Layer::Route,
-                format!("the network is unreachable beyond the router {from}: it answered the SYN with an ICMP net-unreachable"),
+                format!("the network is unreachable beyond {from}: that router answered the SYN with an ICMP net-unreachable"),
                 Lookup::RouteEvidence,
             ),
             // The destination itself answered net-unreachable: its address is reached, the

@@ -69,7 +69,10 @@ pub fn load(config: &Config, opts: &Options) -> Result<Loaded> {
                     .any(|o: &Outcome| o.hook.program == *p && o.status == Status::Attached)
             });
         let status = if replaced {
-            Status::Replaced(format!("not needed: {} attached", hook.replaced_by.join(", ")))
+            Status::Replaced(format!(
+                "not needed: {} attached",
+                hook.replaced_by.join(", ")
+            ))
         } else if opts.skip.iter().any(|p| p == hook.program) {
             Status::Skipped("disabled by --skip-hook".into())
         } else if hook.optional && !opts.optional_hooks {
