@@ -601,7 +601,8 @@ pub mod counter {
     pub const CONN_MAP_FULL: u32 = 1;
     /// A drop record could not be stored because the drop map was full.
     pub const DROP_MAP_FULL: u32 = 2;
-    /// Events emitted.
+    /// Records queued on the ring buffer. Every record a program writes is counted once, here
+    /// or in RINGBUF_FULL.
     pub const EVENTS: u32 = 3;
     /// A packet could not be parsed (bad or truncated headers).
     pub const MALFORMED: u32 = 4;

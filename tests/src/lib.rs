@@ -12,6 +12,7 @@
 //! `NL-SKIP` lines instead of failing.
 
 mod bins;
+pub mod dns;
 mod netns;
 mod peer;
 pub mod tls;

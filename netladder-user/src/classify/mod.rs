@@ -217,6 +217,61 @@ pub struct Failure {
     pub host_name: Option<String>,
     /// The account involved, when known (#030: the user ssh logs in as).
     pub user: Option<String>,
+    /// How many kernel records this failure stands for (its own and those merged into it; 0 for
+    /// repeats the kernel only counted).
+    pub records: u32,
+}
+
+/// Where the kernel records read from the ring buffer ended: each record in exactly one bucket.
+/// A failure made of several records (a DNS lookup and its answers, an ssh refusal and the log
+/// lines before it) counts one of them as reported (or as a repeat) and the others as merged.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Ledger {
+    /// Became a failure printed on a line of its own.
+    pub reported: u64,
+    /// Became a failure identical to one printed less than a second before: counted in that
+    /// failure's repeat line.
+    pub repeats: u64,
+    /// Folded into another failure: duplicates, the DNS answers of one lookup, the key files and
+    /// log lines of one ssh refusal.
+    pub merged: u64,
+    /// Not failures by themselves: neighbour entries, successful lookups, ssh key reads and log
+    /// lines that ended in no refusal (kept as evidence for others).
+    pub context: u64,
+    /// Errors outside the ladder.
+    pub unclassified: u64,
+    /// Records that did not decode.
+    pub malformed: u64,
+    /// Failures the filter (--pid, --comm, --port, --netns, --code, --container, --pod) hid.
+    pub filtered: u64,
+    /// Records a bounded table of the classifier had no room for.
+    pub dropped: u64,
+}
+
+impl Ledger {
+    pub fn total(&self) -> u64 {
+        self.reported
+            + self.repeats
+            + self.merged
+            + self.context
+            + self.unclassified
+            + self.malformed
+            + self.filtered
+            + self.dropped
+    }
+
+    pub fn plus(self, o: Ledger) -> Ledger {
+        Ledger {
+            reported: self.reported + o.reported,
+            repeats: self.repeats + o.repeats,
+            merged: self.merged + o.merged,
+            context: self.context + o.context,
+            unclassified: self.unclassified + o.unclassified,
+            malformed: self.malformed + o.malformed,
+            filtered: self.filtered + o.filtered,
+            dropped: self.dropped + o.dropped,
+        }
+    }
 }
 
 /// Keys remembered until a deadline, forgotten in deadline order (O(expired) per tick).
@@ -267,8 +322,15 @@ pub struct Classifier {
     seen: Expiring<(u64, u64)>,
     /// Neighbours that went FAILED recently: (netns, address) -> (ifindex, until).
     failed_neighbours: HashMap<(u32, IpAddr), (u32, u64)>,
-    /// Errors outside the ladder (counted, reported in stats).
-    pub unclassified: u64,
+    /// Failures the kernel only counted (AGG) that repeat one outside the ladder, or whose
+    /// event never came (reported in stats; these are counts, not records).
+    pub outside_repeats: u64,
+    /// Records taken in ([`Classifier::feed`] and [`Classifier::undecodable`]).
+    fed: u64,
+    /// Records in the failures handed out.
+    emitted: u64,
+    /// Records that ended here without a failure (context, merged, unclassified, malformed).
+    ledger: Ledger,
     /// The failure each aggregation key last produced, with the time it stops being kept: the
     /// kernel's counts of identical failures are reported as repeats of it.
     representatives: HashMap<AggKey, (Option<Failure>, u64)>,
@@ -294,9 +356,44 @@ impl Classifier {
     /// Feeds one observation; returns the failures it completes. `now` is kernel monotonic
     /// time. Nothing expires here (that is `tick`'s job), so feeding costs O(1).
     pub fn feed(&mut self, obs: Observation, now: u64) -> Vec<Failure> {
+        self.fed += 1;
+        let out = self.classify(obs, now);
+        self.handed_out(out)
+    }
+
+    /// A record that did not decode (counted as read and malformed).
+    pub fn undecodable(&mut self) {
+        self.fed += 1;
+        self.ledger.malformed += 1;
+    }
+
+    /// Counts the records of failures leaving the classifier.
+    fn handed_out(&mut self, out: Vec<Failure>) -> Vec<Failure> {
+        self.emitted += out.iter().map(|f| u64::from(f.records)).sum::<u64>();
+        out
+    }
+
+    /// Where the records taken in so far ended without a failure.
+    pub fn ledger(&self) -> Ledger {
+        self.ledger.plus(self.dns.ledger).plus(self.ssh.ledger)
+    }
+
+    /// Records still held, waiting for what completes their failure (a lookup's result, an
+    /// ssh connection's end).
+    pub fn held(&self) -> u64 {
+        self.dns.held() + self.ssh.held()
+    }
+
+    /// Records taken in, and records handed out in failures.
+    pub fn fed_and_emitted(&self) -> (u64, u64) {
+        (self.fed, self.emitted)
+    }
+
+    fn classify(&mut self, obs: Observation, now: u64) -> Vec<Failure> {
         let mut out = Vec::new();
         match obs.kind {
             Kind::Neighbour { ifindex, netns } => {
+                self.ledger.context += 1;
                 if let Some(dst) = obs.dst {
                     let until = now.saturating_add(NEIGHBOUR_WINDOW_NS);
                     self.failed_neighbours
@@ -308,6 +405,7 @@ impl Classifier {
                     .seen
                     .insert((obs.sk, obs.ts_ns), now + DEDUP_WINDOW_NS, now)
                 {
+                    self.ledger.merged += 1;
                     return out;
                 }
                 let neighbour = obs.dst.and_then(|d| {
@@ -315,7 +413,11 @@ impl Classifier {
                     hit.filter(|(_, until)| *until > now)
                         .map(|(ifindex, _)| *ifindex)
                 });
-                out.extend(from_conn(&obs, verdict, neighbour, !self.drops_unwatched));
+                let f = from_conn(&obs, verdict, neighbour, !self.drops_unwatched);
+                if f.is_none() {
+                    self.ledger.unclassified += 1;
+                }
+                out.extend(f);
                 for f in &mut out {
                     self.dns.annotate(f, now);
                 }
@@ -342,7 +444,7 @@ impl Classifier {
                 kind::DNS_ANSWER | kind::RESOLVER => out.extend(self.dns.feed(&obs, now)),
                 kind::TLS_VERIFY => out.extend(self.tls.feed(&obs, now)),
                 kind::SSH_AUTH => out.extend(self.ssh.feed(&obs, now)),
-                _ => {}
+                _ => self.ledger.malformed += 1,
             },
         }
         out
@@ -356,19 +458,20 @@ impl Classifier {
         match self.representatives.get(key) {
             Some((Some(f), _)) => Repeated::Failure(Box::new(Failure {
                 count: u32::try_from(n).unwrap_or(u32::MAX),
+                records: 0,
                 ..f.clone()
             })),
             Some((None, _)) => {
-                self.unclassified += n;
+                self.outside_repeats += n;
                 Repeated::Unclassified
             }
             None => Repeated::Unknown,
         }
     }
 
-    /// Forgets the repeats of a key whose event never came (counted as unclassified).
+    /// Forgets the repeats of a key whose event never came (counted as outside the ladder).
     pub fn give_up(&mut self, n: u64) {
-        self.unclassified += n;
+        self.outside_repeats += n;
     }
 
     /// Remembers what an aggregated failure was classified as (None: outside the ladder).
@@ -382,7 +485,6 @@ impl Classifier {
     pub fn tick(&mut self, now: u64) -> Vec<Failure> {
         self.seen.expire(now);
         let mut out = self.dns.tick(now);
-        self.unclassified += std::mem::take(&mut self.dns.malformed);
         for f in &mut out {
             self.neighbour_of_nameserver(f, now);
         }
@@ -390,6 +492,20 @@ impl Classifier {
         out.extend(self.ssh.tick(now));
         self.failed_neighbours.retain(|_, (_, until)| *until > now);
         self.representatives.retain(|_, (_, until)| *until > now);
+        self.handed_out(out)
+    }
+
+    /// At exit: every failure still held (lookups waiting for late answers or for their
+    /// result, ssh reasons waiting for their connection's end), with what is known and a word
+    /// on what was cut short. What `tick` would report at `now` goes first, as it would.
+    pub fn flush(&mut self, now: u64) -> Vec<Failure> {
+        let mut out = self.tick(now);
+        let mut rest = self.dns.flush(now);
+        for f in &mut rest {
+            self.neighbour_of_nameserver(f, now);
+        }
+        rest.extend(self.ssh.flush(now));
+        out.extend(self.handed_out(rest));
         out
     }
 
@@ -421,7 +537,7 @@ impl Classifier {
             Kind::Conn { .. } | Kind::Neighbour { .. } | Kind::App { .. } => "connect",
         };
         let Some((code, cause, layer, summary, lookup)) = by_errno(call, obs.err) else {
-            self.unclassified += 1;
+            self.ledger.unclassified += 1;
             return None;
         };
         let netns = obs.proc.netns;
@@ -444,6 +560,7 @@ impl Classifier {
             firewall_rule: None,
             host_name: None,
             user: None,
+            records: 1,
         })
     }
 }
@@ -776,6 +893,7 @@ fn from_conn(
         firewall_rule: None,
         host_name: None,
         user: None,
+        records: 1,
     })
 }
 
