@@ -21,7 +21,7 @@ pub mod tls;
 mod watch;
 
 pub use bins::{netladder_bin, peer_bin};
-pub use clients::{Abandoned, Attempt, Client, Expect, Matrix, Run, Seen, Wait};
+pub use clients::{icmp_signal, Abandoned, Attempt, Client, Expect, Matrix, Run, Seen, Wait};
 pub use netns::{veth, Netns, TwoHosts};
 pub use peer::{connect, ConnectOutcome, Peer};
 pub use watch::{evidence_has, expect_single_failure, Watch, FAILURE_TIMEOUT};

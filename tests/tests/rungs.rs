@@ -44,6 +44,30 @@ fn every_client(w: &Watch, ns: &Netns, dst: &str, want: (&str, &str, &str), errn
     m
 }
 
+/// [`every_client`] for a failure an ICMP error answered: where the kernel shows none, the
+/// clients that read SO_ERROR get the degraded check (see `Matrix::expect_answered`).
+fn every_client_answered(
+    w: &Watch,
+    ns: &Netns,
+    dst: &str,
+    want: (&str, &str, &str),
+    errno: &str,
+) -> Matrix {
+    let gap = Duration::from_secs(1);
+    let mut m = Matrix::run_spaced(w, ns, dst, &Client::ALL, Wait::Kernel, gap);
+    m.expect_answered(
+        w,
+        &Expect {
+            code: want.0,
+            cause: want.1,
+            layer: want.2,
+            errno: Some(errno),
+            ..Expect::default()
+        },
+    );
+    m
+}
+
 /// `nl-peer connect --count N --hold` keeping N connections open until dropped.
 struct PortHolder(std::process::Child);
 
@@ -339,6 +363,8 @@ fn reject_admin_prohibited_is_the_firewall_not_routing() {
     let a = Netns::new("prohib-a").unwrap();
     let b = Netns::new("prohib-b").unwrap();
     veth(&a, &["10.231.0.1/24"], &b, &["10.231.0.2/24"]).unwrap();
+    // The matrix sends several SYNs a second: no ICMP rate limit on the answering side.
+    b.sysctl("net.ipv4.icmp_ratelimit", "0").unwrap();
     let _srv = Peer::listen(Some(&b), "10.231.0.2:8000", &[]).unwrap();
     b.nft("table inet nltest {\n chain input {\n  type filter hook input priority 0;\n  tcp dport 8000 reject with icmpx type admin-prohibited\n }\n}\n")
         .unwrap();
@@ -347,12 +373,12 @@ fn reject_admin_prohibited_is_the_firewall_not_routing() {
         // Without drop reasons (5.10) the REJECT cannot be seen: it reads as routing, and the
         // event says the firewall could not be checked.
         let want = ("022", "host_unreachable", "route");
-        let m = every_client(&w, &a, "10.231.0.2:8000", want, "EHOSTUNREACH");
+        let m = every_client_answered(&w, &a, "10.231.0.2:8000", want, "EHOSTUNREACH");
         m.each(|_, ev| assert!(evidence_has(ev, "degraded: no drop reasons"), "{ev:#}"));
         return;
     }
     let want = ("022", "firewall_reject_icmp", "firewall");
-    let m = every_client(&w, &a, "10.231.0.2:8000", want, "EHOSTUNREACH");
+    let m = every_client_answered(&w, &a, "10.231.0.2:8000", want, "EHOSTUNREACH");
     m.each(|_, ev| {
         assert!(evidence_has(ev, "NETFILTER_DROP"), "{ev:#}");
         blames_local_firewall(ev);
@@ -485,6 +511,8 @@ fn no_route_at_a_router_names_it() {
         .unwrap();
     router.sysctl("net.ipv4.ip_forward", "1").unwrap();
     router.sysctl("net.ipv6.conf.all.forwarding", "1").unwrap();
+    router.sysctl("net.ipv4.icmp_ratelimit", "0").unwrap();
+    router.sysctl("net.ipv6.icmp.ratelimit", "0").unwrap();
     router
         .ip(&["route", "add", "unreachable", "10.231.40.0/24"])
         .unwrap();
@@ -495,7 +523,7 @@ fn no_route_at_a_router_names_it() {
     // The sender of an ICMP error is seen where consume_skb has its location (6.3+).
     let icmp = hook_attached(&w, "consume_skb");
     let want = ("022", "host_unreachable", "route");
-    let m = every_client(&w, &client, "10.231.40.5:80", want, "EHOSTUNREACH");
+    let m = every_client_answered(&w, &client, "10.231.40.5:80", want, "EHOSTUNREACH");
     m.each(|_, ev| {
         if icmp {
             summary_has(ev, "10.231.30.254 answered the SYN");
@@ -506,7 +534,7 @@ fn no_route_at_a_router_names_it() {
     });
     // IPv6 routers answer an unreachable route with "no route to destination": ENETUNREACH.
     let want = ("026", "net_unreachable", "route");
-    let m = every_client(&w, &client, "[fd00:231:40::5]:80", want, "ENETUNREACH");
+    let m = every_client_answered(&w, &client, "[fd00:231:40::5]:80", want, "ENETUNREACH");
     m.each(|_, ev| {
         if icmp {
             assert!(evidence_has(ev, "from fd00:231:30::254"), "{ev:#}");

@@ -59,21 +59,51 @@ fn failures(
     w: &Watch,
     ns: &Netns,
     dst: &str,
+    clients: (&[Client], Wait),
+    x: Reading,
+    errno: &str,
+) -> (Matrix, bool) {
+    checked_failures(w, ns, dst, clients, x, errno, false)
+}
+
+/// [`failures`] for a failure an ICMP error answered: where the kernel shows none, the clients
+/// that read SO_ERROR get the degraded check (see `Matrix::expect_answered`).
+fn icmp_failures(
+    w: &Watch,
+    ns: &Netns,
+    dst: &str,
+    clients: (&[Client], Wait),
+    x: Reading,
+    errno: &str,
+) -> (Matrix, bool) {
+    checked_failures(w, ns, dst, clients, x, errno, true)
+}
+
+fn checked_failures(
+    w: &Watch,
+    ns: &Netns,
+    dst: &str,
     (clients, wait): (&[Client], Wait),
     x: Reading,
     errno: &str,
+    icmp: bool,
 ) -> (Matrix, bool) {
     let full = drop_reasons(w);
     let (cause, layer) = if full { x.full } else { x.degraded };
     let code = x.code;
-    let m = Matrix::run(w, ns, dst, clients, wait);
-    m.expect(&Expect {
+    let mut m = Matrix::run(w, ns, dst, clients, wait);
+    let x = Expect {
         code,
         cause,
         layer,
         errno: Some(errno),
         ..Expect::default()
-    });
+    };
+    if icmp {
+        m.expect_answered(w, &x);
+    } else {
+        m.expect(&x);
+    }
     m.each(|run, ev| {
         assert!(
             run.attempt.pid > 0 && ev["pid"] == run.attempt.pid,
@@ -417,6 +447,8 @@ fn refused_by_firewall_reject_with_icmp_port_unreachable() {
         return;
     };
     let h = two_hosts("reject-icmp");
+    // The matrix sends several SYNs a second: no ICMP rate limit on the answering side.
+    h.server.sysctl("net.ipv4.icmp_ratelimit", "0").unwrap();
     let _srv = Peer::listen(Some(&h.server), &format!("{SERVER4}:25"), &[]).unwrap();
     h.server
         .iptables(&[
@@ -433,7 +465,7 @@ fn refused_by_firewall_reject_with_icmp_port_unreachable() {
         ])
         .unwrap();
     let w = watch_netns(&h.client);
-    let (m, full) = failures(
+    let (m, full) = icmp_failures(
         &w,
         &h.client,
         &format!("{SERVER4}:25"),
