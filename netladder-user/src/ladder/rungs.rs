@@ -71,7 +71,12 @@ pub(super) static RUNGS: &[Rung] = &[
                     by socket error 110, or by a close without error when the application's own \
                     timeout fires first. A drop of that socket's packet with reason \
                     NETFILTER_DROP (skb:kfree_skb) pins it on the local firewall, with the hook; \
-                    without a local drop the answer is missing somewhere beyond this host.",
+                    a drop in any other namespace of this host names its reason (the \
+                    reverse-path filter with the route back and rp_filter settings, no route \
+                    onward, a full queue, connection tracking). Only where the kernel shows \
+                    drops (drop reasons, 5.17+) does a timeout without any say that nothing on \
+                    this host dropped it: the answer is missing beyond this host. A client that \
+                    closes the socket itself (its own timeout) gives the same reading.",
     },
     Rung {
         code: 24,
