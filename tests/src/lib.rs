@@ -6,12 +6,15 @@
 //!   (its veths and firewall rules go with it), with helpers to run commands and load rules inside;
 //! - [`veth`]: a veth pair between two namespaces, with addresses, links up;
 //! - [`Peer`] and [`connect`]: the `nl-peer` program as a real listener and a real client;
-//! - [`Watch`]: a running `netladder watch --json`, with helpers to wait for and check failure events.
+//! - [`Watch`]: a running `netladder watch --json`, with helpers to wait for and check failure events;
+//! - [`Matrix`]: the same failure made by every [`Client`] (blocking, non-blocking with poll or
+//!   epoll, curl, python asyncio) under one watch, each client's event checked alike.
 //!
 //! Tests that need root start with `if !require_root() { return; }` so that a non-root run reports
 //! `NL-SKIP` lines instead of failing.
 
 mod bins;
+mod clients;
 pub mod dns;
 mod netns;
 mod peer;
@@ -19,6 +22,7 @@ pub mod tls;
 mod watch;
 
 pub use bins::{netladder_bin, peer_bin};
+pub use clients::{icmp_signal, Abandoned, Attempt, Client, Expect, Matrix, Run, Seen, Wait};
 pub use netns::{veth, Netns, TwoHosts};
 pub use peer::{connect, ConnectOutcome, Peer};
 pub use watch::{evidence_has, expect_single_failure, Watch, FAILURE_TIMEOUT};
