@@ -153,6 +153,7 @@ mod tests {
             firewall_rule: None,
             host_name: None,
             user: None,
+            overload: None,
         }
     }
 

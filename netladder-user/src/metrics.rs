@@ -565,6 +565,7 @@ mod tests {
             firewall_rule: None,
             host_name: None,
             user: None,
+            overload: None,
         }
     }
 

@@ -497,6 +497,7 @@ impl State {
             firewall_rule: None,
             host_name: (!name.is_empty() && !name.ends_with(CUT_MARK)).then_some(name),
             user: None,
+            overload: None,
         })
     }
 }

@@ -158,6 +158,10 @@ pub enum Lookup {
     Ports,
     /// The firewall rule that dropped or rejected the handshake (`Failure::firewall`).
     Firewall,
+    /// #023 with no answer: when the destination is an address of a network namespace on this
+    /// host, the listener on its port and that namespace's overflow counters (a full accept
+    /// queue drops SYNs without a drop reason).
+    ListenQueue,
     /// #025: the certificate the peer presents (fetched with `name` as SNI, at most once per
     /// peer every few seconds) and the system clock, to add dates and names to the X509_V_ERR
     /// `code`'s reason; `asked` is the name the certificate had to carry.
@@ -212,6 +216,55 @@ pub struct Failure {
     pub host_name: Option<String>,
     /// The account involved, when known (#030: the user ssh logs in as).
     pub user: Option<String>,
+    /// #023 `accept_queue_full` / `syn_queue_full`: the overloaded listener.
+    pub overload: Option<Box<Overload>>,
+}
+
+/// A listener whose queue overflowed, as `ss -ltn` shows it, with what its namespace counted
+/// (#023 `accept_queue_full`, `syn_queue_full`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Overload {
+    /// Reported by the host that runs the listener about the listener itself (its clients may
+    /// be elsewhere); false: the reading of one client's timeout.
+    pub server_side: bool,
+    /// The listener's network namespace.
+    pub netns: u32,
+    pub addr: SocketAddr,
+    /// The process holding the listener (0 and "?" when none was found).
+    pub pid: u32,
+    pub comm: String,
+    /// Connections waiting to be accepted (`ss -ltn` Recv-Q) and the queue's limit (Send-Q).
+    pub queue: u32,
+    pub backlog: u32,
+    /// How much the namespace's counters rose over `window_ns` (None: no earlier reading).
+    pub rises: Option<QueueRises>,
+    pub window_ns: Option<u64>,
+}
+
+/// Rises of a namespace's listen-queue counters (/proc/net/netstat, TcpExt).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QueueRises {
+    /// ListenOverflows: SYNs (or handshake ACKs) that found the accept queue full.
+    pub overflows: u64,
+    /// ListenDrops: every SYN a listener dropped (overflows included).
+    pub drops: u64,
+    /// TCPReqQFullDrop: SYNs dropped because the SYN queue was full and no syncookie was sent.
+    pub syn_queue_drops: u64,
+    /// TCPReqQFullDoCookies: SYNs answered with a syncookie because the SYN queue was full.
+    pub syn_queue_cookies: u64,
+}
+
+impl Failure {
+    /// The enrichment found the destination's listener overloaded: the timeout (still #023,
+    /// the client saw no answer) was its full queue. `cause`: `accept_queue_full` or
+    /// `syn_queue_full`. The evidence is now in the listener's namespace.
+    pub fn overloaded(&mut self, cause: &'static str, summary: String, o: Overload) {
+        self.cause = cause;
+        self.layer = Layer::Application;
+        self.summary = summary;
+        self.evidence_netns = o.netns;
+        self.overload = Some(Box::new(o));
+    }
 }
 
 /// Keys remembered until a deadline, forgotten in deadline order (O(expired) per tick).
@@ -431,6 +484,7 @@ impl Classifier {
             firewall_rule: None,
             host_name: None,
             user: None,
+            overload: None,
         })
     }
 }
@@ -450,7 +504,7 @@ fn by_errno(call: &str, err: i32) -> Option<(u16, &'static str, Layer, &'static 
             "no_reply",
             Layer::Route,
             "the connection timed out",
-            Lookup::None,
+            Lookup::ListenQueue,
         ),
         ("connect", 113) => (
             22,
@@ -578,14 +632,14 @@ fn from_conn(obs: &Observation, v: u32, neighbour: Option<u32>) -> Option<Failur
             Layer::Route,
             "no answer to the SYN and the application gave up first; nothing dropped it on this host"
                 .to_owned(),
-            Lookup::None,
+            Lookup::ListenQueue,
         ),
         verdict::TIMEOUT_NO_REPLY => (
             23,
             "no_reply",
             Layer::Route,
             "no answer to the SYN; nothing dropped it on this host: peer down, a firewall on the path, or asymmetric routing".to_owned(),
-            Lookup::None,
+            Lookup::ListenQueue,
         ),
         verdict::HOST_UNREACHABLE
             if neighbour.is_some() || d.last_reason.as_deref() == Some("NEIGH_FAILED") =>
@@ -684,6 +738,7 @@ fn from_conn(obs: &Observation, v: u32, neighbour: Option<u32>) -> Option<Failur
         firewall_rule: None,
         host_name: None,
         user: None,
+        overload: None,
     })
 }
 

@@ -210,6 +210,7 @@ impl State {
             firewall_rule: None,
             host_name: Some(host),
             user,
+            overload: None,
         })
     }
 
@@ -467,6 +468,7 @@ fn server_failure(s: Server, end: Option<End>, ts: u64) -> Failure {
         firewall_rule: None,
         host_name: None,
         user: s.user,
+        overload: None,
     }
 }
 

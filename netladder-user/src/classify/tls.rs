@@ -171,6 +171,7 @@ fn failure(obs: &Observation, code: i32, aux: u64, text: &[u8]) -> Failure {
             None
         },
         user: None,
+        overload: None,
     }
 }
 

@@ -189,6 +189,7 @@ fn from_error(dst: SocketAddr, e: &io::Error, elapsed: Duration) -> Failure {
         firewall_rule: None,
         host_name: None,
         user: None,
+        overload: None,
     })
 }
 
