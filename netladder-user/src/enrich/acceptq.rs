@@ -210,15 +210,17 @@ fn counters_by_pid(inode: u64, pid: u32) -> Result<QueueCounters> {
 /// Enters a namespace on the calling thread, through its /proc/PID/ns/net or /run/netns file
 /// (checked by inode, so a reused pid cannot hand over another namespace).
 fn enter(ns: &Ns) -> Result<()> {
-    let path = match (ns.pid, &ns.path) {
-        (Some(pid), _) => PathBuf::from(format!("/proc/{pid}/ns/net")),
-        (None, Some(p)) => p.clone(),
-        (None, None) => return Err(anyhow!("network namespace {} has no handle", ns.inode)),
-    };
-    let file = fs::File::open(&path).with_context(|| format!("cannot open {}", path.display()))?;
-    if file.metadata()?.ino() != ns.inode {
-        return Err(anyhow!("network namespace {} is gone", ns.inode));
-    }
+    let by_pid = ns
+        .pid
+        .map(|pid| PathBuf::from(format!("/proc/{pid}/ns/net")));
+    let file = by_pid
+        .iter()
+        .chain(&ns.path)
+        .find_map(|path| {
+            let file = fs::File::open(path).ok()?;
+            (file.metadata().ok()?.ino() == ns.inode).then_some(file)
+        })
+        .ok_or_else(|| anyhow!("network namespace {} is gone", ns.inode))?;
     // SAFETY: setns only reads the descriptor; it changes this thread's namespace.
     if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
         return Err(std::io::Error::last_os_error())
@@ -327,9 +329,10 @@ pub struct QueueWatch {
     interval_ns: u64,
     namespaces: Vec<Ns>,
     listed_at: Option<Instant>,
-    /// Monotonic time of the listing before the last one: a namespace new in the last one
-    /// did not exist then, so its counters were all zero.
+    /// Monotonic time of the listing before the last one, and the namespaces it found: a
+    /// namespace new in the last one did not exist then, so its counters were all zero.
     listed_before_ns: u64,
+    listed_before: HashSet<u64>,
     listed_ns: u64,
     beyond: usize,
     polled: bool,
@@ -361,6 +364,7 @@ impl QueueWatch {
             namespaces: Vec::new(),
             listed_at: None,
             listed_before_ns: 0,
+            listed_before: HashSet::new(),
             listed_ns: 0,
             beyond: 0,
             polled: false,
@@ -381,6 +385,7 @@ impl QueueWatch {
             return;
         }
         let (list, beyond) = enumerate(MAX_NETNS);
+        self.listed_before = self.namespaces.iter().map(|n| n.inode).collect();
         self.namespaces = list;
         self.beyond = beyond;
         self.listed_at = Some(Instant::now());
@@ -436,9 +441,12 @@ impl QueueWatch {
             alive.insert(ns.inode);
             let (prev, prev_at) = match self.history.get(&ns.inode) {
                 Some(h) => (h.last, h.last_at),
-                // Found after the first round: it did not exist at the listing before, so
-                // every count it holds is new.
-                None if self.polled => (QueueCounters::default(), self.listed_before_ns),
+                // New since the listing before (after the first round): it did not exist
+                // then, so every count it holds is new. One that was listed but could not
+                // be read starts from its current counts, like every namespace at start.
+                None if self.polled && !self.listed_before.contains(&ns.inode) => {
+                    (QueueCounters::default(), self.listed_before_ns)
+                }
                 None => (c, now),
             };
             self.history
