@@ -446,6 +446,7 @@ impl Metrics {
                 Status::Attached => "attached",
                 Status::Refused(_) => "refused",
                 Status::Skipped(_) => "skipped",
+                Status::Replaced(_) => "replaced",
             };
             attached += i64::from(status == "attached");
             self.hook

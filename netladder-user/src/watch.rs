@@ -41,6 +41,19 @@ pub(crate) struct Session {
     pub(crate) degraded: Vec<String>,
 }
 
+impl Session {
+    /// Whether every packet drop on the host reaches netladder (the drop hook attached).
+    pub(crate) fn drops_watched(&self) -> bool {
+        drops_watched(&self.loaded.outcomes)
+    }
+}
+
+fn drops_watched(outcomes: &[plan::Outcome]) -> bool {
+    outcomes
+        .iter()
+        .any(|o| o.hook.program == "kfree_skb" && o.status == plan::Status::Attached)
+}
+
 /// Loads and attaches everything. `only_netns`: the one namespace to watch, filtered in the kernel
 /// so that failures elsewhere cost nothing (and cannot crowd the ring buffer). `include_self`:
 /// also see netladder's own connections (`diagnose` makes its probe itself); `watch` ignores them.
@@ -291,10 +304,9 @@ async fn event_loop(
         // have a reading of the listeners' counters from before they began.
         out.enricher.queues.poll(monotonic_ns());
     }
-    out.no_drop_reasons = outcomes
-        .iter()
-        .any(|o| o.hook.program == "kfree_skb" && o.status != plan::Status::Attached);
+    out.no_drop_reasons = !drops_watched(&outcomes);
     let mut classifier = Classifier::new();
+    classifier.set_drops_watched(!out.no_drop_reasons);
     let mut waiting = Waiting::new();
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut stats_tick = tokio::time::interval(Duration::from_secs_f64(args.stats_interval));

@@ -72,11 +72,18 @@ pub fn hook_attached(w: &Watch, program: &str) -> bool {
     })
 }
 
-/// Asserts that the summary blames the local firewall, naming nftables exactly when the drop
-/// location proves it (newer kernels drop inside nft_do_chain; older ones in nf_hook_slow for
-/// every netfilter backend, which netladder must not pretend to tell apart).
+/// Asserts that the summary blames a firewall on this host: the client's own ("the local
+/// firewall") or another namespace's ("the firewall of network namespace N on this host"),
+/// whichever the drop's namespace says; naming nftables exactly when the drop location proves it
+/// (newer kernels drop inside nft_do_chain; older ones in nf_hook_slow for every netfilter
+/// backend, which netladder must not pretend to tell apart).
 pub fn blames_local_firewall(ev: &serde_json::Value) {
-    summary_has(ev, "the local firewall (");
+    if evidence_has(ev, ", in netns ") {
+        summary_has(ev, "on this host (");
+        summary_has(ev, "the firewall of network namespace ");
+    } else {
+        summary_has(ev, "the local firewall (");
+    }
     if evidence_has(ev, "at nft_do_chain") {
         summary_has(ev, "nftables");
     }

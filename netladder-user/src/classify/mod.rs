@@ -17,6 +17,7 @@ use crate::ladder::Layer;
 mod dns;
 pub mod errno;
 mod evidence;
+mod icmp;
 mod ssh;
 pub mod tls;
 
@@ -162,6 +163,10 @@ pub enum Lookup {
     /// host, the listener on its port and that namespace's overflow counters (a full accept
     /// queue drops SYNs without a drop reason).
     ListenQueue,
+    /// Why this host's reverse-path filter refused the SYN, read in `Failure::evidence_netns`
+    /// (where it was dropped): the interface it came in on (`Failure::firewall.ifindex`), the
+    /// `rp_filter` settings, and the route back to the client (`Failure::src`).
+    ReversePath,
     /// #025: the certificate the peer presents (fetched with `name` as SNI, at most once per
     /// peer every few seconds) and the system clock, to add dates and names to the X509_V_ERR
     /// `code`'s reason; `asked` is the name the certificate had to carry.
@@ -324,11 +329,19 @@ pub struct Classifier {
     dns: dns::State,
     tls: tls::State,
     ssh: ssh::State,
+    /// The kernel shows no drops (no drop reasons, or the drop hook is off): no event may say
+    /// that nothing dropped a packet.
+    drops_unwatched: bool,
 }
 
 impl Classifier {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Whether every packet drop on the host is visible to netladder (see `drops_unwatched`).
+    pub fn set_drops_watched(&mut self, watched: bool) {
+        self.drops_unwatched = !watched;
     }
 
     /// Feeds one observation; returns the failures it completes. `now` is kernel monotonic
@@ -355,7 +368,7 @@ impl Classifier {
                     hit.filter(|(_, until)| *until > now)
                         .map(|(ifindex, _)| *ifindex)
                 });
-                out.extend(from_conn(&obs, verdict, neighbour));
+                out.extend(from_conn(&obs, verdict, neighbour, !self.drops_unwatched));
                 for f in &mut out {
                     self.dns.annotate(f, now);
                 }
@@ -570,9 +583,25 @@ fn by_errno(call: &str, err: i32) -> Option<(u16, &'static str, Layer, &'static 
 
 /// Turns a connection summary into a failure. `None` for a verdict the ladder has no code for.
 /// `neighbour`: the interface on which the destination's neighbour entry recently went FAILED.
-fn from_conn(obs: &Observation, v: u32, neighbour: Option<u32>) -> Option<Failure> {
+/// `drops_watched`: every drop on the host was visible (drop reasons attached), so an absence
+/// of drops may be stated.
+fn from_conn(
+    obs: &Observation,
+    v: u32,
+    neighbour: Option<u32>,
+    drops_watched: bool,
+) -> Option<Failure> {
     let d = &obs.drops;
     let gave_up = obs.flags & eflag::APP_GAVE_UP != 0;
+    let client_netns = obs.proc.netns;
+    let fw = || evidence::firewall_name(d, client_netns);
+    let icmp = obs.icmp.map(|(from, t, c)| {
+        let by = match obs.dst {
+            Some(dst) if dst.ip() == from => format!("the peer {from}"),
+            _ => format!("the router {from}"),
+        };
+        (from, icmp::kind(from.is_ipv6(), t, c), by)
+    });
     let (code, cause, layer, summary, lookup) = match v {
         verdict::REFUSED_NO_LISTENER => (
             21,
@@ -592,25 +621,29 @@ fn from_conn(obs: &Observation, v: u32, neighbour: Option<u32>) -> Option<Failur
             21,
             "firewall_reject_rst",
             Layer::Firewall,
-            format!("{} rejected the SYN with a TCP reset", evidence::firewall_name(d)),
+            format!("{} rejected the SYN with a TCP reset", fw()),
             Lookup::Firewall,
         ),
         verdict::FIREWALL_REJECT_ICMP if d.netfilter > 0 => (
             21,
             "firewall_reject_icmp",
             Layer::Firewall,
-            format!("{} rejected the SYN with an ICMP port-unreachable", evidence::firewall_name(d)),
+            format!("{} rejected the SYN with an ICMP port-unreachable", fw()),
             Lookup::Firewall,
         ),
         verdict::FIREWALL_REJECT_ICMP => (
             21,
             "firewall_reject_icmp",
             Layer::Firewall,
-            match obs.icmp {
-                Some((from, ..)) => format!(
-                    "{from} answered the SYN with an ICMP port-unreachable: a REJECT rule there (no local drop seen)"
+            match (&icmp, drops_watched) {
+                (Some((_, _, by)), true) => format!(
+                    "{by} answered the SYN with an ICMP port-unreachable: a REJECT rule there (no local drop seen)"
                 ),
-                None => "an ICMP port-unreachable answered the SYN: a REJECT rule on the path (no local drop seen)".to_owned(),
+                (Some((_, _, by)), false) => format!(
+                    "{by} answered the SYN with an ICMP port-unreachable: a REJECT rule there or on the path ({UNWATCHED})"
+                ),
+                (None, true) => "an ICMP port-unreachable answered the SYN: a REJECT rule on the path (no local drop seen)".to_owned(),
+                (None, false) => format!("an ICMP port-unreachable answered the SYN: a REJECT rule on the path ({UNWATCHED})"),
             },
             Lookup::None,
         ),
@@ -620,27 +653,73 @@ fn from_conn(obs: &Observation, v: u32, neighbour: Option<u32>) -> Option<Failur
             Layer::Firewall,
             format!(
                 "{} dropped the handshake ({} packet{})",
-                evidence::firewall_name(d),
+                fw(),
                 d.netfilter,
                 plural(d.netfilter)
             ),
             Lookup::Firewall,
         ),
+        verdict::TIMEOUT_HOST_DROP => {
+            let reason = d.last_reason.as_deref().unwrap_or("unknown");
+            let (cause, layer, lookup) = drop_cause(reason, d.location.as_deref());
+            (
+                23,
+                cause,
+                layer,
+                format!(
+                    "no answer: this host dropped the handshake ({}){}",
+                    evidence::reason_words(reason),
+                    evidence::in_netns(d, client_netns)
+                ),
+                lookup,
+            )
+        }
         verdict::TIMEOUT_NO_REPLY if gave_up => (
             23,
             "app_gave_up",
             Layer::Route,
-            "no answer to the SYN and the application gave up first; nothing dropped it on this host"
-                .to_owned(),
+            if drops_watched {
+                "no answer to the SYN and the application gave up first; nothing dropped it on this host"
+                    .to_owned()
+            } else {
+                format!("no answer to the SYN and the application gave up first; {UNWATCHED}")
+            },
             Lookup::ListenQueue,
         ),
         verdict::TIMEOUT_NO_REPLY => (
             23,
             "no_reply",
             Layer::Route,
-            "no answer to the SYN; nothing dropped it on this host: peer down, a firewall on the path, or asymmetric routing".to_owned(),
+            if drops_watched {
+                "no answer to the SYN; nothing dropped it on this host: peer down, a firewall on the path, or asymmetric routing".to_owned()
+            } else {
+                format!("no answer to the SYN; {UNWATCHED}: peer down, a firewall on the path or on this host, or asymmetric routing")
+            },
             Lookup::ListenQueue,
         ),
+        verdict::HOST_UNREACHABLE | verdict::NET_UNREACHABLE
+            if matches!(icmp, Some((_, icmp::Kind::Prohibited, _))) =>
+        {
+            let by = icmp.as_ref().map(|(_, _, by)| by.clone()).unwrap_or_default();
+            let on_host = if d.other > 0 && d.netns != 0 && d.netns != client_netns {
+                format!(" (it is network namespace {} of this host: its route or rules, read below)", d.netns)
+            } else {
+                String::new()
+            };
+            (
+                if obs.err == 101 { 26 } else { 22 },
+                "admin_prohibited",
+                Layer::Firewall,
+                format!(
+                    "{by} refused to forward the SYN: ICMP administratively prohibited (a firewall rule or a prohibit route there){on_host}"
+                ),
+                if on_host.is_empty() {
+                    Lookup::None
+                } else {
+                    Lookup::RouteEvidence
+                },
+            )
+        }
         verdict::HOST_UNREACHABLE
             if neighbour.is_some() || d.last_reason.as_deref() == Some("NEIGH_FAILED") =>
         {
@@ -656,24 +735,34 @@ fn from_conn(obs: &Observation, v: u32, neighbour: Option<u32>) -> Option<Failur
             22,
             "host_unreachable",
             Layer::Route,
-            match obs.icmp {
-                Some((from, ..)) => format!(
-                    "the host is unreachable: {from} answered the SYN with an ICMP host-unreachable"
+            match &icmp {
+                Some((_, _, by)) => format!(
+                    "the host is unreachable: {by} answered the SYN with an ICMP host-unreachable"
                 ),
                 None => "the host is unreachable: an ICMP host-unreachable answered the SYN".to_owned(),
             },
-            if obs.icmp.is_some() {
+            if icmp.is_some() {
                 Lookup::RouteEvidence
             } else {
                 Lookup::Route
             },
         ),
-        verdict::NET_UNREACHABLE => match obs.icmp {
-            Some((from, ..)) => (
+        verdict::NET_UNREACHABLE => match &icmp {
+            // A router said it has no route onward: the network is unreachable beyond it.
+            Some((from, _, _)) if obs.dst.is_none_or(|dst| dst.ip() != *from) => (
                 26,
                 "net_unreachable",
                 Layer::Route,
-                format!("the network is unreachable beyond {from}: it answered the SYN with an ICMP no-route"),
+                format!("the network is unreachable beyond {from}: that router answered the SYN with an ICMP net-unreachable"),
+                Lookup::RouteEvidence,
+            ),
+            // The destination itself answered net-unreachable: its address is reached, the
+            // host behind it is not.
+            Some((_, _, by)) => (
+                22,
+                "host_unreachable",
+                Layer::Route,
+                format!("{by} answered the SYN with an ICMP net-unreachable"),
                 Lookup::RouteEvidence,
             ),
             None => (
@@ -688,7 +777,10 @@ fn from_conn(obs: &Observation, v: u32, neighbour: Option<u32>) -> Option<Failur
             if obs.err == 101 { 26 } else { 22 },
             "firewall_reject_icmp",
             Layer::Firewall,
-            format!("{} rejected the SYN with an ICMP error", evidence::firewall_name(d)),
+            match &icmp {
+                Some((_, kind, _)) => format!("{} rejected the SYN with an ICMP {}", fw(), kind.words()),
+                None => format!("{} rejected the SYN with an ICMP error", fw()),
+            },
             Lookup::Firewall,
         ),
         _ => match obs.err {
@@ -740,6 +832,37 @@ fn from_conn(obs: &Observation, v: u32, neighbour: Option<u32>) -> Option<Failur
         user: None,
         overload: None,
     })
+}
+
+/// What an event says where the kernel shows no drops.
+const UNWATCHED: &str =
+    "this kernel does not show packet drops, so a drop on this host cannot be ruled out";
+
+/// The cause, layer and look-up of a timeout whose handshake this host dropped, by drop reason.
+fn drop_cause(reason: &str, location: Option<&str>) -> (&'static str, Layer, Lookup) {
+    // ip_error: the namespace's route for the destination refused to forward it (an
+    // `unreachable`, `prohibit` or `blackhole` route, or none), and no ICMP error came back
+    // (rate-limited, or the route is a blackhole): the route says which.
+    if location.is_some_and(|l| l.starts_with("ip_error+") || l.starts_with("ip6_pkt_drop")) {
+        return ("route_refused", Layer::Route, Lookup::Route);
+    }
+    match reason {
+        // A strict reverse-path filter refuses a packet whose source is routed back out another
+        // interface; the same check reports IP_INNOROUTES when no route back exists at all.
+        "IP_RPFILTER" | "IP_INNOROUTES" => ("reverse_path_drop", Layer::Route, Lookup::ReversePath),
+        // The listener and its namespace's counters name the process and the queue.
+        "TCP_LISTEN_OVERFLOW" | "SOCKET_BACKLOG" | "TCP_REQQFULLDROP" => {
+            ("accept_queue_full", Layer::Application, Lookup::ListenQueue)
+        }
+        "NEIGH_FAILED" | "NEIGH_QUEUEFULL" | "NEIGH_DEAD" | "NEIGH_CREATEFAIL" => {
+            ("neighbour_failed", Layer::Link, Lookup::None)
+        }
+        r if r.starts_with("NF_") || r.contains("CONNTRACK") || r.starts_with("NETFILTER") => {
+            ("conntrack_drop", Layer::Firewall, Lookup::None)
+        }
+        "IP_OUTNOROUTES" => ("no_route", Layer::Route, Lookup::Route),
+        _ => ("host_drop", Layer::Route, Lookup::None),
+    }
 }
 
 fn plural(n: u32) -> &'static str {

@@ -6,7 +6,7 @@ use aya::{
     maps::{MapData, PerCpuArray, RingBuf},
     programs::{
         cgroup_skb::CgroupSkbAttachType, uprobe::UProbeScope, BtfTracePoint, CgroupAttachMode,
-        CgroupSkb, FExit, ProgramError, TracePoint, UProbe,
+        CgroupSkb, FEntry, FExit, ProgramError, TracePoint, UProbe,
     },
     Btf, Ebpf, EbpfLoader,
 };
@@ -62,7 +62,18 @@ pub fn load(config: &Config, opts: &Options) -> Result<Loaded> {
     let targets = Targets::discover();
     let mut outcomes = Vec::new();
     for hook in HOOKS {
-        let status = if opts.skip.iter().any(|p| p == hook.program) {
+        let replaced = !hook.replaced_by.is_empty()
+            && hook.replaced_by.iter().all(|p| {
+                outcomes
+                    .iter()
+                    .any(|o: &Outcome| o.hook.program == *p && o.status == Status::Attached)
+            });
+        let status = if replaced {
+            Status::Replaced(format!(
+                "not needed: {} attached",
+                hook.replaced_by.join(", ")
+            ))
+        } else if opts.skip.iter().any(|p| p == hook.program) {
             Status::Skipped("disabled by --skip-hook".into())
         } else if hook.optional && !opts.optional_hooks {
             Status::Skipped("disabled by --no-optional-hooks".into())
@@ -138,7 +149,7 @@ pub fn load(config: &Config, opts: &Options) -> Result<Loaded> {
 /// The fexit target of `hook` when this kernel lacks it.
 fn missing_function(hook: &Hook, opts: &Options) -> Option<&'static str> {
     match hook.attach {
-        Attach::FExit(func) if !(opts.functions)(func) => Some(func),
+        Attach::FExit(func) | Attach::FEntry(func) if !(opts.functions)(func) => Some(func),
         _ => None,
     }
 }
@@ -177,6 +188,11 @@ fn attach(ebpf: &mut Ebpf, hook: &Hook, btf: &Btf, targets: &Targets) -> Result<
         })(),
         Attach::FExit(func) => (|| {
             let p: &mut FExit = prog.try_into()?;
+            p.load(func, btf)?;
+            p.attach().map(drop)
+        })(),
+        Attach::FEntry(func) => (|| {
+            let p: &mut FEntry = prog.try_into()?;
             p.load(func, btf)?;
             p.attach().map(drop)
         })(),

@@ -71,8 +71,14 @@ pub(super) static RUNGS: &[Rung] = &[
         detection: "SYN retransmissions on a socket in SYN_SENT (tcp:tcp_retransmit_skb) followed \
                     by socket error 110, or by a close without error when the application's own \
                     timeout fires first. A drop of that socket's packet with reason \
-                    NETFILTER_DROP (skb:kfree_skb) pins it on the local firewall, with the hook. \
-                    A SYN dropped at a full listen queue has no drop reason, so when the \
+                    NETFILTER_DROP (skb:kfree_skb) pins it on the local firewall, with the hook; \
+                    a drop in any other namespace of this host names its reason (the \
+                    reverse-path filter with the route back and rp_filter settings, no route \
+                    onward, a full queue, connection tracking). Only where the kernel shows \
+                    drops (drop reasons, 5.17+) does a timeout without any say that nothing on \
+                    this host dropped it: the answer is missing beyond this host. A client that \
+                    closes the socket itself (its own timeout) gives the same reading. \
+                    A SYN dropped at a full listen queue has no drop reason at all, so when the \
                     destination is an address of a network namespace on this host, netladder \
                     reads the listener on the port there over sock_diag (Recv-Q above the \
                     backlog, as `ss -ltn` shows) and that namespace's ListenOverflows and \

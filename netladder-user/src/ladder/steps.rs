@@ -44,7 +44,7 @@ pub fn next_steps(code: u16, cause: &str, ctx: &StepCtx) -> Vec<String> {
         23 => timed_out(&mut s, cause),
         24 => dns(&mut s, cause),
         25 => tls(&mut s),
-        26 => net_unreachable(&mut s),
+        26 => net_unreachable(&mut s, cause),
         27 => addr_in_use(&mut s),
         28 => time_wait(&mut s),
         29 => arp_failed(&mut s),
@@ -101,6 +101,10 @@ fn refused(s: &mut Steps, cause: &str) {
 
 fn no_route(s: &mut Steps, cause: &str) {
     let dst = s.dst();
+    if cause == "admin_prohibited" {
+        admin_prohibited(s);
+        return;
+    }
     if cause == "firewall_reject_icmp" {
         s.firewall(&format!(
             "the rule rejecting traffic to {dst} with icmp host-unreachable or admin-prohibited"
@@ -115,6 +119,18 @@ fn no_route(s: &mut Steps, cause: &str) {
     s.here("ip rule show  # policy routing that sends the flow to another table");
     s.here(format!(
         "traceroute -n {dst}  # which router answers host-unreachable"
+    ));
+}
+
+/// An ICMP administratively-prohibited: a firewall or a prohibit route where it came from.
+fn admin_prohibited(s: &mut Steps) {
+    let dst = s.dst();
+    s.here(format!(
+        "traceroute -n {dst}  # the router that answers administratively-prohibited"
+    ));
+    s.here("ip route show table all type prohibit  # where it is a namespace of this host");
+    s.firewall(&format!(
+        "the rule rejecting traffic to {dst} with admin-prohibited (here, or on that router)"
     ));
 }
 
@@ -142,6 +158,33 @@ fn timed_out(s: &mut Steps, cause: &str) {
                 "strace -f -e trace=accept,accept4 -p {pid}  # is the server's accept loop running, and keeping up?"
             ));
             s.here("sysctl net.core.somaxconn  # the cap on every listen() backlog: raise the backlog the server passes to listen() (and this cap) for bursts");
+        }
+        "reverse_path_drop" => {
+            s.here("sysctl -a 2>/dev/null | grep '\\.rp_filter'  # 1 = strict: a packet whose route back leaves by another interface is dropped");
+            let client = s
+                .ctx
+                .src
+                .map_or("CLIENT".into(), |a| canonical_ip(a.ip()).to_string());
+            s.here(format!("ip route get {client}  # the route back to the client: it should leave by the interface the SYN came in on"));
+            s.here("nstat -az TcpExtIPReversePathFilter  # counts the packets the filter refused");
+            s.here("sysctl -w net.ipv4.conf.all.rp_filter=2  # loose mode, if the asymmetric path is intended");
+        }
+        "no_route_on_input" | "route_refused" => {
+            s.here(format!("ip route get {dst}  # in the namespace that dropped the SYN"));
+            s.here("ip route show table all type unreachable");
+            s.here("ip route show table all type prohibit");
+            s.here("ip route show table all type blackhole");
+            s.here("sysctl net.ipv4.ip_forward  # a router must forward");
+        }
+        "conntrack_drop" => {
+            s.host("conntrack -S  # insert_failed, drop, early_drop, invalid");
+            s.host("sysctl net.netfilter.nf_conntrack_count net.netfilter.nf_conntrack_max");
+            s.here("nstat -az  # the namespace's drop counters");
+        }
+        "host_drop" => {
+            s.here(s.tcpdump());
+            s.here("nstat -az  # which drop counter rises with each SYN");
+            s.host("perf trace -e skb:kfree_skb  # the drop reason and location of each drop");
         }
         "firewall_drop" => s.firewall(&format!(
             "the drop rule matching tcp port {port} to {dst}; its counter grows with every SYN retry"
@@ -235,7 +278,11 @@ fn tls(s: &mut Steps) {
     s.host("date -u  # a clock far off makes valid certificates look expired or not yet valid");
 }
 
-fn net_unreachable(s: &mut Steps) {
+fn net_unreachable(s: &mut Steps, cause: &str) {
+    if cause == "admin_prohibited" {
+        admin_prohibited(s);
+        return;
+    }
     let dst = s.dst();
     let six = if s.is_v6() { "-6 " } else { "" };
     s.here(format!("ip route get {dst}"));
@@ -489,7 +536,15 @@ mod tests {
                     "",
                 ],
             ),
-            (22, &["host_unreachable", "firewall_reject_icmp", ""]),
+            (
+                22,
+                &[
+                    "host_unreachable",
+                    "firewall_reject_icmp",
+                    "admin_prohibited",
+                    "",
+                ],
+            ),
             (
                 23,
                 &[
@@ -498,10 +553,15 @@ mod tests {
                     "app_gave_up",
                     "accept_queue_full",
                     "syn_queue_full",
+                    "reverse_path_drop",
+                    "no_route_on_input",
+                    "route_refused",
+                    "conntrack_drop",
+                    "host_drop",
                     "",
                 ],
             ),
-            (26, &["net_unreachable", ""]),
+            (26, &["net_unreachable", "admin_prohibited", ""]),
             (
                 30,
                 &[

@@ -174,10 +174,15 @@ pub fn hooks_table(outcomes: &[Outcome]) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "{:<22} {:<40} {:<9} detail", "program", "hook", "status");
     for o in outcomes {
+        let lost = match crate::kernel::plan::covered_by(outcomes, o.hook.program) {
+            Some(other) => format!("nothing lost: {other} does its work"),
+            None => format!("lost: {}", o.hook.without),
+        };
         let (status, detail) = match &o.status {
             Status::Attached => ("attached", o.hook.needs.to_owned()),
-            Status::Refused(why) => ("REFUSED", format!("{why}; lost: {}", o.hook.without)),
-            Status::Skipped(why) => ("skipped", format!("{why}; lost: {}", o.hook.without)),
+            Status::Refused(why) => ("REFUSED", format!("{why}; {lost}")),
+            Status::Skipped(why) => ("skipped", format!("{why}; {lost}")),
+            Status::Replaced(why) => ("replaced", why.clone()),
         };
         let _ = writeln!(
             s,
@@ -198,6 +203,7 @@ pub fn hooks_json(outcomes: &[Outcome], degraded: &[String]) -> Value {
                 Status::Attached => ("attached", None),
                 Status::Refused(r) => ("refused", Some(r.clone())),
                 Status::Skipped(r) => ("skipped", Some(r.clone())),
+                Status::Replaced(r) => ("replaced", Some(r.clone())),
             };
             json!({
                 "program": o.hook.program,
