@@ -634,6 +634,7 @@ mod tests {
             host_name: None,
             user: None,
             records: 0,
+            overload: None,
         }
     }
 

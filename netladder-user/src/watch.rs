@@ -293,12 +293,25 @@ async fn event_loop(
     if args.trace_firewall {
         out.enricher = enrich::failure::Enricher::tracing();
     }
+    // The server side of #023 accept_queue_full: the namespaces --netns names (else all of
+    // them), each overloaded listener reported at most once per stats interval.
+    out.enricher.queues = enrich::acceptq::QueueWatch::new(
+        out.filter.netns.clone(),
+        Duration::from_secs_f64(args.stats_interval.max(1.0)),
+    );
+    let poll_queues = out.filter.codes.is_empty() || out.filter.codes.contains(&23);
+    if poll_queues {
+        // The first reading, before anything is reported as watched: connects from then on
+        // have a reading of the listeners' counters from before they began.
+        out.enricher.queues.poll(monotonic_ns());
+    }
     out.no_drop_reasons = !drops_watched(&outcomes);
     let mut classifier = Classifier::new();
     classifier.set_drops_watched(!out.no_drop_reasons);
     let mut waiting = Waiting::new();
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut stats_tick = tokio::time::interval(Duration::from_secs_f64(args.stats_interval));
+    let mut queue_tick = tokio::time::interval(Duration::from_secs(1));
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     // SIGHUP reopens --output (logrotate); without --output it keeps its default (terminate).
@@ -346,6 +359,14 @@ async fn event_loop(
                 }
             } => {
                 sink::reopen()?;
+            }
+            _ = queue_tick.tick(), if poll_queues => {
+                for f in out.enricher.queues.poll(monotonic_ns()) {
+                    out.failure(f)?;
+                }
+                for note in std::mem::take(&mut out.enricher.queues.notes) {
+                    sink::note(sink::Priority::Warning, &note);
+                }
             }
             _ = stats_tick.tick() => {
                 for line in tw.check(&out) {
@@ -831,10 +852,16 @@ impl Output {
 pub(crate) fn step_ctx(f: &Failure) -> ladder::StepCtx {
     let netns = f.evidence_netns;
     let own = enrich::netns::own_netns_inode().ok();
+    // An overloaded listener: its process is in the evidence namespace (the client may not be).
+    let listener = f
+        .overload
+        .as_ref()
+        .filter(|o| o.netns == netns && o.pid != 0)
+        .map(|o| o.pid);
     ladder::StepCtx {
         dst: f.dst,
         src: f.src,
-        pid: (netns == f.proc.netns).then_some(f.proc.pid),
+        pid: listener.or((netns == f.proc.netns).then_some(f.proc.pid)),
         netns_name: enrich::netns::netns_name(u64::from(netns)),
         other_netns: own.is_some_and(|o| o != u64::from(netns)),
         // The name a DNS, TLS or ssh failure is about; for a connection failure, the name its

@@ -24,7 +24,8 @@ pub struct Peer {
 impl Peer {
     /// Starts `nl-peer listen ADDR EXTRA_ARGS...` in `ns` (None: the host namespace, loopback
     /// addresses only) and waits up to 10 s for its `ready` line. Extra args: `--v6only` (an
-    /// IPv6 listener is dual-stack without it), `--reuseaddr`, `--backlog N`. When it cannot listen (e.g. `error EADDRINUSE 98`), the error
+    /// IPv6 listener is dual-stack without it), `--reuseaddr`, `--backlog N`, `--no-accept`
+    /// (never accept: the accept queue fills). When it cannot listen (e.g. `error EADDRINUSE 98`), the error
     /// message contains nl-peer's stdout line and its stderr.
     pub fn listen(ns: Option<&Netns>, addr: &str, extra_args: &[&str]) -> Result<Peer> {
         let mut child = peer_command(ns)

@@ -574,6 +574,7 @@ impl State {
             host_name: (!name.is_empty() && !name.ends_with(CUT_MARK)).then_some(name),
             user: None,
             records,
+            overload: None,
         })
     }
 }

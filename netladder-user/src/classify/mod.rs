@@ -159,6 +159,10 @@ pub enum Lookup {
     Ports,
     /// The firewall rule that dropped or rejected the handshake (`Failure::firewall`).
     Firewall,
+    /// #023 with no answer: when the destination is an address of a network namespace on this
+    /// host, the listener on its port and that namespace's overflow counters (a full accept
+    /// queue drops SYNs without a drop reason).
+    ListenQueue,
     /// Why this host's reverse-path filter refused the SYN, read in `Failure::evidence_netns`
     /// (where it was dropped): the interface it came in on (`Failure::firewall.ifindex`), the
     /// `rp_filter` settings, and the route back to the client (`Failure::src`).
@@ -220,6 +224,8 @@ pub struct Failure {
     /// How many kernel records this failure stands for (its own and those merged into it; 0 for
     /// repeats the kernel only counted).
     pub records: u32,
+    /// #023 `accept_queue_full` / `syn_queue_full`: the overloaded listener.
+    pub overload: Option<Box<Overload>>,
 }
 
 /// Where the kernel records read from the ring buffer ended: each record in exactly one bucket.
@@ -271,6 +277,53 @@ impl Ledger {
             filtered: self.filtered + o.filtered,
             dropped: self.dropped + o.dropped,
         }
+    }
+}
+
+/// A listener whose queue overflowed, as `ss -ltn` shows it, with what its namespace counted
+/// (#023 `accept_queue_full`, `syn_queue_full`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Overload {
+    /// Reported by the host that runs the listener about the listener itself (its clients may
+    /// be elsewhere); false: the reading of one client's timeout.
+    pub server_side: bool,
+    /// The listener's network namespace.
+    pub netns: u32,
+    pub addr: SocketAddr,
+    /// The process holding the listener (0 and "?" when none was found).
+    pub pid: u32,
+    pub comm: String,
+    /// Connections waiting to be accepted (`ss -ltn` Recv-Q) and the queue's limit (Send-Q).
+    pub queue: u32,
+    pub backlog: u32,
+    /// How much the namespace's counters rose over `window_ns` (None: no earlier reading).
+    pub rises: Option<QueueRises>,
+    pub window_ns: Option<u64>,
+}
+
+/// Rises of a namespace's listen-queue counters (/proc/net/netstat, TcpExt).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QueueRises {
+    /// ListenOverflows: SYNs (or handshake ACKs) that found the accept queue full.
+    pub overflows: u64,
+    /// ListenDrops: every SYN a listener dropped (overflows included).
+    pub drops: u64,
+    /// TCPReqQFullDrop: SYNs dropped because the SYN queue was full and no syncookie was sent.
+    pub syn_queue_drops: u64,
+    /// TCPReqQFullDoCookies: SYNs answered with a syncookie because the SYN queue was full.
+    pub syn_queue_cookies: u64,
+}
+
+impl Failure {
+    /// The enrichment found the destination's listener overloaded: the timeout (still #023,
+    /// the client saw no answer) was its full queue. `cause`: `accept_queue_full` or
+    /// `syn_queue_full`. The evidence is now in the listener's namespace.
+    pub fn overloaded(&mut self, cause: &'static str, summary: String, o: Overload) {
+        self.cause = cause;
+        self.layer = Layer::Application;
+        self.summary = summary;
+        self.evidence_netns = o.netns;
+        self.overload = Some(Box::new(o));
     }
 }
 
@@ -561,6 +614,7 @@ impl Classifier {
             host_name: None,
             user: None,
             records: 1,
+            overload: None,
         })
     }
 }
@@ -580,7 +634,7 @@ fn by_errno(call: &str, err: i32) -> Option<(u16, &'static str, Layer, &'static 
             "no_reply",
             Layer::Route,
             "the connection timed out",
-            Lookup::None,
+            Lookup::ListenQueue,
         ),
         ("connect", 113) => (
             22,
@@ -747,7 +801,7 @@ fn from_conn(
             } else {
                 format!("no answer to the SYN and the application gave up first; {UNWATCHED}")
             },
-            Lookup::None,
+            Lookup::ListenQueue,
         ),
         verdict::TIMEOUT_NO_REPLY => (
             23,
@@ -758,7 +812,7 @@ fn from_conn(
             } else {
                 format!("no answer to the SYN; {UNWATCHED}: peer down, a firewall on the path or on this host, or asymmetric routing")
             },
-            Lookup::None,
+            Lookup::ListenQueue,
         ),
         verdict::HOST_UNREACHABLE | verdict::NET_UNREACHABLE
             if matches!(icmp, Some((_, icmp::Kind::Prohibited, _))) =>
@@ -894,6 +948,7 @@ fn from_conn(
         host_name: None,
         user: None,
         records: 1,
+        overload: None,
     })
 }
 
@@ -913,8 +968,9 @@ fn drop_cause(reason: &str, location: Option<&str>) -> (&'static str, Layer, Loo
         // A strict reverse-path filter refuses a packet whose source is routed back out another
         // interface; the same check reports IP_INNOROUTES when no route back exists at all.
         "IP_RPFILTER" | "IP_INNOROUTES" => ("reverse_path_drop", Layer::Route, Lookup::ReversePath),
+        // The listener and its namespace's counters name the process and the queue.
         "TCP_LISTEN_OVERFLOW" | "SOCKET_BACKLOG" | "TCP_REQQFULLDROP" => {
-            ("accept_queue_full", Layer::Application, Lookup::None)
+            ("accept_queue_full", Layer::Application, Lookup::ListenQueue)
         }
         "NEIGH_FAILED" | "NEIGH_QUEUEFULL" | "NEIGH_DEAD" | "NEIGH_CREATEFAIL" => {
             ("neighbour_failed", Layer::Link, Lookup::None)

@@ -296,6 +296,7 @@ impl State {
             host_name: Some(host),
             user,
             records,
+            overload: None,
         })
     }
 
@@ -576,6 +577,7 @@ fn server_failure(s: Server, end: Result<End, String>, ts: u64) -> Failure {
         host_name: None,
         user: s.user,
         records: s.records,
+        overload: None,
     }
 }
 

@@ -182,6 +182,8 @@ fn timeout_without_drop_and_application_gave_up() {
         10,
     );
     assert_eq!((out[0].cause, out[0].layer), ("no_reply", Layer::Route));
+    // The enrichment checks for a full listen queue when the destination is on this host.
+    assert_eq!(out[0].lookup, Lookup::ListenQueue);
     let mut c = Classifier::new();
     let out = c.feed(
         conn(
@@ -195,6 +197,7 @@ fn timeout_without_drop_and_application_gave_up() {
         10,
     );
     assert_eq!(out[0].cause, "app_gave_up");
+    assert_eq!(out[0].lookup, Lookup::ListenQueue);
     assert_eq!(out[0].errno, None);
     assert!(out[0]
         .evidence
@@ -365,6 +368,7 @@ fn synchronous_connect_errors_map_to_their_rungs() {
         (13, 22, "route_prohibited", Lookup::Route),
         (101, 26, "net_unreachable", Lookup::Egress),
         (99, 28, "ports_exhausted", Lookup::Ports),
+        (110, 23, "no_reply", Lookup::ListenQueue),
     ];
     for (errno, code, cause, lookup) in cases {
         let mut c = Classifier::new();

@@ -172,6 +172,7 @@ fn failure(obs: &Observation, code: i32, aux: u64, text: &[u8]) -> Failure {
         },
         user: None,
         records: 1,
+        overload: None,
     }
 }
 

@@ -191,6 +191,7 @@ fn from_error(dst: SocketAddr, e: &io::Error, elapsed: Duration) -> Failure {
         host_name: None,
         user: None,
         records: 0,
+        overload: None,
     })
 }
 

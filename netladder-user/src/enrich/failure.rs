@@ -8,6 +8,7 @@ use std::{
 
 use anyhow::{anyhow, Result};
 
+use super::acceptq::QueueWatch;
 use super::firewall::{self, Attribution, Certainty, RuleKey};
 use super::nftrace::{Armed, Flow, Tracer};
 use super::{iptables, link, neigh, netns::run_in_netns, nft, ports, route};
@@ -25,6 +26,9 @@ pub struct Enricher {
     tracer: Option<Tracer>,
     /// #025: certificates read from TLS peers, per (namespace, peer, server name).
     tls_certs: HashMap<TlsKey, (Instant, Result<Option<super::tls::Cert>, String>)>,
+    /// #023: the listen queues of the host's namespaces (`Lookup::ListenQueue`, and the
+    /// server-side poll `watch` runs every second).
+    pub queues: QueueWatch,
 }
 
 type Key = (Lookup, u32, Option<SocketAddr>, Option<SocketAddr>);
@@ -78,6 +82,10 @@ impl Enricher {
         }
         if f.lookup == Lookup::Firewall {
             self.firewall(f);
+            return;
+        }
+        if f.lookup == Lookup::ListenQueue {
+            self.queues.explain_timeout(f, crate::watch::monotonic_ns());
             return;
         }
         if let Lookup::TlsChain { code, name, asked } = f.lookup {
@@ -353,7 +361,11 @@ fn in_namespace(
     where_: &str,
 ) -> Result<Found> {
     Ok(match lookup {
-        Lookup::None | Lookup::Firewall | Lookup::TlsChain { .. } | Lookup::ReversePath => {
+        Lookup::None
+        | Lookup::Firewall
+        | Lookup::ListenQueue
+        | Lookup::TlsChain { .. }
+        | Lookup::ReversePath => {
             unreachable!("callers handle these")
         }
         Lookup::Listeners => {

@@ -137,6 +137,28 @@ fn admin_prohibited(s: &mut Steps) {
 fn timed_out(s: &mut Steps, cause: &str) {
     let (port, dst) = (s.port(), s.dst());
     match cause {
+        // Run where the listener is: the failure's namespace is the listener's.
+        "accept_queue_full" | "syn_queue_full" => {
+            let port = s
+                .ctx
+                .dst
+                .or(s.ctx.src)
+                .map_or("PORT".into(), |a| a.port().to_string());
+            s.here(format!(
+                "ss -ltnp 'sport = :{port}'  # Recv-Q (connections waiting) above Send-Q (the backlog): the queue is full"
+            ));
+            if cause == "syn_queue_full" {
+                s.here("nstat -az TcpExtTCPReqQFullDrop TcpExtTCPReqQFullDoCookies  # SYNs dropped (or answered with cookies) at a full SYN queue");
+                s.here("sysctl net.ipv4.tcp_syncookies net.ipv4.tcp_max_syn_backlog  # syncookies keep a flooded listener answering");
+                return;
+            }
+            s.here("nstat -az TcpExtListenOverflows TcpExtListenDrops  # rising while clients time out: SYNs dropped at the full queue");
+            let pid = s.ctx.pid.map_or("PID".into(), |p| p.to_string());
+            s.host(format!(
+                "strace -f -e trace=accept,accept4 -p {pid}  # is the server's accept loop running, and keeping up?"
+            ));
+            s.here("sysctl net.core.somaxconn  # the cap on every listen() backlog: raise the backlog the server passes to listen() (and this cap) for bursts");
+        }
         "reverse_path_drop" => {
             s.here("sysctl -a 2>/dev/null | grep '\\.rp_filter'  # 1 = strict: a packet whose route back leaves by another interface is dropped");
             let client = s
@@ -190,6 +212,9 @@ fn timed_out(s: &mut Steps, cause: &str) {
             s.here(s.tcpdump());
             s.here(format!("ip route get {dst}"));
             s.firewall(&format!("a drop rule for tcp port {port}"));
+            s.on_peer(format!(
+                "ss -ltn 'sport = :{port}'; nstat -az TcpExtListenOverflows  # Recv-Q above Send-Q and rising overflows: the listener's accept queue is full"
+            ));
         }
     }
 }
@@ -526,6 +551,8 @@ mod tests {
                     "firewall_drop",
                     "no_reply",
                     "app_gave_up",
+                    "accept_queue_full",
+                    "syn_queue_full",
                     "reverse_path_drop",
                     "no_route_on_input",
                     "route_refused",
@@ -594,6 +621,36 @@ mod tests {
         assert!(steps.contains("# on 198.51.100.2: is the peer up"));
         let gave_up = joined(23, "app_gave_up", &ctx("198.51.100.2:443"));
         assert!(gave_up.contains("tcp_syn_retries") && !gave_up.contains("# on "));
+    }
+
+    #[test]
+    fn a_full_queue_is_checked_where_the_listener_is() {
+        // Client side: the listener's namespace has a name; the port is the destination's.
+        let mut c = ctx("10.0.0.2:8080");
+        c.other_netns = true;
+        c.netns_name = Some("srv".into());
+        c.pid = Some(812);
+        let steps = next_steps(23, "accept_queue_full", &c);
+        assert!(
+            steps[0].starts_with("ip netns exec srv ss -ltnp 'sport = :8080'"),
+            "{steps:?}"
+        );
+        let all = steps.join("\n");
+        assert!(all.contains("nstat -az TcpExtListenOverflows"), "{all}");
+        assert!(
+            all.contains("strace -f -e trace=accept,accept4 -p 812"),
+            "{all}"
+        );
+        assert!(all.contains("net.core.somaxconn"), "{all}");
+        // Server side: no destination, the listener's own address.
+        let server = StepCtx {
+            src: Some("0.0.0.0:9000".parse().unwrap()),
+            ..StepCtx::default()
+        };
+        assert!(joined(23, "accept_queue_full", &server).starts_with("ss -ltnp 'sport = :9000'"));
+        assert!(joined(23, "syn_queue_full", &server).contains("tcp_syncookies"));
+        // explain's generic steps name the queue too.
+        assert!(joined(23, "", &StepCtx::default()).contains("TcpExtListenOverflows"));
     }
 
     #[test]

@@ -45,6 +45,29 @@ pub fn failure_json(f: &Failure, next: &[String], at: SystemTime) -> Value {
     if let (Some(u), Some(obj)) = (&f.user, value.as_object_mut()) {
         obj.insert("user".into(), json!(u));
     }
+    // #023 accept_queue_full / syn_queue_full: the overloaded listener, and whose reading it is.
+    if let (Some(o), Some(obj)) = (&f.overload, value.as_object_mut()) {
+        obj.insert(
+            "side".into(),
+            json!(if o.server_side { "server" } else { "client" }),
+        );
+        obj.insert(
+            "listener".into(),
+            json!({
+                "addr": o.addr.to_string(),
+                "pid": o.pid,
+                "comm": o.comm,
+                "netns": o.netns,
+                "recv_q": o.queue,
+                "backlog": o.backlog,
+                "listen_overflows": o.rises.map(|r| r.overflows),
+                "listen_drops": o.rises.map(|r| r.drops),
+                "syn_queue_drops": o.rises.map(|r| r.syn_queue_drops),
+                "syn_queue_cookies": o.rises.map(|r| r.syn_queue_cookies),
+                "window_ms": o.window_ns.map(|ns| ns / 1_000_000),
+            }),
+        );
+    }
     if let (Some(r), Some(obj)) = (&f.firewall_rule, value.as_object_mut()) {
         obj.insert(
             "firewall".into(),

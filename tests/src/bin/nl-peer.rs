@@ -2,8 +2,11 @@
 //!
 //! ```text
 //! nl-peer listen ADDR [--v6only] [--reuseaddr] [--backlog N] [--pair] [--wait-peer-close]
+//!     [--no-accept]
 //!     bind + listen on ADDR, print `ready ADDR` (the bound address), accept and close
 //!     connections until killed. On failure print `error NAME ERRNO` and exit 1.
+//!     --no-accept never calls accept(): connections pile up in the accept queue, and once it
+//!     holds more than the backlog the kernel drops new SYNs (a stuck server).
 //!     An IPv6 listener is dual-stack (also takes IPv4) unless --v6only is given.
 //!     --pair binds two sockets to ADDR first, then listens on both (with --reuseaddr the
 //!     binds succeed and the second listen() fails with EADDRINUSE); the first one serves, and
@@ -81,6 +84,7 @@ struct ListenOpts {
     backlog: i32,
     pair: bool,
     wait_peer_close: bool,
+    no_accept: bool,
 }
 
 struct StormOpts {
@@ -171,6 +175,7 @@ fn parse_listen(args: &[String]) -> Result<ListenOpts, String> {
         backlog: 128,
         pair: false,
         wait_peer_close: false,
+        no_accept: false,
     };
     while let Some(flag) = rest.next() {
         match flag.as_str() {
@@ -178,6 +183,7 @@ fn parse_listen(args: &[String]) -> Result<ListenOpts, String> {
             "--reuseaddr" => opts.reuseaddr = true,
             "--pair" => opts.pair = true,
             "--wait-peer-close" => opts.wait_peer_close = true,
+            "--no-accept" => opts.no_accept = true,
             "--backlog" => opts.backlog = parse_num(flag, rest.next())?,
             other => return Err(format!("listen: unknown option {other:?}")),
         }
@@ -295,6 +301,11 @@ fn run_listen(opts: ListenOpts) -> ExitCode {
             match &second {
                 Some((_, outcome)) => print_line(&format!("ready {bound} second={outcome}")),
                 None => print_line(&format!("ready {bound}")),
+            }
+            if opts.no_accept {
+                loop {
+                    std::thread::park();
+                }
             }
             accept_forever(&listener, opts.wait_peer_close)
         }
