@@ -17,5 +17,13 @@ fn main() -> anyhow::Result<()> {
             ..Default::default()
         }],
         Toolchain::default(),
-    )
+    )?;
+    // With AYA_BUILD_SKIP=1 (clippy in CI: it checks the eBPF crate for its own target) aya-build
+    // builds nothing; an empty object keeps the crate compiling. A binary built that way cannot
+    // load its programs and says so at start.
+    let object = std::path::Path::new(&std::env::var("OUT_DIR")?).join("netladder");
+    if std::env::var_os("AYA_BUILD_SKIP").is_some() && !object.exists() {
+        std::fs::write(&object, b"")?;
+    }
+    Ok(())
 }

@@ -5,6 +5,10 @@
 // Atomic add on a map value (see maps::count_drop_write): core::sync has none for bpf.
 #![allow(internal_features)]
 #![feature(core_intrinsics)]
+// aya-ebpf's map methods take `impl Borrow<K>`, so clippy would have every `MAP.get(&key)` pass
+// the key by value; the programs keep aya's documented `&key` form (the kernel reads the key
+// through a pointer either way, and a moved struct key could cost a copy on the 512-byte stack).
+#![allow(clippy::needless_borrows_for_generic_args)]
 
 mod conn;
 mod dns;

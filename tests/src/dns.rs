@@ -171,11 +171,8 @@ pub fn have(tool: &str) -> bool {
 
 /// Whether the DNS programs attached in this watch; prints NL-SKIP and returns false otherwise.
 pub fn dns_hooks(w: &Watch, programs: &[&str]) -> bool {
-    // The hooks line goes through netladder's writer thread: it may come just after "ready".
-    let until = Instant::now() + Duration::from_secs(10);
-    while !w.events().iter().any(|e| e["type"] == "hooks") && Instant::now() < until {
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    // hook_attached waits for the hooks line (it may come just after "ready") and fails the
+    // test when netladder never prints it.
     for p in programs {
         if !hook_attached(w, p) {
             let status: Vec<String> = w

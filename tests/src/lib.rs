@@ -67,13 +67,15 @@ pub fn watch_netns(ns: &Netns) -> Watch {
 }
 
 /// Whether `program` attached in this watch (from its "hooks" line): kernels differ. Waits for
-/// that line, which another thread reads from netladder's output.
+/// that line, which another thread reads from netladder's output. Panics (the test fails, it
+/// does not skip) when the line never comes: netladder died or broke, which no kernel excuses.
 pub fn hook_attached(w: &Watch, program: &str) -> bool {
-    w.hooks_line(FAILURE_TIMEOUT).is_some_and(|e| {
-        e["hooks"].as_array().is_some_and(|hs| {
-            hs.iter()
-                .any(|h| h["program"] == program && h["status"] == "attached")
-        })
+    let hooks = w
+        .hooks(FAILURE_TIMEOUT)
+        .unwrap_or_else(|err| panic!("cannot tell whether {program} attached: {err:#}"));
+    hooks["hooks"].as_array().is_some_and(|hs| {
+        hs.iter()
+            .any(|h| h["program"] == program && h["status"] == "attached")
     })
 }
 

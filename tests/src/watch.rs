@@ -14,8 +14,10 @@ use crate::{netladder_bin, unique_id};
 
 /// How long `netladder watch` may take to attach its programs and create the ready file.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
-/// How long [`Watch::stop`] waits after SIGINT before it kills netladder.
-const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long [`Watch::stop`] waits after SIGINT before it kills netladder: a bound only a hang
+/// exceeds. Detaching the programs waits for RCU grace periods, one per link (2-3 s on an idle
+/// host); with CI's guests busy on both cores it was seen taking over 10 s.
+const STOP_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long [`expect_single_failure`] waits for the first matching failure.
 pub const FAILURE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -236,17 +238,27 @@ impl Watch {
     }
 
     /// netladder's `"type":"hooks"` line, waiting up to `timeout` for it (another thread reads
-    /// the output); None when it never came. Never interrupts netladder.
-    pub fn hooks_line(&self, timeout: Duration) -> Option<Value> {
+    /// the output). Never interrupts netladder. An error, with everything netladder printed,
+    /// when the line does not come: netladder prints it before it is ready, so its absence
+    /// means netladder died or broke, never that the kernel lacks something.
+    pub fn hooks(&self, timeout: Duration) -> Result<Value> {
         let deadline = Instant::now() + timeout;
         let mut collected = self.shared.lock();
         loop {
             if let Some(h) = collected.events().find(|e| e["type"] == "hooks") {
-                return Some(h.clone());
+                return Ok(h.clone());
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if collected.stdout_closed || left.is_zero() {
-                return None;
+                let why = if collected.stdout_closed {
+                    "netladder watch closed its output"
+                } else {
+                    "netladder watch is still running"
+                };
+                bail!(
+                    "no \"hooks\" line from netladder watch within {timeout:?} ({why}); {}",
+                    collected.report()
+                );
             }
             collected = self.shared.wait(collected, left);
         }
@@ -267,7 +279,7 @@ impl Watch {
         self.shared.lock().events().cloned().collect()
     }
 
-    /// Sends SIGINT and waits for netladder to exit (killing it after 10 s). Returns every JSON
+    /// Sends SIGINT and waits for netladder to exit (killing it after 60 s). Returns every JSON
     /// line and the stderr. Errors, with the full output, when netladder had to be killed, exited
     /// non-zero, or printed a stdout line that is not JSON.
     pub fn stop(self) -> Result<(Vec<Value>, String)> {
@@ -540,6 +552,32 @@ while :; do sleep 0.05; done
             err.contains("before it was ready") && err.contains("no BTF"),
             "{err}"
         );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_missing_hooks_line_is_an_error() {
+        let dir = scratch_dir("fake");
+        let script = FAKE_NETLADDER.replace("echo \"$EXTRA\"\n", "");
+        let watch = Watch::launch(&fake_bin(&dir, &script), &[]).unwrap();
+        let err = watch
+            .hooks(Duration::from_millis(200))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("no \"hooks\" line") && err.contains("\"021\""),
+            "{err}"
+        );
+        drop(watch);
+
+        let script = FAKE_NETLADDER.replace(
+            "echo \"$EXTRA\"",
+            "echo '{\"type\":\"hooks\",\"hooks\":[]}'",
+        );
+        let watch = Watch::launch(&fake_bin(&dir, &script), &[]).unwrap();
+        let hooks = watch.hooks(Duration::from_secs(10)).unwrap();
+        assert_eq!(hooks["hooks"], json!([]));
+        drop(watch);
         std::fs::remove_dir_all(dir).unwrap();
     }
 

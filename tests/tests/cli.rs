@@ -189,9 +189,11 @@ fn prog_exists(id: u32) -> bool {
     std::io::Error::last_os_error().raw_os_error() != Some(libc::ENOENT)
 }
 
+/// Polls `pred` until it holds; false after 60 s (a bound only a leak exceeds: the kernel frees
+/// programs after RCU grace periods, slower on a loaded machine).
 fn wait_until(pred: impl Fn() -> bool) -> bool {
     let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(10) {
+    while start.elapsed() < Duration::from_secs(60) {
         if pred() {
             return true;
         }

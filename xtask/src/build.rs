@@ -1,7 +1,7 @@
 //! `cargo xtask build`: the `netladder` binary and the scenario test binaries.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
@@ -9,6 +9,8 @@ use serde_json::Value;
 use crate::cmd;
 
 const USER_PACKAGE: &str = "netladder-user";
+/// The packages every build of the tests selects (the same set, the same features).
+const WORKSPACE: &[&str] = &["--workspace", "--exclude", "netladder-ebpf"];
 const TESTS_PACKAGE: &str = "netladder-tests";
 const PEER_BIN: &str = "nl-peer";
 
@@ -41,12 +43,26 @@ pub struct Artifacts {
     pub nl_peer: PathBuf,
     /// The integration test executables of `netladder-tests` (one per tests/*.rs).
     pub scenario_tests: Vec<PathBuf>,
+    /// Every test executable of the workspace (unit tests included), by name.
+    pub host_tests: Vec<TestBinary>,
 }
 
-pub fn run(profile: Profile) -> Result<Artifacts> {
+/// One test executable of the workspace.
+#[derive(Clone, Debug)]
+pub struct TestBinary {
+    /// The cargo target's name (`netladder_user`, `scenarios`; unique in this workspace).
+    pub name: String,
+    pub executable: PathBuf,
+    /// The package's directory: `cargo test` runs each binary there.
+    pub dir: PathBuf,
+}
+
+/// The netladder binary alone (what `cargo xtask run` needs), with its man pages and shell
+/// completions.
+pub fn netladder(profile: Profile) -> Result<PathBuf> {
     let root = cmd::workspace_root();
     cmd::run(
-        Command::new("cargo")
+        cmd::cargo()
             .current_dir(&root)
             .args(["build", "-p", USER_PACKAGE])
             .args(profile.cargo_flag()),
@@ -61,20 +77,39 @@ pub fn run(profile: Profile) -> Result<Artifacts> {
 
     // Man pages and shell completions, from the binary's own clap definition.
     crate::package::assets(&netladder)?;
+    Ok(netladder)
+}
+
+/// netladder, nl-peer and every test binary. Both cargo runs select the whole workspace (the
+/// eBPF crate aside: aya-build builds it), so that dependency features resolve alike and one
+/// build serves the host tests, the VM suite and the package.
+pub fn run(profile: Profile) -> Result<Artifacts> {
+    let root = cmd::workspace_root();
+    cmd::run(
+        cmd::cargo()
+            .current_dir(&root)
+            .args(WORKSPACE)
+            .args(["build", "--bins"])
+            .args(profile.cargo_flag()),
+    )?;
+    let netladder = root.join("target").join(profile.dir()).join("netladder");
+    if !netladder.is_file() {
+        bail!(
+            "cargo built the workspace but {} is missing",
+            netladder.display()
+        );
+    }
+    crate::package::assets(&netladder)?;
 
     let messages = cmd::capture(
-        Command::new("cargo")
+        cmd::cargo()
             .current_dir(&root)
-            .args([
-                "test",
-                "-p",
-                TESTS_PACKAGE,
-                "--no-run",
-                "--message-format=json",
-            ])
+            .args(WORKSPACE)
+            .args(["test", "--no-run", "--message-format=json"])
             .args(profile.cargo_flag())
             .stderr(Stdio::inherit()),
     )?;
+    let host_tests = test_binaries(&messages)?;
     let manifest = root.join("tests").join("Cargo.toml");
     let (scenario_tests, nl_peer) = test_executables(&messages, &manifest)?;
     let nl_peer =
@@ -91,7 +126,37 @@ pub fn run(profile: Profile) -> Result<Artifacts> {
         netladder,
         nl_peer,
         scenario_tests,
+        host_tests,
     })
+}
+
+/// Every test executable in `cargo test --no-run --message-format=json` output, by name.
+fn test_binaries(messages: &str) -> Result<Vec<TestBinary>> {
+    let mut binaries = Vec::new();
+    for line in messages.lines().filter(|l| l.starts_with('{')) {
+        let msg: Value = serde_json::from_str(line).context("cargo printed invalid JSON")?;
+        if msg["reason"] != "compiler-artifact" || msg["profile"]["test"] != true {
+            continue;
+        }
+        let (Some(executable), Some(manifest), Some(target)) = (
+            msg["executable"].as_str(),
+            msg["manifest_path"].as_str(),
+            msg["target"]["name"].as_str(),
+        ) else {
+            continue;
+        };
+        let dir = Path::new(manifest)
+            .parent()
+            .context("a manifest path without a directory")?
+            .to_path_buf();
+        binaries.push(TestBinary {
+            name: target.to_string(),
+            executable: PathBuf::from(executable),
+            dir,
+        });
+    }
+    binaries.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(binaries)
 }
 
 /// From `cargo test --no-run --message-format=json` output: the integration test executables of
@@ -181,5 +246,18 @@ mod tests {
         let (tests, peer) = test_executables(&lines.join("\n"), Path::new(m)).unwrap();
         assert_eq!(tests, [PathBuf::from("/w/target/release/deps/refused-2")]);
         assert_eq!(peer, Some(PathBuf::from("/w/target/release/nl-peer")));
+        let all: Vec<(String, PathBuf)> = test_binaries(&lines.join("\n"))
+            .unwrap()
+            .into_iter()
+            .map(|b| (b.name, b.dir))
+            .collect();
+        assert_eq!(
+            all,
+            [
+                ("nl-peer".to_string(), PathBuf::from("/w/tests")),
+                ("other".to_string(), PathBuf::from("/w/other")),
+                ("refused".to_string(), PathBuf::from("/w/tests")),
+            ]
+        );
     }
 }

@@ -11,6 +11,37 @@ pub fn workspace_root() -> PathBuf {
     xtask_dir.parent().map(PathBuf::from).unwrap_or(xtask_dir)
 }
 
+/// `cargo`, without the variables cargo set for this xtask process (`CARGO_PKG_NAME=xtask`,
+/// `CARGO_MANIFEST_DIR`, ...). Build scripts such as ring's rerun when those change, so leaving
+/// them in would rebuild ring, rustls and netladder-user every time a build alternates between
+/// `cargo xtask ...` and a plain `cargo ...`.
+pub fn cargo() -> Command {
+    let mut command = Command::new("cargo");
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        if is_package_variable(&key) {
+            command.env_remove(&*key);
+        }
+    }
+    command
+}
+
+/// The variables cargo sets for the package it runs (not CARGO itself, nor CARGO_HOME and other
+/// configuration).
+fn is_package_variable(key: &str) -> bool {
+    key.starts_with("CARGO_PKG_")
+        || matches!(
+            key,
+            "CARGO_MANIFEST_DIR"
+                | "CARGO_MANIFEST_PATH"
+                | "CARGO_MANIFEST_LINKS"
+                | "CARGO_CRATE_NAME"
+                | "CARGO_BIN_NAME"
+                | "CARGO_PRIMARY_PACKAGE"
+                | "OUT_DIR"
+        )
+}
+
 /// True when this process runs as root.
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
@@ -86,4 +117,30 @@ pub fn probe(cmd: &mut Command) -> Option<String> {
         .output()
         .ok()?;
     Some(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn package_variables_are_told_from_configuration() {
+        for key in [
+            "CARGO_PKG_NAME",
+            "CARGO_PKG_VERSION_MAJOR",
+            "CARGO_MANIFEST_DIR",
+            "OUT_DIR",
+        ] {
+            assert!(is_package_variable(key), "{key}");
+        }
+        for key in [
+            "CARGO",
+            "CARGO_HOME",
+            "CARGO_TARGET_DIR",
+            "RUSTFLAGS",
+            "PATH",
+        ] {
+            assert!(!is_package_variable(key), "{key}");
+        }
+    }
 }

@@ -4,7 +4,6 @@
 //! fuzz/artifacts/TARGET.
 
 use std::fs;
-use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
@@ -55,7 +54,7 @@ pub fn run(args: &FuzzArgs) -> Result<Vec<String>> {
             .with_context(|| format!("cannot create {}", scratch.display()))?;
         let seeds = fuzz_dir.join("corpus").join(&target);
         println!("fuzz: {target} for {} s", args.seconds);
-        let status = Command::new("cargo")
+        let status = cmd::cargo()
             .current_dir(&fuzz_dir)
             .args(["+nightly", "fuzz", "run", "-O", &target])
             .arg(&scratch)

@@ -1,13 +1,30 @@
 //! `cargo xtask test`: unit tests and scenario tests on this host.
+//!
+//! The test binaries (built by `build::run` with `cargo test --no-run`) are run one after the
+//! other by this module, as `cargo test` would (from their package's directory), so that each
+//! binary's and each test's time can be reported (libtest's `--report-time`); the doc tests
+//! follow with `cargo test --doc`.
 
-use std::io::{BufRead, BufReader};
+use std::fs::File;
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
 use std::process::{Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
 use crate::build::Artifacts;
 use crate::cmd;
-use crate::libtest::{self, Counts};
+use crate::libtest::{self, Counts, Outcome};
+
+/// Where the output of the test binaries goes.
+pub enum Output {
+    /// Echoed as it comes (`cargo xtask test`).
+    Echo,
+    /// Written to this file; only one line per binary, and the failed tests' output at the end,
+    /// are printed (CI, where the VM suite prints at the same time).
+    Log(PathBuf),
+}
 
 pub struct HostSummary {
     pub counts: Counts,
@@ -24,48 +41,158 @@ impl HostSummary {
     }
 }
 
-/// Runs `cargo test` for the workspace (the eBPF crate only builds for the BPF target), every
-/// test binary even after a failure, echoing its output and adding up libtest's result lines.
-pub fn run(artifacts: &Artifacts) -> Result<HostSummary> {
-    let mut command = Command::new("cargo");
-    command
-        .current_dir(cmd::workspace_root())
-        .args([
-            "test",
-            "--workspace",
-            "--exclude",
-            "netladder-ebpf",
-            "--release",
-            "--no-fail-fast",
-        ])
-        .env("NETLADDER_BIN", &artifacts.netladder)
-        .env("NL_PEER_BIN", &artifacts.nl_peer)
-        .stdout(Stdio::piped());
+/// How many of the slowest host tests the summary lists.
+const SLOWEST: usize = 10;
+/// How many lines of a failed test's output the summary repeats (the log has all of them).
+const FAILURE_LINES: usize = 40;
+
+/// Runs every test binary of the workspace (the eBPF crate only builds for the BPF target),
+/// each even after a failure, then the doc tests.
+pub fn run(artifacts: &Artifacts, output: &Output) -> Result<HostSummary> {
     if !cmd::is_root() {
         println!("test: not root: the scenario tests will skip (run as root to exercise them)");
     }
-    let mut child = command
-        .spawn()
-        .with_context(|| format!("cannot start `{}`", cmd::describe(&command)))?;
-    let stdout = child
-        .stdout
-        .take()
-        .context("cargo test has no stdout pipe")?;
+    let mut log: Box<dyn Write> = match output {
+        Output::Echo => Box::new(std::io::stdout()),
+        Output::Log(path) => {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            Box::new(File::create(path).with_context(|| format!("creating {}", path.display()))?)
+        }
+    };
     let mut counts = Counts::default();
-    for line in BufReader::new(stdout).lines() {
-        let line = line.context("reading cargo test output")?;
-        println!("{line}");
-        if let Some(c) = libtest::parse_summary(&line) {
-            counts.add(c);
+    let mut success = true;
+    let mut failures: Vec<(String, Vec<String>)> = Vec::new();
+    let mut slowest: Vec<(Duration, String)> = Vec::new();
+    for binary in &artifacts.host_tests {
+        let mut command = Command::new(&binary.executable);
+        command
+            .current_dir(&binary.dir)
+            .args(libtest::REPORT_TIME_ARGS)
+            .env(libtest::REPORT_TIME_ENV.0, libtest::REPORT_TIME_ENV.1)
+            .env("NETLADDER_BIN", &artifacts.netladder)
+            .env("NL_PEER_BIN", &artifacts.nl_peer);
+        writeln!(
+            log,
+            "     Running {} ({})",
+            binary.name,
+            binary.executable.display()
+        )?;
+        let started = Instant::now();
+        let (ok, text) = run_logged(command, &mut log)?;
+        let took = started.elapsed();
+        let c = text.lines().filter_map(libtest::parse_summary).fold(
+            Counts::default(),
+            |mut sum, c| {
+                sum.add(c);
+                sum
+            },
+        );
+        counts.add(c);
+        success &= ok;
+        let results = libtest::parse(&text);
+        for test in &results {
+            if let Some(time) = test.time {
+                slowest.push((time, format!("{}::{}", binary.name, test.name)));
+            }
+            if matches!(test.outcome, Outcome::Fail | Outcome::NotFinished) {
+                failures.push((
+                    format!("{}::{}", binary.name, test.name),
+                    test.output.clone(),
+                ));
+            }
+        }
+        if !ok && results.iter().all(|t| !matches!(t.outcome, Outcome::Fail)) {
+            failures.push((
+                binary.name.clone(),
+                vec![format!(
+                    "{} exited with a failure",
+                    binary.executable.display()
+                )],
+            ));
+        }
+        if let Output::Log(_) = output {
+            println!(
+                "host: {:<34} {:>6.1} s  {} passed, {} failed, {} ignored",
+                binary.name,
+                took.as_secs_f64(),
+                c.passed,
+                c.failed,
+                c.ignored
+            );
         }
     }
-    let status = child.wait().context("waiting for cargo test")?;
+
+    // Doc tests (none today; kept so that one added later runs).
+    let started = Instant::now();
+    let mut doc = cmd::cargo();
+    doc.current_dir(cmd::workspace_root())
+        .args(["test", "--workspace", "--exclude", "netladder-ebpf"])
+        .args(["--release", "--doc", "--no-fail-fast"]);
+    let (ok, text) = run_logged(doc, &mut log)?;
+    for c in text.lines().filter_map(libtest::parse_summary) {
+        counts.add(c);
+    }
+    success &= ok;
+    if !ok {
+        failures.push(("doc tests".into(), vec!["cargo test --doc failed".into()]));
+    }
+    if let Output::Log(_) = output {
+        println!(
+            "host: {:<34} {:>6.1} s",
+            "doc tests",
+            started.elapsed().as_secs_f64()
+        );
+    }
+    drop(log);
+
+    for (name, lines) in &failures {
+        println!("host: FAILED {name}");
+        for line in lines.iter().rev().take(FAILURE_LINES).rev() {
+            println!("    | {line}");
+        }
+    }
+    slowest.sort_by_key(|(time, _)| std::cmp::Reverse(*time));
+    println!("host tests, slowest:");
+    for (time, name) in slowest.iter().take(SLOWEST) {
+        println!("  {:>6.1} s  {name}", time.as_secs_f64());
+    }
+    if let Output::Log(path) = output {
+        println!("host tests: full output in {}", path.display());
+    }
     println!(
         "host tests: {} passed, {} failed, {} ignored",
         counts.passed, counts.failed, counts.ignored
     );
-    Ok(HostSummary {
-        counts,
-        success: status.success(),
-    })
+    Ok(HostSummary { counts, success })
+}
+
+/// Runs `command` with stdout and stderr going to `log` (line by line, both through one pipe);
+/// its success and everything it printed.
+fn run_logged(mut command: Command, log: &mut dyn Write) -> Result<(bool, String)> {
+    let described = cmd::describe(&command);
+    let (reader, writer) = std::io::pipe().context("creating a pipe")?;
+    command
+        .stdin(Stdio::null())
+        .stdout(writer.try_clone().context("duplicating a pipe")?)
+        .stderr(writer);
+    let mut child = command
+        .spawn()
+        .with_context(|| format!("cannot start `{described}`"))?;
+    // Dropping the command closes this process's copies of the write end: EOF comes when the
+    // child (and whatever it started) has closed its own.
+    drop(command);
+    let mut text = String::new();
+    for line in BufReader::new(reader).lines() {
+        let line = line.with_context(|| format!("reading the output of `{described}`"))?;
+        writeln!(log, "{line}")?;
+        text.push_str(&line);
+        text.push('\n');
+    }
+    log.flush()?;
+    let status = child
+        .wait()
+        .with_context(|| format!("waiting for `{described}`"))?;
+    Ok((status.success(), text))
 }

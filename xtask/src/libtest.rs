@@ -1,9 +1,17 @@
 //! Reading the text output of Rust test binaries (libtest), with `--show-output` or
-//! `--nocapture`. A test that passes after printing `NL-SKIP <reason>` counts as skipped.
+//! `--nocapture`, and `--report-time` when it was given (see [`REPORT_TIME_ARGS`]). A test that
+//! passes after printing `NL-SKIP <reason>` counts as skipped.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 const SKIP_MARKER: &str = "NL-SKIP";
+
+/// Test binary arguments that make libtest print each test's duration (`test a ... ok <1.2s>`).
+/// The flag is unstable: the binary accepts it when run with [`REPORT_TIME_ENV`] set (only the
+/// test binary's own argument parsing is affected, nothing is compiled differently).
+pub const REPORT_TIME_ARGS: &[&str] = &["-Z", "unstable-options", "--report-time"];
+pub const REPORT_TIME_ENV: (&str, &str) = ("RUSTC_BOOTSTRAP", "1");
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
@@ -21,6 +29,8 @@ pub struct TestResult {
     pub outcome: Outcome,
     /// What the test printed (captured section or inline output), for failure reports.
     pub output: Vec<String>,
+    /// How long it ran, when the binary ran with `--report-time`.
+    pub time: Option<Duration>,
 }
 
 /// Pass/fail/ignored counts from libtest's `test result:` lines.
@@ -67,6 +77,7 @@ pub fn parse_summary(line: &str) -> Option<Counts> {
 struct Parser {
     order: Vec<String>,
     results: HashMap<String, Outcome>,
+    times: HashMap<String, Duration>,
     skips: HashMap<String, String>,
     output: HashMap<String, Vec<String>>,
     /// A test whose `test NAME ... ` line has no result yet.
@@ -98,7 +109,7 @@ impl Parser {
             self.section = None;
             self.seen(name);
             match result_word(rest) {
-                Some(outcome) => self.record(name, outcome),
+                Some((outcome, time)) => self.record(name, outcome, time),
                 None => {
                     self.output_line(name, rest);
                     self.running = Some(name.to_string());
@@ -110,7 +121,7 @@ impl Parser {
             self.output_line(&name, line);
         } else if let Some(name) = self.running.clone() {
             match result_word(line) {
-                Some(outcome) => self.record(&name, outcome),
+                Some((outcome, time)) => self.record(&name, outcome, time),
                 None => self.output_line(&name, line),
             }
         }
@@ -122,8 +133,11 @@ impl Parser {
         }
     }
 
-    fn record(&mut self, name: &str, outcome: Outcome) {
+    fn record(&mut self, name: &str, outcome: Outcome, time: Option<Duration>) {
         self.results.insert(name.to_string(), outcome);
+        if let Some(time) = time {
+            self.times.insert(name.to_string(), time);
+        }
         self.running = None;
     }
 
@@ -166,6 +180,7 @@ impl Parser {
                     name: name.clone(),
                     outcome,
                     output: self.output.remove(name).unwrap_or_default(),
+                    time: self.times.remove(name),
                 }
             })
             .collect()
@@ -182,13 +197,29 @@ fn test_line(line: &str) -> Option<(&str, &str)> {
     line.strip_prefix("test ")?.split_once(" ... ")
 }
 
-fn result_word(text: &str) -> Option<Outcome> {
-    match text.trim() {
-        "ok" => Some(Outcome::Pass),
-        "FAILED" => Some(Outcome::Fail),
-        t if t == "ignored" || t.starts_with("ignored, ") => Some(Outcome::Ignored),
-        _ => None,
-    }
+/// `ok`, `FAILED`, `ignored[, reason]`, the first two with `--report-time`'s ` <1.234s>`.
+fn result_word(text: &str) -> Option<(Outcome, Option<Duration>)> {
+    let text = text.trim();
+    let (word, time) = match text.rsplit_once(" <") {
+        Some((word, time)) => match time.strip_suffix('>').and_then(seconds) {
+            Some(time) => (word, Some(time)),
+            None => (text, None),
+        },
+        None => (text, None),
+    };
+    let outcome = match word {
+        "ok" => Outcome::Pass,
+        "FAILED" => Outcome::Fail,
+        t if t == "ignored" || t.starts_with("ignored, ") => Outcome::Ignored,
+        _ => return None,
+    };
+    Some((outcome, time))
+}
+
+/// `12.34s` (as libtest and the VM's markers write durations).
+pub fn seconds(text: &str) -> Option<Duration> {
+    let value: f64 = text.trim().strip_suffix('s')?.parse().ok()?;
+    Duration::try_from_secs_f64(value).ok()
 }
 
 #[cfg(test)]
@@ -267,6 +298,27 @@ mod tests {
             outcomes(text),
             [o("a", Outcome::Pass), o("b", Outcome::NotFinished)]
         );
+    }
+
+    #[test]
+    fn report_time_durations() {
+        let text = "test a ... ok <1.250s>\ntest b ... child output\nFAILED <0.010s>\n\
+                    test c ... ignored, slow\ntest d ... ok\n";
+        let results = parse(text);
+        let got: Vec<(Outcome, Option<Duration>)> =
+            results.into_iter().map(|r| (r.outcome, r.time)).collect();
+        let ms = |n| Some(Duration::from_millis(n));
+        assert_eq!(
+            got,
+            [
+                (Outcome::Pass, ms(1250)),
+                (Outcome::Fail, ms(10)),
+                (Outcome::Ignored, None),
+                (Outcome::Pass, None)
+            ]
+        );
+        assert_eq!(seconds("12.34s"), ms(12340));
+        assert_eq!(seconds("12.34"), None);
     }
 
     #[test]

@@ -30,7 +30,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Task {
-    /// Install whatever is missing: apt packages, rust-src for nightly, bpf-linker 0.13 (LLVM 22).
+    /// Install whatever is missing to build and run netladder and its tests: apt packages,
+    /// rust-src for nightly, bpf-linker 0.13 (LLVM 22), cargo-deb, cargo-fuzz.
     Setup,
     /// Set up, then build the netladder binary and the scenario test binaries.
     Build {
@@ -38,7 +39,8 @@ enum Task {
         #[arg(long)]
         debug: bool,
     },
-    /// Set up, build, then run `netladder ARGS` (through sudo when not root).
+    /// Set up what building and running needs (not the test tools), build netladder, then run
+    /// `netladder ARGS` (through sudo when not root).
     Run {
         /// Arguments for netladder, e.g. `cargo xtask run -- watch --json`.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -52,8 +54,13 @@ enum Task {
     Package,
     /// Set up, then run every fuzz target (fuzz/, cargo-fuzz) for a few seconds each.
     Fuzz(fuzz::FuzzArgs),
-    /// What CI runs: setup, host tests, then the VM suite.
-    Ci,
+    /// What CI runs: setup, fmt and clippy, build, the VM suite (CI selection) and beside it the
+    /// host tests, the package check and fuzzing; each stage's time, then a summary.
+    Ci {
+        /// Boot only these kernels of the CI selection (to try CI on a subset; CI boots all).
+        #[arg(long, default_value = "all")]
+        kernel: String,
+    },
     /// Benchmark netladder's overhead: refused storm, healthy path, drop storm, start-up (docs/benchmarks.md).
     Bench(bench::BenchArgs),
 }
@@ -71,9 +78,9 @@ fn main() -> ExitCode {
 
 fn dispatch(task: Task) -> Result<ExitCode> {
     match task {
-        Task::Setup => setup::run().map(|()| ExitCode::SUCCESS),
+        Task::Setup => setup::run_for_tests().map(|()| ExitCode::SUCCESS),
         Task::Fuzz(args) => {
-            setup::run()?;
+            setup::run_for_tests()?;
             let failed = fuzz::run(&args)?;
             if failed.is_empty() {
                 Ok(ExitCode::SUCCESS)
@@ -93,25 +100,25 @@ fn dispatch(task: Task) -> Result<ExitCode> {
         }
         Task::Run { args } => run_netladder(&args),
         Task::Test => {
-            setup::run()?;
+            setup::run_for_tests()?;
             let artifacts = build::run(build::Profile::Release)?;
-            hosttest::run(&artifacts).map(|summary| summary.exit_code())
+            hosttest::run(&artifacts, &hosttest::Output::Echo).map(|summary| summary.exit_code())
         }
         Task::VmTest(args) => vm::run(&args).map(|report| report.exit_code()),
         Task::Package => {
-            setup::run()?;
+            setup::run_for_tests()?;
             let artifacts = build::run(build::Profile::Release)?;
             package::run(&artifacts).map(|_| ExitCode::SUCCESS)
         }
-        Task::Ci => ci::run(),
+        Task::Ci { kernel } => ci::run(&kernel),
         Task::Bench(args) => bench::run(&args),
     }
 }
 
 fn run_netladder(args: &[String]) -> Result<ExitCode> {
     setup::run()?;
-    let artifacts = build::run(build::Profile::Release)?;
-    let netladder = artifacts.netladder.to_string_lossy().into_owned();
+    let netladder = build::netladder(build::Profile::Release)?;
+    let netladder = netladder.to_string_lossy().into_owned();
     let mut command = cmd::privileged(&netladder, &[]);
     command.args(args);
     let err = command.exec();

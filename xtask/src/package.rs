@@ -55,7 +55,7 @@ pub struct PackageReport {
 /// `systemd-analyze verify` without a warning (its man: links resolved against the package).
 pub fn run(artifacts: &Artifacts) -> Result<PackageReport> {
     let root = cmd::workspace_root();
-    let out = cmd::capture(Command::new("cargo").current_dir(&root).args([
+    let out = cmd::capture(cmd::cargo().current_dir(&root).args([
         "deb",
         "--no-build",
         "--strip",

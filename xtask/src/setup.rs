@@ -1,5 +1,8 @@
-//! `cargo xtask setup`: installs what is missing (apt packages, rust-src for nightly, bpf-linker)
-//! and nothing else. Every step prints one line.
+//! `cargo xtask setup`: installs what is missing and nothing else, in two sets. What building
+//! and running netladder needs (`cargo xtask run`, `build`): the LLVM libraries bpf-linker is
+//! built against, rust-src for nightly, bpf-linker. What only the tests need on top (`cargo xtask
+//! test`, `ci`, `vm-test`, `package`, `fuzz`, `bench`): the tools the scenarios drive, QEMU and
+//! the initramfs tools, cargo-deb and cargo-fuzz. Every step prints one line.
 
 use std::process::Command;
 
@@ -7,24 +10,30 @@ use anyhow::{bail, Result};
 
 use crate::cmd;
 
-/// Debian packages the build, the tests and the VM suite need.
-const APT_PACKAGES: &[&str] = &[
+/// Debian packages building netladder needs (running it needs nothing beyond a base system).
+const BUILD_PACKAGES: &[&str] = &[
     // bpf-linker is built against Debian's LLVM 22.
     "llvm-22-dev",
     "libpolly-22-dev",
     "libzstd-dev",
     "zlib1g-dev",
+    // The man pages are gzipped at build time.
+    "gzip",
+];
+
+/// Debian packages only the tests, the VM suite, the package check and the benchmarks need.
+const TEST_PACKAGES: &[&str] = &[
     // Tools the scenarios drive and the VM initramfs carries.
     "nftables",
     "iptables",
     "iproute2",
     "bpftool",
-    "bpftrace",
     "procps",
-    // Packaging checks: systemd-analyze verify on the unit, man -l on the man pages, gzip.
+    // The benchmarks' tracer.
+    "bpftrace",
+    // Packaging checks: systemd-analyze verify on the unit, man -l on the man pages.
     "systemd",
     "man-db",
-    "gzip",
     // diagnose scenarios: a real DNS server; certificates and a TLS server (openssl).
     "dnsmasq-base",
     "openssl",
@@ -49,12 +58,70 @@ const APT_PACKAGES: &[&str] = &[
 const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_BIN_DIR: &str = "/usr/lib/llvm-22/bin";
 
+/// What building and running netladder needs.
 pub fn run() -> Result<()> {
-    apt_packages()?;
+    apt_packages(BUILD_PACKAGES)?;
     nightly_rust_src()?;
     bpf_linker()?;
+    Ok(())
+}
+
+/// What building netladder and running every test needs.
+pub fn run_for_tests() -> Result<()> {
+    let all: Vec<&str> = BUILD_PACKAGES
+        .iter()
+        .chain(TEST_PACKAGES)
+        .copied()
+        .collect();
+    apt_packages(&all)?;
+    nightly_rust_src()?;
+    bpf_linker()?;
+    lint_components()?;
     cargo_deb()?;
     cargo_fuzz()?;
+    Ok(())
+}
+
+/// rustfmt and clippy for the default toolchain, and clippy for nightly (the eBPF crate and the
+/// fuzz crate are checked with it): CI's fmt and clippy stages.
+fn lint_components() -> Result<()> {
+    for (toolchain, components) in [
+        ("default", &["rustfmt", "clippy"][..]),
+        ("nightly", &["clippy"]),
+    ] {
+        let mut list = Command::new("rustup");
+        list.args(["component", "list", "--installed"]);
+        if toolchain != "default" {
+            list.args(["--toolchain", toolchain]);
+        }
+        let installed = cmd::capture(&mut list)?;
+        let missing: Vec<&str> = components
+            .iter()
+            .copied()
+            .filter(|c| {
+                !installed
+                    .lines()
+                    .any(|l| l.trim().starts_with(&format!("{c}-")))
+            })
+            .collect();
+        if missing.is_empty() {
+            report(
+                &format!("{} ({toolchain})", components.join(", ")),
+                "ok (already present)",
+            );
+            continue;
+        }
+        let mut add = Command::new("rustup");
+        add.args(["component", "add"]).args(&missing);
+        if toolchain != "default" {
+            add.args(["--toolchain", toolchain]);
+        }
+        cmd::run(&mut add)?;
+        report(
+            &format!("{} ({toolchain})", missing.join(", ")),
+            "installed",
+        );
+    }
     Ok(())
 }
 
@@ -62,16 +129,16 @@ fn report(step: &str, outcome: &str) {
     println!("setup: {step}: {outcome}");
 }
 
-fn apt_packages() -> Result<()> {
+fn apt_packages(wanted: &[&str]) -> Result<()> {
     let status = cmd::probe(
         Command::new("dpkg-query")
             .args(["-W", "-f=${Package} ${db:Status-Abbrev}\n"])
-            .args(APT_PACKAGES),
+            .args(wanted),
     );
     let Some(status) = status else {
         bail!("dpkg-query is not available: setup supports Debian-based machines only");
     };
-    let missing = missing_packages(APT_PACKAGES, &status);
+    let missing = missing_packages(wanted, &status);
     if missing.is_empty() {
         report("apt packages", "ok (already present)");
         return Ok(());
@@ -145,13 +212,21 @@ fn missing_packages(wanted: &[&str], dpkg_status: &str) -> Vec<String> {
 
 fn nightly_rust_src() -> Result<()> {
     let Some(toolchains) = cmd::probe(Command::new("rustup").args(["toolchain", "list"])) else {
-        bail!("rustup is not installed: install Rust with rustup, then rerun setup");
+        bail!("rustup is not installed: install Rust with rustup (https://rustup.rs), then rerun");
     };
     if !has_nightly(&toolchains) {
-        bail!(
-            "no nightly Rust toolchain is installed (the eBPF crate needs one): \
-             run `rustup toolchain install nightly`, then rerun setup"
-        );
+        // The eBPF crate is built with nightly (-Z build-std), and the fuzz targets too.
+        cmd::run(Command::new("rustup").args([
+            "toolchain",
+            "install",
+            "nightly",
+            "--profile",
+            "minimal",
+            "--component",
+            "rust-src",
+        ]))?;
+        report("nightly toolchain", "installed (with rust-src)");
+        return Ok(());
     }
     let components = cmd::capture(Command::new("rustup").args([
         "component",
@@ -196,7 +271,7 @@ fn bpf_linker() -> Result<()> {
         std::env::var("PATH").unwrap_or_default()
     );
     cmd::run(
-        Command::new("cargo")
+        cmd::cargo()
             .args([
                 "install",
                 "bpf-linker",
@@ -219,7 +294,7 @@ const CARGO_DEB_VERSION: &str = "3.8.0";
 /// cargo-deb builds the Debian package (`cargo xtask package`, CI). Debian has no package of it,
 /// so it is built from crates.io once (about a minute and a half).
 fn cargo_deb() -> Result<()> {
-    let version = cmd::probe(Command::new("cargo").args(["deb", "--version"])).unwrap_or_default();
+    let version = cmd::probe(cmd::cargo().args(["deb", "--version"])).unwrap_or_default();
     if version
         .split_whitespace()
         .any(|w| w.trim_start_matches('v') == CARGO_DEB_VERSION)
@@ -227,7 +302,7 @@ fn cargo_deb() -> Result<()> {
         report("cargo-deb", "ok (already present)");
         return Ok(());
     }
-    cmd::run(Command::new("cargo").args([
+    cmd::run(cmd::cargo().args([
         "install",
         "cargo-deb",
         "--version",
@@ -243,12 +318,12 @@ const CARGO_FUZZ_VERSION: &str = "0.13.2";
 /// cargo-fuzz runs the fuzz targets in fuzz/ (`cargo xtask fuzz`, CI); built from crates.io once
 /// (about a minute).
 fn cargo_fuzz() -> Result<()> {
-    let version = cmd::probe(Command::new("cargo").args(["fuzz", "--version"])).unwrap_or_default();
+    let version = cmd::probe(cmd::cargo().args(["fuzz", "--version"])).unwrap_or_default();
     if version.split_whitespace().any(|w| w == CARGO_FUZZ_VERSION) {
         report("cargo-fuzz", "ok (already present)");
         return Ok(());
     }
-    cmd::run(Command::new("cargo").args([
+    cmd::run(cmd::cargo().args([
         "install",
         "cargo-fuzz",
         "--version",
@@ -271,6 +346,13 @@ mod tests {
             status,
         );
         assert_eq!(missing, ["kmod", "busybox-static", "xz-utils"]);
+    }
+
+    #[test]
+    fn test_packages_do_not_repeat_build_packages() {
+        for p in TEST_PACKAGES {
+            assert!(!BUILD_PACKAGES.contains(p), "{p} is in both sets");
+        }
     }
 
     #[test]

@@ -29,7 +29,7 @@ mod storm;
 mod tracer;
 
 use std::path::PathBuf;
-use std::process::{Command, ExitCode};
+use std::process::ExitCode;
 use std::thread::sleep;
 use std::time::Duration;
 
@@ -173,7 +173,7 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
         cmd::is_root(),
         "bench: must run as root (netladder and bpftrace load eBPF programs): sudo cargo xtask bench"
     );
-    setup::run()?;
+    setup::run_for_tests()?;
     let bins = build()?;
     install_stop_handlers()?;
     let work = WorkDir::create()?;
@@ -245,13 +245,12 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
 /// Builds the release `netladder` and `nl-peer` (only those two: the scenario tests are not needed).
 fn build() -> Result<Bins> {
     let root = cmd::workspace_root();
-    cmd::run(Command::new("cargo").current_dir(&root).args([
-        "build",
-        "--release",
-        "-p",
-        "netladder-user",
-    ]))?;
-    cmd::run(Command::new("cargo").current_dir(&root).args([
+    cmd::run(
+        cmd::cargo()
+            .current_dir(&root)
+            .args(["build", "--release", "-p", "netladder-user"]),
+    )?;
+    cmd::run(cmd::cargo().current_dir(&root).args([
         "build",
         "--release",
         "-p",

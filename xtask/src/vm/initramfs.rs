@@ -422,6 +422,12 @@ fn parse_ldd(text: &str) -> Vec<String> {
         .collect()
 }
 
+/// The name a test binary has in the VM (and in the report): its file name without cargo's hash.
+pub fn test_name(binary: &Path) -> String {
+    let file = binary.file_name().unwrap_or_default().to_string_lossy();
+    test_stem(&file).to_string()
+}
+
 /// `scenarios-6391c55ade847f01` -> `scenarios` (cargo's hash suffix is 16 hex digits).
 fn test_stem(file_name: &str) -> &str {
     match file_name.rsplit_once('-') {

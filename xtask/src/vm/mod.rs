@@ -7,6 +7,7 @@ mod initramfs;
 mod modules;
 mod qemu;
 mod report;
+pub mod selection;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -20,7 +21,9 @@ use clap::Args;
 
 use crate::build::{self, Artifacts};
 use crate::{cmd, setup};
-use debian::{Kernel, KernelSpec};
+use debian::Kernel;
+pub use debian::{select as kernels, KernelSpec};
+pub use initramfs::test_name;
 use report::{MachineStatus, RunReport, Totals};
 
 #[derive(Args)]
@@ -37,6 +40,10 @@ pub struct VmTestArgs {
     /// Seconds one boot may take before QEMU is killed.
     #[arg(long, default_value_t = 600)]
     timeout: u64,
+    /// Which test binaries each boot runs: `all` (every binary, both modes), or `ci`, CI's
+    /// selection (xtask/src/vm/selection.rs) on the kernels named.
+    #[arg(long, default_value = "all", value_parser = ["all", "ci"])]
+    selection: String,
     /// Virtual machines to run at once (each takes one CPU core under TCG).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
     jobs: u16,
@@ -54,7 +61,6 @@ pub struct VmTestArgs {
 /// Knobs of one suite run.
 pub struct SuiteOptions {
     pub expect_fail_demo: bool,
-    pub bad_cmdline_demo: bool,
     pub timeout: Duration,
     pub jobs: u16,
 }
@@ -110,67 +116,134 @@ pub fn run(args: &VmTestArgs) -> Result<SuiteOutcome> {
             netladder: netladder.clone(),
             nl_peer: args.nl_peer.clone().unwrap_or_default(),
             scenario_tests: args.test_bin.clone(),
+            host_tests: Vec::new(),
         },
         None => {
-            setup::run()?;
+            setup::run_for_tests()?;
             build::run(build::Profile::Release)?
         }
     };
     let options = SuiteOptions {
         expect_fail_demo: args.expect_fail_demo,
-        bad_cmdline_demo: args.bad_cmdline_demo,
         timeout: Duration::from_secs(args.timeout),
         jobs: args.jobs,
     };
-    suite(&artifacts, &kernels, &options)
+    let boots: Vec<BootPlan> = if args.bad_cmdline_demo {
+        kernels
+            .iter()
+            .map(|kernel| BootPlan {
+                kernel,
+                mode: &BAD_CMDLINE,
+                tests: None,
+            })
+            .collect()
+    } else if args.selection == "ci" {
+        let names: Vec<String> = artifacts
+            .scenario_tests
+            .iter()
+            .map(|t| test_name(t))
+            .collect();
+        print!("{}", selection::describe());
+        selection::ci_boots(&names)?
+            .into_iter()
+            .filter(|b| kernels.iter().any(|k| k.label == b.kernel.label))
+            .collect()
+    } else {
+        every_boot(&kernels)
+    };
+    suite(&artifacts, &boots, &options)
 }
 
-/// Kernels by label list (`all` or comma-separated), for callers other than the CLI.
-pub fn kernels(list: &str) -> Result<Vec<&'static KernelSpec>> {
-    debian::select(list)
+/// One boot to make: a kernel, a mode, and the scenario test binaries to run (all when None).
+pub struct BootPlan {
+    pub kernel: &'static KernelSpec,
+    mode: &'static Mode,
+    pub tests: Option<Vec<&'static str>>,
 }
 
+impl BootPlan {
+    /// A boot with the optional hooks allowed (`optional_hooks`) or forced off.
+    pub fn new(
+        kernel: &'static KernelSpec,
+        optional_hooks: bool,
+        tests: Option<Vec<&'static str>>,
+    ) -> BootPlan {
+        let mode = if optional_hooks {
+            &NORMAL
+        } else {
+            &NO_OPTIONAL_HOOKS
+        };
+        BootPlan {
+            kernel,
+            mode,
+            tests,
+        }
+    }
+
+    fn label(&self) -> String {
+        format!("{}{}", self.kernel.label, self.mode.suffix)
+    }
+}
+
+/// Every test binary on every given kernel, in both modes.
+pub fn every_boot(kernels: &[&'static KernelSpec]) -> Vec<BootPlan> {
+    kernels
+        .iter()
+        .flat_map(|kernel| [true, false].map(|optional| BootPlan::new(kernel, optional, None)))
+        .collect()
+}
+
+/// Makes the boots, `options.jobs` at a time: those that run every test binary first (the
+/// longest), the table in the order given.
 pub fn suite(
     artifacts: &Artifacts,
-    kernels: &[&'static KernelSpec],
+    boots: &[BootPlan],
     options: &SuiteOptions,
 ) -> Result<SuiteOutcome> {
     let cache = cmd::workspace_root().join("target").join("vm-cache");
     let work = cache.join("initramfs");
     fs::create_dir_all(&work)?;
     let common = initramfs::build_common(artifacts, &work)?;
-    let modes: &[Mode] = if options.bad_cmdline_demo {
-        &[BAD_CMDLINE]
-    } else {
-        &[NORMAL, NO_OPTIONAL_HOOKS]
-    };
     let mut runs = Vec::new();
-    let mut ready = Vec::new();
-    for (k, spec) in kernels.iter().enumerate() {
+    let mut kernels: Vec<&'static KernelSpec> = Vec::new();
+    for boot in boots {
+        if !kernels.iter().any(|k| k.label == boot.kernel.label) {
+            kernels.push(boot.kernel);
+        }
+    }
+    let mut ready: Vec<(&'static str, (Kernel, PathBuf))> = Vec::new();
+    for spec in kernels {
         match prepare(spec, &common, &cache, &work) {
-            Ok(kernel) => ready.push((k, kernel)),
+            Ok(kernel) => ready.push((spec.label, kernel)),
             Err(err) => {
                 println!(
                     "vm-test: {}: cannot prepare the kernel: {err:#}",
                     spec.label
                 );
-                for (m, mode) in modes.iter().enumerate() {
-                    runs.push((k * modes.len() + m, unprepared(spec, mode, &err)));
+                for (order, boot) in boots.iter().enumerate() {
+                    if boot.kernel.label == spec.label {
+                        runs.push((order, unprepared(boot, &err)));
+                    }
                 }
             }
         }
     }
-    let jobs: Vec<Job> = ready
+    let mut jobs: Vec<Job> = boots
         .iter()
-        .flat_map(|(k, (kernel, cpio))| {
-            modes.iter().enumerate().map(move |(m, mode)| Job {
-                order: k * modes.len() + m,
+        .enumerate()
+        .filter_map(|(order, boot)| {
+            let (_, (kernel, cpio)) = ready.iter().find(|(l, _)| *l == boot.kernel.label)?;
+            Some(Job {
+                order,
                 kernel,
                 cpio,
-                mode,
+                mode: boot.mode,
+                tests: boot.tests.as_deref(),
             })
         })
         .collect();
+    // Longest first: a boot of every binary before the selections (stable otherwise).
+    jobs.sort_by_key(|job| std::cmp::Reverse(job.tests.map_or(usize::MAX, <[_]>::len)));
     runs.extend(run_jobs(&jobs, options, &cache)?);
     runs.sort_by_key(|(order, _)| *order);
     let runs: Vec<RunReport> = runs.into_iter().map(|(_, run)| run).collect();
@@ -201,6 +274,7 @@ struct Job<'a> {
     kernel: &'a Kernel,
     cpio: &'a Path,
     mode: &'a Mode,
+    tests: Option<&'a [&'static str]>,
 }
 
 /// Runs the boots, `options.jobs` at a time, after choosing the accelerator with a probe boot
@@ -212,7 +286,7 @@ fn run_jobs(jobs: &[Job], options: &SuiteOptions, cache: &Path) -> Result<Vec<(u
     let accel = qemu::choose_accel(&qemu::Boot {
         kernel: &first.kernel.vmlinuz,
         initramfs: first.cpio,
-        cmdline: cmdline(first.mode, options),
+        cmdline: cmdline(first.mode, None, options),
         dir: &cache.join("runs").join("kvm-probe"),
         timeout: options.timeout,
     })?;
@@ -237,18 +311,26 @@ fn run_jobs(jobs: &[Job], options: &SuiteOptions, cache: &Path) -> Result<Vec<(u
         .collect()
 }
 
-fn unprepared(spec: &KernelSpec, mode: &Mode, err: &anyhow::Error) -> RunReport {
+fn unprepared(boot: &BootPlan, err: &anyhow::Error) -> RunReport {
     RunReport {
-        label: format!("{}{}", spec.label, mode.suffix),
+        label: boot.label(),
+        selected: boot
+            .tests
+            .as_ref()
+            .map(|t| t.iter().map(|s| s.to_string()).collect()),
         status: MachineStatus::DidNotBoot(format!("cannot prepare the kernel: {err:#}")),
         elapsed: Duration::ZERO,
+        usage: None,
         stream: report::Stream::default(),
         console_tail: Vec::new(),
     }
 }
 
-fn cmdline(mode: &Mode, options: &SuiteOptions) -> String {
+/// The kernel command line: the mode's words, the demo flag, and (NL_TESTS) the test binaries
+/// to run when not all of them.
+fn cmdline(mode: &Mode, tests: Option<&[&str]>, options: &SuiteOptions) -> String {
     let mut line = BASE_CMDLINE.to_string();
+    let tests = tests.map(|t| format!("NL_TESTS={}", t.join(",")));
     for extra in [
         mode.cmdline,
         if options.expect_fail_demo {
@@ -256,6 +338,7 @@ fn cmdline(mode: &Mode, options: &SuiteOptions) -> String {
         } else {
             ""
         },
+        tests.as_deref().unwrap_or(""),
     ] {
         if !extra.is_empty() {
             line.push(' ');
@@ -272,7 +355,11 @@ fn boot_once(
     accel: qemu::Accel,
 ) -> Result<RunReport> {
     let Job {
-        kernel, cpio, mode, ..
+        kernel,
+        cpio,
+        mode,
+        tests,
+        ..
     } = job;
     let label = format!("{}{}", kernel.label, mode.suffix);
     let dir = cache.join("runs").join(label.replace('/', "-"));
@@ -280,7 +367,7 @@ fn boot_once(
     let boot = qemu::Boot {
         kernel: &kernel.vmlinuz,
         initramfs: cpio,
-        cmdline: cmdline(mode, options),
+        cmdline: cmdline(mode, *tests, options),
         dir: &dir,
         timeout: options.timeout,
     };
@@ -294,8 +381,10 @@ fn boot_once(
     let status = machine_status(&stream, &result.end, options.timeout, &console);
     let report = RunReport {
         label,
+        selected: tests.map(|t| t.iter().map(|s| s.to_string()).collect()),
         status,
         elapsed: result.elapsed,
+        usage: result.usage,
         stream,
         console_tail,
     };
@@ -371,6 +460,8 @@ fn summarize(runs: &[RunReport], cache: &Path) -> SuiteOutcome {
         cache.join("runs").display()
     );
     print!("{table}");
+    println!("\nvm-test timings:\n");
+    print!("{}", report::render_timings(runs));
     if !problems.is_empty() {
         println!("\nvm-test problems:");
         for problem in &problems {
@@ -394,7 +485,6 @@ mod tests {
     fn options(expect_fail_demo: bool) -> SuiteOptions {
         SuiteOptions {
             expect_fail_demo,
-            bad_cmdline_demo: false,
             timeout: Duration::from_secs(60),
             jobs: 1,
         }
@@ -403,13 +493,17 @@ mod tests {
     #[test]
     fn command_lines_carry_the_mode_and_the_demo_flag() {
         assert_eq!(
-            cmdline(&NORMAL, &options(false)),
+            cmdline(&NORMAL, None, &options(false)),
             "console=ttyS0 panic=-1 mitigations=off NL_FLOOD_SECS=15"
         );
         assert_eq!(
-            cmdline(&NO_OPTIONAL_HOOKS, &options(true)),
+            cmdline(&NO_OPTIONAL_HOOKS, None, &options(true)),
             "console=ttyS0 panic=-1 mitigations=off NL_FLOOD_SECS=15 \
              NL_WATCH_ARGS=--no-optional-hooks NL_EXPECT_FAIL_DEMO=1"
+        );
+        assert_eq!(
+            cmdline(&NORMAL, Some(&["rungs", "scenarios"]), &options(false)),
+            "console=ttyS0 panic=-1 mitigations=off NL_FLOOD_SECS=15 NL_TESTS=rungs,scenarios"
         );
     }
 

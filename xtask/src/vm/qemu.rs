@@ -65,6 +65,8 @@ pub struct BootResult {
     pub accel: Accel,
     pub end: End,
     pub elapsed: Duration,
+    /// QEMU's CPU use as last read from /proc before it exited.
+    pub usage: Option<Usage>,
     pub console: PathBuf,
     pub results: PathBuf,
 }
@@ -152,7 +154,9 @@ fn attempt(boot: &Boot, accel: Accel) -> Result<BootResult> {
     let logs = Logs::in_dir(boot.dir)?;
     let start = Instant::now();
     let mut child = spawn(boot, accel, &logs)?;
+    let mut usage = None;
     let end = loop {
+        usage = usage_of(child.id()).or(usage);
         if child.try_wait()?.is_some() {
             break End::Exited;
         }
@@ -172,9 +176,37 @@ fn attempt(boot: &Boot, accel: Accel) -> Result<BootResult> {
         accel,
         end,
         elapsed: start.elapsed(),
+        usage,
         console: logs.console,
         results: logs.results,
     })
+}
+
+/// What a process's threads got from the scheduler.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Time on a CPU.
+    pub cpu: Duration,
+    /// Time runnable but waiting for a CPU: what other work on the machine cost it. The boot's
+    /// wall time minus this is about what it takes on a machine of its own.
+    pub waited: Duration,
+}
+
+/// The sums of /proc/PID/task/*/schedstat (time on a CPU, time waiting on a run queue, in ns).
+fn usage_of(pid: u32) -> Option<Usage> {
+    let mut total = Usage::default();
+    for task in fs::read_dir(format!("/proc/{pid}/task")).ok()? {
+        let Ok(text) = fs::read_to_string(task.ok()?.path().join("schedstat")) else {
+            continue;
+        };
+        let mut fields = text.split_whitespace().map(str::parse::<u64>);
+        let (Some(Ok(cpu)), Some(Ok(waited))) = (fields.next(), fields.next()) else {
+            continue;
+        };
+        total.cpu += Duration::from_nanos(cpu);
+        total.waited += Duration::from_nanos(waited);
+    }
+    Some(total)
 }
 
 /// Why KVM does not work, if it showed: QEMU said so, or (once `probe_over`) the kernel has
@@ -221,4 +253,19 @@ fn stop(child: &mut Child) -> Result<()> {
     child.kill()?;
     child.wait()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usage_of_this_process() {
+        let spin = Instant::now();
+        while spin.elapsed() < Duration::from_millis(50) {
+            std::hint::black_box(0);
+        }
+        let usage = usage_of(std::process::id()).expect("/proc/self/task readable");
+        assert!(usage.cpu > Duration::ZERO, "{usage:?}");
+    }
 }

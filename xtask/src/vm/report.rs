@@ -3,6 +3,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use super::qemu::Usage;
 use crate::libtest::{self, Outcome, TestResult};
 
 const START: &str = "NL-VM-START";
@@ -19,6 +20,8 @@ pub struct BinaryRun {
     pub name: String,
     /// None when the machine stopped before the binary ended.
     pub exit_status: Option<i32>,
+    /// How long the binary ran, in the guest's clock (from its end marker).
+    pub time: Option<Duration>,
     pub tests: Vec<TestResult>,
 }
 
@@ -68,11 +71,15 @@ pub fn parse_stream(text: &str) -> Stream {
         } else if let Some(name) = marker.strip_prefix(BINARY_START) {
             current = Some((name.trim().to_string(), String::new()));
         } else if let Some(rest) = marker.strip_prefix(BINARY_END) {
-            let status = rest.split_whitespace().nth(1).and_then(|s| s.parse().ok());
+            // `NAME STATUS SECONDSs`
+            let mut words = rest.split_whitespace().skip(1);
+            let status = words.next().and_then(|s| s.parse().ok());
+            let time = words.next().and_then(libtest::seconds);
             if let Some((name, output)) = current.take() {
                 stream.binaries.push(BinaryRun {
                     name,
                     exit_status: status,
+                    time,
                     tests: libtest::parse(&output),
                 });
             }
@@ -85,6 +92,7 @@ pub fn parse_stream(text: &str) -> Stream {
         stream.binaries.push(BinaryRun {
             name,
             exit_status: None,
+            time: None,
             tests: libtest::parse(&output),
         });
     }
@@ -102,8 +110,13 @@ pub enum MachineStatus {
 #[derive(Debug)]
 pub struct RunReport {
     pub label: String,
+    /// The test binaries this boot was to run, when not all of them (a selection).
+    pub selected: Option<Vec<String>>,
     pub status: MachineStatus,
     pub elapsed: Duration,
+    /// QEMU's CPU time and its wait for a CPU, when they could be read: CPU time well below
+    /// `elapsed` means the guest mostly waited (on timers, or for a CPU: `waited`).
+    pub usage: Option<Usage>,
     pub stream: Stream,
     pub console_tail: Vec<String>,
 }
@@ -167,6 +180,7 @@ pub fn render_table(runs: &[RunReport]) -> (String, Totals) {
     let mut footnotes: Vec<String> = Vec::new();
     let mut totals = Totals::default();
     let mut grid: Vec<Vec<String>> = Vec::new();
+    let mut not_selected = false;
 
     let mut header = vec!["scenario".to_string()];
     header.extend(runs.iter().map(|r| r.label.clone()));
@@ -179,7 +193,16 @@ pub fn render_table(runs: &[RunReport]) -> (String, Totals) {
         let mut line = vec![row.label.clone()];
         for run in runs {
             let outcome = find(run, &row.binary, &row.test).map(|t| &t.outcome);
-            line.push(cell(outcome, &mut totals, &mut footnotes));
+            let unselected = run
+                .selected
+                .as_ref()
+                .is_some_and(|s| !s.contains(&row.binary));
+            if outcome.is_none() && unselected {
+                line.push(NOT_SELECTED.to_string());
+                not_selected = true;
+            } else {
+                line.push(cell(outcome, &mut totals, &mut footnotes));
+            }
         }
         grid.push(line);
     }
@@ -189,10 +212,94 @@ pub fn render_table(runs: &[RunReport]) -> (String, Totals) {
         .count();
 
     let mut out = render_grid(&grid);
+    if not_selected {
+        let _ = writeln!(
+            out,
+            "  {NOT_SELECTED}: the test binary is not in this boot's selection \
+             (xtask/src/vm/selection.rs)"
+        );
+    }
     for (i, reason) in footnotes.iter().enumerate() {
         let _ = writeln!(out, "  [{}] skipped: {reason}", i + 1);
     }
     (out, totals)
+}
+
+/// The cell of a test whose binary the boot was not asked to run.
+const NOT_SELECTED: &str = "not run";
+
+/// How many of the slowest tests [`render_timings`] lists.
+const SLOWEST: usize = 15;
+
+/// Where the time of each run went: the machine (wall clock, QEMU's CPU time), each test binary
+/// (guest clock), and the slowest tests (libtest's `--report-time`).
+pub fn render_timings(runs: &[RunReport]) -> String {
+    let mut grid: Vec<Vec<String>> = Vec::new();
+    let mut header = vec!["seconds".to_string()];
+    header.extend(runs.iter().map(|r| r.label.clone()));
+    grid.push(header);
+    let mut machine = vec!["(machine, wall)".to_string()];
+    machine.extend(
+        runs.iter()
+            .map(|r| format!("{:.0}", r.elapsed.as_secs_f64())),
+    );
+    grid.push(machine);
+    for (title, part) in [
+        (
+            "(qemu on a cpu)",
+            (|u: Usage| u.cpu) as fn(Usage) -> Duration,
+        ),
+        ("(qemu waiting for one)", |u: Usage| u.waited),
+    ] {
+        let mut line = vec![title.to_string()];
+        line.extend(runs.iter().map(|r| {
+            r.usage
+                .map_or("-".to_string(), |u| format!("{:.0}", part(u).as_secs_f64()))
+        }));
+        grid.push(line);
+    }
+    let mut binaries: Vec<&str> = Vec::new();
+    for run in runs {
+        for binary in &run.stream.binaries {
+            if !binaries.contains(&binary.name.as_str()) {
+                binaries.push(&binary.name);
+            }
+        }
+    }
+    for name in binaries {
+        let mut line = vec![name.to_string()];
+        line.extend(runs.iter().map(|run| {
+            match run.stream.binaries.iter().find(|b| b.name == name) {
+                Some(b) => b
+                    .time
+                    .map_or("?".to_string(), |t| format!("{:.0}", t.as_secs_f64())),
+                None => "-".to_string(),
+            }
+        }));
+        grid.push(line);
+    }
+    let mut out = render_grid(&grid);
+    let mut tests: Vec<(f64, &str, &str, &str)> = runs
+        .iter()
+        .flat_map(|run| {
+            run.stream.binaries.iter().flat_map(move |b| {
+                b.tests.iter().filter_map(move |t| {
+                    t.time.map(|d| {
+                        let name = (run.label.as_str(), b.name.as_str(), t.name.as_str());
+                        (d.as_secs_f64(), name.0, name.1, name.2)
+                    })
+                })
+            })
+        })
+        .collect();
+    tests.sort_by(|a, b| b.0.total_cmp(&a.0));
+    if !tests.is_empty() {
+        let _ = writeln!(out, "slowest tests:");
+        for (seconds, run, binary, test) in tests.iter().take(SLOWEST) {
+            let _ = writeln!(out, "  {seconds:>6.1} s  {run}  {binary}::{test}");
+        }
+    }
+    out
 }
 
 /// One table cell, counted into `totals`; skip reasons become numbered footnotes.
@@ -294,6 +401,16 @@ pub fn problems(runs: &[RunReport]) -> Vec<String> {
             ));
         }
         problems.extend(binary_problems(run));
+        if let (MachineStatus::Finished, Some(selected)) = (&run.status, &run.selected) {
+            for name in selected {
+                if !run.stream.binaries.iter().any(|b| &b.name == name) {
+                    problems.push(format!(
+                        "{}: test binary {name} was selected but did not run",
+                        run.label
+                    ));
+                }
+            }
+        }
     }
     problems
 }
@@ -415,14 +532,19 @@ mod tests {
         successes:\n    drop_reason\n    refused\n\n\
         failures:\n\n---- timeout stdout ----\nexpected #023, got #021\n\nfailures:\n    timeout\n\n\
         test result: FAILED. 2 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out\n\n\
-        NL-VM-BINARY-END scenarios 101\n\
+        NL-VM-BINARY-END scenarios 101 9.07s\n\
         NL-VM-END\n";
 
     fn run(label: &str, status: MachineStatus, stream: &str) -> RunReport {
         RunReport {
             label: label.to_string(),
+            selected: None,
             status,
             elapsed: Duration::from_secs(12),
+            usage: Some(Usage {
+                cpu: Duration::from_secs(5),
+                waited: Duration::from_secs(2),
+            }),
             stream: parse_stream(stream),
             console_tail: vec!["Kernel panic - not syncing: VFS".to_string()],
         }
@@ -458,6 +580,7 @@ mod tests {
         assert_eq!(stream.module_failures, ["nft_compat.ko"]);
         assert_eq!(stream.binaries.len(), 1);
         assert_eq!(stream.binaries[0].exit_status, Some(101));
+        assert_eq!(stream.binaries[0].time, Some(Duration::from_millis(9070)));
         let outcomes: Vec<Outcome> = stream.binaries[0]
             .tests
             .iter()
@@ -471,6 +594,64 @@ mod tests {
                 Outcome::Skipped("no drop reasons before 5.17".into())
             ]
         );
+    }
+
+    #[test]
+    fn binaries_outside_a_selection_are_not_run_and_not_counted() {
+        let full = "NL-VM-START 5.10\nNL-VM-BINARY-START cli\ntest a ... ok\n\
+            NL-VM-BINARY-END cli 0\nNL-VM-BINARY-START rungs\ntest b ... ok\n\
+            NL-VM-BINARY-END rungs 0\nNL-VM-END\n";
+        let part = "NL-VM-START 6.1\nNL-VM-BINARY-START rungs\ntest b ... ok\n\
+            NL-VM-BINARY-END rungs 0\nNL-VM-END\n";
+        let mut selected = run("6.1", MachineStatus::Finished, part);
+        selected.selected = Some(vec!["rungs".to_string(), "firewall".to_string()]);
+        let runs = [run("5.10", MachineStatus::Finished, full), selected];
+        let (table, totals) = render_table(&runs);
+        let expected = "\
+scenario   5.10    6.1
+---------  ------  -------
+(machine)  ok 12s  ok 12s
+cli::a     pass    not run
+rungs::b   pass    pass
+  not run: the test binary is not in this boot's selection (xtask/src/vm/selection.rs)
+";
+        assert_eq!(table, expected);
+        assert_eq!(totals.passed, 3);
+        let problems = problems(&runs);
+        assert_eq!(
+            problems,
+            ["6.1: test binary firewall was selected but did not run"]
+        );
+    }
+
+    #[test]
+    fn timings_per_machine_binary_and_test() {
+        let stream = "NL-VM-START 6.1\nNL-VM-BINARY-START scenarios\n\
+            test a ... ok <1.500s>\ntest b ... ok <30.250s>\n\
+            NL-VM-BINARY-END scenarios 0 31.90s\nNL-VM-BINARY-START rungs\ntest c ... ok <2.000s>\n\
+            NL-VM-BINARY-END rungs 0\nNL-VM-END\n";
+        let runs = [
+            run("6.1", MachineStatus::Finished, stream),
+            run(
+                "5.10",
+                MachineStatus::Finished,
+                "NL-VM-START 5.10\nNL-VM-END\n",
+            ),
+        ];
+        let expected = "\
+seconds                 6.1  5.10
+----------------------  ---  ----
+(machine, wall)         12   12
+(qemu on a cpu)         5    5
+(qemu waiting for one)  2    2
+scenarios               32   -
+rungs                   ?    -
+slowest tests:
+    30.2 s  6.1  scenarios::b
+     2.0 s  6.1  rungs::c
+     1.5 s  6.1  scenarios::a
+";
+        assert_eq!(render_timings(&runs), expected);
     }
 
     #[test]

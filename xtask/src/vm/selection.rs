@@ -1,0 +1,303 @@
+//! What CI runs on which kernel: every scenario test binary placed by hand, with the reason.
+//!
+//! `cargo xtask vm-test --kernel all` runs every binary on every kernel in both modes (optional
+//! hooks allowed, and forced off). CI cannot afford that under TCG (a netladder start alone
+//! takes 10-20 s in a guest), so each binary runs where its readings can differ:
+//! - with the optional hooks allowed, the binaries whose readings depend on what the kernel
+//!   offers run on every kernel of the matrix; the others on the oldest and the newest (5.10,
+//!   sid), the two ends of what netladder supports, where the hook sets differ most;
+//! - with them forced off (`--no-optional-hooks`, which the test library passes to every
+//!   `netladder watch` it starts: the binaries that run netladder otherwise see no difference),
+//!   the binaries with connects that fail at once, the only failures the optional fexit
+//!   programs see, on the oldest and the newest kernel.
+//!
+//! Every kernel keeps at least one boot, so it keeps its column in the report. A binary is
+//! placed consciously: one missing from [`PLACEMENTS`] (a new tests/tests/*.rs) fails the CI
+//! selection check, and so does a placement for a binary that no longer exists.
+
+use anyhow::{bail, Result};
+
+use super::{debian, BootPlan};
+
+/// The kernels a test binary runs on in CI, in one mode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kernels {
+    /// Every kernel of the matrix: 5.10, 6.1, 6.12 and sid.
+    All,
+    /// The oldest and the newest: 5.10 and sid.
+    Ends,
+    /// None.
+    No,
+}
+
+impl Kernels {
+    fn includes(self, label: &str) -> bool {
+        match self {
+            Kernels::All => true,
+            Kernels::Ends => ENDS.contains(&label),
+            Kernels::No => false,
+        }
+    }
+
+    fn words(self) -> &'static str {
+        match self {
+            Kernels::All => "every kernel",
+            Kernels::Ends => "5.10 and sid",
+            Kernels::No => "no kernel",
+        }
+    }
+}
+
+/// The oldest and the newest kernel of the matrix.
+const ENDS: &[&str] = &["5.10", "sid"];
+
+pub struct Placement {
+    /// The test binary (tests/tests/NAME.rs).
+    pub binary: &'static str,
+    /// Where it runs with the optional hooks allowed.
+    pub optional_on: Kernels,
+    /// Where it runs with them forced off.
+    pub optional_off: Kernels,
+    /// Why.
+    pub why: &'static str,
+}
+
+/// Every scenario test binary, and where CI runs it.
+pub const PLACEMENTS: &[Placement] = &[
+    Placement {
+        binary: "cli",
+        optional_on: Kernels::Ends,
+        optional_off: Kernels::No,
+        why: "argument errors, missing BTF or privileges, what a stopped or killed netladder \
+              leaves behind, and `hooks` with and without the optional hooks (it passes \
+              --no-optional-hooks itself); every boot also lists its hooks, and a program the \
+              verifier refuses fails that boot whatever it runs",
+    },
+    Placement {
+        binary: "diagnose",
+        optional_on: Kernels::Ends,
+        optional_off: Kernels::No,
+        why: "`netladder diagnose` (not a watch: the mode does not reach it); its rungs read \
+              netlink, sock_diag and the connect() error, its kernel evidence comes from the \
+              programs the watch scenarios check on every kernel",
+    },
+    Placement {
+        binary: "dns",
+        optional_on: Kernels::All,
+        optional_off: Kernels::No,
+        why: "cgroup_skb programs whose helpers differ per kernel (dns_egress is refused for a \
+              different reason on 5.10, 6.1 and 6.12, and attaches on sid); UDP and no \
+              optional hook",
+    },
+    Placement {
+        binary: "firewall",
+        optional_on: Kernels::All,
+        optional_off: Kernels::No,
+        why: "drop reasons (none on 5.10, numbered differently on each kernel) and the drop \
+              location (nf_hook_slow on 6.1, nft_do_chain later) decide what is named; its \
+              failures come after the SYN left, where the optional hooks see nothing",
+    },
+    Placement {
+        binary: "harness_selftest",
+        optional_on: Kernels::Ends,
+        optional_off: Kernels::No,
+        why: "the test library itself (namespaces, veths, rules, nl-peer): no netladder",
+    },
+    Placement {
+        binary: "operator",
+        optional_on: Kernels::Ends,
+        optional_off: Kernels::No,
+        why: "metrics, output files, journald prefixes, cgroup names, capabilities: userspace \
+              on top of the readings the scenarios check on every kernel",
+    },
+    Placement {
+        binary: "reliability",
+        optional_on: Kernels::Ends,
+        optional_off: Kernels::No,
+        why: "ring buffer accounting under load (the same ring buffer since 5.8) and the trace \
+              table's cleanup, which differs between 5.10 and the rest (NFT_TABLE_F_OWNER, \
+              5.12)",
+    },
+    Placement {
+        binary: "rungs",
+        optional_on: Kernels::All,
+        optional_off: Kernels::Ends,
+        why: "#022 and #026-#029 rest on drop reasons, the ICMP sender (consume_skb's location \
+              argument, 6.12+) and neighbour tracepoints, which differ per kernel; its connects \
+              that fail at once are what the optional fexit programs report, the connect() \
+              exit without them",
+    },
+    Placement {
+        binary: "scenarios",
+        optional_on: Kernels::All,
+        optional_off: Kernels::Ends,
+        why: "the core #021/#023 readings: kfree_skb drop reasons, RST vs ICMP, the degraded \
+              reading on 5.10; and the core must read the same with the optional hooks off",
+    },
+    Placement {
+        binary: "ssh",
+        optional_on: Kernels::Ends,
+        optional_off: Kernels::No,
+        why: "#030 from ssh's and sshd's log writes: syscall tracepoints alike on every kernel",
+    },
+    Placement {
+        binary: "tls",
+        optional_on: Kernels::Ends,
+        optional_off: Kernels::No,
+        why: "#025 from uprobes on the machine's libssl, libcrypto and libcurl: the same files \
+              and the same uprobe interface on every kernel",
+    },
+];
+
+/// The CI boots for these test binaries (their names in the VM), in table order: each kernel
+/// with the optional hooks allowed, then forced off, each with the binaries placed there (all
+/// of them: None). Fails when a binary has no placement, or a placement names no binary.
+pub fn ci_boots(binaries: &[String]) -> Result<Vec<BootPlan>> {
+    check(binaries)?;
+    let mut boots = Vec::new();
+    for kernel in debian::KERNELS {
+        for optional in [true, false] {
+            let chosen: Vec<&'static str> = PLACEMENTS
+                .iter()
+                .filter(|p| {
+                    let kernels = if optional {
+                        p.optional_on
+                    } else {
+                        p.optional_off
+                    };
+                    kernels.includes(kernel.label)
+                })
+                .map(|p| p.binary)
+                .collect();
+            if chosen.is_empty() {
+                continue;
+            }
+            let tests = (chosen.len() < PLACEMENTS.len()).then_some(chosen);
+            boots.push(BootPlan::new(kernel, optional, tests));
+        }
+    }
+    for kernel in debian::KERNELS {
+        if !boots.iter().any(|b| b.kernel.label == kernel.label) {
+            bail!(
+                "the CI selection boots kernel {} for no test binary (every kernel keeps a boot)",
+                kernel.label
+            );
+        }
+    }
+    Ok(boots)
+}
+
+/// The selection in words: which binaries run where, and why.
+pub fn describe() -> String {
+    let mut text = String::from("vm-test: CI selection (xtask/src/vm/selection.rs):\n");
+    for p in PLACEMENTS {
+        text += &format!(
+            "  {:<17} optional hooks on: {}; off: {}\n  {:<17} ({})\n",
+            p.binary,
+            p.optional_on.words(),
+            p.optional_off.words(),
+            "",
+            p.why.split_whitespace().collect::<Vec<_>>().join(" ")
+        );
+    }
+    text
+}
+
+/// Every built binary has a placement, and every placement a binary.
+fn check(binaries: &[String]) -> Result<()> {
+    let unplaced: Vec<&str> = binaries
+        .iter()
+        .map(String::as_str)
+        .filter(|b| !PLACEMENTS.iter().any(|p| p.binary == *b))
+        .collect();
+    if !unplaced.is_empty() {
+        bail!(
+            "scenario test binaries without a place in the CI selection: {} (add each to \
+             PLACEMENTS in xtask/src/vm/selection.rs, saying why it runs where)",
+            unplaced.join(", ")
+        );
+    }
+    let stale: Vec<&str> = PLACEMENTS
+        .iter()
+        .map(|p| p.binary)
+        .filter(|p| !binaries.iter().any(|b| b == p))
+        .collect();
+    if !stale.is_empty() {
+        bail!(
+            "the CI selection (xtask/src/vm/selection.rs) places test binaries that were not \
+             built: {}",
+            stale.join(", ")
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The test binaries of the tests crate: one per tests/tests/*.rs.
+    fn test_files() -> Vec<String> {
+        let dir = crate::cmd::workspace_root().join("tests").join("tests");
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .filter_map(|e| {
+                let name = e.unwrap().file_name().to_string_lossy().into_owned();
+                name.strip_suffix(".rs").map(str::to_string)
+            })
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn every_scenario_file_is_placed() {
+        check(&test_files()).unwrap();
+    }
+
+    #[test]
+    fn an_unplaced_or_stale_binary_fails_the_check() {
+        let mut files = test_files();
+        files.push("new_scenarios".to_string());
+        let err = ci_boots(&files).err().unwrap().to_string();
+        assert!(
+            err.contains("without a place") && err.contains("new_scenarios"),
+            "{err}"
+        );
+        files.retain(|f| f != "new_scenarios" && f != "cli");
+        let err = ci_boots(&files).err().unwrap().to_string();
+        assert!(err.contains("not built: cli"), "{err}");
+    }
+
+    #[test]
+    fn every_kernel_keeps_a_boot() {
+        let boots = ci_boots(&test_files()).unwrap();
+        let labels: Vec<String> = boots.iter().map(BootPlan::label).collect();
+        assert_eq!(
+            labels,
+            [
+                "5.10",
+                "5.10/no-optional",
+                "6.1",
+                "6.12",
+                "sid",
+                "sid/no-optional"
+            ]
+        );
+        // The ends run every binary with the optional hooks allowed.
+        assert!(boots[0].tests.is_none() && boots[4].tests.is_none());
+        assert_eq!(boots[1].tests.as_deref(), Some(&["rungs", "scenarios"][..]));
+        assert_eq!(
+            boots[2].tests.as_deref(),
+            Some(&["dns", "firewall", "rungs", "scenarios"][..])
+        );
+    }
+
+    #[test]
+    fn every_placement_says_why() {
+        for p in PLACEMENTS {
+            assert!(p.why.len() > 20, "{}", p.binary);
+            assert!(p.optional_on != Kernels::No || p.optional_off != Kernels::No);
+        }
+    }
+}
