@@ -1073,6 +1073,7 @@ IpExt: 0 0\n";
             firewall_rule: None,
             host_name: None,
             user: None,
+            records: 1,
             overload: None,
         }
     }
