@@ -111,6 +111,23 @@ pub const PLACEMENTS: &[Placement] = &[
               on top of the readings the scenarios check on every kernel",
     },
     Placement {
+        binary: "overload",
+        optional_on: Kernels::Ends,
+        optional_off: Kernels::No,
+        why: "the full listen queue: a timeout read through sock_diag and the namespace's \
+              TcpExt counters (userspace, alike on every kernel), and the server-side report \
+              polled from them",
+    },
+    Placement {
+        binary: "paths",
+        optional_on: Kernels::All,
+        optional_off: Kernels::Ends,
+        why: "the issue-15 paths under every client: ICMP answers come from fentry on \
+              tcp_v4_err/tcp_v6_err, or consume_skb (6.3+) without it, or nowhere (5.10 and 6.1 \
+              with the optional hooks off: the degraded reading); drops in a router's or the \
+              server's namespace need drop reasons",
+    },
+    Placement {
         binary: "reliability",
         optional_on: Kernels::Ends,
         optional_off: Kernels::No,
@@ -286,10 +303,13 @@ mod tests {
         );
         // The ends run every binary with the optional hooks allowed.
         assert!(boots[0].tests.is_none() && boots[4].tests.is_none());
-        assert_eq!(boots[1].tests.as_deref(), Some(&["rungs", "scenarios"][..]));
+        assert_eq!(
+            boots[1].tests.as_deref(),
+            Some(&["paths", "rungs", "scenarios"][..])
+        );
         assert_eq!(
             boots[2].tests.as_deref(),
-            Some(&["dns", "firewall", "rungs", "scenarios"][..])
+            Some(&["dns", "firewall", "paths", "rungs", "scenarios"][..])
         );
     }
 
