@@ -43,8 +43,6 @@ pub struct Artifacts {
     pub nl_peer: PathBuf,
     /// The integration test executables of `netladder-tests` (one per tests/*.rs).
     pub scenario_tests: Vec<PathBuf>,
-    /// Every test executable of the workspace (unit tests included), by name.
-    pub host_tests: Vec<TestBinary>,
 }
 
 /// One test executable of the workspace.
@@ -80,16 +78,17 @@ pub fn netladder(profile: Profile) -> Result<PathBuf> {
     Ok(netladder)
 }
 
-/// netladder, nl-peer and every test binary. Both cargo runs select the whole workspace (the
-/// eBPF crate aside: aya-build builds it), so that dependency features resolve alike and one
-/// build serves the host tests, the VM suite and the package.
+/// netladder, nl-peer and the scenario test binaries: what the VM suite needs. Every cargo run
+/// here and in [`test_binaries`] selects the whole workspace (the eBPF crate aside: aya-build
+/// builds it), so that dependency features resolve alike and nothing is compiled twice for the
+/// host tests, the VM suite and the package.
 pub fn run(profile: Profile) -> Result<Artifacts> {
     let root = cmd::workspace_root();
     cmd::run(
         cmd::cargo()
             .current_dir(&root)
-            .args(WORKSPACE)
             .args(["build", "--bins"])
+            .args(WORKSPACE)
             .args(profile.cargo_flag()),
     )?;
     let netladder = root.join("target").join(profile.dir()).join("netladder");
@@ -104,12 +103,11 @@ pub fn run(profile: Profile) -> Result<Artifacts> {
     let messages = cmd::capture(
         cmd::cargo()
             .current_dir(&root)
+            .args(["test", "--no-run", "--message-format=json", "--test", "*"])
             .args(WORKSPACE)
-            .args(["test", "--no-run", "--message-format=json"])
             .args(profile.cargo_flag())
             .stderr(Stdio::inherit()),
     )?;
-    let host_tests = test_binaries(&messages)?;
     let manifest = root.join("tests").join("Cargo.toml");
     let (scenario_tests, nl_peer) = test_executables(&messages, &manifest)?;
     let nl_peer =
@@ -126,12 +124,25 @@ pub fn run(profile: Profile) -> Result<Artifacts> {
         netladder,
         nl_peer,
         scenario_tests,
-        host_tests,
     })
 }
 
+/// Every test executable of the workspace (unit tests too), built (the integration tests are
+/// already there after [`run`]) and listed by name.
+pub fn test_binaries(profile: Profile) -> Result<Vec<TestBinary>> {
+    let messages = cmd::capture(
+        cmd::cargo()
+            .current_dir(cmd::workspace_root())
+            .args(["test", "--no-run", "--message-format=json"])
+            .args(WORKSPACE)
+            .args(profile.cargo_flag())
+            .stderr(Stdio::inherit()),
+    )?;
+    parse_test_binaries(&messages)
+}
+
 /// Every test executable in `cargo test --no-run --message-format=json` output, by name.
-fn test_binaries(messages: &str) -> Result<Vec<TestBinary>> {
+fn parse_test_binaries(messages: &str) -> Result<Vec<TestBinary>> {
     let mut binaries = Vec::new();
     for line in messages.lines().filter(|l| l.starts_with('{')) {
         let msg: Value = serde_json::from_str(line).context("cargo printed invalid JSON")?;
@@ -246,7 +257,7 @@ mod tests {
         let (tests, peer) = test_executables(&lines.join("\n"), Path::new(m)).unwrap();
         assert_eq!(tests, [PathBuf::from("/w/target/release/deps/refused-2")]);
         assert_eq!(peer, Some(PathBuf::from("/w/target/release/nl-peer")));
-        let all: Vec<(String, PathBuf)> = test_binaries(&lines.join("\n"))
+        let all: Vec<(String, PathBuf)> = parse_test_binaries(&lines.join("\n"))
             .unwrap()
             .into_iter()
             .map(|b| (b.name, b.dir))

@@ -1,9 +1,9 @@
 //! `cargo xtask test`: unit tests and scenario tests on this host.
 //!
-//! The test binaries (built by `build::run` with `cargo test --no-run`) are run one after the
-//! other by this module, as `cargo test` would (from their package's directory), so that each
-//! binary's and each test's time can be reported (libtest's `--report-time`); the doc tests
-//! follow with `cargo test --doc`.
+//! The test binaries (built with `cargo test --no-run`, see `build::test_binaries`) are run one
+//! after the other by this module, as `cargo test` would (from their package's directory), so
+//! that each binary's and each test's time can be reported (libtest's `--report-time`); the doc
+//! tests follow with `cargo test --doc`.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
-use crate::build::Artifacts;
+use crate::build::{self, Artifacts};
 use crate::cmd;
 use crate::libtest::{self, Counts, Outcome};
 
@@ -46,12 +46,14 @@ const SLOWEST: usize = 10;
 /// How many lines of a failed test's output the summary repeats (the log has all of them).
 const FAILURE_LINES: usize = 40;
 
-/// Runs every test binary of the workspace (the eBPF crate only builds for the BPF target),
-/// each even after a failure, then the doc tests.
-pub fn run(artifacts: &Artifacts, output: &Output) -> Result<HostSummary> {
+/// Builds and runs every test binary of the workspace (the eBPF crate only builds for the BPF
+/// target), each even after a failure, then the doc tests. `env` is added to the test
+/// binaries' environment.
+pub fn run(artifacts: &Artifacts, output: &Output, env: &[(&str, &str)]) -> Result<HostSummary> {
     if !cmd::is_root() {
         println!("test: not root: the scenario tests will skip (run as root to exercise them)");
     }
+    let binaries = build::test_binaries(build::Profile::Release)?;
     let mut log: Box<dyn Write> = match output {
         Output::Echo => Box::new(std::io::stdout()),
         Output::Log(path) => {
@@ -65,14 +67,15 @@ pub fn run(artifacts: &Artifacts, output: &Output) -> Result<HostSummary> {
     let mut success = true;
     let mut failures: Vec<(String, Vec<String>)> = Vec::new();
     let mut slowest: Vec<(Duration, String)> = Vec::new();
-    for binary in &artifacts.host_tests {
+    for binary in &binaries {
         let mut command = Command::new(&binary.executable);
         command
             .current_dir(&binary.dir)
             .args(libtest::REPORT_TIME_ARGS)
             .env(libtest::REPORT_TIME_ENV.0, libtest::REPORT_TIME_ENV.1)
             .env("NETLADDER_BIN", &artifacts.netladder)
-            .env("NL_PEER_BIN", &artifacts.nl_peer);
+            .env("NL_PEER_BIN", &artifacts.nl_peer)
+            .envs(env.iter().copied());
         writeln!(
             log,
             "     Running {} ({})",

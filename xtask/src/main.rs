@@ -102,7 +102,8 @@ fn dispatch(task: Task) -> Result<ExitCode> {
         Task::Test => {
             setup::run_for_tests()?;
             let artifacts = build::run(build::Profile::Release)?;
-            hosttest::run(&artifacts, &hosttest::Output::Echo).map(|summary| summary.exit_code())
+            hosttest::run(&artifacts, &hosttest::Output::Echo, &[])
+                .map(|summary| summary.exit_code())
         }
         Task::VmTest(args) => vm::run(&args).map(|report| report.exit_code()),
         Task::Package => {

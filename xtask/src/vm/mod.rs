@@ -116,7 +116,6 @@ pub fn run(args: &VmTestArgs) -> Result<SuiteOutcome> {
             netladder: netladder.clone(),
             nl_peer: args.nl_peer.clone().unwrap_or_default(),
             scenario_tests: args.test_bin.clone(),
-            host_tests: Vec::new(),
         },
         None => {
             setup::run_for_tests()?;
@@ -152,6 +151,20 @@ pub fn run(args: &VmTestArgs) -> Result<SuiteOutcome> {
         every_boot(&kernels)
     };
     suite(&artifacts, &boots, &options)
+}
+
+/// Downloads and unpacks the kernels (what `suite` would do first), so that CI can do it while
+/// it builds. Errors are left for `suite` to report.
+pub fn fetch_kernels(kernels: &[&'static KernelSpec]) {
+    let cache = cmd::workspace_root().join("target").join("vm-cache");
+    for spec in kernels {
+        if let Err(err) = debian::prepare(spec, &cache) {
+            println!(
+                "vm-test: {}: cannot fetch the kernel yet: {err:#}",
+                spec.label
+            );
+        }
+    }
 }
 
 /// One boot to make: a kernel, a mode, and the scenario test binaries to run (all when None).

@@ -154,9 +154,17 @@ fn attempt(boot: &Boot, accel: Accel) -> Result<BootResult> {
     let logs = Logs::in_dir(boot.dir)?;
     let start = Instant::now();
     let mut child = spawn(boot, accel, &logs)?;
-    let mut usage = None;
+    let mut usage: Option<Usage> = None;
     let end = loop {
-        usage = usage_of(child.id()).or(usage);
+        // The largest sums seen: when QEMU powers off its threads exit one by one, taking
+        // their counts with them.
+        usage = match (usage, usage_of(child.id())) {
+            (Some(old), Some(new)) => Some(Usage {
+                cpu: old.cpu.max(new.cpu),
+                waited: old.waited.max(new.waited),
+            }),
+            (old, new) => new.or(old),
+        };
         if child.try_wait()?.is_some() {
             break End::Exited;
         }
