@@ -60,8 +60,6 @@ pub struct Config {
     // enum skb_drop_reason values, ABSENT when the kernel lacks them
     pub reason_no_socket: u32,
     pub reason_netfilter_drop: u32,
-    pub reason_ip_outnoroutes: u32,
-    pub reason_neigh_failed: u32,
 
     // syscall tracepoint field offsets (tracefs format files)
     pub sys_enter_connect_fd: u32,
@@ -107,11 +105,11 @@ pub struct Config {
 }
 
 // The config is copied to the kernel as bytes: it must have no implicit padding.
-// An even number of u32 fields, then two [u64; 2] arrays, nothing in between: 43 u32, ssh's 6
+// An even number of u32 fields, then two [u64; 2] arrays, nothing in between: 41 u32, ssh's 6
 // (sys_enter_write_*, sys_enter_sendto_buf/len, sys_enter_openat_filename), and #025's 9
 // (task_files .. sk_state).
-const _: () = assert!(core::mem::size_of::<Config>() == (43 + 6 + 9) * 4 + 4 * 8);
-const _: () = assert!(core::mem::offset_of!(Config, icmp_rcv) == (43 + 6 + 9) * 4);
+const _: () = assert!(core::mem::size_of::<Config>() == (41 + 6 + 9) * 4 + 4 * 8);
+const _: () = assert!(core::mem::offset_of!(Config, icmp_rcv) == (41 + 6 + 9) * 4);
 
 impl Config {
     /// A config where every offset is absent; userspace fills in what the kernel has.
@@ -147,8 +145,6 @@ impl Config {
             dev_nd_net: ABSENT,
             reason_no_socket: ABSENT,
             reason_netfilter_drop: ABSENT,
-            reason_ip_outnoroutes: ABSENT,
-            reason_neigh_failed: ABSENT,
             sys_enter_connect_fd: ABSENT,
             sys_enter_connect_addr: ABSENT,
             sys_enter_bind_fd: ABSENT,
@@ -286,6 +282,10 @@ pub mod verdict {
     pub const NET_UNREACHABLE: u32 = 8;
     /// The local firewall dropped the SYN and an ICMP error (not port-unreachable) came back.
     pub const FIREWALL_REJECT_OTHER: u32 = 9;
+    /// No answer (ETIMEDOUT, or the application gave up), and a handshake packet of the flow was
+    /// dropped on this host for a reason other than netfilter (reverse-path filter, no route on
+    /// input, a full backlog, connection tracking...): `last_drop_reason` says which.
+    pub const TIMEOUT_HOST_DROP: u32 = 10;
 }
 
 /// Bits of [`Event::flags`].
@@ -298,6 +298,12 @@ pub mod eflag {
     pub const DROP_OUTGOING: u32 = 1 << 2;
     /// A netfilter drop hit a packet of this flow after it was received on an interface.
     pub const DROP_INCOMING: u32 = 1 << 3;
+    /// The socket's error was gone when it closed (the application had read it with SO_ERROR):
+    /// `err` is the pending soft error (`sk_err_soft`) the kernel still held.
+    pub const ERR_SOFT: u32 = 1 << 4;
+    /// The socket's errors were both gone when it closed (read with SO_ERROR): `err` is the one
+    /// the kernel derives from the ICMP destination-unreachable that answered the flow.
+    pub const ERR_FROM_ICMP: u32 = 1 << 5;
 }
 
 /// Syscalls watched for error returns. For CONNECT the address is the destination (`Flow::daddr`);
@@ -595,7 +601,8 @@ pub mod counter {
     pub const CONN_MAP_FULL: u32 = 1;
     /// A drop record could not be stored because the drop map was full.
     pub const DROP_MAP_FULL: u32 = 2;
-    /// Events emitted.
+    /// Records queued on the ring buffer. Every record a program writes is counted once, here
+    /// or in RINGBUF_FULL.
     pub const EVENTS: u32 = 3;
     /// A packet could not be parsed (bad or truncated headers).
     pub const MALFORMED: u32 = 4;

@@ -27,6 +27,14 @@ const ECONNREFUSED: i32 = 111;
 const ETIMEDOUT: i32 = 110;
 const EHOSTUNREACH: i32 = 113;
 const ENETUNREACH: i32 = 101;
+const EACCES: i32 = 13;
+const ENOPROTOOPT: i32 = 92;
+const EOPNOTSUPP: i32 = 95;
+const EHOSTDOWN: i32 = 112;
+const ENONET: i32 = 64;
+/// ICMP and ICMPv6 destination unreachable (ABI).
+const ICMP_DEST_UNREACH: u8 = 3;
+const ICMPV6_DEST_UNREACH: u8 = 1;
 
 #[btf_tracepoint(function = "inet_sock_set_state")]
 pub fn inet_sock_set_state(ctx: BtfTracePointContext) -> u32 {
@@ -140,6 +148,21 @@ fn finish(sk: u64) {
             let _ = ICMP_SEEN.remove(&flow);
         }
     }
+    // An application that polls, reads SO_ERROR and closes (every event loop, curl) has taken
+    // the socket's error by the time it closes: SO_ERROR returns and clears sk_err, or
+    // sk_err_soft when sk_err is 0. What the kernel still holds answers in that order: the
+    // pending soft error, then the ICMP error that answered the flow.
+    let mut err = err;
+    if err == 0 && err_soft != 0 {
+        err = err_soft;
+        flags |= eflag::ERR_SOFT;
+    }
+    if err == 0 {
+        err = icmp_errno(icmp.icmp_type, icmp.icmp_code, flow.family);
+        if err != 0 {
+            flags |= eflag::ERR_FROM_ICMP;
+        }
+    }
     let Some(verdict) = classify(err, state.syn_retrans, &drops, &mut flags) else {
         return;
     };
@@ -191,12 +214,46 @@ fn finish(sk: u64) {
     });
 }
 
+/// The error the kernel gives a connecting socket for an ICMP destination unreachable (the
+/// tables of net/ipv4/icmp.c and net/ipv6/icmp.c; part of the ABI applications see), 0 for
+/// none or for one that is not an error (fragmentation needed: path MTU discovery).
+#[inline(always)]
+fn icmp_errno(icmp_type: u8, code: u8, family: u16) -> i32 {
+    if family == netladder_common::AF_INET6 {
+        if icmp_type != ICMPV6_DEST_UNREACH {
+            return 0;
+        }
+        return match code {
+            0 => ENETUNREACH,
+            // Administratively prohibited, source address failed policy, reject route.
+            1 | 5 | 6 => EACCES,
+            4 => ECONNREFUSED,
+            _ => EHOSTUNREACH,
+        };
+    }
+    if icmp_type != ICMP_DEST_UNREACH {
+        return 0;
+    }
+    match code {
+        // Network unreachable, unknown, prohibited; TOS network unreachable.
+        0 | 6 | 9 | 11 => ENETUNREACH,
+        3 => ECONNREFUSED,
+        4 => 0,
+        2 => ENOPROTOOPT,
+        5 => EOPNOTSUPP,
+        7 => EHOSTDOWN,
+        8 => ENONET,
+        _ => EHOSTUNREACH,
+    }
+}
+
 /// The in-kernel verdict. `None`: the socket closed before anything failed on the wire
 /// (e.g. the application aborted at once, or port allocation failed: reported by the syscall path).
 #[inline(always)]
 fn classify(err: i32, retrans: u32, drops: &DropRecord, flags: &mut u32) -> Option<u32> {
     let rst = *flags & eflag::RST_RECEIVED != 0;
     let fw = drops.nf_drops > 0;
+    let host_drop = drops.other_drops > 0;
     let v = if rst || err == ECONNREFUSED {
         match (fw, rst) {
             (true, true) => verdict::FIREWALL_REJECT_RST,
@@ -204,20 +261,22 @@ fn classify(err: i32, retrans: u32, drops: &DropRecord, flags: &mut u32) -> Opti
             (false, true) if drops.nosock_drops > 0 => verdict::REFUSED_NO_LISTENER,
             (false, true) => verdict::REFUSED_PEER,
         }
-    } else if err == ETIMEDOUT || (err == 0 && (retrans > 0 || fw)) {
+    } else if err == ETIMEDOUT || (err == 0 && (retrans > 0 || fw || host_drop)) {
         if err == 0 {
             *flags |= eflag::APP_GAVE_UP;
         }
         if fw {
             verdict::TIMEOUT_LOCAL_DROP
+        } else if host_drop {
+            verdict::TIMEOUT_HOST_DROP
         } else {
             verdict::TIMEOUT_NO_REPLY
         }
-    } else if err == EHOSTUNREACH || err == ENETUNREACH {
+    } else if err == EHOSTUNREACH || err == ENETUNREACH || err == EACCES {
         match (fw, err) {
             (true, _) => verdict::FIREWALL_REJECT_OTHER,
-            (false, EHOSTUNREACH) => verdict::HOST_UNREACHABLE,
-            _ => verdict::NET_UNREACHABLE,
+            (false, ENETUNREACH) => verdict::NET_UNREACHABLE,
+            _ => verdict::HOST_UNREACHABLE,
         }
     } else if err == 0 {
         return None;

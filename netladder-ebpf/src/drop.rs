@@ -1,6 +1,7 @@
-//! Packet drops (skb:kfree_skb with a drop reason): a handshake packet (SYN or SYN-ACK) that the
-//! local firewall dropped, or that reached a local stack with no socket for it, is recorded under
-//! its flow (client's view) until the connection closes and picks the record up.
+//! Packet drops (skb:kfree_skb with a drop reason): a handshake packet (SYN or SYN-ACK) dropped
+//! anywhere on the host (any namespace, any reason: the local firewall, no socket for it, the
+//! reverse-path filter, no route...) is recorded under its flow (client's view) until the
+//! connection closes and picks the record up.
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
     helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel},
@@ -30,15 +31,16 @@ enum Class {
 #[btf_tracepoint(function = "kfree_skb")]
 pub fn kfree_skb(ctx: BtfTracePointContext) -> u32 {
     let reason: u32 = ctx.arg(2);
-    // Cheap path first: almost every freed packet has another reason.
+    // Every reason counts: a handshake packet dropped anywhere on the host, for whatever reason
+    // (reverse-path filter, no route on input, a full backlog, connection tracking...), is
+    // evidence for its connection, and "nothing dropped it" may only be said when none was seen.
+    // What is not a TCP SYN or SYN-ACK leaves at the header check.
     let class = if reason == conf!(reason_netfilter_drop) {
         Class::Netfilter
     } else if reason == conf!(reason_no_socket) {
         Class::NoSocket
-    } else if reason == conf!(reason_ip_outnoroutes) || reason == conf!(reason_neigh_failed) {
-        Class::Other
     } else {
-        return 0;
+        Class::Other
     };
     let skb: u64 = ctx.arg(0);
     let location: u64 = ctx.arg(1);
@@ -119,7 +121,15 @@ fn record(
                 r.ifindex = iif as u32;
             }
             Class::NoSocket => r.nosock_drops += drops,
-            Class::Other => r.other_drops += drops,
+            Class::Other => {
+                r.other_drops += drops;
+                // Where it happened, unless a netfilter drop (the likelier cause) already said.
+                if r.nf_drops == 0 {
+                    r.location = location;
+                    r.flags |= dir;
+                    r.ifindex = iif as u32;
+                }
+            }
         }
         r.last_reason = reason;
         r.last_ns = at;

@@ -1,7 +1,20 @@
 //! ICMP errors received for a connection (host/port/admin unreachable from a router or the peer):
-//! the sender's address is what `ip route get` cannot tell. The stack consumes an ICMP message it
-//! handled in icmp_rcv / icmpv6_rcv; only skbs consumed there are parsed.
-use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::btf_tracepoint, programs::BtfTracePointContext};
+//! the sender's address is what `ip route get` cannot tell, and the error itself is what a
+//! client that read SO_ERROR before closing no longer leaves on the socket.
+//!
+//! Two ways in, chosen by the hook plan:
+//! - `fentry/tcp_v4_err` and `fentry/tcp_v6_err` (kernels that allow tracing programs): TCP's
+//!   own ICMP error handler, entered before it sets the socket's error and closes it, so the
+//!   record is there when the connection's summary is built; nothing else pays for it.
+//! - `tp_btf/consume_skb` (6.3+, where fentry is refused): the stack consumes an ICMP message it
+//!   handled in icmp_rcv / icmpv6_rcv; only skbs consumed there are parsed. This runs after the
+//!   handler, so a connection closed by the error itself is summarised before the record exists;
+//!   one the application closes later (the common case for non-blocking clients) finds it.
+use aya_ebpf::{
+    helpers::bpf_ktime_get_ns,
+    macros::{btf_tracepoint, fentry},
+    programs::{BtfTracePointContext, FEntryContext},
+};
 use netladder_common::{Flow, IcmpRecord, AF_INET, AF_INET6};
 
 use crate::{
@@ -15,6 +28,7 @@ const IPPROTO_ICMPV6: u8 = 58;
 /// ICMP destination unreachable, IPv4 and IPv6 (ABI).
 const ICMP_DEST_UNREACH: u8 = 3;
 const ICMPV6_DEST_UNREACH: u8 = 1;
+const ICMP_FRAG_NEEDED: u8 = 4;
 const HEADER_UNSET: u16 = 0xffff;
 
 #[btf_tracepoint(function = "consume_skb")]
@@ -31,6 +45,23 @@ pub fn consume_skb(ctx: BtfTracePointContext) -> u32 {
     };
     let skb: u64 = ctx.arg(0);
     let _ = record(skb, family);
+    0
+}
+
+/// TCP's IPv4 ICMP error handler: `skb` is the ICMP message, its network header the outer IPv4
+/// header (the same layout `record` reads in consume_skb).
+#[fentry(function = "tcp_v4_err")]
+pub fn tcp_v4_err_entry(ctx: FEntryContext) -> u32 {
+    let skb: u64 = ctx.arg(0);
+    let _ = record(skb, AF_INET);
+    0
+}
+
+/// TCP's IPv6 ICMP error handler (`tcp_v6_err(skb, opt, type, code, offset, info)`).
+#[fentry(function = "tcp_v6_err")]
+pub fn tcp_v6_err_entry(ctx: FEntryContext) -> u32 {
+    let skb: u64 = ctx.arg(0);
+    let _ = record(skb, AF_INET6);
     0
 }
 
@@ -55,7 +86,8 @@ fn record(skb: u64, family: u16) -> Result<(), i64> {
         if b[0] != 0x45 || b[9] != IPPROTO_ICMP || b[20] != ICMP_DEST_UNREACH {
             return Ok(());
         }
-        if b[28] != 0x45 || b[37] != IPPROTO_TCP {
+        // Fragmentation needed (4) is path MTU discovery, not a failure.
+        if b[21] == ICMP_FRAG_NEEDED || b[28] != 0x45 || b[37] != IPPROTO_TCP {
             return Ok(());
         }
         rec.from[..4].copy_from_slice(&b[12..16]);

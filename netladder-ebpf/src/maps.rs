@@ -131,11 +131,13 @@ pub struct PendingCall {
     pub sk: u64,
 }
 
+/// Adds one to a per-CPU counter. Atomically: a program on this CPU can be interrupted (a
+/// softirq) or preempted by another run of netladder's programs between a load and a store,
+/// and the record counts (`EVENTS` + `RINGBUF_FULL`) must be exact for the stats to add up.
 #[inline(always)]
 pub fn count(index: u32) {
     if let Some(slot) = COUNTERS.get_ptr_mut(index) {
-        // Per-CPU slot: no other writer can race with us.
-        unsafe { *slot += 1 };
+        add(slot, 1);
     }
 }
 
@@ -185,9 +187,25 @@ pub fn counted_as_repeat(key: *mut AggKey, now: u64) -> bool {
     false
 }
 
-/// Puts `event` on the ring buffer, or counts it as lost when the buffer is full.
+/// Index 0: non-zero once userspace stops taking records (watch is ending). From then on the
+/// programs write no record and count none, so the counts userspace reads after it has drained
+/// the ring buffer are final; the programs themselves are detached later, after the output.
+#[map(name = "STOP")]
+pub static STOP: Array<u32> = Array::with_max_entries(1, 0);
+
+#[inline(always)]
+fn stopped() -> bool {
+    matches!(STOP.get(0), Some(s) if *s != 0)
+}
+
+/// Puts `event` on the ring buffer, or counts it as lost when the buffer is full. Every record
+/// the programs write is counted here or in [`submit_app`] / [`reserve_app`]: queued
+/// (`counter::EVENTS`) or lost (`counter::RINGBUF_FULL`), so userspace can account for each.
 #[inline(always)]
 pub fn emit(event: &Event) {
+    if stopped() {
+        return;
+    }
     match EVENTS.reserve::<Event>(0) {
         Some(mut slot) => {
             slot.write(*event);
@@ -203,6 +221,9 @@ pub fn emit(event: &Event) {
 /// beyond `text_len` may stay unwritten), then hand it to [`submit_app`].
 #[inline(always)]
 pub fn reserve_app() -> Option<RingBufEntry<AppEvent>> {
+    if stopped() {
+        return None;
+    }
     let slot = EVENTS.reserve::<AppEvent>(0);
     if slot.is_none() {
         count(counter::RINGBUF_FULL);

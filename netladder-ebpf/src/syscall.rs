@@ -50,6 +50,13 @@ const ENETUNREACH: i64 = 101;
 const ETIMEDOUT: i64 = 110;
 const ECONNREFUSED: i64 = 111;
 const EHOSTUNREACH: i64 = 113;
+// ICMP answers give these too (ICMPv6 administratively prohibited: EACCES; ICMP host unknown,
+// protocol unreachable...), never before SYN_SENT: a local prohibit route fails connect()
+// before the SYN exists.
+const EACCES: i64 = 13;
+const ENONET: i64 = 64;
+const ENOPROTOOPT: i64 = 92;
+const EHOSTDOWN: i64 = 112;
 
 #[tracepoint(category = "syscalls", name = "sys_enter_connect")]
 pub fn sys_enter_connect(ctx: TracePointContext) -> u32 {
@@ -259,7 +266,17 @@ fn exit(ctx: &TracePointContext, call: u32) {
     // unless the summary never came: the socket is then still in CONNS, because the kernel
     // skipped the state-change run that would have closed it (a nested run on a busy CPU).
     // Reporting from here keeps that attempt from vanishing.
-    let after_syn_sent = matches!(-ret, ECONNREFUSED | ETIMEDOUT | EHOSTUNREACH | ENETUNREACH);
+    let after_syn_sent = matches!(
+        -ret,
+        ECONNREFUSED
+            | ETIMEDOUT
+            | EHOSTUNREACH
+            | ENETUNREACH
+            | EACCES
+            | ENONET
+            | ENOPROTOOPT
+            | EHOSTDOWN
+    );
     if ret < 0 && pending.reached_syn_sent != 0 && after_syn_sent {
         let sk = pending.sk;
         if unsafe { CONNS.get(&sk) }.is_none() {

@@ -137,7 +137,9 @@ pub struct WatchArgs {
     /// --stats-interval in the watched namespace (the one --netns, else netladder's own).
     #[arg(long, value_name = "FRACTION", default_value_t = 0.5)]
     pub tw_warn_share: f64,
-    /// Seconds between lost-event reports (printed only when something was lost).
+    /// Seconds between lost-event reports (printed only when something was lost); also the
+    /// least time between two reports of one listener whose accept queue overflows (#023,
+    /// server side; at least 1).
     #[arg(long, value_name = "SECS", default_value_t = 10.0)]
     pub stats_interval: f64,
     /// Serve Prometheus metrics at http://ADDR/metrics (HOST:PORT or a port; 127.0.0.1:9464

@@ -120,6 +120,14 @@ mod tests {
     }
 
     #[test]
+    fn the_timeout_page_names_the_full_accept_queue() {
+        let p = page(ladder::rung(23).unwrap());
+        assert!(p.contains("accept_queue_full"), "{p}");
+        assert!(p.contains("ListenOverflows") && p.contains("server"), "{p}");
+        assert!(p.contains("ss -ltn 'sport = :PORT'"), "{p}");
+    }
+
+    #[test]
     fn json_has_the_same_fields_for_every_code() {
         for r in ladder::all() {
             let v = rung_json(r);

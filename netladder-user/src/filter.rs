@@ -153,6 +153,8 @@ mod tests {
             firewall_rule: None,
             host_name: None,
             user: None,
+            records: 0,
+            overload: None,
         }
     }
 

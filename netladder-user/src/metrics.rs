@@ -24,9 +24,9 @@ use prometheus_client::{
 use crate::{
     classify::Failure,
     enrich::container::Workload,
-    kernel::loader::Counters,
     kernel::plan::{Outcome, Status},
     ladder,
+    output::Stats,
 };
 
 /// Where `--metrics` without an address listens.
@@ -87,6 +87,41 @@ struct Hook {
     status: String,
 }
 
+/// Where a kernel record ended (see `classify::Ledger`), or `lost`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Fate {
+    fate: &'static str,
+}
+
+/// Every value of [`Fate`], in the order [`fates`] gives their totals.
+const FATES: [&str; 9] = [
+    "lost",
+    "reported",
+    "repeat",
+    "merged",
+    "context",
+    "unclassified",
+    "malformed",
+    "filtered",
+    "dropped",
+];
+
+/// The totals of [`FATES`] in `s`.
+fn fates(s: &Stats) -> [u64; 9] {
+    let l = &s.ledger;
+    [
+        s.kernel.lost,
+        l.reported,
+        l.repeats,
+        l.merged,
+        l.context,
+        l.unclassified,
+        l.malformed,
+        l.filtered,
+        l.dropped,
+    ]
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Label {
     label: String,
@@ -121,6 +156,7 @@ struct Last {
     drop_map_full: u64,
     malformed: u64,
     unclassified: u64,
+    fates: [u64; 9],
 }
 
 pub struct Metrics {
@@ -142,6 +178,8 @@ pub struct Metrics {
     drop_map_full: Counter,
     malformed: Counter,
     unclassified: Counter,
+    records: Family<Fate, Counter>,
+    held: Gauge,
     hook: Family<Hook, Gauge>,
     hooks_attached: Gauge,
     hooks_not_attached: Gauge,
@@ -182,6 +220,8 @@ impl Metrics {
             drop_map_full: Counter::default(),
             malformed: Counter::default(),
             unclassified: Counter::default(),
+            records: Family::default(),
+            held: Gauge::default(),
             hook: Family::default(),
             hooks_attached: Gauge::default(),
             hooks_not_attached: Gauge::default(),
@@ -189,6 +229,9 @@ impl Metrics {
         };
         // Present from the start (at 0), so that rate() and increase() see its first warning.
         drop(m.warnings.get_or_create(&Code { code: "028".into() }));
+        for fate in FATES {
+            drop(m.records.get_or_create(&Fate { fate }));
+        }
         let version = Family::<Version, Gauge>::default();
         version
             .get_or_create(&Version {
@@ -272,6 +315,18 @@ impl Metrics {
             "netladder_unclassified_errors",
             "Connection errors outside the ladder",
             m.unclassified.clone(),
+        );
+        r.register(
+            "netladder_kernel_records",
+            "Records the kernel wrote, by where each ended: lost (ring buffer full), or read and \
+             reported, repeat, merged (into another failure), context (no failure by itself), \
+             unclassified (outside the ladder), malformed, filtered, dropped (classifier tables full)",
+            m.records.clone(),
+        );
+        r.register(
+            "netladder_kernel_records_held",
+            "Records read and held for a failure that is not complete yet",
+            m.held.clone(),
         );
         r.register(
             "netladder_hook",
@@ -411,10 +466,21 @@ impl Metrics {
             .inc();
     }
 
-    /// The kernel's totals and the classifier's count of errors outside the ladder.
-    pub fn health(&self, c: &Counters, unclassified: u64) {
+    /// The kernel's totals, and where the records read ended.
+    pub fn health(&self, s: &Stats) {
+        let c = &s.kernel;
+        let unclassified = s.ledger.unclassified + s.outside_repeats;
         let mut guard = self.last.lock().unwrap_or_else(|e| e.into_inner());
         let last = &mut *guard;
+        for ((fate, now), last) in FATES.iter().zip(fates(s)).zip(last.fates.iter_mut()) {
+            if now > *last {
+                self.records
+                    .get_or_create(&Fate { fate })
+                    .inc_by(now - *last);
+                *last = now;
+            }
+        }
+        self.held.set(i64::try_from(s.held).unwrap_or(i64::MAX));
         let pairs = [
             (&self.events, &mut last.events, c.events),
             (&self.lost, &mut last.lost, c.lost),
@@ -446,6 +512,7 @@ impl Metrics {
                 Status::Attached => "attached",
                 Status::Refused(_) => "refused",
                 Status::Skipped(_) => "skipped",
+                Status::Replaced(_) => "replaced",
             };
             attached += i64::from(status == "attached");
             self.hook
@@ -528,6 +595,7 @@ mod tests {
     use crate::{
         classify::{FirewallRule, Lookup, Proc},
         enrich::container::{Container, Pod},
+        kernel::loader::Counters,
         ladder::Layer,
     };
 
@@ -565,6 +633,8 @@ mod tests {
             firewall_rule: None,
             host_name: None,
             user: None,
+            records: 0,
+            overload: None,
         }
     }
 
@@ -644,9 +714,27 @@ mod tests {
             lost: 1,
             ..Default::default()
         };
-        m.health(&c, 2);
-        m.health(&Counters { events: 9, ..c }, 2);
+        let s = Stats {
+            kernel: c,
+            outside_repeats: 2,
+            ..Default::default()
+        };
+        m.health(&s);
+        let mut s = Stats {
+            kernel: Counters { events: 9, ..c },
+            ..s
+        };
+        s.ledger.merged = 3;
+        s.held = 4;
+        m.health(&s);
         let text = m.encode();
+        assert!(
+            text.contains(r#"netladder_kernel_records_total{fate="merged"} 3"#),
+            "{text}"
+        );
+        assert!(text.contains(r#"netladder_kernel_records_total{fate="lost"} 1"#));
+        assert!(text.contains(r#"netladder_kernel_records_total{fate="filtered"} 0"#));
+        assert!(text.contains("netladder_kernel_records_held 4"));
         assert!(text.contains("netladder_kernel_events_total 9"), "{text}");
         assert!(text.contains("netladder_lost_events_total 1"));
         assert!(text.contains("netladder_unclassified_errors_total 2"));

@@ -255,9 +255,19 @@ pub fn reopen() -> Result<()> {
     Ok(())
 }
 
-/// Waits up to `grace` for the queued lines to be written, then gives up on them (a reader
-/// that never reads must not hold netladder's exit). Returns how many were left unwritten.
-pub fn finish(grace: Duration) -> usize {
+/// The longest the exit waits for queued lines, even for a reader that keeps taking them.
+const MAX_WAIT: Duration = Duration::from_secs(30);
+
+/// Waits until every queued line is written, as long as the writer makes progress: it gives
+/// up once no line was written for `stall` (a reader that stopped reading), or after
+/// [`MAX_WAIT`]. Returns how many lines are still queued.
+pub fn drain(stall: Duration) -> usize {
+    wait_written(stall, || false)
+}
+
+/// Like [`drain`], then ends the writer thread. Lines still queued when it gives up are left
+/// unwritten (a reader that never reads must not hold netladder's exit); returns how many.
+pub fn finish(stall: Duration) -> usize {
     let Some(Writer { queue, thread, .. }) =
         WRITER.lock().unwrap_or_else(|e| e.into_inner()).take()
     else {
@@ -265,14 +275,33 @@ pub fn finish(grace: Duration) -> usize {
     };
     // Without a sender the thread ends once it has written what is queued.
     drop(queue);
-    let deadline = Instant::now() + grace;
-    while !thread.is_finished() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let left = wait_written(stall, || thread.is_finished());
     if thread.is_finished() {
         let _ = thread.join();
+        return PENDING.load(Ordering::Relaxed);
     }
-    PENDING.load(Ordering::Relaxed)
+    left
+}
+
+/// Waits while lines are pending and the writer keeps writing them (see [`drain`]).
+fn wait_written(stall: Duration, done: impl Fn() -> bool) -> usize {
+    let start = Instant::now();
+    let mut last = PENDING.load(Ordering::Relaxed);
+    let mut progress = start;
+    loop {
+        let pending = PENDING.load(Ordering::Relaxed);
+        if pending == 0 || done() {
+            return pending;
+        }
+        let now = Instant::now();
+        if pending < last {
+            (last, progress) = (pending, now);
+        }
+        if now.duration_since(progress) >= stall || now.duration_since(start) >= MAX_WAIT {
+            return pending;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ use tokio::{
 };
 
 use crate::{
-    classify::{Classifier, Failure, Repeated},
+    classify::{Classifier, Failure, Ledger, Repeated},
     cli::{HookOpts, HooksArgs, WatchArgs},
     enrich,
     filter::Filter,
@@ -39,6 +39,19 @@ pub(crate) struct Session {
     pub(crate) loaded: Loaded,
     pub(crate) names: Names,
     pub(crate) degraded: Vec<String>,
+}
+
+impl Session {
+    /// Whether every packet drop on the host reaches netladder (the drop hook attached).
+    pub(crate) fn drops_watched(&self) -> bool {
+        drops_watched(&self.loaded.outcomes)
+    }
+}
+
+fn drops_watched(outcomes: &[plan::Outcome]) -> bool {
+    outcomes
+        .iter()
+        .any(|o| o.hook.program == "kfree_skb" && o.status == plan::Status::Attached)
 }
 
 /// Loads and attaches everything. `only_netns`: the one namespace to watch, filtered in the kernel
@@ -261,16 +274,17 @@ async fn event_loop(
         events,
         counters,
         mut aggregates,
+        mut stop,
         program_fds,
         outcomes,
-        _ebpf,
+        _ebpf: ebpf,
     } = loaded;
     // SAFETY: the ring buffer owns its fd and lives as long as the AsyncFd that wraps it.
     let mut ring: AsyncFd<RingBuf<MapData>> = unsafe {
         AsyncFd::register_with_interest(events, Interest::READABLE)
     }
     .map_err(|e| anyhow::anyhow!("cannot poll the event ring buffer: {}", e.into_parts().1))?;
-    let counters = loader::CounterReader::new(counters, program_fds);
+    let mut counters = loader::CounterReader::new(counters, program_fds);
     let mut out = Output::new(args.json, filter);
     out.metrics = metrics;
     if args.output.is_some() || args.journal {
@@ -279,13 +293,25 @@ async fn event_loop(
     if args.trace_firewall {
         out.enricher = enrich::failure::Enricher::tracing();
     }
-    out.no_drop_reasons = outcomes
-        .iter()
-        .any(|o| o.hook.program == "kfree_skb" && o.status != plan::Status::Attached);
+    // The server side of #023 accept_queue_full: the namespaces --netns names (else all of
+    // them), each overloaded listener reported at most once per stats interval.
+    out.enricher.queues = enrich::acceptq::QueueWatch::new(
+        out.filter.netns.clone(),
+        Duration::from_secs_f64(args.stats_interval.max(1.0)),
+    );
+    let poll_queues = out.filter.codes.is_empty() || out.filter.codes.contains(&23);
+    if poll_queues {
+        // The first reading, before anything is reported as watched: connects from then on
+        // have a reading of the listeners' counters from before they began.
+        out.enricher.queues.poll(monotonic_ns());
+    }
+    out.no_drop_reasons = !drops_watched(&outcomes);
     let mut classifier = Classifier::new();
+    classifier.set_drops_watched(!out.no_drop_reasons);
     let mut waiting = Waiting::new();
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut stats_tick = tokio::time::interval(Duration::from_secs_f64(args.stats_interval));
+    let mut queue_tick = tokio::time::interval(Duration::from_secs(1));
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     // SIGHUP reopens --output (logrotate); without --output it keeps its default (terminate).
@@ -318,8 +344,12 @@ async fn event_loop(
                 for f in classifier.tick(monotonic_ns()) {
                     out.failure(f)?;
                 }
-                if let Some(m) = &out.metrics {
-                    m.health(&counters.read(), classifier.unclassified);
+                if out.metrics.is_some() {
+                    let c = loader::Counters { aggregated: aggregates.total, ..counters.read() };
+                    let s = out.snapshot(&c, &classifier);
+                    if let Some(m) = &out.metrics {
+                        m.health(&s);
+                    }
                 }
             }
             Some(_) = async {
@@ -329,6 +359,14 @@ async fn event_loop(
                 }
             } => {
                 sink::reopen()?;
+            }
+            _ = queue_tick.tick(), if poll_queues => {
+                for f in out.enricher.queues.poll(monotonic_ns()) {
+                    out.failure(f)?;
+                }
+                for note in std::mem::take(&mut out.enricher.queues.notes) {
+                    sink::note(sink::Priority::Warning, &note);
+                }
             }
             _ = stats_tick.tick() => {
                 for line in tw.check(&out) {
@@ -343,7 +381,7 @@ async fn event_loop(
                     last_skipped = c.skipped_runs;
                     last_unwritten = sink::unwritten();
                     let c = loader::Counters { aggregated: aggregates.total, ..c };
-                    out.stats(&c, classifier.unclassified, false)?;
+                    out.stats(&c, &classifier, false)?;
                 }
             }
             _ = sigint.recv() => break,
@@ -351,29 +389,74 @@ async fn event_loop(
             _ = &mut deadline => break,
         }
     }
-    // Counts read before their event get one more drain.
-    for _ in 0..2 {
-        drain(ring.get_mut(), &names, &mut classifier, &mut out)?;
-        collect_repeats(&mut aggregates, &mut waiting, &mut classifier, &mut out)?;
+    // The end, in an order that loses nothing. First no new record: the programs stop writing
+    // (and counting) them; a run that had already begun ends within microseconds. Should the
+    // kernel refuse the write, the programs are detached instead (that takes longer).
+    let stopped_at = monotonic_ns();
+    let mut ebpf = Some(ebpf);
+    if let Err(e) = stop.set(0, 1, 0) {
+        sink::note(
+            sink::Priority::Warning,
+            &format!("netladder: cannot stop the programs' records ({e}); detaching them first"),
+        );
+        counters.forget_programs();
+        ebpf = None;
     }
+    std::thread::sleep(Duration::from_millis(10));
+    // Then every record the kernel queued is read, and the kernel's last counts of repeats,
+    // whose events have all been read by now.
+    drain_to_end(ring.get_mut(), &names, &mut classifier, &mut out, &counters)?;
+    collect_repeats(&mut aggregates, &mut waiting, &mut classifier, &mut out)?;
     for (_, n, _) in waiting.drain(..) {
         classifier.give_up(n);
+    }
+    // Then every failure still held (lookups waiting for late answers or their result, ssh
+    // reasons waiting for their connection's end) goes out with what is known, and the repeat
+    // lines not printed yet; and only then the stats.
+    for f in classifier.flush(stopped_at) {
+        out.failure(f)?;
     }
     out.flush_repeats(true)?;
     let c = loader::Counters {
         aggregated: aggregates.total,
         ..counters.read()
     };
-    out.stats(&c, classifier.unclassified, true)?;
-    // A reader that stalled must not hold the exit: what it never took is said on stderr.
-    let left = sink::finish(Duration::from_secs(2));
+    out.stats(&c, &classifier, true)?;
+    // A reader that stopped reading must not hold the exit: what it never took is said on
+    // stderr. One that reads, however slowly, gets every line.
+    let left = sink::finish(STALLED_READER);
     if left > 0 {
         sink::note(
             sink::Priority::Warning,
             &format!("netladder: {left} lines were still queued for a reader that stopped reading; exiting without them"),
         );
     }
+    // Detaching the programs (tens of ms each) comes after the output.
+    drop(ebpf);
     Ok(())
+}
+
+/// How long the exit waits for an output reader that takes no line at all.
+const STALLED_READER: Duration = Duration::from_secs(2);
+
+/// Reads the ring buffer until it is empty and every record the kernel counted as queued has
+/// been read (the programs write no more, so the count no longer grows), for at most a second.
+fn drain_to_end(
+    ring: &mut RingBuf<MapData>,
+    names: &Names,
+    classifier: &mut Classifier,
+    out: &mut Output,
+    counters: &loader::CounterReader,
+) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(1);
+    loop {
+        drain(ring, names, classifier, out)?;
+        let queued = counters.read().events;
+        if classifier.fed_and_emitted().0 >= queued || Instant::now() >= deadline {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 /// The periodic #028 early warning: TIME_WAIT sockets crowding one destination's local ports.
@@ -478,10 +561,13 @@ pub(crate) fn drain_with(
     while let Some(item) = ring.next() {
         let obs = decode::record(&item, names);
         drop(item);
-        if let Some(obs) = obs {
-            for f in classifier.feed(obs, monotonic_ns()) {
-                emit(f)?;
+        match obs {
+            Some(obs) => {
+                for f in classifier.feed(obs, monotonic_ns()) {
+                    emit(f)?;
+                }
             }
+            None => classifier.undecodable(),
         }
     }
     Ok(())
@@ -519,7 +605,11 @@ struct Output {
     json: bool,
     filter: Filter,
     style: output::Style,
+    /// Failures told: lines of their own and the repeats counted in repeat lines.
     reported: u64,
+    /// Where the records of the failures handed here ended: reported, repeats, merged (the
+    /// other records of a failure made of several), filtered.
+    ledger: Ledger,
     enricher: enrich::failure::Enricher,
     /// kfree_skb is not attached: local drops and missing listeners are invisible.
     no_drop_reasons: bool,
@@ -538,6 +628,7 @@ impl Output {
             filter,
             style: output::Style { color },
             reported: 0,
+            ledger: Ledger::default(),
             enricher: enrich::failure::Enricher::default(),
             no_drop_reasons: false,
             repeats: HashMap::new(),
@@ -563,14 +654,19 @@ impl Output {
     /// second ago; or `counted` repeats of one, added to the count of the current second.
     fn add(&mut self, f: Failure, counted: Option<u32>) -> Result<()> {
         if !self.filter.matches(&f) {
+            self.ledger.filtered += u64::from(f.records);
             return Ok(());
         }
         if self.filter.needs_workload() {
             let who = self.workloads.resolve(f.proc.cgroup_id, f.proc.pid);
             if !self.filter.matches_workload(who.as_deref()) {
+                self.ledger.filtered += u64::from(f.records);
                 return Ok(());
             }
         }
+        // One record of the failure is the line (or the repeat); the others were merged in.
+        let records = u64::from(f.records);
+        let (own, merged) = (records.min(1), records.saturating_sub(1));
         let key = (
             f.proc.pid,
             f.code,
@@ -586,6 +682,8 @@ impl Output {
                 r.count = r.count.saturating_add(n);
                 r.last = Some(f);
                 self.reported += u64::from(n);
+                self.ledger.repeats += own;
+                self.ledger.merged += merged;
                 return Ok(());
             }
         }
@@ -608,7 +706,11 @@ impl Output {
             self.print(last, true)?;
         }
         match counted {
-            None => self.print(f, false),
+            None => {
+                self.ledger.reported += own;
+                self.ledger.merged += merged;
+                self.print(f, false)
+            }
             Some(n) => {
                 self.reported += u64::from(n);
                 if let Some(r) = self.repeats.get_mut(&key) {
@@ -712,18 +814,34 @@ impl Output {
         }
     }
 
-    fn stats(&self, c: &loader::Counters, unclassified: u64, final_: bool) -> Result<()> {
+    /// The stats as of now: the kernel's counters `c`, and where the records read ended.
+    fn snapshot(&self, c: &loader::Counters, classifier: &Classifier) -> output::Stats {
+        output::Stats {
+            kernel: *c,
+            read: classifier.fed_and_emitted().0,
+            ledger: classifier.ledger().plus(self.ledger),
+            held: classifier.held(),
+            outside_repeats: classifier.outside_repeats,
+            reported: self.reported,
+            unwritten: sink::unwritten(),
+        }
+    }
+
+    /// The stats line (JSON on stdout, human on stderr). The final one comes after every line
+    /// before it was written (a reader that stopped reading is waited for a bounded time).
+    fn stats(&self, c: &loader::Counters, classifier: &Classifier, final_: bool) -> Result<()> {
+        let s = self.snapshot(c, classifier);
+        if let Some(m) = &self.metrics {
+            m.health(&s);
+        }
         if self.json {
-            emit_line(
-                &output::stats_json(c, unclassified, self.reported, sink::unwritten(), final_)
-                    .to_string(),
-            )?;
+            emit_line(&output::stats_json(&s, final_).to_string())?;
+        }
+        if final_ {
+            sink::drain(STALLED_READER);
         }
         if final_ || !self.json {
-            sink::note(
-                sink::Priority::Info,
-                &output::stats_line(c, unclassified, self.reported, sink::unwritten()),
-            );
+            sink::note(sink::Priority::Info, &output::stats_line(&s, final_));
         }
         Ok(())
     }
@@ -734,10 +852,16 @@ impl Output {
 pub(crate) fn step_ctx(f: &Failure) -> ladder::StepCtx {
     let netns = f.evidence_netns;
     let own = enrich::netns::own_netns_inode().ok();
+    // An overloaded listener: its process is in the evidence namespace (the client may not be).
+    let listener = f
+        .overload
+        .as_ref()
+        .filter(|o| o.netns == netns && o.pid != 0)
+        .map(|o| o.pid);
     ladder::StepCtx {
         dst: f.dst,
         src: f.src,
-        pid: (netns == f.proc.netns).then_some(f.proc.pid),
+        pid: listener.or((netns == f.proc.netns).then_some(f.proc.pid)),
         netns_name: enrich::netns::netns_name(u64::from(netns)),
         other_netns: own.is_some_and(|o| o != u64::from(netns)),
         // The name a DNS, TLS or ssh failure is about; for a connection failure, the name its

@@ -6,18 +6,23 @@
 //!   (its veths and firewall rules go with it), with helpers to run commands and load rules inside;
 //! - [`veth`]: a veth pair between two namespaces, with addresses, links up;
 //! - [`Peer`] and [`connect`]: the `nl-peer` program as a real listener and a real client;
-//! - [`Watch`]: a running `netladder watch --json`, with helpers to wait for and check failure events.
+//! - [`Watch`]: a running `netladder watch --json`, with helpers to wait for and check failure events;
+//! - [`Matrix`]: the same failure made by every [`Client`] (blocking, non-blocking with poll or
+//!   epoll, curl, python asyncio) under one watch, each client's event checked alike.
 //!
 //! Tests that need root start with `if !require_root() { return; }` so that a non-root run reports
 //! `NL-SKIP` lines instead of failing.
 
 mod bins;
+mod clients;
+pub mod dns;
 mod netns;
 mod peer;
 pub mod tls;
 mod watch;
 
 pub use bins::{netladder_bin, peer_bin};
+pub use clients::{icmp_signal, Abandoned, Attempt, Client, Expect, Matrix, Run, Seen, Wait};
 pub use netns::{veth, Netns, TwoHosts};
 pub use peer::{connect, ConnectOutcome, Peer};
 pub use watch::{evidence_has, expect_single_failure, Watch, FAILURE_TIMEOUT};
@@ -74,11 +79,18 @@ pub fn hook_attached(w: &Watch, program: &str) -> bool {
     })
 }
 
-/// Asserts that the summary blames the local firewall, naming nftables exactly when the drop
-/// location proves it (newer kernels drop inside nft_do_chain; older ones in nf_hook_slow for
-/// every netfilter backend, which netladder must not pretend to tell apart).
+/// Asserts that the summary blames a firewall on this host: the client's own ("the local
+/// firewall") or another namespace's ("the firewall of network namespace N on this host"),
+/// whichever the drop's namespace says; naming nftables exactly when the drop location proves it
+/// (newer kernels drop inside nft_do_chain; older ones in nf_hook_slow for every netfilter
+/// backend, which netladder must not pretend to tell apart).
 pub fn blames_local_firewall(ev: &serde_json::Value) {
-    summary_has(ev, "the local firewall (");
+    if evidence_has(ev, ", in netns ") {
+        summary_has(ev, "on this host (");
+        summary_has(ev, "the firewall of network namespace ");
+    } else {
+        summary_has(ev, "the local firewall (");
+    }
     if evidence_has(ev, "at nft_do_chain") {
         summary_has(ev, "nftables");
     }

@@ -24,7 +24,8 @@ pub struct Peer {
 impl Peer {
     /// Starts `nl-peer listen ADDR EXTRA_ARGS...` in `ns` (None: the host namespace, loopback
     /// addresses only) and waits up to 10 s for its `ready` line. Extra args: `--v6only` (an
-    /// IPv6 listener is dual-stack without it), `--reuseaddr`, `--backlog N`. When it cannot listen (e.g. `error EADDRINUSE 98`), the error
+    /// IPv6 listener is dual-stack without it), `--reuseaddr`, `--backlog N`, `--no-accept`
+    /// (never accept: the accept queue fills). When it cannot listen (e.g. `error EADDRINUSE 98`), the error
     /// message contains nl-peer's stdout line and its stderr.
     pub fn listen(ns: Option<&Netns>, addr: &str, extra_args: &[&str]) -> Result<Peer> {
         let mut child = peer_command(ns)
@@ -90,7 +91,8 @@ pub struct ConnectOutcome {
 /// Runs `nl-peer connect ADDR EXTRA_ARGS...` in `ns` (None: the host namespace, loopback
 /// addresses only) and waits for it (at most 180 s). Extra args: `--timeout SECS` (the
 /// application gives up: `error TIMEOUT_APP 0`), `--bind ADDR`, `--count N`, `--nonblocking`,
-/// `--hold SECS` (keep the connections open that long before exiting).
+/// `--epoll`, `--close-at-once` (prints `abandoned`), `--hold SECS` (keep the connections open
+/// that long before exiting). The client matrix (`clients.rs`) runs it too.
 pub fn connect(ns: Option<&Netns>, addr: &str, extra_args: &[&str]) -> Result<ConnectOutcome> {
     let mut cmd = peer_command(ns);
     cmd.arg("connect").arg(addr).args(extra_args);
@@ -136,12 +138,21 @@ fn drain(pipe: Option<impl Read>) -> String {
 
 /// Runs `cmd` to completion, killing it after `limit`. Returns (status, stdout, stderr).
 fn output_within(cmd: &mut Command, limit: Duration) -> Result<(ExitStatus, String, String)> {
-    let mut child = cmd
+    let child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .context("spawning")?;
+    wait_within(child, limit)
+}
+
+/// Waits for a child spawned with piped stdout and stderr, killing it after `limit`. Returns
+/// (status, stdout, stderr); an error (with what it printed) when it had to be killed.
+pub(crate) fn wait_within(
+    mut child: Child,
+    limit: Duration,
+) -> Result<(ExitStatus, String, String)> {
     let stdout = child.stdout.take();
     let stderr = child.stderr.take();
     let out_reader = thread::spawn(move || drain(stdout));

@@ -264,6 +264,11 @@ impl Watch {
         }
     }
 
+    /// Whether netladder has already exited (by itself: `--duration`, or an error).
+    pub fn exited(&mut self) -> bool {
+        self.child_mut().try_wait().ok().flatten().is_some()
+    }
+
     /// Every `"type":"failure"` event so far.
     pub fn failures(&self) -> Vec<Value> {
         self.shared.lock().failures().cloned().collect()
@@ -277,17 +282,33 @@ impl Watch {
     /// Sends SIGINT and waits for netladder to exit (killing it after 60 s). Returns every JSON
     /// line and the stderr. Errors, with the full output, when netladder had to be killed, exited
     /// non-zero, or printed a stdout line that is not JSON.
-    pub fn stop(mut self) -> Result<(Vec<Value>, String)> {
-        let status = self.interrupt_and_wait()?;
+    pub fn stop(self) -> Result<(Vec<Value>, String)> {
+        self.stop_with(libc::SIGINT)
+    }
+
+    /// [`Watch::stop`] with another signal (SIGTERM: what systemd and `kill` send).
+    pub fn stop_with(mut self, signal: libc::c_int) -> Result<(Vec<Value>, String)> {
+        let status = self.signal_and_wait(Some(signal), STOP_TIMEOUT)?;
+        self.finished(status, &format!("signal {signal}"))
+    }
+
+    /// Waits up to `timeout` for netladder to end by itself (`--duration`), killing it after
+    /// that. Returns and errors as [`Watch::stop`].
+    pub fn wait_end(mut self, timeout: Duration) -> Result<(Vec<Value>, String)> {
+        let status = self.signal_and_wait(None, timeout)?;
+        self.finished(status, "its --duration")
+    }
+
+    fn finished(mut self, status: Option<ExitStatus>, after: &str) -> Result<(Vec<Value>, String)> {
         self.join_readers();
         let collected = self.shared.lock();
         match status {
             None => bail!(
-                "netladder watch did not exit within {STOP_TIMEOUT:?} of SIGINT (killed); {}",
+                "netladder watch did not exit in time after {after} (killed); {}",
                 collected.report()
             ),
             Some(status) if !status.success() => bail!(
-                "netladder watch exited with {status} after SIGINT; {}",
+                "netladder watch exited with {status} after {after}; {}",
                 collected.report()
             ),
             Some(_) => {}
@@ -317,13 +338,19 @@ impl Watch {
         Ok(events)
     }
 
-    /// SIGINT, then wait; `None` when it had to be killed.
-    fn interrupt_and_wait(&mut self) -> Result<Option<ExitStatus>> {
+    /// `signal` (if any), then wait up to `timeout`; `None` when it had to be killed.
+    fn signal_and_wait(
+        &mut self,
+        signal: Option<libc::c_int>,
+        timeout: Duration,
+    ) -> Result<Option<ExitStatus>> {
         let child = self.child_mut();
         let pid = libc::pid_t::try_from(child.id()).context("pid out of range")?;
-        // SAFETY: plain syscall on our own child, not yet reaped.
-        unsafe { libc::kill(pid, libc::SIGINT) };
-        let deadline = Instant::now() + STOP_TIMEOUT;
+        if let Some(signal) = signal {
+            // SAFETY: plain syscall on our own child, not yet reaped.
+            unsafe { libc::kill(pid, signal) };
+        }
+        let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = child.try_wait()? {
                 return Ok(Some(status));

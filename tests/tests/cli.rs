@@ -116,8 +116,13 @@ fn hooks_reports_every_program() {
                 "a reason for {h}"
             );
             let lost = h["without"].as_str().unwrap();
+            // Not lost when another attached hook gives the same (the ICMP answers: fentry on
+            // tcp_v4_err/tcp_v6_err where allowed, else consume_skb).
+            let covered = hooks
+                .iter()
+                .any(|o| o["status"] == "attached" && o["without"] == lost);
             assert!(
-                v["degraded"].as_array().unwrap().iter().any(|d| d == lost),
+                covered || v["degraded"].as_array().unwrap().iter().any(|d| d == lost),
                 "{v:#}"
             );
         }

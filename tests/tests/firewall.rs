@@ -9,7 +9,6 @@ use serde_json::Value;
 
 const CLIENT4: &str = "10.232.0.1";
 const SERVER4: &str = "10.232.0.2";
-const SETTLE: Duration = Duration::from_millis(700);
 
 /// A client and a server namespace joined by a veth pair, the client quick to give up.
 fn two_hosts(tag: &str) -> TwoHosts {
@@ -21,6 +20,8 @@ fn two_hosts(tag: &str) -> TwoHosts {
     .expect("two hosts");
     // Fail fast: few SYN retransmissions.
     h.client.sysctl("net.ipv4.tcp_syn_retries", "1").unwrap();
+    // The matrix sends several SYNs a second: no ICMP rate limit on the answering side.
+    h.server.sysctl("net.ipv4.icmp_ratelimit", "0").unwrap();
     h
 }
 
@@ -32,31 +33,52 @@ fn chain(hook: &str, rules: &[&str]) -> String {
     )
 }
 
-/// Watches the client, connects to the server's `port` expecting `errno`, and passes the one
-/// failure it produced to `check` once its (code, cause) and firewall layer are checked. Without
-/// drop reasons (5.10) the firewall is invisible: it then checks that no rule is named instead,
-/// and says the test skipped its body.
+/// Watches the client, has every client of the matrix connect to the server's `port` (those
+/// that can give up do so after 1.5 s when a drop makes it time out; the blocking one waits for
+/// the kernel's one retry), and passes each one's failure to `check` once its (code, cause),
+/// firewall layer and errno are checked. Without drop reasons (5.10) the firewall is
+/// invisible: it then checks that no rule is named instead, and says the test skipped its body.
 fn provoke(
     h: &TwoHosts,
     port: u16,
     errno: &str,
     (code, cause): (&str, &str),
-    check: impl FnOnce(&Value),
+    check: impl Fn(&Value),
 ) {
     let dst = format!("{SERVER4}:{port}");
     let w = watch_netns(&h.client);
-    fails_with(connect(Some(&h.client), &dst, &[]).unwrap(), errno);
-    let ev = expect_single_failure(&w, |e| e["dst"] == dst, SETTLE).expect("one failure event");
-    if hook_attached(&w, "kfree_skb") {
-        assert_eq!(ev["code"], code, "code: {ev:#}");
-        assert_eq!(ev["cause"], cause, "cause: {ev:#}");
-        assert_eq!(ev["layer"], "firewall", "layer: {ev:#}");
-        check(&ev);
+    let wait = if errno == "ETIMEDOUT" {
+        Wait::GiveUpAfter(Duration::from_millis(1500))
     } else {
-        assert!(
-            ev.get("firewall").is_none(),
-            "no drop reasons, no rule: {ev:#}"
-        );
+        Wait::Kernel
+    };
+    let mut m = Matrix::run(&w, &h.client, &dst, &Client::ALL, wait);
+    if hook_attached(&w, "kfree_skb") {
+        let x = Expect {
+            code,
+            cause,
+            layer: "firewall",
+            errno: Some(errno),
+            ..Expect::default()
+        };
+        if cause == "firewall_reject_icmp" {
+            // Answered by an ICMP error: degraded where the kernel shows none.
+            m.expect_answered(&w, &x);
+        } else {
+            m.expect(&x);
+        }
+        m.each(|_, ev| check(ev));
+        m.same("the rule named", |ev| {
+            let fw = &ev["firewall"];
+            serde_json::json!([fw["backend"], fw["table"], fw["chain"], fw["rule"]])
+        });
+    } else {
+        m.each(|_, ev| {
+            assert!(
+                ev.get("firewall").is_none(),
+                "no drop reasons, no rule: {ev:#}"
+            );
+        });
         skip("kfree_skb drop reasons are not available: the rule cannot be named here");
     }
     w.stop().unwrap();
@@ -338,6 +360,21 @@ fn trace_round(h: &TwoHosts, w: &Watch, dst: &str, pred: impl Fn(&Value) -> bool
         .expect("the failure event")
 }
 
+/// Every client of the matrix connects to `dst` once the flow is traced (each giving up after
+/// 1.5 s, the blocking one after the kernel's one retry): each failure is the firewall's drop.
+fn traced_round(h: &TwoHosts, w: &Watch, dst: &str) -> Matrix {
+    let wait = Wait::GiveUpAfter(Duration::from_millis(1500));
+    let m = Matrix::run(w, &h.client, dst, &Client::ALL, wait);
+    m.expect(&Expect {
+        code: "023",
+        cause: "firewall_drop",
+        layer: "firewall",
+        errno: Some("ETIMEDOUT"),
+        ..Expect::default()
+    });
+    m
+}
+
 fn arms_the_trace(ev: &Value) -> bool {
     evidence_has(ev, "--trace-firewall: the next connections")
 }
@@ -380,19 +417,21 @@ fn trace_firewall_names_the_rule_counters_cannot_and_leaves_the_ruleset_as_found
         ruleset(&h.client).contains(&table),
         "the trace table {table} is in place while tracing"
     );
-    let second = trace_round(&h, &w, &dst, |e| e["firewall"]["certainty"] == "traced");
-    let fw = rule_is(
-        &second,
-        ("nftables", "inet", "nltest", "output", "output", "traced"),
-    );
-    text_has(fw, "tcp dport 443 drop");
-    assert!(
-        evidence_has(
-            &second,
-            "dropped by nftables: table inet nltest, chain output"
-        ),
-        "{second:#}"
-    );
+    // From then on, every client's failure names the rule the trace saw.
+    traced_round(&h, &w, &dst).each(|_, second| {
+        let fw = rule_is(
+            second,
+            ("nftables", "inet", "nltest", "output", "output", "traced"),
+        );
+        text_has(fw, "tcp dport 443 drop");
+        assert!(
+            evidence_has(
+                second,
+                "dropped by nftables: table inet nltest, chain output"
+            ),
+            "{second:#}"
+        );
+    });
     w.stop().unwrap();
     assert_eq!(ruleset(&h.client), before, "after Ctrl-C, byte for byte");
 
@@ -429,12 +468,13 @@ fn trace_firewall_names_an_iptables_nft_rule_on_the_peer() {
         return;
     }
     assert!(arms_the_trace(&first), "{first:#}");
-    let second = trace_round(&h, &w, &dst, |e| e["firewall"]["certainty"] == "traced");
-    let fw = rule_is(
-        &second,
-        ("iptables-nft", "ip", "filter", "INPUT", "input", "traced"),
-    );
-    text_has(fw, "8443");
+    traced_round(&h, &w, &dst).each(|_, second| {
+        let fw = rule_is(
+            second,
+            ("iptables-nft", "ip", "filter", "INPUT", "input", "traced"),
+        );
+        text_has(fw, "8443");
+    });
     w.stop().unwrap();
     assert_eq!(
         ruleset(&h.server),

@@ -11,7 +11,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use netladder_tests::{connect, peer_bin, require_root, skip, veth, Netns, Peer};
+use netladder_tests::{
+    connect, peer_bin, require_root, skip, veth, Client, Netns, Peer, Seen, Wait,
+};
 
 const A_ADDRS: [&str; 2] = ["10.231.0.1/24", "fd00:231::1/64"];
 const B_ADDRS: [&str; 2] = ["10.231.0.2/24", "fd00:231::2/64"];
@@ -179,6 +181,63 @@ fn veth_carries_tcp_between_namespaces() -> Result<()> {
 
     let comm = std::fs::read_to_string(format!("/proc/{}/comm", v4.pid()))?;
     assert_eq!(comm.trim(), "nl-peer");
+    Ok(())
+}
+
+/// Every client of the matrix, without netladder: it connects to a listener, is refused by a
+/// closed port (IPv4 and IPv6), gives up on its own timeout behind a drop, and reports each the
+/// same way. nl-peer's --close-at-once abandons the connect and says so.
+#[test]
+fn every_matrix_client_connects_is_refused_and_gives_up() -> Result<()> {
+    if !require_root() {
+        return Ok(());
+    }
+    let (a, b) = pair("clients")?;
+    let _v4 = Peer::listen(Some(&b), "10.231.0.2:8080", &[])?;
+    let _v6 = Peer::listen(Some(&b), "[fd00:231::2]:8080", &["--v6only"])?;
+    b.nft(
+        "table inet nltest {
+           chain input { type filter hook input priority 0; tcp dport 8082 drop; }
+         }",
+    )?;
+    a.sysctl("net.ipv4.tcp_syn_retries", "1")?;
+    let kernel = Wait::Kernel;
+    let give_up = Wait::GiveUpAfter(Duration::from_secs(1));
+    for client in Client::ALL {
+        if let Some(why) = client.unavailable() {
+            skip(&format!("client {client}: {why}"));
+            continue;
+        }
+        for (dst, wait, want) in [
+            ("10.231.0.2:8080", kernel, Seen::Connected),
+            ("[fd00:231::2]:8080", kernel, Seen::Connected),
+            (
+                "10.231.0.2:8081",
+                kernel,
+                Seen::Errno("ECONNREFUSED".into()),
+            ),
+            (
+                "[fd00:231::2]:8081",
+                kernel,
+                Seen::Errno("ECONNREFUSED".into()),
+            ),
+        ] {
+            let got = client.connect(&a, dst, wait)?;
+            assert_eq!(got.seen, want, "{client} -> {dst}: {got:?}");
+            assert!(got.pid > 0);
+        }
+        let got = client.connect(&a, "10.231.0.2:8082", give_up)?;
+        let want = if client == Client::Blocking {
+            // A blocking connect has no timeout of its own: the kernel's (one retry) ends it.
+            Seen::Errno("ETIMEDOUT".into())
+        } else {
+            Seen::GaveUp
+        };
+        assert_eq!(got.seen, want, "{client}: {got:?}");
+    }
+    let out = connect(Some(&a), "10.231.0.2:8082", &["--close-at-once"])?;
+    assert_eq!(out.lines, ["abandoned"], "{out:?}");
+    assert!(out.status.success());
     Ok(())
 }
 

@@ -30,6 +30,80 @@ fn to(dst: &str) -> impl Fn(&Value) -> bool + '_ {
     move |e: &Value| e["dst"] == dst
 }
 
+/// Every client of the matrix from `ns` to `dst` (each waiting for the kernel), each one's
+/// event checked for the code, cause, layer and the errno the client saw.
+fn every_client(w: &Watch, ns: &Netns, dst: &str, want: (&str, &str, &str), errno: &str) -> Matrix {
+    let m = Matrix::run(w, ns, dst, &Client::ALL, Wait::Kernel);
+    m.expect(&Expect {
+        code: want.0,
+        cause: want.1,
+        layer: want.2,
+        errno: Some(errno),
+        ..Expect::default()
+    });
+    m
+}
+
+/// [`every_client`] for a failure an ICMP error answered: where the kernel shows none, the
+/// clients that read SO_ERROR get the degraded check (see `Matrix::expect_answered`).
+fn every_client_answered(
+    w: &Watch,
+    ns: &Netns,
+    dst: &str,
+    want: (&str, &str, &str),
+    errno: &str,
+) -> Matrix {
+    let gap = Duration::from_secs(1);
+    let mut m = Matrix::run_spaced(w, ns, dst, &Client::ALL, Wait::Kernel, gap);
+    m.expect_answered(
+        w,
+        &Expect {
+            code: want.0,
+            cause: want.1,
+            layer: want.2,
+            errno: Some(errno),
+            ..Expect::default()
+        },
+    );
+    m
+}
+
+/// `nl-peer connect --count N --hold` keeping N connections open until dropped.
+struct PortHolder(std::process::Child);
+
+impl PortHolder {
+    /// Starts it in `ns` toward `dst` and waits for its N `ok` lines.
+    fn start(ns: &Netns, dst: &str, n: u32) -> PortHolder {
+        use std::io::BufRead;
+        let mut child = ns
+            .command(peer_bin())
+            .args(["connect", dst, "--count", &n.to_string(), "--hold", "120"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("nl-peer connect --hold");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let holder = PortHolder(child);
+        let lines: Vec<String> = std::io::BufReader::new(stdout)
+            .lines()
+            .take(n as usize)
+            .map(|l| l.unwrap_or_default())
+            .collect();
+        assert!(
+            lines.len() == n as usize && lines.iter().all(|l| l == "ok"),
+            "the holder's connections: {lines:?}"
+        );
+        holder
+    }
+}
+
+impl Drop for PortHolder {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[test]
 fn no_route_unreachable_route() {
     let Some(_one) = root_serial() else {
@@ -39,17 +113,16 @@ fn no_route_unreachable_route() {
     ns.ip(&["route", "add", "unreachable", "10.231.9.0/24"])
         .unwrap();
     let w = watch_netns(&ns);
-    fails_with(
-        connect(Some(&ns), "10.231.9.1:80", &[]).unwrap(),
-        "EHOSTUNREACH",
-    );
-    let ev = one(&w, to("10.231.9.1:80"), "022", "host_unreachable", "route");
-    summary_has(&ev, "unreachable");
-    summary_has(&ev, "10.231.9.0/24");
-    assert!(
-        evidence_has(&ev, "connect() returned EHOSTUNREACH"),
-        "{ev:#}"
-    );
+    let want = ("022", "host_unreachable", "route");
+    let m = every_client(&w, &ns, "10.231.9.1:80", want, "EHOSTUNREACH");
+    m.each(|_, ev| {
+        summary_has(ev, "unreachable");
+        summary_has(ev, "10.231.9.0/24");
+        assert!(
+            evidence_has(ev, "connect() returned EHOSTUNREACH"),
+            "{ev:#}"
+        );
+    });
     w.stop().unwrap();
 }
 
@@ -62,9 +135,9 @@ fn no_route_prohibit_route() {
     ns.ip(&["route", "add", "prohibit", "10.231.10.0/24"])
         .unwrap();
     let w = watch_netns(&ns);
-    fails_with(connect(Some(&ns), "10.231.10.1:80", &[]).unwrap(), "EACCES");
-    let ev = one(&w, to("10.231.10.1:80"), "022", "route_prohibited", "route");
-    summary_has(&ev, "prohibit");
+    let want = ("022", "route_prohibited", "route");
+    let m = every_client(&w, &ns, "10.231.10.1:80", want, "EACCES");
+    m.each(|_, ev| summary_has(ev, "prohibit"));
     w.stop().unwrap();
 }
 
@@ -75,12 +148,9 @@ fn network_unreachable_without_default_route() {
     };
     let ns = Netns::new("nodefault").unwrap();
     let w = watch_netns(&ns);
-    fails_with(
-        connect(Some(&ns), "10.231.11.1:80", &[]).unwrap(),
-        "ENETUNREACH",
-    );
-    let ev = one(&w, to("10.231.11.1:80"), "026", "net_unreachable", "route");
-    summary_has(&ev, "no default route");
+    let want = ("026", "net_unreachable", "route");
+    let m = every_client(&w, &ns, "10.231.11.1:80", want, "ENETUNREACH");
+    m.each(|_, ev| summary_has(ev, "no default route"));
     w.stop().unwrap();
 }
 
@@ -94,12 +164,9 @@ fn network_unreachable_interface_down() {
     let (dev, _) = veth(&a, &["10.231.5.1/24"], &b, &["10.231.5.2/24"]).unwrap();
     a.ip(&["link", "set", &dev, "down"]).unwrap();
     let w = watch_netns(&a);
-    fails_with(
-        connect(Some(&a), "10.231.5.2:80", &[]).unwrap(),
-        "ENETUNREACH",
-    );
-    let ev = one(&w, to("10.231.5.2:80"), "026", "net_unreachable", "route");
-    summary_has(&ev, &format!("interface {dev} is down"));
+    let want = ("026", "net_unreachable", "route");
+    let m = every_client(&w, &a, "10.231.5.2:80", want, "ENETUNREACH");
+    m.each(|_, ev| summary_has(ev, &format!("interface {dev} is down")));
     w.stop().unwrap();
 }
 
@@ -119,37 +186,27 @@ fn arp_resolution_failed_ipv4_and_ipv6() {
     .unwrap();
     let w = watch_netns(&a);
     // Addresses on the link's subnets that nobody holds: address resolution fails.
-    fails_with(
-        connect(Some(&a), "10.231.0.99:80", &[]).unwrap(),
-        "EHOSTUNREACH",
-    );
-    fails_with(
-        connect(Some(&a), "[fd00:231::99]:80", &[]).unwrap(),
-        "EHOSTUNREACH",
-    );
+    let mut clients = 0;
     for (dst, hop) in [
         ("10.231.0.99:80", "10.231.0.99"),
         ("[fd00:231::99]:80", "fd00:231::99"),
     ] {
-        let ev = w.wait_for(to(dst), FAILURE_TIMEOUT).unwrap();
-        assert_eq!(
-            (ev["code"].as_str(), ev["layer"].as_str()),
-            (Some("029"), Some("link")),
-            "{ev:#}"
-        );
-        assert_eq!(ev["cause"], "neighbour_failed");
-        assert!(
-            evidence_has(&ev, "went FAILED (neigh tracepoints)"),
-            "{ev:#}"
-        );
-        summary_has(&ev, "address resolution failed");
-        summary_has(&ev, hop);
-        summary_has(&ev, &dev);
+        let want = ("029", "neighbour_failed", "link");
+        let m = every_client(&w, &a, dst, want, "EHOSTUNREACH");
+        m.each(|_, ev| {
+            assert!(
+                evidence_has(ev, "went FAILED (neigh tracepoints)"),
+                "{ev:#}"
+            );
+            summary_has(ev, "address resolution failed");
+            summary_has(ev, hop);
+            summary_has(ev, &dev);
+        });
+        clients += m.runs.len();
     }
-    std::thread::sleep(SETTLE);
     assert_eq!(
         w.failures().len(),
-        2,
+        clients,
         "one event per connection: {:#?}",
         w.failures()
     );
@@ -240,23 +297,14 @@ fn ephemeral_ports_exhausted() {
         .unwrap();
     let _srv = Peer::listen(Some(&ns), "127.0.0.1:9300", &[]).unwrap();
     let w = watch_netns(&ns);
-    // Two connections held open use both ports; the third connect() has none left.
-    let out = connect(
-        Some(&ns),
-        "127.0.0.1:9300",
-        &["--count", "3", "--hold", "2"],
-    )
-    .unwrap();
-    fails_with(out, "EADDRNOTAVAIL");
-    let ev = one(
-        &w,
-        to("127.0.0.1:9300"),
-        "028",
-        "ports_exhausted",
-        "address",
-    );
-    summary_has(&ev, "40000");
-    assert!(ev["src"].is_null(), "no local port was chosen: {ev:#}");
+    // Two connections held open use both ports; every client's connect() has none left.
+    let _holder = PortHolder::start(&ns, "127.0.0.1:9300", 2);
+    let want = ("028", "ports_exhausted", "address");
+    let m = every_client(&w, &ns, "127.0.0.1:9300", want, "EADDRNOTAVAIL");
+    m.each(|_, ev| {
+        summary_has(ev, "40000");
+        assert!(ev["src"].is_null(), "no local port was chosen: {ev:#}");
+    });
     w.stop().unwrap();
 }
 
@@ -271,20 +319,19 @@ fn arp_failure_without_drop_reasons() {
     veth(&a, &["10.231.0.1/24"], &b, &["10.231.0.2/24"]).unwrap();
     let inode = a.inode().to_string();
     let w = Watch::start(&["--netns", &inode, "--skip-hook", "kfree_skb"]).unwrap();
-    fails_with(
-        connect(Some(&a), "10.231.0.98:80", &[]).unwrap(),
-        "EHOSTUNREACH",
-    );
-    let ev = one(&w, to("10.231.0.98:80"), "029", "neighbour_failed", "link");
-    assert!(
-        !evidence_has(&ev, "NEIGH_FAILED"),
-        "no drop reasons here: {ev:#}"
-    );
-    assert!(
-        evidence_has(&ev, "went FAILED (neigh tracepoints)"),
-        "{ev:#}"
-    );
-    summary_has(&ev, "address resolution failed");
+    let want = ("029", "neighbour_failed", "link");
+    let m = every_client(&w, &a, "10.231.0.98:80", want, "EHOSTUNREACH");
+    m.each(|_, ev| {
+        assert!(
+            !evidence_has(ev, "NEIGH_FAILED"),
+            "no drop reasons here: {ev:#}"
+        );
+        assert!(
+            evidence_has(ev, "went FAILED (neigh tracepoints)"),
+            "{ev:#}"
+        );
+        summary_has(ev, "address resolution failed");
+    });
     w.stop().unwrap();
 }
 
@@ -316,36 +363,26 @@ fn reject_admin_prohibited_is_the_firewall_not_routing() {
     let a = Netns::new("prohib-a").unwrap();
     let b = Netns::new("prohib-b").unwrap();
     veth(&a, &["10.231.0.1/24"], &b, &["10.231.0.2/24"]).unwrap();
+    // The matrix sends several SYNs a second: no ICMP rate limit on the answering side.
+    b.sysctl("net.ipv4.icmp_ratelimit", "0").unwrap();
     let _srv = Peer::listen(Some(&b), "10.231.0.2:8000", &[]).unwrap();
     b.nft("table inet nltest {\n chain input {\n  type filter hook input priority 0;\n  tcp dport 8000 reject with icmpx type admin-prohibited\n }\n}\n")
         .unwrap();
     let w = watch_netns(&a);
-    fails_with(
-        connect(Some(&a), "10.231.0.2:8000", &[]).unwrap(),
-        "EHOSTUNREACH",
-    );
     if !hook_attached(&w, "kfree_skb") {
         // Without drop reasons (5.10) the REJECT cannot be seen: it reads as routing, and the
         // event says the firewall could not be checked.
-        let ev = one(
-            &w,
-            to("10.231.0.2:8000"),
-            "022",
-            "host_unreachable",
-            "route",
-        );
-        assert!(evidence_has(&ev, "degraded: no drop reasons"), "{ev:#}");
+        let want = ("022", "host_unreachable", "route");
+        let m = every_client_answered(&w, &a, "10.231.0.2:8000", want, "EHOSTUNREACH");
+        m.each(|_, ev| assert!(evidence_has(ev, "degraded: no drop reasons"), "{ev:#}"));
         return;
     }
-    let ev = one(
-        &w,
-        to("10.231.0.2:8000"),
-        "022",
-        "firewall_reject_icmp",
-        "firewall",
-    );
-    assert!(evidence_has(&ev, "NETFILTER_DROP"), "{ev:#}");
-    blames_local_firewall(&ev);
+    let want = ("022", "firewall_reject_icmp", "firewall");
+    let m = every_client_answered(&w, &a, "10.231.0.2:8000", want, "EHOSTUNREACH");
+    m.each(|_, ev| {
+        assert!(evidence_has(ev, "NETFILTER_DROP"), "{ev:#}");
+        blames_local_firewall(ev);
+    });
     w.stop().unwrap();
 }
 
@@ -422,19 +459,12 @@ fn ephemeral_ports_exhausted_by_time_wait() {
     assert!(out.status.success(), "{out:?}");
     std::thread::sleep(Duration::from_millis(300));
     let w = watch_netns(&a);
-    fails_with(
-        connect(Some(&a), "10.231.0.2:9500", &[]).unwrap(),
-        "EADDRNOTAVAIL",
-    );
-    let ev = one(
-        &w,
-        to("10.231.0.2:9500"),
-        "028",
-        "ports_exhausted",
-        "address",
-    );
-    summary_has(&ev, "TIME_WAIT");
-    summary_has(&ev, "pool");
+    let want = ("028", "ports_exhausted", "address");
+    let m = every_client(&w, &a, "10.231.0.2:9500", want, "EADDRNOTAVAIL");
+    m.each(|_, ev| {
+        summary_has(ev, "TIME_WAIT");
+        summary_has(ev, "pool");
+    });
     w.stop().unwrap();
 }
 
@@ -481,6 +511,8 @@ fn no_route_at_a_router_names_it() {
         .unwrap();
     router.sysctl("net.ipv4.ip_forward", "1").unwrap();
     router.sysctl("net.ipv6.conf.all.forwarding", "1").unwrap();
+    router.sysctl("net.ipv4.icmp_ratelimit", "0").unwrap();
+    router.sysctl("net.ipv6.icmp.ratelimit", "0").unwrap();
     router
         .ip(&["route", "add", "unreachable", "10.231.40.0/24"])
         .unwrap();
@@ -488,34 +520,27 @@ fn no_route_at_a_router_names_it() {
         .ip(&["-6", "route", "add", "unreachable", "fd00:231:40::/64"])
         .unwrap();
     let w = watch_netns(&client);
-    fails_with(
-        connect(Some(&client), "10.231.40.5:80", &[]).unwrap(),
-        "EHOSTUNREACH",
-    );
     // The sender of an ICMP error is seen where consume_skb has its location (6.3+).
     let icmp = hook_attached(&w, "consume_skb");
-    let ev = one(&w, to("10.231.40.5:80"), "022", "host_unreachable", "route");
-    if icmp {
-        summary_has(&ev, "10.231.30.254 answered the SYN");
-        assert!(evidence_has(&ev, "from 10.231.30.254"), "{ev:#}");
-    } else {
-        summary_has(&ev, "via 10.231.30.254");
-    }
-    let out = connect(Some(&client), "[fd00:231:40::5]:80", &[]).unwrap();
-    assert!(!out.status.success(), "{out:?}");
-    let ev = w
-        .wait_for(to("[fd00:231:40::5]:80"), FAILURE_TIMEOUT)
-        .unwrap();
+    let want = ("022", "host_unreachable", "route");
+    let m = every_client_answered(&w, &client, "10.231.40.5:80", want, "EHOSTUNREACH");
+    m.each(|_, ev| {
+        if icmp {
+            summary_has(ev, "10.231.30.254 answered the SYN");
+            assert!(evidence_has(ev, "from 10.231.30.254"), "{ev:#}");
+        } else {
+            summary_has(ev, "via 10.231.30.254");
+        }
+    });
     // IPv6 routers answer an unreachable route with "no route to destination": ENETUNREACH.
-    assert_eq!(
-        (ev["code"].as_str(), ev["errno"].as_str()),
-        (Some("026"), Some("ENETUNREACH")),
-        "{ev:#}"
-    );
-    if icmp {
-        assert!(evidence_has(&ev, "from fd00:231:30::254"), "{ev:#}");
-        summary_has(&ev, "beyond fd00:231:30::254");
-    }
+    let want = ("026", "net_unreachable", "route");
+    let m = every_client_answered(&w, &client, "[fd00:231:40::5]:80", want, "ENETUNREACH");
+    m.each(|_, ev| {
+        if icmp {
+            assert!(evidence_has(ev, "from fd00:231:30::254"), "{ev:#}");
+            summary_has(ev, "beyond fd00:231:30::254");
+        }
+    });
     w.stop().unwrap();
 }
 
@@ -541,13 +566,12 @@ fn network_unreachable_vlan_down() {
         .unwrap();
     a.ip(&["link", "set", "vl100", "down"]).unwrap();
     let w = watch_netns(&a);
-    fails_with(
-        connect(Some(&a), "10.231.50.2:80", &[]).unwrap(),
-        "ENETUNREACH",
-    );
-    let ev = one(&w, to("10.231.50.2:80"), "026", "net_unreachable", "route");
-    summary_has(&ev, "vl100");
-    summary_has(&ev, &format!("id 100 on {dev}"));
-    summary_has(&ev, "down");
+    let want = ("026", "net_unreachable", "route");
+    let m = every_client(&w, &a, "10.231.50.2:80", want, "ENETUNREACH");
+    m.each(|_, ev| {
+        summary_has(ev, "vl100");
+        summary_has(ev, &format!("id 100 on {dev}"));
+        summary_has(ev, "down");
+    });
     w.stop().unwrap();
 }

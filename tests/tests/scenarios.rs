@@ -28,52 +28,100 @@ fn drop_reasons(w: &Watch) -> bool {
 }
 
 /// What a scenario expects: (cause, layer) with drop reasons, and the degraded reading without.
-struct Expect<'a> {
+struct Reading<'a> {
     code: &'a str,
     full: (&'a str, &'a str),
     degraded: (&'a str, &'a str),
 }
 
 /// Refused with no listener (read as the peer's reset without drop reasons).
-const NO_LISTENER: Expect = Expect {
+const NO_LISTENER: Reading = Reading {
     code: "021",
     full: ("no_listener", "application"),
     degraded: ("peer_reset", "application"),
 };
 
 /// Timed out behind a local firewall drop (no reply, without drop reasons).
-const DROPPED: Expect = Expect {
+const DROPPED: Reading = Reading {
     code: "023",
     full: ("firewall_drop", "firewall"),
     degraded: ("no_reply", "route"),
 };
 
-/// Waits for exactly one failure toward `dst`, checks the fields every scenario shares, and
-/// returns it with whether the full (drop-reason) classification applied.
-fn one_failure(w: &Watch, dst: &str, x: Expect, ns: &Netns) -> (Value, bool) {
+/// The clients give up after 1.5 s: one SYN retransmit (at 1 s) has been sent by then.
+const GIVE_UP: Wait = Wait::GiveUpAfter(Duration::from_millis(1500));
+
+/// Runs every client of `clients` from `ns` to `dst` under `w` and checks each one's event:
+/// the code, cause and layer of `x` (full or degraded), the errno the kernel gives (`errno`;
+/// none for a client that gave up first), and the fields every scenario shares. Returns the
+/// runs and whether the full (drop-reason) classification applied.
+fn failures(
+    w: &Watch,
+    ns: &Netns,
+    dst: &str,
+    clients: (&[Client], Wait),
+    x: Reading,
+    errno: &str,
+) -> (Matrix, bool) {
+    checked_failures(w, ns, dst, clients, x, errno, false)
+}
+
+/// [`failures`] for a failure an ICMP error answered: where the kernel shows none, the clients
+/// that read SO_ERROR get the degraded check (see `Matrix::expect_answered`).
+fn icmp_failures(
+    w: &Watch,
+    ns: &Netns,
+    dst: &str,
+    clients: (&[Client], Wait),
+    x: Reading,
+    errno: &str,
+) -> (Matrix, bool) {
+    checked_failures(w, ns, dst, clients, x, errno, true)
+}
+
+fn checked_failures(
+    w: &Watch,
+    ns: &Netns,
+    dst: &str,
+    (clients, wait): (&[Client], Wait),
+    x: Reading,
+    errno: &str,
+    icmp: bool,
+) -> (Matrix, bool) {
     let full = drop_reasons(w);
     let (cause, layer) = if full { x.full } else { x.degraded };
     let code = x.code;
-    let ev = expect_single_failure(w, |e| e["dst"] == dst, SETTLE).expect("one failure event");
-    assert_eq!(ev["code"], code, "code: {ev:#}");
-    assert_eq!(ev["cause"], cause, "cause: {ev:#}");
-    assert_eq!(ev["layer"], layer, "layer: {ev:#}");
-    assert_eq!(ev["comm"], "nl-peer", "the connecting process: {ev:#}");
-    assert!(ev["pid"].as_u64().unwrap_or(0) > 0, "pid: {ev:#}");
-    assert_eq!(ev["netns"].as_u64(), Some(ns.inode()), "netns: {ev:#}");
-    assert!(
-        !ev["next"].as_array().unwrap().is_empty(),
-        "next steps: {ev:#}"
-    );
-    assert!(
-        ev["src"].as_str().is_some_and(|s| !s.ends_with(":0")),
-        "source port known: {ev:#}"
-    );
-    if !full && matches!(code, "021" | "023") {
-        has(&ev, "degraded: no drop reasons");
+    let mut m = Matrix::run(w, ns, dst, clients, wait);
+    let x = Expect {
+        code,
+        cause,
+        layer,
+        errno: Some(errno),
+        ..Expect::default()
+    };
+    if icmp {
+        m.expect_answered(w, &x);
+    } else {
+        m.expect(&x);
     }
-    (ev, full)
+    m.each(|run, ev| {
+        assert!(
+            run.attempt.pid > 0 && ev["pid"] == run.attempt.pid,
+            "pid: {ev:#}"
+        );
+        assert!(
+            ev["src"].as_str().is_some_and(|s| !s.ends_with(":0")),
+            "source port known: {ev:#}"
+        );
+        if !full && matches!(code, "021" | "023") {
+            has(ev, "degraded: no drop reasons");
+        }
+    });
+    (m, full)
 }
+
+/// Every client, waiting for the kernel.
+const ALL: (&[Client], Wait) = (&Client::ALL, Wait::Kernel);
 
 /// An nftables ruleset with one rule in an input chain of its own table.
 fn input_rule(rule: &str) -> String {
@@ -105,10 +153,6 @@ fn refused_on_loopback_no_listener() {
     };
     let ns = Netns::new("lo-refused").unwrap();
     let w = watch_netns(&ns);
-    fails_with(
-        connect(Some(&ns), "127.0.0.1:8080", &[]).unwrap(),
-        "ECONNREFUSED",
-    );
     // NL_EXPECT_FAIL_DEMO (vm-test --expect-fail-demo) asks for a deliberately wrong code, to
     // prove that the VM harness reports a failing scenario.
     let code = if std::env::var_os("NL_EXPECT_FAIL_DEMO").is_some() {
@@ -116,23 +160,25 @@ fn refused_on_loopback_no_listener() {
     } else {
         "021"
     };
-    let x = Expect {
+    let x = Reading {
         code,
         full: ("no_listener", "application"),
         degraded: ("peer_reset", "application"),
     };
-    let (ev, full) = one_failure(&w, "127.0.0.1:8080", x, &ns);
-    has(&ev, "RST received");
-    if full {
-        has(&ev, "NO_SOCKET");
-        has(&ev, "sock_diag");
-        summary_has(&ev, "no listener on port 8080 at all");
-    }
-    assert_eq!(ev["errno"], "ECONNREFUSED");
-    assert!(
-        ev["next"][0].as_str().unwrap().contains("sport = :8080"),
-        "{ev:#}"
-    );
+    let (m, full) = failures(&w, &ns, "127.0.0.1:8080", ALL, x, "ECONNREFUSED");
+    m.each(|_, ev| {
+        has(ev, "RST received");
+        if full {
+            has(ev, "NO_SOCKET");
+            has(ev, "sock_diag");
+            summary_has(ev, "no listener on port 8080 at all");
+        }
+        assert_eq!(ev["errno"], "ECONNREFUSED");
+        assert!(
+            ev["next"][0].as_str().unwrap().contains("sport = :8080"),
+            "{ev:#}"
+        );
+    });
     w.stop().unwrap();
 }
 
@@ -143,15 +189,14 @@ fn refused_across_veth_no_listener() {
     };
     let h = two_hosts("veth-refused");
     let w = watch_netns(&h.client);
-    fails_with(
-        connect(Some(&h.client), &format!("{SERVER4}:9000"), &[]).unwrap(),
-        "ECONNREFUSED",
-    );
-    let (ev, full) = one_failure(&w, &format!("{SERVER4}:9000"), NO_LISTENER, &h.client);
-    if full {
-        has(&ev, "NO_SOCKET");
-        summary_has(&ev, "no listener on port 9000 at all");
-    }
+    let dst = format!("{SERVER4}:9000");
+    let (m, full) = failures(&w, &h.client, &dst, ALL, NO_LISTENER, "ECONNREFUSED");
+    m.each(|_, ev| {
+        if full {
+            has(ev, "NO_SOCKET");
+            summary_has(ev, "no listener on port 9000 at all");
+        }
+    });
     w.stop().unwrap();
 }
 
@@ -164,16 +209,15 @@ fn refused_listener_bound_to_loopback_only() {
     // The server listens on its loopback only; the client uses the veth address.
     let _srv = Peer::listen(Some(&h.server), "127.0.0.1:9001", &[]).unwrap();
     let w = watch_netns(&h.client);
-    fails_with(
-        connect(Some(&h.client), &format!("{SERVER4}:9001"), &[]).unwrap(),
-        "ECONNREFUSED",
-    );
-    let (ev, full) = one_failure(&w, &format!("{SERVER4}:9001"), NO_LISTENER, &h.client);
-    if full {
-        summary_has(&ev, &format!("no listener on {SERVER4}:9001"));
-        summary_has(&ev, "127.0.0.1:9001");
-        summary_has(&ev, "loopback");
-    }
+    let dst = format!("{SERVER4}:9001");
+    let (m, full) = failures(&w, &h.client, &dst, ALL, NO_LISTENER, "ECONNREFUSED");
+    m.each(|_, ev| {
+        if full {
+            summary_has(ev, &format!("no listener on {SERVER4}:9001"));
+            summary_has(ev, "127.0.0.1:9001");
+            summary_has(ev, "loopback");
+        }
+    });
     w.stop().unwrap();
 }
 
@@ -185,16 +229,14 @@ fn refused_ipv6_only_listener_from_ipv4() {
     let ns = Netns::new("v6only").unwrap();
     let _srv = Peer::listen(Some(&ns), "[::1]:8080", &["--v6only"]).unwrap();
     let w = watch_netns(&ns);
-    fails_with(
-        connect(Some(&ns), "127.0.0.1:8080", &[]).unwrap(),
-        "ECONNREFUSED",
-    );
-    let (ev, full) = one_failure(&w, "127.0.0.1:8080", NO_LISTENER, &ns);
-    if full {
-        summary_has(&ev, "no listener on 127.0.0.1:8080");
-        summary_has(&ev, "[::1]:8080");
-        summary_has(&ev, "IPv6 only");
-    }
+    let (m, full) = failures(&w, &ns, "127.0.0.1:8080", ALL, NO_LISTENER, "ECONNREFUSED");
+    m.each(|_, ev| {
+        if full {
+            summary_has(ev, "no listener on 127.0.0.1:8080");
+            summary_has(ev, "[::1]:8080");
+            summary_has(ev, "IPv6 only");
+        }
+    });
     w.stop().unwrap();
 }
 
@@ -206,11 +248,12 @@ fn refused_over_ipv6_across_veth() {
     let h = two_hosts("v6-refused");
     let w = watch_netns(&h.client);
     let dst = format!("[{SERVER6}]:9002");
-    fails_with(connect(Some(&h.client), &dst, &[]).unwrap(), "ECONNREFUSED");
-    let (ev, full) = one_failure(&w, &dst, NO_LISTENER, &h.client);
-    if full {
-        has(&ev, "NO_SOCKET");
-    }
+    let (m, full) = failures(&w, &h.client, &dst, ALL, NO_LISTENER, "ECONNREFUSED");
+    m.each(|_, ev| {
+        if full {
+            has(ev, "NO_SOCKET");
+        }
+    });
     w.stop().unwrap();
 }
 
@@ -224,32 +267,35 @@ fn timeout_syn_dropped_by_nftables_on_the_peer() {
     let _srv = Peer::listen(Some(&h.server), &format!("{SERVER4}:443"), &[]).unwrap();
     h.server.nft(&input_rule("tcp dport 443 drop")).unwrap();
     let w = watch_netns(&h.client);
-    fails_with(
-        connect(Some(&h.client), &format!("{SERVER4}:443"), &[]).unwrap(),
-        "ETIMEDOUT",
-    );
-    let (ev, full) = one_failure(&w, &format!("{SERVER4}:443"), DROPPED, &h.client);
-    assert_eq!(ev["errno"], "ETIMEDOUT");
-    if full {
-        // Every SYN the client sent (first one and retransmits) was dropped by the server's rule.
-        let syns = count_before(&ev, " SYNs sent");
-        assert!(syns >= 2, "at least one retransmit: {ev:#}");
-        assert_eq!(
-            count_before(&ev, " handshake packets dropped by netfilter"),
-            syns,
-            "{ev:#}"
-        );
-        has(&ev, "NETFILTER_DROP at ");
-        has(&ev, "incoming packet");
-        has(&ev, &format!("in netns {}", h.server.inode()));
-        blames_local_firewall(&ev);
-        summary_has(&ev, "input)");
-        // The next steps run where the rule is: the server's namespace.
-        assert!(
-            ev["next"][0].as_str().unwrap().contains(h.server.name()),
-            "{ev:#}"
-        );
-    }
+    let dst = format!("{SERVER4}:443");
+    let clients = (&Client::ALL[..], GIVE_UP);
+    let (m, full) = failures(&w, &h.client, &dst, clients, DROPPED, "ETIMEDOUT");
+    m.each(|run, ev| {
+        if !run.gave_up() {
+            assert_eq!(ev["errno"], "ETIMEDOUT");
+        }
+        if full {
+            // Every SYN the client sent (first one and retransmits) was dropped by the server's
+            // rule.
+            let syns = count_before(ev, " SYNs sent");
+            assert!(syns >= 2, "at least one retransmit: {ev:#}");
+            assert_eq!(
+                count_before(ev, " handshake packets dropped by netfilter"),
+                syns,
+                "{ev:#}"
+            );
+            has(ev, "NETFILTER_DROP at ");
+            has(ev, "incoming packet");
+            has(ev, &format!("in netns {}", h.server.inode()));
+            blames_local_firewall(ev);
+            summary_has(ev, "input)");
+            // The next steps run where the rule is: the server's namespace.
+            assert!(
+                ev["next"][0].as_str().unwrap().contains(h.server.name()),
+                "{ev:#}"
+            );
+        }
+    });
     w.stop().unwrap();
 }
 
@@ -264,16 +310,16 @@ fn timeout_syn_dropped_by_iptables_output_on_the_client() {
         .iptables(&["-A", "OUTPUT", "-p", "tcp", "--dport", "8443", "-j", "DROP"])
         .unwrap();
     let w = watch_netns(&h.client);
-    fails_with(
-        connect(Some(&h.client), &format!("{SERVER4}:8443"), &[]).unwrap(),
-        "ETIMEDOUT",
-    );
-    let (ev, full) = one_failure(&w, &format!("{SERVER4}:8443"), DROPPED, &h.client);
-    if full {
-        has(&ev, "NETFILTER_DROP");
-        has(&ev, "outgoing packet");
-        summary_has(&ev, "output");
-    }
+    let dst = format!("{SERVER4}:8443");
+    let clients = (&Client::ALL[..], GIVE_UP);
+    let (m, full) = failures(&w, &h.client, &dst, clients, DROPPED, "ETIMEDOUT");
+    m.each(|_, ev| {
+        if full {
+            has(ev, "NETFILTER_DROP");
+            has(ev, "outgoing packet");
+            summary_has(ev, "output");
+        }
+    });
     w.stop().unwrap();
 }
 
@@ -285,34 +331,32 @@ fn timeout_application_gave_up_while_the_firewall_dropped() {
     let h = two_hosts("app-timeout");
     h.server.nft(&input_rule("tcp dport 7000 drop")).unwrap();
     let w = watch_netns(&h.client);
-    // The client gives up after 1.5 s (one SYN retransmit at 1 s), before the kernel would.
-    fails_with(
-        connect(
-            Some(&h.client),
-            &format!("{SERVER4}:7000"),
-            &["--timeout", "1.5"],
-        )
-        .unwrap(),
-        "TIMEOUT_APP",
-    );
-    let (ev, full) = one_failure(
+    // The clients give up after 1.5 s (one SYN retransmit at 1 s), before the kernel would
+    // (a blocking connect cannot: it is not among them).
+    let dst = format!("{SERVER4}:7000");
+    let (m, full) = failures(
         &w,
-        &format!("{SERVER4}:7000"),
-        Expect {
+        &h.client,
+        &dst,
+        (&Client::WAITING, GIVE_UP),
+        Reading {
             code: "023",
             full: ("firewall_drop", "firewall"),
             degraded: ("app_gave_up", "route"),
         },
-        &h.client,
+        "ETIMEDOUT",
     );
-    has(&ev, "application closed the socket while still in SYN_SENT");
-    if full {
-        has(&ev, "NETFILTER_DROP");
-    }
-    assert!(
-        ev["errno"].is_null(),
-        "no socket error when the application gives up: {ev:#}"
-    );
+    m.each(|run, ev| {
+        assert!(run.gave_up(), "{:?}", run.attempt);
+        has(ev, "application closed the socket while still in SYN_SENT");
+        if full {
+            has(ev, "NETFILTER_DROP");
+        }
+        assert!(
+            ev["errno"].is_null(),
+            "no socket error when the application gives up: {ev:#}"
+        );
+    });
     w.stop().unwrap();
 }
 
@@ -336,24 +380,29 @@ fn timeout_no_reply_and_nothing_dropped_locally() {
     client.sysctl("net.ipv4.tcp_syn_retries", "1").unwrap();
     let _srv = Peer::listen(Some(&server), &format!("{SERVER4}:8081"), &[]).unwrap();
     let w = watch_netns(&client);
-    fails_with(
-        connect(Some(&client), &format!("{SERVER4}:8081"), &[]).unwrap(),
-        "ETIMEDOUT",
-    );
-    let (ev, full) = one_failure(
+    let dst = format!("{SERVER4}:8081");
+    // Closed before any answer could come: not a failure, whatever the clients below get.
+    let abandoned = Abandoned::connect(&client, &dst);
+    // Every client waits for the kernel (two SYNs, 3 s): the same reading for all.
+    let (m, full) = failures(
         &w,
-        &format!("{SERVER4}:8081"),
-        Expect {
+        &client,
+        &dst,
+        ALL,
+        Reading {
             code: "023",
             full: ("no_reply", "route"),
             degraded: ("no_reply", "route"),
         },
-        &client,
+        "ETIMEDOUT",
     );
-    assert!(!evidence_has(&ev, "NETFILTER_DROP"), "{ev:#}");
-    if full {
-        summary_has(&ev, "nothing dropped it on this host");
-    }
+    m.each(|_, ev| {
+        assert!(!evidence_has(ev, "NETFILTER_DROP"), "{ev:#}");
+        if full {
+            summary_has(ev, "nothing dropped it on this host");
+        }
+    });
+    abandoned.assert_no_event(&w);
     w.stop().unwrap();
 }
 
@@ -369,26 +418,26 @@ fn refused_by_firewall_reject_with_tcp_reset() {
         .nft(&input_rule("tcp dport 22 reject with tcp reset"))
         .unwrap();
     let w = watch_netns(&h.client);
-    fails_with(
-        connect(Some(&h.client), &format!("{SERVER4}:22"), &[]).unwrap(),
-        "ECONNREFUSED",
-    );
-    let (ev, full) = one_failure(
+    let (m, full) = failures(
         &w,
+        &h.client,
         &format!("{SERVER4}:22"),
-        Expect {
+        ALL,
+        Reading {
             code: "021",
             full: ("firewall_reject_rst", "firewall"),
             degraded: ("peer_reset", "application"),
         },
-        &h.client,
+        "ECONNREFUSED",
     );
-    has(&ev, "RST received");
-    if full {
-        has(&ev, "NETFILTER_DROP");
-        assert!(!evidence_has(&ev, "NO_SOCKET"), "{ev:#}");
-        blames_local_firewall(&ev);
-    }
+    m.each(|_, ev| {
+        has(ev, "RST received");
+        if full {
+            has(ev, "NETFILTER_DROP");
+            assert!(!evidence_has(ev, "NO_SOCKET"), "{ev:#}");
+            blames_local_firewall(ev);
+        }
+    });
     w.stop().unwrap();
 }
 
@@ -398,6 +447,8 @@ fn refused_by_firewall_reject_with_icmp_port_unreachable() {
         return;
     };
     let h = two_hosts("reject-icmp");
+    // The matrix sends several SYNs a second: no ICMP rate limit on the answering side.
+    h.server.sysctl("net.ipv4.icmp_ratelimit", "0").unwrap();
     let _srv = Peer::listen(Some(&h.server), &format!("{SERVER4}:25"), &[]).unwrap();
     h.server
         .iptables(&[
@@ -414,27 +465,27 @@ fn refused_by_firewall_reject_with_icmp_port_unreachable() {
         ])
         .unwrap();
     let w = watch_netns(&h.client);
-    fails_with(
-        connect(Some(&h.client), &format!("{SERVER4}:25"), &[]).unwrap(),
-        "ECONNREFUSED",
-    );
-    let (ev, full) = one_failure(
+    let (m, full) = icmp_failures(
         &w,
+        &h.client,
         &format!("{SERVER4}:25"),
-        Expect {
+        ALL,
+        Reading {
             code: "021",
             full: ("firewall_reject_icmp", "firewall"),
             degraded: ("firewall_reject_icmp", "firewall"),
         },
-        &h.client,
+        "ECONNREFUSED",
     );
-    assert!(!evidence_has(&ev, "RST received"), "{ev:#}");
-    summary_has(&ev, "ICMP port-unreachable");
-    if full {
-        has(&ev, "NETFILTER_DROP");
-    } else {
-        summary_has(&ev, "no local drop seen");
-    }
+    m.each(|_, ev| {
+        assert!(!evidence_has(ev, "RST received"), "{ev:#}");
+        summary_has(ev, "ICMP port-unreachable");
+        if full {
+            has(ev, "NETFILTER_DROP");
+        } else {
+            summary_has(ev, "no local drop seen");
+        }
+    });
     w.stop().unwrap();
 }
 
@@ -448,19 +499,27 @@ fn successful_connection_produces_no_event() {
     let w = watch_netns(&h.client);
     let ok = connect(Some(&h.client), &format!("{SERVER4}:80"), &["--count", "5"]).unwrap();
     assert!(ok.status.success(), "{ok:?}");
+    // Every client connects, and one abandons its connect before the answer: no failure.
+    for client in Client::ALL {
+        if client.unavailable().is_none() {
+            let got = client
+                .connect(&h.client, &format!("{SERVER4}:80"), Wait::Kernel)
+                .unwrap();
+            assert_eq!(got.seen, Seen::Connected, "{got:?}");
+        }
+    }
+    let abandoned = Abandoned::connect(&h.client, &format!("{SERVER4}:80"));
     // A failure afterwards proves netladder was watching all along.
-    fails_with(
-        connect(Some(&h.client), &format!("{SERVER4}:81"), &[]).unwrap(),
-        "ECONNREFUSED",
-    );
-    let (ev, _) = one_failure(&w, &format!("{SERVER4}:81"), NO_LISTENER, &h.client);
-    assert_eq!(ev["dst"], format!("{SERVER4}:81"));
+    let dst = format!("{SERVER4}:81");
+    let (m, _) = failures(&w, &h.client, &dst, ALL, NO_LISTENER, "ECONNREFUSED");
+    m.each(|_, ev| assert_eq!(ev["dst"], dst));
+    abandoned.assert_no_event(&w);
     let (all, _) = w.stop().unwrap();
     let failures: Vec<_> = all.iter().filter(|e| e["type"] == "failure").collect();
     assert_eq!(
         failures.len(),
-        1,
-        "only the refused connection is a failure: {failures:#?}"
+        m.runs.len(),
+        "only the refused connections are failures: {failures:#?}"
     );
 }
 
@@ -507,26 +566,33 @@ fn degraded_without_drop_reasons() {
     let inode = h.client.inode().to_string();
     let w = Watch::start(&["--netns", &inode, "--skip-hook", "kfree_skb"]).unwrap();
     assert!(!drop_reasons(&w));
-    fails_with(
-        connect(Some(&h.client), &format!("{SERVER4}:22"), &[]).unwrap(),
-        "ECONNREFUSED",
-    );
-    fails_with(
-        connect(Some(&h.client), &format!("{SERVER4}:443"), &[]).unwrap(),
-        "ETIMEDOUT",
-    );
-    let x = Expect {
+    let x = Reading {
         code: "021",
         full: ("", ""),
         degraded: ("peer_reset", "application"),
     };
-    one_failure(&w, &format!("{SERVER4}:22"), x, &h.client);
-    let x = Expect {
+    failures(
+        &w,
+        &h.client,
+        &format!("{SERVER4}:22"),
+        ALL,
+        x,
+        "ECONNREFUSED",
+    );
+    // Every client waits for the kernel: a client that gives up reads as app_gave_up.
+    let x = Reading {
         code: "023",
         full: ("", ""),
         degraded: ("no_reply", "route"),
     };
-    one_failure(&w, &format!("{SERVER4}:443"), x, &h.client);
+    failures(
+        &w,
+        &h.client,
+        &format!("{SERVER4}:443"),
+        ALL,
+        x,
+        "ETIMEDOUT",
+    );
     let hooks = w
         .events()
         .into_iter()

@@ -14,7 +14,7 @@ use std::{
 
 use netladder_common::{dns as wire, kind};
 
-use super::{Failure, FirewallSeen, Kind, Lookup, Observation, Proc};
+use super::{Failure, FirewallSeen, Kind, Ledger, Lookup, Observation, Proc};
 use crate::{enrich::dns::wire_name, ladder::Layer};
 
 /// Answers to a program without getaddrinfo are reported this long after the last one.
@@ -83,6 +83,8 @@ struct Pending {
     /// The getaddrinfo result, once it came: (code, name asked, queries, responses, last
     /// server asked, duration in µs, time).
     result: Option<Resolved>,
+    /// Kernel records taken in: its answers (duplicates too) and its result.
+    records: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -103,15 +105,17 @@ pub struct State {
     calls: HashMap<(u32, u32), Pending>,
     /// Programs without getaddrinfo: (pid, netns, lower-case name) -> their error answers.
     loose: HashMap<(u32, u32, String), Pending>,
-    /// Calls already reported: (pid, tid) -> time of their result (late answers are theirs).
-    closed: HashMap<(u32, u32), u64>,
+    /// Calls already over: (pid, tid) -> time of their result (late answers are theirs), and
+    /// whether the call was a failure (its late answers are merged into it) or not.
+    closed: HashMap<(u32, u32), (u64, bool)>,
     /// Successful resolutions: (pid, address) -> what resolved it; oldest first in `order`.
     resolved: HashMap<(u32, IpAddr), Resolved>,
     order: VecDeque<(u64, (u32, IpAddr))>,
     /// connect()/sendto() errors toward port 53: (pid, server) -> (errno, call, until).
     send_errors: HashMap<(u32, IpAddr), (i32, &'static str, u64)>,
-    /// Events whose text did not decode (the kernel checks first: this stays 0).
-    pub malformed: u64,
+    /// Where the records that made no failure ended (malformed: a name that did not decode,
+    /// which the kernel checks first, so this stays 0).
+    pub ledger: Ledger,
 }
 
 impl State {
@@ -145,9 +149,9 @@ impl State {
         for key in due {
             if let Some(p) = self.calls.remove(&key) {
                 if let Some(r) = &p.result {
-                    self.closed.insert(key, r.ts);
+                    self.closed.insert(key, (r.ts, true));
                 }
-                out.extend(self.failure(p, now));
+                out.extend(self.report(p, now, None));
             }
         }
         let due: Vec<(u32, u32, String)> = self
@@ -158,11 +162,11 @@ impl State {
             .collect();
         for key in due {
             if let Some(p) = self.loose.remove(&key) {
-                out.extend(self.failure(p, now));
+                out.extend(self.report(p, now, None));
             }
         }
         self.closed
-            .retain(|_, ts| ts.saturating_add(CALL_TIMEOUT_NS) > now);
+            .retain(|_, (ts, _)| ts.saturating_add(CALL_TIMEOUT_NS) > now);
         self.send_errors.retain(|_, (_, _, until)| *until > now);
         while let Some(&(ts, key)) = self.order.front() {
             if ts.saturating_add(RESOLVED_TTL_NS) > now && self.order.len() <= MAX_ENTRIES {
@@ -175,6 +179,60 @@ impl State {
         }
         out.sort_by_key(|f| f.ts_ns);
         out
+    }
+
+    /// At exit: every lookup still waiting is reported with what is known. A call whose result
+    /// came is complete (only late answers were still awaited); one without a result, and the
+    /// answers of a program without getaddrinfo that had not been quiet long enough, say that
+    /// watch stopped first.
+    pub fn flush(&mut self, now: u64) -> Vec<Failure> {
+        let mut out = Vec::new();
+        let mut calls: Vec<Pending> = self.calls.drain().map(|(_, p)| p).collect();
+        calls.sort_by_key(first_ts);
+        for p in calls {
+            let note = p.result.is_none().then(|| {
+                format!(
+                    "watch stopped before getaddrinfo returned, {} ms after the first error \
+                     answer: the call's own result is unknown",
+                    now.saturating_sub(first_ts(&p)) / 1_000_000
+                )
+            });
+            out.extend(self.report(p, now, note));
+        }
+        let mut loose: Vec<Pending> = self.loose.drain().map(|(_, p)| p).collect();
+        loose.sort_by_key(first_ts);
+        for p in loose {
+            let last = p.answers.iter().map(|a| a.ts).max().unwrap_or(0);
+            let note = format!(
+                "watch stopped {} ms after the last answer for this name, before the {} ms of \
+                 quiet that end a lookup: answers that came later are not included",
+                now.saturating_sub(last) / 1_000_000,
+                SETTLE_NS / 1_000_000
+            );
+            out.extend(self.report(p, now, Some(note)));
+        }
+        out
+    }
+
+    /// Records held by lookups still waiting.
+    pub fn held(&self) -> u64 {
+        self.calls
+            .values()
+            .chain(self.loose.values())
+            .map(|p| u64::from(p.records))
+            .sum()
+    }
+
+    /// The failure of a lookup that is over, with `note` added to its evidence; its records go
+    /// to the ledger when it makes none.
+    fn report(&mut self, p: Pending, now: u64, note: Option<String>) -> Option<Failure> {
+        let records = p.records;
+        let mut f = self.failure(p, now);
+        match &mut f {
+            Some(f) => f.evidence.extend(note),
+            None => self.ledger.unclassified += u64::from(records),
+        }
+        f
     }
 
     /// A connect()/sendto() error toward port 53: the nameserver could not be reached.
@@ -232,7 +290,7 @@ impl State {
             match wire_name(text, cut) {
                 Ok(n) => n,
                 Err(_) => {
-                    self.malformed += 1;
+                    self.ledger.malformed += 1;
                     return;
                 }
             }
@@ -251,11 +309,17 @@ impl State {
         };
         let (pid, tid) = (obs.proc.pid, obs.proc.tid);
         if aux & wire::ANSWER_IN_RESOLVER != 0 && pid != 0 {
-            // An answer from before a call already reported belongs to that call.
-            if self.closed.get(&(pid, tid)).is_some_and(|ts| a.ts <= *ts) {
+            // An answer from before a call already over belongs to that call.
+            if let Some((_, failed)) = self.closed.get(&(pid, tid)).filter(|(ts, _)| a.ts <= *ts) {
+                if *failed {
+                    self.ledger.merged += 1;
+                } else {
+                    self.ledger.context += 1;
+                }
                 return;
             }
             if !self.calls.contains_key(&(pid, tid)) && self.calls.len() >= MAX_ENTRIES {
+                self.ledger.dropped += 1;
                 return;
             }
             let p = self.calls.entry((pid, tid)).or_insert_with(|| Pending {
@@ -263,11 +327,14 @@ impl State {
                 answers: Vec::new(),
                 deadline: now.saturating_add(CALL_TIMEOUT_NS),
                 result: None,
+                records: 0,
             });
+            p.records += 1;
             add(&mut p.answers, a);
         } else {
             let key = (pid, obs.proc.netns, a.name.to_ascii_lowercase());
             if !self.loose.contains_key(&key) && self.loose.len() >= MAX_ENTRIES {
+                self.ledger.dropped += 1;
                 return;
             }
             let p = self.loose.entry(key).or_insert_with(|| Pending {
@@ -275,7 +342,9 @@ impl State {
                 answers: Vec::new(),
                 deadline: 0,
                 result: None,
+                records: 0,
             });
+            p.records += 1;
             p.deadline = now.saturating_add(SETTLE_NS);
             add(&mut p.answers, a);
         }
@@ -295,8 +364,9 @@ impl State {
         let key = (obs.proc.pid, obs.proc.tid);
         if code == 0 {
             // Error answers on the way (a search domain, one family) did not stop it.
-            self.calls.remove(&key);
-            self.closed.insert(key, r.ts);
+            let held = self.calls.remove(&key).map_or(0, |p| p.records);
+            self.ledger.context += 1 + u64::from(held);
+            self.closed.insert(key, (r.ts, false));
             let literal = r.name.parse::<IpAddr>().is_ok();
             if let (Some(addr), false) = (r.addr, literal) {
                 let k = (obs.proc.pid, canonical(addr.ip()));
@@ -306,7 +376,10 @@ impl State {
             return;
         }
         if !reported_code(code) {
-            self.calls.remove(&key);
+            // A call that failed for another reason (bad arguments, memory): not the ladder's.
+            let held = self.calls.remove(&key).map_or(0, |p| p.records);
+            self.ledger.unclassified += 1 + u64::from(held);
+            self.closed.insert(key, (r.ts, false));
             return;
         }
         let p = self.calls.entry(key).or_insert_with(|| Pending {
@@ -314,7 +387,9 @@ impl State {
             answers: Vec::new(),
             deadline: 0,
             result: None,
+            records: 0,
         });
+        p.records += 1;
         p.proc = obs.proc.clone();
         p.deadline = now.saturating_add(GRACE_NS);
         p.result = Some(r);
@@ -478,6 +553,7 @@ impl State {
             |r| r.ts,
         );
         let netns = p.proc.netns;
+        let records = p.records;
         Some(Failure {
             code: 24,
             cause,
@@ -497,8 +573,17 @@ impl State {
             firewall_rule: None,
             host_name: (!name.is_empty() && !name.ends_with(CUT_MARK)).then_some(name),
             user: None,
+            records,
+            overload: None,
         })
     }
+}
+
+/// When a lookup's first record came (for reporting held lookups in order).
+fn first_ts(p: &Pending) -> u64 {
+    let answers = p.answers.iter().map(|a| a.ts).min();
+    let result = p.result.as_ref().map(|r| r.ts);
+    answers.into_iter().chain(result).min().unwrap_or(0)
 }
 
 /// Appended to a name the kernel copied only in part.
@@ -774,6 +859,7 @@ mod tests {
                     proc: proc(10, 11),
                     answers: vec![],
                     deadline: 0,
+                    records: 1,
                     result: Some(Resolved {
                         code: EAI_AGAIN,
                         name: "n".into(),
@@ -813,7 +899,7 @@ mod tests {
         let mut s = State::default();
         let bad = obs(kind::DNS_ANSWER, 3, 1, &[0xc0, 12], proc(1, 1), t);
         s.feed(&bad, t);
-        assert_eq!(s.malformed, 1);
+        assert_eq!(s.ledger.malformed, 1);
         assert!(s.tick(u64::MAX / 2).is_empty());
     }
 

@@ -15,18 +15,42 @@ pub fn firewall_backend(location: Option<&str>) -> &'static str {
     }
 }
 
-/// "the local firewall (nftables, output)".
-pub fn firewall_name(d: &Drops) -> String {
+/// "the local firewall (nftables, output)", or "the firewall of network namespace N on this
+/// host (...)" when the drop happened in another namespace than the client's (a peer, a router).
+pub fn firewall_name(d: &Drops, client_netns: u32) -> String {
     let dir = match (d.outgoing, d.incoming) {
         (true, false) => ", output",
         (false, true) => ", input",
         (true, true) => ", output and input",
         _ => "",
     };
-    format!(
-        "the local firewall ({}{dir})",
-        firewall_backend(d.location.as_deref())
-    )
+    let whose = if d.netns != 0 && client_netns != 0 && d.netns != client_netns {
+        format!("the firewall of network namespace {} on this host", d.netns)
+    } else {
+        "the local firewall".to_owned()
+    };
+    format!("{whose} ({}{dir})", firewall_backend(d.location.as_deref()))
+}
+
+/// A drop reason (its BTF name without SKB_DROP_REASON_) in words.
+pub fn reason_words(reason: &str) -> String {
+    let words = match reason {
+        "IP_RPFILTER" => "the reverse-path filter refused it (rp_filter)",
+        "IP_INNOROUTES" => {
+            "no route on input: the reverse-path check (rp_filter) found no route back, or the destination has none"
+        }
+        "IP_OUTNOROUTES" => "no route to send it",
+        "TCP_LISTEN_OVERFLOW" => "the listener's accept queue was full",
+        "SOCKET_BACKLOG" => "the socket's backlog was full",
+        "TCP_REQQFULLDROP" => "the listener's SYN queue was full",
+        "NEIGH_FAILED" => "the next hop's address resolution failed",
+        "NEIGH_QUEUEFULL" => "too many packets waited for address resolution",
+        "NOT_SPECIFIED" => "the kernel gave no reason",
+        "NETFILTER_DROP" => "a netfilter rule dropped it",
+        "NO_SOCKET" => "no socket wanted it",
+        _ => return format!("reason {reason}"),
+    };
+    format!("{words}, {reason}")
 }
 
 pub fn syscall_line(call: &str, err: i32) -> String {
@@ -69,16 +93,23 @@ pub fn conn_lines(o: &Observation) -> Vec<String> {
         ));
     }
     if d.other > 0 {
+        // Where: the location and the packet's direction are the other drop's own unless a
+        // netfilter drop (listed above) took them.
+        let at = match (&d.location, d.netfilter) {
+            (Some(l), 0) => format!(" at {l}; {}", direction(d)),
+            _ => String::new(),
+        };
         lines.push(format!(
-            "{} other handshake drop{} (last reason {})",
+            "{} other handshake drop{} on this host (skb:kfree_skb, last: {}{at}{})",
             d.other,
             if d.other == 1 { "" } else { "s" },
-            d.last_reason.as_deref().unwrap_or("unknown")
+            reason_words(d.last_reason.as_deref().unwrap_or("unknown")),
+            in_netns(d, o.proc.netns)
         ));
     }
     if let Some((from, icmp_type, code)) = o.icmp {
         lines.push(format!(
-            "ICMP destination unreachable ({}) from {from} (skb:consume_skb in the ICMP receive path)",
+            "ICMP destination unreachable ({}) from {from}, seen in the ICMP receive path",
             unreachable_name(from.is_ipv6(), icmp_type, code)
         ));
     }
@@ -86,7 +117,17 @@ pub fn conn_lines(o: &Observation) -> Vec<String> {
         .duration_ns
         .map(|ns| format!(" after {:.1} s", ns as f64 / 1e9))
         .unwrap_or_default();
-    if o.err != 0 {
+    if o.flags & eflag::ERR_FROM_ICMP != 0 {
+        lines.push(format!(
+            "the application had already read the socket's error (SO_ERROR) when it closed it in SYN_SENT{after}: {} is what that ICMP answer gives",
+            errno::name(o.err)
+        ));
+    } else if o.flags & eflag::ERR_SOFT != 0 {
+        lines.push(format!(
+            "the application had already read the socket's error (SO_ERROR) when it closed it in SYN_SENT{after}: {} was still pending (sk_err_soft)",
+            errno::name(o.err)
+        ));
+    } else if o.err != 0 {
         lines.push(format!("socket error {}{after}", errno::name(o.err)));
     } else if o.flags & eflag::APP_GAVE_UP != 0 {
         lines.push(format!(
@@ -97,7 +138,7 @@ pub fn conn_lines(o: &Observation) -> Vec<String> {
 }
 
 /// "; in netns N" when the drop happened in another namespace than the client's.
-fn in_netns(d: &Drops, client_netns: u32) -> String {
+pub fn in_netns(d: &Drops, client_netns: u32) -> String {
     if d.netns != 0 && d.netns != client_netns {
         format!(", in netns {}", d.netns)
     } else {

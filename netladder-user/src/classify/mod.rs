@@ -17,6 +17,7 @@ use crate::ladder::Layer;
 mod dns;
 pub mod errno;
 mod evidence;
+mod icmp;
 mod ssh;
 pub mod tls;
 
@@ -158,6 +159,14 @@ pub enum Lookup {
     Ports,
     /// The firewall rule that dropped or rejected the handshake (`Failure::firewall`).
     Firewall,
+    /// #023 with no answer: when the destination is an address of a network namespace on this
+    /// host, the listener on its port and that namespace's overflow counters (a full accept
+    /// queue drops SYNs without a drop reason).
+    ListenQueue,
+    /// Why this host's reverse-path filter refused the SYN, read in `Failure::evidence_netns`
+    /// (where it was dropped): the interface it came in on (`Failure::firewall.ifindex`), the
+    /// `rp_filter` settings, and the route back to the client (`Failure::src`).
+    ReversePath,
     /// #025: the certificate the peer presents (fetched with `name` as SNI, at most once per
     /// peer every few seconds) and the system clock, to add dates and names to the X509_V_ERR
     /// `code`'s reason; `asked` is the name the certificate had to carry.
@@ -212,6 +221,110 @@ pub struct Failure {
     pub host_name: Option<String>,
     /// The account involved, when known (#030: the user ssh logs in as).
     pub user: Option<String>,
+    /// How many kernel records this failure stands for (its own and those merged into it; 0 for
+    /// repeats the kernel only counted).
+    pub records: u32,
+    /// #023 `accept_queue_full` / `syn_queue_full`: the overloaded listener.
+    pub overload: Option<Box<Overload>>,
+}
+
+/// Where the kernel records read from the ring buffer ended: each record in exactly one bucket.
+/// A failure made of several records (a DNS lookup and its answers, an ssh refusal and the log
+/// lines before it) counts one of them as reported (or as a repeat) and the others as merged.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Ledger {
+    /// Became a failure printed on a line of its own.
+    pub reported: u64,
+    /// Became a failure identical to one printed less than a second before: counted in that
+    /// failure's repeat line.
+    pub repeats: u64,
+    /// Folded into another failure: duplicates, the DNS answers of one lookup, the key files and
+    /// log lines of one ssh refusal.
+    pub merged: u64,
+    /// Not failures by themselves: neighbour entries, successful lookups, ssh key reads and log
+    /// lines that ended in no refusal (kept as evidence for others).
+    pub context: u64,
+    /// Errors outside the ladder.
+    pub unclassified: u64,
+    /// Records that did not decode.
+    pub malformed: u64,
+    /// Failures the filter (--pid, --comm, --port, --netns, --code, --container, --pod) hid.
+    pub filtered: u64,
+    /// Records a bounded table of the classifier had no room for.
+    pub dropped: u64,
+}
+
+impl Ledger {
+    pub fn total(&self) -> u64 {
+        self.reported
+            + self.repeats
+            + self.merged
+            + self.context
+            + self.unclassified
+            + self.malformed
+            + self.filtered
+            + self.dropped
+    }
+
+    pub fn plus(self, o: Ledger) -> Ledger {
+        Ledger {
+            reported: self.reported + o.reported,
+            repeats: self.repeats + o.repeats,
+            merged: self.merged + o.merged,
+            context: self.context + o.context,
+            unclassified: self.unclassified + o.unclassified,
+            malformed: self.malformed + o.malformed,
+            filtered: self.filtered + o.filtered,
+            dropped: self.dropped + o.dropped,
+        }
+    }
+}
+
+/// A listener whose queue overflowed, as `ss -ltn` shows it, with what its namespace counted
+/// (#023 `accept_queue_full`, `syn_queue_full`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Overload {
+    /// Reported by the host that runs the listener about the listener itself (its clients may
+    /// be elsewhere); false: the reading of one client's timeout.
+    pub server_side: bool,
+    /// The listener's network namespace.
+    pub netns: u32,
+    pub addr: SocketAddr,
+    /// The process holding the listener (0 and "?" when none was found).
+    pub pid: u32,
+    pub comm: String,
+    /// Connections waiting to be accepted (`ss -ltn` Recv-Q) and the queue's limit (Send-Q).
+    pub queue: u32,
+    pub backlog: u32,
+    /// How much the namespace's counters rose over `window_ns` (None: no earlier reading).
+    pub rises: Option<QueueRises>,
+    pub window_ns: Option<u64>,
+}
+
+/// Rises of a namespace's listen-queue counters (/proc/net/netstat, TcpExt).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QueueRises {
+    /// ListenOverflows: SYNs (or handshake ACKs) that found the accept queue full.
+    pub overflows: u64,
+    /// ListenDrops: every SYN a listener dropped (overflows included).
+    pub drops: u64,
+    /// TCPReqQFullDrop: SYNs dropped because the SYN queue was full and no syncookie was sent.
+    pub syn_queue_drops: u64,
+    /// TCPReqQFullDoCookies: SYNs answered with a syncookie because the SYN queue was full.
+    pub syn_queue_cookies: u64,
+}
+
+impl Failure {
+    /// The enrichment found the destination's listener overloaded: the timeout (still #023,
+    /// the client saw no answer) was its full queue. `cause`: `accept_queue_full` or
+    /// `syn_queue_full`. The evidence is now in the listener's namespace.
+    pub fn overloaded(&mut self, cause: &'static str, summary: String, o: Overload) {
+        self.cause = cause;
+        self.layer = Layer::Application;
+        self.summary = summary;
+        self.evidence_netns = o.netns;
+        self.overload = Some(Box::new(o));
+    }
 }
 
 /// Keys remembered until a deadline, forgotten in deadline order (O(expired) per tick).
@@ -262,8 +375,15 @@ pub struct Classifier {
     seen: Expiring<(u64, u64)>,
     /// Neighbours that went FAILED recently: (netns, address) -> (ifindex, until).
     failed_neighbours: HashMap<(u32, IpAddr), (u32, u64)>,
-    /// Errors outside the ladder (counted, reported in stats).
-    pub unclassified: u64,
+    /// Failures the kernel only counted (AGG) that repeat one outside the ladder, or whose
+    /// event never came (reported in stats; these are counts, not records).
+    pub outside_repeats: u64,
+    /// Records taken in ([`Classifier::feed`] and [`Classifier::undecodable`]).
+    fed: u64,
+    /// Records in the failures handed out.
+    emitted: u64,
+    /// Records that ended here without a failure (context, merged, unclassified, malformed).
+    ledger: Ledger,
     /// The failure each aggregation key last produced, with the time it stops being kept: the
     /// kernel's counts of identical failures are reported as repeats of it.
     representatives: HashMap<AggKey, (Option<Failure>, u64)>,
@@ -271,6 +391,9 @@ pub struct Classifier {
     dns: dns::State,
     tls: tls::State,
     ssh: ssh::State,
+    /// The kernel shows no drops (no drop reasons, or the drop hook is off): no event may say
+    /// that nothing dropped a packet.
+    drops_unwatched: bool,
 }
 
 impl Classifier {
@@ -278,12 +401,52 @@ impl Classifier {
         Self::default()
     }
 
+    /// Whether every packet drop on the host is visible to netladder (see `drops_unwatched`).
+    pub fn set_drops_watched(&mut self, watched: bool) {
+        self.drops_unwatched = !watched;
+    }
+
     /// Feeds one observation; returns the failures it completes. `now` is kernel monotonic
     /// time. Nothing expires here (that is `tick`'s job), so feeding costs O(1).
     pub fn feed(&mut self, obs: Observation, now: u64) -> Vec<Failure> {
+        self.fed += 1;
+        let out = self.classify(obs, now);
+        self.handed_out(out)
+    }
+
+    /// A record that did not decode (counted as read and malformed).
+    pub fn undecodable(&mut self) {
+        self.fed += 1;
+        self.ledger.malformed += 1;
+    }
+
+    /// Counts the records of failures leaving the classifier.
+    fn handed_out(&mut self, out: Vec<Failure>) -> Vec<Failure> {
+        self.emitted += out.iter().map(|f| u64::from(f.records)).sum::<u64>();
+        out
+    }
+
+    /// Where the records taken in so far ended without a failure.
+    pub fn ledger(&self) -> Ledger {
+        self.ledger.plus(self.dns.ledger).plus(self.ssh.ledger)
+    }
+
+    /// Records still held, waiting for what completes their failure (a lookup's result, an
+    /// ssh connection's end).
+    pub fn held(&self) -> u64 {
+        self.dns.held() + self.ssh.held()
+    }
+
+    /// Records taken in, and records handed out in failures.
+    pub fn fed_and_emitted(&self) -> (u64, u64) {
+        (self.fed, self.emitted)
+    }
+
+    fn classify(&mut self, obs: Observation, now: u64) -> Vec<Failure> {
         let mut out = Vec::new();
         match obs.kind {
             Kind::Neighbour { ifindex, netns } => {
+                self.ledger.context += 1;
                 if let Some(dst) = obs.dst {
                     let until = now.saturating_add(NEIGHBOUR_WINDOW_NS);
                     self.failed_neighbours
@@ -295,6 +458,7 @@ impl Classifier {
                     .seen
                     .insert((obs.sk, obs.ts_ns), now + DEDUP_WINDOW_NS, now)
                 {
+                    self.ledger.merged += 1;
                     return out;
                 }
                 let neighbour = obs.dst.and_then(|d| {
@@ -302,7 +466,11 @@ impl Classifier {
                     hit.filter(|(_, until)| *until > now)
                         .map(|(ifindex, _)| *ifindex)
                 });
-                out.extend(from_conn(&obs, verdict, neighbour));
+                let f = from_conn(&obs, verdict, neighbour, !self.drops_unwatched);
+                if f.is_none() {
+                    self.ledger.unclassified += 1;
+                }
+                out.extend(f);
                 for f in &mut out {
                     self.dns.annotate(f, now);
                 }
@@ -329,7 +497,7 @@ impl Classifier {
                 kind::DNS_ANSWER | kind::RESOLVER => out.extend(self.dns.feed(&obs, now)),
                 kind::TLS_VERIFY => out.extend(self.tls.feed(&obs, now)),
                 kind::SSH_AUTH => out.extend(self.ssh.feed(&obs, now)),
-                _ => {}
+                _ => self.ledger.malformed += 1,
             },
         }
         out
@@ -343,19 +511,20 @@ impl Classifier {
         match self.representatives.get(key) {
             Some((Some(f), _)) => Repeated::Failure(Box::new(Failure {
                 count: u32::try_from(n).unwrap_or(u32::MAX),
+                records: 0,
                 ..f.clone()
             })),
             Some((None, _)) => {
-                self.unclassified += n;
+                self.outside_repeats += n;
                 Repeated::Unclassified
             }
             None => Repeated::Unknown,
         }
     }
 
-    /// Forgets the repeats of a key whose event never came (counted as unclassified).
+    /// Forgets the repeats of a key whose event never came (counted as outside the ladder).
     pub fn give_up(&mut self, n: u64) {
-        self.unclassified += n;
+        self.outside_repeats += n;
     }
 
     /// Remembers what an aggregated failure was classified as (None: outside the ladder).
@@ -369,7 +538,6 @@ impl Classifier {
     pub fn tick(&mut self, now: u64) -> Vec<Failure> {
         self.seen.expire(now);
         let mut out = self.dns.tick(now);
-        self.unclassified += std::mem::take(&mut self.dns.malformed);
         for f in &mut out {
             self.neighbour_of_nameserver(f, now);
         }
@@ -377,6 +545,20 @@ impl Classifier {
         out.extend(self.ssh.tick(now));
         self.failed_neighbours.retain(|_, (_, until)| *until > now);
         self.representatives.retain(|_, (_, until)| *until > now);
+        self.handed_out(out)
+    }
+
+    /// At exit: every failure still held (lookups waiting for late answers or for their
+    /// result, ssh reasons waiting for their connection's end), with what is known and a word
+    /// on what was cut short. What `tick` would report at `now` goes first, as it would.
+    pub fn flush(&mut self, now: u64) -> Vec<Failure> {
+        let mut out = self.tick(now);
+        let mut rest = self.dns.flush(now);
+        for f in &mut rest {
+            self.neighbour_of_nameserver(f, now);
+        }
+        rest.extend(self.ssh.flush(now));
+        out.extend(self.handed_out(rest));
         out
     }
 
@@ -408,7 +590,7 @@ impl Classifier {
             Kind::Conn { .. } | Kind::Neighbour { .. } | Kind::App { .. } => "connect",
         };
         let Some((code, cause, layer, summary, lookup)) = by_errno(call, obs.err) else {
-            self.unclassified += 1;
+            self.ledger.unclassified += 1;
             return None;
         };
         let netns = obs.proc.netns;
@@ -431,6 +613,8 @@ impl Classifier {
             firewall_rule: None,
             host_name: None,
             user: None,
+            records: 1,
+            overload: None,
         })
     }
 }
@@ -450,7 +634,7 @@ fn by_errno(call: &str, err: i32) -> Option<(u16, &'static str, Layer, &'static 
             "no_reply",
             Layer::Route,
             "the connection timed out",
-            Lookup::None,
+            Lookup::ListenQueue,
         ),
         ("connect", 113) => (
             22,
@@ -516,9 +700,25 @@ fn by_errno(call: &str, err: i32) -> Option<(u16, &'static str, Layer, &'static 
 
 /// Turns a connection summary into a failure. `None` for a verdict the ladder has no code for.
 /// `neighbour`: the interface on which the destination's neighbour entry recently went FAILED.
-fn from_conn(obs: &Observation, v: u32, neighbour: Option<u32>) -> Option<Failure> {
+/// `drops_watched`: every drop on the host was visible (drop reasons attached), so an absence
+/// of drops may be stated.
+fn from_conn(
+    obs: &Observation,
+    v: u32,
+    neighbour: Option<u32>,
+    drops_watched: bool,
+) -> Option<Failure> {
     let d = &obs.drops;
     let gave_up = obs.flags & eflag::APP_GAVE_UP != 0;
+    let client_netns = obs.proc.netns;
+    let fw = || evidence::firewall_name(d, client_netns);
+    let icmp = obs.icmp.map(|(from, t, c)| {
+        let by = match obs.dst {
+            Some(dst) if dst.ip() == from => format!("the peer {from}"),
+            _ => format!("the router {from}"),
+        };
+        (from, icmp::kind(from.is_ipv6(), t, c), by)
+    });
     let (code, cause, layer, summary, lookup) = match v {
         verdict::REFUSED_NO_LISTENER => (
             21,
@@ -538,25 +738,29 @@ fn from_conn(obs: &Observation, v: u32, neighbour: Option<u32>) -> Option<Failur
             21,
             "firewall_reject_rst",
             Layer::Firewall,
-            format!("{} rejected the SYN with a TCP reset", evidence::firewall_name(d)),
+            format!("{} rejected the SYN with a TCP reset", fw()),
             Lookup::Firewall,
         ),
         verdict::FIREWALL_REJECT_ICMP if d.netfilter > 0 => (
             21,
             "firewall_reject_icmp",
             Layer::Firewall,
-            format!("{} rejected the SYN with an ICMP port-unreachable", evidence::firewall_name(d)),
+            format!("{} rejected the SYN with an ICMP port-unreachable", fw()),
             Lookup::Firewall,
         ),
         verdict::FIREWALL_REJECT_ICMP => (
             21,
             "firewall_reject_icmp",
             Layer::Firewall,
-            match obs.icmp {
-                Some((from, ..)) => format!(
-                    "{from} answered the SYN with an ICMP port-unreachable: a REJECT rule there (no local drop seen)"
+            match (&icmp, drops_watched) {
+                (Some((_, _, by)), true) => format!(
+                    "{by} answered the SYN with an ICMP port-unreachable: a REJECT rule there (no local drop seen)"
                 ),
-                None => "an ICMP port-unreachable answered the SYN: a REJECT rule on the path (no local drop seen)".to_owned(),
+                (Some((_, _, by)), false) => format!(
+                    "{by} answered the SYN with an ICMP port-unreachable: a REJECT rule there or on the path ({UNWATCHED})"
+                ),
+                (None, true) => "an ICMP port-unreachable answered the SYN: a REJECT rule on the path (no local drop seen)".to_owned(),
+                (None, false) => format!("an ICMP port-unreachable answered the SYN: a REJECT rule on the path ({UNWATCHED})"),
             },
             Lookup::None,
         ),
@@ -566,27 +770,73 @@ fn from_conn(obs: &Observation, v: u32, neighbour: Option<u32>) -> Option<Failur
             Layer::Firewall,
             format!(
                 "{} dropped the handshake ({} packet{})",
-                evidence::firewall_name(d),
+                fw(),
                 d.netfilter,
                 plural(d.netfilter)
             ),
             Lookup::Firewall,
         ),
+        verdict::TIMEOUT_HOST_DROP => {
+            let reason = d.last_reason.as_deref().unwrap_or("unknown");
+            let (cause, layer, lookup) = drop_cause(reason, d.location.as_deref());
+            (
+                23,
+                cause,
+                layer,
+                format!(
+                    "no answer: this host dropped the handshake ({}){}",
+                    evidence::reason_words(reason),
+                    evidence::in_netns(d, client_netns)
+                ),
+                lookup,
+            )
+        }
         verdict::TIMEOUT_NO_REPLY if gave_up => (
             23,
             "app_gave_up",
             Layer::Route,
-            "no answer to the SYN and the application gave up first; nothing dropped it on this host"
-                .to_owned(),
-            Lookup::None,
+            if drops_watched {
+                "no answer to the SYN and the application gave up first; nothing dropped it on this host"
+                    .to_owned()
+            } else {
+                format!("no answer to the SYN and the application gave up first; {UNWATCHED}")
+            },
+            Lookup::ListenQueue,
         ),
         verdict::TIMEOUT_NO_REPLY => (
             23,
             "no_reply",
             Layer::Route,
-            "no answer to the SYN; nothing dropped it on this host: peer down, a firewall on the path, or asymmetric routing".to_owned(),
-            Lookup::None,
+            if drops_watched {
+                "no answer to the SYN; nothing dropped it on this host: peer down, a firewall on the path, or asymmetric routing".to_owned()
+            } else {
+                format!("no answer to the SYN; {UNWATCHED}: peer down, a firewall on the path or on this host, or asymmetric routing")
+            },
+            Lookup::ListenQueue,
         ),
+        verdict::HOST_UNREACHABLE | verdict::NET_UNREACHABLE
+            if matches!(icmp, Some((_, icmp::Kind::Prohibited, _))) =>
+        {
+            let by = icmp.as_ref().map(|(_, _, by)| by.clone()).unwrap_or_default();
+            let on_host = if d.other > 0 && d.netns != 0 && d.netns != client_netns {
+                format!(" (it is network namespace {} of this host: its route or rules, read below)", d.netns)
+            } else {
+                String::new()
+            };
+            (
+                if obs.err == 101 { 26 } else { 22 },
+                "admin_prohibited",
+                Layer::Firewall,
+                format!(
+                    "{by} refused to forward the SYN: ICMP administratively prohibited (a firewall rule or a prohibit route there){on_host}"
+                ),
+                if on_host.is_empty() {
+                    Lookup::None
+                } else {
+                    Lookup::RouteEvidence
+                },
+            )
+        }
         verdict::HOST_UNREACHABLE
             if neighbour.is_some() || d.last_reason.as_deref() == Some("NEIGH_FAILED") =>
         {
@@ -602,24 +852,34 @@ fn from_conn(obs: &Observation, v: u32, neighbour: Option<u32>) -> Option<Failur
             22,
             "host_unreachable",
             Layer::Route,
-            match obs.icmp {
-                Some((from, ..)) => format!(
-                    "the host is unreachable: {from} answered the SYN with an ICMP host-unreachable"
+            match &icmp {
+                Some((_, _, by)) => format!(
+                    "the host is unreachable: {by} answered the SYN with an ICMP host-unreachable"
                 ),
                 None => "the host is unreachable: an ICMP host-unreachable answered the SYN".to_owned(),
             },
-            if obs.icmp.is_some() {
+            if icmp.is_some() {
                 Lookup::RouteEvidence
             } else {
                 Lookup::Route
             },
         ),
-        verdict::NET_UNREACHABLE => match obs.icmp {
-            Some((from, ..)) => (
+        verdict::NET_UNREACHABLE => match &icmp {
+            // A router said it has no route onward: the network is unreachable beyond it.
+            Some((from, _, _)) if obs.dst.is_none_or(|dst| dst.ip() != *from) => (
                 26,
                 "net_unreachable",
                 Layer::Route,
-                format!("the network is unreachable beyond {from}: it answered the SYN with an ICMP no-route"),
+                format!("the network is unreachable beyond {from}: that router answered the SYN with an ICMP net-unreachable"),
+                Lookup::RouteEvidence,
+            ),
+            // The destination itself answered net-unreachable: its address is reached, the
+            // host behind it is not.
+            Some((_, _, by)) => (
+                22,
+                "host_unreachable",
+                Layer::Route,
+                format!("{by} answered the SYN with an ICMP net-unreachable"),
                 Lookup::RouteEvidence,
             ),
             None => (
@@ -634,7 +894,10 @@ fn from_conn(obs: &Observation, v: u32, neighbour: Option<u32>) -> Option<Failur
             if obs.err == 101 { 26 } else { 22 },
             "firewall_reject_icmp",
             Layer::Firewall,
-            format!("{} rejected the SYN with an ICMP error", evidence::firewall_name(d)),
+            match &icmp {
+                Some((_, kind, _)) => format!("{} rejected the SYN with an ICMP {}", fw(), kind.words()),
+                None => format!("{} rejected the SYN with an ICMP error", fw()),
+            },
             Lookup::Firewall,
         ),
         _ => match obs.err {
@@ -684,7 +947,40 @@ fn from_conn(obs: &Observation, v: u32, neighbour: Option<u32>) -> Option<Failur
         firewall_rule: None,
         host_name: None,
         user: None,
+        records: 1,
+        overload: None,
     })
+}
+
+/// What an event says where the kernel shows no drops.
+const UNWATCHED: &str =
+    "this kernel does not show packet drops, so a drop on this host cannot be ruled out";
+
+/// The cause, layer and look-up of a timeout whose handshake this host dropped, by drop reason.
+fn drop_cause(reason: &str, location: Option<&str>) -> (&'static str, Layer, Lookup) {
+    // ip_error: the namespace's route for the destination refused to forward it (an
+    // `unreachable`, `prohibit` or `blackhole` route, or none), and no ICMP error came back
+    // (rate-limited, or the route is a blackhole): the route says which.
+    if location.is_some_and(|l| l.starts_with("ip_error+") || l.starts_with("ip6_pkt_drop")) {
+        return ("route_refused", Layer::Route, Lookup::Route);
+    }
+    match reason {
+        // A strict reverse-path filter refuses a packet whose source is routed back out another
+        // interface; the same check reports IP_INNOROUTES when no route back exists at all.
+        "IP_RPFILTER" | "IP_INNOROUTES" => ("reverse_path_drop", Layer::Route, Lookup::ReversePath),
+        // The listener and its namespace's counters name the process and the queue.
+        "TCP_LISTEN_OVERFLOW" | "SOCKET_BACKLOG" | "TCP_REQQFULLDROP" => {
+            ("accept_queue_full", Layer::Application, Lookup::ListenQueue)
+        }
+        "NEIGH_FAILED" | "NEIGH_QUEUEFULL" | "NEIGH_DEAD" | "NEIGH_CREATEFAIL" => {
+            ("neighbour_failed", Layer::Link, Lookup::None)
+        }
+        r if r.starts_with("NF_") || r.contains("CONNTRACK") || r.starts_with("NETFILTER") => {
+            ("conntrack_drop", Layer::Firewall, Lookup::None)
+        }
+        "IP_OUTNOROUTES" => ("no_route", Layer::Route, Lookup::Route),
+        _ => ("host_drop", Layer::Route, Lookup::None),
+    }
 }
 
 fn plural(n: u32) -> &'static str {

@@ -19,7 +19,7 @@ use std::{
 
 use netladder_common::ssh;
 
-use super::{Failure, FirewallSeen, Kind, Lookup, Observation, Proc};
+use super::{Failure, FirewallSeen, Kind, Ledger, Lookup, Observation, Proc};
 use crate::ladder::Layer;
 
 /// How long a client's key files and destination are kept waiting for a refusal.
@@ -39,6 +39,11 @@ pub struct State {
     clients: HashMap<u32, Client>,
     servers: HashMap<u32, Server>,
     closed: HashMap<u32, u64>,
+    /// Failures completed outside `feed`'s own record (a server evicted to make room), handed
+    /// out with the next `feed` or `tick`.
+    ready: Vec<Failure>,
+    /// Where the records that made no failure ended.
+    pub ledger: Ledger,
 }
 
 #[derive(Default)]
@@ -46,6 +51,8 @@ struct Client {
     keys: Vec<String>,
     dst: Option<SocketAddr>,
     seen: u64,
+    /// Kernel records kept here (key files, the connect()).
+    records: u32,
 }
 
 #[derive(Default)]
@@ -60,6 +67,15 @@ struct Server {
     from: Option<IpAddr>,
     first: u64,
     netns: u32,
+    /// Kernel records kept here (sshd's log lines about this connection).
+    records: u32,
+}
+
+impl Server {
+    /// Whether sshd said anything that makes the connection a refusal.
+    fn refused(&self) -> bool {
+        !self.reasons.is_empty() || !self.failed_keys.is_empty() || self.too_many
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -83,37 +99,97 @@ impl State {
             return Vec::new();
         };
         let pid = obs.proc.pid;
-        match *code {
+        let mut out = match *code {
             ssh::CLIENT_OPEN => {
                 let path = String::from_utf8_lossy(text);
-                if let Some(key) = identity_file(&path) {
-                    let c = self.client(pid, now);
-                    if !c.keys.contains(&key) && c.keys.len() < MAX_KEYS {
-                        c.keys.push(key);
+                match identity_file(&path) {
+                    Some(key) => {
+                        let c = self.client(pid, now);
+                        c.records += 1;
+                        if !c.keys.contains(&key) && c.keys.len() < MAX_KEYS {
+                            c.keys.push(key);
+                        }
                     }
+                    None => self.ledger.context += 1,
                 }
                 Vec::new()
             }
             ssh::CLIENT_CONNECT => {
-                if let Some(dst) = obs.dst {
-                    self.client(pid, now).dst = Some(dst);
+                match obs.dst {
+                    Some(dst) => {
+                        let c = self.client(pid, now);
+                        c.records += 1;
+                        c.dst = Some(dst);
+                    }
+                    None => self.ledger.context += 1,
                 }
                 Vec::new()
             }
-            ssh::CLIENT_LINE => self.client_line(obs, text).into_iter().collect(),
+            ssh::CLIENT_LINE => {
+                let f = self.client_line(obs, text);
+                if f.is_none() {
+                    self.ledger.context += 1;
+                }
+                f.into_iter().collect()
+            }
             ssh::SERVER_LINE => {
                 let start = (*aux as usize).min(text.len());
                 let line = String::from_utf8_lossy(&text[start..]);
                 self.server_line(obs, &line, now).into_iter().collect()
             }
-            _ => Vec::new(),
+            _ => {
+                self.ledger.malformed += 1;
+                Vec::new()
+            }
+        };
+        out.append(&mut self.ready);
+        out
+    }
+
+    /// Records held for failures not complete yet.
+    pub fn held(&self) -> u64 {
+        let clients: u64 = self.clients.values().map(|c| u64::from(c.records)).sum();
+        let servers: u64 = self.servers.values().map(|s| u64::from(s.records)).sum();
+        let ready: u64 = self.ready.iter().map(|f| u64::from(f.records)).sum();
+        clients + servers + ready
+    }
+
+    /// At exit: every server reason still waiting for its connection's end is reported, saying
+    /// that watch stopped first; a client's key files and destination without a refusal are
+    /// only context.
+    pub fn flush(&mut self, now: u64) -> Vec<Failure> {
+        let mut out = std::mem::take(&mut self.ready);
+        for (_, c) in self.clients.drain() {
+            self.ledger.context += u64::from(c.records);
         }
+        let mut servers: Vec<Server> = self.servers.drain().map(|(_, s)| s).collect();
+        servers.sort_by_key(|s| s.first);
+        for s in servers {
+            if s.refused() {
+                let note = format!(
+                    "watch stopped {} ms after sshd's first word on this connection, before sshd \
+                     logged its end",
+                    now.saturating_sub(s.first) / 1_000_000
+                );
+                out.push(server_failure(s, Err(note), now));
+            } else {
+                self.ledger.context += u64::from(s.records);
+            }
+        }
+        out
     }
 
     /// Reports server reasons whose connection never logged its end, forgets old state.
     pub fn tick(&mut self, now: u64) -> Vec<Failure> {
-        self.clients
-            .retain(|_, c| now.saturating_sub(c.seen) < CLIENT_KEEP_NS);
+        let mut expired = 0;
+        self.clients.retain(|_, c| {
+            let keep = now.saturating_sub(c.seen) < CLIENT_KEEP_NS;
+            if !keep {
+                expired += u64::from(c.records);
+            }
+            keep
+        });
+        self.ledger.context += expired;
         self.closed
             .retain(|_, at| now.saturating_sub(*at) < CLOSED_KEEP_NS);
         let due: Vec<u32> = self
@@ -122,11 +198,17 @@ impl State {
             .filter(|(_, s)| now.saturating_sub(s.first) >= SERVER_WAIT_NS)
             .map(|(pid, _)| *pid)
             .collect();
-        let mut out = Vec::new();
+        let mut out = std::mem::take(&mut self.ready);
         for pid in due {
             if let Some(s) = self.servers.remove(&pid) {
-                if !s.reasons.is_empty() || !s.failed_keys.is_empty() || s.too_many {
-                    out.push(server_failure(s, None, now));
+                if s.refused() {
+                    let note = format!(
+                        "sshd logged no end of this connection within {} s",
+                        SERVER_WAIT_NS / 1_000_000_000
+                    );
+                    out.push(server_failure(s, Err(note), now));
+                } else {
+                    self.ledger.context += u64::from(s.records);
                 }
             }
         }
@@ -142,7 +224,9 @@ impl State {
                 .min_by_key(|(_, c)| c.seen)
                 .map(|(p, _)| *p)
             {
-                self.clients.remove(&old);
+                if let Some(c) = self.clients.remove(&old) {
+                    self.ledger.context += u64::from(c.records);
+                }
             }
         }
         let c = self.clients.entry(pid).or_default();
@@ -159,6 +243,7 @@ impl State {
             return None;
         }
         let client = self.clients.remove(&obs.proc.pid).unwrap_or_default();
+        let records = client.records + 1;
         let (user, host) = match target.rsplit_once('@') {
             Some((u, h)) => (Some(u.to_owned()), h.to_owned()),
             None => (None, target.to_owned()),
@@ -210,6 +295,8 @@ impl State {
             firewall_rule: None,
             host_name: Some(host),
             user,
+            records,
+            overload: None,
         })
     }
 
@@ -219,15 +306,19 @@ impl State {
         let msg = line.strip_prefix("error: ").unwrap_or(line);
         let pid = obs.proc.pid;
         if msg.starts_with("Accepted ") {
-            self.servers.remove(&pid);
+            let held = self.servers.remove(&pid).map_or(0, |s| s.records);
+            self.ledger.context += 1 + u64::from(held);
             return None;
         }
         if let Some(end) = closing(msg) {
             if self.closed.insert(pid, now).is_some() {
-                self.servers.remove(&pid);
+                // The same end in other words: part of the failure already reported.
+                let held = self.servers.remove(&pid).map_or(0, |s| s.records);
+                self.ledger.merged += 1 + u64::from(held);
                 return None;
             }
             let mut s = self.servers.remove(&pid).unwrap_or_default();
+            s.records += 1;
             if s.first == 0 {
                 s.proc = obs.proc.clone();
                 s.netns = obs.proc.netns;
@@ -239,18 +330,29 @@ impl State {
             if end.invalid && !s.reasons.contains(&Reason::InvalidUser) {
                 s.reasons.push(Reason::InvalidUser);
             }
-            return Some(server_failure(s, Some(end), obs.ts_ns));
+            return Some(server_failure(s, Ok(end), obs.ts_ns));
         }
+        let kept = self.server_reason(obs, msg, now);
+        match self.servers.get_mut(&pid).filter(|_| kept) {
+            Some(s) => s.records += 1,
+            None => self.ledger.context += 1,
+        }
+        None
+    }
+
+    /// Keeps what one of sshd's lines says about its connection; false when the line says
+    /// nothing netladder keeps.
+    fn server_reason(&mut self, obs: &Observation, msg: &str, now: u64) -> bool {
         let reason = if let Some(r) = msg.strip_prefix("Authentication refused: ") {
-            Some(
-                if r.starts_with("bad ownership or modes") || r.starts_with("bad owner or modes") {
-                    Reason::Modes(r.to_owned())
-                } else {
-                    Reason::Refused(r.to_owned())
-                },
-            )
+            if r.starts_with("bad ownership or modes") || r.starts_with("bad owner or modes") {
+                Reason::Modes(r.to_owned())
+            } else {
+                Reason::Refused(r.to_owned())
+            }
         } else if let Some(r) = msg.strip_prefix("User ") {
-            let (who, why) = r.split_once(" not allowed because ")?;
+            let Some((who, why)) = r.split_once(" not allowed because ") else {
+                return false;
+            };
             let user = who.split(" from ").next().unwrap_or(who);
             let from = who.split_once(" from ").map(|(_, a)| a);
             let s = self.server(obs, now);
@@ -258,13 +360,13 @@ impl State {
             if let Some(ip) = from.and_then(|a| a.parse().ok()) {
                 s.from = Some(ip);
             }
-            Some(Reason::NotAllowed(why.to_owned()))
+            Reason::NotAllowed(why.to_owned())
         } else if let Some(r) = msg.strip_prefix("Invalid user ") {
             let (user, from) = user_from(r);
             let s = self.server(obs, now);
             s.user = Some(user);
             s.from = from.or(s.from);
-            Some(Reason::InvalidUser)
+            Reason::InvalidUser
         } else if let Some(r) = msg.strip_prefix("Failed publickey for ") {
             let r = r.strip_prefix("invalid user ").unwrap_or(r);
             let (user, from) = user_from(r);
@@ -277,7 +379,7 @@ impl State {
                     s.failed_keys.push(k);
                 }
             }
-            None
+            return true;
         } else if let Some(r) = msg.strip_prefix("maximum authentication attempts exceeded for ") {
             let r = r.strip_prefix("invalid user ").unwrap_or(r);
             let (user, from) = user_from(r);
@@ -285,17 +387,15 @@ impl State {
             s.user = Some(user);
             s.from = from.or(s.from);
             s.too_many = true;
-            None
+            return true;
         } else {
-            None
+            return false;
         };
-        if let Some(reason) = reason {
-            let s = self.server(obs, now);
-            if !s.reasons.contains(&reason) && s.reasons.len() < MAX_REASONS {
-                s.reasons.push(reason);
-            }
+        let s = self.server(obs, now);
+        if !s.reasons.contains(&reason) && s.reasons.len() < MAX_REASONS {
+            s.reasons.push(reason);
         }
-        None
+        true
     }
 
     fn server(&mut self, obs: &Observation, now: u64) -> &mut Server {
@@ -307,7 +407,18 @@ impl State {
                 .min_by_key(|(_, s)| s.first)
                 .map(|(p, _)| *p)
             {
-                self.servers.remove(&old);
+                // Its reasons are not lost: reported as they are, the next time out.
+                if let Some(s) = self.servers.remove(&old) {
+                    if s.refused() {
+                        let note = format!(
+                            "sshd logged no end of this connection before netladder had to make \
+                             room for newer ones ({MAX_PROCS} connections kept)"
+                        );
+                        self.ready.push(server_failure(s, Err(note), now));
+                    } else {
+                        self.ledger.context += u64::from(s.records);
+                    }
+                }
             }
         }
         // A new connection may reuse the pid of an old one: its story starts over.
@@ -381,10 +492,11 @@ fn closing(msg: &str) -> Option<End> {
     })
 }
 
-/// The server's failure for one connection.
-fn server_failure(s: Server, end: Option<End>, ts: u64) -> Failure {
+/// The server's failure for one connection: `end` is the line that ended it, or why there is
+/// none (evidence).
+fn server_failure(s: Server, end: Result<End, String>, ts: u64) -> Failure {
     let user = s.user.clone().unwrap_or_else(|| "?".into());
-    let peer = end.as_ref().and_then(|e| e.peer);
+    let peer = end.as_ref().ok().and_then(|e| e.peer);
     let from = peer
         .map(|p| p.ip().to_string())
         .or(s.from.map(|ip| ip.to_string()))
@@ -442,11 +554,8 @@ fn server_failure(s: Server, end: Option<End>, ts: u64) -> Failure {
         evidence.push("sshd: maximum authentication attempts exceeded (MaxAuthTries)".to_owned());
     }
     match &end {
-        Some(e) => evidence.push(format!("sshd: {}", e.line)),
-        None => evidence.push(format!(
-            "sshd logged no end of this connection within {} s",
-            SERVER_WAIT_NS / 1_000_000_000
-        )),
+        Ok(e) => evidence.push(format!("sshd: {}", e.line)),
+        Err(why) => evidence.push(why.to_string()),
     }
     Failure {
         code: 30,
@@ -467,6 +576,8 @@ fn server_failure(s: Server, end: Option<End>, ts: u64) -> Failure {
         firewall_rule: None,
         host_name: None,
         user: s.user,
+        records: s.records,
+        overload: None,
     }
 }
 

@@ -182,6 +182,8 @@ fn timeout_without_drop_and_application_gave_up() {
         10,
     );
     assert_eq!((out[0].cause, out[0].layer), ("no_reply", Layer::Route));
+    // The enrichment checks for a full listen queue when the destination is on this host.
+    assert_eq!(out[0].lookup, Lookup::ListenQueue);
     let mut c = Classifier::new();
     let out = c.feed(
         conn(
@@ -195,6 +197,7 @@ fn timeout_without_drop_and_application_gave_up() {
         10,
     );
     assert_eq!(out[0].cause, "app_gave_up");
+    assert_eq!(out[0].lookup, Lookup::ListenQueue);
     assert_eq!(out[0].errno, None);
     assert!(out[0]
         .evidence
@@ -258,7 +261,7 @@ fn syscall_errors_are_reported_at_once() {
 fn errors_outside_the_ladder_are_counted_not_dropped_silently() {
     let mut c = Classifier::new();
     assert!(c.feed(syscall(22, 5), 5).is_empty());
-    assert_eq!(c.unclassified, 1);
+    assert_eq!(c.ledger().unclassified, 1);
 }
 
 #[test]
@@ -365,6 +368,7 @@ fn synchronous_connect_errors_map_to_their_rungs() {
         (13, 22, "route_prohibited", Lookup::Route),
         (101, 26, "net_unreachable", Lookup::Egress),
         (99, 28, "ports_exhausted", Lookup::Ports),
+        (110, 23, "no_reply", Lookup::ListenQueue),
     ];
     for (errno, code, cause, lookup) in cases {
         let mut c = Classifier::new();
@@ -476,7 +480,7 @@ fn kernel_counted_repeats_take_the_classification_of_their_event() {
         panic!("the repeats should be the event's failure");
     };
     assert_eq!((f.code, f.cause, f.count), (21, printed[0].cause, 41));
-    assert_eq!(c.unclassified, 0);
+    assert_eq!(c.outside_repeats, 0);
 
     // A syscall error outside the ladder: its repeats are counted as unclassified.
     let other = AggKey { tgid: 9, ..key };
@@ -485,11 +489,378 @@ fn kernel_counted_repeats_take_the_classification_of_their_event() {
         ..syscall(1, 2 * MS)
     };
     assert!(c.feed(outside, 2 * MS).is_empty());
-    let before = c.unclassified;
+    assert_eq!(
+        c.ledger().unclassified,
+        1,
+        "the event itself is a record outside the ladder"
+    );
     assert_eq!(c.repeated(&other, 7), Repeated::Unclassified);
-    assert_eq!(c.unclassified, before + 7);
+    assert_eq!(c.outside_repeats, 7, "its repeats are counts, not records");
 
     // Forgotten once nothing refreshed it for the keeping time.
     c.tick(MS + REPRESENTATIVE_NS + 1);
     assert_eq!(c.repeated(&key, 1), Repeated::Unknown);
+}
+
+/// An application record (DNS, resolver, TLS, ssh) of process `pid`.
+fn app(kind: u32, code: i32, aux: u64, text: &[u8], pid: u32, ts: u64) -> Observation {
+    Observation {
+        kind: Kind::App {
+            kind,
+            code,
+            aux,
+            text: text.to_vec(),
+        },
+        ts_ns: ts,
+        sk: 0,
+        proc: proc_(pid),
+        src: Some("10.0.0.1:40000".parse().unwrap()),
+        dst: Some("10.0.0.53:53".parse().unwrap()),
+        err: 0,
+        syn_retrans: 0,
+        flags: 0,
+        duration_ns: None,
+        drops: Drops::default(),
+        icmp: None,
+        agg: None,
+    }
+}
+
+/// A DNS name in wire form.
+fn wire(name: &str) -> Vec<u8> {
+    let mut w = Vec::new();
+    for l in name.split('.') {
+        w.push(l.len() as u8);
+        w.extend_from_slice(l.as_bytes());
+    }
+    w.push(0);
+    w
+}
+
+/// Every record taken in is in a failure handed out, still held, or in one ledger bucket.
+fn balanced(c: &Classifier, step: &str) {
+    let (fed, emitted) = c.fed_and_emitted();
+    let ledger = c.ledger();
+    assert_eq!(
+        fed,
+        emitted + c.held() + ledger.total(),
+        "after {step}: fed {fed}, emitted {emitted}, held {}, {ledger:?}",
+        c.held()
+    );
+}
+
+#[test]
+fn every_record_ends_in_exactly_one_place() {
+    use netladder_common::{dns as wire_flags, kind, ssh};
+    let mut c = Classifier::new();
+    let mut emitted: Vec<Failure> = Vec::new();
+    let mut t = MS;
+    let mut feed = |c: &mut Classifier, o: Observation, step: &str| {
+        t += MS;
+        emitted.extend(c.feed(o, t));
+        balanced(c, step);
+    };
+    // Connections: a failure, its duplicate, a verdict outside the ladder.
+    let refused = conn(
+        verdict::REFUSED_NO_LISTENER,
+        111,
+        eflag::RST_RECEIVED,
+        nosock(),
+        0,
+        MS,
+    );
+    feed(&mut c, refused.clone(), "a refusal");
+    feed(&mut c, refused, "its duplicate");
+    feed(
+        &mut c,
+        conn(verdict::UNKNOWN, 1, 0, Drops::default(), 0, 2 * MS),
+        "unknown verdict",
+    );
+    // Syscalls: one on the ladder, one outside it.
+    feed(&mut c, syscall(111, 3 * MS), "a refused connect()");
+    feed(&mut c, syscall(1, 4 * MS), "EPERM");
+    // A neighbour entry, and an application record of a kind this build does not know.
+    let mut neigh = syscall(0, 5 * MS);
+    neigh.kind = Kind::Neighbour {
+        ifindex: 2,
+        netns: 4026531840,
+    };
+    feed(&mut c, neigh, "a neighbour");
+    feed(&mut c, app(99, 0, 0, b"", 1, 6 * MS), "an unknown kind");
+    // DNS: a getaddrinfo call (two answers, one twice, then its result), a late answer,
+    // answers of a program without getaddrinfo, a malformed name, a successful lookup after a
+    // search-domain miss, and a call whose result never comes.
+    let in_call = wire_flags::ANSWER_IN_RESOLVER;
+    let nx = wire("gone.test");
+    feed(
+        &mut c,
+        app(kind::DNS_ANSWER, 3, 1 | in_call, &nx, 10, 7 * MS),
+        "answer A",
+    );
+    feed(
+        &mut c,
+        app(kind::DNS_ANSWER, 3, 28 | 1 << 16 | in_call, &nx, 10, 8 * MS),
+        "AAAA",
+    );
+    feed(
+        &mut c,
+        app(kind::DNS_ANSWER, 3, 28 | 1 << 16 | in_call, &nx, 10, 8 * MS),
+        "again",
+    );
+    let gai = app(kind::RESOLVER, -2, 2 | 2 << 16, b"gone.test", 10, 9 * MS);
+    feed(&mut c, gai, "the result");
+    feed(
+        &mut c,
+        app(kind::DNS_ANSWER, 5, 1, &wire("x.test"), 11, 10 * MS),
+        "dig",
+    );
+    feed(
+        &mut c,
+        app(kind::DNS_ANSWER, 5, 28, &wire("x.test"), 11, 11 * MS),
+        "dig AAAA",
+    );
+    feed(
+        &mut c,
+        app(kind::DNS_ANSWER, 3, 1, &[0xc0, 12], 11, 12 * MS),
+        "a bad name",
+    );
+    let miss = wire("db.corp.test");
+    feed(
+        &mut c,
+        app(kind::DNS_ANSWER, 3, 1 | in_call, &miss, 12, 13 * MS),
+        "a miss",
+    );
+    let mut ok = app(kind::RESOLVER, 0, 3 | 3 << 16, b"db", 12, 14 * MS);
+    ok.dst = Some("10.0.0.9:0".parse().unwrap());
+    feed(&mut c, ok, "a success");
+    feed(
+        &mut c,
+        app(kind::RESOLVER, -8, 0, b"db", 12, 15 * MS),
+        "EAI_SERVICE",
+    );
+    let cut = wire("cut.test");
+    feed(
+        &mut c,
+        app(kind::DNS_ANSWER, 2, 1 | in_call, &cut, 13, 16 * MS),
+        "no result yet",
+    );
+    // TLS: one record, one failure.
+    let mut tls = vec![0u8; 2 * netladder_common::TLS_NAME_LEN];
+    tls[..8].copy_from_slice(b"a.test\0\0");
+    feed(
+        &mut c,
+        app(kind::TLS_VERIFY, 10, 0, &tls, 14, 17 * MS),
+        "an expired certificate",
+    );
+    // ssh: a client's key and destination, then its refusal; a client without one; sshd's
+    // reason and end, the same end again, a login, a line that says nothing, and a reason
+    // still waiting for its end at exit.
+    feed(
+        &mut c,
+        app(
+            kind::SSH_AUTH,
+            ssh::CLIENT_OPEN,
+            0,
+            b"/k/id_ed25519",
+            20,
+            18 * MS,
+        ),
+        "key",
+    );
+    feed(
+        &mut c,
+        app(
+            kind::SSH_AUTH,
+            ssh::CLIENT_OPEN,
+            0,
+            b"/k/known_hosts",
+            20,
+            18 * MS,
+        ),
+        "kh",
+    );
+    feed(
+        &mut c,
+        app(kind::SSH_AUTH, ssh::CLIENT_CONNECT, 0, b"", 20, 19 * MS),
+        "connect",
+    );
+    let denied = b"root@srv: Permission denied (publickey).\r\n";
+    feed(
+        &mut c,
+        app(kind::SSH_AUTH, ssh::CLIENT_LINE, 0, denied, 20, 20 * MS),
+        "denied",
+    );
+    feed(
+        &mut c,
+        app(
+            kind::SSH_AUTH,
+            ssh::CLIENT_OPEN,
+            0,
+            b"/k/id_rsa",
+            21,
+            21 * MS,
+        ),
+        "alone",
+    );
+    let sshd = |pid: u32, line: &str, ts: u64| {
+        app(
+            kind::SSH_AUTH,
+            ssh::SERVER_LINE,
+            0,
+            line.as_bytes(),
+            pid,
+            ts,
+        )
+    };
+    feed(
+        &mut c,
+        sshd(30, "Invalid user bob from 10.0.0.1 port 9", 22 * MS),
+        "invalid",
+    );
+    let end = "Connection closed by invalid user bob 10.0.0.1 port 9 [preauth]";
+    feed(&mut c, sshd(30, end, 23 * MS), "the end");
+    feed(
+        &mut c,
+        sshd(
+            30,
+            "Disconnected from invalid user bob 10.0.0.1 port 9",
+            24 * MS,
+        ),
+        "again",
+    );
+    feed(
+        &mut c,
+        sshd(
+            31,
+            "Failed publickey for root from 10.0.0.1 port 8 ssh2: RSA x",
+            25 * MS,
+        ),
+        "k",
+    );
+    feed(
+        &mut c,
+        sshd(
+            31,
+            "Accepted publickey for root from 10.0.0.1 port 8 ssh2",
+            26 * MS,
+        ),
+        "ok",
+    );
+    feed(
+        &mut c,
+        sshd(32, "Connection from 10.0.0.1 port 7", 27 * MS),
+        "nothing",
+    );
+    let modes = "Authentication refused: bad ownership or modes for directory /h";
+    feed(&mut c, sshd(33, modes, 28 * MS), "waiting at exit");
+    // Time passes (the dig answers settle), then watch stops.
+    emitted.extend(c.tick(2_000 * MS));
+    balanced(&c, "tick");
+    assert!(
+        c.held() > 0,
+        "the call without result and the sshd reason are held"
+    );
+    emitted.extend(c.flush(2_100 * MS));
+    balanced(&c, "flush");
+    assert_eq!(c.held(), 0, "nothing is held after the flush");
+    let (fed, out) = c.fed_and_emitted();
+    assert_eq!(fed, 31);
+    assert_eq!(
+        out,
+        emitted.iter().map(|f| u64::from(f.records)).sum::<u64>()
+    );
+    let l = c.ledger();
+    assert_eq!(l.malformed, 2, "{l:?}");
+    assert_eq!(
+        l.unclassified, 3,
+        "unknown verdict, EPERM, EAI_SERVICE: {l:?}"
+    );
+    let codes: Vec<(u16, &str)> = emitted.iter().map(|f| (f.code, f.cause)).collect();
+    assert_eq!(
+        codes,
+        [
+            (21, "no_listener"),
+            (21, "refused"),
+            (25, "cert_expired"),
+            (30, "client_denied"),
+            (30, "server_invalid_user"),
+            (24, "nxdomain"),
+            (24, "refused"),
+            (24, "servfail"),
+            (30, "server_bad_modes"),
+        ],
+        "{emitted:#?}"
+    );
+    let gone = &emitted[5];
+    assert_eq!(gone.records, 4, "two answers, a duplicate, the result");
+}
+
+#[test]
+fn held_lookups_and_reasons_come_out_at_exit_saying_they_were_cut_short() {
+    use netladder_common::{dns as wire_flags, kind, ssh};
+    let mut c = Classifier::new();
+    let t = 1_000 * MS;
+    // getent hosts (no getaddrinfo): REFUSED for AAAA and A, Ctrl-C 300 ms later.
+    let name = wire("www.outside.test");
+    assert!(c
+        .feed(app(kind::DNS_ANSWER, 5, 28, &name, 40, t), t)
+        .is_empty());
+    assert!(c
+        .feed(app(kind::DNS_ANSWER, 5, 1 | 1 << 16, &name, 40, t), t)
+        .is_empty());
+    // A getaddrinfo call that got an NXDOMAIN and has not returned.
+    let other = app(
+        kind::DNS_ANSWER,
+        3,
+        1 | wire_flags::ANSWER_IN_RESOLVER,
+        &wire("slow.test"),
+        41,
+        t + 100 * MS,
+    );
+    assert!(c.feed(other, t + 100 * MS).is_empty());
+    // sshd's reason whose connection has not ended.
+    let line = "Authentication refused: bad ownership or modes for directory /home/x";
+    let reason = app(kind::SSH_AUTH, ssh::SERVER_LINE, 0, line.as_bytes(), 42, t);
+    assert!(c.feed(reason, t).is_empty());
+    assert!(c.tick(t + 300 * MS).is_empty(), "nothing is due yet");
+    let out = c.flush(t + 300 * MS);
+    assert_eq!(out.len(), 3, "{out:#?}");
+    let refused = out
+        .iter()
+        .find(|f| f.host_name.as_deref() == Some("www.outside.test"))
+        .unwrap();
+    assert_eq!(
+        (refused.code, refused.cause, refused.records),
+        (24, "refused", 2)
+    );
+    assert!(
+        refused.evidence.iter().any(|e| e.contains(
+            "watch stopped 300 ms after the last answer for this name, before the 1000 ms of quiet"
+        )),
+        "{:#?}",
+        refused.evidence
+    );
+    let slow = out
+        .iter()
+        .find(|f| f.host_name.as_deref() == Some("slow.test"))
+        .unwrap();
+    assert_eq!((slow.code, slow.cause), (24, "nxdomain"));
+    assert!(
+        slow.evidence
+            .iter()
+            .any(|e| e.contains("watch stopped before getaddrinfo returned, 200 ms after")),
+        "{:#?}",
+        slow.evidence
+    );
+    let sshd = out.iter().find(|f| f.code == 30).unwrap();
+    assert_eq!(sshd.cause, "server_bad_modes");
+    assert!(
+        sshd.evidence
+            .iter()
+            .any(|e| e.contains("watch stopped 300 ms after sshd's first word")),
+        "{:#?}",
+        sshd.evidence
+    );
+    assert!(c.flush(t + 400 * MS).is_empty(), "each once");
+    balanced(&c, "the flush");
 }

@@ -171,6 +171,8 @@ fn failure(obs: &Observation, code: i32, aux: u64, text: &[u8]) -> Failure {
             None
         },
         user: None,
+        records: 1,
+        overload: None,
     }
 }
 

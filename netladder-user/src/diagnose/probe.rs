@@ -101,6 +101,7 @@ fn kernel_failure(
 ) -> Option<Failure> {
     let me = std::process::id();
     let mut classifier = Classifier::new();
+    classifier.set_drops_watched(s.drops_watched());
     let mut found = None;
     let ours = |f: &Failure| f.proc.pid == me && f.dst.map(canonical) == Some(canonical(dst));
     let deadline = Instant::now() + SETTLE;
@@ -189,6 +190,8 @@ fn from_error(dst: SocketAddr, e: &io::Error, elapsed: Duration) -> Failure {
         firewall_rule: None,
         host_name: None,
         user: None,
+        records: 0,
+        overload: None,
     })
 }
 

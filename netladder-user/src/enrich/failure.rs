@@ -8,6 +8,7 @@ use std::{
 
 use anyhow::{anyhow, Result};
 
+use super::acceptq::QueueWatch;
 use super::firewall::{self, Attribution, Certainty, RuleKey};
 use super::nftrace::{Armed, Flow, Tracer};
 use super::{iptables, link, neigh, netns::run_in_netns, nft, ports, route};
@@ -25,6 +26,9 @@ pub struct Enricher {
     tracer: Option<Tracer>,
     /// #025: certificates read from TLS peers, per (namespace, peer, server name).
     tls_certs: HashMap<TlsKey, (Instant, Result<Option<super::tls::Cert>, String>)>,
+    /// #023: the listen queues of the host's namespaces (`Lookup::ListenQueue`, and the
+    /// server-side poll `watch` runs every second).
+    pub queues: QueueWatch,
 }
 
 type Key = (Lookup, u32, Option<SocketAddr>, Option<SocketAddr>);
@@ -42,6 +46,8 @@ struct Found {
     /// Replaces the failure's summary; None keeps it.
     summary: Option<String>,
     evidence: String,
+    /// Replaces the failure's cause when the look-up tells it more precisely than the kernel.
+    cause: Option<&'static str>,
 }
 
 impl Enricher {
@@ -78,6 +84,10 @@ impl Enricher {
             self.firewall(f);
             return;
         }
+        if f.lookup == Lookup::ListenQueue {
+            self.queues.explain_timeout(f, crate::watch::monotonic_ns());
+            return;
+        }
         if let Lookup::TlsChain { code, name, asked } = f.lookup {
             self.tls_chain(f, code, name.as_str(), asked.as_str());
             return;
@@ -100,6 +110,9 @@ impl Enricher {
             Ok(found) => {
                 if let Some(summary) = &found.summary {
                     f.summary = summary.clone();
+                }
+                if let Some(cause) = found.cause {
+                    f.cause = cause;
                 }
                 f.evidence.push(found.evidence.clone());
             }
@@ -329,6 +342,10 @@ fn in_evidence_netns<T: Send + 'static>(
 fn look_up(f: &Failure) -> Result<Found> {
     let (lookup, src, dst, pid) = (f.lookup, f.src, f.dst, f.proc.pid);
     let where_ = format!("in netns {}", f.evidence_netns);
+    if lookup == Lookup::ReversePath {
+        let ifindex = f.firewall.ifindex;
+        return in_evidence_netns(f, move || reverse_path(src, dst, ifindex, &where_))?;
+    }
     in_evidence_netns(f, move || in_namespace(lookup, src, dst, pid, &where_))?
 }
 
@@ -344,12 +361,17 @@ fn in_namespace(
     where_: &str,
 ) -> Result<Found> {
     Ok(match lookup {
-        Lookup::None | Lookup::Firewall | Lookup::TlsChain { .. } => {
+        Lookup::None
+        | Lookup::Firewall
+        | Lookup::ListenQueue
+        | Lookup::TlsChain { .. }
+        | Lookup::ReversePath => {
             unreachable!("callers handle these")
         }
         Lookup::Listeners => {
             let dst = need(dst, "destination")?;
             Found {
+                cause: None,
                 summary: Some(super::refused_sentence(dst)?),
                 evidence: format!(
                     "listeners on port {} checked over sock_diag {where_}",
@@ -365,11 +387,13 @@ fn in_namespace(
             let how = format!("route look-up over rtnetlink {where_} (as `ip route get {ip}`)");
             if lookup == Lookup::Route {
                 Found {
+                    cause: None,
                     summary: Some(sentence),
                     evidence: how,
                 }
             } else {
                 Found {
+                    cause: None,
                     summary: None,
                     evidence: format!("{sentence} ({how})"),
                 }
@@ -384,6 +408,7 @@ fn in_namespace(
                 summary.push_str("; and no default route in table main");
             }
             Found {
+                cause: None,
                 summary: Some(summary),
                 evidence: format!("interfaces, addresses and routes read over rtnetlink {where_}"),
             }
@@ -393,6 +418,7 @@ fn in_namespace(
             let (next_hop, dev) = next_hop(ip)?;
             let table = neigh::neighbours(dev)?;
             Found {
+                cause: None,
                 // The kernel saw the resolution fail; the table may have moved on (re-probing).
                 summary: Some(format!(
                     "address resolution failed: {}",
@@ -411,6 +437,7 @@ fn in_namespace(
                 })
                 .collect();
             Found {
+                cause: None,
                 summary: Some(ports::describe_addr_in_use(port, &holders)),
                 evidence: format!("sockets on port {port} read over sock_diag {where_}"),
             }
@@ -419,6 +446,7 @@ fn in_namespace(
             let dst = need(dst, "destination")?;
             let usage = ports::port_use(Some(dst))?;
             Found {
+                cause: None,
                 summary: Some(ports::describe_port_exhaustion(
                     dst,
                     ports::port_range()?,
@@ -430,6 +458,75 @@ fn in_namespace(
                 ),
             }
         }
+    })
+}
+
+/// Why a namespace of this host dropped a SYN on input with no route (IP_INNOROUTES or
+/// IP_RPFILTER), in the calling thread's namespace: the reverse-path filter (its settings, the
+/// interface the SYN came in on, and the interface the route back to the client leaves by), or
+/// no route to the destination at all.
+fn reverse_path(
+    src: Option<SocketAddr>,
+    dst: Option<SocketAddr>,
+    ifindex: u32,
+    where_: &str,
+) -> Result<Found> {
+    let client = need(src, "source address")?.ip();
+    let target = need(dst, "destination")?.ip();
+    let came_in = (ifindex != 0).then(|| route::Dev::from_index(ifindex).name);
+    let sysctl = |dev: &str| {
+        std::fs::read_to_string(format!("/proc/sys/net/ipv4/conf/{dev}/rp_filter"))
+            .ok()
+            .and_then(|v| v.trim().parse::<u8>().ok())
+    };
+    let all = sysctl("all");
+    let own = came_in.as_deref().and_then(sysctl);
+    // The kernel applies the larger of the two settings.
+    let effective = all.max(own);
+    let mode = |v: Option<u8>| match v {
+        Some(0) => "0 (off)".to_owned(),
+        Some(1) => "1 (strict)".to_owned(),
+        Some(2) => "2 (loose)".to_owned(),
+        Some(n) => n.to_string(),
+        None => "unknown".to_owned(),
+    };
+    let back = match route::route_get(client) {
+        Ok(route::RouteInfo::Found(r)) => r.dev.map(|d| d.name),
+        _ => None,
+    };
+    let came = came_in
+        .clone()
+        .unwrap_or_else(|| "an unknown interface".into());
+    let filtering = effective.is_some_and(|m| m > 0);
+    let mut cause = "reverse_path_drop";
+    let summary = match (&back, came_in.as_deref()) {
+        (Some(out), Some(inn)) if filtering && effective == Some(1) && out != inn => format!(
+            "asymmetric routing: the SYN from {client} came in on {inn}, but the route back to {client} leaves by {out}, and the strict reverse-path filter (rp_filter {}) drops such packets",
+            mode(effective)
+        ),
+        (None, _) if filtering => format!(
+            "the SYN from {client} came in on {came} and there is no route back to {client}: the reverse-path filter (rp_filter {}) drops it",
+            mode(effective)
+        ),
+        _ => {
+            cause = "no_route_on_input";
+            let defaults = route::default_routes(route::Family::of(target))?;
+            let info = route::route_get(target)?;
+            format!(
+                "the SYN came in on {came} and this namespace could not route it on: {}",
+                route::describe_route(target, &info, &defaults)
+            )
+        }
+    };
+    Ok(Found {
+        cause: Some(cause),
+        summary: Some(summary),
+        evidence: format!(
+            "rp_filter: all={}, {came}={}; route back to {client}: {} (read over rtnetlink and /proc/sys {where_})",
+            mode(all),
+            mode(own),
+            back.as_deref().unwrap_or("none")
+        ),
     })
 }
 

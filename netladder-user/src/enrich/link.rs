@@ -98,6 +98,22 @@ pub fn links_and_addrs() -> anyhow::Result<Vec<LinkInfo>> {
     Ok(infos)
 }
 
+/// Every address assigned in the calling thread's network namespace (`ip addr`), without the
+/// interfaces: one rtnetlink dump.
+pub fn addresses() -> anyhow::Result<Vec<IpAddr>> {
+    let addrs = rtnl_dump(
+        RouteNetlinkMessage::GetAddress(AddressMessage::default()),
+        "address",
+    )?;
+    Ok(addrs
+        .iter()
+        .filter_map(|m| match m {
+            RouteNetlinkMessage::NewAddress(m) => address(m),
+            _ => None,
+        })
+        .collect())
+}
+
 fn link(m: &LinkMessage) -> LinkInfo {
     let mut info = LinkInfo {
         index: m.header.index,

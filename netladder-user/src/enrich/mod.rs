@@ -1,5 +1,6 @@
 //! Netlink and /proc look-ups that add the "why" to a classified failure.
 
+pub mod acceptq;
 pub mod container;
 pub mod dns;
 pub mod failure;
@@ -84,7 +85,7 @@ pub fn refused_sentence(dst: SocketAddr) -> anyhow::Result<String> {
 }
 
 /// An IPv4-mapped IPv6 address (::ffff:a.b.c.d) is an IPv4 peer.
-fn canonical(ip: IpAddr) -> IpAddr {
+pub(crate) fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
         v4 => v4,
@@ -93,7 +94,7 @@ fn canonical(ip: IpAddr) -> IpAddr {
 
 /// Would this listener take a connection to `dst` (canonical)? Dual-stack rules: an IPv6
 /// socket without IPV6_V6ONLY also takes IPv4 on [::] or on its mapped address.
-fn accepts(l: &Listener, dst: IpAddr) -> bool {
+pub(crate) fn accepts(l: &Listener, dst: IpAddr) -> bool {
     match (l.addr.ip(), dst) {
         (IpAddr::V4(a), IpAddr::V4(d)) => a.is_unspecified() || a == d,
         (IpAddr::V6(a), IpAddr::V6(d)) => a.is_unspecified() || a == d,
@@ -133,6 +134,8 @@ pub(crate) mod tests {
             v6only,
             inode,
             uid: 0,
+            queue: 0,
+            backlog: 128,
         }
     }
 

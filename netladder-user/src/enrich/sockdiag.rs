@@ -28,6 +28,19 @@ pub struct Listener {
     pub inode: u32,
     /// The socket owner's uid.
     pub uid: u32,
+    /// Connections waiting in its accept queue (`ss -ltn` Recv-Q).
+    pub queue: u32,
+    /// Its accept queue's limit: the listen() backlog, capped by net.core.somaxconn
+    /// (`ss -ltn` Send-Q).
+    pub backlog: u32,
+}
+
+impl Listener {
+    /// The kernel's own test for a full accept queue (`sk_acceptq_is_full`): more connections
+    /// waiting than the backlog. A SYN that finds it so is dropped.
+    pub fn queue_full(&self) -> bool {
+        self.queue > self.backlog
+    }
 }
 
 /// The TCP listeners on `port`, IPv4 and IPv6, in the calling thread's network namespace
@@ -48,6 +61,18 @@ pub fn tcp_listeners(port: u16) -> anyhow::Result<Vec<Listener>> {
     Ok(listeners)
 }
 
+/// Every TCP listener, IPv4 and IPv6, of the calling thread's network namespace.
+pub fn all_tcp_listeners() -> anyhow::Result<Vec<Listener>> {
+    let mut listeners = Vec::new();
+    for family in [AF_INET, AF_INET6] {
+        let sockets = dump_tcp(family, StateFlags::LISTEN).with_context(|| {
+            format!("cannot list TCP listeners over sock_diag (family {family})")
+        })?;
+        listeners.extend(sockets.iter().map(listener));
+    }
+    Ok(listeners)
+}
+
 fn listener(s: &InetResponse) -> Listener {
     let id = &s.header.socket_id;
     let addr = match id.source_address {
@@ -62,6 +87,9 @@ fn listener(s: &InetResponse) -> Listener {
         v6only,
         inode: s.header.inode,
         uid: s.header.uid,
+        // For a listener, sock_diag reports the accept queue and its limit in these two.
+        queue: s.header.recv_queue,
+        backlog: s.header.send_queue,
     }
 }
 
@@ -224,6 +252,33 @@ mod tests {
             .unwrap()
             .trim_end()
             .to_string()
+    }
+
+    #[test]
+    fn reads_the_accept_queue_and_its_backlog() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let inode = inode_of(&l);
+        let before = tcp_listeners(addr.port()).unwrap();
+        let ours = before.iter().find(|x| x.inode == inode).unwrap();
+        assert_eq!(ours.queue, 0);
+        assert!(ours.backlog > 0, "{ours:?}");
+        // Two connections nobody accepts wait in the queue, as `ss -ltn` Recv-Q shows.
+        let _a = std::net::TcpStream::connect(addr).unwrap();
+        let _b = std::net::TcpStream::connect(addr).unwrap();
+        // (The listener may take the handshakes' last ACKs a moment after connect() returns.)
+        let mut ours = None;
+        for _ in 0..100 {
+            let after = all_tcp_listeners().unwrap();
+            ours = after.into_iter().find(|x| x.inode == inode);
+            if ours.as_ref().is_some_and(|o| o.queue == 2) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let ours = ours.unwrap();
+        assert_eq!(ours.queue, 2, "{ours:?}");
+        assert!(!ours.queue_full());
     }
 
     #[test]

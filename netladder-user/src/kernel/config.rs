@@ -66,8 +66,6 @@ pub fn resolve(btf: &KernelBtf, tracefs_root: &Path) -> Resolved {
             let get = |name: &str| values.get(name).copied().unwrap_or(ABSENT);
             c.reason_no_socket = get("SKB_DROP_REASON_NO_SOCKET");
             c.reason_netfilter_drop = get("SKB_DROP_REASON_NETFILTER_DROP");
-            c.reason_ip_outnoroutes = get("SKB_DROP_REASON_IP_OUTNOROUTES");
-            c.reason_neigh_failed = get("SKB_DROP_REASON_NEIGH_FAILED");
             for (name, value) in values {
                 let short = name.trim_start_matches("SKB_DROP_REASON_").to_owned();
                 drop_reasons.insert(value, short);

@@ -116,7 +116,7 @@ pub fn observe(e: &Event, names: &Names) -> Option<Observation> {
         (None, syscall::LISTEN) if !is_conn => (None, None),
         _ => return None,
     };
-    let has_drop_location = e.nf_drops > 0 && e.drop_location != 0;
+    let has_drop_location = e.nf_drops + e.other_drops > 0 && e.drop_location != 0;
     Some(Observation {
         kind,
         ts_ns: e.ts_ns,

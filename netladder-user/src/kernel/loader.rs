@@ -6,7 +6,7 @@ use aya::{
     maps::{MapData, PerCpuArray, RingBuf},
     programs::{
         cgroup_skb::CgroupSkbAttachType, uprobe::UProbeScope, BtfTracePoint, CgroupAttachMode,
-        CgroupSkb, FExit, ProgramError, TracePoint, UProbe,
+        CgroupSkb, FEntry, FExit, ProgramError, TracePoint, UProbe,
     },
     Btf, Ebpf, EbpfLoader,
 };
@@ -34,6 +34,8 @@ pub struct Loaded {
     pub counters: PerCpuArray<MapData, u64>,
     /// Identical failures the kernel counted without an event.
     pub aggregates: super::aggregate::Aggregates,
+    /// Set to stop the programs writing records (at exit), before the last drain.
+    pub stop: aya::maps::Array<MapData, u32>,
     /// Descriptors of netladder's own loaded programs (for their run statistics).
     pub program_fds: Vec<i32>,
     pub outcomes: Vec<Outcome>,
@@ -62,7 +64,18 @@ pub fn load(config: &Config, opts: &Options) -> Result<Loaded> {
     let targets = Targets::discover();
     let mut outcomes = Vec::new();
     for hook in HOOKS {
-        let status = if opts.skip.iter().any(|p| p == hook.program) {
+        let replaced = !hook.replaced_by.is_empty()
+            && hook.replaced_by.iter().all(|p| {
+                outcomes
+                    .iter()
+                    .any(|o: &Outcome| o.hook.program == *p && o.status == Status::Attached)
+            });
+        let status = if replaced {
+            Status::Replaced(format!(
+                "not needed: {} attached",
+                hook.replaced_by.join(", ")
+            ))
+        } else if opts.skip.iter().any(|p| p == hook.program) {
             Status::Skipped("disabled by --skip-hook".into())
         } else if hook.optional && !opts.optional_hooks {
             Status::Skipped("disabled by --no-optional-hooks".into())
@@ -120,6 +133,7 @@ pub fn load(config: &Config, opts: &Options) -> Result<Loaded> {
         ebpf.take_map("AGG").context("map AGG is missing")?,
         ebpf.take_map("AGG_GEN").context("map AGG_GEN is missing")?,
     )?;
+    let stop = aya::maps::Array::try_from(ebpf.take_map("STOP").context("map STOP is missing")?)?;
     let program_fds = ebpf
         .programs()
         .filter_map(|(_, p)| p.fd().ok())
@@ -130,6 +144,7 @@ pub fn load(config: &Config, opts: &Options) -> Result<Loaded> {
         events,
         counters,
         aggregates,
+        stop,
         program_fds,
         outcomes,
     })
@@ -138,7 +153,7 @@ pub fn load(config: &Config, opts: &Options) -> Result<Loaded> {
 /// The fexit target of `hook` when this kernel lacks it.
 fn missing_function(hook: &Hook, opts: &Options) -> Option<&'static str> {
     match hook.attach {
-        Attach::FExit(func) if !(opts.functions)(func) => Some(func),
+        Attach::FExit(func) | Attach::FEntry(func) if !(opts.functions)(func) => Some(func),
         _ => None,
     }
 }
@@ -177,6 +192,11 @@ fn attach(ebpf: &mut Ebpf, hook: &Hook, btf: &Btf, targets: &Targets) -> Result<
         })(),
         Attach::FExit(func) => (|| {
             let p: &mut FExit = prog.try_into()?;
+            p.load(func, btf)?;
+            p.attach().map(drop)
+        })(),
+        Attach::FEntry(func) => (|| {
+            let p: &mut FEntry = prog.try_into()?;
             p.load(func, btf)?;
             p.attach().map(drop)
         })(),
@@ -281,7 +301,9 @@ fn raise_memlock() {
 /// Sums of netladder's in-kernel counters over all CPUs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Counters {
+    /// Records the programs queued on the ring buffer (in `emit` and `submit_app`).
     pub events: u64,
+    /// Records they could not queue (the ring buffer was full).
     pub lost: u64,
     pub conn_map_full: u64,
     pub drop_map_full: u64,
@@ -301,16 +323,32 @@ pub struct Counters {
 pub struct CounterReader {
     map: PerCpuArray<MapData, u64>,
     program_fds: Vec<i32>,
+    /// The programs' skipped runs as last read before they were detached.
+    skipped_final: Option<u64>,
 }
 
 impl CounterReader {
     /// `program_fds`: netladder's own programs, which must stay loaded while this is used.
     pub fn new(map: PerCpuArray<MapData, u64>, program_fds: Vec<i32>) -> Self {
-        Self { map, program_fds }
+        Self {
+            map,
+            program_fds,
+            skipped_final: None,
+        }
+    }
+
+    /// Reads the programs' skipped runs a last time and forgets their descriptors: call it
+    /// before the programs are detached (their descriptors close; the counters stay readable).
+    pub fn forget_programs(&mut self) {
+        self.skipped_final = Some(self.skipped_runs());
+        self.program_fds.clear();
     }
 
     /// Skipped runs of our programs, from /proc/self/fdinfo (`recursion_misses:` lines).
     fn skipped_runs(&self) -> u64 {
+        if let Some(n) = self.skipped_final {
+            return n;
+        }
         self.program_fds
             .iter()
             .filter_map(|fd| std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).ok())

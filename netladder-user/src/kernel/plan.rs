@@ -10,6 +10,8 @@ pub enum Attach {
     Tracepoint(&'static str, &'static str),
     /// fexit on a kernel function (needs BTF and a kernel that allows tracing programs).
     FExit(&'static str),
+    /// fentry on a kernel function (same needs as fexit).
+    FEntry(&'static str),
     /// uprobe (`ret`: uretprobe) on `symbol` of the shared library `lib` (a soname, found on
     /// the system library path at start: `kernel/libs.rs`), for every process that maps it.
     UProbe {
@@ -30,6 +32,7 @@ impl Attach {
             Attach::TpBtf(name) => format!("tp_btf/{name}"),
             Attach::Tracepoint(cat, name) => format!("tracepoint/{cat}/{name}"),
             Attach::FExit(func) => format!("fexit/{func}"),
+            Attach::FEntry(func) => format!("fentry/{func}"),
             Attach::UProbe { lib, symbol, ret } => format!(
                 "{}/{lib}:{symbol}",
                 if *ret { "uretprobe" } else { "uprobe" }
@@ -56,6 +59,9 @@ pub struct Hook {
     pub needs: &'static str,
     /// What netladder cannot see without it.
     pub without: &'static str,
+    /// Programs that do this one's work better: when all of them attached (they come earlier in
+    /// the plan), this one is not attached at all.
+    pub replaced_by: &'static [&'static str],
 }
 
 pub const HOOKS: &[Hook] = &[
@@ -66,6 +72,7 @@ pub const HOOKS: &[Hook] = &[
         optional: false,
         needs: "tp_btf (5.5+), sock:inet_sock_set_state",
         without: "connection tracking (nothing can be classified)",
+        replaced_by: &[],
     },
     Hook {
         program: "tcp_receive_reset",
@@ -74,6 +81,7 @@ pub const HOOKS: &[Hook] = &[
         optional: false,
         needs: "tp_btf, tcp:tcp_receive_reset (4.16+)",
         without: "telling a RST answer apart from an ICMP port-unreachable",
+        replaced_by: &[],
     },
     Hook {
         program: "tcp_retransmit_skb",
@@ -82,6 +90,7 @@ pub const HOOKS: &[Hook] = &[
         optional: false,
         needs: "tp_btf, tcp:tcp_retransmit_skb",
         without: "SYN retransmit counts and the application-timeout case",
+        replaced_by: &[],
     },
     Hook {
         program: "kfree_skb",
@@ -90,14 +99,35 @@ pub const HOOKS: &[Hook] = &[
         optional: false,
         needs: "tp_btf, skb:kfree_skb with a drop reason (5.17+)",
         without: "local firewall drops and the no-listener signal (REJECT looks like a peer's RST)",
+        replaced_by: &[],
     },
+    Hook {
+        program: "tcp_v4_err_entry",
+        attach: Attach::FEntry("tcp_v4_err"),
+        core: false,
+        optional: true,
+        needs: "fentry (5.5+, refused by some kernels)",
+        without: ICMP_WITHOUT,
+        replaced_by: &[],
+    },
+    Hook {
+        program: "tcp_v6_err_entry",
+        attach: Attach::FEntry("tcp_v6_err"),
+        core: false,
+        optional: true,
+        needs: "fentry (5.5+, refused by some kernels)",
+        without: ICMP_WITHOUT,
+        replaced_by: &[],
+    },
+    // Where fentry is refused: every consumed packet passes here (two compares each).
     Hook {
         program: "consume_skb",
         attach: Attach::TpBtf("consume_skb"),
         core: false,
         optional: false,
         needs: "tp_btf, skb:consume_skb with its location (6.3+), kallsyms",
-        without: "the address of the router or peer whose ICMP error answered a connection",
+        without: ICMP_WITHOUT,
+        replaced_by: &["tcp_v4_err_entry", "tcp_v6_err_entry"],
     },
     Hook {
         program: "sys_enter_connect",
@@ -106,6 +136,7 @@ pub const HOOKS: &[Hook] = &[
         optional: false,
         needs: "syscall tracepoints (CONFIG_FTRACE_SYSCALLS)",
         without: "connect() calls that fail at once (no route, no free local port)",
+        replaced_by: &[],
     },
     Hook {
         program: "sys_exit_connect",
@@ -114,6 +145,7 @@ pub const HOOKS: &[Hook] = &[
         optional: false,
         needs: "syscall tracepoints (CONFIG_FTRACE_SYSCALLS)",
         without: "connect() calls that fail at once (no route, no free local port)",
+        replaced_by: &[],
     },
     Hook {
         program: "sys_enter_bind",
@@ -122,6 +154,7 @@ pub const HOOKS: &[Hook] = &[
         optional: false,
         needs: "syscall tracepoints (CONFIG_FTRACE_SYSCALLS)",
         without: "bind() and listen() failures (address already in use)",
+        replaced_by: &[],
     },
     Hook {
         program: "sys_exit_bind",
@@ -130,6 +163,7 @@ pub const HOOKS: &[Hook] = &[
         optional: false,
         needs: "syscall tracepoints (CONFIG_FTRACE_SYSCALLS)",
         without: "bind() and listen() failures (address already in use)",
+        replaced_by: &[],
     },
     Hook {
         program: "sys_enter_listen",
@@ -138,6 +172,7 @@ pub const HOOKS: &[Hook] = &[
         optional: false,
         needs: "syscall tracepoints (CONFIG_FTRACE_SYSCALLS)",
         without: "bind() and listen() failures (address already in use)",
+        replaced_by: &[],
     },
     Hook {
         program: "sys_exit_listen",
@@ -146,6 +181,7 @@ pub const HOOKS: &[Hook] = &[
         optional: false,
         needs: "syscall tracepoints (CONFIG_FTRACE_SYSCALLS)",
         without: "bind() and listen() failures (address already in use)",
+        replaced_by: &[],
     },
     Hook {
         program: "sys_enter_sendto",
@@ -154,6 +190,7 @@ pub const HOOKS: &[Hook] = &[
         optional: false,
         needs: "syscall tracepoints (CONFIG_FTRACE_SYSCALLS)",
         without: "sendto()/sendmsg() failures of datagram sockets (unreachable network or host)",
+        replaced_by: &[],
     },
     Hook {
         program: "sys_exit_sendto",
@@ -162,6 +199,7 @@ pub const HOOKS: &[Hook] = &[
         optional: false,
         needs: "syscall tracepoints (CONFIG_FTRACE_SYSCALLS)",
         without: "sendto()/sendmsg() failures of datagram sockets (unreachable network or host)",
+        replaced_by: &[],
     },
     Hook {
         program: "sys_enter_sendmsg",
@@ -170,6 +208,7 @@ pub const HOOKS: &[Hook] = &[
         optional: false,
         needs: "syscall tracepoints (CONFIG_FTRACE_SYSCALLS)",
         without: "sendto()/sendmsg() failures of datagram sockets (unreachable network or host)",
+        replaced_by: &[],
     },
     Hook {
         program: "sys_exit_sendmsg",
@@ -178,6 +217,7 @@ pub const HOOKS: &[Hook] = &[
         optional: false,
         needs: "syscall tracepoints (CONFIG_FTRACE_SYSCALLS)",
         without: "sendto()/sendmsg() failures of datagram sockets (unreachable network or host)",
+        replaced_by: &[],
     },
     Hook {
         program: "neigh_update",
@@ -186,6 +226,7 @@ pub const HOOKS: &[Hook] = &[
         optional: false,
         needs: "tp_btf, neigh:neigh_update",
         without: "neighbour (ARP/NDP) failures where drop reasons are missing",
+        replaced_by: &[],
     },
     Hook {
         program: "neigh_timer_handler",
@@ -194,6 +235,7 @@ pub const HOOKS: &[Hook] = &[
         optional: false,
         needs: "tp_btf, neigh:neigh_timer_handler",
         without: "neighbour (ARP/NDP) failures where drop reasons are missing",
+        replaced_by: &[],
     },
     // ssh (#030): log lines of ssh and sshd, the client's key files and destination.
     Hook {
@@ -203,6 +245,7 @@ pub const HOOKS: &[Hook] = &[
         optional: false,
         needs: "syscall tracepoints (CONFIG_FTRACE_SYSCALLS)",
         without: "ssh publickey refusals (#030) from the client's message, and from sshd logging to stderr or a file (-e, -E)",
+        replaced_by: &[],
     },
     Hook {
         program: "ssh_sendto",
@@ -211,6 +254,7 @@ pub const HOOKS: &[Hook] = &[
         optional: false,
         needs: "syscall tracepoints (CONFIG_FTRACE_SYSCALLS)",
         without: "ssh publickey refusals (#030) as sshd logs them through syslog or journald, with sshd's reason",
+        replaced_by: &[],
     },
     Hook {
         program: "ssh_openat",
@@ -219,6 +263,7 @@ pub const HOOKS: &[Hook] = &[
         optional: false,
         needs: "syscall tracepoints (CONFIG_FTRACE_SYSCALLS)",
         without: "the key files an ssh client read, in its #030 events",
+        replaced_by: &[],
     },
     Hook {
         program: "ssh_openat_exit",
@@ -227,6 +272,7 @@ pub const HOOKS: &[Hook] = &[
         optional: false,
         needs: "syscall tracepoints (CONFIG_FTRACE_SYSCALLS)",
         without: "the key files an ssh client read, in its #030 events",
+        replaced_by: &[],
     },
     Hook {
         program: "ssh_connect",
@@ -235,6 +281,7 @@ pub const HOOKS: &[Hook] = &[
         optional: false,
         needs: "syscall tracepoints (CONFIG_FTRACE_SYSCALLS)",
         without: "the address and port an ssh client connected to, in its #030 events",
+        replaced_by: &[],
     },
     Hook {
         program: "tcp_v4_connect_exit",
@@ -243,6 +290,7 @@ pub const HOOKS: &[Hook] = &[
         optional: true,
         needs: "fexit (5.5+, refused by some kernels)",
         without: "IPv4 connects outside connect() (io_uring) that fail at once",
+        replaced_by: &[],
     },
     Hook {
         program: "tcp_v6_connect_exit",
@@ -251,6 +299,7 @@ pub const HOOKS: &[Hook] = &[
         optional: true,
         needs: "fexit (5.5+, refused by some kernels)",
         without: "IPv6 connects outside connect() (io_uring) that fail at once",
+        replaced_by: &[],
     },
     // #025 TLS certificate verification (netladder-ebpf/src/tls.rs): OpenSSL 3 and curl.
     Hook {
@@ -264,6 +313,7 @@ pub const HOOKS: &[Hook] = &[
         optional: false,
         needs: TLS_NEEDS,
         without: TLS_WITHOUT,
+        replaced_by: &[],
     },
     Hook {
         program: "ssl_set_accept_state",
@@ -276,6 +326,7 @@ pub const HOOKS: &[Hook] = &[
         optional: false,
         needs: TLS_NEEDS,
         without: "telling an OpenSSL server that reuses an SSL object from a client",
+        replaced_by: &[],
     },
     Hook {
         program: "ssl_do_handshake",
@@ -288,6 +339,7 @@ pub const HOOKS: &[Hook] = &[
         optional: false,
         needs: TLS_NEEDS,
         without: TLS_WITHOUT,
+        replaced_by: &[],
     },
     Hook {
         program: "ssl_do_handshake_ret",
@@ -300,6 +352,7 @@ pub const HOOKS: &[Hook] = &[
         optional: false,
         needs: TLS_NEEDS,
         without: TLS_WITHOUT,
+        replaced_by: &[],
     },
     Hook {
         program: "ssl_get_error_ret",
@@ -312,6 +365,7 @@ pub const HOOKS: &[Hook] = &[
         optional: false,
         needs: TLS_NEEDS,
         without: TLS_WITHOUT,
+        replaced_by: &[],
     },
     Hook {
         program: "ssl_ctrl",
@@ -324,6 +378,7 @@ pub const HOOKS: &[Hook] = &[
         optional: false,
         needs: TLS_NEEDS,
         without: "the server name (SNI) an OpenSSL client asked for",
+        replaced_by: &[],
     },
     Hook {
         program: "x509_verify_cert_ret",
@@ -336,6 +391,7 @@ pub const HOOKS: &[Hook] = &[
         optional: false,
         needs: "uprobes, OpenSSL 3 (libcrypto.so.3) on the system library path",
         without: TLS_WITHOUT,
+        replaced_by: &[],
     },
     Hook {
         program: "x509_ctx_get_error_ret",
@@ -348,6 +404,7 @@ pub const HOOKS: &[Hook] = &[
         optional: false,
         needs: "uprobes, OpenSSL 3 (libcrypto.so.3) on the system library path",
         without: TLS_WITHOUT,
+        replaced_by: &[],
     },
     Hook {
         program: "x509_param_set1_host",
@@ -360,6 +417,7 @@ pub const HOOKS: &[Hook] = &[
         optional: false,
         needs: "uprobes, OpenSSL 3 (libcrypto.so.3) on the system library path",
         without: "the host name an OpenSSL client asked to be checked",
+        replaced_by: &[],
     },
     Hook {
         program: "curl_easy_perform",
@@ -372,6 +430,7 @@ pub const HOOKS: &[Hook] = &[
         optional: false,
         needs: CURL_NEEDS,
         without: CURL_WITHOUT,
+        replaced_by: &[],
     },
     Hook {
         program: "curl_easy_perform_ret",
@@ -384,6 +443,7 @@ pub const HOOKS: &[Hook] = &[
         optional: false,
         needs: CURL_NEEDS,
         without: CURL_WITHOUT,
+        replaced_by: &[],
     },
     // --- DNS (#024): packets and glibc's resolver ---
     Hook {
@@ -393,6 +453,7 @@ pub const HOOKS: &[Hook] = &[
         optional: false,
         needs: "cgroup_skb (4.10+) and a cgroup v2 mount",
         without: "DNS error answers (NXDOMAIN, SERVFAIL, REFUSED) seen in the packets",
+        replaced_by: &[],
     },
     Hook {
         program: "dns_egress",
@@ -401,6 +462,7 @@ pub const HOOKS: &[Hook] = &[
         optional: false,
         needs: "cgroup_skb with bpf_get_current_pid_tgid (refused by Debian 5.10 and 6.1), a cgroup v2 mount",
         without: "the proven owner of the socket that got a failed DNS answer: the process is then the last one that connected to that nameserver, and a getaddrinfo's questions are counted by its connects",
+        replaced_by: &[],
     },
     Hook {
         program: "getaddrinfo_enter",
@@ -412,6 +474,7 @@ pub const HOOKS: &[Hook] = &[
         optional: false,
         needs: "uprobes, glibc's libc.so.6 (programs using another libc file are not seen)",
         without: "getaddrinfo results: lookups failing before any packet, /etc/hosts answers",
+        replaced_by: &[],
     },
     Hook {
         program: "getaddrinfo_exit",
@@ -423,9 +486,11 @@ pub const HOOKS: &[Hook] = &[
         optional: false,
         needs: "uretprobes, glibc's libc.so.6 (programs using another libc file are not seen)",
         without: "getaddrinfo results: lookups failing before any packet, /etc/hosts answers",
+        replaced_by: &[],
     },
 ];
 
+const ICMP_WITHOUT: &str = "ICMP errors that answered a connection: the router or peer that sent them, and the error itself when the application read it (SO_ERROR) before closing (non-blocking clients: curl, event loops)";
 const TLS_NEEDS: &str = "uprobes, OpenSSL 3 (libssl.so.3) on the system library path";
 const TLS_WITHOUT: &str = "TLS certificate verification failures in OpenSSL 3 clients (#025)";
 const CURL_NEEDS: &str = "uprobes, libcurl.so.4 on the system library path";
@@ -440,6 +505,9 @@ pub enum Status {
     Refused(String),
     /// Not tried, and why.
     Skipped(String),
+    /// Not attached because the programs that replace it (`Hook::replaced_by`) are: nothing is
+    /// lost.
+    Replaced(String),
 }
 
 #[derive(Clone, Debug)]
@@ -449,9 +517,21 @@ pub struct Outcome {
 }
 
 /// The degraded capabilities implied by a set of outcomes, one line each.
+/// The attached program that does the work of `program` when `program` is not attached (it lists
+/// `program` in its `replaced_by`): nothing is lost then.
+pub fn covered_by<'a>(outcomes: &'a [Outcome], program: &str) -> Option<&'a str> {
+    outcomes
+        .iter()
+        .find(|o| o.status == Status::Attached && o.hook.replaced_by.contains(&program))
+        .map(|o| o.hook.program)
+}
+
 pub fn degraded(outcomes: &[Outcome]) -> Vec<String> {
     let mut lines: Vec<String> = Vec::new();
-    for o in outcomes.iter().filter(|o| o.status != Status::Attached) {
+    for o in outcomes.iter().filter(|o| {
+        !matches!(o.status, Status::Attached | Status::Replaced(_))
+            && covered_by(outcomes, o.hook.program).is_none()
+    }) {
         if !lines.iter().any(|l| l == o.hook.without) {
             lines.push(o.hook.without.to_owned());
         }

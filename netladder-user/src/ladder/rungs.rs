@@ -65,13 +65,29 @@ pub(super) static RUNGS: &[Rung] = &[
             "the peer host is down or the address is not in use",
             "asymmetric routing: the reply takes another path and is dropped there (rp_filter, \
              stateful firewall)",
-            "the peer's accept queue is full and it drops new SYNs",
+            "the server's accept queue is full (it does not accept() fast enough, or its backlog \
+             is too small) and new SYNs are dropped (accept_queue_full; syn_queue_full)",
         ],
         detection: "SYN retransmissions on a socket in SYN_SENT (tcp:tcp_retransmit_skb) followed \
                     by socket error 110, or by a close without error when the application's own \
                     timeout fires first. A drop of that socket's packet with reason \
                     NETFILTER_DROP (skb:kfree_skb) pins it on the local firewall, with the hook; \
-                    without a local drop the answer is missing somewhere beyond this host.",
+                    a drop in any other namespace of this host names its reason (the \
+                    reverse-path filter with the route back and rp_filter settings, no route \
+                    onward, a full queue, connection tracking). Only where the kernel shows \
+                    drops (drop reasons, 5.17+) does a timeout without any say that nothing on \
+                    this host dropped it: the answer is missing beyond this host. A client that \
+                    closes the socket itself (its own timeout) gives the same reading. \
+                    A SYN dropped at a full listen queue has no drop reason at all, so when the \
+                    destination is an address of a network namespace on this host, netladder \
+                    reads the listener on the port there over sock_diag (Recv-Q above the \
+                    backlog, as `ss -ltn` shows) and that namespace's ListenOverflows and \
+                    ListenDrops since the connect began: a full queue makes the cause \
+                    accept_queue_full (layer application), naming the listener's process. The \
+                    server side is reported on its own too, even with no client on this host: \
+                    every second `watch` reads each namespace's counters and, when they rose, \
+                    reports each listener whose accept queue is full (\"side\": \"server\"), \
+                    at most once per listener per --stats-interval, with the counts.",
     },
     Rung {
         code: 24,

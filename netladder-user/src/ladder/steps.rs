@@ -44,7 +44,7 @@ pub fn next_steps(code: u16, cause: &str, ctx: &StepCtx) -> Vec<String> {
         23 => timed_out(&mut s, cause),
         24 => dns(&mut s, cause),
         25 => tls(&mut s),
-        26 => net_unreachable(&mut s),
+        26 => net_unreachable(&mut s, cause),
         27 => addr_in_use(&mut s),
         28 => time_wait(&mut s),
         29 => arp_failed(&mut s),
@@ -101,6 +101,10 @@ fn refused(s: &mut Steps, cause: &str) {
 
 fn no_route(s: &mut Steps, cause: &str) {
     let dst = s.dst();
+    if cause == "admin_prohibited" {
+        admin_prohibited(s);
+        return;
+    }
     if cause == "firewall_reject_icmp" {
         s.firewall(&format!(
             "the rule rejecting traffic to {dst} with icmp host-unreachable or admin-prohibited"
@@ -118,9 +122,70 @@ fn no_route(s: &mut Steps, cause: &str) {
     ));
 }
 
+/// An ICMP administratively-prohibited: a firewall or a prohibit route where it came from.
+fn admin_prohibited(s: &mut Steps) {
+    let dst = s.dst();
+    s.here(format!(
+        "traceroute -n {dst}  # the router that answers administratively-prohibited"
+    ));
+    s.here("ip route show table all type prohibit  # where it is a namespace of this host");
+    s.firewall(&format!(
+        "the rule rejecting traffic to {dst} with admin-prohibited (here, or on that router)"
+    ));
+}
+
 fn timed_out(s: &mut Steps, cause: &str) {
     let (port, dst) = (s.port(), s.dst());
     match cause {
+        // Run where the listener is: the failure's namespace is the listener's.
+        "accept_queue_full" | "syn_queue_full" => {
+            let port = s
+                .ctx
+                .dst
+                .or(s.ctx.src)
+                .map_or("PORT".into(), |a| a.port().to_string());
+            s.here(format!(
+                "ss -ltnp 'sport = :{port}'  # Recv-Q (connections waiting) above Send-Q (the backlog): the queue is full"
+            ));
+            if cause == "syn_queue_full" {
+                s.here("nstat -az TcpExtTCPReqQFullDrop TcpExtTCPReqQFullDoCookies  # SYNs dropped (or answered with cookies) at a full SYN queue");
+                s.here("sysctl net.ipv4.tcp_syncookies net.ipv4.tcp_max_syn_backlog  # syncookies keep a flooded listener answering");
+                return;
+            }
+            s.here("nstat -az TcpExtListenOverflows TcpExtListenDrops  # rising while clients time out: SYNs dropped at the full queue");
+            let pid = s.ctx.pid.map_or("PID".into(), |p| p.to_string());
+            s.host(format!(
+                "strace -f -e trace=accept,accept4 -p {pid}  # is the server's accept loop running, and keeping up?"
+            ));
+            s.here("sysctl net.core.somaxconn  # the cap on every listen() backlog: raise the backlog the server passes to listen() (and this cap) for bursts");
+        }
+        "reverse_path_drop" => {
+            s.here("sysctl -a 2>/dev/null | grep '\\.rp_filter'  # 1 = strict: a packet whose route back leaves by another interface is dropped");
+            let client = s
+                .ctx
+                .src
+                .map_or("CLIENT".into(), |a| canonical_ip(a.ip()).to_string());
+            s.here(format!("ip route get {client}  # the route back to the client: it should leave by the interface the SYN came in on"));
+            s.here("nstat -az TcpExtIPReversePathFilter  # counts the packets the filter refused");
+            s.here("sysctl -w net.ipv4.conf.all.rp_filter=2  # loose mode, if the asymmetric path is intended");
+        }
+        "no_route_on_input" | "route_refused" => {
+            s.here(format!("ip route get {dst}  # in the namespace that dropped the SYN"));
+            s.here("ip route show table all type unreachable");
+            s.here("ip route show table all type prohibit");
+            s.here("ip route show table all type blackhole");
+            s.here("sysctl net.ipv4.ip_forward  # a router must forward");
+        }
+        "conntrack_drop" => {
+            s.host("conntrack -S  # insert_failed, drop, early_drop, invalid");
+            s.host("sysctl net.netfilter.nf_conntrack_count net.netfilter.nf_conntrack_max");
+            s.here("nstat -az  # the namespace's drop counters");
+        }
+        "host_drop" => {
+            s.here(s.tcpdump());
+            s.here("nstat -az  # which drop counter rises with each SYN");
+            s.host("perf trace -e skb:kfree_skb  # the drop reason and location of each drop");
+        }
         "firewall_drop" => s.firewall(&format!(
             "the drop rule matching tcp port {port} to {dst}; its counter grows with every SYN retry"
         )),
@@ -147,6 +212,9 @@ fn timed_out(s: &mut Steps, cause: &str) {
             s.here(s.tcpdump());
             s.here(format!("ip route get {dst}"));
             s.firewall(&format!("a drop rule for tcp port {port}"));
+            s.on_peer(format!(
+                "ss -ltn 'sport = :{port}'; nstat -az TcpExtListenOverflows  # Recv-Q above Send-Q and rising overflows: the listener's accept queue is full"
+            ));
         }
     }
 }
@@ -210,7 +278,11 @@ fn tls(s: &mut Steps) {
     s.host("date -u  # a clock far off makes valid certificates look expired or not yet valid");
 }
 
-fn net_unreachable(s: &mut Steps) {
+fn net_unreachable(s: &mut Steps, cause: &str) {
+    if cause == "admin_prohibited" {
+        admin_prohibited(s);
+        return;
+    }
     let dst = s.dst();
     let six = if s.is_v6() { "-6 " } else { "" };
     s.here(format!("ip route get {dst}"));
@@ -464,9 +536,32 @@ mod tests {
                     "",
                 ],
             ),
-            (22, &["host_unreachable", "firewall_reject_icmp", ""]),
-            (23, &["firewall_drop", "no_reply", "app_gave_up", ""]),
-            (26, &["net_unreachable", ""]),
+            (
+                22,
+                &[
+                    "host_unreachable",
+                    "firewall_reject_icmp",
+                    "admin_prohibited",
+                    "",
+                ],
+            ),
+            (
+                23,
+                &[
+                    "firewall_drop",
+                    "no_reply",
+                    "app_gave_up",
+                    "accept_queue_full",
+                    "syn_queue_full",
+                    "reverse_path_drop",
+                    "no_route_on_input",
+                    "route_refused",
+                    "conntrack_drop",
+                    "host_drop",
+                    "",
+                ],
+            ),
+            (26, &["net_unreachable", "admin_prohibited", ""]),
             (
                 30,
                 &[
@@ -526,6 +621,36 @@ mod tests {
         assert!(steps.contains("# on 198.51.100.2: is the peer up"));
         let gave_up = joined(23, "app_gave_up", &ctx("198.51.100.2:443"));
         assert!(gave_up.contains("tcp_syn_retries") && !gave_up.contains("# on "));
+    }
+
+    #[test]
+    fn a_full_queue_is_checked_where_the_listener_is() {
+        // Client side: the listener's namespace has a name; the port is the destination's.
+        let mut c = ctx("10.0.0.2:8080");
+        c.other_netns = true;
+        c.netns_name = Some("srv".into());
+        c.pid = Some(812);
+        let steps = next_steps(23, "accept_queue_full", &c);
+        assert!(
+            steps[0].starts_with("ip netns exec srv ss -ltnp 'sport = :8080'"),
+            "{steps:?}"
+        );
+        let all = steps.join("\n");
+        assert!(all.contains("nstat -az TcpExtListenOverflows"), "{all}");
+        assert!(
+            all.contains("strace -f -e trace=accept,accept4 -p 812"),
+            "{all}"
+        );
+        assert!(all.contains("net.core.somaxconn"), "{all}");
+        // Server side: no destination, the listener's own address.
+        let server = StepCtx {
+            src: Some("0.0.0.0:9000".parse().unwrap()),
+            ..StepCtx::default()
+        };
+        assert!(joined(23, "accept_queue_full", &server).starts_with("ss -ltnp 'sport = :9000'"));
+        assert!(joined(23, "syn_queue_full", &server).contains("tcp_syncookies"));
+        // explain's generic steps name the queue too.
+        assert!(joined(23, "", &StepCtx::default()).contains("TcpExtListenOverflows"));
     }
 
     #[test]

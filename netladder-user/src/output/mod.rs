@@ -5,7 +5,7 @@ use std::{fmt::Write as _, time::SystemTime};
 use serde_json::{json, Value};
 
 use crate::{
-    classify::Failure,
+    classify::{Failure, Ledger},
     enrich::container::Workload,
     kernel::loader::Counters,
     kernel::plan::{Outcome, Status},
@@ -44,6 +44,29 @@ pub fn failure_json(f: &Failure, next: &[String], at: SystemTime) -> Value {
     // #030: the account ssh logs in as.
     if let (Some(u), Some(obj)) = (&f.user, value.as_object_mut()) {
         obj.insert("user".into(), json!(u));
+    }
+    // #023 accept_queue_full / syn_queue_full: the overloaded listener, and whose reading it is.
+    if let (Some(o), Some(obj)) = (&f.overload, value.as_object_mut()) {
+        obj.insert(
+            "side".into(),
+            json!(if o.server_side { "server" } else { "client" }),
+        );
+        obj.insert(
+            "listener".into(),
+            json!({
+                "addr": o.addr.to_string(),
+                "pid": o.pid,
+                "comm": o.comm,
+                "netns": o.netns,
+                "recv_q": o.queue,
+                "backlog": o.backlog,
+                "listen_overflows": o.rises.map(|r| r.overflows),
+                "listen_drops": o.rises.map(|r| r.drops),
+                "syn_queue_drops": o.rises.map(|r| r.syn_queue_drops),
+                "syn_queue_cookies": o.rises.map(|r| r.syn_queue_cookies),
+                "window_ms": o.window_ns.map(|ns| ns / 1_000_000),
+            }),
+        );
     }
     if let (Some(r), Some(obj)) = (&f.firewall_rule, value.as_object_mut()) {
         obj.insert(
@@ -151,10 +174,15 @@ pub fn hooks_table(outcomes: &[Outcome]) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "{:<22} {:<40} {:<9} detail", "program", "hook", "status");
     for o in outcomes {
+        let lost = match crate::kernel::plan::covered_by(outcomes, o.hook.program) {
+            Some(other) => format!("nothing lost: {other} does its work"),
+            None => format!("lost: {}", o.hook.without),
+        };
         let (status, detail) = match &o.status {
             Status::Attached => ("attached", o.hook.needs.to_owned()),
-            Status::Refused(why) => ("REFUSED", format!("{why}; lost: {}", o.hook.without)),
-            Status::Skipped(why) => ("skipped", format!("{why}; lost: {}", o.hook.without)),
+            Status::Refused(why) => ("REFUSED", format!("{why}; {lost}")),
+            Status::Skipped(why) => ("skipped", format!("{why}; {lost}")),
+            Status::Replaced(why) => ("replaced", why.clone()),
         };
         let _ = writeln!(
             s,
@@ -175,6 +203,7 @@ pub fn hooks_json(outcomes: &[Outcome], degraded: &[String]) -> Value {
                 Status::Attached => ("attached", None),
                 Status::Refused(r) => ("refused", Some(r.clone())),
                 Status::Skipped(r) => ("skipped", Some(r.clone())),
+                Status::Replaced(r) => ("replaced", Some(r.clone())),
             };
             json!({
                 "program": o.hook.program,
@@ -190,13 +219,38 @@ pub fn hooks_json(outcomes: &[Outcome], degraded: &[String]) -> Value {
     json!({"type": "hooks", "hooks": hooks, "degraded": degraded})
 }
 
-pub fn stats_json(
-    c: &Counters,
-    unclassified: u64,
-    reported: u64,
-    unwritten: u64,
-    final_: bool,
-) -> Value {
+/// What the stats lines say: the kernel's counters, and where every record it wrote ended.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub kernel: Counters,
+    /// Records read from the ring buffer.
+    pub read: u64,
+    /// Where the records read ended (each in one bucket).
+    pub ledger: Ledger,
+    /// Records the classifier still holds for a failure not complete yet (0 at exit).
+    pub held: u64,
+    /// Failures the kernel only counted that repeat one outside the ladder.
+    pub outside_repeats: u64,
+    /// Failures told: lines of their own plus the repeats counted in repeat lines.
+    pub reported: u64,
+    /// Lines the output reader did not take in time.
+    pub unwritten: u64,
+}
+
+impl Stats {
+    /// Records the kernel wrote: queued on the ring buffer, or lost because it was full.
+    pub fn written(&self) -> u64 {
+        self.kernel.events + self.kernel.lost
+    }
+
+    /// Queued records not read (yet): 0 once watch has drained the ring buffer at exit.
+    pub fn unread(&self) -> u64 {
+        self.kernel.events.saturating_sub(self.read)
+    }
+}
+
+pub fn stats_json(s: &Stats, final_: bool) -> Value {
+    let (c, l) = (&s.kernel, &s.ledger);
     json!({
         "type": "stats",
         "final": final_,
@@ -204,18 +258,34 @@ pub fn stats_json(
         "aggregated": c.aggregated,
         "lost": c.lost,
         "skipped_runs": c.skipped_runs,
-        "failures_reported": reported,
-        "unclassified": unclassified,
+        "failures_reported": s.reported,
+        "unclassified": l.unclassified + s.outside_repeats,
         "conn_map_full": c.conn_map_full,
         "drop_map_full": c.drop_map_full,
         "malformed": c.malformed,
         "dns_malformed": c.dns_malformed,
-        "unwritten": unwritten,
+        "unwritten": s.unwritten,
+        "records": {
+            "written": s.written(),
+            "read": s.read,
+            "lost": c.lost,
+            "unread": s.unread(),
+            "reported": l.reported,
+            "repeats": l.repeats,
+            "merged": l.merged,
+            "context": l.context,
+            "unclassified": l.unclassified,
+            "malformed": l.malformed,
+            "filtered": l.filtered,
+            "dropped": l.dropped,
+            "held": s.held,
+        },
     })
 }
 
-pub fn stats_line(c: &Counters, unclassified: u64, reported: u64, unwritten: u64) -> String {
-    let slow = match unwritten {
+pub fn stats_line(s: &Stats, final_: bool) -> String {
+    let (c, l) = (&s.kernel, &s.ledger);
+    let slow = match s.unwritten {
         0 => String::new(),
         n => format!(", {n} lines dropped (the output reader did not keep up)"),
     };
@@ -227,10 +297,50 @@ pub fn stats_line(c: &Counters, unclassified: u64, reported: u64, unwritten: u64
         0 => slow,
         n => format!(", {n} DNS responses malformed (not parsed){slow}"),
     };
+    let unread = match (s.unread(), final_) {
+        (0, _) => String::new(),
+        (n, false) => format!(", {n} not read yet"),
+        (n, true) => format!(", {n} queued but never read"),
+    };
+    let mut buckets = format!(
+        "{} reported, {} repeats, {} merged into another failure, {} context only (not failures \
+         themselves), {} outside the ladder, {} malformed",
+        l.reported, l.repeats, l.merged, l.context, l.unclassified, l.malformed
+    );
+    if l.filtered > 0 {
+        let _ = write!(buckets, ", {} filtered out", l.filtered);
+    }
+    if l.dropped > 0 {
+        let _ = write!(buckets, ", {} dropped (classifier tables full)", l.dropped);
+    }
+    if s.held > 0 {
+        let _ = write!(buckets, ", {} held for a failure not complete yet", s.held);
+    }
+    // Each record ends in one bucket by construction: a difference is a bug, said openly.
+    match s.read.checked_sub(l.total() + s.held) {
+        Some(0) => {}
+        Some(n) => {
+            let _ = write!(buckets, ", {n} unaccounted for (a netladder bug)");
+        }
+        None => {
+            let _ = write!(buckets, " (more than were read: a netladder bug)");
+        }
+    }
+    let outside = match s.outside_repeats {
+        0 => String::new(),
+        n => format!(" ({n} of them outside the ladder)"),
+    };
     format!(
-        "netladder: {} kernel events, {} more counted in the kernel as repeats, {} lost (ring buffer full), \
-         {} failures reported, {} errors outside the ladder, {} connections untracked (map full), \
-         {} drop records lost (map full){skipped}{slow}",
-        c.events, c.aggregated, c.lost, reported, unclassified, c.conn_map_full, c.drop_map_full
+        "netladder: {} kernel records: {} read, {} lost (ring buffer full){unread}; of those read: \
+         {buckets}; {} more failures counted in the kernel as repeats{outside}; {} failures \
+         reported in all; {} connections untracked (map full), {} drop records lost (map full)\
+         {skipped}{slow}",
+        s.written(),
+        s.read,
+        c.lost,
+        c.aggregated,
+        s.reported,
+        c.conn_map_full,
+        c.drop_map_full
     )
 }

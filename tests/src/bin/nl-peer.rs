@@ -2,20 +2,28 @@
 //!
 //! ```text
 //! nl-peer listen ADDR [--v6only] [--reuseaddr] [--backlog N] [--pair] [--wait-peer-close]
+//!     [--no-accept]
 //!     bind + listen on ADDR, print `ready ADDR` (the bound address), accept and close
 //!     connections until killed. On failure print `error NAME ERRNO` and exit 1.
+//!     --no-accept never calls accept(): connections pile up in the accept queue, and once it
+//!     holds more than the backlog the kernel drops new SYNs (a stuck server).
 //!     An IPv6 listener is dual-stack (also takes IPv4) unless --v6only is given.
 //!     --pair binds two sockets to ADDR first, then listens on both (with --reuseaddr the
 //!     binds succeed and the second listen() fails with EADDRINUSE); the first one serves, and
 //!     the ready line ends with the second's result: `ready ADDR second=ok|error NAME ERRNO`.
 //!     --wait-peer-close closes each accepted connection only after the client closed its end,
 //!     so the client closes first and keeps the TIME_WAIT on its side.
-//! nl-peer connect ADDR [--timeout SECS] [--bind ADDR] [--count N] [--nonblocking] [--hold SECS]
-//!     [--spread N]
+//! nl-peer connect ADDR [--timeout SECS] [--bind ADDR] [--count N] [--nonblocking | --epoll |
+//!     --close-at-once] [--hold SECS] [--spread N]
 //!     make N real TCP connects; print one line per attempt: `ok` or `error NAME ERRNO`.
 //!     --timeout: non-blocking connect with a deadline; when it expires the program closes
 //!     the socket itself (the application gave up) and prints `error TIMEOUT_APP 0`.
-//!     --nonblocking: non-blocking connect, waiting for the result with poll().
+//!     --nonblocking: what event loops and curl do: a non-blocking connect (EINPROGRESS), poll()
+//!     for POLLOUT (POLLERR and POLLHUP end the wait too), getsockopt(SO_ERROR), which hands
+//!     over and clears the socket's error, then close() (the socket may still be in SYN_SENT).
+//!     --epoll: the same with epoll_wait() in place of poll().
+//!     --close-at-once: a non-blocking connect closed right after it returned EINPROGRESS,
+//!     before any answer: not a failure (a negative check); prints `abandoned`, exit 0.
 //!     --hold: keep the connected sockets open SECS seconds before exiting.
 //!     --spread N: attempt i goes to port PORT + i % N (distinct destinations).
 //!     Exit 0 when every attempt succeeded, 1 otherwise.
@@ -65,6 +73,8 @@ use std::time::{Duration, Instant};
 enum Failure {
     Errno(i32),
     AppTimeout,
+    /// --close-at-once: closed while the connect was in progress, on purpose.
+    Abandoned,
 }
 
 struct ListenOpts {
@@ -74,6 +84,7 @@ struct ListenOpts {
     backlog: i32,
     pair: bool,
     wait_peer_close: bool,
+    no_accept: bool,
 }
 
 struct StormOpts {
@@ -97,6 +108,10 @@ struct ConnectOpts {
     bind: Option<SocketAddr>,
     count: u32,
     nonblocking: bool,
+    /// Wait with epoll instead of poll (implies non-blocking).
+    epoll: bool,
+    /// Close right after a connect that returned EINPROGRESS.
+    close_at_once: bool,
     hold: Option<Duration>,
     /// Attempt i goes to port + i % spread (distinct destinations, one event each).
     spread: u16,
@@ -160,6 +175,7 @@ fn parse_listen(args: &[String]) -> Result<ListenOpts, String> {
         backlog: 128,
         pair: false,
         wait_peer_close: false,
+        no_accept: false,
     };
     while let Some(flag) = rest.next() {
         match flag.as_str() {
@@ -167,6 +183,7 @@ fn parse_listen(args: &[String]) -> Result<ListenOpts, String> {
             "--reuseaddr" => opts.reuseaddr = true,
             "--pair" => opts.pair = true,
             "--wait-peer-close" => opts.wait_peer_close = true,
+            "--no-accept" => opts.no_accept = true,
             "--backlog" => opts.backlog = parse_num(flag, rest.next())?,
             other => return Err(format!("listen: unknown option {other:?}")),
         }
@@ -182,6 +199,8 @@ fn parse_connect(args: &[String]) -> Result<ConnectOpts, String> {
         bind: None,
         count: 1,
         nonblocking: false,
+        epoll: false,
+        close_at_once: false,
         hold: None,
         spread: 1,
     };
@@ -194,10 +213,21 @@ fn parse_connect(args: &[String]) -> Result<ConnectOpts, String> {
             }
             "--count" => opts.count = parse_num(flag, rest.next())?,
             "--nonblocking" => opts.nonblocking = true,
+            "--epoll" => opts.epoll = true,
+            "--close-at-once" => opts.close_at_once = true,
             "--hold" => opts.hold = Some(parse_secs(flag, rest.next())?),
             "--spread" => opts.spread = parse_num::<u16>(flag, rest.next())?.max(1),
             other => return Err(format!("connect: unknown option {other:?}")),
         }
+    }
+    let modes = [opts.nonblocking, opts.epoll, opts.close_at_once];
+    if modes.iter().filter(|m| **m).count() > 1 {
+        return Err(
+            "connect: --nonblocking, --epoll and --close-at-once exclude each other".to_string(),
+        );
+    }
+    if opts.close_at_once && opts.timeout.is_some() {
+        return Err("connect: --close-at-once waits for nothing: no --timeout".to_string());
     }
     Ok(opts)
 }
@@ -271,6 +301,11 @@ fn run_listen(opts: ListenOpts) -> ExitCode {
             match &second {
                 Some((_, outcome)) => print_line(&format!("ready {bound} second={outcome}")),
                 None => print_line(&format!("ready {bound}")),
+            }
+            if opts.no_accept {
+                loop {
+                    std::thread::park();
+                }
             }
             accept_forever(&listener, opts.wait_peer_close)
         }
@@ -362,6 +397,7 @@ fn run_connect(opts: ConnectOpts) -> ExitCode {
                 all_ok = false;
                 print_line("error TIMEOUT_APP 0");
             }
+            Err(Failure::Abandoned) => print_line("abandoned"),
         }
     }
     if let Some(hold) = opts.hold {
@@ -378,7 +414,7 @@ fn run_connect(opts: ConnectOpts) -> ExitCode {
 /// One connect attempt. The socket is closed when the returned fd (or the error path) drops it.
 fn connect_once(opts: &ConnectOpts) -> Result<OwnedFd, Failure> {
     let errno = |e: io::Error| Failure::Errno(e.raw_os_error().unwrap_or(0));
-    let waits = opts.nonblocking || opts.timeout.is_some();
+    let waits = opts.nonblocking || opts.epoll || opts.close_at_once || opts.timeout.is_some();
     let fd = new_socket(&opts.addr, waits).map_err(errno)?;
     if let Some(local) = &opts.bind {
         bind_fd(&fd, local).map_err(errno)?;
@@ -388,11 +424,69 @@ fn connect_once(opts: &ConnectOpts) -> Result<OwnedFd, Failure> {
     let rc = unsafe { libc::connect(fd.as_raw_fd(), storage_ptr(&storage), len) };
     match check(rc) {
         Ok(()) => Ok(fd),
+        // The caller's drop of the error closes the socket, still in SYN_SENT.
+        Err(e) if opts.close_at_once && e.raw_os_error() == Some(libc::EINPROGRESS) => {
+            Err(Failure::Abandoned)
+        }
         Err(e) if waits && e.raw_os_error() == Some(libc::EINPROGRESS) => {
-            wait_connected(&fd, opts.timeout)?;
+            if opts.epoll {
+                wait_connected_epoll(&fd, opts.timeout)?;
+            } else {
+                wait_connected(&fd, opts.timeout)?;
+            }
             Ok(fd)
         }
         Err(e) => Err(errno(e)),
+    }
+}
+
+/// Milliseconds left until `deadline` for poll()/epoll_wait(); -1 (no limit) without one.
+fn wait_ms(deadline: Option<Instant>) -> i32 {
+    match deadline {
+        None => -1,
+        Some(d) => {
+            let left = d.saturating_duration_since(Instant::now());
+            i32::try_from(left.as_millis()).unwrap_or(i32::MAX)
+        }
+    }
+}
+
+/// [`wait_connected`] with epoll: one level-triggered EPOLLOUT registration, then epoll_wait()
+/// until the socket is writable or has an error (EPOLLERR and EPOLLHUP are always reported).
+fn wait_connected_epoll(fd: &OwnedFd, timeout: Option<Duration>) -> Result<(), Failure> {
+    let fail = || Failure::Errno(last_errno());
+    // SAFETY: plain syscall; the fd is owned below.
+    let ep = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+    if ep < 0 {
+        return Err(fail());
+    }
+    // SAFETY: ep is a fresh descriptor nobody else owns.
+    let ep = unsafe { OwnedFd::from_raw_fd(ep) };
+    let mut interest = libc::epoll_event {
+        events: libc::EPOLLOUT as u32,
+        u64: 0,
+    };
+    // SAFETY: both descriptors are open; interest is a valid epoll_event.
+    let rc = unsafe {
+        libc::epoll_ctl(
+            ep.as_raw_fd(),
+            libc::EPOLL_CTL_ADD,
+            fd.as_raw_fd(),
+            &mut interest,
+        )
+    };
+    check(rc).map_err(|_| fail())?;
+    let deadline = timeout.map(|t| Instant::now() + t);
+    loop {
+        let mut ready = libc::epoll_event { events: 0, u64: 0 };
+        // SAFETY: room for one event.
+        let n = unsafe { libc::epoll_wait(ep.as_raw_fd(), &mut ready, 1, wait_ms(deadline)) };
+        match n {
+            0 => return Err(Failure::AppTimeout),
+            n if n > 0 => return socket_error(fd),
+            _ if last_errno() == libc::EINTR => continue,
+            _ => return Err(fail()),
+        }
     }
 }
 
@@ -400,20 +494,13 @@ fn connect_once(opts: &ConnectOpts) -> Result<OwnedFd, Failure> {
 fn wait_connected(fd: &OwnedFd, timeout: Option<Duration>) -> Result<(), Failure> {
     let deadline = timeout.map(|t| Instant::now() + t);
     loop {
-        let wait_ms = match deadline {
-            None => -1,
-            Some(d) => {
-                let left = d.saturating_duration_since(Instant::now());
-                i32::try_from(left.as_millis()).unwrap_or(i32::MAX)
-            }
-        };
         let mut pfd = libc::pollfd {
             fd: fd.as_raw_fd(),
             events: libc::POLLOUT,
             revents: 0,
         };
         // SAFETY: one valid pollfd.
-        let ready = unsafe { libc::poll(&mut pfd, 1, wait_ms) };
+        let ready = unsafe { libc::poll(&mut pfd, 1, wait_ms(deadline)) };
         match ready {
             0 => return Err(Failure::AppTimeout),
             n if n > 0 => return socket_error(fd),
@@ -590,6 +677,8 @@ fn run_churn(addr: SocketAddr, duration: Duration) -> ExitCode {
         bind: None,
         count: 1,
         nonblocking: false,
+        epoll: false,
+        close_at_once: false,
         hold: None,
         spread: 1,
     };

@@ -1,6 +1,7 @@
 //! The VM's initramfs: a cpio (newc) with busybox, the netladder and scenario binaries, the host
 //! tools the scenarios drive (ip, ss, nft, iptables nft/legacy, dnsmasq, openssl, unshare,
-//! setpriv) with their libraries and data,
+//! setpriv, curl) with their libraries and data, a trimmed python3 (the client matrix's asyncio
+//! client, the DNS and TLS python cases),
 //! and, per kernel, the modules to load.
 
 use std::collections::BTreeSet;
@@ -44,9 +45,9 @@ const TOOLS: &[&str] = &[
     "sshd",
     "ssh",
     "ssh-keygen",
-    // #025 watch scenarios: an OpenSSL 3 client (python3 is not carried: its cases skip).
+    // #025 watch scenarios: an OpenSSL 3 client; the client matrix's curl.
     "curl",
-    // The #024 scenarios' DNS clients (python3 is too big for the initramfs: those skip).
+    // The #024 scenarios' DNS clients (python3 comes trimmed, see `python`).
     "dig",
     "getent",
 ];
@@ -93,6 +94,24 @@ const DATA: &[&str] = &[
 
 const HOST_TOOL_DIRS: &[&str] = &["/usr/sbin", "/usr/bin", "/sbin", "/bin"];
 
+/// What the python scripts of the scenarios import: the client matrix's asyncio client
+/// (asyncio, errno, sys), the #024 getaddrinfo cases (socket, time) and the #025 client (ssl).
+/// `python` runs this on the build machine, as the VM runs python (empty environment, site
+/// imported), and carries only the modules it loaded: about 100 files instead of the whole
+/// standard library (see `python`).
+const PYTHON_LISTER: &str = r#"
+import asyncio, errno, json, os, socket, ssl, sys, time
+print(os.path.realpath(sys.executable))
+print(sys.implementation.cache_tag)
+files = {os.__file__}
+for m in list(sys.modules.values()):
+    f = getattr(m, "__file__", None)
+    if f:
+        files.add(f)
+for f in sorted(files):
+    print(f)
+"#;
+
 /// Builds the part shared by every kernel; returns the cpio path.
 pub fn build_common(artifacts: &Artifacts, work: &Path) -> Result<PathBuf> {
     let root = fresh_dir(&work.join("common"))?;
@@ -110,6 +129,7 @@ pub fn build_common(artifacts: &Artifacts, work: &Path) -> Result<PathBuf> {
     for (name, target) in IPTABLES_LINKS {
         symlink(target, root.join("usr/sbin").join(name))?;
     }
+    binaries.extend(python(&root)?);
     busybox_applets(&root)?;
     for data in DATA.iter().map(Path::new).filter(|p| p.exists()) {
         let dest = root.join(data.strip_prefix("/")?);
@@ -173,6 +193,71 @@ pub fn build_for_kernel(common: &Path, kernel: &Kernel, work: &Path) -> Result<P
         std::io::copy(&mut File::open(part)?, &mut out)?;
     }
     Ok(combined)
+}
+
+/// python3 with only the standard library modules the scenarios' scripts load (`PYTHON_LISTER`),
+/// each with its compiled `__pycache__` file and its source's modification time (so the
+/// compiled file stays valid and nothing is compiled at boot), and the interpreter at its own
+/// path (it finds its library from there). Returns the ELF files (interpreter, extension
+/// modules) whose libraries must be copied. Kept small on purpose: the whole standard library
+/// would be about 50 MiB more; these are about 10 MiB (the interpreter itself 7), and the
+/// initramfs is unpacked at every boot. Without python3 on this machine, nothing is added and
+/// the python cases print NL-SKIP in the VM.
+fn python(root: &Path) -> Result<Vec<PathBuf>> {
+    let Ok(host) = find_host_tool("python3") else {
+        println!("vm-test: python3 is not installed here: the python cases will skip in the VM");
+        return Ok(Vec::new());
+    };
+    let listing = cmd::capture(
+        Command::new(&host)
+            .args(["-c", PYTHON_LISTER])
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .env("HOME", "/root"),
+    )
+    .context("listing the python modules the scenarios need")?;
+    let mut lines = listing.lines().map(str::trim).filter(|l| !l.is_empty());
+    let exe = PathBuf::from(lines.next().context("python printed nothing")?);
+    let tag = lines
+        .next()
+        .context("python printed no cache tag")?
+        .to_string();
+    let mut elves = vec![copy_file(&exe, &in_root(root, &exe.to_string_lossy()))?];
+    let name = exe.file_name().context("python without a file name")?;
+    if name != "python3" {
+        symlink(name, root.join("usr/bin/python3"))?;
+    }
+    for file in lines.map(Path::new) {
+        let dest = in_root(root, &file.to_string_lossy());
+        if file.extension().is_some_and(|e| e == "so") {
+            elves.push(copy_file(file, &dest)?);
+            continue;
+        }
+        copy_keeping_mtime(file, &dest)?;
+        // asyncio/base_events.py -> asyncio/__pycache__/base_events.cpython-311.pyc
+        let (Some(dir), Some(stem)) = (file.parent(), file.file_stem()) else {
+            continue;
+        };
+        let pyc = dir
+            .join("__pycache__")
+            .join(format!("{}.{tag}.pyc", stem.to_string_lossy()));
+        if pyc.is_file() {
+            copy_keeping_mtime(&pyc, &in_root(root, &pyc.to_string_lossy()))?;
+        }
+    }
+    Ok(elves)
+}
+
+/// [`copy_file`], and the copy gets the original's modification time (which a compiled python
+/// file records for its source).
+fn copy_keeping_mtime(from: &Path, to: &Path) -> Result<()> {
+    copy_file(from, to)?;
+    let mtime = fs::metadata(from)?.modified()?;
+    File::options()
+        .write(true)
+        .open(to)?
+        .set_modified(mtime)
+        .with_context(|| format!("setting the time of {}", to.display()))
 }
 
 fn fresh_dir(dir: &Path) -> Result<PathBuf> {

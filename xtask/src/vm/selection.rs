@@ -3,17 +3,18 @@
 //! `cargo xtask vm-test --kernel all` runs every binary on every kernel in both modes (optional
 //! hooks allowed, and forced off). CI cannot afford that under TCG: every scenario starts its own
 //! netladder, and a start costs 10-20 s of emulated CPU (the verifier, BTF, the uprobes), so one
-//! boot of every binary takes about 20 minutes. CI also runs every binary on the host kernel.
+//! boot of every binary takes over 20 minutes. CI also runs every binary on the host kernel.
 //! So each binary runs in the VMs where its readings can differ:
 //! - the binaries whose readings depend on what the kernel offers (drop reasons and their values,
 //!   the drop location, the ICMP sender, cgroup_skb helpers) run on every kernel of the matrix;
 //! - the others run on one end: on 5.10, the oldest, those with a reading of their own where
 //!   drop reasons are missing; on sid, the newest, those whose kernel side (syscall tracepoints,
-//!   uprobes) is alike everywhere;
+//!   uprobes, sock_diag) is alike everywhere;
 //! - with the optional hooks forced off (`--no-optional-hooks`, which the test library passes to
-//!   every `netladder watch` it starts), the binaries with connects that fail at once (the only
-//!   failures the optional fexit programs report) run on 5.10. The host kernel of this project's
-//!   machines refuses the fexit programs, so the host run covers a current kernel without them.
+//!   every `netladder watch` it starts), the binaries whose failures the optional programs see
+//!   (fexit on tcp_v4/v6_connect: connects that fail at once; fentry on tcp_v4/v6_err: ICMP
+//!   answers) run on 5.10. The host kernel of this project's machines refuses the fentry and
+//!   fexit programs, so the host run covers a current kernel without them.
 //!
 //! Every kernel keeps at least one boot, so it keeps its column in the report. A binary is
 //! placed consciously: one missing from [`PLACEMENTS`] (a new tests/tests/*.rs) fails the CI
@@ -119,6 +120,23 @@ pub const PLACEMENTS: &[Placement] = &[
               drop reasons (the host run has the full one)",
     },
     Placement {
+        binary: "overload",
+        optional_on: Kernels::Newest,
+        optional_off: Kernels::No,
+        why: "the full listen queue: a timeout read through sock_diag and the namespace's \
+              TcpExt counters (userspace, alike on every kernel), and the server-side report \
+              polled from them",
+    },
+    Placement {
+        binary: "paths",
+        optional_on: Kernels::All,
+        optional_off: Kernels::Oldest,
+        why: "the issue-15 paths under every client: ICMP answers come from fentry on \
+              tcp_v4_err/tcp_v6_err, or consume_skb (6.3+) without it, or nowhere (5.10 with the \
+              optional hooks off: the degraded reading); drops in a router's or the \
+              server's namespace need drop reasons",
+    },
+    Placement {
         binary: "reliability",
         optional_on: Kernels::Oldest,
         optional_off: Kernels::No,
@@ -132,8 +150,8 @@ pub const PLACEMENTS: &[Placement] = &[
         optional_off: Kernels::Oldest,
         why: "#022 and #026-#029 rest on drop reasons, the ICMP sender (consume_skb's location \
               argument, 6.12+) and neighbour tracepoints, which differ per kernel; its connects \
-              that fail at once are what the optional fexit programs report, the connect() \
-              exit without them",
+              that fail at once and its ICMP answers are what the optional programs report, \
+              the connect() exit and consume_skb (or nothing) without them",
     },
     Placement {
         binary: "scenarios",
@@ -286,7 +304,7 @@ mod tests {
             .iter()
             .map(|b| b.tests.clone().unwrap_or_default())
             .collect();
-        let sensitive = ["dns", "firewall", "rungs", "scenarios"];
+        let sensitive = ["dns", "firewall", "paths", "rungs", "scenarios"];
         assert_eq!(
             tests[0],
             [
@@ -294,12 +312,13 @@ mod tests {
                 "dns",
                 "firewall",
                 "operator",
+                "paths",
                 "reliability",
                 "rungs",
                 "scenarios"
             ]
         );
-        assert_eq!(tests[1], ["rungs", "scenarios"]);
+        assert_eq!(tests[1], ["paths", "rungs", "scenarios"]);
         assert_eq!(tests[2], sensitive);
         assert_eq!(tests[3], sensitive);
         assert_eq!(
@@ -309,6 +328,8 @@ mod tests {
                 "dns",
                 "firewall",
                 "harness_selftest",
+                "overload",
+                "paths",
                 "rungs",
                 "scenarios",
                 "ssh",
