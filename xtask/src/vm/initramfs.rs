@@ -95,12 +95,13 @@ const DATA: &[&str] = &[
 const HOST_TOOL_DIRS: &[&str] = &["/usr/sbin", "/usr/bin", "/sbin", "/bin"];
 
 /// What the python scripts of the scenarios import: the client matrix's asyncio client
-/// (asyncio, errno, sys), the #024 getaddrinfo cases (socket, time) and the #025 client (ssl).
+/// (asyncio, errno, sys), the #024 getaddrinfo cases (socket, time; and encodings.idna, which
+/// getaddrinfo loads only when it is given a host name) and the #025 client (ssl).
 /// `python` runs this on the build machine, as the VM runs python (empty environment, site
 /// imported), and carries only the modules it loaded: about 100 files instead of the whole
 /// standard library (see `python`).
 const PYTHON_LISTER: &str = r#"
-import asyncio, errno, json, os, socket, ssl, sys, time
+import asyncio, encodings.idna, errno, json, os, socket, ssl, sys, time
 print(os.path.realpath(sys.executable))
 print(sys.implementation.cache_tag)
 files = {os.__file__}
