@@ -134,6 +134,7 @@ pub fn run(args: &VmTestArgs) -> Result<SuiteOutcome> {
                 kernel,
                 mode: &BAD_CMDLINE,
                 tests: None,
+                env: Vec::new(),
             })
             .collect()
     } else if args.selection == "ci" {
@@ -172,6 +173,8 @@ pub struct BootPlan {
     pub kernel: &'static KernelSpec,
     mode: &'static Mode,
     pub tests: Option<Vec<&'static str>>,
+    /// Variables for the test binaries (kernel command line words `NAME=VALUE`).
+    pub env: Vec<(&'static str, &'static str)>,
 }
 
 impl BootPlan {
@@ -190,6 +193,7 @@ impl BootPlan {
             kernel,
             mode,
             tests,
+            env: Vec::new(),
         }
     }
 
@@ -252,6 +256,7 @@ pub fn suite(
                 cpio,
                 mode: boot.mode,
                 tests: boot.tests.as_deref(),
+                env: &boot.env,
             })
         })
         .collect();
@@ -288,6 +293,7 @@ struct Job<'a> {
     cpio: &'a Path,
     mode: &'a Mode,
     tests: Option<&'a [&'static str]>,
+    env: &'a [(&'static str, &'static str)],
 }
 
 /// Runs the boots, `options.jobs` at a time, after choosing the accelerator with a probe boot
@@ -299,7 +305,7 @@ fn run_jobs(jobs: &[Job], options: &SuiteOptions, cache: &Path) -> Result<Vec<(u
     let accel = qemu::choose_accel(&qemu::Boot {
         kernel: &first.kernel.vmlinuz,
         initramfs: first.cpio,
-        cmdline: cmdline(first.mode, None, options),
+        cmdline: cmdline(first.mode, None, &[], options),
         dir: &cache.join("runs").join("kvm-probe"),
         timeout: options.timeout,
     })?;
@@ -339,26 +345,25 @@ fn unprepared(boot: &BootPlan, err: &anyhow::Error) -> RunReport {
     }
 }
 
-/// The kernel command line: the mode's words, the demo flag, and (NL_TESTS) the test binaries
-/// to run when not all of them.
-fn cmdline(mode: &Mode, tests: Option<&[&str]>, options: &SuiteOptions) -> String {
-    let mut line = BASE_CMDLINE.to_string();
-    let tests = tests.map(|t| format!("NL_TESTS={}", t.join(",")));
-    for extra in [
-        mode.cmdline,
-        if options.expect_fail_demo {
-            "NL_EXPECT_FAIL_DEMO=1"
-        } else {
-            ""
-        },
-        tests.as_deref().unwrap_or(""),
-    ] {
-        if !extra.is_empty() {
-            line.push(' ');
-            line.push_str(extra);
-        }
+/// The kernel command line: the mode's words, the demo flag, (NL_TESTS) the test binaries to
+/// run when not all of them, and the boot's variables (the kernel hands `NAME=VALUE` words it
+/// does not know to init's environment).
+fn cmdline(
+    mode: &Mode,
+    tests: Option<&[&str]>,
+    env: &[(&str, &str)],
+    options: &SuiteOptions,
+) -> String {
+    let mut words = vec![BASE_CMDLINE.to_string(), mode.cmdline.to_string()];
+    if options.expect_fail_demo {
+        words.push("NL_EXPECT_FAIL_DEMO=1".to_string());
     }
-    line
+    if let Some(tests) = tests {
+        words.push(format!("NL_TESTS={}", tests.join(",")));
+    }
+    words.extend(env.iter().map(|(k, v)| format!("{k}={v}")));
+    words.retain(|w| !w.is_empty());
+    words.join(" ")
 }
 
 fn boot_once(
@@ -372,15 +377,17 @@ fn boot_once(
         cpio,
         mode,
         tests,
+        env,
         ..
     } = job;
     let label = format!("{}{}", kernel.label, mode.suffix);
     let dir = cache.join("runs").join(label.replace('/', "-"));
-    println!("vm-test: {label}: booting");
+    let words: Vec<String> = env.iter().map(|(k, v)| format!(" {k}={v}")).collect();
+    println!("vm-test: {label}: booting{}", words.concat());
     let boot = qemu::Boot {
         kernel: &kernel.vmlinuz,
         initramfs: cpio,
-        cmdline: cmdline(mode, *tests, options),
+        cmdline: cmdline(mode, *tests, env, options),
         dir: &dir,
         timeout: options.timeout,
     };
@@ -506,17 +513,23 @@ mod tests {
     #[test]
     fn command_lines_carry_the_mode_and_the_demo_flag() {
         assert_eq!(
-            cmdline(&NORMAL, None, &options(false)),
+            cmdline(&NORMAL, None, &[], &options(false)),
             "console=ttyS0 panic=-1 mitigations=off NL_FLOOD_SECS=15"
         );
         assert_eq!(
-            cmdline(&NO_OPTIONAL_HOOKS, None, &options(true)),
+            cmdline(&NO_OPTIONAL_HOOKS, None, &[], &options(true)),
             "console=ttyS0 panic=-1 mitigations=off NL_FLOOD_SECS=15 \
              NL_WATCH_ARGS=--no-optional-hooks NL_EXPECT_FAIL_DEMO=1"
         );
         assert_eq!(
-            cmdline(&NORMAL, Some(&["rungs", "scenarios"]), &options(false)),
-            "console=ttyS0 panic=-1 mitigations=off NL_FLOOD_SECS=15 NL_TESTS=rungs,scenarios"
+            cmdline(
+                &NORMAL,
+                Some(&["rungs", "scenarios"]),
+                &[("NL_CLIENTS", "blocking,nonblocking-poll")],
+                &options(false)
+            ),
+            "console=ttyS0 panic=-1 mitigations=off NL_FLOOD_SECS=15 NL_TESTS=rungs,scenarios \
+             NL_CLIENTS=blocking,nonblocking-poll"
         );
     }
 
