@@ -111,7 +111,9 @@ pub fn cgroup(data: &[u8]) {
 pub fn kernel_event(data: &[u8]) {
     let names = crate::kernel::decode::Names {
         drop_reasons: Default::default(),
-        kallsyms: crate::kernel::kallsyms::Kallsyms::empty(),
+        kallsyms: crate::kernel::kallsyms::OnDemand::with(
+            crate::kernel::kallsyms::Kallsyms::empty(),
+        ),
     };
     let _ = crate::kernel::decode::record(data, &names);
 }

@@ -25,7 +25,7 @@ use crate::{
         btf::KernelBtf,
         config,
         decode::{self, Names},
-        kallsyms::Kallsyms,
+        kallsyms::{Kallsyms, OnDemand},
         loader::{self, Loaded},
         plan, tracefs,
     },
@@ -80,7 +80,14 @@ pub(crate) fn start(
     if include_self {
         resolved.config.self_tgid = 0;
     }
-    let kallsyms = Kallsyms::load();
+    // The symbols are read now only when consume_skb needs its ICMP receive ranges; else at
+    // the first drop location to name.
+    let consume_skb_location = btf.tracepoint_args("consume_skb").is_some_and(|n| n >= 2);
+    let kallsyms = if consume_skb_location {
+        OnDemand::with(Kallsyms::load())
+    } else {
+        OnDemand::new()
+    };
     let mut unavailable = Vec::new();
     if resolved.config.reason_netfilter_drop == ABSENT
         || btf.tracepoint_args("kfree_skb").is_none_or(|n| n < 3)
@@ -90,12 +97,13 @@ pub(crate) fn start(
             "this kernel has no drop reasons (5.17+)".to_owned(),
         ));
     }
-    match (kallsyms.range("icmp_rcv"), kallsyms.range("icmpv6_rcv")) {
-        _ if btf.tracepoint_args("consume_skb").is_none_or(|n| n < 2) => unavailable.push((
+    let ranges = |k: &Kallsyms| (k.range("icmp_rcv"), k.range("icmpv6_rcv"));
+    match consume_skb_location.then(|| ranges(kallsyms.get())) {
+        None => unavailable.push((
             "consume_skb",
             "consume_skb has no location argument on this kernel (6.3+)".to_owned(),
         )),
-        (Some(v4), Some(v6)) => {
+        Some((Some(v4), Some(v6))) => {
             resolved.config.icmp_rcv = v4;
             resolved.config.icmpv6_rcv = v6;
         }
@@ -131,7 +139,7 @@ pub(crate) fn start(
 }
 
 pub fn hooks(args: HooksArgs) -> Result<()> {
-    let s = start(&args.hooks, None, false)?;
+    let mut s = start(&args.hooks, None, false)?;
     if args.json {
         let mut v = output::hooks_json(&s.loaded.outcomes, &s.degraded);
         v["tls_coverage"] = tls_coverage(&s.loaded.outcomes).into();
@@ -146,6 +154,7 @@ pub fn hooks(args: HooksArgs) -> Result<()> {
         }
         println!("{}", tls_coverage(&s.loaded.outcomes));
     }
+    loader::detach_all(&mut s.loaded._ebpf);
     Ok(())
 }
 
@@ -400,6 +409,9 @@ async fn event_loop(
             &format!("netladder: cannot stop the programs' records ({e}); detaching them first"),
         );
         counters.forget_programs();
+        if let Some(ebpf) = ebpf.as_mut() {
+            loader::detach_all(ebpf);
+        }
         ebpf = None;
     }
     std::thread::sleep(Duration::from_millis(10));
@@ -431,7 +443,10 @@ async fn event_loop(
             &format!("netladder: {left} lines were still queued for a reader that stopped reading; exiting without them"),
         );
     }
-    // Detaching the programs (tens of ms each) comes after the output.
+    // Detaching the programs comes after the output.
+    if let Some(ebpf) = ebpf.as_mut() {
+        loader::detach_all(ebpf);
+    }
     drop(ebpf);
     Ok(())
 }

@@ -15,6 +15,10 @@ pub fn path() -> String {
 
 pub struct KernelBtf {
     btf: Btf,
+    /// Ids by name, as looked up so far: each look-up of a new name reads every type's name (a
+    /// hundred thousand of them), and start-up asks for some names many times (`sock` alone a
+    /// dozen).
+    ids: std::cell::RefCell<HashMap<String, Vec<u32>>>,
 }
 
 impl KernelBtf {
@@ -30,7 +34,10 @@ impl KernelBtf {
             );
         }
         let btf = Self::open(path).with_context(|| format!("cannot parse BTF in {path}"))?;
-        Ok(Self { btf })
+        Ok(Self {
+            btf,
+            ids: Default::default(),
+        })
     }
 
     /// The kernel's BTF, memory-mapped and read on demand: a few MB and milliseconds, where
@@ -64,6 +71,24 @@ impl KernelBtf {
         )?)
     }
 
+    /// The types named `name` (none when there is none).
+    fn types_by_name(&self, name: &str) -> Vec<Type> {
+        let ids = {
+            let mut cache = self.ids.borrow_mut();
+            match cache.get(name) {
+                Some(ids) => ids.clone(),
+                None => {
+                    let ids = self.btf.resolve_ids_by_name(name).unwrap_or_default();
+                    cache.insert(name.to_owned(), ids.clone());
+                    ids
+                }
+            }
+        };
+        ids.into_iter()
+            .filter_map(|id| self.btf.resolve_type_by_id(id).ok())
+            .collect()
+    }
+
     /// Byte offset of `path` ("a.b.c") inside `struct name`, looking through anonymous
     /// structs/unions the way C does.
     pub fn offset(&self, name: &str, path: &str) -> Result<u32> {
@@ -84,7 +109,7 @@ impl KernelBtf {
 
     /// Values of a C enum by member name (e.g. `enum skb_drop_reason`).
     pub fn enum_values(&self, name: &str) -> Result<HashMap<String, u32>> {
-        for ty in self.btf.resolve_types_by_name(name).unwrap_or_default() {
+        for ty in self.types_by_name(name) {
             if let Type::Enum(e) = ty {
                 let mut out = HashMap::new();
                 for m in &e.members {
@@ -99,9 +124,7 @@ impl KernelBtf {
     /// Number of arguments of a BTF-enabled tracepoint (`btf_trace_<name>` minus the context).
     pub fn tracepoint_args(&self, name: &str) -> Option<usize> {
         let ty = self
-            .btf
-            .resolve_types_by_name(&format!("btf_trace_{name}"))
-            .ok()?
+            .types_by_name(&format!("btf_trace_{name}"))
             .into_iter()
             .next()?;
         let mut ty = self.btf.resolve_chained_type(ty.as_btf_type()?).ok()?;
@@ -118,16 +141,13 @@ impl KernelBtf {
 
     /// Whether the kernel has a function of this name (for fexit/kprobe targets).
     pub fn has_function(&self, name: &str) -> bool {
-        self.btf
-            .resolve_types_by_name(name)
-            .map(|v| v.iter().any(|t| matches!(t, Type::Func(_))))
-            .unwrap_or(false)
+        self.types_by_name(name)
+            .iter()
+            .any(|t| matches!(t, Type::Func(_)))
     }
 
     fn named_struct(&self, name: &str) -> Result<Type> {
-        self.btf
-            .resolve_types_by_name(name)
-            .unwrap_or_default()
+        self.types_by_name(name)
             .into_iter()
             .find(|t| matches!(t, Type::Struct(_)))
             .ok_or_else(|| anyhow!("struct {name} is not in this kernel's BTF"))
@@ -158,7 +178,11 @@ impl KernelBtf {
             _ => return Ok(None),
         };
         for m in members {
+            // Only the member asked for and the anonymous ones are resolved further.
             let member_name = self.btf.resolve_name(m).unwrap_or_default();
+            if member_name != name && !member_name.is_empty() {
+                continue;
+            }
             let member_ty = self.strip(self.btf.resolve_chained_type(m)?)?;
             if member_name == name {
                 return Ok(Some((m.bit_offset(), member_ty)));

@@ -8,13 +8,13 @@ use netladder_common::{
     eflag, kind, syscall, AggKey, AppEvent, Event, Flow, ProcInfo, AF_INET, AF_INET6,
 };
 
-use super::kallsyms::Kallsyms;
+use super::kallsyms::OnDemand;
 use crate::classify::{Drops, Kind, Observation, Proc};
 
 /// Names for numbers that differ per kernel.
 pub struct Names {
     pub drop_reasons: HashMap<u32, String>,
-    pub kallsyms: Kallsyms,
+    pub kallsyms: OnDemand,
 }
 
 /// Reads one record; `None` when it is too short (never trusts the kernel blindly).
@@ -136,7 +136,7 @@ pub fn observe(e: &Event, names: &Names) -> Option<Observation> {
                 .then(|| names.drop_reasons.get(&e.last_drop_reason).cloned())
                 .flatten(),
             location: has_drop_location
-                .then(|| names.kallsyms.symbolize(e.drop_location))
+                .then(|| names.kallsyms.get().symbolize(e.drop_location))
                 .flatten(),
             outgoing: e.flags & eflag::DROP_OUTGOING != 0,
             incoming: e.flags & eflag::DROP_INCOMING != 0,
@@ -186,7 +186,9 @@ mod tests {
     fn names() -> Names {
         Names {
             drop_reasons: HashMap::from([(12, "NETFILTER_DROP".to_owned())]),
-            kallsyms: Kallsyms::parse("ffffffff81100400 T nft_do_chain\n"),
+            kallsyms: OnDemand::with(super::super::kallsyms::Kallsyms::parse(
+                "ffffffff81100400 T nft_do_chain\n",
+            )),
         }
     }
 

@@ -89,6 +89,33 @@ impl Kallsyms {
     }
 }
 
+/// The kernel's symbols, read from /proc/kallsyms the first time they are asked for: reading
+/// it makes the kernel format every symbol of the kernel and its modules, which is a tenth of
+/// netladder's start-up CPU, and most runs never name a drop location.
+pub struct OnDemand(std::sync::OnceLock<Kallsyms>);
+
+impl OnDemand {
+    /// Nothing read yet.
+    pub fn new() -> Self {
+        Self(std::sync::OnceLock::new())
+    }
+
+    /// Symbols already read (or none at all: `Kallsyms::empty()`).
+    pub fn with(k: Kallsyms) -> Self {
+        Self(std::sync::OnceLock::from(k))
+    }
+
+    pub fn get(&self) -> &Kallsyms {
+        self.0.get_or_init(Kallsyms::load)
+    }
+}
+
+impl Default for OnDemand {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::Kallsyms;

@@ -6,7 +6,7 @@ use aya::{
     maps::{MapData, PerCpuArray, RingBuf},
     programs::{
         cgroup_skb::CgroupSkbAttachType, uprobe::UProbeScope, BtfTracePoint, CgroupAttachMode,
-        CgroupSkb, FEntry, FExit, ProgramError, TracePoint, UProbe,
+        CgroupSkb, FEntry, FExit, Program, ProgramError, TracePoint, UProbe,
     },
     Btf, Ebpf, EbpfLoader,
 };
@@ -244,6 +244,29 @@ fn attach(ebpf: &mut Ebpf, hook: &Hook, btf: &Btf, targets: &Targets) -> Result<
         })(),
     };
     res.map_err(|e| describe(&e))
+}
+
+/// Detaches and unloads every program of `ebpf`, all at once. Each detach waits for the
+/// kernel's grace period (tens of milliseconds: a tracepoint or probe is only gone once no CPU
+/// can still be running it); one after the other, thirty of them took 2.5 s at exit. Side by
+/// side the waits overlap, and the whole takes about one of them. The maps stay with `ebpf`.
+pub fn detach_all(ebpf: &mut Ebpf) {
+    std::thread::scope(|scope| {
+        for (_, prog) in ebpf.programs_mut() {
+            scope.spawn(move || {
+                // An unload error leaves the program to the drop of `ebpf`, which tries again.
+                let _ = match prog {
+                    Program::TracePoint(p) => p.unload(),
+                    Program::BtfTracePoint(p) => p.unload(),
+                    Program::FExit(p) => p.unload(),
+                    Program::FEntry(p) => p.unload(),
+                    Program::UProbe(p) => p.unload(),
+                    Program::CgroupSkb(p) => p.unload(),
+                    _ => Ok(()),
+                };
+            });
+        }
+    });
 }
 
 /// One line for a program error: the syscall error, plus the verifier's last words if any.
