@@ -231,6 +231,7 @@ mod tests {
         // The way kernels before 6.16 (no mmap of the sysfs file) read it.
         let copy = KernelBtf {
             btf: KernelBtf::open_copy(VMLINUX_BTF).unwrap(),
+            ids: Default::default(),
         };
         let direct = host().unwrap();
         for (s, m) in [
