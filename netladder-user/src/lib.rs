@@ -15,6 +15,7 @@ mod output;
 mod preflight;
 mod sink;
 mod watch;
+mod words;
 
 use clap::Parser as _;
 

@@ -15,6 +15,7 @@ use std::{
 use netladder_common::{dns as wire, kind};
 
 use super::{Failure, FirewallSeen, Kind, Ledger, Lookup, Observation, Proc};
+use crate::words::{canonical, plural};
 use crate::{enrich::dns::wire_name, ladder::Layer};
 
 /// Answers to a program without getaddrinfo are reported this long after the last one.
@@ -647,21 +648,6 @@ fn qtype_name(qtype: u16) -> String {
         33 => "SRV".into(),
         65 => "HTTPS".into(),
         n => format!("TYPE{n}"),
-    }
-}
-
-fn plural(n: u32) -> &'static str {
-    if n == 1 {
-        ""
-    } else {
-        "s"
-    }
-}
-
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
     }
 }
 

@@ -13,6 +13,7 @@ use std::{
 use netladder_common::{eflag, kind, verdict, AggKey};
 
 use crate::ladder::Layer;
+use crate::words::plural;
 
 mod dns;
 pub mod errno;
@@ -980,14 +981,6 @@ fn drop_cause(reason: &str, location: Option<&str>) -> (&'static str, Layer, Loo
         }
         "IP_OUTNOROUTES" => ("no_route", Layer::Route, Lookup::Route),
         _ => ("host_drop", Layer::Route, Lookup::None),
-    }
-}
-
-fn plural(n: u32) -> &'static str {
-    if n == 1 {
-        ""
-    } else {
-        "s"
     }
 }
 

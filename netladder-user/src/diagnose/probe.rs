@@ -195,11 +195,4 @@ fn from_error(dst: SocketAddr, e: &io::Error, elapsed: Duration) -> Failure {
     })
 }
 
-fn canonical(a: SocketAddr) -> SocketAddr {
-    match a.ip() {
-        std::net::IpAddr::V6(v6) => v6
-            .to_ipv4_mapped()
-            .map_or(a, |v4| SocketAddr::new(v4.into(), a.port())),
-        _ => a,
-    }
-}
+use crate::words::canonical_addr as canonical;

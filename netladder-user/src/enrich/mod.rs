@@ -63,14 +63,7 @@ pub fn describe_refused(dst: SocketAddr, listeners: &[Listener], owners: &Owners
     format!("no listener on {dst} ({who} {}{more})", others.join("; "))
 }
 
-/// "s" after a count other than one: "1 packet", "3 packets".
-pub(crate) fn plural(n: u64) -> &'static str {
-    if n == 1 {
-        ""
-    } else {
-        "s"
-    }
-}
+pub(crate) use crate::words::{canonical, plural};
 
 /// How many other listeners a sentence names before "and N more".
 const MAX_SHOWN: usize = 3;
@@ -82,14 +75,6 @@ pub fn refused_sentence(dst: SocketAddr) -> anyhow::Result<String> {
     let inodes: Vec<u32> = listeners.iter().map(|l| l.inode).collect();
     let owners = sockdiag::socket_owners(&inodes);
     Ok(describe_refused(dst, &listeners, &owners))
-}
-
-/// An IPv4-mapped IPv6 address (::ffff:a.b.c.d) is an IPv4 peer.
-pub(crate) fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
-    }
 }
 
 /// Would this listener take a connection to `dst` (canonical)? Dual-stack rules: an IPv6

@@ -272,7 +272,7 @@ pub fn describe_port_exhaustion(
         "no free local port toward {dst}: ip_local_port_range {low}-{high} has {size} \
          port{}; toward {dst}, {} connection{} open and {} in TIME_WAIT ({} TIME_WAIT in \
          all); tcp_tw_reuse={tw_reuse} ({reuse}). Hint: {hint}",
-        plural(size.into()),
+        plural(size),
         usage.open_to_dst,
         plural(usage.open_to_dst),
         usage.time_wait_to_dst,

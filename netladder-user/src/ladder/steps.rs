@@ -164,7 +164,7 @@ fn timed_out(s: &mut Steps, cause: &str) {
             let client = s
                 .ctx
                 .src
-                .map_or("CLIENT".into(), |a| canonical_ip(a.ip()).to_string());
+                .map_or("CLIENT".into(), |a| crate::words::canonical(a.ip()).to_string());
             s.here(format!("ip route get {client}  # the route back to the client: it should leave by the interface the SYN came in on"));
             s.here("nstat -az TcpExtIPReversePathFilter  # counts the packets the filter refused");
             s.here("sysctl -w net.ipv4.conf.all.rp_filter=2  # loose mode, if the asymmetric path is intended");
@@ -229,7 +229,7 @@ fn dns(s: &mut Steps, cause: &str) {
     let mut servers: Vec<IpAddr> = s
         .ctx
         .dst
-        .map(|d| canonical_ip(d.ip()))
+        .map(|d| crate::words::canonical(d.ip()))
         .into_iter()
         .collect();
     for ns in &s.ctx.nameservers {
@@ -265,7 +265,7 @@ fn dns(s: &mut Steps, cause: &str) {
 
 fn tls(s: &mut Steps) {
     let target = match s.ctx.dst {
-        Some(d) => SocketAddr::new(canonical_ip(d.ip()), d.port()).to_string(),
+        Some(d) => SocketAddr::new(crate::words::canonical(d.ip()), d.port()).to_string(),
         None => "HOST:PORT".into(),
     };
     let sni = s.host_name();
@@ -363,7 +363,7 @@ fn ssh_publickey(s: &mut Steps, cause: &str) {
     }
     let host = match (&s.ctx.host_name, s.ctx.dst) {
         (Some(_), _) | (None, None) => s.host_name(),
-        (None, Some(d)) => canonical_ip(d.ip()).to_string(),
+        (None, Some(d)) => crate::words::canonical(d.ip()).to_string(),
     };
     let port = match s.ctx.dst.map(|d| d.port()) {
         Some(p) if p != 22 => format!(" -p {p}"),
@@ -414,7 +414,7 @@ impl<'a> Steps<'a> {
     /// A command for the peer: here when the peer is this host (loopback), else on it.
     fn on_peer(&mut self, cmd: impl Into<String>) {
         let cmd: String = cmd.into();
-        match self.ctx.dst.map(|d| canonical_ip(d.ip())) {
+        match self.ctx.dst.map(|d| crate::words::canonical(d.ip())) {
             Some(ip) if ip.is_loopback() => self.here(cmd),
             peer => {
                 let peer = peer.map_or("DEST".into(), |ip| ip.to_string());
@@ -459,14 +459,14 @@ impl<'a> Steps<'a> {
     }
 
     fn dst(&self) -> String {
-        self.ctx
-            .dst
-            .map_or("DEST".into(), |d| canonical_ip(d.ip()).to_string())
+        self.ctx.dst.map_or("DEST".into(), |d| {
+            crate::words::canonical(d.ip()).to_string()
+        })
     }
 
     fn dst_with_port(&self) -> String {
         self.ctx.dst.map_or("DEST:PORT".into(), |d| {
-            SocketAddr::new(canonical_ip(d.ip()), d.port()).to_string()
+            SocketAddr::new(crate::words::canonical(d.ip()), d.port()).to_string()
         })
     }
 
@@ -475,7 +475,9 @@ impl<'a> Steps<'a> {
     }
 
     fn is_v6(&self) -> bool {
-        self.ctx.dst.is_some_and(|d| canonical_ip(d.ip()).is_ipv6())
+        self.ctx
+            .dst
+            .is_some_and(|d| crate::words::canonical(d.ip()).is_ipv6())
     }
 
     fn host_name(&self) -> String {
@@ -483,14 +485,6 @@ impl<'a> Steps<'a> {
             .host_name
             .as_deref()
             .map_or("NAME".into(), sh_quote)
-    }
-}
-
-/// An IPv4-mapped IPv6 address (::ffff:a.b.c.d) is an IPv4 connection: show and route it as such.
-fn canonical_ip(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
     }
 }
 
