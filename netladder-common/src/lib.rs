@@ -98,6 +98,12 @@ pub struct Config {
     pub socket_type: u32,
     /// `struct sock` -> `__sk_common.skc_state`.
     pub sk_state: u32,
+    /// `struct inet_connection_sock` -> `icsk_retransmits` (u8): the retransmissions the
+    /// kernel tried, whether or not the packet left (a failed one never reaches
+    /// tcp:tcp_retransmit_skb).
+    pub icsk_retransmits: u32,
+    /// Keeps the u32 block even (the ranges below are 8-byte aligned); free for the next offset.
+    pub reserved: u32,
     /// Text ranges of icmp_rcv / icmpv6_rcv (kallsyms): a consumed skb freed from there is an
     /// ICMP message the stack handled. 0..0 when unknown.
     pub icmp_rcv: [u64; 2],
@@ -106,10 +112,10 @@ pub struct Config {
 
 // The config is copied to the kernel as bytes: it must have no implicit padding.
 // An even number of u32 fields, then two [u64; 2] arrays, nothing in between: 41 u32, ssh's 6
-// (sys_enter_write_*, sys_enter_sendto_buf/len, sys_enter_openat_filename), and #025's 9
-// (task_files .. sk_state).
-const _: () = assert!(core::mem::size_of::<Config>() == (41 + 6 + 9) * 4 + 4 * 8);
-const _: () = assert!(core::mem::offset_of!(Config, icmp_rcv) == (41 + 6 + 9) * 4);
+// (sys_enter_write_*, sys_enter_sendto_buf/len, sys_enter_openat_filename), #025's 9
+// (task_files .. sk_state), icsk_retransmits and reserved.
+const _: () = assert!(core::mem::size_of::<Config>() == (41 + 6 + 9 + 2) * 4 + 4 * 8);
+const _: () = assert!(core::mem::offset_of!(Config, icmp_rcv) == (41 + 6 + 9 + 2) * 4);
 
 impl Config {
     /// A config where every offset is absent; userspace fills in what the kernel has.
@@ -171,6 +177,8 @@ impl Config {
             socket_sk: ABSENT,
             socket_type: ABSENT,
             sk_state: ABSENT,
+            icsk_retransmits: ABSENT,
+            reserved: 0,
             icmp_rcv: [0; 2],
             icmpv6_rcv: [0; 2],
         }
@@ -304,6 +312,10 @@ pub mod eflag {
     /// The socket's errors were both gone when it closed (read with SO_ERROR): `err` is the one
     /// the kernel derives from the ICMP destination-unreachable that answered the flow.
     pub const ERR_FROM_ICMP: u32 = 1 << 5;
+    /// The kernel retried the SYN more often than tcp:tcp_retransmit_skb saw a retransmission
+    /// leave: the retries failed on this host's way out (a local firewall drop or a send error).
+    /// `syn_retrans` then counts the retries tried.
+    pub const RETRIES_NOT_SENT: u32 = 1 << 6;
 }
 
 /// Syscalls watched for error returns. For CONNECT the address is the destination (`Flow::daddr`);

@@ -10,8 +10,8 @@ use netladder_common::{eflag, kind, syscall, verdict, ConnState, DropRecord, Eve
 
 use crate::{
     kernel::{
-        conf, current_proc, is_self, load, other_netns, read_buf, sock_flow, sock_netns, zero_flow,
-        zeroed,
+        conf, current_proc, is_self, load, other_netns, read, read_buf, sock_flow, sock_netns,
+        zero_flow, zeroed,
     },
     maps::{
         agg_key, count, counted_as_repeat, drop_writes, emit, CALL_ARGS, CONNS, DROPS, ICMP_SEEN,
@@ -109,6 +109,8 @@ fn finish(sk: u64) {
     let netns = sock_netns(sk);
     let err: i32 = load(sk, conf!(sk_err));
     let err_soft: i32 = load(sk, conf!(sk_err_soft));
+    // Past the end of struct sock (in inet_connection_sock): a direct load would be refused.
+    let tried: u8 = read(sk, conf!(icsk_retransmits)).unwrap_or(0);
     let Some(mut state) = (unsafe { CONNS.get(&sk) }).copied() else {
         return;
     };
@@ -162,6 +164,12 @@ fn finish(sk: u64) {
         if err != 0 {
             flags |= eflag::ERR_FROM_ICMP;
         }
+    }
+    // A retry that failed on the way out (a local firewall drop before 5.17 shows none) never
+    // reaches tcp_retransmit_skb; the kernel counted it all the same.
+    if u32::from(tried) > state.syn_retrans {
+        state.syn_retrans = u32::from(tried);
+        flags |= eflag::RETRIES_NOT_SENT;
     }
     let Some(verdict) = classify(err, state.syn_retrans, &drops, &mut flags) else {
         return;

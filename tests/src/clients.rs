@@ -261,6 +261,10 @@ pub struct Expect<'a> {
     pub not_evidence: &'a [&'a str],
     /// Text each event's summary must contain.
     pub summary: &'a [&'a str],
+    /// The cause of a client that gave up before the kernel did, where it differs from `cause`:
+    /// without drop reasons a timeout that the application ended itself reads as
+    /// `app_gave_up`, one the kernel ended as `no_reply`.
+    pub gave_up_cause: Option<&'a str>,
 }
 
 /// Every client's run of one scenario, under one watch.
@@ -424,7 +428,11 @@ impl Matrix {
                     &many[0]
                 }
             };
-            for (field, want) in [("code", x.code), ("cause", x.cause), ("layer", x.layer)] {
+            let cause = match x.gave_up_cause {
+                Some(c) if run.gave_up() => c,
+                _ => x.cause,
+            };
+            for (field, want) in [("code", x.code), ("cause", cause), ("layer", x.layer)] {
                 if !want.is_empty() && ev[field] != want {
                     bad(format!("{field} {} instead of {want:?}", ev[field]));
                 }

@@ -97,6 +97,9 @@ fn checked_failures(
         cause,
         layer,
         errno: Some(errno),
+        // Without drop reasons, nothing says who dropped the SYN: a client that gave up first
+        // reads as the application's own timeout.
+        gave_up_cause: (!full && cause == "no_reply").then_some("app_gave_up"),
         ..Expect::default()
     };
     if icmp {

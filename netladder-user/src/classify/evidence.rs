@@ -60,12 +60,20 @@ pub fn syscall_line(call: &str, err: i32) -> String {
 pub fn conn_lines(o: &Observation) -> Vec<String> {
     let mut lines = Vec::new();
     let syns = o.syn_retrans + 1;
-    lines.push(format!(
-        "{syns} SYN{} sent ({} retransmit{}, tcp:tcp_retransmit_skb)",
-        if syns == 1 { "" } else { "s" },
-        o.syn_retrans,
-        if o.syn_retrans == 1 { "" } else { "s" },
-    ));
+    if o.flags & eflag::RETRIES_NOT_SENT != 0 {
+        lines.push(format!(
+            "the kernel tried the SYN {syns} times, but fewer retries left this host's TCP \
+             (tcp:tcp_retransmit_skb): something on this host's way out stopped them, such as \
+             an OUTPUT firewall rule or a send error"
+        ));
+    } else {
+        lines.push(format!(
+            "{syns} SYN{} sent ({} retransmit{}, tcp:tcp_retransmit_skb)",
+            if syns == 1 { "" } else { "s" },
+            o.syn_retrans,
+            if o.syn_retrans == 1 { "" } else { "s" },
+        ));
+    }
     if o.flags & eflag::RST_RECEIVED != 0 {
         lines.push("RST received in SYN_SENT (tcp:tcp_receive_reset)".into());
     }

@@ -203,6 +203,27 @@ fn timeout_without_drop_and_application_gave_up() {
         .evidence
         .iter()
         .any(|e| e.contains("application closed the socket")));
+    // The retries the kernel tried but that never left (an OUTPUT drop where no drop is seen).
+    let mut c = Classifier::new();
+    let out = c.feed(
+        conn(
+            verdict::TIMEOUT_NO_REPLY,
+            0,
+            eflag::APP_GAVE_UP | eflag::RETRIES_NOT_SENT,
+            Drops::default(),
+            1,
+            10,
+        ),
+        10,
+    );
+    assert_eq!(out[0].cause, "app_gave_up");
+    assert!(
+        out[0].evidence.iter().any(|e| e
+            .contains("the kernel tried the SYN 2 times, but fewer retries left this host's TCP")),
+        "{:?}",
+        out[0].evidence
+    );
+    assert!(!out[0].evidence.iter().any(|e| e.contains("SYNs sent")));
 }
 
 #[test]

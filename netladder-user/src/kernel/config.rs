@@ -59,6 +59,7 @@ pub fn resolve(btf: &KernelBtf, tracefs_root: &Path) -> Resolved {
     c.socket_sk = off("socket", "sk");
     c.socket_type = off("socket", "type");
     c.sk_state = off("sock", "__sk_common.skc_state");
+    c.icsk_retransmits = off("inet_connection_sock", "icsk_retransmits");
 
     let mut drop_reasons = HashMap::new();
     match btf.enum_values("skb_drop_reason") {
