@@ -61,8 +61,11 @@ enum Task {
         #[arg(long, default_value = "all")]
         kernel: String,
     },
-    /// Benchmark netladder's overhead: refused storm, healthy path, drop storm, start-up (docs/benchmarks.md).
+    /// Benchmark netladder's overhead: refused storm, healthy path, drop storm, host tax, start-up (docs/benchmarks.md).
     Bench(bench::BenchArgs),
+    /// One load of the host-tax benchmark, run by `cargo xtask bench` as its own child.
+    #[command(hide = true)]
+    BenchLoad(bench::LoadArgs),
 }
 
 fn main() -> ExitCode {
@@ -113,6 +116,7 @@ fn dispatch(task: Task) -> Result<ExitCode> {
         }
         Task::Ci { kernel } => ci::run(&kernel),
         Task::Bench(args) => bench::run(&args),
+        Task::BenchLoad(args) => bench::run_load(&args),
     }
 }
 

@@ -1,11 +1,14 @@
 //! `cargo xtask bench`: what `netladder watch` costs, measured side by side with untraced runs.
 //!
-//! Four benchmarks (issue 8), each of which can run alone (`--only`):
+//! Five benchmarks (issues 8 and 16), each of which can run alone (`--only`):
 //! - `storm` (storm.rs): a refused-connection storm on loopback, untraced vs netladder vs bpftrace;
 //! - `healthy` (healthy.rs): throughput and connection rate of successful connections over a
 //!   veth pair between two throwaway namespaces, untraced vs netladder;
 //! - `drops` (drops.rs): a flood of connects that a namespace's own firewall rejects (and UDP
 //!   datagrams it drops), untraced vs netladder, with netladder's accounting, CPU and memory;
+//! - `hosttax` (hosttax.rs, loads in load.rs): what processes that make no failing connection
+//!   pay while netladder runs (syscall loops, a loopback TCP echo), untraced vs netladder vs
+//!   bpftrace;
 //! - `startup` (startup.rs): netladder started and stopped with no traffic.
 //!
 //! Modes alternate in rotating order from round to round, so drift does not favour one. The
@@ -22,6 +25,8 @@
 mod child;
 mod drops;
 mod healthy;
+mod hosttax;
+mod load;
 mod procfs;
 mod report;
 mod startup;
@@ -38,6 +43,7 @@ use serde_json::Value;
 
 use crate::{cmd, setup};
 use child::{install_stop_handlers, WorkDir};
+pub use load::LoadArgs;
 use report::{Machine, DOC};
 
 /// Longest wait for netladder's ready file, bpftrace's "Attaching" line or a server's ready line.
@@ -61,19 +67,29 @@ pub enum Which {
     Healthy,
     /// A firewall rejecting a flood inside a namespace (benchmark 3).
     Drops,
+    /// What processes that are not traced pay while netladder runs (benchmark 5, issue 16).
+    #[value(name = "hosttax")]
+    HostTax,
     /// Start-up and shutdown (benchmark 4).
     Startup,
 }
 
 impl Which {
     /// Every benchmark, in the order they run and are reported.
-    const ALL: [Which; 4] = [Which::Storm, Which::Healthy, Which::Drops, Which::Startup];
+    const ALL: [Which; 5] = [
+        Which::Storm,
+        Which::Healthy,
+        Which::Drops,
+        Which::HostTax,
+        Which::Startup,
+    ];
 
     fn name(self) -> &'static str {
         match self {
             Which::Storm => "storm",
             Which::Healthy => "healthy",
             Which::Drops => "drops",
+            Which::HostTax => "hosttax",
             Which::Startup => "startup",
         }
     }
@@ -85,7 +101,7 @@ pub struct BenchArgs {
     /// Interleaved rounds; each runs every load once per mode (and start-up runs this often).
     #[arg(long, default_value_t = 5)]
     rounds: u32,
-    /// Length of each load (storm, stream, connect loop, flood) in seconds.
+    /// Length of each load (storm, stream, connect loop, flood, host-tax load) in seconds.
     #[arg(long, default_value_t = 5.0)]
     seconds: f64,
     /// Client threads making connects in the storm (default 1: one client, the other CPUs left
@@ -159,6 +175,11 @@ struct Ctx {
     flood_threads: u32,
 }
 
+/// The hidden `xtask bench-load` child mode: one host-tax load, timed by itself.
+pub fn run_load(args: &LoadArgs) -> Result<ExitCode> {
+    load::run(args)
+}
+
 pub fn run(args: &BenchArgs) -> Result<ExitCode> {
     args.validate()?;
     let selected = args.selected();
@@ -191,6 +212,9 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
         .then(|| healthy::run(&ctx))
         .transpose()?;
     let drops = runs(Which::Drops).then(|| drops::run(&ctx)).transpose()?;
+    let hosttax = runs(Which::HostTax)
+        .then(|| hosttax::run(&ctx))
+        .transpose()?;
     let startup = runs(Which::Startup)
         .then(|| startup::run(&ctx))
         .transpose()?;
@@ -217,6 +241,13 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
             Which::Drops,
             d.markdown(&machine, &command_line),
             d.verdicts(),
+        ));
+    }
+    if let Some(h) = &hosttax {
+        sections.push((
+            Which::HostTax,
+            h.markdown(&machine, &command_line),
+            h.verdicts(),
         ));
     }
     if let Some(s) = &startup {
@@ -506,6 +537,12 @@ mod tests {
         assert_eq!(
             parse(&["--only", "startup"]).command_line(),
             "sudo cargo xtask bench --only startup --rounds 5 --seconds 5"
+        );
+        let host = parse(&["--only", "hosttax,startup", "--rounds", "1"]);
+        assert_eq!(host.selected(), [Which::HostTax, Which::Startup]);
+        assert_eq!(
+            host.command_line(),
+            "sudo cargo xtask bench --only hosttax,startup --rounds 1 --seconds 5"
         );
         assert!(Cli::try_parse_from(["bench", "--only", "nope"]).is_err());
         assert!(parse(&["--flood-threads", "0"]).validate().is_err());

@@ -1,4 +1,5 @@
-//! Benchmark 4: netladder started and stopped with no traffic.
+//! Benchmark 4: netladder started and stopped with no traffic. Targets: ready (every program
+//! attached) under 0.5 s after launch (issue 8), and exited under 0.5 s after SIGINT (issue 16).
 
 use std::thread::sleep;
 use std::time::{Duration, Instant};
@@ -86,6 +87,29 @@ impl Lifecycle {
     }
 }
 
+/// Issue 8 (start-up) and issue 16 (shutdown): each under this many seconds, in every run.
+const LIMIT_S: f64 = 0.5;
+
+/// The target line on a time that must stay under `LIMIT_S` in every run (`what` happened
+/// `when`; `measure` names it when it could not be measured, because of `why`).
+fn limit_verdict(
+    times: Option<Spread>,
+    what: &str,
+    when: &str,
+    measure: &str,
+    why: &str,
+) -> String {
+    match times {
+        Some(t) => format!(
+            "TARGET {}: {what} {:.3} s {when} at most (median {:.3} s; target under {LIMIT_S} s)",
+            if t.max < LIMIT_S { "MET" } else { "MISSED" },
+            t.max,
+            t.median
+        ),
+        None => format!("TARGET MISSED: {measure} could not be measured: {why}"),
+    }
+}
+
 /// The runs of benchmark 4, for the report.
 pub(super) struct StartupResults {
     lifecycles: Vec<Result<Lifecycle, String>>,
@@ -100,7 +124,7 @@ impl StartupResults {
             .iter()
             .filter_map(|l| l.as_ref().ok())
             .collect();
-        let mut md = String::from("### Start-up and shutdown (issue 8, benchmark 4)\n\n");
+        let mut md = String::from("### Start-up and shutdown (issues 8 and 16, benchmark 4)\n\n");
         md += &measured.unwrap_or_default();
         let Some(first) = runs.first() else {
             let why = self.lifecycles.iter().find_map(|l| l.as_ref().err());
@@ -138,31 +162,24 @@ impl StartupResults {
     }
 
     pub(super) fn verdicts(&self) -> Vec<String> {
-        const READY_LIMIT_S: f64 = 0.5;
-        let ready = Spread::of(
-            self.lifecycles
-                .iter()
-                .filter_map(|l| l.as_ref().ok())
-                .map(|l| l.ready.as_secs_f64()),
-        );
-        let line = match ready {
-            Some(r) if r.max < READY_LIMIT_S => format!(
-                "TARGET MET: every program attached {:.3} s after launch at most (median {:.3} s; target under {READY_LIMIT_S} s)",
-                r.max, r.median
+        let runs = || self.lifecycles.iter().filter_map(|l| l.as_ref().ok());
+        let why = self
+            .lifecycles
+            .iter()
+            .find_map(|l| l.as_ref().err())
+            .map_or("no runs", String::as_str);
+        let ready = Spread::of(runs().map(|l| l.ready.as_secs_f64()));
+        let exit = Spread::of(runs().map(|l| l.exit.as_secs_f64()));
+        let mut lines = vec![
+            limit_verdict(
+                ready,
+                "every program attached",
+                "after launch",
+                "start-up",
+                why,
             ),
-            Some(r) => format!(
-                "TARGET MISSED: attaching every program took up to {:.3} s (median {:.3} s; target under {READY_LIMIT_S} s)",
-                r.max, r.median
-            ),
-            None => {
-                let why = self.lifecycles.iter().find_map(|l| l.as_ref().err());
-                format!(
-                    "TARGET MISSED: start-up could not be measured: {}",
-                    why.map_or("no runs", String::as_str)
-                )
-            }
-        };
-        let mut lines = vec![line];
+            limit_verdict(exit, "netladder exited", "after SIGINT", "shutdown", why),
+        ];
         lines.extend(
             self.lifecycles
                 .iter()
@@ -171,5 +188,43 @@ impl StartupResults {
                 .map(|(i, why)| format!("TARGET MISSED: start-up/shutdown run {i} failed: {why}")),
         );
         lines
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(ready: f64, exit: f64) -> Result<Lifecycle, String> {
+        Ok(Lifecycle {
+            programs: 3,
+            ready: Duration::from_secs_f64(ready),
+            exit: Duration::from_secs_f64(exit),
+            unloaded: Duration::from_secs_f64(exit + 0.1),
+        })
+    }
+
+    #[test]
+    fn start_up_and_shutdown_each_have_a_target() {
+        let results = StartupResults {
+            lifecycles: vec![run(0.2, 0.3), run(0.4, 2.5), Err("boom".to_owned())],
+        };
+        let v = results.verdicts();
+        assert_eq!(
+            v[0],
+            "TARGET MET: every program attached 0.400 s after launch at most (median 0.300 s; target under 0.5 s)"
+        );
+        assert_eq!(
+            v[1],
+            "TARGET MISSED: netladder exited 2.500 s after SIGINT at most (median 1.400 s; target under 0.5 s)"
+        );
+        assert_eq!(v[2], "TARGET MISSED: start-up/shutdown run 3 failed: boom");
+        let none = StartupResults {
+            lifecycles: vec![Err("no bpf".to_owned())],
+        };
+        assert_eq!(
+            none.verdicts()[1],
+            "TARGET MISSED: shutdown could not be measured: no bpf"
+        );
     }
 }

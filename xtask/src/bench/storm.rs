@@ -28,7 +28,7 @@ use super::{
     STORM_GRACE,
 };
 
-const BPFTRACE: &str = "/usr/bin/bpftrace";
+pub(super) const BPFTRACE: &str = "/usr/bin/bpftrace";
 
 /// The tracepoints netladder hooks, counted per probe by the bpftrace reference script.
 const TRACEPOINTS: &[&str] = &[
