@@ -74,6 +74,18 @@ pub(crate) fn start(
     }
     preflight::require_privileges()?;
     let btf = KernelBtf::load()?;
+    // Every type name start-up asks for, found in one pass over the kernel's types.
+    let functions = plan::HOOKS.iter().filter_map(|h| match h.attach {
+        plan::Attach::FExit(f) | plan::Attach::FEntry(f) => Some(f),
+        _ => None,
+    });
+    btf.prefetch(
+        config::BTF_NAMES
+            .iter()
+            .copied()
+            .chain(["btf_trace_kfree_skb", "btf_trace_consume_skb"])
+            .chain(functions),
+    );
     let root = tracefs::root()?;
     let mut resolved = config::resolve(&btf, &root);
     resolved.config.only_netns = only_netns.unwrap_or(0);
