@@ -102,20 +102,27 @@ pub struct Config {
     /// kernel tried, whether or not the packet left (a failed one never reaches
     /// tcp:tcp_retransmit_skb).
     pub icsk_retransmits: u32,
-    /// Keeps the u32 block even (the ranges below are 8-byte aligned); free for the next offset.
-    pub reserved: u32,
-    /// Text ranges of icmp_rcv / icmpv6_rcv (kallsyms): a consumed skb freed from there is an
-    /// ICMP message the stack handled. 0..0 when unknown.
-    pub icmp_rcv: [u64; 2],
-    pub icmpv6_rcv: [u64; 2],
 }
 
 // The config is copied to the kernel as bytes: it must have no implicit padding.
-// An even number of u32 fields, then two [u64; 2] arrays, nothing in between: 41 u32, ssh's 6
-// (sys_enter_write_*, sys_enter_sendto_buf/len, sys_enter_openat_filename), #025's 9
-// (task_files .. sk_state), icsk_retransmits and reserved.
-const _: () = assert!(core::mem::size_of::<Config>() == (41 + 6 + 9 + 2) * 4 + 4 * 8);
-const _: () = assert!(core::mem::offset_of!(Config, icmp_rcv) == (41 + 6 + 9 + 2) * 4);
+// Only u32 fields: 41, ssh's 6 (sys_enter_write_*, sys_enter_sendto_buf/len,
+// sys_enter_openat_filename), #025's 9 (task_files .. sk_state), and icsk_retransmits, the
+// last one last.
+const _: () = assert!(core::mem::size_of::<Config>() == (41 + 6 + 9 + 1) * 4);
+const _: () = assert!(core::mem::offset_of!(Config, icsk_retransmits) == (41 + 6 + 9) * 4);
+
+/// Text ranges [start, end) of icmp_rcv and icmpv6_rcv (from /proc/kallsyms): a packet consumed
+/// from inside one of them is an ICMP message the stack handled. The one entry of the
+/// `ICMP_RCV` map, written by the loader just before it attaches `consume_skb` (only then:
+/// reading kallsyms is a tenth of a start), so it is not part of `Config`. All 0 until then.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IcmpRanges {
+    pub v4: [u64; 2],
+    pub v6: [u64; 2],
+}
+
+const _: () = assert!(core::mem::size_of::<IcmpRanges>() == 4 * 8);
 
 impl Config {
     /// A config where every offset is absent; userspace fills in what the kernel has.
@@ -178,9 +185,6 @@ impl Config {
             socket_type: ABSENT,
             sk_state: ABSENT,
             icsk_retransmits: ABSENT,
-            reserved: 0,
-            icmp_rcv: [0; 2],
-            icmpv6_rcv: [0; 2],
         }
     }
 }
@@ -634,4 +638,5 @@ mod pod {
     unsafe impl aya::Pod for super::DropRecord {}
     unsafe impl aya::Pod for super::ConnState {}
     unsafe impl aya::Pod for super::IcmpRecord {}
+    unsafe impl aya::Pod for super::IcmpRanges {}
 }

@@ -7,7 +7,8 @@
 //!   own ICMP error handler, entered before it sets the socket's error and closes it, so the
 //!   record is there when the connection's summary is built; nothing else pays for it.
 //! - `tp_btf/consume_skb` (6.3+, where fentry is refused): the stack consumes an ICMP message it
-//!   handled in icmp_rcv / icmpv6_rcv; only skbs consumed there are parsed. This runs after the
+//!   handled in icmp_rcv / icmpv6_rcv (text ranges in `ICMP_RCV`, written by the loader only
+//!   when it attaches this program); only skbs consumed there are parsed. This runs after the
 //!   handler, so a connection closed by the error itself is summarised before the record exists;
 //!   one the application closes later (the common case for non-blocking clients) finds it.
 use aya_ebpf::{
@@ -19,7 +20,7 @@ use netladder_common::{Flow, IcmpRecord, AF_INET, AF_INET6};
 
 use crate::{
     kernel::{conf, read, read_buf},
-    maps::ICMP_SEEN,
+    maps::{ICMP_RCV, ICMP_SEEN},
 };
 
 const IPPROTO_ICMP: u8 = 1;
@@ -34,11 +35,13 @@ const HEADER_UNSET: u16 = 0xffff;
 #[btf_tracepoint(function = "consume_skb")]
 pub fn consume_skb(ctx: BtfTracePointContext) -> u32 {
     let location: u64 = ctx.arg(1);
-    let v4 = conf!(icmp_rcv);
-    let v6 = conf!(icmpv6_rcv);
-    let family = if location >= v4[0] && location < v4[1] {
+    // Never empty while attached (userspace fills it first); all 0 would match nothing.
+    let Some(r) = ICMP_RCV.get(0) else {
+        return 0;
+    };
+    let family = if location >= r.v4[0] && location < r.v4[1] {
         AF_INET
-    } else if location >= v6[0] && location < v6[1] {
+    } else if location >= r.v6[0] && location < r.v6[1] {
         AF_INET6
     } else {
         return 0;

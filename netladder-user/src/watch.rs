@@ -9,7 +9,7 @@ use std::{
 
 use anyhow::{bail, Context as _, Result};
 use aya::maps::{MapData, RingBuf};
-use netladder_common::{AggKey, ABSENT};
+use netladder_common::{AggKey, IcmpRanges, ABSENT};
 use tokio::{
     io::{unix::AsyncFd, Interest},
     signal::unix::{signal, SignalKind},
@@ -25,7 +25,7 @@ use crate::{
         btf::KernelBtf,
         config,
         decode::{self, Names},
-        kallsyms::{Kallsyms, OnDemand},
+        kallsyms::OnDemand,
         loader::{self, Loaded},
         plan, tracefs,
     },
@@ -74,20 +74,28 @@ pub(crate) fn start(
     }
     preflight::require_privileges()?;
     let btf = KernelBtf::load()?;
+    // Every type name start-up asks for, found in one pass over the kernel's types.
+    let functions = plan::HOOKS.iter().filter_map(|h| match h.attach {
+        plan::Attach::FExit(f) | plan::Attach::FEntry(f) => Some(f),
+        _ => None,
+    });
+    btf.prefetch(
+        config::BTF_NAMES
+            .iter()
+            .copied()
+            .chain(["btf_trace_kfree_skb", "btf_trace_consume_skb"])
+            .chain(functions),
+    );
     let root = tracefs::root()?;
     let mut resolved = config::resolve(&btf, &root);
     resolved.config.only_netns = only_netns.unwrap_or(0);
     if include_self {
         resolved.config.self_tgid = 0;
     }
-    // The symbols are read now only when consume_skb needs its ICMP receive ranges; else at
-    // the first drop location to name.
-    let consume_skb_location = btf.tracepoint_args("consume_skb").is_some_and(|n| n >= 2);
-    let kallsyms = if consume_skb_location {
-        OnDemand::with(Kallsyms::load())
-    } else {
-        OnDemand::new()
-    };
+    // The symbols are read at the first drop location to name, or when consume_skb is about
+    // to attach and needs its ICMP receive ranges (where the fentry programs replace it, never
+    // at start).
+    let kallsyms = OnDemand::new();
     let mut unavailable = Vec::new();
     if resolved.config.reason_netfilter_drop == ABSENT
         || btf.tracepoint_args("kfree_skb").is_none_or(|n| n < 3)
@@ -97,21 +105,19 @@ pub(crate) fn start(
             "this kernel has no drop reasons (5.17+)".to_owned(),
         ));
     }
-    let ranges = |k: &Kallsyms| (k.range("icmp_rcv"), k.range("icmpv6_rcv"));
-    match consume_skb_location.then(|| ranges(kallsyms.get())) {
-        None => unavailable.push((
+    if btf.tracepoint_args("consume_skb").is_none_or(|n| n < 2) {
+        unavailable.push((
             "consume_skb",
             "consume_skb has no location argument on this kernel (6.3+)".to_owned(),
-        )),
-        Some((Some(v4), Some(v6))) => {
-            resolved.config.icmp_rcv = v4;
-            resolved.config.icmpv6_rcv = v6;
-        }
-        _ => unavailable.push((
-            "consume_skb",
-            "icmp_rcv/icmpv6_rcv are not in /proc/kallsyms".to_owned(),
-        )),
+        ));
     }
+    let icmp_ranges = || {
+        let k = kallsyms.get();
+        match (k.range("icmp_rcv"), k.range("icmpv6_rcv")) {
+            (Some(v4), Some(v6)) => Ok(IcmpRanges { v4, v6 }),
+            _ => Err("icmp_rcv/icmpv6_rcv are not in /proc/kallsyms".to_owned()),
+        }
+    };
     let loaded = loader::load(
         &resolved.config,
         &loader::Options {
@@ -119,6 +125,7 @@ pub(crate) fn start(
             unavailable,
             functions: &|name| btf.has_function(name),
             skip: &opts.skip_hook,
+            icmp_ranges: &icmp_ranges,
         },
     )?;
     let mut degraded = plan::degraded(&loaded.outcomes);

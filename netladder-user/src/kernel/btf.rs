@@ -15,10 +15,58 @@ pub fn path() -> String {
 
 pub struct KernelBtf {
     btf: Btf,
+    /// The raw BTF, mapped a second time for `prefetch` (None when only a parsed copy exists).
+    raw: Option<Mapped>,
     /// Ids by name, as looked up so far: each look-up of a new name reads every type's name (a
     /// hundred thousand of them), and start-up asks for some names many times (`sock` alone a
     /// dozen).
     ids: std::cell::RefCell<HashMap<String, Vec<u32>>>,
+    /// Passes over every type's name made so far (tests: start-up makes one).
+    scans: std::cell::Cell<u32>,
+}
+
+/// A read-only private mapping of a whole file, unmapped on drop.
+struct Mapped {
+    ptr: *mut libc::c_void,
+    len: usize,
+}
+
+impl Mapped {
+    fn new(file: &std::fs::File) -> Option<Self> {
+        let len = usize::try_from(file.metadata().ok()?.len()).ok()?;
+        if len == 0 {
+            return None;
+        }
+        // SAFETY: a fresh read-only mapping of `len` bytes of an open file; checked below.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_PRIVATE,
+                std::os::fd::AsRawFd::as_raw_fd(file),
+                0,
+            )
+        };
+        (ptr != libc::MAP_FAILED).then_some(Self { ptr, len })
+    }
+
+    fn bytes(&self) -> &[u8] {
+        // SAFETY: the mapping lives as long as `self` and is never written (the file is the
+        // kernel's BTF or our own sealed-by-use copy of it).
+        unsafe { std::slice::from_raw_parts(self.ptr as *const u8, self.len) }
+    }
+}
+
+// SAFETY: the mapping is read-only and owned: any thread may read it or unmap it.
+unsafe impl Send for Mapped {}
+unsafe impl Sync for Mapped {}
+
+impl Drop for Mapped {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping made in `new`.
+        unsafe { libc::munmap(self.ptr, self.len) };
+    }
 }
 
 impl KernelBtf {
@@ -33,29 +81,33 @@ impl KernelBtf {
                  which netladder needs to find struct offsets and drop reasons"
             );
         }
-        let btf = Self::open(path).with_context(|| format!("cannot parse BTF in {path}"))?;
+        let (btf, raw) = Self::open(path).with_context(|| format!("cannot parse BTF in {path}"))?;
         Ok(Self {
             btf,
+            raw,
             ids: Default::default(),
+            scans: Default::default(),
         })
     }
 
     /// The kernel's BTF, memory-mapped and read on demand: a few MB and milliseconds, where
     /// parsing every type up front costs about 40 MB and 150 ms at each start (netladder only asks
     /// for a few dozen types). /sys/kernel/btf/vmlinux can be mapped since Linux 6.16; before, a
-    /// copy in a memfd is mapped instead; parsing it all is the last resort.
-    fn open(path: &str) -> Result<Btf> {
+    /// copy in a memfd is mapped instead; parsing it all is the last resort. The raw bytes are
+    /// mapped once more for `prefetch`.
+    fn open(path: &str) -> Result<(Btf, Option<Mapped>)> {
         if let Ok(btf) = Btf::from_file_with_backend(path, Backend::Mmap) {
-            return Ok(btf);
+            let raw = std::fs::File::open(path).ok().and_then(|f| Mapped::new(&f));
+            return Ok((btf, raw));
         }
         match Self::open_copy(path) {
-            Ok(btf) => Ok(btf),
-            Err(_) => Ok(Btf::from_file(path)?),
+            Ok((btf, raw)) => Ok((btf, Some(raw))),
+            Err(_) => Ok((Btf::from_file(path)?, None)),
         }
     }
 
     /// Copies `path` into an anonymous memory file and maps that.
-    fn open_copy(path: &str) -> Result<Btf> {
+    fn open_copy(path: &str) -> Result<(Btf, Mapped)> {
         // SAFETY: plain syscall with a NUL-terminated name; the fd is owned right below.
         let fd = unsafe { libc::memfd_create(c"netladder-btf".as_ptr(), libc::MFD_CLOEXEC) };
         if fd < 0 {
@@ -64,11 +116,32 @@ impl KernelBtf {
         // SAFETY: fd is a fresh descriptor nobody else owns.
         let mut copy = unsafe { std::fs::File::from_raw_fd(fd) };
         std::io::copy(&mut std::fs::File::open(path)?, &mut copy)?;
-        // The mapping made from this path outlives `copy`, which is closed on return.
-        Ok(Btf::from_file_with_backend(
-            format!("/proc/self/fd/{fd}"),
-            Backend::Mmap,
-        )?)
+        let raw = Mapped::new(&copy).ok_or_else(|| anyhow!("cannot map the BTF copy"))?;
+        // The mappings made from this file outlive `copy`, which is closed on return.
+        let btf = Btf::from_file_with_backend(format!("/proc/self/fd/{fd}"), Backend::Mmap)?;
+        Ok((btf, raw))
+    }
+
+    /// Looks up all of `names` in one pass over the types (each look-up of a new name is
+    /// otherwise a pass of its own: start-up asks for about twenty). Names asked later that are
+    /// not among them are still found, one pass each. Does nothing when the raw BTF is not at
+    /// hand or not laid out as expected.
+    pub fn prefetch<'n>(&self, names: impl IntoIterator<Item = &'n str>) {
+        let Some(raw) = &self.raw else { return };
+        let mut cache = self.ids.borrow_mut();
+        let wanted: Vec<&str> = names
+            .into_iter()
+            .filter(|n| !cache.contains_key(*n))
+            .collect();
+        if wanted.is_empty() {
+            return;
+        }
+        if let Some(found) = ids_by_names(raw.bytes(), &wanted) {
+            self.scans.set(self.scans.get() + 1);
+            for (name, ids) in found {
+                cache.insert(name.to_owned(), ids);
+            }
+        }
     }
 
     /// The types named `name` (none when there is none).
@@ -78,6 +151,7 @@ impl KernelBtf {
             match cache.get(name) {
                 Some(ids) => ids.clone(),
                 None => {
+                    self.scans.set(self.scans.get() + 1);
                     let ids = self.btf.resolve_ids_by_name(name).unwrap_or_default();
                     cache.insert(name.to_owned(), ids.clone());
                     ids
@@ -87,6 +161,12 @@ impl KernelBtf {
         ids.into_iter()
             .filter_map(|id| self.btf.resolve_type_by_id(id).ok())
             .collect()
+    }
+
+    /// Passes over every type's name made so far.
+    #[cfg(test)]
+    pub fn scans(&self) -> u32 {
+        self.scans.get()
     }
 
     /// Byte offset of `path` ("a.b.c") inside `struct name`, looking through anonymous
@@ -197,6 +277,69 @@ impl KernelBtf {
     }
 }
 
+/// The ids of the types named in `wanted` (every name present, with no ids when absent), from
+/// one walk over a vmlinux BTF blob (no base BTF: ids start at 1). None when the blob is not
+/// as expected (other byte order, an unknown kind, a walk that does not end where the type
+/// section does): the caller then asks btf_rs name by name.
+fn ids_by_names<'n>(raw: &[u8], wanted: &[&'n str]) -> Option<HashMap<&'n str, Vec<u32>>> {
+    let u32_at = |off: usize| -> Option<u32> {
+        Some(u32::from_ne_bytes(
+            raw.get(off..off.checked_add(4)?)?.try_into().ok()?,
+        ))
+    };
+    if raw.get(..2)? != 0xeb9fu16.to_ne_bytes() {
+        return None;
+    }
+    let hdr_len = u32_at(4)? as usize;
+    let (type_off, type_len) = (u32_at(8)? as usize, u32_at(12)? as usize);
+    let (str_off, str_len) = (u32_at(16)? as usize, u32_at(20)? as usize);
+    let types_start = hdr_len.checked_add(type_off)?;
+    let types_end = types_start.checked_add(type_len)?;
+    let strs = raw.get(hdr_len + str_off..hdr_len.checked_add(str_off)?.checked_add(str_len)?)?;
+    if types_end > raw.len() {
+        return None;
+    }
+    let mut out: HashMap<&'n str, Vec<u32>> = wanted.iter().map(|n| (*n, Vec::new())).collect();
+    // A name's length rules out most types before any comparison.
+    let max_len = wanted.iter().map(|n| n.len()).max().unwrap_or(0);
+    let lengths: u128 = wanted
+        .iter()
+        .filter(|n| n.len() < 128)
+        .fold(0, |m, n| m | 1 << n.len());
+    let mut pos = types_start;
+    let mut id = 1u32;
+    while pos < types_end {
+        let name_off = u32_at(pos)? as usize;
+        let info = u32_at(pos + 4)?;
+        let vlen = (info & 0xffff) as usize;
+        // Bytes after the 12-byte header, per BTF_KIND_* (include/uapi/linux/btf.h).
+        let extra = match (info >> 24) & 0x1f {
+            1 | 14 | 17 => 4,             // INT, VAR, DECL_TAG
+            3 => 12,                      // ARRAY
+            4 | 5 | 15 | 19 => 12 * vlen, // STRUCT, UNION, DATASEC, ENUM64
+            6 | 13 => 8 * vlen,           // ENUM, FUNC_PROTO
+            2 | 7..=12 | 16 | 18 => 0,    // PTR, FWD, TYPEDEF, qualifiers, FUNC, FLOAT, TYPE_TAG
+            _ => return None,
+        };
+        if name_off != 0 {
+            let name = strs.get(name_off..)?;
+            let name = &name[..name.len().min(max_len + 1)];
+            let end = name.iter().position(|&b| b == 0);
+            if let Some(end) = end.filter(|&e| e >= 128 || lengths & 1 << e != 0) {
+                if let Some(ids) = std::str::from_utf8(&name[..end])
+                    .ok()
+                    .and_then(|n| out.get_mut(n))
+                {
+                    ids.push(id);
+                }
+            }
+        }
+        pos += 12 + extra;
+        id += 1;
+    }
+    (pos == types_end).then_some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -229,9 +372,12 @@ mod tests {
             return;
         }
         // The way kernels before 6.16 (no mmap of the sysfs file) read it.
+        let (btf, raw) = KernelBtf::open_copy(VMLINUX_BTF).unwrap();
         let copy = KernelBtf {
-            btf: KernelBtf::open_copy(VMLINUX_BTF).unwrap(),
+            btf,
+            raw: Some(raw),
             ids: Default::default(),
+            scans: Default::default(),
         };
         let direct = host().unwrap();
         for (s, m) in [
@@ -241,6 +387,58 @@ mod tests {
             assert_eq!(copy.offset(s, m).unwrap(), direct.offset(s, m).unwrap());
         }
         assert_eq!(copy.tracepoint_args("inet_sock_set_state"), Some(3));
+    }
+
+    #[test]
+    fn one_pass_finds_what_btf_rs_finds_name_by_name() {
+        let Some(btf) = host() else {
+            println!("NL-SKIP no kernel BTF on this machine");
+            return;
+        };
+        let Some(raw) = &btf.raw else {
+            println!("NL-SKIP the kernel's BTF could not be mapped");
+            return;
+        };
+        let mut names: Vec<&str> = crate::kernel::config::BTF_NAMES.to_vec();
+        names.extend([
+            "btf_trace_kfree_skb",
+            "tcp_v4_connect",
+            "tcp_v6_err",
+            "no_such_type_here",
+            "",
+        ]);
+        let found = ids_by_names(raw.bytes(), &names).expect("one pass over vmlinux BTF");
+        assert_eq!(found.len(), names.len());
+        for name in names.iter().filter(|n| !n.is_empty()) {
+            assert_eq!(
+                found[name],
+                btf.btf.resolve_ids_by_name(name).unwrap(),
+                "ids of {name}"
+            );
+        }
+        assert!(found["no_such_type_here"].is_empty());
+        assert!(found[""].is_empty(), "unnamed types are never matched");
+        assert!(!found["sock"].is_empty());
+        assert!(ids_by_names(&raw.bytes()[..100], &names).is_none());
+    }
+
+    #[test]
+    fn start_up_names_take_one_pass() {
+        let Some(btf) = host() else {
+            println!("NL-SKIP no kernel BTF on this machine");
+            return;
+        };
+        if btf.raw.is_none() {
+            println!("NL-SKIP the kernel's BTF could not be mapped");
+            return;
+        }
+        let root = std::env::temp_dir();
+        let _ = crate::kernel::config::resolve(&btf, &root);
+        assert_eq!(
+            btf.scans(),
+            1,
+            "every name resolve asks for is in BTF_NAMES"
+        );
     }
 
     #[test]

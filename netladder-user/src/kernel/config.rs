@@ -14,7 +14,28 @@ pub struct Resolved {
     pub drop_reasons: HashMap<u32, String>,
 }
 
+/// Every BTF name `resolve` looks up (`KernelBtf::prefetch` finds them in one pass).
+pub const BTF_NAMES: &[&str] = &[
+    "sock",
+    "inet_sock",
+    "net",
+    "task_struct",
+    "nsproxy",
+    "sk_buff",
+    "net_device",
+    "neighbour",
+    "neigh_table",
+    "user_msghdr",
+    "files_struct",
+    "fdtable",
+    "file",
+    "socket",
+    "inet_connection_sock",
+    "skb_drop_reason",
+];
+
 pub fn resolve(btf: &KernelBtf, tracefs_root: &Path) -> Resolved {
+    btf.prefetch(BTF_NAMES.iter().copied());
     let mut c = Config::empty();
     let mut missing = Vec::new();
     let mut off = |strukt: &str, path: &str| -> u32 {

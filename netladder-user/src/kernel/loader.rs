@@ -10,9 +10,9 @@ use aya::{
     },
     Btf, Ebpf, EbpfLoader,
 };
-use netladder_common::{counter, Config};
+use netladder_common::{counter, Config, IcmpRanges};
 
-use super::plan::{Attach, Hook, Outcome, Status, HOOKS};
+use super::plan::{Attach, Hook, Input, Outcome, Status, HOOKS};
 use super::targets::Targets;
 
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netladder"));
@@ -25,6 +25,10 @@ pub struct Options<'a> {
     pub functions: &'a dyn Fn(&str) -> bool,
     /// Programs the operator asked not to attach.
     pub skip: &'a [String],
+    /// The text ranges of icmp_rcv / icmpv6_rcv (`Input::IcmpRanges`), or why they cannot be
+    /// had. Called only when such a program is about to be attached (reading kallsyms is a
+    /// tenth of a start, and the program is usually replaced by fentry ones).
+    pub icmp_ranges: &'a dyn Fn() -> Result<IcmpRanges, String>,
 }
 
 pub struct Loaded {
@@ -90,6 +94,8 @@ pub fn load(config: &Config, opts: &Options) -> Result<Loaded> {
             }
         } else if let Some(why) = missing_target(hook, &targets) {
             Status::Skipped(why)
+        } else if let Err(status) = give_input(&mut ebpf, hook, opts) {
+            status
         } else {
             attach_status(&mut ebpf, hook, &btf, &targets)
         };
@@ -148,6 +154,24 @@ pub fn load(config: &Config, opts: &Options) -> Result<Loaded> {
         program_fds,
         outcomes,
     })
+}
+
+/// Hands `hook` what it needs before it attaches (`Hook::input`); the status to report
+/// instead of attaching when that cannot be had.
+fn give_input(ebpf: &mut Ebpf, hook: &Hook, opts: &Options) -> Result<(), Status> {
+    match hook.input {
+        Input::Nothing => Ok(()),
+        Input::IcmpRanges => {
+            let ranges = (opts.icmp_ranges)().map_err(Status::Skipped)?;
+            let refused = |e: String| Status::Refused(format!("cannot write map ICMP_RCV: {e}"));
+            let map = ebpf
+                .map_mut("ICMP_RCV")
+                .ok_or_else(|| refused("not in the eBPF object".into()))?;
+            let mut map: aya::maps::Array<_, IcmpRanges> =
+                aya::maps::Array::try_from(map).map_err(|e| refused(chain(&e)))?;
+            map.set(0, ranges, 0).map_err(|e| refused(chain(&e)))
+        }
+    }
 }
 
 /// The fexit target of `hook` when this kernel lacks it.

@@ -62,6 +62,20 @@ pub struct Hook {
     /// Programs that do this one's work better: when all of them attached (they come earlier in
     /// the plan), this one is not attached at all.
     pub replaced_by: &'static [&'static str],
+    /// What userspace hands the program just before attaching it (not at start: only when the
+    /// program is really going to be attached).
+    pub input: Input,
+}
+
+/// Data a program needs that is costly to find, so it is only found for a program the loader
+/// is about to attach (after every reason to skip it was checked).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Input {
+    Nothing,
+    /// The text ranges of icmp_rcv / icmpv6_rcv from /proc/kallsyms, written to the `ICMP_RCV`
+    /// map (`loader::Options::icmp_ranges`); where they cannot be found, the program is skipped
+    /// with the reason.
+    IcmpRanges,
 }
 
 pub const HOOKS: &[Hook] = &[
@@ -73,6 +87,7 @@ pub const HOOKS: &[Hook] = &[
         needs: "tp_btf (5.5+), sock:inet_sock_set_state",
         without: "connection tracking (nothing can be classified)",
         replaced_by: &[],
+        input: Input::Nothing,
     },
     Hook {
         program: "tcp_receive_reset",
@@ -82,6 +97,7 @@ pub const HOOKS: &[Hook] = &[
         needs: "tp_btf, tcp:tcp_receive_reset (4.16+)",
         without: "telling a RST answer apart from an ICMP port-unreachable",
         replaced_by: &[],
+        input: Input::Nothing,
     },
     Hook {
         program: "tcp_retransmit_skb",
@@ -91,6 +107,7 @@ pub const HOOKS: &[Hook] = &[
         needs: "tp_btf, tcp:tcp_retransmit_skb",
         without: "SYN retransmit counts and the application-timeout case",
         replaced_by: &[],
+        input: Input::Nothing,
     },
     Hook {
         program: "kfree_skb",
@@ -100,6 +117,7 @@ pub const HOOKS: &[Hook] = &[
         needs: "tp_btf, skb:kfree_skb with a drop reason (5.17+)",
         without: "local firewall drops and the no-listener signal (REJECT looks like a peer's RST)",
         replaced_by: &[],
+        input: Input::Nothing,
     },
     Hook {
         program: "tcp_v4_err_entry",
@@ -109,6 +127,7 @@ pub const HOOKS: &[Hook] = &[
         needs: "fentry (5.5+, refused by some kernels)",
         without: ICMP_WITHOUT,
         replaced_by: &[],
+        input: Input::Nothing,
     },
     Hook {
         program: "tcp_v6_err_entry",
@@ -118,8 +137,10 @@ pub const HOOKS: &[Hook] = &[
         needs: "fentry (5.5+, refused by some kernels)",
         without: ICMP_WITHOUT,
         replaced_by: &[],
+        input: Input::Nothing,
     },
-    // Where fentry is refused: every consumed packet passes here (two compares each).
+    // Where fentry is refused: every consumed packet passes here (an inlined array look-up and
+    // two compares each). The kallsyms ranges are only read when it is about to attach.
     Hook {
         program: "consume_skb",
         attach: Attach::TpBtf("consume_skb"),
@@ -128,6 +149,7 @@ pub const HOOKS: &[Hook] = &[
         needs: "tp_btf, skb:consume_skb with its location (6.3+), kallsyms",
         without: ICMP_WITHOUT,
         replaced_by: &["tcp_v4_err_entry", "tcp_v6_err_entry"],
+        input: Input::IcmpRanges,
     },
     Hook {
         program: "sys_enter_connect",
@@ -137,6 +159,7 @@ pub const HOOKS: &[Hook] = &[
         needs: "syscall tracepoints (CONFIG_FTRACE_SYSCALLS)",
         without: "connect() calls that fail at once (no route, no free local port)",
         replaced_by: &[],
+        input: Input::Nothing,
     },
     Hook {
         program: "sys_exit_connect",
@@ -146,6 +169,7 @@ pub const HOOKS: &[Hook] = &[
         needs: "syscall tracepoints (CONFIG_FTRACE_SYSCALLS)",
         without: "connect() calls that fail at once (no route, no free local port)",
         replaced_by: &[],
+        input: Input::Nothing,
     },
     Hook {
         program: "sys_enter_bind",
@@ -155,6 +179,7 @@ pub const HOOKS: &[Hook] = &[
         needs: "syscall tracepoints (CONFIG_FTRACE_SYSCALLS)",
         without: "bind() and listen() failures (address already in use)",
         replaced_by: &[],
+        input: Input::Nothing,
     },
     Hook {
         program: "sys_exit_bind",
@@ -164,6 +189,7 @@ pub const HOOKS: &[Hook] = &[
         needs: "syscall tracepoints (CONFIG_FTRACE_SYSCALLS)",
         without: "bind() and listen() failures (address already in use)",
         replaced_by: &[],
+        input: Input::Nothing,
     },
     Hook {
         program: "sys_enter_listen",
@@ -173,6 +199,7 @@ pub const HOOKS: &[Hook] = &[
         needs: "syscall tracepoints (CONFIG_FTRACE_SYSCALLS)",
         without: "bind() and listen() failures (address already in use)",
         replaced_by: &[],
+        input: Input::Nothing,
     },
     Hook {
         program: "sys_exit_listen",
@@ -182,6 +209,7 @@ pub const HOOKS: &[Hook] = &[
         needs: "syscall tracepoints (CONFIG_FTRACE_SYSCALLS)",
         without: "bind() and listen() failures (address already in use)",
         replaced_by: &[],
+        input: Input::Nothing,
     },
     Hook {
         program: "sys_enter_sendto",
@@ -191,6 +219,7 @@ pub const HOOKS: &[Hook] = &[
         needs: "syscall tracepoints (CONFIG_FTRACE_SYSCALLS)",
         without: "sendto()/sendmsg() failures of datagram sockets (unreachable network or host)",
         replaced_by: &[],
+        input: Input::Nothing,
     },
     Hook {
         program: "sys_exit_sendto",
@@ -200,6 +229,7 @@ pub const HOOKS: &[Hook] = &[
         needs: "syscall tracepoints (CONFIG_FTRACE_SYSCALLS)",
         without: "sendto()/sendmsg() failures of datagram sockets (unreachable network or host)",
         replaced_by: &[],
+        input: Input::Nothing,
     },
     Hook {
         program: "sys_enter_sendmsg",
@@ -209,6 +239,7 @@ pub const HOOKS: &[Hook] = &[
         needs: "syscall tracepoints (CONFIG_FTRACE_SYSCALLS)",
         without: "sendto()/sendmsg() failures of datagram sockets (unreachable network or host)",
         replaced_by: &[],
+        input: Input::Nothing,
     },
     Hook {
         program: "sys_exit_sendmsg",
@@ -218,6 +249,7 @@ pub const HOOKS: &[Hook] = &[
         needs: "syscall tracepoints (CONFIG_FTRACE_SYSCALLS)",
         without: "sendto()/sendmsg() failures of datagram sockets (unreachable network or host)",
         replaced_by: &[],
+        input: Input::Nothing,
     },
     Hook {
         program: "neigh_update",
@@ -227,6 +259,7 @@ pub const HOOKS: &[Hook] = &[
         needs: "tp_btf, neigh:neigh_update",
         without: "neighbour (ARP/NDP) failures where drop reasons are missing",
         replaced_by: &[],
+        input: Input::Nothing,
     },
     Hook {
         program: "neigh_timer_handler",
@@ -236,6 +269,7 @@ pub const HOOKS: &[Hook] = &[
         needs: "tp_btf, neigh:neigh_timer_handler",
         without: "neighbour (ARP/NDP) failures where drop reasons are missing",
         replaced_by: &[],
+        input: Input::Nothing,
     },
     // ssh (#030): log lines of ssh and sshd, the client's key files and destination.
     Hook {
@@ -246,6 +280,7 @@ pub const HOOKS: &[Hook] = &[
         needs: "syscall tracepoints (CONFIG_FTRACE_SYSCALLS)",
         without: "ssh publickey refusals (#030) from the client's message, and from sshd logging to stderr or a file (-e, -E)",
         replaced_by: &[],
+        input: Input::Nothing,
     },
     Hook {
         program: "ssh_sendto",
@@ -255,6 +290,7 @@ pub const HOOKS: &[Hook] = &[
         needs: "syscall tracepoints (CONFIG_FTRACE_SYSCALLS)",
         without: "ssh publickey refusals (#030) as sshd logs them through syslog or journald, with sshd's reason",
         replaced_by: &[],
+        input: Input::Nothing,
     },
     Hook {
         program: "ssh_openat",
@@ -264,6 +300,7 @@ pub const HOOKS: &[Hook] = &[
         needs: "syscall tracepoints (CONFIG_FTRACE_SYSCALLS)",
         without: "the key files an ssh client read, in its #030 events",
         replaced_by: &[],
+        input: Input::Nothing,
     },
     Hook {
         program: "ssh_openat_exit",
@@ -273,6 +310,7 @@ pub const HOOKS: &[Hook] = &[
         needs: "syscall tracepoints (CONFIG_FTRACE_SYSCALLS)",
         without: "the key files an ssh client read, in its #030 events",
         replaced_by: &[],
+        input: Input::Nothing,
     },
     Hook {
         program: "ssh_connect",
@@ -282,6 +320,7 @@ pub const HOOKS: &[Hook] = &[
         needs: "syscall tracepoints (CONFIG_FTRACE_SYSCALLS)",
         without: "the address and port an ssh client connected to, in its #030 events",
         replaced_by: &[],
+        input: Input::Nothing,
     },
     Hook {
         program: "tcp_v4_connect_exit",
@@ -291,6 +330,7 @@ pub const HOOKS: &[Hook] = &[
         needs: "fexit (5.5+, refused by some kernels)",
         without: "IPv4 connects outside connect() (io_uring) that fail at once",
         replaced_by: &[],
+        input: Input::Nothing,
     },
     Hook {
         program: "tcp_v6_connect_exit",
@@ -300,6 +340,7 @@ pub const HOOKS: &[Hook] = &[
         needs: "fexit (5.5+, refused by some kernels)",
         without: "IPv6 connects outside connect() (io_uring) that fail at once",
         replaced_by: &[],
+        input: Input::Nothing,
     },
     // #025 TLS certificate verification (netladder-ebpf/src/tls.rs): OpenSSL 3 and curl.
     Hook {
@@ -314,6 +355,7 @@ pub const HOOKS: &[Hook] = &[
         needs: TLS_NEEDS,
         without: TLS_WITHOUT,
         replaced_by: &[],
+        input: Input::Nothing,
     },
     Hook {
         program: "ssl_set_accept_state",
@@ -327,6 +369,7 @@ pub const HOOKS: &[Hook] = &[
         needs: TLS_NEEDS,
         without: "telling an OpenSSL server that reuses an SSL object from a client",
         replaced_by: &[],
+        input: Input::Nothing,
     },
     Hook {
         program: "ssl_do_handshake",
@@ -340,6 +383,7 @@ pub const HOOKS: &[Hook] = &[
         needs: TLS_NEEDS,
         without: TLS_WITHOUT,
         replaced_by: &[],
+        input: Input::Nothing,
     },
     Hook {
         program: "ssl_do_handshake_ret",
@@ -353,6 +397,7 @@ pub const HOOKS: &[Hook] = &[
         needs: TLS_NEEDS,
         without: TLS_WITHOUT,
         replaced_by: &[],
+        input: Input::Nothing,
     },
     Hook {
         program: "ssl_get_error_ret",
@@ -366,6 +411,7 @@ pub const HOOKS: &[Hook] = &[
         needs: TLS_NEEDS,
         without: TLS_WITHOUT,
         replaced_by: &[],
+        input: Input::Nothing,
     },
     Hook {
         program: "ssl_ctrl",
@@ -379,6 +425,7 @@ pub const HOOKS: &[Hook] = &[
         needs: TLS_NEEDS,
         without: "the server name (SNI) an OpenSSL client asked for",
         replaced_by: &[],
+        input: Input::Nothing,
     },
     Hook {
         program: "x509_verify_cert_ret",
@@ -392,6 +439,7 @@ pub const HOOKS: &[Hook] = &[
         needs: "uprobes, OpenSSL 3 (libcrypto.so.3) on the system library path",
         without: TLS_WITHOUT,
         replaced_by: &[],
+        input: Input::Nothing,
     },
     Hook {
         program: "x509_ctx_get_error_ret",
@@ -405,6 +453,7 @@ pub const HOOKS: &[Hook] = &[
         needs: "uprobes, OpenSSL 3 (libcrypto.so.3) on the system library path",
         without: TLS_WITHOUT,
         replaced_by: &[],
+        input: Input::Nothing,
     },
     Hook {
         program: "x509_param_set1_host",
@@ -418,6 +467,7 @@ pub const HOOKS: &[Hook] = &[
         needs: "uprobes, OpenSSL 3 (libcrypto.so.3) on the system library path",
         without: "the host name an OpenSSL client asked to be checked",
         replaced_by: &[],
+        input: Input::Nothing,
     },
     Hook {
         program: "curl_easy_perform",
@@ -431,6 +481,7 @@ pub const HOOKS: &[Hook] = &[
         needs: CURL_NEEDS,
         without: CURL_WITHOUT,
         replaced_by: &[],
+        input: Input::Nothing,
     },
     Hook {
         program: "curl_easy_perform_ret",
@@ -444,6 +495,7 @@ pub const HOOKS: &[Hook] = &[
         needs: CURL_NEEDS,
         without: CURL_WITHOUT,
         replaced_by: &[],
+        input: Input::Nothing,
     },
     // --- DNS (#024): packets and glibc's resolver ---
     Hook {
@@ -454,6 +506,7 @@ pub const HOOKS: &[Hook] = &[
         needs: "cgroup_skb (4.10+) and a cgroup v2 mount",
         without: "DNS error answers (NXDOMAIN, SERVFAIL, REFUSED) seen in the packets",
         replaced_by: &[],
+        input: Input::Nothing,
     },
     Hook {
         program: "dns_egress",
@@ -463,6 +516,7 @@ pub const HOOKS: &[Hook] = &[
         needs: "cgroup_skb with bpf_get_current_pid_tgid (refused by Debian 5.10 and 6.1), a cgroup v2 mount",
         without: "the proven owner of the socket that got a failed DNS answer: the process is then the last one that connected to that nameserver, and a getaddrinfo's questions are counted by its connects",
         replaced_by: &[],
+        input: Input::Nothing,
     },
     Hook {
         program: "getaddrinfo_enter",
@@ -475,6 +529,7 @@ pub const HOOKS: &[Hook] = &[
         needs: "uprobes, glibc's libc.so.6 (programs using another libc file are not seen)",
         without: "getaddrinfo results: lookups failing before any packet, /etc/hosts answers",
         replaced_by: &[],
+        input: Input::Nothing,
     },
     Hook {
         program: "getaddrinfo_exit",
@@ -487,6 +542,7 @@ pub const HOOKS: &[Hook] = &[
         needs: "uretprobes, glibc's libc.so.6 (programs using another libc file are not seen)",
         without: "getaddrinfo results: lookups failing before any packet, /etc/hosts answers",
         replaced_by: &[],
+        input: Input::Nothing,
     },
 ];
 
