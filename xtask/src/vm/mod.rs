@@ -135,6 +135,7 @@ pub fn run(args: &VmTestArgs) -> Result<SuiteOutcome> {
                 mode: &BAD_CMDLINE,
                 tests: None,
                 env: Vec::new(),
+                part: None,
             })
             .collect()
     } else if args.selection == "ci" {
@@ -175,6 +176,9 @@ pub struct BootPlan {
     pub tests: Option<Vec<&'static str>>,
     /// Variables for the test binaries (kernel command line words `NAME=VALUE`).
     pub env: Vec<(&'static str, &'static str)>,
+    /// Which part of its kernel and mode this boot is, when their binaries are split over
+    /// several boots (its label then ends in `#N`).
+    pub part: Option<u8>,
 }
 
 impl BootPlan {
@@ -194,12 +198,19 @@ impl BootPlan {
             mode,
             tests,
             env: Vec::new(),
+            part: None,
         }
     }
 
-    fn label(&self) -> String {
-        format!("{}{}", self.kernel.label, self.mode.suffix)
+    pub(crate) fn label(&self) -> String {
+        label(self.kernel.label, self.mode, self.part)
     }
+}
+
+/// A boot's name in the report: the kernel, the mode, and the part when split.
+fn label(kernel: &str, mode: &Mode, part: Option<u8>) -> String {
+    let part = part.map(|n| format!("#{n}")).unwrap_or_default();
+    format!("{kernel}{}{part}", mode.suffix)
 }
 
 /// Every test binary on every given kernel, in both modes.
@@ -257,6 +268,7 @@ pub fn suite(
                 mode: boot.mode,
                 tests: boot.tests.as_deref(),
                 env: &boot.env,
+                part: boot.part,
             })
         })
         .collect();
@@ -294,6 +306,7 @@ struct Job<'a> {
     mode: &'a Mode,
     tests: Option<&'a [&'static str]>,
     env: &'a [(&'static str, &'static str)],
+    part: Option<u8>,
 }
 
 /// Runs the boots, `options.jobs` at a time, after choosing the accelerator with a probe boot
@@ -378,9 +391,10 @@ fn boot_once(
         mode,
         tests,
         env,
+        part,
         ..
     } = job;
-    let label = format!("{}{}", kernel.label, mode.suffix);
+    let label = label(&kernel.label, mode, *part);
     let dir = cache.join("runs").join(label.replace('/', "-"));
     let words: Vec<String> = env.iter().map(|(k, v)| format!(" {k}={v}")).collect();
     println!("vm-test: {label}: booting{}", words.concat());
