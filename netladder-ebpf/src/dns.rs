@@ -12,6 +12,8 @@
 //!   a success, and the questions sent / responses received during the call (RESOLVER event).
 //!
 //! Both cgroup programs always return 1: they observe, they never change traffic.
+use core::ptr::{read_volatile, write_volatile};
+
 use aya_ebpf::{
     helpers::{
         bpf_get_current_pid_tgid, bpf_get_socket_cookie, bpf_ktime_get_ns, bpf_probe_read_user,
@@ -322,30 +324,48 @@ fn ingress(ctx: &SkBuffContext) {
         let q = p.dns_off + DNS_HEADER;
         let avail = len - q;
         let n = if avail > COPY_MAX { COPY_MAX } else { avail };
+        // Through memory as well: one state for the walk below, not one for a full copy
+        // (n exactly COPY_MAX) and another for a short one.
+        let n = unsafe {
+            write_volatile(&raw mut (*e).text_len, n);
+            read_volatile(&raw const (*e).text_len)
+        };
         let text = unsafe { &mut (*e).text };
         if n == 0 || !copy(ctx, q, text, n) {
             slot.discard(0);
             malformed(p.tcp);
             return;
         }
-        match walk(text, n) {
-            Walk::Whole(end) => {
-                text_len = end;
-                if end + 4 <= n {
-                    let at = (core::hint::black_box(end) & 0xff) as usize;
-                    let qtype = u16::from_be_bytes([text[at], text[(at + 1) & 0xff]]);
-                    aux |= u64::from(qtype);
-                }
+        // The walk's result goes through the event's own memory (volatile: not kept in
+        // registers), so that the verifier meets one state here instead of one for each label
+        // the walk could end at, and walks what follows once.
+        let (tag, end) = match walk(text, n) {
+            Walk::Whole(end) => (WALK_WHOLE, end),
+            Walk::Cut(end) => (WALK_CUT, end),
+            Walk::Bad => (WALK_BAD, 0),
+        };
+        let (tag, end) = unsafe {
+            write_volatile(&raw mut (*e).code, tag);
+            write_volatile(&raw mut (*e).text_len, end);
+            (
+                read_volatile(&raw const (*e).code),
+                read_volatile(&raw const (*e).text_len),
+            )
+        };
+        if tag == WALK_WHOLE {
+            text_len = end;
+            if end + 4 <= n {
+                let at = (core::hint::black_box(end) & 0xff) as usize;
+                let qtype = u16::from_be_bytes([text[at], text[(at + 1) & 0xff]]);
+                aux |= u64::from(qtype);
             }
-            Walk::Cut(end) => {
-                text_len = end;
-                aux |= dns::ANSWER_NAME_CUT;
-            }
-            Walk::Bad => {
-                slot.discard(0);
-                malformed(p.tcp);
-                return;
-            }
+        } else if tag == WALK_CUT {
+            text_len = end;
+            aux |= dns::ANSWER_NAME_CUT;
+        } else {
+            slot.discard(0);
+            malformed(p.tcp);
+            return;
         }
     }
     unsafe {
@@ -392,6 +412,11 @@ fn copy(ctx: &SkBuffContext, off: u32, dst: &mut [u8; 256], n: u32) -> bool {
     };
     ret == 0
 }
+
+/// [`Walk`] as a number.
+const WALK_WHOLE: i32 = 1;
+const WALK_CUT: i32 = 2;
+const WALK_BAD: i32 = 3;
 
 enum Walk {
     /// The name ends (zero label included) after this many bytes.
