@@ -109,7 +109,19 @@ fn hooks_reports_every_program() {
     assert_eq!(status("inet_sock_set_state").unwrap(), "attached", "{v:#}");
     for h in hooks {
         let s = h["status"].as_str().unwrap();
-        assert!(["attached", "refused", "skipped"].contains(&s), "{h}");
+        assert!(
+            ["attached", "refused", "skipped", "replaced"].contains(&s),
+            "{h}"
+        );
+        // A replaced hook is one whose work the hooks that replace it do (attached).
+        if s == "replaced" {
+            assert!(
+                h["reason"]
+                    .as_str()
+                    .is_some_and(|r| r.starts_with("not needed: ") && r.ends_with(" attached")),
+                "{h}"
+            );
+        }
         if s != "attached" {
             assert!(
                 h["reason"].as_str().is_some_and(|r| !r.is_empty()),
