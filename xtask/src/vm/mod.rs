@@ -394,7 +394,7 @@ fn boot_once(
         part,
         ..
     } = job;
-    let label = label(&kernel.label, mode, *part);
+    let label = label(kernel.label, mode, *part);
     let dir = cache.join("runs").join(label.replace('/', "-"));
     let words: Vec<String> = env.iter().map(|(k, v)| format!(" {k}={v}")).collect();
     println!("vm-test: {label}: booting{}", words.concat());
