@@ -265,7 +265,7 @@ fn dns(s: &mut Steps, cause: &str) {
 
 fn tls(s: &mut Steps) {
     let target = match s.ctx.dst {
-        Some(d) => SocketAddr::new(crate::words::canonical(d.ip()), d.port()).to_string(),
+        Some(d) => crate::words::canonical_addr(d).to_string(),
         None => "HOST:PORT".into(),
     };
     let sni = s.host_name();
@@ -466,7 +466,7 @@ impl<'a> Steps<'a> {
 
     fn dst_with_port(&self) -> String {
         self.ctx.dst.map_or("DEST:PORT".into(), |d| {
-            SocketAddr::new(crate::words::canonical(d.ip()), d.port()).to_string()
+            crate::words::canonical_addr(d).to_string()
         })
     }
 
