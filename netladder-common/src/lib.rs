@@ -102,14 +102,17 @@ pub struct Config {
     /// kernel tried, whether or not the packet left (a failed one never reaches
     /// tcp:tcp_retransmit_skb).
     pub icsk_retransmits: u32,
+    /// `struct msghdr` (the kernel's copy) -> `msg_name`: the destination of a datagram send,
+    /// read by the fexit programs on udp_sendmsg / udpv6_sendmsg.
+    pub kmsghdr_name: u32,
 }
 
 // The config is copied to the kernel as bytes: it must have no implicit padding.
 // Only u32 fields: 41, ssh's 6 (sys_enter_write_*, sys_enter_sendto_buf/len,
-// sys_enter_openat_filename), #025's 9 (task_files .. sk_state), and icsk_retransmits, the
-// last one last.
-const _: () = assert!(core::mem::size_of::<Config>() == (41 + 6 + 9 + 1) * 4);
-const _: () = assert!(core::mem::offset_of!(Config, icsk_retransmits) == (41 + 6 + 9) * 4);
+// sys_enter_openat_filename), #025's 9 (task_files .. sk_state), icsk_retransmits and
+// kmsghdr_name, the last one last.
+const _: () = assert!(core::mem::size_of::<Config>() == (41 + 6 + 9 + 2) * 4);
+const _: () = assert!(core::mem::offset_of!(Config, kmsghdr_name) == (41 + 6 + 9 + 1) * 4);
 
 /// Text ranges [start, end) of icmp_rcv and icmpv6_rcv (from /proc/kallsyms): a packet consumed
 /// from inside one of them is an ICMP message the stack handled. The one entry of the
@@ -185,6 +188,7 @@ impl Config {
             socket_type: ABSENT,
             sk_state: ABSENT,
             icsk_retransmits: ABSENT,
+            kmsghdr_name: ABSENT,
         }
     }
 }
@@ -331,6 +335,9 @@ pub mod syscall {
     pub const LISTEN: u32 = 3;
     pub const SENDTO: u32 = 4;
     pub const SENDMSG: u32 = 5;
+    /// A datagram send seen inside the UDP stack (udp_sendmsg / udpv6_sendmsg), where the
+    /// system call that carried it (sendto, sendmsg, sendmmsg, send) is not known.
+    pub const SEND: u32 = 6;
 }
 
 /// One event on the ring buffer. Fixed size so both sides agree without framing.

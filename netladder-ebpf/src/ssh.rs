@@ -11,20 +11,23 @@
 //!
 //! Cost: every write(), sendto(), openat() and connect() on the host runs one of these programs.
 //! The first thing each does is compare the caller's name (one helper call and two compares); no
-//! other process gets further. sshd's own traffic (encrypted packets written to its socket) is
+//! other process gets further. Where fentry/fexit load, the programs sit on the kernel functions
+//! behind those calls (vfs_write, __sys_sendto, do_sys_openat2, inet_stream_connect) and run
+//! only when those are called; elsewhere they sit on syscall tracepoints, which send every
+//! system call of every task through the kernel's tracing slow path while attached. sshd's own traffic (encrypted packets written to its socket) is
 //! told apart from log lines by 8 bytes read at the start of the buffer.
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user, generated as gen},
-    macros::{map, tracepoint},
+    macros::{fentry, fexit, map, tracepoint},
     maps::LruHashMap,
-    programs::TracePointContext,
+    programs::{FEntryContext, FExitContext, TracePointContext},
 };
 use netladder_common::{kind, ssh, Flow, APP_TEXT_LEN};
 
 use crate::{
     kernel::{conf, current_comm, current_netns, current_proc},
     maps::{reserve_app, submit_app},
-    syscall::{field, ignored_caller, read_sockaddr, sockaddr_flow},
+    syscall::{field, ignored_caller, read_ksockaddr, read_sockaddr, sockaddr_flow},
 };
 
 /// openat() calls of ssh clients in flight: thread -> the path's user address.
@@ -121,11 +124,19 @@ pub fn ssh_openat_exit(ctx: TracePointContext) -> u32 {
     let Some(ret) = field(&ctx, conf!(sys_exit_ret)).map(|r| r as i64) else {
         return 0;
     };
+    opened(path, ret);
+    0
+}
+
+/// An ssh client's openat() of the path at user address `path` returned `ret`: a record when
+/// it opened a file outside the system directories.
+#[inline(always)]
+fn opened(path: u64, ret: i64) {
     if ret < 0 {
-        return 0;
+        return;
     }
     let Some(mut slot) = reserve_app() else {
-        return 0;
+        return;
     };
     let e = slot.as_mut_ptr();
     // SAFETY: `e` points at a reserved ring record of AppEvent size; every field is written
@@ -145,12 +156,11 @@ pub fn ssh_openat_exit(ctx: TracePointContext) -> u32 {
         ]);
         if n <= 1 || system_path(head) {
             slot.discard(0);
-            return 0;
+            return;
         }
         fill(e, ssh::CLIENT_OPEN, ret as u64, (n - 1) as u32);
     }
     submit_app(slot);
-    0
 }
 
 /// Paths of the system (libraries, system config, kernel files) are not key files.
@@ -177,21 +187,27 @@ pub fn ssh_connect(ctx: TracePointContext) -> u32 {
     ) else {
         return 0;
     };
-    let Some(raw) = read_sockaddr(uaddr) else {
-        return 0;
-    };
-    let flow = sockaddr_flow(&raw);
+    if let Some(raw) = read_sockaddr(uaddr) {
+        connecting(fd, &raw);
+    }
+    0
+}
+
+/// An ssh client connects to the address in `raw` (a struct sockaddr) on socket `fd` (0 where
+/// it is not known).
+#[inline(always)]
+fn connecting(fd: u64, raw: &[u8; 28]) {
+    let flow = sockaddr_flow(raw);
     let Some(mut slot) = reserve_app() else {
-        return 0;
+        return;
     };
     let e = slot.as_mut_ptr();
-    // SAFETY: as in ssh_openat_exit.
+    // SAFETY: as in `opened`.
     unsafe {
         fill(e, ssh::CLIENT_CONNECT, fd, 0);
         (*e).flow = flow;
     }
     submit_app(slot);
-    0
 }
 
 /// A buffer written or sent by ssh (`who` CLIENT) or sshd (SERVER): to userspace when it looks
@@ -248,7 +264,7 @@ fn line(who: u8, fd: u64, buf: u64, count: u64) {
     } else {
         count as u32
     };
-    // SAFETY: as in ssh_openat_exit; `n` is at most the size of `text`.
+    // SAFETY: as in `opened`; `n` is at most the size of `text`.
     unsafe {
         let text = (*e).text.as_mut_ptr();
         if gen::bpf_probe_read_user(text.cast(), n & 0x1ff, buf as *const _) != 0 {
@@ -296,4 +312,60 @@ unsafe fn fill(e: *mut netladder_common::AppEvent, code: i32, aux: u64, text_len
         (*e).text_len = text_len;
         (*e)._pad = 0;
     }
+}
+
+// --- The same, where fentry/fexit load (no syscall tracepoint) ---
+
+/// `vfs_write(file, buf, count, pos)`: every write() and its relatives, the client's message and
+/// sshd's -e / -E log lines among them. (Kernel-internal writes pass kernel buffers, which the
+/// user-memory reads of `line` refuse.)
+#[fentry(function = "vfs_write")]
+pub fn ssh_vfs_write(ctx: FEntryContext) -> u32 {
+    let who = caller();
+    if who == OTHER {
+        return 0;
+    }
+    let buf: u64 = ctx.arg(1);
+    let count: u64 = ctx.arg(2);
+    line(who, 0, buf, count);
+    0
+}
+
+/// `__sys_sendto(fd, buff, len, flags, addr, addr_len)`: sshd's syslog(3) lines.
+#[fentry(function = "__sys_sendto")]
+pub fn ssh_sys_sendto(ctx: FEntryContext) -> u32 {
+    if caller() != SERVER {
+        return 0;
+    }
+    let fd: i32 = ctx.arg(0);
+    let buf: u64 = ctx.arg(1);
+    let len: u64 = ctx.arg(2);
+    line(SERVER, fd as u64, buf, len);
+    0
+}
+
+/// `do_sys_openat2(dfd, filename, how)` returning the new fd: the files an ssh client opened.
+#[fexit(function = "do_sys_openat2")]
+pub fn ssh_openat2_exit(ctx: FExitContext) -> u32 {
+    if caller() != CLIENT || ignored_caller() {
+        return 0;
+    }
+    let path: u64 = ctx.arg(1);
+    let ret: i64 = ctx.arg(3);
+    opened(path, ret);
+    0
+}
+
+/// `inet_stream_connect(sock, uaddr, addr_len, flags)`: where an ssh client connects (the
+/// kernel's copy of its sockaddr).
+#[fentry(function = "inet_stream_connect")]
+pub fn ssh_connect_entry(ctx: FEntryContext) -> u32 {
+    if caller() != CLIENT || ignored_caller() {
+        return 0;
+    }
+    let uaddr: u64 = ctx.arg(1);
+    if let Some(raw) = read_ksockaddr(uaddr) {
+        connecting(0, &raw);
+    }
+    0
 }

@@ -3,14 +3,17 @@
 //! at entry, in the calling task, and the result read at exit.
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user},
-    macros::tracepoint,
-    programs::TracePointContext,
+    macros::{fentry, fexit, tracepoint},
+    programs::{FEntryContext, FExitContext, TracePointContext},
     EbpfContext as _,
 };
 use netladder_common::{kind, syscall, Event, Flow, AF_INET, AF_INET6};
 
 use crate::{
-    kernel::{conf, current_netns, current_proc, is_self, other_netns, zero_flow},
+    kernel::{
+        conf, current_netns, current_proc, is_self, load, other_netns, read_buf, sock_flow,
+        zero_flow,
+    },
     maps::{agg_key, counted_as_repeat, emit, PendingCall, BOUND, CALL_ARGS, CONNS},
 };
 
@@ -215,8 +218,20 @@ fn save(ctx: &TracePointContext, call: u32, fd_off: u32, uaddr: u64) {
 
 #[inline(always)]
 fn exit(ctx: &TracePointContext, call: u32) {
-    let id = bpf_get_current_pid_tgid();
     let ret = field(ctx, conf!(sys_exit_ret)).map(|r| r as i64);
+    finish_call(call, ret, None);
+}
+
+/// The end of a call whose start saved a `PendingCall`: `ret` is its result; the sockaddr is
+/// read from `kaddr` (the kernel's copy, at the fexit programs) or else from the caller's memory
+/// (`PendingCall::uaddr`, at the syscall tracepoints).
+#[inline(always)]
+fn finish_call(call: u32, ret: Option<i64>, kaddr: Option<u64>) {
+    let id = bpf_get_current_pid_tgid();
+    let read = |p: &PendingCall| match kaddr {
+        Some(k) => read_ksockaddr(k),
+        None => read_sockaddr(p.uaddr),
+    };
     if call == syscall::CONNECT {
         if let Some(ret) = ret {
             // The common outcomes of connect() need nothing that was saved at entry: success and
@@ -230,7 +245,7 @@ fn exit(ctx: &TracePointContext, call: u32) {
                 // which nameserver (kernels without dns_egress).
                 if ret >= 0 || -ret == EINPROGRESS {
                     if let Some(p) = unsafe { CALL_ARGS.get(&id) } {
-                        if let Some(addr) = read_sockaddr(p.uaddr).filter(|_| p.call == call) {
+                        if let Some(addr) = read(p).filter(|_| p.call == call) {
                             if crate::tls::watching() {
                                 let _ = crate::tls::TLS_PEER.insert(&id, &addr, 0);
                             }
@@ -289,7 +304,7 @@ fn exit(ctx: &TracePointContext, call: u32) {
         if call != syscall::BIND && call != syscall::LISTEN {
             // connect(), sendto() and sendmsg() read their sockaddr only now that they failed
             // (see `save`).
-            let Some(read) = read_sockaddr(pending.uaddr) else {
+            let Some(read) = read(&pending) else {
                 return;
             };
             addr = read;
@@ -322,6 +337,16 @@ pub(crate) fn read_sockaddr(uaddr: u64) -> Option<[u8; 28]> {
     (family == AF_INET || family == AF_INET6).then_some(addr)
 }
 
+/// The struct sockaddr at kernel address `kaddr` (the copy the kernel made of the caller's),
+/// when it is IPv4 or IPv6. The copy lives in a `sockaddr_storage`: 28 bytes are always there.
+#[inline(always)]
+pub(crate) fn read_ksockaddr(kaddr: u64) -> Option<[u8; 28]> {
+    let mut addr = [0u8; 28];
+    read_buf(kaddr, 0, &mut addr).ok()?;
+    let family = u16::from_ne_bytes([addr[0], addr[1]]);
+    (family == AF_INET || family == AF_INET6).then_some(addr)
+}
+
 /// Marks the calling task's pending connect() as having put socket `sk` in SYN_SENT.
 #[inline(always)]
 pub fn mark_syn_sent(sk: u64) {
@@ -347,6 +372,13 @@ pub fn emit_call_error(call: u32, raw: &[u8; 28], ret: i32, netns: u32) {
     } else if flow.family == 0 {
         return;
     }
+    emit_flow_error(call, flow, ret, netns);
+}
+
+/// Emits a SYSCALL_FAILED event for `call` on `flow` (for bind() and listen(), the local end is
+/// its source).
+#[inline(always)]
+fn emit_flow_error(call: u32, flow: Flow, ret: i32, netns: u32) {
     let now = unsafe { bpf_ktime_get_ns() };
     // A repeat within its window (a flood of refused sends) is only counted: the process's
     // details and the event are gathered only for the one that is sent.
@@ -394,4 +426,139 @@ pub(crate) fn sockaddr_flow(raw: &[u8; 28]) -> Flow {
     flow.family = family;
     flow.dport = u16::from_be_bytes([raw[2], raw[3]]);
     flow
+}
+
+// --- The same calls at the kernel functions behind them (kernels that allow fentry/fexit) ---
+//
+// A syscall tracepoint, once enabled, sends every system call of every task through the kernel's
+// tracing slow path. These programs run only when the socket layer itself is called (connect,
+// bind, listen, a UDP send), from any path that reaches it (system calls, io_uring), and read the
+// kernel's copy of the caller's sockaddr. Where they attach, the syscall tracepoint programs
+// above are not attached at all (the hook plan's `replaced_by`).
+
+/// connect() on a TCP socket, start: the attempt is pending until the exit below, so that the
+/// state-change program can mark it as having reached SYN_SENT (the socket's own summary then
+/// reports its fate).
+#[fentry(function = "inet_stream_connect")]
+pub fn inet_stream_connect_entry(_ctx: FEntryContext) -> u32 {
+    if ignored_caller() {
+        return 0;
+    }
+    let call = PendingCall {
+        addr: [0; 28],
+        uaddr: 0,
+        fd: 0,
+        call: syscall::CONNECT,
+        reached_syn_sent: 0,
+        sk: 0,
+    };
+    let _ = CALL_ARGS.insert(&bpf_get_current_pid_tgid(), &call, 0);
+    0
+}
+
+/// connect() on a TCP socket, result: `inet_stream_connect(sock, uaddr, addr_len, flags)`.
+#[fexit(function = "inet_stream_connect")]
+pub fn inet_stream_connect_exit(ctx: FExitContext) -> u32 {
+    let uaddr: u64 = ctx.arg(1);
+    let ret: i32 = ctx.arg(4);
+    finish_call(syscall::CONNECT, Some(ret as i64), Some(uaddr));
+    0
+}
+
+/// connect() on a datagram socket (UDP: a resolver fixing its nameserver):
+/// `inet_dgram_connect(sock, uaddr, addr_len, flags)`. Nothing is pending: the result is final.
+#[fexit(function = "inet_dgram_connect")]
+pub fn inet_dgram_connect_exit(ctx: FExitContext) -> u32 {
+    let uaddr: u64 = ctx.arg(1);
+    let ret: i32 = ctx.arg(4);
+    if ignored_caller() {
+        return 0;
+    }
+    if ret < 0 && ignored_error(ret as i64) {
+        return 0;
+    }
+    let Some(addr) = read_ksockaddr(uaddr) else {
+        return 0;
+    };
+    if ret >= 0 {
+        if crate::tls::watching() {
+            let _ = crate::tls::TLS_PEER.insert(&bpf_get_current_pid_tgid(), &addr, 0);
+        }
+        crate::dns::connected(bpf_get_current_pid_tgid(), &sockaddr_flow(&addr));
+        return 0;
+    }
+    emit_call_error(syscall::CONNECT, &addr, ret, current_netns());
+    0
+}
+
+/// bind() of an IPv4 socket: `inet_bind(sock, uaddr, addr_len)`.
+#[fexit(function = "inet_bind")]
+pub fn inet_bind_exit(ctx: FExitContext) -> u32 {
+    bind_exit(ctx.arg(1), ctx.arg(3))
+}
+
+/// bind() of an IPv6 socket: `inet6_bind(sock, uaddr, addr_len)`.
+#[fexit(function = "inet6_bind")]
+pub fn inet6_bind_exit(ctx: FExitContext) -> u32 {
+    bind_exit(ctx.arg(1), ctx.arg(3))
+}
+
+#[inline(always)]
+fn bind_exit(kaddr: u64, ret: i32) -> u32 {
+    if ret >= 0 || ignored_caller() {
+        return 0;
+    }
+    if let Some(addr) = read_ksockaddr(kaddr) {
+        emit_call_error(syscall::BIND, &addr, ret, current_netns());
+    }
+    0
+}
+
+/// listen() of a TCP socket (both families): `inet_listen(sock, backlog)`. The address is the
+/// one the socket is bound to, read from the socket itself.
+#[fexit(function = "inet_listen")]
+pub fn inet_listen_exit(ctx: FExitContext) -> u32 {
+    let sock: u64 = ctx.arg(0);
+    let ret: i32 = ctx.arg(2);
+    if ret >= 0 || ignored_caller() {
+        return 0;
+    }
+    let sk: u64 = load(sock, conf!(socket_sk));
+    let Ok(mut flow) = sock_flow(sk) else {
+        return 0;
+    };
+    // Only the local end: what the socket is bound to.
+    flow.daddr = [0; 16];
+    flow.dport = 0;
+    emit_flow_error(syscall::LISTEN, flow, ret, current_netns());
+    0
+}
+
+/// A UDP send with a destination (sendto(), sendmsg() with a name, sendmmsg()):
+/// `udp_sendmsg(sk, msg, len)` / `udpv6_sendmsg(sk, msg, len)`. Successful sends leave at once.
+#[fexit(function = "udp_sendmsg")]
+pub fn udp_sendmsg_exit(ctx: FExitContext) -> u32 {
+    send_exit(ctx.arg(1), ctx.arg(3))
+}
+
+#[fexit(function = "udpv6_sendmsg")]
+pub fn udpv6_sendmsg_exit(ctx: FExitContext) -> u32 {
+    send_exit(ctx.arg(1), ctx.arg(3))
+}
+
+#[inline(always)]
+fn send_exit(msg: u64, ret: i32) -> u32 {
+    if ret >= 0 || ignored_caller() {
+        return 0;
+    }
+    let name: u64 = load(msg, conf!(kmsghdr_name));
+    if name == 0 {
+        // A send on a connected socket: the destination is the socket's, and its errors
+        // (an ICMP answer turned into ECONNREFUSED) are no failure of a route.
+        return 0;
+    }
+    if let Some(addr) = read_ksockaddr(name) {
+        emit_call_error(syscall::SEND, &addr, ret, current_netns());
+    }
+    0
 }

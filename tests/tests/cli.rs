@@ -139,6 +139,68 @@ fn hooks_reports_every_program() {
             );
         }
     }
+    // Every hook says who pays for it; the syscall tracepoints say they tax every system call.
+    for h in hooks {
+        let cost = h["cost"].as_str().unwrap_or_default();
+        let hook = h["hook"].as_str().unwrap();
+        assert!(
+            [
+                "per packet",
+                "EVERY SYSCALL",
+                "per call",
+                "per event",
+                "per lib call"
+            ]
+            .contains(&cost),
+            "{h}"
+        );
+        assert_eq!(
+            cost == "EVERY SYSCALL",
+            hook.starts_with("tracepoint/syscalls/"),
+            "{h}"
+        );
+    }
+    // Where the socket layer's fexit programs attach, no syscall tracepoint does their work:
+    // those are replaced, not attached as well.
+    for (fexit, tracepoints) in [
+        (
+            &[
+                "inet_stream_connect_entry",
+                "inet_stream_connect_exit",
+                "inet_dgram_connect_exit",
+            ][..],
+            &["sys_enter_connect", "sys_exit_connect"][..],
+        ),
+        (
+            &["inet_bind_exit", "inet6_bind_exit"][..],
+            &["sys_enter_bind", "sys_exit_bind"][..],
+        ),
+        (
+            &["inet_listen_exit"][..],
+            &["sys_enter_listen", "sys_exit_listen"][..],
+        ),
+        (
+            &["udp_sendmsg_exit", "udpv6_sendmsg_exit"][..],
+            &[
+                "sys_enter_sendto",
+                "sys_exit_sendto",
+                "sys_enter_sendmsg",
+                "sys_exit_sendmsg",
+            ][..],
+        ),
+    ] {
+        let all_attached = fexit
+            .iter()
+            .all(|p| status(p).is_some_and(|s| s == "attached"));
+        for t in tracepoints {
+            let s = status(t).unwrap();
+            if all_attached {
+                assert_eq!(s, "replaced", "{t} beside {fexit:?}: {v:#}");
+            } else {
+                assert_ne!(s, "replaced", "{t} without {fexit:?}: {v:#}");
+            }
+        }
+    }
     let off = netladder(&["hooks", "--json", "--no-optional-hooks"])
         .output()
         .unwrap();

@@ -426,7 +426,8 @@ fn expired_lab(tag: &str, watch_args: &[&str]) -> Option<(TwoHosts, Watch, TempD
     Some((h, w, dir, server))
 }
 
-/// With the thread's connect() unrecorded (`--skip-hook sys_exit_connect`, standing in for a run
+/// With the thread's connect() unrecorded (`--skip-hook` on the connect() results: the fexit on
+/// inet_stream_connect where it loads, the syscall tracepoint elsewhere; standing in for a run
 /// the kernel skipped), the event still names its peer: curl's one connected TCP socket, found
 /// through its open files.
 #[test]
@@ -438,8 +439,15 @@ fn without_a_recorded_connect_the_peer_comes_from_the_process_socket() {
         skip("curl is not installed here");
         return;
     }
-    let Some((h, w, dir, _server)) = expired_lab("tls-nocon", &["--skip-hook", "sys_exit_connect"])
-    else {
+    let Some((h, w, dir, _server)) = expired_lab(
+        "tls-nocon",
+        &[
+            "--skip-hook",
+            "sys_exit_connect",
+            "--skip-hook",
+            "inet_stream_connect_exit",
+        ],
+    ) else {
         return;
     };
     let out = curl(&h.client, &dir, &[]);

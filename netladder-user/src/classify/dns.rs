@@ -492,7 +492,8 @@ impl State {
                         if let Some((err, call, _)) = send_error {
                             layer = Layer::Route;
                             evidence.push(format!(
-                                "{call}() toward the nameserver returned {}",
+                                "{} toward the nameserver returned {}",
+                                crate::classify::evidence::call_words(call),
                                 super::errno::name(*err)
                             ));
                         }

@@ -53,8 +53,17 @@ pub fn reason_words(reason: &str) -> String {
     format!("{words}, {reason}")
 }
 
+/// How evidence names a socket call: `connect()`, or for a send seen inside the UDP stack,
+/// where the system call that carried it is not known, all three it may have been.
+pub fn call_words(call: &str) -> String {
+    match call {
+        "send" => "a UDP send (sendto(), sendmsg() or sendmmsg())".to_owned(),
+        _ => format!("{call}()"),
+    }
+}
+
 pub fn syscall_line(call: &str, err: i32) -> String {
-    format!("{call}() returned {}", errno::name(err))
+    format!("{} returned {}", call_words(call), errno::name(err))
 }
 
 pub fn conn_lines(o: &Observation) -> Vec<String> {

@@ -600,7 +600,7 @@ impl Classifier {
             cause,
             layer,
             errno: Some(obs.err),
-            summary: format!("{summary}: {call}() failed at once"),
+            summary: format!("{summary}: {} failed at once", evidence::call_words(call)),
             evidence: vec![evidence::syscall_line(call, obs.err)],
             proc: obs.proc,
             src: obs.src,
@@ -665,14 +665,14 @@ fn by_errno(call: &str, err: i32) -> Option<(u16, &'static str, Layer, &'static 
             "no free local port for this destination",
             Lookup::Ports,
         ),
-        ("sendto" | "sendmsg", 101) => (
+        ("sendto" | "sendmsg" | "send", 101) => (
             26,
             "net_unreachable",
             Layer::Route,
             "the network is unreachable",
             Lookup::Egress,
         ),
-        ("sendto" | "sendmsg", 113) => (
+        ("sendto" | "sendmsg" | "send", 113) => (
             22,
             "host_unreachable",
             Layer::Route,

@@ -26,6 +26,7 @@ pub const BTF_NAMES: &[&str] = &[
     "neighbour",
     "neigh_table",
     "user_msghdr",
+    "msghdr",
     "files_struct",
     "fdtable",
     "file",
@@ -71,6 +72,7 @@ pub fn resolve(btf: &KernelBtf, tracefs_root: &Path) -> Resolved {
     c.neigh_tbl = off("neighbour", "tbl");
     c.tbl_family = off("neigh_table", "family");
     c.msghdr_name = off("user_msghdr", "msg_name");
+    c.kmsghdr_name = off("msghdr", "msg_name");
     c.task_files = off("task_struct", "files");
     c.files_fdt = off("files_struct", "fdt");
     c.fdt_max_fds = off("fdtable", "max_fds");

@@ -97,6 +97,7 @@ pub fn observe(e: &Event, names: &Names) -> Option<Observation> {
                 syscall::LISTEN => "listen",
                 syscall::SENDTO => "sendto",
                 syscall::SENDMSG => "sendmsg",
+                syscall::SEND => "send",
                 _ => return None,
             },
         },

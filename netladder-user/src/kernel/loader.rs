@@ -68,13 +68,7 @@ pub fn load(config: &Config, opts: &Options) -> Result<Loaded> {
     let targets = Targets::discover();
     let mut outcomes = Vec::new();
     for hook in HOOKS {
-        let replaced = !hook.replaced_by.is_empty()
-            && hook.replaced_by.iter().all(|p| {
-                outcomes
-                    .iter()
-                    .any(|o: &Outcome| o.hook.program == *p && o.status == Status::Attached)
-            });
-        let status = if replaced {
+        let status = if super::plan::replacements_attached(&outcomes, hook) {
             Status::Replaced(format!(
                 "not needed: {} attached",
                 hook.replaced_by.join(", ")

@@ -45,6 +45,46 @@ impl Attach {
     }
 }
 
+/// Who pays for a hook while it is attached, and how often: what `netladder hooks` shows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cost {
+    /// Runs for packets (every packet freed, consumed, or crossing a cgroup's sockets).
+    PerPacket,
+    /// A syscall tracepoint: while one is enabled, every system call of every task takes the
+    /// kernel's tracing slow path, whatever call the tracepoint is for.
+    EverySyscall,
+    /// Runs when one kernel function is called (fentry/fexit).
+    PerCall,
+    /// Runs on socket or neighbour events: state changes, resets, retransmits, updates.
+    PerEvent,
+    /// A uprobe: only processes that call that library function pay, each call a trap.
+    PerLibraryCall,
+}
+
+impl Cost {
+    /// A few words for the table.
+    pub fn short(self) -> &'static str {
+        match self {
+            Cost::PerPacket => "per packet",
+            Cost::EverySyscall => "EVERY SYSCALL",
+            Cost::PerCall => "per call",
+            Cost::PerEvent => "per event",
+            Cost::PerLibraryCall => "per lib call",
+        }
+    }
+
+    /// What it means, for the JSON form.
+    pub fn explain(self) -> &'static str {
+        match self {
+            Cost::PerPacket => "runs for every packet its hook sees",
+            Cost::EverySyscall => "while attached, every system call of every task on the host takes the kernel's tracing slow path",
+            Cost::PerCall => "runs only when its kernel function is called",
+            Cost::PerEvent => "runs on socket or neighbour events (state changes, resets, retransmits, neighbour updates)",
+            Cost::PerLibraryCall => "runs only in processes that call its library function, as a trap on each call",
+        }
+    }
+}
+
 /// A program of the eBPF object and its place in the plan.
 #[derive(Clone, Copy, Debug)]
 pub struct Hook {
@@ -65,6 +105,21 @@ pub struct Hook {
     /// What userspace hands the program just before attaching it (not at start: only when the
     /// program is really going to be attached).
     pub input: Input,
+}
+
+impl Hook {
+    /// Who pays while this hook is attached.
+    pub fn cost(&self) -> Cost {
+        match self.attach {
+            Attach::Tracepoint("syscalls", _) => Cost::EverySyscall,
+            Attach::Tracepoint(..) => Cost::PerEvent,
+            Attach::TpBtf("kfree_skb" | "consume_skb") => Cost::PerPacket,
+            Attach::TpBtf(_) => Cost::PerEvent,
+            Attach::FEntry(_) | Attach::FExit(_) => Cost::PerCall,
+            Attach::UProbe { .. } | Attach::LibcProbe { .. } => Cost::PerLibraryCall,
+            Attach::CgroupSkb { .. } => Cost::PerPacket,
+        }
+    }
 }
 
 /// Data a program needs that is costly to find, so it is only found for a program the loader
@@ -151,14 +206,97 @@ pub const HOOKS: &[Hook] = &[
         replaced_by: &["tcp_v4_err_entry", "tcp_v6_err_entry"],
         input: Input::IcmpRanges,
     },
+    // Socket calls that fail at once (#022, #026, #027, #028), where fentry/fexit load: they
+    // run only when the socket layer is called. The syscall tracepoint programs below do the
+    // same work where these are refused, at a cost to every system call of every task.
+    Hook {
+        program: "inet_stream_connect_entry",
+        attach: Attach::FEntry("inet_stream_connect"),
+        core: false,
+        optional: true,
+        needs: FEXIT_NEEDS,
+        without: CONNECT_WITHOUT,
+        replaced_by: &[],
+        input: Input::Nothing,
+    },
+    Hook {
+        program: "inet_stream_connect_exit",
+        attach: Attach::FExit("inet_stream_connect"),
+        core: false,
+        optional: true,
+        needs: FEXIT_NEEDS,
+        without: CONNECT_WITHOUT,
+        replaced_by: &[],
+        input: Input::Nothing,
+    },
+    Hook {
+        program: "inet_dgram_connect_exit",
+        attach: Attach::FExit("inet_dgram_connect"),
+        core: false,
+        optional: true,
+        needs: FEXIT_NEEDS,
+        without: CONNECT_WITHOUT,
+        replaced_by: &[],
+        input: Input::Nothing,
+    },
+    Hook {
+        program: "inet_bind_exit",
+        attach: Attach::FExit("inet_bind"),
+        core: false,
+        optional: true,
+        needs: FEXIT_NEEDS,
+        without: BIND_WITHOUT,
+        replaced_by: &[],
+        input: Input::Nothing,
+    },
+    Hook {
+        program: "inet6_bind_exit",
+        attach: Attach::FExit("inet6_bind"),
+        core: false,
+        optional: true,
+        needs: FEXIT_NEEDS,
+        without: BIND_WITHOUT,
+        replaced_by: &[],
+        input: Input::Nothing,
+    },
+    Hook {
+        program: "inet_listen_exit",
+        attach: Attach::FExit("inet_listen"),
+        core: false,
+        optional: true,
+        needs: FEXIT_NEEDS,
+        without: BIND_WITHOUT,
+        replaced_by: &[],
+        input: Input::Nothing,
+    },
+    Hook {
+        program: "udp_sendmsg_exit",
+        attach: Attach::FExit("udp_sendmsg"),
+        core: false,
+        optional: true,
+        needs: FEXIT_NEEDS,
+        without: SEND_WITHOUT,
+        replaced_by: &[],
+        input: Input::Nothing,
+    },
+    Hook {
+        program: "udpv6_sendmsg_exit",
+        attach: Attach::FExit("udpv6_sendmsg"),
+        core: false,
+        optional: true,
+        needs: FEXIT_NEEDS,
+        without: SEND_WITHOUT,
+        replaced_by: &[],
+        input: Input::Nothing,
+    },
     Hook {
         program: "sys_enter_connect",
         attach: Attach::Tracepoint("syscalls", "sys_enter_connect"),
         core: false,
         optional: false,
         needs: "syscall tracepoints (CONFIG_FTRACE_SYSCALLS)",
-        without: "connect() calls that fail at once (no route, no free local port)",
-        replaced_by: &[],
+        without: CONNECT_WITHOUT,
+        replaced_by: &["inet_stream_connect_entry", "inet_stream_connect_exit", "inet_dgram_connect_exit"],
         input: Input::Nothing,
     },
     Hook {
@@ -167,8 +305,8 @@ pub const HOOKS: &[Hook] = &[
         core: false,
         optional: false,
         needs: "syscall tracepoints (CONFIG_FTRACE_SYSCALLS)",
-        without: "connect() calls that fail at once (no route, no free local port)",
-        replaced_by: &[],
+        without: CONNECT_WITHOUT,
+        replaced_by: &["inet_stream_connect_entry", "inet_stream_connect_exit", "inet_dgram_connect_exit"],
         input: Input::Nothing,
     },
     Hook {
@@ -177,8 +315,8 @@ pub const HOOKS: &[Hook] = &[
         core: false,
         optional: false,
         needs: "syscall tracepoints (CONFIG_FTRACE_SYSCALLS)",
-        without: "bind() and listen() failures (address already in use)",
-        replaced_by: &[],
+        without: BIND_WITHOUT,
+        replaced_by: &["inet_bind_exit", "inet6_bind_exit"],
         input: Input::Nothing,
     },
     Hook {
@@ -187,8 +325,8 @@ pub const HOOKS: &[Hook] = &[
         core: false,
         optional: false,
         needs: "syscall tracepoints (CONFIG_FTRACE_SYSCALLS)",
-        without: "bind() and listen() failures (address already in use)",
-        replaced_by: &[],
+        without: BIND_WITHOUT,
+        replaced_by: &["inet_bind_exit", "inet6_bind_exit"],
         input: Input::Nothing,
     },
     Hook {
@@ -197,8 +335,8 @@ pub const HOOKS: &[Hook] = &[
         core: false,
         optional: false,
         needs: "syscall tracepoints (CONFIG_FTRACE_SYSCALLS)",
-        without: "bind() and listen() failures (address already in use)",
-        replaced_by: &[],
+        without: BIND_WITHOUT,
+        replaced_by: &["inet_listen_exit"],
         input: Input::Nothing,
     },
     Hook {
@@ -207,8 +345,8 @@ pub const HOOKS: &[Hook] = &[
         core: false,
         optional: false,
         needs: "syscall tracepoints (CONFIG_FTRACE_SYSCALLS)",
-        without: "bind() and listen() failures (address already in use)",
-        replaced_by: &[],
+        without: BIND_WITHOUT,
+        replaced_by: &["inet_listen_exit"],
         input: Input::Nothing,
     },
     Hook {
@@ -217,8 +355,8 @@ pub const HOOKS: &[Hook] = &[
         core: false,
         optional: false,
         needs: "syscall tracepoints (CONFIG_FTRACE_SYSCALLS)",
-        without: "sendto()/sendmsg() failures of datagram sockets (unreachable network or host)",
-        replaced_by: &[],
+        without: SEND_WITHOUT,
+        replaced_by: &["udp_sendmsg_exit", "udpv6_sendmsg_exit"],
         input: Input::Nothing,
     },
     Hook {
@@ -227,8 +365,8 @@ pub const HOOKS: &[Hook] = &[
         core: false,
         optional: false,
         needs: "syscall tracepoints (CONFIG_FTRACE_SYSCALLS)",
-        without: "sendto()/sendmsg() failures of datagram sockets (unreachable network or host)",
-        replaced_by: &[],
+        without: SEND_WITHOUT,
+        replaced_by: &["udp_sendmsg_exit", "udpv6_sendmsg_exit"],
         input: Input::Nothing,
     },
     Hook {
@@ -237,8 +375,8 @@ pub const HOOKS: &[Hook] = &[
         core: false,
         optional: false,
         needs: "syscall tracepoints (CONFIG_FTRACE_SYSCALLS)",
-        without: "sendto()/sendmsg() failures of datagram sockets (unreachable network or host)",
-        replaced_by: &[],
+        without: SEND_WITHOUT,
+        replaced_by: &["udp_sendmsg_exit", "udpv6_sendmsg_exit"],
         input: Input::Nothing,
     },
     Hook {
@@ -247,8 +385,8 @@ pub const HOOKS: &[Hook] = &[
         core: false,
         optional: false,
         needs: "syscall tracepoints (CONFIG_FTRACE_SYSCALLS)",
-        without: "sendto()/sendmsg() failures of datagram sockets (unreachable network or host)",
-        replaced_by: &[],
+        without: SEND_WITHOUT,
+        replaced_by: &["udp_sendmsg_exit", "udpv6_sendmsg_exit"],
         input: Input::Nothing,
     },
     Hook {
@@ -271,15 +409,57 @@ pub const HOOKS: &[Hook] = &[
         replaced_by: &[],
         input: Input::Nothing,
     },
-    // ssh (#030): log lines of ssh and sshd, the client's key files and destination.
+    // ssh (#030): log lines of ssh and sshd, the client's key files and destination. Where
+    // fentry/fexit load, at the kernel functions behind the calls; elsewhere at syscall
+    // tracepoints (below), which tax every system call of every task.
+    Hook {
+        program: "ssh_vfs_write",
+        attach: Attach::FEntry("vfs_write"),
+        core: false,
+        optional: true,
+        needs: FEXIT_NEEDS,
+        without: SSH_WRITE_WITHOUT,
+        replaced_by: &[],
+        input: Input::Nothing,
+    },
+    Hook {
+        program: "ssh_sys_sendto",
+        attach: Attach::FEntry("__sys_sendto"),
+        core: false,
+        optional: true,
+        needs: FEXIT_NEEDS,
+        without: SSH_SEND_WITHOUT,
+        replaced_by: &[],
+        input: Input::Nothing,
+    },
+    Hook {
+        program: "ssh_openat2_exit",
+        attach: Attach::FExit("do_sys_openat2"),
+        core: false,
+        optional: true,
+        needs: FEXIT_NEEDS,
+        without: SSH_OPEN_WITHOUT,
+        replaced_by: &[],
+        input: Input::Nothing,
+    },
+    Hook {
+        program: "ssh_connect_entry",
+        attach: Attach::FEntry("inet_stream_connect"),
+        core: false,
+        optional: true,
+        needs: FEXIT_NEEDS,
+        without: SSH_CONNECT_WITHOUT,
+        replaced_by: &[],
+        input: Input::Nothing,
+    },
     Hook {
         program: "ssh_write",
         attach: Attach::Tracepoint("syscalls", "sys_enter_write"),
         core: false,
         optional: false,
         needs: "syscall tracepoints (CONFIG_FTRACE_SYSCALLS)",
-        without: "ssh publickey refusals (#030) from the client's message, and from sshd logging to stderr or a file (-e, -E)",
-        replaced_by: &[],
+        without: SSH_WRITE_WITHOUT,
+        replaced_by: &["ssh_vfs_write"],
         input: Input::Nothing,
     },
     Hook {
@@ -288,8 +468,8 @@ pub const HOOKS: &[Hook] = &[
         core: false,
         optional: false,
         needs: "syscall tracepoints (CONFIG_FTRACE_SYSCALLS)",
-        without: "ssh publickey refusals (#030) as sshd logs them through syslog or journald, with sshd's reason",
-        replaced_by: &[],
+        without: SSH_SEND_WITHOUT,
+        replaced_by: &["ssh_sys_sendto"],
         input: Input::Nothing,
     },
     Hook {
@@ -298,8 +478,8 @@ pub const HOOKS: &[Hook] = &[
         core: false,
         optional: false,
         needs: "syscall tracepoints (CONFIG_FTRACE_SYSCALLS)",
-        without: "the key files an ssh client read, in its #030 events",
-        replaced_by: &[],
+        without: SSH_OPEN_WITHOUT,
+        replaced_by: &["ssh_openat2_exit"],
         input: Input::Nothing,
     },
     Hook {
@@ -308,8 +488,8 @@ pub const HOOKS: &[Hook] = &[
         core: false,
         optional: false,
         needs: "syscall tracepoints (CONFIG_FTRACE_SYSCALLS)",
-        without: "the key files an ssh client read, in its #030 events",
-        replaced_by: &[],
+        without: SSH_OPEN_WITHOUT,
+        replaced_by: &["ssh_openat2_exit"],
         input: Input::Nothing,
     },
     Hook {
@@ -318,8 +498,8 @@ pub const HOOKS: &[Hook] = &[
         core: false,
         optional: false,
         needs: "syscall tracepoints (CONFIG_FTRACE_SYSCALLS)",
-        without: "the address and port an ssh client connected to, in its #030 events",
-        replaced_by: &[],
+        without: SSH_CONNECT_WITHOUT,
+        replaced_by: &["ssh_connect_entry"],
         input: Input::Nothing,
     },
     Hook {
@@ -547,6 +727,16 @@ pub const HOOKS: &[Hook] = &[
 ];
 
 const ICMP_WITHOUT: &str = "ICMP errors that answered a connection: the router or peer that sent them, and the error itself when the application read it (SO_ERROR) before closing (non-blocking clients: curl, event loops)";
+const FEXIT_NEEDS: &str = "fentry/fexit (5.5+, refused by some kernels)";
+const CONNECT_WITHOUT: &str = "connect() calls that fail at once (no route, no free local port)";
+const BIND_WITHOUT: &str = "bind() and listen() failures (address already in use)";
+const SEND_WITHOUT: &str =
+    "sendto()/sendmsg() failures of datagram sockets (unreachable network or host)";
+const SSH_WRITE_WITHOUT: &str = "ssh publickey refusals (#030) from the client's message, and from sshd logging to stderr or a file (-e, -E)";
+const SSH_SEND_WITHOUT: &str = "ssh publickey refusals (#030) as sshd logs them through syslog or journald, with sshd's reason";
+const SSH_OPEN_WITHOUT: &str = "the key files an ssh client read, in its #030 events";
+const SSH_CONNECT_WITHOUT: &str =
+    "the address and port an ssh client connected to, in its #030 events";
 const TLS_NEEDS: &str = "uprobes, OpenSSL 3 (libssl.so.3) on the system library path";
 const TLS_WITHOUT: &str = "TLS certificate verification failures in OpenSSL 3 clients (#025)";
 const CURL_NEEDS: &str = "uprobes, libcurl.so.4 on the system library path";
@@ -582,11 +772,23 @@ pub fn covered_by<'a>(outcomes: &'a [Outcome], program: &str) -> Option<&'a str>
         .map(|o| o.hook.program)
 }
 
+/// Whether every program that replaces `hook` attached (it has some): then `hook` is not
+/// attached, and nothing is lost without it.
+pub fn replacements_attached(outcomes: &[Outcome], hook: &Hook) -> bool {
+    !hook.replaced_by.is_empty()
+        && hook.replaced_by.iter().all(|r| {
+            outcomes
+                .iter()
+                .any(|o| o.hook.program == *r && o.status == Status::Attached)
+        })
+}
+
 pub fn degraded(outcomes: &[Outcome]) -> Vec<String> {
     let mut lines: Vec<String> = Vec::new();
     for o in outcomes.iter().filter(|o| {
         !matches!(o.status, Status::Attached | Status::Replaced(_))
             && covered_by(outcomes, o.hook.program).is_none()
+            && !replacements_attached(outcomes, &o.hook)
     }) {
         if !lines.iter().any(|l| l == o.hook.without) {
             lines.push(o.hook.without.to_owned());
@@ -615,7 +817,7 @@ mod tests {
             .iter()
             .map(|h| Outcome {
                 hook: *h,
-                status: if h.program.starts_with("sys_") {
+                status: if [CONNECT_WITHOUT, BIND_WITHOUT, SEND_WITHOUT].contains(&h.without) {
                     Status::Refused("EPERM".into())
                 } else {
                     Status::Attached
@@ -627,5 +829,23 @@ mod tests {
         assert!(lost[0].contains("connect()"));
         assert!(lost[1].contains("bind()"));
         assert!(lost[2].contains("sendto()"));
+    }
+
+    #[test]
+    fn a_refused_syscall_tracepoint_loses_nothing_where_its_replacements_attached() {
+        let out: Vec<Outcome> = HOOKS
+            .iter()
+            .map(|h| Outcome {
+                hook: *h,
+                status: if matches!(h.attach, Attach::Tracepoint("syscalls", _))
+                    && !h.replaced_by.is_empty()
+                {
+                    Status::Refused("ENOENT".into())
+                } else {
+                    Status::Attached
+                },
+            })
+            .collect();
+        assert_eq!(degraded(&out), Vec::<String>::new());
     }
 }

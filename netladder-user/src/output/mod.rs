@@ -172,7 +172,11 @@ pub fn failure_line(f: &Failure, next: &[String], style: &Style, who: Option<&Wo
 /// The hook table: what attached, what the kernel refused, what that costs.
 pub fn hooks_table(outcomes: &[Outcome]) -> String {
     let mut s = String::new();
-    let _ = writeln!(s, "{:<22} {:<40} {:<9} detail", "program", "hook", "status");
+    let _ = writeln!(
+        s,
+        "{:<26} {:<40} {:<9} {:<13} detail",
+        "program", "hook", "status", "cost"
+    );
     for o in outcomes {
         let lost = match crate::kernel::plan::covered_by(outcomes, o.hook.program) {
             Some(other) => format!("nothing lost: {other} does its work"),
@@ -186,10 +190,11 @@ pub fn hooks_table(outcomes: &[Outcome]) -> String {
         };
         let _ = writeln!(
             s,
-            "{:<22} {:<40} {:<9} {detail}",
+            "{:<26} {:<40} {:<9} {:<13} {detail}",
             o.hook.program,
             o.hook.attach.describe(),
-            status
+            status,
+            o.hook.cost().short()
         );
     }
     s
@@ -213,6 +218,8 @@ pub fn hooks_json(outcomes: &[Outcome], degraded: &[String]) -> Value {
                 "reason": reason,
                 "needs": o.hook.needs,
                 "without": o.hook.without,
+                "cost": o.hook.cost().short(),
+                "cost_means": o.hook.cost().explain(),
             })
         })
         .collect();
