@@ -431,3 +431,123 @@ mod fdinfo_tests {
         );
     }
 }
+
+/// The embedded eBPF object against the plan, without root: every program of the object is in
+/// the plan and the reverse, each in the section kind its `Attach` needs, and every map and
+/// global the loader uses is there.
+#[cfg(test)]
+mod object_tests {
+    use std::collections::BTreeMap;
+
+    use object::{Object as _, ObjectSection as _, ObjectSymbol as _, SymbolKind};
+
+    use super::{Attach, HOOKS, OBJECT};
+
+    /// Symbol name -> section name, for the symbols defined in the object.
+    fn symbols() -> BTreeMap<String, (SymbolKind, String)> {
+        assert!(
+            !OBJECT.is_empty(),
+            "this build has no eBPF object (built with AYA_BUILD_SKIP): nothing to check"
+        );
+        let file = object::File::parse(OBJECT).expect("the embedded eBPF object is an ELF file");
+        file.symbols()
+            .filter_map(|s| {
+                let section = file.section_by_index(s.section_index()?).ok()?;
+                Some((
+                    s.name().ok()?.to_owned(),
+                    (s.kind(), section.name().ok()?.to_owned()),
+                ))
+            })
+            .collect()
+    }
+
+    /// The section name prefix aya gives a program attached this way.
+    fn section_kind(attach: &Attach) -> &'static str {
+        match attach {
+            Attach::TpBtf(_) => "tp_btf",
+            Attach::Tracepoint(..) => "tracepoint",
+            Attach::FExit(_) => "fexit",
+            Attach::FEntry(_) => "fentry",
+            Attach::UProbe { ret: false, .. } | Attach::LibcProbe { ret: false, .. } => "uprobe",
+            Attach::UProbe { ret: true, .. } | Attach::LibcProbe { ret: true, .. } => "uretprobe",
+            Attach::CgroupSkb { .. } => "cgroup_skb",
+        }
+    }
+
+    #[test]
+    fn the_object_and_the_plan_agree() {
+        let syms = symbols();
+        let programs: BTreeMap<&str, &str> = syms
+            .iter()
+            // Programs sit in sections named by their kind ("fentry/FUNC", "uprobe"); helper
+            // functions in ".text".
+            .filter(|(_, (kind, section))| *kind == SymbolKind::Text && !section.starts_with('.'))
+            .map(|(name, (_, section))| (name.as_str(), section.as_str()))
+            .collect();
+        let mut planned: Vec<&str> = HOOKS.iter().map(|h| h.program).collect();
+        planned.sort_unstable();
+        assert_eq!(
+            programs.keys().copied().collect::<Vec<_>>(),
+            planned,
+            "the programs of the object and of the plan"
+        );
+        for hook in HOOKS {
+            let section = programs[hook.program];
+            let kind = section.split('/').next().unwrap_or_default();
+            assert_eq!(
+                kind,
+                section_kind(&hook.attach),
+                "{}: section {section}, planned as {}",
+                hook.program,
+                hook.attach.describe()
+            );
+            // Where the section names its target, it is the plan's.
+            match hook.attach {
+                Attach::FEntry(f) | Attach::FExit(f) | Attach::TpBtf(f) => {
+                    assert_eq!(section, format!("{kind}/{f}"), "{}", hook.program)
+                }
+                Attach::Tracepoint(cat, name) => {
+                    assert_eq!(
+                        section,
+                        format!("tracepoint/{cat}/{name}"),
+                        "{}",
+                        hook.program
+                    )
+                }
+                Attach::CgroupSkb { ingress } => assert_eq!(
+                    section,
+                    if ingress {
+                        "cgroup_skb/ingress"
+                    } else {
+                        "cgroup_skb/egress"
+                    },
+                    "{}",
+                    hook.program
+                ),
+                Attach::UProbe { .. } | Attach::LibcProbe { .. } => {}
+            }
+        }
+    }
+
+    #[test]
+    fn the_maps_and_globals_the_loader_uses_exist() {
+        let syms = symbols();
+        for map in [
+            "EVENTS", "COUNTERS", "AGG", "AGG_GEN", "STOP", "ICMP_RCV", "DNS_MODE",
+        ] {
+            let (_, section) = syms
+                .get(map)
+                .unwrap_or_else(|| panic!("map {map} is not in the eBPF object"));
+            assert_eq!(section, "maps", "{map}");
+        }
+        for global in ["CONFIG", "TLS_WATCH"] {
+            let (_, section) = syms
+                .get(global)
+                .unwrap_or_else(|| panic!("global {global} is not in the eBPF object"));
+            assert!(
+                section.starts_with(".rodata") || section.starts_with(".data"),
+                "{global} in {section}"
+            );
+        }
+    }
+}
