@@ -2,7 +2,7 @@
 //!
 //! - `cgroup_skb/egress` (cgroup v2 root): for a socket's first packet to port 53 (UDP or TCP),
 //!   which the kernel sends in the caller's context, records the process by socket cookie
-//!   (SENDERS); a question sent by a thread inside getaddrinfo is counted in its GAI_CALLS entry.
+//!   (DNS_SENDERS); a question sent by a thread inside getaddrinfo is counted in its GAI_CALLS entry.
 //! - `cgroup_skb/ingress`: a response from port 53 with an error RCODE becomes a DNS_ANSWER event
 //!   with the question's name, the server and the process recorded at send time (softirq has no
 //!   useful `current`). Reads go through bpf_skb_load_bytes (non-linear skbs), every loop is
@@ -27,7 +27,8 @@ use netladder_common::{counter, dns, kind, AppEvent, Flow, ProcInfo, AF_INET, AF
 use crate::{
     kernel::{current_netns, current_proc, is_self, other_netns},
     maps::{
-        count, reserve_app, submit_app, GaiCall, Sender, DNS_ASKERS, DNS_MODE, GAI_CALLS, SENDERS,
+        count, reserve_app, submit_app, GaiCall, Sender, DNS_ASKERS, DNS_MODE, DNS_SENDERS,
+        GAI_CALLS,
     },
 };
 
@@ -220,7 +221,7 @@ fn egress(ctx: &SkBuffContext) {
         return;
     }
     let sk = cookie(ctx);
-    if unsafe { SENDERS.get(&sk) }.is_none() {
+    if unsafe { DNS_SENDERS.get(&sk) }.is_none() {
         let netns = current_netns();
         if other_netns(netns) {
             return;
@@ -229,7 +230,7 @@ fn egress(ctx: &SkBuffContext) {
             proc: current_proc(netns),
             pid_tgid: id,
         };
-        let _ = SENDERS.insert(&sk, &sender, 0);
+        let _ = DNS_SENDERS.insert(&sk, &sender, 0);
     }
     // A TCP question counts once, at its SYN (later segments may be sent from softirq).
     if p.tcp && ctx.len() > p.dns_off {
@@ -267,7 +268,7 @@ fn ingress(ctx: &SkBuffContext) {
         return;
     }
     let mut by_server = false;
-    let sender: *const Sender = match unsafe { SENDERS.get(&cookie(ctx)) } {
+    let sender: *const Sender = match unsafe { DNS_SENDERS.get(&cookie(ctx)) } {
         Some(s) => s,
         None => match unsafe { DNS_ASKERS.get(&p.flow.daddr) } {
             Some(s) => {

@@ -263,7 +263,7 @@ fn wake_flags(record: u64) -> u64 {
 
 /// The process that sent on a socket (its first packet to port 53). Key: socket cookie.
 #[map(name = "DNS_SENDERS")]
-pub static SENDERS: LruHashMap<u64, Sender> = LruHashMap::with_max_entries(16384, 0);
+pub static DNS_SENDERS: LruHashMap<u64, Sender> = LruHashMap::with_max_entries(16384, 0);
 
 /// getaddrinfo calls in progress. Key: pid_tgid of the calling thread.
 #[map(name = "GAI_CALLS")]

@@ -112,8 +112,19 @@ pub struct FirewallSeen {
     pub incoming: bool,
     /// Interface of the dropped packet (0: unknown).
     pub ifindex: u32,
-    /// The failure was a reject: with a TCP reset (`Some(true)`), an ICMP error (`Some(false)`).
-    pub reject: Option<bool>,
+    /// What the rule did to the packet, as the failure shows it.
+    pub verdict: FirewallVerdict,
+}
+
+/// What a firewall rule did to a packet: dropped it, or rejected it with an answer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum FirewallVerdict {
+    #[default]
+    Dropped,
+    /// Rejected, answering with a TCP reset.
+    RejectedWithReset,
+    /// Rejected, answering with an ICMP error.
+    RejectedWithIcmp,
 }
 
 /// The firewall rule named as the cause of a failure (filled in by the enrichment stage).
@@ -939,10 +950,10 @@ fn from_conn(
             outgoing: d.outgoing,
             incoming: d.incoming,
             ifindex: d.ifindex,
-            reject: match cause {
-                "firewall_reject_rst" => Some(true),
-                "firewall_reject_icmp" => Some(false),
-                _ => None,
+            verdict: match cause {
+                "firewall_reject_rst" => FirewallVerdict::RejectedWithReset,
+                "firewall_reject_icmp" => FirewallVerdict::RejectedWithIcmp,
+                _ => FirewallVerdict::Dropped,
             },
         },
         firewall_rule: None,

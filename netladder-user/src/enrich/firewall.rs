@@ -110,6 +110,7 @@ pub struct Rule {
 }
 
 pub use crate::classify::FirewallSeen as Seen;
+use crate::classify::FirewallVerdict;
 
 /// Rule identity across reads, for counter deltas.
 pub type RuleKey = (Backend, String, String, String, String);
@@ -173,10 +174,12 @@ fn plausible(r: &Rule, seen: &Seen) -> bool {
         Some(Hook::Output | Hook::Postrouting) => seen.outgoing || !seen.incoming,
         Some(Hook::Prerouting | Hook::Input | Hook::Forward) => seen.incoming || !seen.outgoing,
     };
-    let action_ok = match (&r.action, seen.reject) {
-        (Action::Drop, None) => true,
-        (Action::Drop, Some(_)) | (Action::Reject(_), None) => false,
-        (Action::Reject(with), Some(tcp)) => with.is_empty() || with.contains("tcp") == tcp,
+    let action_ok = match (&r.action, seen.verdict) {
+        (Action::Drop, FirewallVerdict::Dropped) => true,
+        (Action::Drop, _) | (Action::Reject(_), FirewallVerdict::Dropped) => false,
+        (Action::Reject(with), v) => {
+            with.is_empty() || with.contains("tcp") == (v == FirewallVerdict::RejectedWithReset)
+        }
     };
     hook_ok && action_ok
 }
@@ -349,10 +352,9 @@ pub fn describe_rule(r: &Rule) -> String {
 
 /// The sentence naming the culprit: "dropped by nftables: table ..., 3 packets (certain: ...)".
 pub fn describe(att: &Attribution, seen: &Seen) -> String {
-    let verb = if seen.reject.is_some() {
-        "rejected"
-    } else {
-        "dropped"
+    let verb = match seen.verdict {
+        FirewallVerdict::Dropped => "dropped",
+        FirewallVerdict::RejectedWithReset | FirewallVerdict::RejectedWithIcmp => "rejected",
     };
     match att {
         Attribution::Rule {
@@ -500,11 +502,11 @@ mod tests {
             ),
         ];
         let rst = Seen {
-            reject: Some(true),
+            verdict: FirewallVerdict::RejectedWithReset,
             ..dropped_in()
         };
         let icmp = Seen {
-            reject: Some(false),
+            verdict: FirewallVerdict::RejectedWithIcmp,
             ..dropped_in()
         };
         for (seen, want) in [
