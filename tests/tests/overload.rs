@@ -236,6 +236,121 @@ fn full_accept_queue_client_and_server_side() {
     once_per_interval(&reports, &h.server);
 }
 
+/// #023 `syn_queue_full`: a listener without syncookies whose SYN queue is held full by two
+/// half-open connections (the client's own firewall drops their SYN-ACKs), and a client whose
+/// SYNs the full queue drops. The kernel frees those SYNs without a drop reason; the listener's
+/// namespace counts them (TcpExtTCPReqQFullDrop), and the client's timeout must name the
+/// listener, never say that nothing dropped it.
+#[test]
+fn full_syn_queue_without_syncookies_names_the_listener() {
+    let Some(_one) = root_serial() else {
+        return;
+    };
+    let h = two_hosts("sq");
+    let port = 8082;
+    let victim_port = "40000";
+    h.server
+        .sysctl("net.ipv4.tcp_syncookies", "0")
+        .expect("syncookies off in the server's namespace");
+    // The half-open connections' SYN-ACKs never arrive; the client under test still gets its
+    // answers (none will come: its SYNs are dropped at the listener).
+    h.client
+        .nft(&format!(
+            "table ip nlsq {{\n chain input {{\n type filter hook input priority 0;\n \
+             tcp sport {port} tcp dport != {victim_port} drop\n }}\n}}\n"
+        ))
+        .expect("the client's rule for the half-open connections");
+    let addr = format!("{SERVER4}:{port}");
+    let listener = Peer::listen(Some(&h.server), &addr, &["--backlog", "1", "--no-accept"])
+        .expect("the listener starts");
+    let w = Watch::start(&[
+        "--netns",
+        &h.client.inode().to_string(),
+        "--netns",
+        &h.server.inode().to_string(),
+    ])
+    .expect("netladder watch starts");
+    assert!(
+        hook_attached(&w, "inet_sock_set_state"),
+        "{:#?}",
+        w.events()
+    );
+    // Two half-open connections: the server keeps them in SYN-RECV, retransmitting its
+    // SYN-ACK for about a minute, and a listener with backlog 1 holds no more.
+    let half_open: Vec<netladder_tests::tls::Running> = (0..2)
+        .map(|_| {
+            netladder_tests::tls::Running(
+                h.client
+                    .command(peer_bin())
+                    .args(["connect", &addr, "--timeout", "30"])
+                    .stdout(std::process::Stdio::null())
+                    .spawn()
+                    .expect("a half-open connection"),
+            )
+        })
+        .collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let ss = h
+            .server
+            .exec(&[
+                "ss",
+                "-Htn",
+                "state",
+                "syn-recv",
+                &format!("sport = :{port}"),
+            ])
+            .unwrap();
+        if String::from_utf8_lossy(&ss.stdout).lines().count() >= 2 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "two connections in SYN-RECV: {}",
+            String::from_utf8_lossy(&ss.stdout)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    fails_with(
+        connect(
+            Some(&h.client),
+            &addr,
+            &[
+                "--timeout",
+                "3",
+                "--bind",
+                &format!("{CLIENT4}:{victim_port}"),
+            ],
+        )
+        .unwrap(),
+        "TIMEOUT_APP",
+    );
+    let src = format!("{CLIENT4}:{victim_port}");
+    let ev = expect_single_failure(&w, |e| e["src"] == src, SETTLE).expect("the client's failure");
+    assert_eq!(ev["code"], "023", "{ev:#}");
+    assert_eq!(ev["cause"], "syn_queue_full", "{ev:#}");
+    assert_eq!(ev["layer"], "application", "{ev:#}");
+    assert_eq!(ev["dst"], addr, "{ev:#}");
+    assert_eq!(ev["comm"], "nl-peer", "{ev:#}");
+    let summary = ev["summary"].as_str().unwrap();
+    assert!(
+        summary.contains(&format!(
+            "the SYN queue of {addr} (nl-peer[{}], netns {}) was full",
+            listener.pid(),
+            h.server.inode()
+        )),
+        "{ev:#}"
+    );
+    assert!(!summary.contains("nothing dropped"), "{ev:#}");
+    let l = &ev["listener"];
+    assert_eq!(l["addr"], addr, "{ev:#}");
+    assert_eq!(l["pid"].as_u64(), Some(u64::from(listener.pid())), "{ev:#}");
+    has(&ev, "TcpExtTCPReqQFullDrop +");
+    has(&ev, "freed without a drop reason");
+    drop(half_open);
+    let _ = w.stop();
+}
+
 #[test]
 fn server_side_alone_with_netns_limited_to_the_server() {
     let Some(_one) = root_serial() else {
