@@ -1,7 +1,7 @@
 //! Reading kernel memory at offsets computed by userspace (aya has no CO-RE), and the config global.
 use aya_ebpf::helpers::{
     bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_probe_read_kernel,
-    bpf_probe_read_kernel_buf,
+    bpf_probe_read_kernel_buf, bpf_probe_read_user,
 };
 use netladder_common::{Config, Flow, ProcInfo, ABSENT, AF_INET, AF_INET6};
 
@@ -220,4 +220,49 @@ pub fn same_flow(a: &Flow, b: &Flow) -> bool {
         )
     };
     a[0] == b[0] && a[1] == b[1] && a[2] == b[2] && a[3] == b[3] && a[4] == b[4]
+}
+
+// --- struct sockaddr, as callers pass it (AF_INET / AF_INET6 layouts are ABI) ---
+
+/// The struct sockaddr at user address `uaddr`, when it is IPv4 or IPv6.
+#[inline(always)]
+pub fn read_sockaddr(uaddr: u64) -> Option<[u8; 28]> {
+    // A sockaddr_in is shorter than 28 bytes and may end a page: fall back to its 16 bytes.
+    let addr = match unsafe { bpf_probe_read_user(uaddr as *const [u8; 28]) } {
+        Ok(a) => a,
+        Err(_) => {
+            let short = unsafe { bpf_probe_read_user(uaddr as *const [u8; 16]) }.ok()?;
+            let mut a = [0u8; 28];
+            a[..16].copy_from_slice(&short);
+            a
+        }
+    };
+    let family = u16::from_ne_bytes([addr[0], addr[1]]);
+    (family == AF_INET || family == AF_INET6).then_some(addr)
+}
+
+/// The struct sockaddr at kernel address `kaddr` (the copy the kernel made of the caller's),
+/// when it is IPv4 or IPv6. The copy lives in a `sockaddr_storage`: 28 bytes are always there.
+#[inline(always)]
+pub fn read_ksockaddr(kaddr: u64) -> Option<[u8; 28]> {
+    let mut addr = [0u8; 28];
+    read_buf(kaddr, 0, &mut addr).ok()?;
+    let family = u16::from_ne_bytes([addr[0], addr[1]]);
+    (family == AF_INET || family == AF_INET6).then_some(addr)
+}
+
+/// The address of a sockaddr_in / sockaddr_in6 as the destination of a flow (family 0 if neither).
+#[inline(always)]
+pub fn sockaddr_flow(raw: &[u8; 28]) -> Flow {
+    let family = u16::from_ne_bytes([raw[0], raw[1]]);
+    // The socket type is not known here (TCP or UDP): protocol 0 = unknown.
+    let mut flow = zero_flow();
+    match family {
+        AF_INET => flow.daddr[..4].copy_from_slice(&raw[4..8]),
+        AF_INET6 => flow.daddr.copy_from_slice(&raw[8..24]),
+        _ => return flow,
+    }
+    flow.family = family;
+    flow.dport = u16::from_be_bytes([raw[2], raw[3]]);
+    flow
 }

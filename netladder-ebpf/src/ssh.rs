@@ -26,8 +26,9 @@ use netladder_common::{kind, ssh, Flow, APP_TEXT_LEN};
 
 use crate::{
     kernel::{conf, current_comm, current_netns, current_proc},
+    kernel::{read_ksockaddr, read_sockaddr, sockaddr_flow},
     maps::{reserve_app, submit_app},
-    syscall::{field, ignored_caller, read_ksockaddr, read_sockaddr, sockaddr_flow},
+    syscall::{field, ignored_caller},
 };
 
 /// openat() calls of ssh clients in flight: thread -> the path's user address.

@@ -7,12 +7,12 @@ use aya_ebpf::{
     programs::{FEntryContext, FExitContext, TracePointContext},
     EbpfContext as _,
 };
-use netladder_common::{kind, syscall, Event, Flow, AF_INET, AF_INET6};
+use netladder_common::{kind, syscall, Event, Flow};
 
 use crate::{
     kernel::{
-        conf, current_netns, current_proc, is_self, load, other_netns, read_buf, sock_flow,
-        zero_flow,
+        conf, current_netns, current_proc, is_self, load, other_netns, read_ksockaddr,
+        read_sockaddr, sock_flow, sockaddr_flow,
     },
     maps::{agg_key, counted_as_repeat, emit, PendingCall, BOUND, CALL_ARGS, CONNS},
 };
@@ -320,33 +320,6 @@ fn ignored_error(ret: i64) -> bool {
     matches!(-ret, EINTR | EAGAIN | EISCONN | EALREADY | EINPROGRESS)
 }
 
-/// The struct sockaddr at user address `uaddr`, when it is IPv4 or IPv6.
-#[inline(always)]
-pub(crate) fn read_sockaddr(uaddr: u64) -> Option<[u8; 28]> {
-    // A sockaddr_in is shorter than 28 bytes and may end a page: fall back to its 16 bytes.
-    let addr = match unsafe { bpf_probe_read_user(uaddr as *const [u8; 28]) } {
-        Ok(a) => a,
-        Err(_) => {
-            let short = unsafe { bpf_probe_read_user(uaddr as *const [u8; 16]) }.ok()?;
-            let mut a = [0u8; 28];
-            a[..16].copy_from_slice(&short);
-            a
-        }
-    };
-    let family = u16::from_ne_bytes([addr[0], addr[1]]);
-    (family == AF_INET || family == AF_INET6).then_some(addr)
-}
-
-/// The struct sockaddr at kernel address `kaddr` (the copy the kernel made of the caller's),
-/// when it is IPv4 or IPv6. The copy lives in a `sockaddr_storage`: 28 bytes are always there.
-#[inline(always)]
-pub(crate) fn read_ksockaddr(kaddr: u64) -> Option<[u8; 28]> {
-    let mut addr = [0u8; 28];
-    read_buf(kaddr, 0, &mut addr).ok()?;
-    let family = u16::from_ne_bytes([addr[0], addr[1]]);
-    (family == AF_INET || family == AF_INET6).then_some(addr)
-}
-
 /// Marks the calling task's pending connect() as having put socket `sk` in SYN_SENT.
 #[inline(always)]
 pub fn mark_syn_sent(sk: u64) {
@@ -410,22 +383,6 @@ fn emit_flow_error(call: u32, flow: Flow, ret: i32, netns: u32) {
         err: ret,
         ..Event::default()
     });
-}
-
-/// The address of a sockaddr_in / sockaddr_in6 as the destination of a flow (family 0 if neither).
-#[inline(always)]
-pub(crate) fn sockaddr_flow(raw: &[u8; 28]) -> Flow {
-    let family = u16::from_ne_bytes([raw[0], raw[1]]);
-    // The socket type is not known here (TCP or UDP): protocol 0 = unknown.
-    let mut flow = zero_flow();
-    match family {
-        AF_INET => flow.daddr[..4].copy_from_slice(&raw[4..8]),
-        AF_INET6 => flow.daddr.copy_from_slice(&raw[8..24]),
-        _ => return flow,
-    }
-    flow.family = family;
-    flow.dport = u16::from_be_bytes([raw[2], raw[3]]);
-    flow
 }
 
 // --- The same calls at the kernel functions behind them (kernels that allow fentry/fexit) ---

@@ -43,9 +43,9 @@ use netladder_common::{
 };
 
 use crate::{
+    kernel::sockaddr_flow,
     kernel::{conf, current_netns, current_proc, is_self, other_netns, read, sock_flow_read},
     maps::{reserve_app, submit_app},
-    syscall::sockaddr_flow,
 };
 
 /// Set by userspace when the OpenSSL hooks are attached: syscall.rs then records each thread's

@@ -51,8 +51,8 @@ pub fn dns_event(data: &[u8]) {
     let Some((&head, text)) = data.split_first() else {
         return;
     };
-    let _ = enrich::dns::wire_name(text, false);
-    let _ = enrich::dns::wire_name(text, true);
+    let _ = crate::dnswire::wire_name(text, false);
+    let _ = crate::dnswire::wire_name(text, true);
     let mut e = netladder_common::AppEvent {
         kind: if head & 1 == 0 {
             kind::DNS_ANSWER
@@ -104,7 +104,7 @@ pub fn resolver_files(data: &[u8]) {
 pub fn cgroup(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     let _ = enrich::container::parse(&text);
-    let _ = enrich::container::cgroup2_root(&text);
+    let _ = crate::mountinfo::cgroup2_root(&text);
 }
 
 /// One ring-buffer record from the kernel.

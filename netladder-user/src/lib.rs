@@ -3,7 +3,9 @@
 mod assets;
 mod classify;
 mod cli;
+mod clock;
 mod diagnose;
+mod dnswire;
 mod enrich;
 mod explain;
 mod filter;
@@ -11,6 +13,7 @@ pub mod fuzz;
 mod kernel;
 mod ladder;
 mod metrics;
+mod mountinfo;
 mod output;
 mod preflight;
 mod sink;

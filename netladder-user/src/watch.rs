@@ -18,6 +18,7 @@ use tokio::{
 use crate::{
     classify::{Classifier, Failure, Ledger, Repeated},
     cli::{HookOpts, HooksArgs, WatchArgs},
+    clock::monotonic_ns,
     enrich,
     filter::Filter,
     kernel::{
@@ -593,15 +594,6 @@ pub(crate) fn drain_with(
         }
     }
     Ok(())
-}
-
-pub(crate) fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// Failures that count as the same one: process, code, cause, addresses, evidence namespace.

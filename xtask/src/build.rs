@@ -1,7 +1,7 @@
 //! `cargo xtask build`: the `netladder` binary and the scenario test binaries.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
@@ -74,7 +74,7 @@ pub fn netladder(profile: Profile) -> Result<PathBuf> {
     }
 
     // Man pages and shell completions, from the binary's own clap definition.
-    crate::package::assets(&netladder)?;
+    assets(&netladder)?;
     Ok(netladder)
 }
 
@@ -98,7 +98,7 @@ pub fn run(profile: Profile) -> Result<Artifacts> {
             netladder.display()
         );
     }
-    crate::package::assets(&netladder)?;
+    assets(&netladder)?;
 
     let messages = cmd::capture(
         cmd::cargo()
@@ -202,6 +202,36 @@ fn test_executables(messages: &str, manifest: &Path) -> Result<(Vec<PathBuf>, Op
     tests.sort();
     tests.dedup();
     Ok((tests, peer))
+}
+
+/// Writes `<dir of netladder>/assets/{man,completions}` with the binary's hidden `assets`
+/// command, and gzips the man pages (Debian policy; `man` reads them either way).
+pub fn assets(netladder: &Path) -> Result<PathBuf> {
+    let dir = netladder
+        .parent()
+        .context("the netladder binary has no directory")?
+        .join("assets");
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+    }
+    cmd::run(Command::new(netladder).arg("assets").arg(&dir))?;
+    let man = dir.join("man");
+    let mut pages = Vec::new();
+    for entry in std::fs::read_dir(&man).with_context(|| format!("reading {}", man.display()))? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "1") {
+            pages.push(path);
+        }
+    }
+    if pages.is_empty() {
+        bail!(
+            "`netladder assets` wrote no man page into {}",
+            man.display()
+        );
+    }
+    cmd::run(Command::new("gzip").args(["-9", "-n", "-f"]).args(&pages))?;
+    println!("build: {} (man pages, completions)", dir.display());
+    Ok(dir)
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
-//! Packaging: the man pages and shell completions (written by the built binary from its clap
-//! definition, during `build`), the Debian package (`cargo deb --no-build`, from the release
+//! Packaging: the Debian package, with the man pages and shell completions that `build` wrote
+//! (`build::assets`): the package (`cargo deb --no-build`, from the release
 //! binary already built), and its checks. Nothing is installed on this machine: the package is
 //! unpacked with `dpkg-deb -x` into a temporary directory and run from there.
 
@@ -13,36 +13,6 @@ use crate::cmd;
 
 /// The systemd unit, as shipped in the package.
 const UNIT_IN_PACKAGE: &str = "usr/lib/systemd/system/netladder.service";
-
-/// Writes `<dir of netladder>/assets/{man,completions}` with the binary's hidden `assets`
-/// command, and gzips the man pages (Debian policy; `man` reads them either way).
-pub fn assets(netladder: &Path) -> Result<PathBuf> {
-    let dir = netladder
-        .parent()
-        .context("the netladder binary has no directory")?
-        .join("assets");
-    if dir.exists() {
-        std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
-    }
-    cmd::run(Command::new(netladder).arg("assets").arg(&dir))?;
-    let man = dir.join("man");
-    let mut pages = Vec::new();
-    for entry in std::fs::read_dir(&man).with_context(|| format!("reading {}", man.display()))? {
-        let path = entry?.path();
-        if path.extension().is_some_and(|e| e == "1") {
-            pages.push(path);
-        }
-    }
-    if pages.is_empty() {
-        bail!(
-            "`netladder assets` wrote no man page into {}",
-            man.display()
-        );
-    }
-    cmd::run(Command::new("gzip").args(["-9", "-n", "-f"]).args(&pages))?;
-    println!("build: {} (man pages, completions)", dir.display());
-    Ok(dir)
-}
 
 /// What `package` checked, one line each.
 pub struct PackageReport {

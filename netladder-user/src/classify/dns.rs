@@ -16,7 +16,10 @@ use netladder_common::{dns as wire, kind};
 
 use super::{Failure, FirewallSeen, Kind, Ledger, Lookup, Observation, Proc};
 use crate::words::{canonical, plural};
-use crate::{enrich::dns::wire_name, ladder::Layer};
+use crate::{
+    dnswire::{rcode_name, wire_name},
+    ladder::Layer,
+};
 
 /// Answers to a program without getaddrinfo are reported this long after the last one.
 pub const SETTLE_NS: u64 = 1_000_000_000;
@@ -32,30 +35,7 @@ pub const SEND_ERROR_TTL_NS: u64 = 30_000_000_000;
 /// Bound of every table here.
 pub const MAX_ENTRIES: usize = 4096;
 
-/// glibc's EAI_* values (ABI).
-pub const EAI_NONAME: i32 = -2;
-pub const EAI_AGAIN: i32 = -3;
-pub const EAI_FAIL: i32 = -4;
-pub const EAI_NODATA: i32 = -5;
-pub const EAI_ADDRFAMILY: i32 = -9;
-
-pub fn eai_name(code: i32) -> &'static str {
-    match code {
-        0 => "success",
-        EAI_NONAME => "EAI_NONAME",
-        EAI_AGAIN => "EAI_AGAIN",
-        EAI_FAIL => "EAI_FAIL",
-        EAI_NODATA => "EAI_NODATA",
-        EAI_ADDRFAMILY => "EAI_ADDRFAMILY",
-        -1 => "EAI_BADFLAGS",
-        -6 => "EAI_FAMILY",
-        -7 => "EAI_SOCKTYPE",
-        -8 => "EAI_SERVICE",
-        -10 => "EAI_MEMORY",
-        -11 => "EAI_SYSTEM",
-        _ => "EAI_OTHER",
-    }
-}
+pub use crate::dnswire::{eai_name, EAI_ADDRFAMILY, EAI_AGAIN, EAI_FAIL, EAI_NODATA, EAI_NONAME};
 
 /// One error answer from a nameserver.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -629,10 +609,6 @@ fn reported_code(code: i32) -> bool {
         code,
         EAI_NONAME | EAI_AGAIN | EAI_FAIL | EAI_NODATA | EAI_ADDRFAMILY
     )
-}
-
-fn rcode_name(rcode: u8) -> String {
-    crate::enrich::dns::rcode_name(rcode)
 }
 
 fn qtype_name(qtype: u16) -> String {

@@ -122,7 +122,7 @@ fn kernel_failure(
         let at = if now >= deadline {
             u64::MAX
         } else {
-            watch::monotonic_ns()
+            crate::clock::monotonic_ns()
         };
         for f in classifier.tick(at) {
             if found.is_none() && ours(&f) {

@@ -373,7 +373,7 @@ impl QueueWatch {
             addrs: HashMap::new(),
             addrs_at: None,
             reads: HashMap::new(),
-            cgroup_root: super::container::cgroup2_root(&mountinfo),
+            cgroup_root: crate::mountinfo::cgroup2_root(&mountinfo),
             notes: Vec::new(),
             said_beyond: false,
         }

@@ -85,7 +85,7 @@ impl Enricher {
             return;
         }
         if f.lookup == Lookup::ListenQueue {
-            self.queues.explain_timeout(f, crate::watch::monotonic_ns());
+            self.queues.explain_timeout(f, crate::clock::monotonic_ns());
             return;
         }
         if let Lookup::TlsChain { code, name, asked } = f.lookup {

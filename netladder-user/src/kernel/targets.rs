@@ -5,7 +5,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use crate::enrich::container::cgroup2_root;
+use crate::mountinfo::cgroup2_root;
 
 /// The attach targets found at start-up; each is the reason it is missing when not found.
 pub struct Targets {
