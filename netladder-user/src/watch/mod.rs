@@ -1,0 +1,469 @@
+//! `netladder watch` and `netladder hooks`: start-up, the event loop, and shutdown. The session
+//! with the kernel (load, attach, read the ring buffer), which `diagnose` shares, is in
+//! `session.rs`; what becomes of a failure after classification (filter, repeats, enrichment,
+//! metrics, the line) is in `pipeline.rs`.
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context as _, Result};
+use aya::maps::{MapData, RingBuf};
+use netladder_common::AggKey;
+use tokio::{
+    io::{unix::AsyncFd, Interest},
+    signal::unix::{signal, SignalKind},
+};
+
+use crate::{
+    classify::{Classifier, Repeated},
+    cli::{HooksArgs, WatchArgs},
+    clock::monotonic_ns,
+    enrich,
+    filter::Filter,
+    kernel::{
+        aggregate::Aggregates,
+        decode::Names,
+        loader::{self, Loaded},
+        plan,
+    },
+    metrics::Metrics,
+    output, sink,
+};
+
+mod pipeline;
+mod session;
+
+pub(crate) use pipeline::step_ctx;
+use pipeline::{emit_line, Output};
+use session::drops_watched;
+pub(crate) use session::{drain_with, start, Session};
+
+pub fn hooks(args: HooksArgs) -> Result<()> {
+    let mut s = start(&args.hooks, None, false)?;
+    if args.json {
+        let mut v = output::hooks_json(&s.loaded.outcomes, &s.degraded);
+        v["tls_coverage"] = tls_coverage(&s.loaded.outcomes).into();
+        println!("{v}");
+    } else {
+        print!("{}", output::hooks_table(&s.loaded.outcomes));
+        for d in &s.degraded {
+            println!("degraded: {d}");
+        }
+        if s.degraded.is_empty() {
+            println!("nothing degraded: every hook attached");
+        }
+        println!("{}", tls_coverage(&s.loaded.outcomes));
+    }
+    loader::detach_all(&mut s.loaded._ebpf);
+    Ok(())
+}
+
+/// #025: which TLS stacks `watch` sees, and which it does not, in one line.
+fn tls_coverage(outcomes: &[plan::Outcome]) -> String {
+    let attached = |p: &str| {
+        outcomes
+            .iter()
+            .any(|o| o.hook.program == p && o.status == plan::Status::Attached)
+    };
+    let openssl = attached("ssl_do_handshake") && attached("x509_verify_cert_ret");
+    let seen = match (openssl, attached("curl_easy_perform_ret")) {
+        (true, true) => "OpenSSL 3 (libssl.so.3) clients, and curl's own host name check",
+        (true, false) => "OpenSSL 3 (libssl.so.3) clients (not curl's own host name check)",
+        (false, _) => "none (OpenSSL 3 hooks not attached)",
+    };
+    format!(
+        "tls (#025): seen: {seen}; not seen: GnuTLS, NSS, rustls, Go crypto/tls, BoringSSL or \
+         OpenSSL linked statically, OpenSSL 1.1, and libraries outside the system library \
+         path (a container's own filesystem)"
+    )
+}
+
+pub fn run(args: WatchArgs) -> Result<()> {
+    let filter = Filter::new(&args.pid, &args.comm, &args.port, &args.netns, &args.code)?
+        .with_workloads(&args.container, &args.pod)?;
+    if args.metrics_label_limit == 0 {
+        bail!("--metrics-label-limit must be at least 1");
+    }
+    if args.duration.is_some_and(|d| !(d > 0.0 && d.is_finite())) {
+        bail!("--duration must be a positive number of seconds");
+    }
+    if !(args.stats_interval > 0.0 && args.stats_interval.is_finite()) {
+        bail!("--stats-interval must be a positive number of seconds");
+    }
+    if !(0.0..=1.0).contains(&args.tw_warn_share) {
+        bail!("--tw-warn-share must be a fraction between 0 and 1");
+    }
+    let only_netns = match filter.netns[..] {
+        [one] => u32::try_from(one).ok(),
+        _ => None,
+    };
+    // Where lines go, and the metrics listener: bad values fail before anything is loaded.
+    let journal = args.journal || (!args.json && args.output.is_none() && sink::is_journal(1));
+    sink::Sink::new(args.output.as_deref(), journal)?.install();
+    let metrics = match args.metrics {
+        Some(addr) => {
+            let m = Arc::new(Metrics::new(args.metrics_label_limit));
+            let bound = m.serve(addr)?;
+            sink::note(
+                sink::Priority::Info,
+                &format!("netladder: metrics at http://{bound}/metrics"),
+            );
+            Some(m)
+        }
+        None => None,
+    };
+    let session = start(&args.hooks, only_netns, false)?;
+    if let Some(m) = &metrics {
+        m.hooks(&session.loaded.outcomes, &session.degraded);
+    }
+    // A run killed while it traced (--trace-firewall, kernels before 5.12) left its table.
+    for line in enrich::nftrace::clean_leftovers() {
+        eprintln!("netladder: {line}");
+    }
+    announce(&session, &args)?;
+    let tw = TimeWaitCheck {
+        netns: only_netns,
+        share: args.tw_warn_share,
+        warned: HashMap::new(),
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(event_loop(session, filter, tw, metrics, &args))
+}
+
+/// Tells what attached: one line on stderr (the table with -v), a "hooks" line in JSON mode.
+fn announce(s: &Session, args: &WatchArgs) -> Result<()> {
+    let attached = s
+        .loaded
+        .outcomes
+        .iter()
+        .filter(|o| o.status == plan::Status::Attached)
+        .count();
+    sink::note(
+        sink::Priority::Info,
+        &format!(
+            "netladder: watching ({attached} of {} hooks attached{})",
+            s.loaded.outcomes.len(),
+            if s.degraded.is_empty() {
+                ""
+            } else {
+                "; degraded, see below"
+            }
+        ),
+    );
+    if args.verbose {
+        eprint!("{}", output::hooks_table(&s.loaded.outcomes));
+    }
+    for d in &s.degraded {
+        sink::note(
+            sink::Priority::Warning,
+            &format!("netladder: degraded: {d}"),
+        );
+    }
+    if args.json {
+        emit_line(&output::hooks_json(&s.loaded.outcomes, &s.degraded).to_string())?;
+    }
+    Ok(())
+}
+
+async fn event_loop(
+    session: Session,
+    filter: Filter,
+    mut tw: TimeWaitCheck,
+    metrics: Option<Arc<Metrics>>,
+    args: &WatchArgs,
+) -> Result<()> {
+    let Session {
+        loaded,
+        names,
+        degraded: _,
+    } = session;
+    let Loaded {
+        events,
+        counters,
+        mut aggregates,
+        mut stop,
+        program_fds,
+        outcomes,
+        _ebpf: ebpf,
+    } = loaded;
+    // SAFETY: the ring buffer owns its fd and lives as long as the AsyncFd that wraps it.
+    let mut ring: AsyncFd<RingBuf<MapData>> = unsafe {
+        AsyncFd::register_with_interest(events, Interest::READABLE)
+    }
+    .map_err(|e| anyhow::anyhow!("cannot poll the event ring buffer: {}", e.into_parts().1))?;
+    let mut counters = loader::CounterReader::new(counters, program_fds);
+    let mut out = Output::new(args.json, filter);
+    out.metrics = metrics;
+    if args.output.is_some() || args.journal {
+        out.style.color = false;
+    }
+    if args.trace_firewall {
+        out.enricher = enrich::failure::Enricher::tracing();
+    }
+    // The server side of #023 accept_queue_full: the namespaces --netns names (else all of
+    // them), each overloaded listener reported at most once per stats interval.
+    out.enricher.queues = enrich::acceptq::QueueWatch::new(
+        out.filter.netns.clone(),
+        Duration::from_secs_f64(args.stats_interval.max(1.0)),
+    );
+    let poll_queues = out.filter.codes.is_empty() || out.filter.codes.contains(&23);
+    if poll_queues {
+        // The first reading, before anything is reported as watched: connects from then on
+        // have a reading of the listeners' counters from before they began.
+        out.enricher.queues.poll(monotonic_ns());
+    }
+    out.no_drop_reasons = !drops_watched(&outcomes);
+    let mut classifier = Classifier::new();
+    classifier.set_drops_watched(!out.no_drop_reasons);
+    let mut waiting = Waiting::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let mut stats_tick = tokio::time::interval(Duration::from_secs_f64(args.stats_interval));
+    let mut queue_tick = tokio::time::interval(Duration::from_secs(1));
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    // SIGHUP reopens --output (logrotate); without --output it keeps its default (terminate).
+    let mut sighup = match args.output {
+        Some(_) => Some(signal(SignalKind::hangup())?),
+        None => None,
+    };
+    // Ready only once a signal can no longer kill netladder before its final report.
+    if let Some(path) = &args.ready_file {
+        std::fs::write(path, b"ready\n")
+            .with_context(|| format!("cannot create the ready file {}", path.display()))?;
+    }
+    let deadline = tokio::time::sleep(Duration::from_secs_f64(args.duration.unwrap_or(1e9)));
+    tokio::pin!(deadline);
+    let (mut last_lost, mut last_skipped, mut last_unwritten) = (0, 0, 0);
+
+    loop {
+        tokio::select! {
+            guard = ring.readable_mut() => {
+                let mut guard = guard?;
+                drain(guard.get_inner_mut(), &names, &mut classifier, &mut out)?;
+                guard.clear_ready();
+            }
+            _ = tick.tick() => {
+                // Events submitted without a wakeup (the kernel batches them) wait for the tick.
+                drain(ring.get_mut(), &names, &mut classifier, &mut out)?;
+                out.flush_repeats(false)?;
+                out.enricher.poll_traces();
+                collect_repeats(&mut aggregates, &mut waiting, &mut classifier, &mut out)?;
+                for f in classifier.tick(monotonic_ns()) {
+                    out.failure(f)?;
+                }
+                if out.metrics.is_some() {
+                    let c = loader::Counters { aggregated: aggregates.total, ..counters.read() };
+                    let s = out.snapshot(&c, &classifier);
+                    if let Some(m) = &out.metrics {
+                        m.health(&s);
+                    }
+                }
+            }
+            Some(_) = async {
+                match sighup.as_mut() {
+                    Some(s) => s.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                sink::reopen()?;
+            }
+            _ = queue_tick.tick(), if poll_queues => {
+                for f in out.enricher.queues.poll(monotonic_ns()) {
+                    out.failure(f)?;
+                }
+                for note in std::mem::take(&mut out.enricher.queues.notes) {
+                    sink::note(sink::Priority::Warning, &note);
+                }
+            }
+            _ = stats_tick.tick() => {
+                for line in tw.check(&out) {
+                    emit_line(&line)?;
+                }
+                let c = counters.read();
+                if c.lost > last_lost
+                    || c.skipped_runs > last_skipped
+                    || sink::unwritten() > last_unwritten
+                {
+                    last_lost = c.lost;
+                    last_skipped = c.skipped_runs;
+                    last_unwritten = sink::unwritten();
+                    let c = loader::Counters { aggregated: aggregates.total, ..c };
+                    out.stats(&c, &classifier, false)?;
+                }
+            }
+            _ = sigint.recv() => break,
+            _ = sigterm.recv() => break,
+            _ = &mut deadline => break,
+        }
+    }
+    // The end, in an order that loses nothing. First no new record: the programs stop writing
+    // (and counting) them; a run that had already begun ends within microseconds. Should the
+    // kernel refuse the write, the programs are detached instead (that takes longer).
+    let stopped_at = monotonic_ns();
+    let mut ebpf = Some(ebpf);
+    if let Err(e) = stop.set(0, 1, 0) {
+        sink::note(
+            sink::Priority::Warning,
+            &format!("netladder: cannot stop the programs' records ({e}); detaching them first"),
+        );
+        counters.forget_programs();
+        if let Some(ebpf) = ebpf.as_mut() {
+            loader::detach_all(ebpf);
+        }
+        ebpf = None;
+    }
+    std::thread::sleep(Duration::from_millis(10));
+    // Then every record the kernel queued is read, and the kernel's last counts of repeats,
+    // whose events have all been read by now.
+    drain_to_end(ring.get_mut(), &names, &mut classifier, &mut out, &counters)?;
+    collect_repeats(&mut aggregates, &mut waiting, &mut classifier, &mut out)?;
+    for (_, n, _) in waiting.drain(..) {
+        classifier.give_up(n);
+    }
+    // Then every failure still held (lookups waiting for late answers or their result, ssh
+    // reasons waiting for their connection's end) goes out with what is known, and the repeat
+    // lines not printed yet; and only then the stats.
+    for f in classifier.flush(stopped_at) {
+        out.failure(f)?;
+    }
+    out.flush_repeats(true)?;
+    let c = loader::Counters {
+        aggregated: aggregates.total,
+        ..counters.read()
+    };
+    out.stats(&c, &classifier, true)?;
+    // A reader that stopped reading must not hold the exit: what it never took is said on
+    // stderr. One that reads, however slowly, gets every line.
+    let left = sink::finish(STALLED_READER);
+    if left > 0 {
+        sink::note(
+            sink::Priority::Warning,
+            &format!("netladder: {left} lines were still queued for a reader that stopped reading; exiting without them"),
+        );
+    }
+    // Detaching the programs comes after the output.
+    if let Some(ebpf) = ebpf.as_mut() {
+        loader::detach_all(ebpf);
+    }
+    drop(ebpf);
+    Ok(())
+}
+
+/// How long the exit waits for an output reader that takes no line at all.
+pub(super) const STALLED_READER: Duration = Duration::from_secs(2);
+
+/// Reads the ring buffer until it is empty and every record the kernel counted as queued has
+/// been read (the programs write no more, so the count no longer grows), for at most a second.
+fn drain_to_end(
+    ring: &mut RingBuf<MapData>,
+    names: &Names,
+    classifier: &mut Classifier,
+    out: &mut Output,
+    counters: &loader::CounterReader,
+) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(1);
+    loop {
+        drain(ring, names, classifier, out)?;
+        let queued = counters.read().events;
+        if classifier.fed_and_emitted().0 >= queued || Instant::now() >= deadline {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// The periodic #028 early warning: TIME_WAIT sockets crowding one destination's local ports.
+struct TimeWaitCheck {
+    /// The namespace to check (None: netladder's own).
+    netns: Option<u32>,
+    share: f64,
+    /// When each destination was last warned about: once a minute at most.
+    warned: HashMap<SocketAddr, Instant>,
+}
+
+impl TimeWaitCheck {
+    const REPEAT: Duration = Duration::from_secs(60);
+
+    /// Warning lines (JSON or human, as `out` prints) for destinations over the share.
+    fn check(&mut self, out: &Output) -> Vec<String> {
+        if self.share <= 0.0 {
+            return Vec::new();
+        }
+        let inode = match self.netns {
+            Some(n) => u64::from(n),
+            None => match enrich::netns::own_netns_inode() {
+                Ok(n) => n,
+                Err(_) => return Vec::new(),
+            },
+        };
+        let share = self.share;
+        let found = enrich::netns::run_in_netns(inode, None, move || -> Result<_> {
+            let range = enrich::ports::port_range()?;
+            let tw = enrich::ports::time_wait_by_destination()?;
+            Ok((range, enrich::ports::crowded(&tw, range, share)))
+        });
+        let (range, crowded) = match found {
+            Ok(Ok(v)) => v,
+            Ok(Err(e)) | Err(e) => {
+                return vec![format!("netladder: TIME_WAIT check failed: {e:#}")];
+            }
+        };
+        let now = Instant::now();
+        let mut lines = Vec::new();
+        for (dst, count) in crowded {
+            if self
+                .warned
+                .get(&dst)
+                .is_some_and(|t| now.duration_since(*t) < Self::REPEAT)
+            {
+                continue;
+            }
+            self.warned.insert(dst, now);
+            let summary = enrich::ports::describe_time_wait_pressure(dst, count, range);
+            lines.push(out.warning_028(inode, dst, count, range, &summary));
+            if let Some(m) = &out.metrics {
+                m.warning(28);
+            }
+        }
+        lines
+    }
+}
+
+/// Counts whose event was not read yet: (key, count, ticks waited).
+type Waiting = Vec<(AggKey, u64, u32)>;
+
+/// Reports the failures the kernel counted without an event as repeats of the one it sent.
+/// A count read before its event (submitted after the last drain) waits a few ticks for it.
+fn collect_repeats(
+    aggregates: &mut Aggregates,
+    waiting: &mut Waiting,
+    classifier: &mut Classifier,
+    out: &mut Output,
+) -> Result<()> {
+    let fresh = aggregates.collect().into_iter().map(|(k, n)| (k, n, 0));
+    let all: Waiting = waiting.drain(..).chain(fresh).collect();
+    for (key, n, ticks) in all {
+        match classifier.repeated(&key, n) {
+            Repeated::Failure(f) => out.repeated(*f)?,
+            Repeated::Unclassified => {}
+            Repeated::Unknown if ticks < 10 => waiting.push((key, n, ticks + 1)),
+            Repeated::Unknown => classifier.give_up(n),
+        }
+    }
+    Ok(())
+}
+
+/// Reads every event on the ring buffer into the classifier and prints what it completes.
+fn drain(
+    ring: &mut RingBuf<MapData>,
+    names: &Names,
+    classifier: &mut Classifier,
+    out: &mut Output,
+) -> Result<()> {
+    drain_with(ring, names, classifier, |f| out.failure(f))
+}

@@ -1,0 +1,376 @@
+//! After classification: each failure filtered, counted as a repeat or not, enriched, counted
+//! in the metrics, rendered as a line and flushed (`Output`), and the ladder's step context.
+use std::{
+    collections::HashMap,
+    io::IsTerminal as _,
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant, SystemTime},
+};
+
+use anyhow::Result;
+
+use crate::{
+    classify::{Classifier, Failure, Ledger},
+    enrich,
+    filter::Filter,
+    kernel::loader::{self},
+    ladder,
+    metrics::Metrics,
+    output, sink,
+};
+
+/// Failures that count as the same one: process, code, cause, addresses, evidence namespace.
+type RepeatKey = (
+    u32,
+    u16,
+    &'static str,
+    Option<SocketAddr>,
+    Option<SocketAddr>,
+    u32,
+);
+
+/// The first failure of a kind is printed at once; identical ones in the next second are counted
+/// and printed as one line with their `count` when the second is over.
+struct Repeat {
+    since: Instant,
+    count: u32,
+    last: Option<Failure>,
+}
+
+/// Where failures go: filtered, aggregated, enriched, rendered, flushed line by line.
+pub(super) struct Output {
+    json: bool,
+    pub(super) filter: Filter,
+    pub(super) style: output::Style,
+    /// Failures told: lines of their own and the repeats counted in repeat lines.
+    reported: u64,
+    /// Where the records of the failures handed here ended: reported, repeats, merged (the
+    /// other records of a failure made of several), filtered.
+    ledger: Ledger,
+    pub(super) enricher: enrich::failure::Enricher,
+    /// kfree_skb is not attached: local drops and missing listeners are invisible.
+    pub(super) no_drop_reasons: bool,
+    repeats: HashMap<RepeatKey, Repeat>,
+    /// Cgroup id -> container and pod (cached).
+    workloads: enrich::container::Resolver,
+    pub(super) metrics: Option<Arc<Metrics>>,
+}
+
+impl Output {
+    pub(super) fn new(json: bool, filter: Filter) -> Self {
+        let color =
+            !json && std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+        Self {
+            json,
+            filter,
+            style: output::Style { color },
+            reported: 0,
+            ledger: Ledger::default(),
+            enricher: enrich::failure::Enricher::default(),
+            no_drop_reasons: false,
+            repeats: HashMap::new(),
+            workloads: enrich::container::Resolver::new(enrich::container::Paths::host()),
+            metrics: None,
+        }
+    }
+
+    const REPEAT_WINDOW: Duration = Duration::from_secs(1);
+
+    pub(super) fn failure(&mut self, f: Failure) -> Result<()> {
+        self.add(f, None)
+    }
+
+    /// `f.count` failures identical to one the kernel already sent (it only counted these):
+    /// added to the repeat count, never printed on their own.
+    pub(super) fn repeated(&mut self, f: Failure) -> Result<()> {
+        let n = f.count;
+        self.add(f, Some(n))
+    }
+
+    /// A failure (`counted` None), printed at once unless one like it was printed less than a
+    /// second ago; or `counted` repeats of one, added to the count of the current second.
+    fn add(&mut self, f: Failure, counted: Option<u32>) -> Result<()> {
+        if !self.filter.matches(&f) {
+            self.ledger.filtered += u64::from(f.records);
+            return Ok(());
+        }
+        if self.filter.needs_workload() {
+            let who = self.workloads.resolve(f.proc.cgroup_id, f.proc.pid);
+            if !self.filter.matches_workload(who.as_deref()) {
+                self.ledger.filtered += u64::from(f.records);
+                return Ok(());
+            }
+        }
+        // One record of the failure is the line (or the repeat); the others were merged in.
+        let records = u64::from(f.records);
+        let (own, merged) = (records.min(1), records.saturating_sub(1));
+        let key = (
+            f.proc.pid,
+            f.code,
+            f.cause,
+            f.dst,
+            f.dst.is_none().then_some(f.src).flatten(),
+            f.evidence_netns,
+        );
+        let now = Instant::now();
+        let n = counted.unwrap_or(1);
+        if let Some(r) = self.repeats.get_mut(&key) {
+            if now.duration_since(r.since) < Self::REPEAT_WINDOW {
+                r.count = r.count.saturating_add(n);
+                r.last = Some(f);
+                self.reported += u64::from(n);
+                self.ledger.repeats += own;
+                self.ledger.merged += merged;
+                return Ok(());
+            }
+        }
+        // A window that ended before the tick flushed it is printed first, never overwritten.
+        let ended = self.repeats.insert(
+            key,
+            Repeat {
+                since: now,
+                count: counted.unwrap_or(0),
+                last: None,
+            },
+        );
+        if let Some(Repeat {
+            count,
+            last: Some(mut last),
+            ..
+        }) = ended
+        {
+            last.count = count;
+            self.print(last, true)?;
+        }
+        match counted {
+            None => {
+                self.ledger.reported += own;
+                self.ledger.merged += merged;
+                self.print(f, false)
+            }
+            Some(n) => {
+                self.reported += u64::from(n);
+                if let Some(r) = self.repeats.get_mut(&key) {
+                    r.last = Some(f);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Prints the counted repeats whose second is over (all of them when `all`), one line each.
+    pub(super) fn flush_repeats(&mut self, all: bool) -> Result<()> {
+        let now = Instant::now();
+        let mut due = Vec::new();
+        self.repeats.retain(|_, r| {
+            if !all && now.duration_since(r.since) < Self::REPEAT_WINDOW {
+                return true;
+            }
+            if let Some(mut f) = r.last.take() {
+                f.count = r.count;
+                due.push(f);
+            }
+            false
+        });
+        for f in due {
+            self.print(f, true)?;
+        }
+        Ok(())
+    }
+
+    /// Prints one failure; `repeats`: it stands for `f.count` repeats of an earlier line.
+    fn print(&mut self, mut f: Failure, repeats: bool) -> Result<()> {
+        self.enricher.enrich(&mut f);
+        if repeats {
+            f.summary = format!("{} more like this within a second: {}", f.count, f.summary);
+        }
+        // Where a local firewall or a missing listener could be the cause, say it is unseen.
+        if self.no_drop_reasons && matches!(f.code, 21 | 22 | 23 | 26) {
+            f.evidence.push(
+                "degraded: no drop reasons on this kernel, so a local firewall drop or a missing \
+                 local listener cannot be seen; the cause is the best reading without them"
+                    .into(),
+            );
+        }
+        let ctx = step_ctx(&f);
+        let next = ladder::next_steps(f.code, f.cause, &ctx);
+        let who = self.workloads.resolve(f.proc.cgroup_id, f.proc.pid);
+        if let Some(m) = &self.metrics {
+            m.failure(&f, who.as_deref());
+        }
+        let line = if self.json {
+            let mut v = output::failure_json(&f, &next, SystemTime::now());
+            output::add_workload(&mut v, who.as_deref());
+            v.to_string()
+        } else {
+            output::failure_line(&f, &next, &self.style, who.as_deref())
+        };
+        if !repeats {
+            self.reported += 1;
+        }
+        emit_line(&line)
+    }
+
+    /// A #028 early-warning line (no process: it is about the namespace's ports).
+    pub(super) fn warning_028(
+        &self,
+        netns: u64,
+        dst: SocketAddr,
+        count: u64,
+        range: (u16, u16),
+        summary: &str,
+    ) -> String {
+        let ctx = ladder::StepCtx {
+            dst: Some(dst),
+            netns_name: enrich::netns::netns_name(netns),
+            other_netns: enrich::netns::own_netns_inode().is_ok_and(|o| o != netns),
+            ..ladder::StepCtx::default()
+        };
+        let next = ladder::next_steps(28, "ports_exhausted", &ctx);
+        if self.json {
+            serde_json::json!({
+                "type": "warning",
+                "time": humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+                "code": "028",
+                "title": ladder::rung(28).map(|r| r.title).unwrap_or(""),
+                "layer": "address",
+                "netns": netns,
+                "dst": dst.to_string(),
+                "time_wait": count,
+                "port_range": [range.0, range.1],
+                "summary": summary,
+                "next": next,
+            })
+            .to_string()
+        } else {
+            let first = next
+                .first()
+                .map(|n| format!("  next: {n}"))
+                .unwrap_or_default();
+            format!("warning #028 time-wait  netns {netns}  {summary}{first}")
+        }
+    }
+
+    /// The stats as of now: the kernel's counters `c`, and where the records read ended.
+    pub(super) fn snapshot(&self, c: &loader::Counters, classifier: &Classifier) -> output::Stats {
+        output::Stats {
+            kernel: *c,
+            read: classifier.fed_and_emitted().0,
+            ledger: classifier.ledger().plus(self.ledger),
+            held: classifier.held(),
+            outside_repeats: classifier.outside_repeats,
+            reported: self.reported,
+            unwritten: sink::unwritten(),
+        }
+    }
+
+    /// The stats line (JSON on stdout, human on stderr). The final one comes after every line
+    /// before it was written (a reader that stopped reading is waited for a bounded time).
+    pub(super) fn stats(
+        &self,
+        c: &loader::Counters,
+        classifier: &Classifier,
+        final_: bool,
+    ) -> Result<()> {
+        let s = self.snapshot(c, classifier);
+        if let Some(m) = &self.metrics {
+            m.health(&s);
+        }
+        if self.json {
+            emit_line(&output::stats_json(&s, final_).to_string())?;
+        }
+        if final_ {
+            sink::drain(super::STALLED_READER);
+        }
+        if final_ || !self.json {
+            sink::note(sink::Priority::Info, &output::stats_line(&s, final_));
+        }
+        Ok(())
+    }
+}
+
+/// Where the next steps should run: the namespace that holds the evidence (the server's for a
+/// missing listener, else the client's).
+pub(crate) fn step_ctx(f: &Failure) -> ladder::StepCtx {
+    let netns = f.evidence_netns;
+    let own = enrich::netns::own_netns_inode().ok();
+    // An overloaded listener: its process is in the evidence namespace (the client may not be).
+    let listener = f
+        .overload
+        .as_ref()
+        .filter(|o| o.netns == netns && o.pid != 0)
+        .map(|o| o.pid);
+    ladder::StepCtx {
+        dst: f.dst,
+        src: f.src,
+        pid: listener.or((netns == f.proc.netns).then_some(f.proc.pid)),
+        netns_name: enrich::netns::netns_name(u64::from(netns)),
+        other_netns: own.is_some_and(|o| o != u64::from(netns)),
+        // The name a DNS, TLS or ssh failure is about; for a connection failure, the name its
+        // address was resolved from goes to `resolved_name` instead.
+        host_name: names_a_host(f.code)
+            .then(|| {
+                f.host_name.clone().or(match f.lookup {
+                    crate::classify::Lookup::TlsChain { name, .. } if !name.is_empty() => {
+                        Some(name.as_str().to_owned())
+                    }
+                    _ => None,
+                })
+            })
+            .flatten(),
+        user: f.user.clone(),
+        rule_chain: f.firewall_rule.as_ref().map(rule_chain_command),
+        nameservers: if f.code == 24 && f.proc.pid != 0 {
+            enrich::dns::process_resolv_conf(f.proc.pid)
+                .map(|c| c.nameservers)
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        },
+        resolved_name: (!names_a_host(f.code))
+            .then(|| f.host_name.clone())
+            .flatten(),
+    }
+}
+
+/// Codes whose `host_name` is the name the failure is about (#024 DNS, #025 TLS, #030 ssh).
+fn names_a_host(code: u16) -> bool {
+    matches!(code, 24 | 25 | 30)
+}
+
+/// The command listing the chain that holds `r`, as its own tool shows it.
+fn rule_chain_command(r: &crate::classify::FirewallRule) -> String {
+    let v6 = r.family == "ipv6" || r.family == "ip6";
+    match r.backend {
+        "iptables-legacy" | "iptables-nft" => {
+            let tool = match (r.backend, v6) {
+                ("iptables-legacy", false) => "iptables-legacy",
+                ("iptables-legacy", true) => "ip6tables-legacy",
+                (_, false) => "iptables-nft",
+                (_, true) => "ip6tables-nft",
+            };
+            format!(
+                "{tool} -t {} -L {} -nv --line-numbers  # the {}: {}",
+                r.table, r.chain, r.rule, r.text
+            )
+        }
+        _ => format!(
+            "nft -a list chain {} {} {}  # {}",
+            r.family,
+            r.table,
+            r.chain,
+            if r.rule == "policy" {
+                "its drop policy".to_owned()
+            } else {
+                format!("the rule with {}", r.rule)
+            }
+        ),
+    }
+}
+
+/// Writes one line to stdout and flushes it; a closed pipe ends netladder quietly.
+pub(super) fn emit_line(line: &str) -> Result<()> {
+    // Failures and warnings: in journal mode they are stored with priority "warning".
+    sink::emit(sink::Priority::Warning, line)
+}
