@@ -415,14 +415,10 @@ impl DropResults {
                 );
                 continue;
             };
-            let ratios = match (
-                mode,
+            let ratios = super::report::ratio_cells(
+                mode == Mode::Untraced,
                 Spread::of(self.rounds.iter().filter_map(Round::ratio)),
-            ) {
-                (Mode::Untraced, _) => "1 | 1 | 1".to_owned(),
-                (_, Some(r)) => format!("{:.3} | {:.3} | {:.3}", r.median, r.min, r.max),
-                (_, None) => "- | - | -".to_owned(),
-            };
+            );
             let per_connect = median(
                 self.rounds
                     .iter()
@@ -430,11 +426,9 @@ impl DropResults {
             );
             let background = median(self.rounds.iter().filter_map(|r| r.background(mode)));
             t += &format!(
-                "| {} | {:.0} | {:.0} | {:.0} | {ratios} | {per_connect:.2} µs | {background:.2} |\n",
+                "| {} | {} | {ratios} | {per_connect:.2} µs | {background:.2} |\n",
                 mode.label(),
-                rates.min,
-                rates.median,
-                rates.max
+                rates.rate_cells()
             );
         }
         t

@@ -477,21 +477,15 @@ impl HealthyResults {
                     );
                     continue;
                 };
-                let ratios = match (mode, self.ratios(load)) {
-                    (Mode::Untraced, _) => "1 | 1 | 1".to_owned(),
-                    (_, Some(r)) => format!("{:.3} | {:.3} | {:.3}", r.median, r.min, r.max),
-                    (_, None) => "- | - | -".to_owned(),
-                };
+                let ratios = super::report::ratio_cells(mode == Mode::Untraced, self.ratios(load));
                 let measured = || self.rounds.iter().filter_map(|r| r.measured(mode, load));
                 let per_unit = median(measured().map(|m| m.cpu_per_unit_us(load)));
                 let background = median(measured().map(Measured::background_cpus));
                 t += &format!(
-                    "| {} | {} | {:.0} | {:.0} | {:.0} | {ratios} | {per_unit:.2} {} | {background:.2} |\n",
+                    "| {} | {} | {} | {ratios} | {per_unit:.2} {} | {background:.2} |\n",
                     load.label(),
                     mode.label(),
-                    rates.min,
-                    rates.median,
-                    rates.max,
+                    rates.rate_cells(),
                     load.cpu_unit()
                 );
             }

@@ -505,20 +505,15 @@ impl HostTaxResults {
                     );
                     continue;
                 };
-                let ratios = match (mode, self.ratios(mode, load)) {
-                    (Mode::Untraced, _) => "1 | 1 | 1".to_owned(),
-                    (_, Some(r)) => format!("{:.3} | {:.3} | {:.3}", r.median, r.min, r.max),
-                    (_, None) => "- | - | -".to_owned(),
-                };
+                let ratios =
+                    super::report::ratio_cells(mode == Mode::Untraced, self.ratios(mode, load));
                 let per_op = median(measured().map(Measured::cpu_per_op_ns));
                 let background = median(measured().map(Measured::background_cpus));
                 t += &format!(
-                    "| {} | {} | {:.0} | {:.0} | {:.0} | {ratios} | {per_op:.0} ns | {background:.2} |\n",
+                    "| {} | {} | {} | {ratios} | {per_op:.0} ns | {background:.2} |\n",
                     load.arg(),
                     mode.label(),
-                    rates.min,
-                    rates.median,
-                    rates.max,
+                    rates.rate_cells(),
                 );
             }
         }

@@ -57,6 +57,11 @@ pub(super) struct Spread {
 }
 
 impl Spread {
+    /// "min | median | max" as three table cells, without decimals (rates).
+    pub(super) fn rate_cells(&self) -> String {
+        format!("{:.0} | {:.0} | {:.0}", self.min, self.median, self.max)
+    }
+
     pub(super) fn of(values: impl IntoIterator<Item = f64>) -> Option<Spread> {
         let mut v: Vec<f64> = values.into_iter().collect();
         if v.is_empty() {
@@ -84,6 +89,16 @@ impl Machine {
             "Measured {} on Linux {}, {} CPUs ({}). Reproduce with `{command_line}`.\n\n",
             self.date, self.kernel, self.cpus, self.cpu_model
         )
+    }
+}
+
+/// The three ratio cells of a table row, "median | min | max": all 1 for the reference (the
+/// untraced run itself), dashes when no round gave a ratio.
+pub(super) fn ratio_cells(reference: bool, ratios: Option<Spread>) -> String {
+    match (reference, ratios) {
+        (true, _) => "1 | 1 | 1".to_owned(),
+        (false, Some(r)) => format!("{:.3} | {:.3} | {:.3}", r.median, r.min, r.max),
+        (false, None) => "- | - | -".to_owned(),
     }
 }
 

@@ -524,19 +524,13 @@ impl StormResults {
                 );
                 continue;
             };
-            let ratios = match (mode, self.ratios(mode)) {
-                (Mode::Untraced, _) => "1 | 1 | 1".to_owned(),
-                (_, Some(r)) => format!("{:.3} | {:.3} | {:.3}", r.median, r.min, r.max),
-                (_, None) => "- | - | -".to_owned(),
-            };
+            let ratios = super::report::ratio_cells(mode == Mode::Untraced, self.ratios(mode));
             let per_connect = self.median_of(|r| r.storm(mode).map(Storm::cpu_per_connect_us));
             let background = self.median_of(|r| r.background(mode));
             t += &format!(
-                "| {} | {:.0} | {:.0} | {:.0} | {ratios} | {per_connect:.2} µs | {background:.2} |\n",
+                "| {} | {} | {ratios} | {per_connect:.2} µs | {background:.2} |\n",
                 mode.label(),
-                rates.min,
-                rates.median,
-                rates.max,
+                rates.rate_cells(),
             );
         }
         t
