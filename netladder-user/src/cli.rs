@@ -129,6 +129,12 @@ pub struct WatchArgs {
     /// exit), and its next failures name the rule and chain the trace saw drop it.
     #[arg(long)]
     pub trace_firewall: bool,
+    /// When a TLS client refuses a certificate (#025), connect to that server with a handshake
+    /// of netladder's own to read the certificate it presents: its dates and names go into the
+    /// event. Off by default: `watch` makes no connection of its own, and the event carries the
+    /// reason the client's TLS library gave.
+    #[arg(long)]
+    pub probe_tls: bool,
     /// Show the hook table at start.
     #[arg(short, long)]
     pub verbose: bool,

@@ -154,7 +154,9 @@ fn certificate_failures_are_025_with_the_exact_x509_reason() {
         return;
     }
     let h = two_hosts("tls");
-    let w = Watch::start(&[]).expect("netladder watch starts");
+    // The summaries below carry the certificate's dates and names: read with netladder's own
+    // handshake, which only --probe-tls allows.
+    let w = Watch::start(&["--probe-tls"]).expect("netladder watch starts");
     if !hooks_ready(&w) {
         return;
     }
@@ -446,6 +448,7 @@ fn without_a_recorded_connect_the_peer_comes_from_the_process_socket() {
             "sys_exit_connect",
             "--skip-hook",
             "inet_stream_connect_exit",
+            "--probe-tls",
         ],
     ) else {
         return;
@@ -505,7 +508,7 @@ try:
 except ssl.SSLCertVerificationError as e:
     print('verify', e.verify_code)
 ";
-    let Some((h, w, dir, _server)) = expired_lab("tls-sni", &[]) else {
+    let Some((h, w, dir, _server)) = expired_lab("tls-sni", &["--probe-tls"]) else {
         return;
     };
     let out = h
@@ -531,4 +534,57 @@ except ssl.SSLCertVerificationError as e:
     );
     assert!(!e.to_string().contains("other.nl.test"), "{e:#}");
     w.stop().expect("netladder exits cleanly");
+}
+
+/// Without --probe-tls, watch makes no connection of its own: the event keeps the reason the
+/// client's OpenSSL gave (X509 code, SNI, peer, clock), says that the certificate was not read
+/// and what --probe-tls would add, and the server sees one TCP connection only, curl's.
+#[test]
+fn watch_is_passive_without_probe_tls() {
+    let Some(_one) = root_serial() else {
+        return;
+    };
+    if !have_program("curl") {
+        skip("curl is not installed here");
+        return;
+    }
+    let Some((h, w, dir, _server)) = expired_lab("tls-passive", &[]) else {
+        return;
+    };
+    // Every TCP connection the server's namespace receives on the port, counted by its firewall.
+    h.server
+        .nft(&format!(
+            "table inet nlcount {{\n chain input {{\n type filter hook input priority 0;\n \
+             tcp dport {PORT} tcp flags & (syn | ack) == syn counter\n }}\n}}\n"
+        ))
+        .expect("a SYN counter in the server's namespace");
+    let out = curl(&h.client, &dir, &[]);
+    assert_eq!(out.status.code(), Some(60), "curl {}", text(&out));
+    let e = next_event(&w, &h, 0, "expired", "curl");
+    assert_eq!(e["cause"], "cert_expired", "{e:#}");
+    assert!(
+        evidence_has(&e, "X509_V_ERR_CERT_HAS_EXPIRED (10)"),
+        "{e:#}"
+    );
+    assert!(
+        evidence_has(
+            &e,
+            &format!("the certificate {SERVER}:{PORT} presents was not read: netladder makes no connection of its own unless asked (`--probe-tls`")
+        ),
+        "{e:#}"
+    );
+    assert!(!evidence_has(&e, "read from "), "{e:#}");
+    assert!(!evidence_has(&e, "presented certificate"), "{e:#}");
+    // Time for a connection of netladder's own, were it to make one.
+    std::thread::sleep(Duration::from_secs(2));
+    let counted = h
+        .server
+        .exec(&["nft", "list", "table", "inet", "nlcount"])
+        .expect("nft list");
+    let listing = String::from_utf8_lossy(&counted.stdout).into_owned();
+    assert!(
+        listing.contains("counter packets 1 "),
+        "one SYN reached the server, curl's: {listing}"
+    );
+    let _ = w.stop();
 }

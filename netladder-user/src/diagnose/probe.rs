@@ -80,7 +80,10 @@ impl Prober {
                     .and_then(Option::as_mut)
                     .and_then(|s| kernel_failure(s, dst, &mut notes));
                 let mut f = seen.unwrap_or_else(|| from_error(dst, e, elapsed));
-                enrich::failure::Enricher::default().enrich(&mut f);
+                // diagnose is asked to connect: it reads a TLS peer's certificate itself.
+                let mut enricher = enrich::failure::Enricher::default();
+                enricher.probe_tls = true;
+                enricher.enrich(&mut f);
                 Some(f)
             }
         };

@@ -24,6 +24,9 @@ pub struct Enricher {
     counters: HashMap<u32, HashMap<RuleKey, u64>>,
     /// `--trace-firewall`: traces the flows that firewall drops fail.
     tracer: Option<Tracer>,
+    /// #025: whether to connect to a TLS peer to read the certificate it presents (`watch
+    /// --probe-tls`, and `diagnose`); otherwise nothing connects anywhere.
+    pub probe_tls: bool,
     /// #025: certificates read from TLS peers, per (namespace, peer, server name).
     tls_certs: HashMap<TlsKey, (Instant, Result<Option<super::tls::Cert>, String>)>,
     /// #023: the listen queues of the host's namespaces (`Lookup::ListenQueue`, and the
@@ -122,8 +125,8 @@ impl Enricher {
         }
     }
 
-    /// #025: the system clock for the time-related X509 errors, and the certificate the peer
-    /// presents: read with one handshake from the client's own namespace toward the address the
+    /// #025: the system clock for the time-related X509 errors, and (with `probe_tls`) the
+    /// certificate the peer presents: read with one handshake from the client's own namespace toward the address the
     /// client itself connected to, at most once per peer, name and X509 code every `TLS_TTL`.
     fn tls_chain(&mut self, f: &mut Failure, code: i32, name: &str, asked: &str) {
         let now = std::time::SystemTime::now();
@@ -136,6 +139,14 @@ impl Enricher {
         let Some(peer) = f.dst else {
             return;
         };
+        if !self.probe_tls {
+            f.evidence.push(format!(
+                "the certificate {peer} presents was not read: netladder makes no connection of \
+                 its own unless asked (`--probe-tls` adds its dates and names, read against the \
+                 name asked for and the clock)"
+            ));
+            return;
+        }
         let key = (f.evidence_netns, peer, name.to_owned(), code);
         let at = Instant::now();
         let fresh = self

@@ -205,6 +205,7 @@ async fn event_loop(
     if args.trace_firewall {
         out.enricher = enrich::failure::Enricher::tracing();
     }
+    out.enricher.probe_tls = args.probe_tls;
     // The server side of #023 accept_queue_full: the namespaces --netns names (else all of
     // them), each overloaded listener reported at most once per stats interval.
     out.enricher.queues = enrich::acceptq::QueueWatch::new(
