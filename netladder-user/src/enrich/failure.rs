@@ -357,7 +357,36 @@ fn look_up(f: &Failure) -> Result<Found> {
         let ifindex = f.firewall.ifindex;
         return in_evidence_netns(f, move || reverse_path(src, dst, ifindex, &where_))?;
     }
-    in_evidence_netns(f, move || in_namespace(lookup, src, dst, pid, &where_))?
+    let mut found = in_evidence_netns(f, move || in_namespace(lookup, src, dst, pid, &where_))??;
+    // The route that failed is another namespace's of this host (where the packet was dropped:
+    // a router's): say whose, and how the client reaches it.
+    if lookup == Lookup::Route && f.evidence_netns != f.proc.netns {
+        if let (Some(summary), Some(dst)) = (found.summary.as_mut(), dst) {
+            let netns = f.evidence_netns;
+            *summary = match client_next_hop(f, dst.ip()) {
+                Some(gw) => format!(
+                    "the router reached via {gw} (network namespace {netns} on this host) has \
+                     no usable route onward: {summary}"
+                ),
+                None => format!("in network namespace {netns} on this host: {summary}"),
+            };
+        }
+    }
+    Ok(found)
+}
+
+/// The gateway of the client's own route to `dst` (its namespace, entered through the process),
+/// when it has one.
+fn client_next_hop(f: &Failure, dst: IpAddr) -> Option<IpAddr> {
+    run_in_netns(u64::from(f.proc.netns), Some(f.proc.pid), move || {
+        route::route_get(dst).ok()
+    })
+    .ok()
+    .flatten()
+    .and_then(|info| match info {
+        route::RouteInfo::Found(r) => r.gateway,
+        route::RouteInfo::Refused { .. } => None,
+    })
 }
 
 fn need<T>(v: Option<T>, what: &str) -> Result<T> {
