@@ -14,8 +14,9 @@
 //! other process gets further. Where fentry/fexit load, the programs sit on the kernel functions
 //! behind those calls (vfs_write, __sys_sendto, do_sys_openat2, inet_stream_connect) and run
 //! only when those are called; elsewhere they sit on syscall tracepoints, which send every
-//! system call of every task through the kernel's tracing slow path while attached. sshd's own traffic (encrypted packets written to its socket) is
-//! told apart from log lines by 8 bytes read at the start of the buffer.
+//! system call of every task through the kernel's tracing slow path while attached. sshd's own
+//! traffic (encrypted packets written to its socket) is told apart from log lines by 8 bytes read
+//! at the start of the buffer.
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user, generated as gen},
     macros::{fentry, fexit, map, tracepoint},
@@ -25,8 +26,10 @@ use aya_ebpf::{
 use netladder_common::{kind, ssh, Flow, APP_TEXT_LEN};
 
 use crate::{
-    kernel::{conf, current_comm, current_netns, current_proc},
-    kernel::{read_ksockaddr, read_sockaddr, sockaddr_flow},
+    kernel::{
+        conf, current_comm, current_netns, current_proc, read_ksockaddr, read_sockaddr,
+        sockaddr_flow,
+    },
     maps::{reserve_app, submit_app},
     syscall::{field, ignored_caller},
 };

@@ -246,10 +246,7 @@ fn finish_call(call: u32, ret: Option<i64>, kaddr: Option<u64>) {
                 if ret >= 0 || -ret == EINPROGRESS {
                     if let Some(p) = unsafe { CALL_ARGS.get(&id) } {
                         if let Some(addr) = read(p).filter(|_| p.call == call) {
-                            if crate::tls::watching() {
-                                let _ = crate::tls::TLS_PEER.insert(&id, &addr, 0);
-                            }
-                            crate::dns::connected(id, &sockaddr_flow(&addr));
+                            connected(id, &addr);
                         }
                     }
                 }
@@ -318,6 +315,17 @@ fn finish_call(call: u32, ret: Option<i64>, kaddr: Option<u64>) {
 #[inline(always)]
 fn ignored_error(ret: i64) -> bool {
     matches!(-ret, EINTR | EAGAIN | EISCONN | EALREADY | EINPROGRESS)
+}
+
+/// Thread `id` connected (or is connecting) to the address in `addr`: #025, the peer of a TLS
+/// handshake it may start next (only while the TLS hooks are attached); #024, who asks which
+/// nameserver (kernels without dns_egress).
+#[inline(always)]
+fn connected(id: u64, addr: &[u8; 28]) {
+    if crate::tls::watching() {
+        let _ = crate::tls::TLS_PEER.insert(&id, addr, 0);
+    }
+    crate::dns::connected(id, &sockaddr_flow(addr));
 }
 
 /// Marks the calling task's pending connect() as having put socket `sk` in SYN_SENT.
@@ -438,10 +446,7 @@ pub fn inet_dgram_connect_exit(ctx: FExitContext) -> u32 {
         return 0;
     };
     if ret >= 0 {
-        if crate::tls::watching() {
-            let _ = crate::tls::TLS_PEER.insert(&bpf_get_current_pid_tgid(), &addr, 0);
-        }
-        crate::dns::connected(bpf_get_current_pid_tgid(), &sockaddr_flow(&addr));
+        connected(bpf_get_current_pid_tgid(), &addr);
         return 0;
     }
     emit_call_error(syscall::CONNECT, &addr, ret, current_netns());

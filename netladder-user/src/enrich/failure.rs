@@ -126,8 +126,9 @@ impl Enricher {
     }
 
     /// #025: the system clock for the time-related X509 errors, and (with `probe_tls`) the
-    /// certificate the peer presents: read with one handshake from the client's own namespace toward the address the
-    /// client itself connected to, at most once per peer, name and X509 code every `TLS_TTL`.
+    /// certificate the peer presents: read with one handshake from the client's own namespace
+    /// toward the address the client itself connected to, at most once per peer, name and X509
+    /// code every `TLS_TTL`.
     fn tls_chain(&mut self, f: &mut Failure, code: i32, name: &str, asked: &str) {
         let now = std::time::SystemTime::now();
         if crate::classify::tls::time_related(code) {
