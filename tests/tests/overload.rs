@@ -249,17 +249,24 @@ fn full_syn_queue_without_syncookies_names_the_listener() {
     let h = two_hosts("sq");
     let port = 8082;
     let victim_port = "40000";
+    // The two half-open connections come from these ports.
+    let holders = [41001, 41002];
     h.server
         .sysctl("net.ipv4.tcp_syncookies", "0")
         .expect("syncookies off in the server's namespace");
-    // The half-open connections' SYN-ACKs never arrive; the client under test still gets its
+    // The half-open connections' SYN-ACKs never arrive; every other client still gets its
     // answers (none will come: its SYNs are dropped at the listener).
     h.client
         .nft(&format!(
             "table ip nlsq {{\n chain input {{\n type filter hook input priority 0;\n \
-             tcp sport {port} tcp dport != {victim_port} drop\n }}\n}}\n"
+             tcp sport {port} tcp dport {{ {}, {} }} drop\n }}\n}}\n",
+            holders[0], holders[1]
         ))
         .expect("the client's rule for the half-open connections");
+    // The blocking client of the matrix waits for the kernel: two SYNs, about 3 s.
+    h.client
+        .sysctl("net.ipv4.tcp_syn_retries", "1")
+        .expect("fewer SYN retries for the client");
     let addr = format!("{SERVER4}:{port}");
     let listener = Peer::listen(Some(&h.server), &addr, &["--backlog", "1", "--no-accept"])
         .expect("the listener starts");
@@ -277,12 +284,14 @@ fn full_syn_queue_without_syncookies_names_the_listener() {
     );
     // Two half-open connections: the server keeps them in SYN-RECV, retransmitting its
     // SYN-ACK for about a minute, and a listener with backlog 1 holds no more.
-    let half_open: Vec<netladder_tests::tls::Running> = (0..2)
-        .map(|_| {
+    let half_open: Vec<netladder_tests::tls::Running> = holders
+        .iter()
+        .map(|from| {
             netladder_tests::tls::Running(
                 h.client
                     .command(peer_bin())
-                    .args(["connect", &addr, "--timeout", "30"])
+                    .args(["connect", &addr, "--timeout", "30", "--bind"])
+                    .arg(format!("{CLIENT4}:{from}"))
                     .stdout(std::process::Stdio::null())
                     .spawn()
                     .expect("a half-open connection"),
@@ -347,7 +356,82 @@ fn full_syn_queue_without_syncookies_names_the_listener() {
     assert_eq!(l["pid"].as_u64(), Some(u64::from(listener.pid())), "{ev:#}");
     has(&ev, "TcpExtTCPReqQFullDrop +");
     has(&ev, "freed without a drop reason");
+    // Every client the same: the blocking one the kernel ends, the others give up first.
+    every_client_times_out(
+        &w,
+        &h.client,
+        &addr,
+        "syn_queue_full",
+        &["TcpExtTCPReqQFullDrop +", "freed without a drop reason"],
+    );
     drop(half_open);
+    let _ = w.stop();
+}
+
+/// Every client of the matrix toward a full queue's listener at `addr`: each one's own event,
+/// #023 with `cause`, layer application, the evidence lines `evidence`, and never a claim that
+/// nothing dropped it. The clients that can give up do after 1.5 s; the blocking one waits for
+/// the kernel (keep the client's tcp_syn_retries low).
+fn every_client_times_out(w: &Watch, client: &Netns, addr: &str, cause: &str, evidence: &[&str]) {
+    let m = Matrix::run(
+        w,
+        client,
+        addr,
+        &Client::ALL,
+        Wait::GiveUpAfter(Duration::from_millis(1500)),
+    );
+    m.expect(&Expect {
+        code: "023",
+        cause,
+        layer: "application",
+        errno: Some("ETIMEDOUT"),
+        evidence,
+        not_evidence: &["nothing dropped"],
+        ..Expect::default()
+    });
+    m.each(|_, ev| {
+        assert!(
+            !ev["summary"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("nothing dropped"),
+            "{ev:#}"
+        );
+    });
+}
+
+/// #023 `accept_queue_full` for every client of the matrix: the listener that never accepts,
+/// its queue filled, and each client's SYNs dropped for it.
+#[test]
+fn full_accept_queue_every_client() {
+    let Some(_one) = root_serial() else {
+        return;
+    };
+    let h = two_hosts("aq-all");
+    let port = 8083;
+    h.client
+        .sysctl("net.ipv4.tcp_syn_retries", "1")
+        .expect("fewer SYN retries for the client");
+    let _peer = stuck_listener(&h, port);
+    let w = Watch::start(&[
+        "--netns",
+        &h.client.inode().to_string(),
+        "--netns",
+        &h.server.inode().to_string(),
+    ])
+    .expect("netladder watch starts");
+    assert!(
+        hook_attached(&w, "inet_sock_set_state"),
+        "{:#?}",
+        w.events()
+    );
+    every_client_times_out(
+        &w,
+        &h.client,
+        &format!("{SERVER4}:{port}"),
+        "accept_queue_full",
+        &["Send-Q 1 (the backlog)", "TcpExtListenOverflows"],
+    );
     let _ = w.stop();
 }
 
