@@ -105,14 +105,23 @@ pub struct Config {
     /// `struct msghdr` (the kernel's copy) -> `msg_name`: the destination of a datagram send,
     /// read by the fexit programs on udp_sendmsg / udpv6_sendmsg.
     pub kmsghdr_name: u32,
+    /// Route lookup tracepoints (tracefs formats of fib:fib_table_lookup and
+    /// fib6:fib6_table_lookup): the lookup's error and destination.
+    pub fib_err: u32,
+    pub fib_dst: u32,
+    pub fib6_err: u32,
+    pub fib6_dst: u32,
+    /// The lookup's input interface: loopback for a packet this host sends.
+    pub fib_iif: u32,
+    pub fib6_iif: u32,
 }
 
 // The config is copied to the kernel as bytes: it must have no implicit padding.
 // Only u32 fields: 41, ssh's 6 (sys_enter_write_*, sys_enter_sendto_buf/len,
-// sys_enter_openat_filename), #025's 9 (task_files .. sk_state), icsk_retransmits and
-// kmsghdr_name, the last one last.
-const _: () = assert!(core::mem::size_of::<Config>() == (41 + 6 + 9 + 2) * 4);
-const _: () = assert!(core::mem::offset_of!(Config, kmsghdr_name) == (41 + 6 + 9 + 1) * 4);
+// sys_enter_openat_filename), #025's 9 (task_files .. sk_state), icsk_retransmits,
+// kmsghdr_name and the route lookup's 6, the last one last.
+const _: () = assert!(core::mem::size_of::<Config>() == (41 + 6 + 9 + 2 + 6) * 4);
+const _: () = assert!(core::mem::offset_of!(Config, fib6_iif) == (41 + 6 + 9 + 2 + 5) * 4);
 
 /// Text ranges [start, end) of icmp_rcv and icmpv6_rcv (from /proc/kallsyms): a packet consumed
 /// from inside one of them is an ICMP message the stack handled. The one entry of the
@@ -189,6 +198,12 @@ impl Config {
             sk_state: ABSENT,
             icsk_retransmits: ABSENT,
             kmsghdr_name: ABSENT,
+            fib_err: ABSENT,
+            fib_dst: ABSENT,
+            fib6_err: ABSENT,
+            fib6_dst: ABSENT,
+            fib_iif: ABSENT,
+            fib6_iif: ABSENT,
         }
     }
 }
@@ -324,6 +339,10 @@ pub mod eflag {
     /// leave: the retries failed on this host's way out (a local firewall drop or a send error).
     /// `syn_retrans` then counts the retries tried.
     pub const RETRIES_NOT_SENT: u32 = 1 << 6;
+    /// SYSCALL_FAILED read at the kernel's route lookup (fib:fib_table_lookup or
+    /// fib6:fib6_table_lookup during the call), not at the call's return: `err` is the error
+    /// that lookup gives the call.
+    pub const ROUTE_LOOKUP: u32 = 1 << 7;
 }
 
 /// Syscalls watched for error returns. For CONNECT the address is the destination (`Flow::daddr`);

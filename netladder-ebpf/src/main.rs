@@ -17,6 +17,7 @@ mod icmp;
 mod kernel;
 mod maps;
 mod neigh;
+mod route;
 mod ssh;
 mod syscall;
 mod tls;

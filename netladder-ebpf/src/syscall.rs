@@ -321,7 +321,7 @@ fn ignored_error(ret: i64) -> bool {
 /// handshake it may start next (only while the TLS hooks are attached); #024, who asks which
 /// nameserver (kernels without dns_egress).
 #[inline(always)]
-fn connected(id: u64, addr: &[u8; 28]) {
+pub(crate) fn connected(id: u64, addr: &[u8; 28]) {
     if crate::tls::watching() {
         let _ = crate::tls::TLS_PEER.insert(&id, addr, 0);
     }
@@ -331,6 +331,7 @@ fn connected(id: u64, addr: &[u8; 28]) {
 /// Marks the calling task's pending connect() as having put socket `sk` in SYN_SENT.
 #[inline(always)]
 pub fn mark_syn_sent(sk: u64) {
+    crate::route::reached_syn_sent(sk);
     if let Some(p) = CALL_ARGS.get_ptr_mut(&bpf_get_current_pid_tgid()) {
         unsafe {
             (*p).reached_syn_sent = 1;
@@ -342,6 +343,12 @@ pub fn mark_syn_sent(sk: u64) {
 /// Emits a SYSCALL_FAILED event for `call` on the address in `raw` (a struct sockaddr).
 #[inline(always)]
 pub fn emit_call_error(call: u32, raw: &[u8; 28], ret: i32, netns: u32) {
+    emit_call_error_flagged(call, raw, ret, netns, 0);
+}
+
+/// [`emit_call_error`] with `eflag` bits saying how the error was read.
+#[inline(always)]
+pub fn emit_call_error_flagged(call: u32, raw: &[u8; 28], ret: i32, netns: u32, flags: u32) {
     if ignored_error(ret as i64) {
         return;
     }
@@ -353,13 +360,13 @@ pub fn emit_call_error(call: u32, raw: &[u8; 28], ret: i32, netns: u32) {
     } else if flow.family == 0 {
         return;
     }
-    emit_flow_error(call, flow, ret, netns);
+    emit_flow_error(call, flow, ret, netns, flags);
 }
 
 /// Emits a SYSCALL_FAILED event for `call` on `flow` (for bind() and listen(), the local end is
 /// its source).
 #[inline(always)]
-fn emit_flow_error(call: u32, flow: Flow, ret: i32, netns: u32) {
+fn emit_flow_error(call: u32, flow: Flow, ret: i32, netns: u32, flags: u32) {
     let now = unsafe { bpf_ktime_get_ns() };
     // A repeat within its window (a flood of refused sends) is only counted: the process's
     // details and the event are gathered only for the one that is sent.
@@ -369,7 +376,7 @@ fn emit_flow_error(call: u32, flow: Flow, ret: i32, netns: u32) {
             (*key).kind = kind::SYSCALL_FAILED;
             (*key).verdict = call;
             (*key).err = ret;
-            (*key).flags = 0;
+            (*key).flags = flags;
             (*key).netns = netns;
             (*key).drop_netns = 0;
             (*key).family = flow.family;
@@ -389,6 +396,7 @@ fn emit_flow_error(call: u32, flow: Flow, ret: i32, netns: u32) {
         proc: current_proc(netns),
         flow,
         err: ret,
+        flags,
         ..Event::default()
     });
 }
@@ -492,7 +500,7 @@ pub fn inet_listen_exit(ctx: FExitContext) -> u32 {
     // Only the local end: what the socket is bound to.
     flow.daddr = [0; 16];
     flow.dport = 0;
-    emit_flow_error(syscall::LISTEN, flow, ret, current_netns());
+    emit_flow_error(syscall::LISTEN, flow, ret, current_netns(), 0);
     0
 }
 

@@ -66,6 +66,25 @@ pub fn watch_netns(ns: &Netns) -> Watch {
     Watch::start(&["--netns", &ns.inode().to_string()]).expect("netladder watch starts")
 }
 
+/// [`watch_netns`] with the syscall tracepoint programs opted in (`--syscall-hooks`): the
+/// rungs that need them where the kernel refuses fentry/fexit (bind/listen #027, connect()
+/// out of local ports #028, ssh #030). Where fexit loads, the flag changes nothing.
+pub fn watch_netns_syscalls(ns: &Netns) -> Watch {
+    Watch::start(&["--netns", &ns.inode().to_string(), "--syscall-hooks"])
+        .expect("netladder watch starts")
+}
+
+/// The evidence line of a call that failed at once with `errno`: read at the call's return (the
+/// fexit programs, or the opt-in syscall tracepoints), or, where neither attached, at the
+/// kernel's route lookup during the call (`route_fib_lookup`).
+pub fn call_failed_line(w: &Watch, call_words: &str, errno: &str) -> String {
+    if hook_attached(w, "route_fib_lookup") {
+        format!("{call_words} failed with {errno}: the kernel's route lookup during the call")
+    } else {
+        format!("{call_words} returned {errno}")
+    }
+}
+
 /// Whether `program` attached in this watch (from its "hooks" line): kernels differ. Waits for
 /// that line, which another thread reads from netladder's output. Panics (the test fails, it
 /// does not skip) when the line never comes: netladder died or broke, which no kernel excuses.

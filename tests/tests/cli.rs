@@ -127,7 +127,22 @@ fn hooks_reports_every_program() {
                 h["reason"].as_str().is_some_and(|r| !r.is_empty()),
                 "a reason for {h}"
             );
+        }
+        // What is lost without a hook that did not attach (a replaced one loses nothing) is
+        // in the degraded list; for a syscall tracepoint left out, with how to opt in.
+        if s == "skipped" || s == "refused" {
             let lost = h["without"].as_str().unwrap();
+            if h["reason"]
+                .as_str()
+                .is_some_and(|r| r.starts_with("opt-in (--syscall-hooks)"))
+            {
+                let line = format!("{lost} (opt-in here: --syscall-hooks)");
+                assert!(
+                    v["degraded"].as_array().unwrap().iter().any(|d| *d == line),
+                    "{line}: {v:#}"
+                );
+                continue;
+            }
             // Not lost when another attached hook gives the same (the ICMP answers: fentry on
             // tcp_v4_err/tcp_v6_err where allowed, else consume_skb).
             let covered = hooks
@@ -199,6 +214,43 @@ fn hooks_reports_every_program() {
             } else {
                 assert_ne!(s, "replaced", "{t} without {fexit:?}: {v:#}");
             }
+        }
+    }
+    // Without --syscall-hooks no syscall tracepoint attaches, whatever the kernel; where the
+    // fexit programs did not attach either, the route-lookup programs stand in for them.
+    let connect_fexit = status("inet_stream_connect_exit").is_some_and(|s| s == "attached");
+    for h in hooks {
+        if h["hook"]
+            .as_str()
+            .unwrap()
+            .starts_with("tracepoint/syscalls/")
+        {
+            assert_ne!(h["status"], "attached", "{h}");
+        }
+        if h["program"].as_str().unwrap().starts_with("route_") && connect_fexit {
+            assert_eq!(h["status"], "replaced", "{h}");
+        }
+    }
+    let opted = netladder(&["hooks", "--json", "--syscall-hooks"])
+        .output()
+        .unwrap();
+    let opted: serde_json::Value = serde_json::from_slice(&opted.stdout).unwrap();
+    for h in opted["hooks"].as_array().unwrap() {
+        let program = h["program"].as_str().unwrap();
+        if h["hook"]
+            .as_str()
+            .unwrap()
+            .starts_with("tracepoint/syscalls/")
+        {
+            assert!(
+                h["status"] == "attached" || h["status"] == "replaced",
+                "{h}"
+            );
+        }
+        // With the syscall tracepoints (or the fexit programs that replace them) the
+        // route-lookup programs are not needed.
+        if program.starts_with("route_") {
+            assert_eq!(h["status"], "replaced", "{h}");
         }
     }
     let off = netladder(&["hooks", "--json", "--no-optional-hooks"])

@@ -220,7 +220,7 @@ fn address_in_use_by_a_live_listener_bind_and_listen() {
     };
     let ns = Netns::new("inuse").unwrap();
     let holder = Peer::listen(Some(&ns), "127.0.0.1:9100", &[]).unwrap();
-    let w = watch_netns(&ns);
+    let w = watch_netns_syscalls(&ns);
     // A second listener on the port: bind() fails.
     assert!(Peer::listen(Some(&ns), "127.0.0.1:9100", &[]).is_err());
     // Two SO_REUSEADDR sockets bound to another port before either listens: the binds succeed
@@ -270,7 +270,7 @@ fn address_in_use_by_time_wait_only() {
     let out = connect(Some(&ns), "127.0.0.1:9200", &["--hold", "0.5"]).unwrap();
     assert!(out.status.success(), "{out:?}");
     drop(first);
-    let w = watch_netns(&ns);
+    let w = watch_netns_syscalls(&ns);
     assert!(
         Peer::listen(Some(&ns), "127.0.0.1:9200", &[]).is_err(),
         "re-bind blocked by TIME_WAIT"
@@ -296,7 +296,7 @@ fn ephemeral_ports_exhausted() {
     ns.sysctl("net.ipv4.ip_local_port_range", "40000 40001")
         .unwrap();
     let _srv = Peer::listen(Some(&ns), "127.0.0.1:9300", &[]).unwrap();
-    let w = watch_netns(&ns);
+    let w = watch_netns_syscalls(&ns);
     // Two connections held open use both ports; every client's connect() has none left.
     let _holder = PortHolder::start(&ns, "127.0.0.1:9300", 2);
     let want = ("028", "ports_exhausted", "address");
@@ -350,12 +350,19 @@ fn udp_sendto_network_unreachable() {
     let ev = one(&w, to("10.231.12.1:53"), "026", "net_unreachable", "route");
     // Where fexit loads, the send is seen inside the UDP stack (no syscall tracepoint), which
     // cannot tell which system call carried it; elsewhere sendto()'s own tracepoints see it.
+    // Where neither attached, the route lookup during the send is read.
     let line = if hook_attached(&w, "udp_sendmsg_exit") {
-        "a UDP send (sendto(), sendmsg() or sendmmsg()) returned ENETUNREACH"
+        "a UDP send (sendto(), sendmsg() or sendmmsg()) returned ENETUNREACH".to_owned()
+    } else if hook_attached(&w, "route_fib_lookup") {
+        call_failed_line(
+            &w,
+            "a UDP send (sendto(), sendmsg() or sendmmsg())",
+            "ENETUNREACH",
+        )
     } else {
-        "sendto() returned ENETUNREACH"
+        "sendto() returned ENETUNREACH".to_owned()
     };
-    assert!(evidence_has(&ev, line), "{ev:#}");
+    assert!(evidence_has(&ev, &line), "{ev:#}");
     summary_has(&ev, "no default route");
     w.stop().unwrap();
 }
@@ -472,7 +479,7 @@ fn ephemeral_ports_exhausted_by_time_wait() {
     let out = connect(Some(&a), "10.231.0.2:9500", &["--count", "2"]).unwrap();
     assert!(out.status.success(), "{out:?}");
     std::thread::sleep(Duration::from_millis(300));
-    let w = watch_netns(&a);
+    let w = watch_netns_syscalls(&a);
     let want = ("028", "ports_exhausted", "address");
     let m = every_client(&w, &a, "10.231.0.2:9500", want, "EADDRNOTAVAIL");
     m.each(|_, ev| {
@@ -488,7 +495,7 @@ fn bind_to_a_non_local_address_is_not_port_exhaustion() {
         return;
     };
     let ns = Netns::new("nonlocal").unwrap();
-    let w = watch_netns(&ns);
+    let w = watch_netns_syscalls(&ns);
     assert!(Peer::listen(Some(&ns), "10.231.13.1:80", &[]).is_err());
     let ev = one(
         &w,

@@ -307,8 +307,9 @@ fn ready() -> bool {
 
 /// netladder for both namespaces (the two ends of one refusal).
 fn watch_both(h: &TwoHosts) -> Watch {
-    let w = Watch::start(&[]).expect("netladder watch starts");
-    // fentry on vfs_write where the kernel allows it, else the write() syscall tracepoint.
+    // fentry on vfs_write where the kernel allows it, else the write() syscall tracepoint,
+    // opted in.
+    let w = Watch::start(&["--syscall-hooks"]).expect("netladder watch starts");
     assert!(
         hook_attached(&w, "ssh_vfs_write") || hook_attached(&w, "ssh_write"),
         "ssh_vfs_write or ssh_write must attach: {:#?}",

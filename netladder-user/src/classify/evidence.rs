@@ -66,6 +66,23 @@ pub fn syscall_line(call: &str, err: i32) -> String {
     format!("{} returned {}", call_words(call), errno::name(err))
 }
 
+/// A call's failure read at the kernel's route lookup during the call (`eflag::ROUTE_LOOKUP`).
+pub fn route_lookup_line(call: &str, err: i32) -> String {
+    let found = match err {
+        101 => "no route matched the destination",
+        113 => "the destination's route is of type unreachable",
+        13 => "the destination's route is of type prohibit",
+        22 => "the destination's route is of type blackhole",
+        _ => "it found no usable route",
+    };
+    format!(
+        "{} failed with {}: the kernel's route lookup during the call (fib tracepoints) answered \
+         that {found}",
+        call_words(call),
+        errno::name(err)
+    )
+}
+
 pub fn conn_lines(o: &Observation) -> Vec<String> {
     let mut lines = Vec::new();
     let syns = o.syn_retrans + 1;

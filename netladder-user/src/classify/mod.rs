@@ -612,7 +612,11 @@ impl Classifier {
             layer,
             errno: Some(obs.err),
             summary: format!("{summary}: {} failed at once", evidence::call_words(call)),
-            evidence: vec![evidence::syscall_line(call, obs.err)],
+            evidence: vec![if obs.flags & eflag::ROUTE_LOOKUP != 0 {
+                evidence::route_lookup_line(call, obs.err)
+            } else {
+                evidence::syscall_line(call, obs.err)
+            }],
             proc: obs.proc,
             src: obs.src,
             dst: obs.dst,

@@ -121,6 +121,19 @@ pub fn resolve(btf: &KernelBtf, tracefs_root: &Path) -> Resolved {
     c.sys_enter_sendto_buf = tp("sys_enter_sendto", "buff");
     c.sys_enter_sendto_len = tp("sys_enter_sendto", "len");
     c.sys_enter_openat_filename = tp("sys_enter_openat", "filename");
+    // Route lookups (kernels without fentry): their error and destination.
+    let mut fib = |category: &str, event: &str, field: &str| -> u32 {
+        tracefs::field_offset(tracefs_root, category, event, field).unwrap_or_else(|e| {
+            missing.push(e.to_string());
+            ABSENT
+        })
+    };
+    c.fib_err = fib("fib", "fib_table_lookup", "err");
+    c.fib_dst = fib("fib", "fib_table_lookup", "dst");
+    c.fib6_err = fib("fib6", "fib6_table_lookup", "err");
+    c.fib6_dst = fib("fib6", "fib6_table_lookup", "dst");
+    c.fib_iif = fib("fib", "fib_table_lookup", "iif");
+    c.fib6_iif = fib("fib6", "fib6_table_lookup", "iif");
     c.self_tgid = std::process::id();
     Resolved {
         config: c,

@@ -6,19 +6,22 @@ use aya::{
     maps::{MapData, PerCpuArray, RingBuf},
     programs::{
         cgroup_skb::CgroupSkbAttachType, uprobe::UProbeScope, BtfTracePoint, CgroupAttachMode,
-        CgroupSkb, FEntry, FExit, Program, ProgramError, TracePoint, UProbe,
+        CgroupSkb, CgroupSock, CgroupSockAddr, FEntry, FExit, Program, ProgramError, TracePoint,
+        UProbe,
     },
     Btf, Ebpf, EbpfLoader,
 };
 use netladder_common::{counter, Config, IcmpRanges};
 
-use super::plan::{Attach, Hook, Input, Outcome, Status, HOOKS};
+use super::plan::{Attach, Cost, Hook, Input, Outcome, Status, HOOKS};
 use super::targets::Targets;
 
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netladder"));
 
 pub struct Options<'a> {
     pub optional_hooks: bool,
+    /// Attach syscall tracepoint programs that nothing cheaper replaced (`--syscall-hooks`).
+    pub syscall_hooks: bool,
     /// Programs this kernel cannot run, with the reason (not tried).
     pub unavailable: Vec<(&'static str, String)>,
     /// Whether the kernel has a function of this name (fexit targets).
@@ -77,6 +80,8 @@ pub fn load(config: &Config, opts: &Options) -> Result<Loaded> {
             Status::Skipped("disabled by --skip-hook".into())
         } else if hook.optional && !opts.optional_hooks {
             Status::Skipped("disabled by --no-optional-hooks".into())
+        } else if hook.cost() == Cost::EverySyscall && !opts.syscall_hooks {
+            Status::Skipped(super::plan::SYSCALL_OPT_IN.into())
         } else if let Some((_, why)) = opts.unavailable.iter().find(|(p, _)| *p == hook.program) {
             Status::Skipped(why.clone())
         } else if let Some(func) = missing_function(hook, opts) {
@@ -179,9 +184,12 @@ fn missing_function(hook: &Hook, opts: &Options) -> Option<&'static str> {
 /// Why the cgroup or library `hook` attaches to is not there.
 fn missing_target(hook: &Hook, targets: &Targets) -> Option<String> {
     match (hook.attach, &targets.cgroup, &targets.libc) {
-        (Attach::CgroupSkb { .. }, Err(why), _) | (Attach::LibcProbe { .. }, _, Err(why)) => {
-            Some(why.clone())
-        }
+        (
+            Attach::CgroupSkb { .. } | Attach::CgroupSockAddr(_) | Attach::CgroupSock(_),
+            Err(why),
+            _,
+        )
+        | (Attach::LibcProbe { .. }, _, Err(why)) => Some(why.clone()),
         _ => None,
     }
 }
@@ -241,16 +249,24 @@ fn attach(ebpf: &mut Ebpf, hook: &Hook, btf: &Btf, targets: &Targets) -> Result<
             } else {
                 CgroupSkbAttachType::Egress
             };
-            // From 5.7 aya attaches with a BPF link, which always sits beside the others and
-            // takes no flags; before, a plain attach needs the "multi" flag to do the same.
-            let linked = aya::util::KernelVersion::current()
-                .is_ok_and(|v| v >= aya::util::KernelVersion::new(5, 7, 0));
-            let mode = if linked {
-                CgroupAttachMode::Single
-            } else {
-                CgroupAttachMode::AllowMultiple
+            p.attach(cgroup, kind, cgroup_mode()).map(drop)
+        })(),
+        // Attached beside any program already there; they return 1: they never refuse a call.
+        Attach::CgroupSockAddr(_) => (|| {
+            let Ok(cgroup) = &targets.cgroup else {
+                return Ok(());
             };
-            p.attach(cgroup, kind, mode).map(drop)
+            let p: &mut CgroupSockAddr = prog.try_into()?;
+            p.load()?;
+            p.attach(cgroup, cgroup_mode()).map(drop)
+        })(),
+        Attach::CgroupSock(_) => (|| {
+            let Ok(cgroup) = &targets.cgroup else {
+                return Ok(());
+            };
+            let p: &mut CgroupSock = prog.try_into()?;
+            p.load()?;
+            p.attach(cgroup, cgroup_mode()).map(drop)
         })(),
         Attach::LibcProbe { func, .. } => (|| {
             let Ok(libc) = &targets.libc else {
@@ -262,6 +278,19 @@ fn attach(ebpf: &mut Ebpf, hook: &Hook, btf: &Btf, targets: &Targets) -> Result<
         })(),
     };
     res.map_err(|e| describe(&e))
+}
+
+/// How a cgroup program attaches beside the others: from 5.7 aya attaches with a BPF link,
+/// which always sits beside the others and takes no flags; before, a plain attach needs the
+/// "multi" flag to do the same.
+fn cgroup_mode() -> CgroupAttachMode {
+    let linked = aya::util::KernelVersion::current()
+        .is_ok_and(|v| v >= aya::util::KernelVersion::new(5, 7, 0));
+    if linked {
+        CgroupAttachMode::Single
+    } else {
+        CgroupAttachMode::AllowMultiple
+    }
 }
 
 /// Detaches and unloads every program of `ebpf`, all at once. Each detach waits for the
@@ -280,6 +309,8 @@ pub fn detach_all(ebpf: &mut Ebpf) {
                     Program::FEntry(p) => p.unload(),
                     Program::UProbe(p) => p.unload(),
                     Program::CgroupSkb(p) => p.unload(),
+                    Program::CgroupSockAddr(p) => p.unload(),
+                    Program::CgroupSock(p) => p.unload(),
                     _ => Ok(()),
                 };
             });
@@ -471,6 +502,7 @@ mod object_tests {
             Attach::UProbe { ret: false, .. } | Attach::LibcProbe { ret: false, .. } => "uprobe",
             Attach::UProbe { ret: true, .. } | Attach::LibcProbe { ret: true, .. } => "uretprobe",
             Attach::CgroupSkb { .. } => "cgroup_skb",
+            Attach::CgroupSockAddr(_) | Attach::CgroupSock(_) => "cgroup",
         }
     }
 
@@ -524,6 +556,9 @@ mod object_tests {
                     "{}",
                     hook.program
                 ),
+                Attach::CgroupSockAddr(kind) | Attach::CgroupSock(kind) => {
+                    assert_eq!(section, format!("cgroup/{kind}"), "{}", hook.program)
+                }
                 Attach::UProbe { .. } | Attach::LibcProbe { .. } => {}
             }
         }

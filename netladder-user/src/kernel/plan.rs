@@ -24,6 +24,11 @@ pub enum Attach {
     /// uprobe (`ret` false) or uretprobe on a function of the system's C library (every process
     /// that maps that file).
     LibcProbe { func: &'static str, ret: bool },
+    /// cgroup sock_addr program (`connect4`, `sendmsg6`...) on the cgroup v2 root: runs at the
+    /// start of those calls, in the caller.
+    CgroupSockAddr(&'static str),
+    /// cgroup sock program (`sock_release`...) on the cgroup v2 root.
+    CgroupSock(&'static str),
 }
 
 impl Attach {
@@ -41,6 +46,9 @@ impl Attach {
             Attach::CgroupSkb { ingress: false } => "cgroup_skb/egress (cgroup2 root)".into(),
             Attach::LibcProbe { func, ret: false } => format!("uprobe/libc:{func}"),
             Attach::LibcProbe { func, ret: true } => format!("uretprobe/libc:{func}"),
+            Attach::CgroupSockAddr(kind) | Attach::CgroupSock(kind) => {
+                format!("cgroup/{kind} (cgroup2 root)")
+            }
         }
     }
 }
@@ -78,7 +86,7 @@ impl Cost {
         match self {
             Cost::PerPacket => "runs for every packet its hook sees",
             Cost::EverySyscall => "while attached, every system call of every task on the host takes the kernel's tracing slow path",
-            Cost::PerCall => "runs only when its kernel function is called",
+            Cost::PerCall => "runs only when its kernel function (or socket call) is called",
             Cost::PerEvent => "runs on socket or neighbour events (state changes, resets, retransmits, neighbour updates)",
             Cost::PerLibraryCall => "runs only in processes that call its library function, as a trap on each call",
         }
@@ -112,12 +120,15 @@ impl Hook {
     pub fn cost(&self) -> Cost {
         match self.attach {
             Attach::Tracepoint("syscalls", _) => Cost::EverySyscall,
+            // A router looks a route up for every packet it forwards.
+            Attach::Tracepoint("fib" | "fib6", _) => Cost::PerPacket,
             Attach::Tracepoint(..) => Cost::PerEvent,
             Attach::TpBtf("kfree_skb" | "consume_skb") => Cost::PerPacket,
             Attach::TpBtf(_) => Cost::PerEvent,
             Attach::FEntry(_) | Attach::FExit(_) => Cost::PerCall,
             Attach::UProbe { .. } | Attach::LibcProbe { .. } => Cost::PerLibraryCall,
             Attach::CgroupSkb { .. } => Cost::PerPacket,
+            Attach::CgroupSockAddr(_) | Attach::CgroupSock(_) => Cost::PerCall,
         }
     }
 }
@@ -294,8 +305,8 @@ pub const HOOKS: &[Hook] = &[
         attach: Attach::Tracepoint("syscalls", "sys_enter_connect"),
         core: false,
         optional: false,
-        needs: "syscall tracepoints (CONFIG_FTRACE_SYSCALLS)",
-        without: CONNECT_WITHOUT,
+        needs: SYSCALL_NEEDS,
+        without: CONNECT_TP_WITHOUT,
         replaced_by: &["inet_stream_connect_entry", "inet_stream_connect_exit", "inet_dgram_connect_exit"],
         input: Input::Nothing,
     },
@@ -304,8 +315,8 @@ pub const HOOKS: &[Hook] = &[
         attach: Attach::Tracepoint("syscalls", "sys_exit_connect"),
         core: false,
         optional: false,
-        needs: "syscall tracepoints (CONFIG_FTRACE_SYSCALLS)",
-        without: CONNECT_WITHOUT,
+        needs: SYSCALL_NEEDS,
+        without: CONNECT_TP_WITHOUT,
         replaced_by: &["inet_stream_connect_entry", "inet_stream_connect_exit", "inet_dgram_connect_exit"],
         input: Input::Nothing,
     },
@@ -314,7 +325,7 @@ pub const HOOKS: &[Hook] = &[
         attach: Attach::Tracepoint("syscalls", "sys_enter_bind"),
         core: false,
         optional: false,
-        needs: "syscall tracepoints (CONFIG_FTRACE_SYSCALLS)",
+        needs: SYSCALL_NEEDS,
         without: BIND_WITHOUT,
         replaced_by: &["inet_bind_exit", "inet6_bind_exit"],
         input: Input::Nothing,
@@ -324,7 +335,7 @@ pub const HOOKS: &[Hook] = &[
         attach: Attach::Tracepoint("syscalls", "sys_exit_bind"),
         core: false,
         optional: false,
-        needs: "syscall tracepoints (CONFIG_FTRACE_SYSCALLS)",
+        needs: SYSCALL_NEEDS,
         without: BIND_WITHOUT,
         replaced_by: &["inet_bind_exit", "inet6_bind_exit"],
         input: Input::Nothing,
@@ -334,7 +345,7 @@ pub const HOOKS: &[Hook] = &[
         attach: Attach::Tracepoint("syscalls", "sys_enter_listen"),
         core: false,
         optional: false,
-        needs: "syscall tracepoints (CONFIG_FTRACE_SYSCALLS)",
+        needs: SYSCALL_NEEDS,
         without: BIND_WITHOUT,
         replaced_by: &["inet_listen_exit"],
         input: Input::Nothing,
@@ -344,7 +355,7 @@ pub const HOOKS: &[Hook] = &[
         attach: Attach::Tracepoint("syscalls", "sys_exit_listen"),
         core: false,
         optional: false,
-        needs: "syscall tracepoints (CONFIG_FTRACE_SYSCALLS)",
+        needs: SYSCALL_NEEDS,
         without: BIND_WITHOUT,
         replaced_by: &["inet_listen_exit"],
         input: Input::Nothing,
@@ -354,8 +365,8 @@ pub const HOOKS: &[Hook] = &[
         attach: Attach::Tracepoint("syscalls", "sys_enter_sendto"),
         core: false,
         optional: false,
-        needs: "syscall tracepoints (CONFIG_FTRACE_SYSCALLS)",
-        without: SEND_WITHOUT,
+        needs: SYSCALL_NEEDS,
+        without: SEND_TP_WITHOUT,
         replaced_by: &["udp_sendmsg_exit", "udpv6_sendmsg_exit"],
         input: Input::Nothing,
     },
@@ -364,8 +375,8 @@ pub const HOOKS: &[Hook] = &[
         attach: Attach::Tracepoint("syscalls", "sys_exit_sendto"),
         core: false,
         optional: false,
-        needs: "syscall tracepoints (CONFIG_FTRACE_SYSCALLS)",
-        without: SEND_WITHOUT,
+        needs: SYSCALL_NEEDS,
+        without: SEND_TP_WITHOUT,
         replaced_by: &["udp_sendmsg_exit", "udpv6_sendmsg_exit"],
         input: Input::Nothing,
     },
@@ -374,8 +385,8 @@ pub const HOOKS: &[Hook] = &[
         attach: Attach::Tracepoint("syscalls", "sys_enter_sendmsg"),
         core: false,
         optional: false,
-        needs: "syscall tracepoints (CONFIG_FTRACE_SYSCALLS)",
-        without: SEND_WITHOUT,
+        needs: SYSCALL_NEEDS,
+        without: SEND_TP_WITHOUT,
         replaced_by: &["udp_sendmsg_exit", "udpv6_sendmsg_exit"],
         input: Input::Nothing,
     },
@@ -384,9 +395,82 @@ pub const HOOKS: &[Hook] = &[
         attach: Attach::Tracepoint("syscalls", "sys_exit_sendmsg"),
         core: false,
         optional: false,
-        needs: "syscall tracepoints (CONFIG_FTRACE_SYSCALLS)",
-        without: SEND_WITHOUT,
+        needs: SYSCALL_NEEDS,
+        without: SEND_TP_WITHOUT,
         replaced_by: &["udp_sendmsg_exit", "udpv6_sendmsg_exit"],
+        input: Input::Nothing,
+    },
+    // Where neither the fexit programs nor (opt-in) the syscall tracepoints above attach:
+    // connect() and UDP sends that fail for want of a route, read at the route lookup
+    // (netladder-ebpf/src/route.rs). Each runs only for its own call or lookup.
+    Hook {
+        program: "route_connect4",
+        attach: Attach::CgroupSockAddr("connect4"),
+        core: false,
+        optional: false,
+        needs: ROUTE_NEEDS,
+        without: ROUTE_WITHOUT,
+        replaced_by: ROUTE_REPLACED_BY,
+        input: Input::Nothing,
+    },
+    Hook {
+        program: "route_connect6",
+        attach: Attach::CgroupSockAddr("connect6"),
+        core: false,
+        optional: false,
+        needs: ROUTE_NEEDS,
+        without: ROUTE_WITHOUT,
+        replaced_by: ROUTE_REPLACED_BY,
+        input: Input::Nothing,
+    },
+    Hook {
+        program: "route_sendmsg4",
+        attach: Attach::CgroupSockAddr("sendmsg4"),
+        core: false,
+        optional: false,
+        needs: ROUTE_NEEDS,
+        without: ROUTE_WITHOUT,
+        replaced_by: ROUTE_REPLACED_BY,
+        input: Input::Nothing,
+    },
+    Hook {
+        program: "route_sendmsg6",
+        attach: Attach::CgroupSockAddr("sendmsg6"),
+        core: false,
+        optional: false,
+        needs: ROUTE_NEEDS,
+        without: ROUTE_WITHOUT,
+        replaced_by: ROUTE_REPLACED_BY,
+        input: Input::Nothing,
+    },
+    Hook {
+        program: "route_release",
+        attach: Attach::CgroupSock("sock_release"),
+        core: false,
+        optional: false,
+        needs: ROUTE_NEEDS,
+        without: ROUTE_WITHOUT,
+        replaced_by: ROUTE_REPLACED_BY,
+        input: Input::Nothing,
+    },
+    Hook {
+        program: "route_fib_lookup",
+        attach: Attach::Tracepoint("fib", "fib_table_lookup"),
+        core: false,
+        optional: false,
+        needs: ROUTE_NEEDS,
+        without: ROUTE_WITHOUT,
+        replaced_by: ROUTE_REPLACED_BY,
+        input: Input::Nothing,
+    },
+    Hook {
+        program: "route_fib6_lookup",
+        attach: Attach::Tracepoint("fib6", "fib6_table_lookup"),
+        core: false,
+        optional: false,
+        needs: ROUTE_NEEDS,
+        without: ROUTE_WITHOUT,
+        replaced_by: ROUTE_REPLACED_BY,
         input: Input::Nothing,
     },
     Hook {
@@ -457,7 +541,7 @@ pub const HOOKS: &[Hook] = &[
         attach: Attach::Tracepoint("syscalls", "sys_enter_write"),
         core: false,
         optional: false,
-        needs: "syscall tracepoints (CONFIG_FTRACE_SYSCALLS)",
+        needs: SYSCALL_NEEDS,
         without: SSH_WRITE_WITHOUT,
         replaced_by: &["ssh_vfs_write"],
         input: Input::Nothing,
@@ -467,7 +551,7 @@ pub const HOOKS: &[Hook] = &[
         attach: Attach::Tracepoint("syscalls", "sys_enter_sendto"),
         core: false,
         optional: false,
-        needs: "syscall tracepoints (CONFIG_FTRACE_SYSCALLS)",
+        needs: SYSCALL_NEEDS,
         without: SSH_SEND_WITHOUT,
         replaced_by: &["ssh_sys_sendto"],
         input: Input::Nothing,
@@ -477,7 +561,7 @@ pub const HOOKS: &[Hook] = &[
         attach: Attach::Tracepoint("syscalls", "sys_enter_openat"),
         core: false,
         optional: false,
-        needs: "syscall tracepoints (CONFIG_FTRACE_SYSCALLS)",
+        needs: SYSCALL_NEEDS,
         without: SSH_OPEN_WITHOUT,
         replaced_by: &["ssh_openat2_exit"],
         input: Input::Nothing,
@@ -487,7 +571,7 @@ pub const HOOKS: &[Hook] = &[
         attach: Attach::Tracepoint("syscalls", "sys_exit_openat"),
         core: false,
         optional: false,
-        needs: "syscall tracepoints (CONFIG_FTRACE_SYSCALLS)",
+        needs: SYSCALL_NEEDS,
         without: SSH_OPEN_WITHOUT,
         replaced_by: &["ssh_openat2_exit"],
         input: Input::Nothing,
@@ -497,7 +581,7 @@ pub const HOOKS: &[Hook] = &[
         attach: Attach::Tracepoint("syscalls", "sys_enter_connect"),
         core: false,
         optional: false,
-        needs: "syscall tracepoints (CONFIG_FTRACE_SYSCALLS)",
+        needs: SYSCALL_NEEDS,
         without: SSH_CONNECT_WITHOUT,
         replaced_by: &["ssh_connect_entry"],
         input: Input::Nothing,
@@ -729,6 +813,25 @@ pub const HOOKS: &[Hook] = &[
 const ICMP_WITHOUT: &str = "ICMP errors that answered a connection: the router or peer that sent them, and the error itself when the application read it (SO_ERROR) before closing (non-blocking clients: curl, event loops)";
 const FEXIT_NEEDS: &str = "fentry/fexit (5.5+, refused by some kernels)";
 const CONNECT_WITHOUT: &str = "connect() calls that fail at once (no route, no free local port)";
+const SYSCALL_NEEDS: &str = "syscall tracepoints (CONFIG_FTRACE_SYSCALLS); opt-in (--syscall-hooks) where fentry/fexit are refused";
+/// Why a syscall tracepoint program was not attached: `--syscall-hooks` was not given.
+pub const SYSCALL_OPT_IN: &str = "opt-in (--syscall-hooks): while attached, every system call of every task takes the kernel's slow path";
+const CONNECT_TP_WITHOUT: &str =
+    "connect() calls that fail at once for another reason than a route (no free local port, #028)";
+const SEND_TP_WITHOUT: &str =
+    "UDP sends that fail at once for another reason than a route (a local firewall's EPERM)";
+const ROUTE_NEEDS: &str =
+    "cgroup v2, cgroup sock_addr and sock_release programs (5.9+), fib/fib6 tracepoints";
+const ROUTE_WITHOUT: &str =
+    "connect() calls and UDP sends that fail at once for want of a route (#022, #026)";
+/// The route-lookup programs stand in for these; where they attached, or were themselves
+/// replaced by fexit programs, the route-lookup programs are not needed.
+const ROUTE_REPLACED_BY: &[&str] = &[
+    "sys_enter_connect",
+    "sys_exit_connect",
+    "sys_enter_sendmsg",
+    "sys_exit_sendmsg",
+];
 const BIND_WITHOUT: &str = "bind() and listen() failures (address already in use)";
 const SEND_WITHOUT: &str =
     "sendto()/sendmsg() failures of datagram sockets (unreachable network or host)";
@@ -772,26 +875,61 @@ pub fn covered_by<'a>(outcomes: &'a [Outcome], program: &str) -> Option<&'a str>
         .map(|o| o.hook.program)
 }
 
-/// Whether every program that replaces `hook` attached (it has some): then `hook` is not
-/// attached, and nothing is lost without it.
+/// Whether every program that replaces `hook` attached, or was itself replaced (it has some):
+/// then `hook` is not attached, and nothing is lost without it.
 pub fn replacements_attached(outcomes: &[Outcome], hook: &Hook) -> bool {
     !hook.replaced_by.is_empty()
         && hook.replaced_by.iter().all(|r| {
-            outcomes
-                .iter()
-                .any(|o| o.hook.program == *r && o.status == Status::Attached)
+            outcomes.iter().any(|o| {
+                o.hook.program == *r && matches!(o.status, Status::Attached | Status::Replaced(_))
+            })
         })
+}
+
+/// Whether `o` is a syscall tracepoint program left out because `--syscall-hooks` was not given.
+pub fn opted_out(o: &Outcome) -> bool {
+    matches!(&o.status, Status::Skipped(why) if why == SYSCALL_OPT_IN)
+}
+
+/// Whether the work of `o` falls to syscall tracepoint programs left out for want of
+/// `--syscall-hooks` (it is in their `replaced_by`): their opt-in line says what is lost.
+fn left_to_opt_in(outcomes: &[Outcome], o: &Outcome) -> bool {
+    outcomes
+        .iter()
+        .any(|t| opted_out(t) && t.hook.replaced_by.contains(&o.hook.program))
+}
+
+/// What is lost while `o` is not attached, for the hook table.
+pub fn lost(outcomes: &[Outcome], o: &Outcome) -> String {
+    if opted_out(o) {
+        return format!("lost: {}", o.hook.without);
+    }
+    if let Some(other) = covered_by(outcomes, o.hook.program) {
+        return format!("nothing lost: {other} does its work");
+    }
+    if left_to_opt_in(outcomes, o) {
+        return "its work falls to syscall tracepoints, opt-in here (--syscall-hooks)".into();
+    }
+    format!("lost: {}", o.hook.without)
 }
 
 pub fn degraded(outcomes: &[Outcome]) -> Vec<String> {
     let mut lines: Vec<String> = Vec::new();
     for o in outcomes.iter().filter(|o| {
         !matches!(o.status, Status::Attached | Status::Replaced(_))
-            && covered_by(outcomes, o.hook.program).is_none()
+            && !left_to_opt_in(outcomes, o)
+            // The route-lookup programs stand in for part of a syscall tracepoint's work: what
+            // they cannot see is the tracepoint's `without`.
+            && (opted_out(o) || covered_by(outcomes, o.hook.program).is_none())
             && !replacements_attached(outcomes, &o.hook)
     }) {
-        if !lines.iter().any(|l| l == o.hook.without) {
-            lines.push(o.hook.without.to_owned());
+        let line = if opted_out(o) {
+            format!("{} (opt-in here: --syscall-hooks)", o.hook.without)
+        } else {
+            o.hook.without.to_owned()
+        };
+        if !lines.contains(&line) {
+            lines.push(line);
         }
     }
     lines

@@ -178,10 +178,7 @@ pub fn hooks_table(outcomes: &[Outcome]) -> String {
         "program", "hook", "status", "cost"
     );
     for o in outcomes {
-        let lost = match crate::kernel::plan::covered_by(outcomes, o.hook.program) {
-            Some(other) => format!("nothing lost: {other} does its work"),
-            None => format!("lost: {}", o.hook.without),
-        };
+        let lost = crate::kernel::plan::lost(outcomes, o);
         let (status, detail) = match &o.status {
             Status::Attached => ("attached", o.hook.needs.to_owned()),
             Status::Refused(why) => ("REFUSED", format!("{why}; {lost}")),

@@ -109,6 +109,7 @@ pub(crate) fn start(
         &resolved.config,
         &loader::Options {
             optional_hooks: !opts.no_optional_hooks,
+            syscall_hooks: opts.syscall_hooks,
             unavailable,
             functions: &|name| btf.has_function(name),
             skip: &opts.skip_hook,

@@ -1,0 +1,288 @@
+//! connect() and UDP sends that fail at once for want of a route, on kernels that refuse
+//! fentry/fexit, without syscall tracepoints (which tax every system call of every task).
+//!
+//! Three cheap hooks stand in for the call's return:
+//! - the cgroup `connect4/6` and `sendmsg4/6` programs on the cgroup v2 root run at the start of
+//!   each connect() and unconnected UDP send, in the caller, and note the attempt per thread;
+//! - the route lookup tracepoints (`fib:fib_table_lookup`, `fib6:fib6_table_lookup`) record the
+//!   result of the lookup for that destination in that thread;
+//! - the thread's next attempt, or the release of the socket (cgroup `sock_release`), ends the
+//!   attempt: if its last lookup failed, so did the call, with the error the lookup gives it.
+//!
+//! The cgroup programs always return 1: they never refuse a call.
+use aya_ebpf::{
+    helpers::bpf_get_current_pid_tgid,
+    macros::{cgroup_sock, cgroup_sock_addr, map, tracepoint},
+    maps::LruHashMap,
+    programs::{SockAddrContext, SockContext, TracePointContext},
+};
+use netladder_common::{eflag, syscall, ABSENT, AF_INET, AF_INET6};
+
+use crate::{
+    kernel::{conf, current_netns},
+    syscall::{connected, emit_call_error_flagged, ignored_caller},
+};
+
+const IPPROTO_TCP: u32 = 6;
+const IPPROTO_UDP: u32 = 17;
+const EAGAIN: i32 = 11;
+const ENETUNREACH: i32 = 101;
+const EHOSTUNREACH: i32 = 113;
+const LOOPBACK_IFINDEX: i32 = 1;
+
+/// A thread's last connect() or UDP send with a destination, until its next one or the release
+/// of its socket.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Attempt {
+    /// The socket (kernel address).
+    pub sk: u64,
+    /// The destination as a struct sockaddr (what `emit_call_error` reads).
+    pub addr: [u8; 28],
+    /// `syscall::CONNECT` or `syscall::SEND`.
+    pub call: u32,
+    /// The last route lookup's error for the destination (0: found, or not looked up yet).
+    pub err: i32,
+    /// The IPv4 destination a lookup must match (also for IPv4-mapped IPv6), 0 when none.
+    pub v4: u32,
+    pub v6: u32,
+}
+
+/// Attempts by thread (pid_tgid). LRU: an attempt that never ends (its thread died without
+/// releasing the socket) must not fill the map; one pushed out had a found route or a lookup
+/// still to come, never a failure already seen (those end at the thread's next attempt).
+#[map(name = "ROUTE_TRY")]
+static ROUTE_TRY: LruHashMap<u64, Attempt> = LruHashMap::with_max_entries(16384, 0);
+
+#[cgroup_sock_addr(connect4)]
+pub fn route_connect4(ctx: SockAddrContext) -> i32 {
+    if let Some(a) = attempt4(&ctx, syscall::CONNECT) {
+        begin(a);
+    }
+    1
+}
+
+#[cgroup_sock_addr(connect6)]
+pub fn route_connect6(ctx: SockAddrContext) -> i32 {
+    if let Some(a) = attempt6(&ctx, syscall::CONNECT) {
+        begin(a);
+    }
+    1
+}
+
+#[cgroup_sock_addr(sendmsg4)]
+pub fn route_sendmsg4(ctx: SockAddrContext) -> i32 {
+    if let Some(a) = attempt4(&ctx, syscall::SEND) {
+        begin(a);
+    }
+    1
+}
+
+#[cgroup_sock_addr(sendmsg6)]
+pub fn route_sendmsg6(ctx: SockAddrContext) -> i32 {
+    if let Some(a) = attempt6(&ctx, syscall::SEND) {
+        begin(a);
+    }
+    1
+}
+
+/// The socket and port of a TCP or UDP call (each attach type may read only its own family's
+/// address fields, so the address is read by the callers).
+#[inline(always)]
+fn attempt(ctx: &SockAddrContext, call: u32) -> Option<Attempt> {
+    let sa = ctx.sock_addr;
+    // SAFETY: the context is the kernel's bpf_sock_addr; each field is read at its own size.
+    let (protocol, port, sk) = unsafe {
+        (
+            (*sa).protocol,
+            (*sa).user_port,
+            (*sa).__bindgen_anon_1.sk as u64,
+        )
+    };
+    if protocol != IPPROTO_TCP && protocol != IPPROTO_UDP {
+        return None;
+    }
+    let mut a = Attempt {
+        sk,
+        addr: [0; 28],
+        call,
+        err: 0,
+        v4: 0,
+        v6: 0,
+    };
+    // struct sockaddr_in / sockaddr_in6: family (host order), port (network order), address.
+    let port = (port as u16).to_ne_bytes();
+    a.addr[2] = port[0];
+    a.addr[3] = port[1];
+    Some(a)
+}
+
+#[inline(always)]
+fn attempt4(ctx: &SockAddrContext, call: u32) -> Option<Attempt> {
+    let mut a = attempt(ctx, call)?;
+    let ip = unsafe { (*ctx.sock_addr).user_ip4 };
+    a.addr[..2].copy_from_slice(&AF_INET.to_ne_bytes());
+    a.addr[4..8].copy_from_slice(&ip.to_ne_bytes());
+    a.v4 = ip;
+    Some(a)
+}
+
+#[inline(always)]
+fn attempt6(ctx: &SockAddrContext, call: u32) -> Option<Attempt> {
+    let mut a = attempt(ctx, call)?;
+    let sa = ctx.sock_addr;
+    let ip = unsafe {
+        [
+            (*sa).user_ip6[0],
+            (*sa).user_ip6[1],
+            (*sa).user_ip6[2],
+            (*sa).user_ip6[3],
+        ]
+    };
+    a.addr[..2].copy_from_slice(&AF_INET6.to_ne_bytes());
+    a.addr[8..12].copy_from_slice(&ip[0].to_ne_bytes());
+    a.addr[12..16].copy_from_slice(&ip[1].to_ne_bytes());
+    a.addr[16..20].copy_from_slice(&ip[2].to_ne_bytes());
+    a.addr[20..24].copy_from_slice(&ip[3].to_ne_bytes());
+    // ::ffff:a.b.c.d: an IPv6 socket reaching an IPv4 peer looks its route up in IPv4.
+    if ip[0] == 0 && ip[1] == 0 && ip[2] == 0xffffu32.to_be() {
+        a.v4 = ip[3];
+    } else {
+        a.v6 = 1;
+    }
+    Some(a)
+}
+
+/// The start of a connect() or a UDP send with a destination: ends the thread's previous
+/// attempt, then notes this one.
+#[inline(always)]
+fn begin(a: Attempt) {
+    if ignored_caller() {
+        return;
+    }
+    let id = bpf_get_current_pid_tgid();
+    end(id);
+    if a.call == syscall::CONNECT {
+        // #025 and #024: what a connect records (the fexit and syscall paths record it when it
+        // succeeds; here it is the attempt, and a failed one never starts a handshake).
+        connected(id, &a.addr);
+    }
+    let _ = ROUTE_TRY.insert(&id, &a, 0);
+}
+
+/// Ends thread `id`'s attempt: a last route lookup that failed is the call's failure.
+#[inline(always)]
+fn end(id: u64) {
+    let Some(a) = (unsafe { ROUTE_TRY.get(&id) }).copied() else {
+        return;
+    };
+    let _ = ROUTE_TRY.remove(&id);
+    report(&a);
+}
+
+#[inline(always)]
+fn report(a: &Attempt) {
+    if a.err >= 0 {
+        return;
+    }
+    // What the lookup's error becomes for the call: no matching route (EAGAIN from every
+    // table) is ENETUNREACH; an unreachable, prohibit or blackhole route gives its own error.
+    // The IPv6 tracepoint reports EHOSTUNREACH for every lookup that found nothing usable,
+    // and the call then fails with ENETUNREACH.
+    let err = -a.err;
+    let errno = if err == EAGAIN || (a.v6 != 0 && err == EHOSTUNREACH) {
+        ENETUNREACH
+    } else {
+        err
+    };
+    emit_call_error_flagged(
+        a.call,
+        &a.addr,
+        -errno,
+        current_netns(),
+        eflag::ROUTE_LOOKUP,
+    );
+}
+
+/// The calling thread's connect() put socket `sk` in SYN_SENT: its route was found, and the
+/// socket's own summary reports what happens next (a router's lookup for its SYN, seen in this
+/// thread when veth hands the packet on at once, is not its failure).
+#[inline(always)]
+pub fn reached_syn_sent(sk: u64) {
+    let id = bpf_get_current_pid_tgid();
+    if let Some(a) = unsafe { ROUTE_TRY.get(&id) } {
+        if a.sk == sk {
+            let _ = ROUTE_TRY.remove(&id);
+        }
+    }
+}
+
+/// A socket released (closed for the last time): ends its thread's attempt on it.
+#[cgroup_sock(sock_release)]
+pub fn route_release(ctx: SockContext) -> i32 {
+    let id = bpf_get_current_pid_tgid();
+    if let Some(a) = unsafe { ROUTE_TRY.get(&id) } {
+        if a.sk == ctx.sock as u64 {
+            end(id);
+        }
+    }
+    1
+}
+
+/// Whether the lookup is for a packet this host sends (its input interface is loopback), not
+/// one it forwards: a router namespace's lookup can run in the sending thread (veth hands the
+/// packet on at once).
+#[inline(always)]
+fn output_lookup(ctx: &TracePointContext, iif_off: u32) -> bool {
+    iif_off != ABSENT
+        && unsafe { ctx.read_at::<i32>(iif_off as usize) }.is_ok_and(|iif| iif == LOOPBACK_IFINDEX)
+}
+
+/// An IPv4 route lookup: `fib_table_lookup(tb_id, err, ..., dst)`. Only a lookup in a thread
+/// with an attempt, for its destination, is looked at.
+#[tracepoint(category = "fib", name = "fib_table_lookup")]
+pub fn route_fib_lookup(ctx: TracePointContext) -> u32 {
+    let (err_off, dst_off) = (conf!(fib_err), conf!(fib_dst));
+    if err_off == ABSENT || dst_off == ABSENT || !output_lookup(&ctx, conf!(fib_iif)) {
+        return 0;
+    }
+    let Some(a) = ROUTE_TRY.get_ptr_mut(&bpf_get_current_pid_tgid()) else {
+        return 0;
+    };
+    let Ok(dst) = (unsafe { ctx.read_at::<u32>(dst_off as usize) }) else {
+        return 0;
+    };
+    // SAFETY: as above.
+    let a = unsafe { &mut *a };
+    if a.v4 == 0 || a.v4 != dst {
+        return 0;
+    }
+    if let Ok(err) = unsafe { ctx.read_at::<i32>(err_off as usize) } {
+        a.err = err;
+    }
+    0
+}
+
+/// An IPv6 route lookup: `fib6_table_lookup(tb_id, err, ..., dst)`.
+#[tracepoint(category = "fib6", name = "fib6_table_lookup")]
+pub fn route_fib6_lookup(ctx: TracePointContext) -> u32 {
+    let (err_off, dst_off) = (conf!(fib6_err), conf!(fib6_dst));
+    if err_off == ABSENT || dst_off == ABSENT || !output_lookup(&ctx, conf!(fib6_iif)) {
+        return 0;
+    }
+    let Some(a) = ROUTE_TRY.get_ptr_mut(&bpf_get_current_pid_tgid()) else {
+        return 0;
+    };
+    let Ok(dst) = (unsafe { ctx.read_at::<[u8; 16]>(dst_off as usize) }) else {
+        return 0;
+    };
+    // SAFETY: `a` points into the map's value for this thread; only this thread writes it.
+    let a = unsafe { &mut *a };
+    if a.v6 == 0 || a.addr[8..24] != dst {
+        return 0;
+    }
+    if let Ok(err) = unsafe { ctx.read_at::<i32>(err_off as usize) } {
+        a.err = err;
+    }
+    0
+}
