@@ -124,13 +124,13 @@ mod tests {
     use super::*;
     use crate::{
         classify::{Lookup, Proc},
-        ladder::Layer,
+        ladder::{Cause, Layer},
     };
 
     fn failure() -> Failure {
         Failure {
             code: 21,
-            cause: "no_listener",
+            cause: Cause::NoListener,
             layer: Layer::Application,
             errno: Some(111),
             proc: Proc {

@@ -381,7 +381,7 @@ impl Metrics {
             .get_or_create(&Rung {
                 code: code.clone(),
                 layer: f.layer.as_str().into(),
-                cause: f.cause.into(),
+                cause: f.cause.as_str().into(),
             })
             .inc_by(n);
         let netns = self.bounded(NETNS, &f.proc.netns.to_string());
@@ -596,16 +596,16 @@ mod tests {
         classify::{FirewallRule, Lookup, Proc},
         enrich::container::{Container, Pod},
         kernel::loader::Counters,
-        ladder::Layer,
+        ladder::{Cause, Layer},
     };
 
     fn failure(code: u16, comm: &str, netns: u32) -> Failure {
         Failure {
             code,
             cause: if code == 21 {
-                "no_listener"
+                Cause::NoListener
             } else {
-                "firewall_drop"
+                Cause::FirewallDrop
             },
             layer: if code == 21 {
                 Layer::Application

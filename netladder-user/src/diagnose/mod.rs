@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 use crate::classify::Failure;
 use crate::cli::DiagnoseArgs;
 use crate::enrich::{dns, firewall, iptables, link, neigh, nft, ports, route, tls};
-use crate::ladder::{self, Layer, StepCtx};
+use crate::ladder::{self, Cause, Layer, StepCtx};
 use crate::{output, watch};
 
 use target::Host;
@@ -61,7 +61,7 @@ const ORDER: [Layer; 6] = [
 #[derive(Clone)]
 struct Verdict {
     code: u16,
-    cause: &'static str,
+    cause: Cause,
     /// The rung that broke.
     rung: Layer,
     summary: String,
@@ -340,13 +340,13 @@ fn unresolved_walk(host: &Host, dns_check: &Check, ns: Option<SocketAddr>) -> Re
     if dns_check.status == Status::Failed {
         walk.fail(Verdict {
             code: 24,
-            cause: "dns",
+            cause: Cause::Dns,
             rung: Layer::Dns,
             summary,
             evidence,
             next: ladder::next_steps(
                 24,
-                "",
+                None,
                 &StepCtx {
                     dst: ns,
                     host_name: Some(host.text()),
@@ -504,23 +504,22 @@ fn lower_rungs(walk: &mut Walk, dst: SocketAddr, note: Option<&str>) -> Result<O
     let how = format!("read over rtnetlink (as `ip route get {ip}`, `ip -br link`, `ip -br addr`)");
     let family = route::Family::of(ip);
     let same_family = |a: &route::Prefix| a.addr.is_ipv4() == ip.is_ipv4() && !a.addr.is_loopback();
-    let verdict =
-        |code: u16, cause: &'static str, rung: Layer, summary: String, evidence| Verdict {
+    let verdict = |code: u16, cause: Cause, rung: Layer, summary: String, evidence| Verdict {
+        code,
+        cause,
+        rung,
+        next: ladder::next_steps(
             code,
-            cause,
-            rung,
-            next: ladder::next_steps(
-                code,
-                cause,
-                &StepCtx {
-                    dst: Some(dst),
-                    ..StepCtx::default()
-                },
-            ),
-            summary,
-            evidence,
-            failure: None,
-        };
+            Some(cause),
+            &StepCtx {
+                dst: Some(dst),
+                ..StepCtx::default()
+            },
+        ),
+        summary,
+        evidence,
+        failure: None,
+    };
     let r = match &info {
         route::RouteInfo::Found(r) => r.clone(),
         route::RouteInfo::Refused { errno, .. } => {
@@ -571,7 +570,7 @@ fn lower_rungs(walk: &mut Walk, dst: SocketAddr, note: Option<&str>) -> Result<O
             if net_unreachable && down.is_some() {
                 return Ok(Some(verdict(
                     26,
-                    "net_unreachable",
+                    Cause::NetUnreachable,
                     Layer::Link,
                     sentence,
                     with(vec![how]),
@@ -582,7 +581,7 @@ fn lower_rungs(walk: &mut Walk, dst: SocketAddr, note: Option<&str>) -> Result<O
                 if !has_family {
                     return Ok(Some(verdict(
                         26,
-                        "net_unreachable",
+                        Cause::NetUnreachable,
                         Layer::Address,
                         format!("no interface has an {} address: {sentence}", family.name()),
                         with(vec![how]),
@@ -590,16 +589,16 @@ fn lower_rungs(walk: &mut Walk, dst: SocketAddr, note: Option<&str>) -> Result<O
                 }
                 return Ok(Some(verdict(
                     26,
-                    "net_unreachable",
+                    Cause::NetUnreachable,
                     Layer::Route,
                     route::describe_route(ip, &info, &defaults),
                     with(vec![how]),
                 )));
             }
             let cause = match *errno {
-                libc::EACCES => "route_prohibited",
-                libc::EHOSTUNREACH => "host_unreachable",
-                _ => "route_refused",
+                libc::EACCES => Cause::RouteProhibited,
+                libc::EHOSTUNREACH => Cause::HostUnreachable,
+                _ => Cause::RouteRefused,
             };
             return Ok(Some(verdict(
                 22,
@@ -668,7 +667,7 @@ fn lower_rungs(walk: &mut Walk, dst: SocketAddr, note: Option<&str>) -> Result<O
     if !egress.usable() || parent.is_some_and(|p| !p.usable()) {
         return Ok(Some(verdict(
             26,
-            "link_down",
+            Cause::LinkDown,
             Layer::Link,
             link::describe_egress(ip, &links, Some(&info)),
             with(vec![link_line, how]),
@@ -946,7 +945,7 @@ fn application_rung(
                     evidence,
                     next: ladder::next_steps(
                         25,
-                        f.cause,
+                        Some(f.cause),
                         &StepCtx {
                             dst: Some(dst),
                             host_name: Some(name),
@@ -963,7 +962,7 @@ fn application_rung(
             if let Host::Name(n) = host {
                 ctx.host_name = Some(n.clone());
             }
-            let next = ladder::next_steps(f.code, f.cause, &ctx);
+            let next = ladder::next_steps(f.code, Some(f.cause), &ctx);
             let mut evidence = vec![format!("connect() to {dst} failed after {ms} ms: {e}")];
             evidence.extend(f.evidence.iter().cloned());
             evidence.extend(p.notes);
@@ -1204,7 +1203,7 @@ mod tests {
         if let Some(code) = failed {
             walk.fail(Verdict {
                 code,
-                cause: "no_listener",
+                cause: Cause::NoListener,
                 rung: Layer::Application,
                 summary: "no listener".into(),
                 evidence: Vec::new(),
@@ -1280,7 +1279,7 @@ mod tests {
         );
         walk.fail(Verdict {
             code: 28,
-            cause: "ports_exhausted",
+            cause: Cause::PortsExhausted,
             rung: Layer::Address,
             summary: "no free local port".into(),
             evidence: vec!["connect() returned EADDRNOTAVAIL".into()],

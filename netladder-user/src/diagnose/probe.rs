@@ -176,7 +176,7 @@ fn from_error(dst: SocketAddr, e: &io::Error, elapsed: Duration) -> Failure {
     let out = c.feed(obs, 0);
     out.into_iter().next().unwrap_or_else(|| Failure {
         code: 23,
-        cause: "no_reply",
+        cause: crate::ladder::Cause::NoReply,
         layer: crate::ladder::Layer::Application,
         errno: Some(err),
         proc: Proc::default(),

@@ -3,10 +3,12 @@
 
 mod rungs;
 mod steps;
+mod vocab;
 
 use serde::Serialize;
 
 pub use steps::{next_steps, StepCtx};
+pub use vocab::Cause;
 
 /// The layer of the diagnostic ladder a failure belongs to, walked bottom-up:
 /// link -> address -> route -> firewall -> DNS -> application.
@@ -67,7 +69,7 @@ impl Rung {
     /// The manual commands that confirm it, with placeholders in capitals (DEST, PORT, NAME...):
     /// the same steps `watch` and `diagnose` fill in with a failure's real addresses.
     pub fn confirm(&self) -> Vec<String> {
-        next_steps(self.code, "", &StepCtx::default())
+        next_steps(self.code, None, &StepCtx::default())
     }
 }
 

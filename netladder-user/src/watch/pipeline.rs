@@ -24,7 +24,7 @@ use crate::{
 type RepeatKey = (
     u32,
     u16,
-    &'static str,
+    ladder::Cause,
     Option<SocketAddr>,
     Option<SocketAddr>,
     u32,
@@ -194,7 +194,7 @@ impl Output {
             );
         }
         let ctx = step_ctx(&f);
-        let next = ladder::next_steps(f.code, f.cause, &ctx);
+        let next = ladder::next_steps(f.code, Some(f.cause), &ctx);
         let who = self.workloads.resolve(f.proc.cgroup_id, f.proc.pid);
         if let Some(m) = &self.metrics {
             m.failure(&f, who.as_deref());
@@ -227,7 +227,7 @@ impl Output {
             other_netns: enrich::netns::own_netns_inode().is_ok_and(|o| o != netns),
             ..ladder::StepCtx::default()
         };
-        let next = ladder::next_steps(28, "ports_exhausted", &ctx);
+        let next = ladder::next_steps(28, Some(ladder::Cause::PortsExhausted), &ctx);
         if self.json {
             serde_json::json!({
                 "type": "warning",
