@@ -18,7 +18,7 @@ use super::{Failure, FirewallSeen, Kind, Ledger, Lookup, Observation, Proc};
 use crate::words::{canonical, plural};
 use crate::{
     dnswire::{rcode_name, wire_name},
-    ladder::{Cause, Layer},
+    ladder::{Cause, Code, Layer},
 };
 
 /// Answers to a program without getaddrinfo are reported this long after the last one.
@@ -537,7 +537,7 @@ impl State {
         let netns = p.proc.netns;
         let records = p.records;
         Some(Failure {
-            code: 24,
+            code: Code::Dns,
             cause,
             layer,
             errno: None,
@@ -717,7 +717,7 @@ mod tests {
         let f = &out[0];
         assert_eq!(
             (f.code, f.cause, f.layer),
-            (24, Cause::Nxdomain, Layer::Dns)
+            (Code::Dns, Cause::Nxdomain, Layer::Dns)
         );
         assert_eq!(f.dst, Some("10.0.0.53:53".parse().unwrap()));
         assert!(f
@@ -839,7 +839,7 @@ mod tests {
                 t,
             )
             .unwrap();
-        f.code = 23;
+        f.code = Code::Timeout;
         f.host_name = None;
         f.dst = Some("10.9.9.9:80".parse().unwrap());
         f.ts_ns = t + 50 * MS;

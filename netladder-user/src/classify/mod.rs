@@ -12,7 +12,7 @@ use std::{
 
 use netladder_common::{eflag, kind, verdict, AggKey};
 
-use crate::ladder::{Cause, Layer};
+use crate::ladder::{Cause, Code, Layer};
 use crate::words::plural;
 
 mod dns;
@@ -203,7 +203,7 @@ pub enum Repeated {
 /// A classified failure: one per failed connection or failed call.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Failure {
-    pub code: u16,
+    pub code: Code,
     /// Machine-readable cause, e.g. `no_listener` (`Cause::NoListener`), `firewall_drop`.
     pub cause: Cause,
     pub layer: Layer,
@@ -577,7 +577,7 @@ impl Classifier {
     /// A DNS lookup that got no answer, toward a nameserver whose neighbour entry failed: the
     /// link rung (#029) is the cause.
     fn neighbour_of_nameserver(&self, f: &mut Failure, now: u64) {
-        if f.code != 24 || !matches!(f.cause, Cause::NoAnswer | Cause::NoNameserver) {
+        if f.code != Code::Dns || !matches!(f.cause, Cause::NoAnswer | Cause::NoNameserver) {
             return;
         }
         let Some(dst) = f.dst else {
@@ -632,59 +632,59 @@ impl Classifier {
 }
 
 /// The ladder reading of a syscall that failed at once: (code, cause, layer, summary, lookup).
-fn by_errno(call: &str, err: i32) -> Option<(u16, Cause, Layer, &'static str, Lookup)> {
+fn by_errno(call: &str, err: i32) -> Option<(Code, Cause, Layer, &'static str, Lookup)> {
     Some(match (call, err) {
         ("connect", 111) => (
-            21,
+            Code::Refused,
             Cause::Refused,
             Layer::Application,
             "the connection was refused",
             Lookup::None,
         ),
         ("connect", 110) => (
-            23,
+            Code::Timeout,
             Cause::NoReply,
             Layer::Route,
             "the connection timed out",
             Lookup::ListenQueue,
         ),
         ("connect", 113) => (
-            22,
+            Code::NoRoute,
             Cause::HostUnreachable,
             Layer::Route,
             "no route to the host",
             Lookup::Route,
         ),
         ("connect", 13) => (
-            22,
+            Code::NoRoute,
             Cause::RouteProhibited,
             Layer::Route,
             "the routing table forbids this destination",
             Lookup::Route,
         ),
         ("connect", 101) => (
-            26,
+            Code::NetUnreachable,
             Cause::NetUnreachable,
             Layer::Route,
             "the network is unreachable",
             Lookup::Egress,
         ),
         ("connect", 99) => (
-            28,
+            Code::TimeWait,
             Cause::PortsExhausted,
             Layer::Address,
             "no free local port for this destination",
             Lookup::Ports,
         ),
         ("sendto" | "sendmsg" | "send", 101) => (
-            26,
+            Code::NetUnreachable,
             Cause::NetUnreachable,
             Layer::Route,
             "the network is unreachable",
             Lookup::Egress,
         ),
         ("sendto" | "sendmsg" | "send", 113) => (
-            22,
+            Code::NoRoute,
             Cause::HostUnreachable,
             Layer::Route,
             "no route to the host",
@@ -693,14 +693,14 @@ fn by_errno(call: &str, err: i32) -> Option<(u16, Cause, Layer, &'static str, Lo
         // Not port exhaustion: the address asked for is not on this host. Reported beside #028
         // because programs see the same error text ("Cannot assign requested address").
         ("bind", 99) => (
-            28,
+            Code::TimeWait,
             Cause::BindNonlocal,
             Layer::Address,
             "bind() asked for an address that is not assigned on this host (not port exhaustion)",
             Lookup::None,
         ),
         ("bind" | "listen", 98) => (
-            27,
+            Code::AddrInUse,
             Cause::AddrInUse,
             Layer::Application,
             "the address is already in use",
@@ -733,35 +733,35 @@ fn from_conn(
     });
     let (code, cause, layer, summary, lookup) = match v {
         verdict::REFUSED_NO_LISTENER => (
-            21,
+            Code::Refused,
             Cause::NoListener,
             Layer::Application,
             "the SYN reached this host but nothing listens on the port".to_owned(),
             Lookup::Listeners,
         ),
         verdict::REFUSED_PEER => (
-            21,
+            Code::Refused,
             Cause::PeerReset,
             Layer::Application,
             "the peer answered the SYN with a reset: no service on that port there".to_owned(),
             Lookup::None,
         ),
         verdict::FIREWALL_REJECT_RST => (
-            21,
+            Code::Refused,
             Cause::FirewallRejectRst,
             Layer::Firewall,
             format!("{} rejected the SYN with a TCP reset", fw()),
             Lookup::Firewall,
         ),
         verdict::FIREWALL_REJECT_ICMP if d.netfilter > 0 => (
-            21,
+            Code::Refused,
             Cause::FirewallRejectIcmp,
             Layer::Firewall,
             format!("{} rejected the SYN with an ICMP port-unreachable", fw()),
             Lookup::Firewall,
         ),
         verdict::FIREWALL_REJECT_ICMP => (
-            21,
+            Code::Refused,
             Cause::FirewallRejectIcmp,
             Layer::Firewall,
             match (&icmp, drops_watched) {
@@ -777,7 +777,7 @@ fn from_conn(
             Lookup::None,
         ),
         verdict::TIMEOUT_LOCAL_DROP => (
-            23,
+            Code::Timeout,
             Cause::FirewallDrop,
             Layer::Firewall,
             format!(
@@ -792,7 +792,7 @@ fn from_conn(
             let reason = d.last_reason.as_deref().unwrap_or("unknown");
             let (cause, layer, lookup) = drop_cause(reason, d.location.as_deref());
             (
-                23,
+                Code::Timeout,
                 cause,
                 layer,
                 format!(
@@ -804,7 +804,7 @@ fn from_conn(
             )
         }
         verdict::TIMEOUT_NO_REPLY if gave_up => (
-            23,
+            Code::Timeout,
             Cause::AppGaveUp,
             Layer::Route,
             if drops_watched {
@@ -816,7 +816,7 @@ fn from_conn(
             Lookup::ListenQueue,
         ),
         verdict::TIMEOUT_NO_REPLY => (
-            23,
+            Code::Timeout,
             Cause::NoReply,
             Layer::Route,
             if drops_watched {
@@ -836,7 +836,7 @@ fn from_conn(
                 String::new()
             };
             (
-                if obs.err == 101 { 26 } else { 22 },
+                if obs.err == 101 { Code::NetUnreachable } else { Code::NoRoute },
                 Cause::AdminProhibited,
                 Layer::Firewall,
                 format!(
@@ -853,7 +853,7 @@ fn from_conn(
             if neighbour.is_some() || d.last_reason.as_deref() == Some("NEIGH_FAILED") =>
         {
             (
-            29,
+            Code::ArpFailed,
             Cause::NeighbourFailed,
             Layer::Link,
             "the next hop never answered address resolution (ARP / neighbour discovery)".to_owned(),
@@ -861,7 +861,7 @@ fn from_conn(
         )
         }
         verdict::HOST_UNREACHABLE => (
-            22,
+            Code::NoRoute,
             Cause::HostUnreachable,
             Layer::Route,
             match &icmp {
@@ -879,7 +879,7 @@ fn from_conn(
         verdict::NET_UNREACHABLE => match &icmp {
             // A router said it has no route onward: the network is unreachable beyond it.
             Some((from, _, _)) if obs.dst.is_none_or(|dst| dst.ip() != *from) => (
-                26,
+                Code::NetUnreachable,
                 Cause::NetUnreachable,
                 Layer::Route,
                 format!("the network is unreachable beyond {from}: that router answered the SYN with an ICMP net-unreachable"),
@@ -888,14 +888,14 @@ fn from_conn(
             // The destination itself answered net-unreachable: its address is reached, the
             // host behind it is not.
             Some((_, _, by)) => (
-                22,
+                Code::NoRoute,
                 Cause::HostUnreachable,
                 Layer::Route,
                 format!("{by} answered the SYN with an ICMP net-unreachable"),
                 Lookup::RouteEvidence,
             ),
             None => (
-                26,
+                Code::NetUnreachable,
                 Cause::NetUnreachable,
                 Layer::Route,
                 "the network is unreachable".to_owned(),
@@ -903,7 +903,7 @@ fn from_conn(
             ),
         },
         verdict::FIREWALL_REJECT_OTHER => (
-            if obs.err == 101 { 26 } else { 22 },
+            if obs.err == 101 { Code::NetUnreachable } else { Code::NoRoute },
             Cause::FirewallRejectIcmp,
             Layer::Firewall,
             match &icmp {
@@ -913,8 +913,8 @@ fn from_conn(
             Lookup::Firewall,
         ),
         _ => match obs.err {
-            111 => (21, Cause::Refused, Layer::Application, "the connection was refused".to_owned(), Lookup::None),
-            110 => (23, Cause::NoReply, Layer::Route, "the connection timed out".to_owned(), Lookup::None),
+            111 => (Code::Refused, Cause::Refused, Layer::Application, "the connection was refused".to_owned(), Lookup::None),
+            110 => (Code::Timeout, Cause::NoReply, Layer::Route, "the connection timed out".to_owned(), Lookup::None),
             _ => return None,
         },
     };

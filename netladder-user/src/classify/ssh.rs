@@ -20,7 +20,7 @@ use std::{
 use netladder_common::ssh;
 
 use super::{Failure, FirewallSeen, Kind, Ledger, Lookup, Observation, Proc};
-use crate::ladder::{Cause, Layer};
+use crate::ladder::{Cause, Code, Layer};
 
 /// How long a client's key files and destination are kept waiting for a refusal.
 const CLIENT_KEEP_NS: u64 = 600_000_000_000;
@@ -277,7 +277,7 @@ impl State {
             }
         );
         Some(Failure {
-            code: 30,
+            code: Code::SshPublickey,
             cause: Cause::ClientDenied,
             layer: Layer::Application,
             errno: None,
@@ -558,7 +558,7 @@ fn server_failure(s: Server, end: Result<End, String>, ts: u64) -> Failure {
         Err(why) => evidence.push(why.to_string()),
     }
     Failure {
-        code: 30,
+        code: Code::SshPublickey,
         cause,
         layer: Layer::Application,
         errno: None,
@@ -666,7 +666,7 @@ mod tests {
         let out = st.feed(&app(7, "ssh", ssh::CLIENT_LINE, 2, line, 2 * S), 2 * S);
         assert_eq!(out.len(), 1);
         let f = &out[0];
-        assert_eq!((f.code, f.cause), (30, Cause::ClientDenied));
+        assert_eq!((f.code, f.cause), (Code::SshPublickey, Cause::ClientDenied));
         assert_eq!(f.dst, Some("10.0.0.2:2222".parse().unwrap()));
         assert_eq!(f.user.as_deref(), Some("root"));
         assert_eq!(f.host_name.as_deref(), Some("srv"));
@@ -719,7 +719,10 @@ mod tests {
         );
         assert_eq!(out.len(), 1);
         let f = &out[0];
-        assert_eq!((f.code, f.cause), (30, Cause::ServerBadModes));
+        assert_eq!(
+            (f.code, f.cause),
+            (Code::SshPublickey, Cause::ServerBadModes)
+        );
         assert_eq!(f.dst, Some("10.0.0.1:34762".parse().unwrap()));
         assert_eq!(f.user.as_deref(), Some("root"));
         assert!(

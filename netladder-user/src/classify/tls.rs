@@ -8,7 +8,7 @@
 use netladder_common::{TLS_AUX_CURL, TLS_FD_SCAN, TLS_NAME_LEN, TLS_PEER_FROM_FILES};
 
 use super::{Failure, FirewallSeen, Kind, Lookup, Observation};
-use crate::ladder::{Cause, Layer};
+use crate::ladder::{Cause, Code, Layer};
 
 /// A server name carried by a failure for its enrichment (fits in `Lookup`, which is `Copy`).
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -143,7 +143,7 @@ fn failure(obs: &Observation, code: i32, aux: u64, text: &[u8]) -> Failure {
         ),
     });
     Failure {
-        code: 25,
+        code: Code::TlsVerify,
         cause,
         layer: Layer::Application,
         errno: None,
@@ -396,7 +396,7 @@ mod tests {
             );
             assert_eq!(f.len(), 1);
             let f = &f[0];
-            assert_eq!((f.code, f.cause), (25, cause), "{code}");
+            assert_eq!((f.code, f.cause), (Code::TlsVerify, cause), "{code}");
             assert!(f.summary.contains(says), "{code}: {}", f.summary);
             assert!(f.evidence.iter().any(|e| e.contains("SNI): good.nl.test")));
             assert!(f

@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 use crate::classify::Failure;
 use crate::cli::DiagnoseArgs;
 use crate::enrich::{dns, firewall, iptables, link, neigh, nft, ports, route, tls};
-use crate::ladder::{self, Cause, Layer, StepCtx};
+use crate::ladder::{self, Cause, Code, Layer, StepCtx};
 use crate::{output, watch};
 
 use target::Host;
@@ -60,7 +60,7 @@ const ORDER: [Layer; 6] = [
 /// Why the target is not reachable.
 #[derive(Clone)]
 struct Verdict {
-    code: u16,
+    code: Code,
     cause: Cause,
     /// The rung that broke.
     rung: Layer,
@@ -148,7 +148,7 @@ impl Attempt {
                 "{}: #{} {} at the {} rung: {}",
                 self.dst,
                 ladder::id(v.code),
-                ladder::rung(v.code).map_or("", |r| r.title),
+                ladder::rung(v.code).title,
                 v.rung,
                 v.summary
             ),
@@ -339,13 +339,13 @@ fn unresolved_walk(host: &Host, dns_check: &Check, ns: Option<SocketAddr>) -> Re
     );
     if dns_check.status == Status::Failed {
         walk.fail(Verdict {
-            code: 24,
+            code: Code::Dns,
             cause: Cause::Dns,
             rung: Layer::Dns,
             summary,
             evidence,
             next: ladder::next_steps(
-                24,
+                Code::Dns,
                 None,
                 &StepCtx {
                     dst: ns,
@@ -504,7 +504,7 @@ fn lower_rungs(walk: &mut Walk, dst: SocketAddr, note: Option<&str>) -> Result<O
     let how = format!("read over rtnetlink (as `ip route get {ip}`, `ip -br link`, `ip -br addr`)");
     let family = route::Family::of(ip);
     let same_family = |a: &route::Prefix| a.addr.is_ipv4() == ip.is_ipv4() && !a.addr.is_loopback();
-    let verdict = |code: u16, cause: Cause, rung: Layer, summary: String, evidence| Verdict {
+    let verdict = |code: Code, cause: Cause, rung: Layer, summary: String, evidence| Verdict {
         code,
         cause,
         rung,
@@ -569,7 +569,7 @@ fn lower_rungs(walk: &mut Walk, dst: SocketAddr, note: Option<&str>) -> Result<O
             let net_unreachable = *errno == libc::ENETUNREACH;
             if net_unreachable && down.is_some() {
                 return Ok(Some(verdict(
-                    26,
+                    Code::NetUnreachable,
                     Cause::NetUnreachable,
                     Layer::Link,
                     sentence,
@@ -580,7 +580,7 @@ fn lower_rungs(walk: &mut Walk, dst: SocketAddr, note: Option<&str>) -> Result<O
             if net_unreachable {
                 if !has_family {
                     return Ok(Some(verdict(
-                        26,
+                        Code::NetUnreachable,
                         Cause::NetUnreachable,
                         Layer::Address,
                         format!("no interface has an {} address: {sentence}", family.name()),
@@ -588,7 +588,7 @@ fn lower_rungs(walk: &mut Walk, dst: SocketAddr, note: Option<&str>) -> Result<O
                     )));
                 }
                 return Ok(Some(verdict(
-                    26,
+                    Code::NetUnreachable,
                     Cause::NetUnreachable,
                     Layer::Route,
                     route::describe_route(ip, &info, &defaults),
@@ -601,7 +601,7 @@ fn lower_rungs(walk: &mut Walk, dst: SocketAddr, note: Option<&str>) -> Result<O
                 _ => Cause::RouteRefused,
             };
             return Ok(Some(verdict(
-                22,
+                Code::NoRoute,
                 cause,
                 Layer::Route,
                 route::describe_route(ip, &info, &defaults),
@@ -666,7 +666,7 @@ fn lower_rungs(walk: &mut Walk, dst: SocketAddr, note: Option<&str>) -> Result<O
     );
     if !egress.usable() || parent.is_some_and(|p| !p.usable()) {
         return Ok(Some(verdict(
-            26,
+            Code::NetUnreachable,
             Cause::LinkDown,
             Layer::Link,
             link::describe_egress(ip, &links, Some(&info)),
@@ -938,13 +938,13 @@ fn application_rung(
                     evidence,
                 ),
                 Some(f) => walk.fail(Verdict {
-                    code: 25,
+                    code: Code::TlsVerify,
                     cause: f.cause,
                     rung: Layer::Application,
                     summary: outcome.summary,
                     evidence,
                     next: ladder::next_steps(
-                        25,
+                        Code::TlsVerify,
                         Some(f.cause),
                         &StepCtx {
                             dst: Some(dst),
@@ -1045,7 +1045,7 @@ impl Report<'_> {
                 let mut o = json!({
                     "reachable": false,
                     "code": ladder::id(v.code),
-                    "title": ladder::rung(v.code).map_or("", |r| r.title),
+                    "title": ladder::rung(v.code).title,
                     "layer": v.rung,
                     "cause": v.cause,
                     "summary": v.summary,
@@ -1164,7 +1164,7 @@ impl Report<'_> {
             }
             None => out += &format!("verdict: {} is reachable\n", self.host),
             Some(v) => {
-                let title = ladder::rung(v.code).map_or("", |r| r.title);
+                let title = ladder::rung(v.code).title;
                 out += &format!(
                     "verdict: {} #{} {title} at the {} rung: {}\n",
                     paint("FAIL", "31;1"),
@@ -1195,7 +1195,7 @@ impl Report<'_> {
 mod tests {
     use super::*;
 
-    fn attempt(dst: &str, failed: Option<u16>) -> Attempt {
+    fn attempt(dst: &str, failed: Option<Code>) -> Attempt {
         let mut walk = Walk::new();
         for rung in ORDER {
             walk.set(rung, Status::Passed, format!("{rung} ok"), Vec::new());
@@ -1236,7 +1236,7 @@ mod tests {
         let walk = attempt("10.0.0.3:80", None).walk;
         let r = report(
             vec![
-                attempt("10.0.0.2:80", Some(21)),
+                attempt("10.0.0.2:80", Some(Code::Refused)),
                 attempt("10.0.0.3:80", None),
             ],
             walk,
@@ -1278,7 +1278,7 @@ mod tests {
             vec!["local ports: ...".into()],
         );
         walk.fail(Verdict {
-            code: 28,
+            code: Code::TimeWait,
             cause: Cause::PortsExhausted,
             rung: Layer::Address,
             summary: "no free local port".into(),

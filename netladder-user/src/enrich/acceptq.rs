@@ -26,7 +26,7 @@ use anyhow::{anyhow, Context, Result};
 use super::sockdiag::{self, Listener};
 use super::{accepts, canonical, link, plural};
 use crate::classify::{Failure, FirewallSeen, Lookup, Overload, Proc, QueueRises};
-use crate::ladder::{Cause, Layer};
+use crate::ladder::{Cause, Code, Layer};
 
 /// At most this many network namespaces are polled and searched for addresses; more are
 /// counted and said once.
@@ -849,7 +849,7 @@ fn server_failure(
     ];
     let (pid, comm) = owner.unwrap_or((0, "?".to_owned()));
     Failure {
-        code: 23,
+        code: Code::Timeout,
         cause: Cause::AcceptQueueFull,
         layer: Layer::Application,
         errno: None,
@@ -1049,7 +1049,7 @@ IpExt: 0 0\n";
 
     fn timeout() -> Failure {
         Failure {
-            code: 23,
+            code: Code::Timeout,
             cause: Cause::AppGaveUp,
             layer: Layer::Route,
             errno: None,
@@ -1099,7 +1099,7 @@ IpExt: 0 0\n";
         );
         assert_eq!(
             (f.code, f.cause, f.layer),
-            (23, Cause::AcceptQueueFull, Layer::Application)
+            (Code::Timeout, Cause::AcceptQueueFull, Layer::Application)
         );
         assert_eq!(f.evidence_netns, 9);
         assert!(f.summary.contains("accept queue of 10.0.0.2:80 (server[812], netns 9) is full (1 connection waiting, backlog 0)"), "{}", f.summary);
@@ -1192,7 +1192,7 @@ IpExt: 0 0\n";
         );
         assert_eq!(
             (f.code, f.cause, f.layer),
-            (23, Cause::AcceptQueueFull, Layer::Application)
+            (Code::Timeout, Cause::AcceptQueueFull, Layer::Application)
         );
         assert_eq!(
             (

@@ -4,7 +4,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use super::Cause;
+use super::{Cause, Code};
 
 /// What is known about a failure when choosing its next steps.
 #[derive(Debug, Clone, Default)]
@@ -36,27 +36,26 @@ pub struct StepCtx {
     pub resolved_name: Option<String>,
 }
 
-/// The next diagnostic commands for a failure with `code` (21..=30) and the classifier's
-/// `cause` (None for the code's generic steps). Unknown codes give no steps.
+/// The next diagnostic commands for a failure with `code` and the classifier's `cause` (None
+/// for the code's generic steps).
 ///
 /// Each builder that reads the cause matches every cause by name, so a new cause has to be
 /// given its steps (or the code's generic ones) before it compiles.
-pub fn next_steps(code: u16, cause: Option<Cause>, ctx: &StepCtx) -> Vec<String> {
+pub fn next_steps(code: Code, cause: Option<Cause>, ctx: &StepCtx) -> Vec<String> {
     let mut s = Steps::new(ctx);
     match code {
-        21 => refused(&mut s, cause),
-        22 => no_route(&mut s, cause),
-        23 => timed_out(&mut s, cause),
-        24 => dns(&mut s, cause),
-        25 => tls(&mut s),
-        26 => net_unreachable(&mut s, cause),
-        27 => addr_in_use(&mut s),
-        28 => time_wait(&mut s),
-        29 => arp_failed(&mut s),
-        30 => ssh_publickey(&mut s, cause),
-        _ => return Vec::new(),
+        Code::Refused => refused(&mut s, cause),
+        Code::NoRoute => no_route(&mut s, cause),
+        Code::Timeout => timed_out(&mut s, cause),
+        Code::Dns => dns(&mut s, cause),
+        Code::TlsVerify => tls(&mut s),
+        Code::NetUnreachable => net_unreachable(&mut s, cause),
+        Code::AddrInUse => addr_in_use(&mut s),
+        Code::TimeWait => time_wait(&mut s),
+        Code::ArpFailed => arp_failed(&mut s),
+        Code::SshPublickey => ssh_publickey(&mut s, cause),
     }
-    if code != 24 {
+    if code != Code::Dns {
         if let Some(name) = ctx.resolved_name.as_deref().map(sh_quote) {
             s.host(format!(
                 "grep -n {name} /etc/hosts  # the address came from getaddrinfo for {name}: a stale static entry?"
@@ -609,7 +608,7 @@ mod tests {
         }
     }
 
-    fn joined(code: u16, cause: Option<Cause>, c: &StepCtx) -> String {
+    fn joined(code: Code, cause: Option<Cause>, c: &StepCtx) -> String {
         next_steps(code, cause, c).join("\n")
     }
 
@@ -618,20 +617,23 @@ mod tests {
         let c = ctx("10.0.0.2:443");
         let causes = std::iter::once(None).chain(Cause::ALL.iter().copied().map(Some));
         for cause in causes {
-            for code in 21..=30 {
+            for code in Code::ALL {
                 assert!(!next_steps(code, cause, &c).is_empty(), "{code} {cause:?}");
                 assert!(
                     !next_steps(code, cause, &StepCtx::default()).is_empty(),
                     "{code} {cause:?}"
                 );
             }
-            assert!(next_steps(31, cause, &c).is_empty());
         }
     }
 
     #[test]
     fn no_listener_names_the_port() {
-        let steps = next_steps(21, Some(Cause::NoListener), &ctx("127.0.0.1:8080"));
+        let steps = next_steps(
+            Code::Refused,
+            Some(Cause::NoListener),
+            &ctx("127.0.0.1:8080"),
+        );
         assert!(
             steps[0].starts_with("ss -tlnp 'sport = :8080'"),
             "{steps:?}"
@@ -641,24 +643,48 @@ mod tests {
 
     #[test]
     fn firewall_causes_list_rules_for_the_family() {
-        let v4 = joined(21, Some(Cause::FirewallRejectRst), &ctx("10.0.0.2:9"));
+        let v4 = joined(
+            Code::Refused,
+            Some(Cause::FirewallRejectRst),
+            &ctx("10.0.0.2:9"),
+        );
         assert!(v4.contains("nft -a list ruleset") && v4.contains("tcp port 9"));
         assert!(v4.contains("iptables -L -nv --line-numbers") && v4.contains("tcp reset"));
-        let v6 = joined(21, Some(Cause::FirewallRejectIcmp), &ctx("[fd00::2]:9"));
+        let v6 = joined(
+            Code::Refused,
+            Some(Cause::FirewallRejectIcmp),
+            &ctx("[fd00::2]:9"),
+        );
         assert!(v6.contains("ip6tables -L -nv --line-numbers") && v6.contains("port-unreachable"));
-        let drop = joined(23, Some(Cause::FirewallDrop), &ctx("10.0.0.2:443"));
+        let drop = joined(
+            Code::Timeout,
+            Some(Cause::FirewallDrop),
+            &ctx("10.0.0.2:443"),
+        );
         assert!(drop.contains("nft -a list ruleset") && drop.contains("10.0.0.2"));
-        let prohibited = joined(22, Some(Cause::FirewallRejectIcmp), &ctx("10.0.0.2:443"));
+        let prohibited = joined(
+            Code::NoRoute,
+            Some(Cause::FirewallRejectIcmp),
+            &ctx("10.0.0.2:443"),
+        );
         assert!(prohibited.contains("admin-prohibited") && prohibited.contains("iptables"));
     }
 
     #[test]
     fn no_reply_captures_the_right_flow() {
-        let steps = joined(23, Some(Cause::NoReply), &ctx("198.51.100.2:443"));
+        let steps = joined(
+            Code::Timeout,
+            Some(Cause::NoReply),
+            &ctx("198.51.100.2:443"),
+        );
         assert!(steps.contains("tcpdump -ni any 'tcp port 443 and host 198.51.100.2'"));
         assert!(steps.contains("ip route get 198.51.100.2"));
         assert!(steps.contains("# on 198.51.100.2: is the peer up"));
-        let gave_up = joined(23, Some(Cause::AppGaveUp), &ctx("198.51.100.2:443"));
+        let gave_up = joined(
+            Code::Timeout,
+            Some(Cause::AppGaveUp),
+            &ctx("198.51.100.2:443"),
+        );
         assert!(gave_up.contains("tcp_syn_retries") && !gave_up.contains("# on "));
     }
 
@@ -669,7 +695,7 @@ mod tests {
         c.other_netns = true;
         c.netns_name = Some("srv".into());
         c.pid = Some(812);
-        let steps = next_steps(23, Some(Cause::AcceptQueueFull), &c);
+        let steps = next_steps(Code::Timeout, Some(Cause::AcceptQueueFull), &c);
         assert!(
             steps[0].starts_with("ip netns exec srv ss -ltnp 'sport = :8080'"),
             "{steps:?}"
@@ -686,30 +712,36 @@ mod tests {
             src: Some("0.0.0.0:9000".parse().unwrap()),
             ..StepCtx::default()
         };
-        assert!(joined(23, Some(Cause::AcceptQueueFull), &server)
+        assert!(joined(Code::Timeout, Some(Cause::AcceptQueueFull), &server)
             .starts_with("ss -ltnp 'sport = :9000'"));
-        assert!(joined(23, Some(Cause::SynQueueFull), &server).contains("tcp_syncookies"));
+        assert!(
+            joined(Code::Timeout, Some(Cause::SynQueueFull), &server).contains("tcp_syncookies")
+        );
         // explain's generic steps name the queue too.
-        assert!(joined(23, None, &StepCtx::default()).contains("TcpExtListenOverflows"));
+        assert!(joined(Code::Timeout, None, &StepCtx::default()).contains("TcpExtListenOverflows"));
     }
 
     #[test]
     fn peer_commands_are_local_on_loopback() {
-        let remote = joined(21, Some(Cause::PeerReset), &ctx("10.0.0.2:80"));
+        let remote = joined(Code::Refused, Some(Cause::PeerReset), &ctx("10.0.0.2:80"));
         assert!(remote.contains("ss -tlnp 'sport = :80'  # on 10.0.0.2: is the service"));
-        let local = joined(21, Some(Cause::PeerReset), &ctx("[::1]:80"));
+        let local = joined(Code::Refused, Some(Cause::PeerReset), &ctx("[::1]:80"));
         assert!(!local.contains("# on "), "{local}");
     }
 
     #[test]
     fn mapped_addresses_are_shown_as_ipv4() {
         let steps = joined(
-            22,
+            Code::NoRoute,
             Some(Cause::HostUnreachable),
             &ctx("[::ffff:10.0.0.2]:80"),
         );
         assert!(steps.contains("ip route get 10.0.0.2 "), "{steps}");
-        let fw = joined(23, Some(Cause::FirewallDrop), &ctx("[::ffff:10.0.0.2]:80"));
+        let fw = joined(
+            Code::Timeout,
+            Some(Cause::FirewallDrop),
+            &ctx("[::ffff:10.0.0.2]:80"),
+        );
         assert!(fw.contains("iptables -L") && !fw.contains("ip6tables"));
     }
 
@@ -718,7 +750,7 @@ mod tests {
         let mut c = ctx("127.0.0.1:8080");
         c.other_netns = true;
         c.pid = Some(4211);
-        let by_pid = next_steps(21, Some(Cause::NoListener), &c);
+        let by_pid = next_steps(Code::Refused, Some(Cause::NoListener), &c);
         assert_eq!(
             by_pid[0].split("  #").next().unwrap(),
             "nsenter -t 4211 -n ss -tlnp 'sport = :8080'"
@@ -726,7 +758,7 @@ mod tests {
         assert!(by_pid[1].starts_with("journalctl "), "{by_pid:?}");
 
         c.netns_name = Some("blue".into());
-        let by_name = next_steps(23, Some(Cause::NoReply), &c);
+        let by_name = next_steps(Code::Timeout, Some(Cause::NoReply), &c);
         assert!(
             by_name.iter().all(|s| s.starts_with("ip netns exec blue ")),
             "{by_name:?}"
@@ -734,7 +766,7 @@ mod tests {
 
         c.netns_name = None;
         c.pid = None;
-        let unknown = next_steps(26, Some(Cause::NetUnreachable), &c);
+        let unknown = next_steps(Code::NetUnreachable, Some(Cause::NetUnreachable), &c);
         assert!(unknown[0].starts_with("# run these in"), "{unknown:?}");
     }
 
@@ -743,7 +775,7 @@ mod tests {
         let mut c = ctx("127.0.0.1:8080");
         c.netns_name = Some("ignored".into());
         c.pid = Some(1);
-        assert!(next_steps(21, Some(Cause::NoListener), &c)[0].starts_with("ss "));
+        assert!(next_steps(Code::Refused, Some(Cause::NoListener), &c)[0].starts_with("ss "));
     }
 
     #[test]
@@ -752,27 +784,27 @@ mod tests {
             src: Some("0.0.0.0:5432".parse().unwrap()),
             ..StepCtx::default()
         };
-        assert!(joined(27, None, &c).contains("ss -tlnp 'sport = :5432'"));
+        assert!(joined(Code::AddrInUse, None, &c).contains("ss -tlnp 'sport = :5432'"));
     }
 
     #[test]
     fn time_wait_counts_toward_the_destination() {
-        assert!(joined(28, None, &ctx("[fd00::2]:443")).contains("'dst [fd00::2]:443'"));
+        assert!(joined(Code::TimeWait, None, &ctx("[fd00::2]:443")).contains("'dst [fd00::2]:443'"));
     }
 
     #[test]
     fn names_are_filled_and_quoted() {
         let mut c = ctx("10.0.0.53:53");
         c.host_name = Some("db.internal".into());
-        let dns = joined(24, None, &c);
+        let dns = joined(Code::Dns, None, &c);
         assert!(
             dns.contains("getent ahosts db.internal") && dns.contains("dig @10.0.0.53 db.internal")
         );
         c.host_name = Some("a b;rm".into());
-        assert!(joined(24, None, &c).contains("getent ahosts 'a b;rm'"));
+        assert!(joined(Code::Dns, None, &c).contains("getent ahosts 'a b;rm'"));
         c.host_name = Some("db.internal".into());
         c.nameservers = vec!["10.0.0.53".parse().unwrap(), "fd00::53".parse().unwrap()];
-        let each = joined(24, Some(Cause::NoAnswer), &c);
+        let each = joined(Code::Dns, Some(Cause::NoAnswer), &c);
         assert!(each.contains("dig @fd00::53 db.internal"), "{each}");
         assert_eq!(each.matches("dig @10.0.0.53").count(), 1, "{each}");
         assert!(each.contains("ip route get 10.0.0.53"), "{each}");
@@ -780,18 +812,19 @@ mod tests {
             resolved_name: Some("db.internal".into()),
             ..ctx("10.9.9.9:5432")
         };
-        assert!(joined(23, Some(Cause::NoReply), &stale).contains("grep -n db.internal /etc/hosts"));
-        let tls = joined(25, None, &ctx("[::1]:8443"));
+        assert!(joined(Code::Timeout, Some(Cause::NoReply), &stale)
+            .contains("grep -n db.internal /etc/hosts"));
+        let tls = joined(Code::TlsVerify, None, &ctx("[::1]:8443"));
         assert!(tls.contains("-connect [::1]:8443 -servername NAME"));
-        let ssh = joined(30, None, &ctx("10.0.0.2:2222"));
+        let ssh = joined(Code::SshPublickey, None, &ctx("10.0.0.2:2222"));
         assert!(ssh.contains("ssh -vvv -p 2222 USER@10.0.0.2"), "{ssh}");
         let mut c = ctx("10.0.0.2:2222");
         c.host_name = Some("srv".into());
         c.user = Some("git".into());
-        let client = joined(30, Some(Cause::ClientDenied), &c);
+        let client = joined(Code::SshPublickey, Some(Cause::ClientDenied), &c);
         assert!(client.contains("ssh -vvv -p 2222 git@srv"), "{client}");
         assert!(client.contains("ls -ld ~git ~git/.ssh"), "{client}");
-        let modes = joined(30, Some(Cause::ServerBadModes), &c);
+        let modes = joined(Code::SshPublickey, Some(Cause::ServerBadModes), &c);
         assert!(
             modes.starts_with("ls -ld / ~git ~git/.ssh ~git/.ssh/authorized_keys"),
             "{modes}"

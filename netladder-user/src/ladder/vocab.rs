@@ -1,7 +1,83 @@
-//! The machine-readable cause of a failure: one closed set, matched exhaustively, written in
-//! JSON, metrics and step choices as the same snake_case words as ever.
+//! The ladder's two closed vocabularies, matched exhaustively: the ten codes (#021..#030),
+//! written as their three digits, and the machine-readable causes, written as the same
+//! snake_case words as ever (JSON, metrics, step choices).
 
 use std::fmt;
+
+/// One of the ten ladder codes; written "021".."030" (see its `Display`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Code {
+    /// #021 connection refused.
+    Refused,
+    /// #022 no route to host.
+    NoRoute,
+    /// #023 connection timed out.
+    Timeout,
+    /// #024 name resolution failed.
+    Dns,
+    /// #025 TLS certificate verification failed.
+    TlsVerify,
+    /// #026 network unreachable.
+    NetUnreachable,
+    /// #027 address already in use.
+    AddrInUse,
+    /// #028 cannot assign requested address.
+    TimeWait,
+    /// #029 address resolution (ARP / neighbour discovery) failed.
+    ArpFailed,
+    /// #030 ssh publickey refused.
+    SshPublickey,
+}
+
+impl Code {
+    /// Every code, in order.
+    pub const ALL: [Code; 10] = [
+        Code::Refused,
+        Code::NoRoute,
+        Code::Timeout,
+        Code::Dns,
+        Code::TlsVerify,
+        Code::NetUnreachable,
+        Code::AddrInUse,
+        Code::TimeWait,
+        Code::ArpFailed,
+        Code::SshPublickey,
+    ];
+
+    /// 21..=30.
+    pub const fn number(self) -> u16 {
+        match self {
+            Code::Refused => 21,
+            Code::NoRoute => 22,
+            Code::Timeout => 23,
+            Code::Dns => 24,
+            Code::TlsVerify => 25,
+            Code::NetUnreachable => 26,
+            Code::AddrInUse => 27,
+            Code::TimeWait => 28,
+            Code::ArpFailed => 29,
+            Code::SshPublickey => 30,
+        }
+    }
+
+    /// The code numbered `n`, if there is one.
+    pub fn from_number(n: u16) -> Option<Code> {
+        Code::ALL.into_iter().find(|c| c.number() == n)
+    }
+}
+
+/// The three-digit form: "021".
+impl fmt::Display for Code {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:03}", self.number())
+    }
+}
+
+impl serde::Serialize for Code {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
 
 /// Declares [`Cause`] from one list of (variant, word), so the enum, [`Cause::ALL`] and
 /// [`Cause::as_str`] cannot disagree.
@@ -166,6 +242,24 @@ impl serde::Serialize for Cause {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn codes_are_numbered_21_to_30_and_written_with_three_digits() {
+        let numbers: Vec<u16> = Code::ALL.iter().map(|c| c.number()).collect();
+        assert_eq!(numbers, (21..=30).collect::<Vec<u16>>());
+        for c in Code::ALL {
+            assert_eq!(Code::from_number(c.number()), Some(c));
+            assert_eq!(c.to_string(), format!("{:03}", c.number()));
+            assert_eq!(
+                serde_json::to_value(c).unwrap(),
+                serde_json::Value::from(c.to_string())
+            );
+        }
+        assert_eq!(Code::Refused.to_string(), "021");
+        assert_eq!(Code::SshPublickey.to_string(), "030");
+        assert_eq!(Code::from_number(20), None);
+        assert_eq!(Code::from_number(31), None);
+    }
 
     #[test]
     fn words_are_unique_snake_case_and_round_trip() {
