@@ -11,7 +11,7 @@ pub struct Filter {
     pub comms: Vec<String>,
     pub ports: Vec<u16>,
     pub netns: Vec<u64>,
-    pub codes: Vec<u16>,
+    pub codes: Vec<crate::ladder::Code>,
     /// `--container`: ids (or id prefixes of 12+ digits) or names.
     pub containers: Vec<String>,
     /// `--pod`: NAME, NAMESPACE/NAME or UID.
@@ -124,13 +124,13 @@ mod tests {
     use super::*;
     use crate::{
         classify::{Lookup, Proc},
-        ladder::Layer,
+        ladder::{Cause, Code, Layer},
     };
 
     fn failure() -> Failure {
         Failure {
-            code: 21,
-            cause: "no_listener",
+            code: Code::Refused,
+            cause: Cause::NoListener,
             layer: Layer::Application,
             errno: Some(111),
             proc: Proc {

@@ -381,7 +381,7 @@ impl Metrics {
             .get_or_create(&Rung {
                 code: code.clone(),
                 layer: f.layer.as_str().into(),
-                cause: f.cause.into(),
+                cause: f.cause.as_str().into(),
             })
             .inc_by(n);
         let netns = self.bounded(NETNS, &f.proc.netns.to_string());
@@ -458,7 +458,7 @@ impl Metrics {
         }
     }
 
-    pub fn warning(&self, code: u16) {
+    pub fn warning(&self, code: ladder::Code) {
         self.warnings
             .get_or_create(&Code {
                 code: ladder::id(code),
@@ -596,18 +596,18 @@ mod tests {
         classify::{FirewallRule, Lookup, Proc},
         enrich::container::{Container, Pod},
         kernel::loader::Counters,
-        ladder::Layer,
+        ladder::{Cause, Code, Layer},
     };
 
-    fn failure(code: u16, comm: &str, netns: u32) -> Failure {
+    fn failure(code: Code, comm: &str, netns: u32) -> Failure {
         Failure {
             code,
-            cause: if code == 21 {
-                "no_listener"
+            cause: if code == Code::Refused {
+                Cause::NoListener
             } else {
-                "firewall_drop"
+                Cause::FirewallDrop
             },
-            layer: if code == 21 {
+            layer: if code == Code::Refused {
                 Layer::Application
             } else {
                 Layer::Firewall
@@ -645,12 +645,12 @@ mod tests {
     #[test]
     fn counts_by_code_and_bounds_open_labels() {
         let m = Metrics::new(2);
-        m.failure(&failure(21, "curl", 10), None);
-        let mut twice = failure(21, "curl", 10);
+        m.failure(&failure(Code::Refused, "curl", 10), None);
+        let mut twice = failure(Code::Refused, "curl", 10);
         twice.count = 2;
         m.failure(&twice, None);
-        m.failure(&failure(21, "wget", 11), None);
-        m.failure(&failure(21, "nc", 12), None);
+        m.failure(&failure(Code::Refused, "wget", 11), None);
+        m.failure(&failure(Code::Refused, "nc", 12), None);
         let text = m.encode();
         assert_eq!(
             line(&text, "netladder_failures_total{code=\"021\""),
@@ -670,7 +670,7 @@ mod tests {
     #[test]
     fn containers_pods_and_chains() {
         let m = Metrics::new(8);
-        let mut f = failure(23, "java", 10);
+        let mut f = failure(Code::Timeout, "java", 10);
         f.firewall_rule = Some(FirewallRule {
             backend: "nftables",
             family: "inet".into(),

@@ -18,7 +18,7 @@ use super::{Failure, FirewallSeen, Kind, Ledger, Lookup, Observation, Proc};
 use crate::words::{canonical, plural};
 use crate::{
     dnswire::{rcode_name, wire_name},
-    ladder::Layer,
+    ladder::{Cause, Code, Layer},
 };
 
 /// Answers to a program without getaddrinfo are reported this long after the last one.
@@ -428,19 +428,19 @@ impl State {
                     .map_or("the nameserver".into(), |s| s.ip().to_string());
                 match a.rcode {
                     3 => (
-                        "nxdomain",
+                        Cause::Nxdomain,
                         format!("{name} does not exist: NXDOMAIN from {server}"),
                     ),
                     2 => (
-                        "servfail",
+                        Cause::Servfail,
                         format!("the nameserver {server} failed to resolve {name} (SERVFAIL)"),
                     ),
                     5 => (
-                        "refused",
+                        Cause::Refused,
                         format!("the nameserver {server} refused to resolve {name} (REFUSED)"),
                     ),
                     n => (
-                        "dns_error",
+                        Cause::DnsError,
                         format!(
                             "the nameserver {server} answered the question for {name} with {}",
                             rcode_name(n)
@@ -478,7 +478,7 @@ impl State {
                             ));
                         }
                         (
-                            "no_nameserver",
+                            Cause::NoNameserver,
                             format!(
                                 "no DNS question for {name} could be sent: no nameserver is reachable \
                                  from here (a network problem, one rung lower)"
@@ -491,7 +491,7 @@ impl State {
                             layer = Layer::Route;
                         }
                         (
-                            "no_answer",
+                            Cause::NoAnswer,
                             format!(
                                 "no nameserver answered: {q} DNS question{} for {name} (last to {server}) \
                                  got no response; the route or a firewall toward the nameserver, or the \
@@ -501,25 +501,25 @@ impl State {
                         )
                     }
                     (EAI_NONAME | EAI_NODATA | EAI_ADDRFAMILY, 0, _) => (
-                        "not_found_locally",
+                        Cause::NotFoundLocally,
                         format!(
                             "{name} was not found and no DNS question was sent: /etc/hosts and the \
                              other nsswitch sources do not know it, and DNS was not asked"
                         ),
                     ),
                     (EAI_NONAME | EAI_NODATA | EAI_ADDRFAMILY, _, _) => (
-                        "no_address",
+                        Cause::NoAddress,
                         format!("{name} has no address of the family asked (the name exists)"),
                     ),
                     _ => (
-                        "resolver_failed",
+                        Cause::ResolverFailed,
                         format!("the resolver failed for {name} ({})", eai_name(r.code)),
                     ),
                 }
             }
             (None, None) => return None,
         };
-        if layer == Layer::Dns && matches!(cause, "no_answer" | "no_nameserver") {
+        if layer == Layer::Dns && matches!(cause, Cause::NoAnswer | Cause::NoNameserver) {
             evidence.push(
                 "nothing was dropped on this host that netladder could see: check the route and \
                  firewalls toward the nameserver (#022/#023)"
@@ -537,7 +537,7 @@ impl State {
         let netns = p.proc.netns;
         let records = p.records;
         Some(Failure {
-            code: 24,
+            code: Code::Dns,
             cause,
             layer,
             errno: None,
@@ -715,7 +715,10 @@ mod tests {
         ]);
         assert_eq!(out.len(), 1, "{out:#?}");
         let f = &out[0];
-        assert_eq!((f.code, f.cause, f.layer), (24, "nxdomain", Layer::Dns));
+        assert_eq!(
+            (f.code, f.cause, f.layer),
+            (Code::Dns, Cause::Nxdomain, Layer::Dns)
+        );
         assert_eq!(f.dst, Some("10.0.0.53:53".parse().unwrap()));
         assert!(f
             .summary
@@ -736,7 +739,7 @@ mod tests {
         s.feed(&answer("late.nl.test", 3, 1, 1, true, t - MS), t + MS);
         let out = s.tick(t + GRACE_NS + MS);
         assert_eq!(out.len(), 1);
-        assert_eq!(out[0].cause, "nxdomain");
+        assert_eq!(out[0].cause, Cause::Nxdomain);
         // Another copy after the report is that call's too: nothing new.
         s.feed(
             &answer("late.nl.test", 3, 28, 2, true, t - MS),
@@ -764,11 +767,11 @@ mod tests {
         assert!(s.tick(t + 500 * MS).is_empty(), "still settling");
         let out = s.tick(t + 20 * MS + SETTLE_NS);
         assert_eq!(out.len(), 2, "{out:#?}");
-        assert_eq!(out[0].cause, "servfail");
+        assert_eq!(out[0].cause, Cause::Servfail);
         assert!(out[0]
             .summary
             .contains("failed to resolve a.test (SERVFAIL)"));
-        assert_eq!(out[1].cause, "refused");
+        assert_eq!(out[1].cause, Cause::Refused);
         assert!(s.tick(u64::MAX / 2).is_empty());
     }
 
@@ -777,7 +780,7 @@ mod tests {
         let t = 1_000 * MS;
         let out = run(&[result("x.test", EAI_AGAIN, 4, 0, t)]);
         assert_eq!(out.len(), 1);
-        assert_eq!((out[0].cause, out[0].layer), ("no_answer", Layer::Dns));
+        assert_eq!((out[0].cause, out[0].layer), (Cause::NoAnswer, Layer::Dns));
         assert!(out[0]
             .summary
             .contains("no nameserver answered: 4 DNS questions"));
@@ -797,7 +800,7 @@ mod tests {
         assert_eq!(out.len(), 1);
         assert_eq!(
             (out[0].cause, out[0].layer),
-            ("no_nameserver", Layer::Route)
+            (Cause::NoNameserver, Layer::Route)
         );
         assert!(
             out[0]
@@ -836,7 +839,7 @@ mod tests {
                 t,
             )
             .unwrap();
-        f.code = 23;
+        f.code = Code::Timeout;
         f.host_name = None;
         f.dst = Some("10.9.9.9:80".parse().unwrap());
         f.ts_ns = t + 50 * MS;
@@ -874,6 +877,6 @@ mod tests {
         assert!(s.tick(t + SETTLE_NS * 5).is_empty());
         let out = s.tick(t + CALL_TIMEOUT_NS);
         assert_eq!(out.len(), 1);
-        assert_eq!(out[0].cause, "nxdomain");
+        assert_eq!(out[0].cause, Cause::Nxdomain);
     }
 }

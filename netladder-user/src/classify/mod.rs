@@ -12,7 +12,7 @@ use std::{
 
 use netladder_common::{eflag, kind, verdict, AggKey};
 
-use crate::ladder::Layer;
+use crate::ladder::{Cause, Code, Layer};
 use crate::words::plural;
 
 mod dns;
@@ -203,9 +203,9 @@ pub enum Repeated {
 /// A classified failure: one per failed connection or failed call.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Failure {
-    pub code: u16,
-    /// Machine-readable cause, e.g. "no_listener", "firewall_drop".
-    pub cause: &'static str,
+    pub code: Code,
+    /// Machine-readable cause, e.g. `no_listener` (`Cause::NoListener`), `firewall_drop`.
+    pub cause: Cause,
     pub layer: Layer,
     pub errno: Option<i32>,
     pub proc: Proc,
@@ -330,7 +330,7 @@ impl Failure {
     /// The enrichment found the destination's listener overloaded: the timeout (still #023,
     /// the client saw no answer) was its full queue. `cause`: `accept_queue_full` or
     /// `syn_queue_full`. The evidence is now in the listener's namespace.
-    pub fn overloaded(&mut self, cause: &'static str, summary: String, o: Overload) {
+    pub fn overloaded(&mut self, cause: Cause, summary: String, o: Overload) {
         self.cause = cause;
         self.layer = Layer::Application;
         self.summary = summary;
@@ -577,7 +577,7 @@ impl Classifier {
     /// A DNS lookup that got no answer, toward a nameserver whose neighbour entry failed: the
     /// link rung (#029) is the cause.
     fn neighbour_of_nameserver(&self, f: &mut Failure, now: u64) {
-        if f.code != 24 || !matches!(f.cause, "no_answer" | "no_nameserver") {
+        if f.code != Code::Dns || !matches!(f.cause, Cause::NoAnswer | Cause::NoNameserver) {
             return;
         }
         let Some(dst) = f.dst else {
@@ -636,60 +636,60 @@ impl Classifier {
 }
 
 /// The ladder reading of a syscall that failed at once: (code, cause, layer, summary, lookup).
-fn by_errno(call: &str, err: i32) -> Option<(u16, &'static str, Layer, &'static str, Lookup)> {
+fn by_errno(call: &str, err: i32) -> Option<(Code, Cause, Layer, &'static str, Lookup)> {
     Some(match (call, err) {
         ("connect", 111) => (
-            21,
-            "refused",
+            Code::Refused,
+            Cause::Refused,
             Layer::Application,
             "the connection was refused",
             Lookup::None,
         ),
         ("connect", 110) => (
-            23,
-            "no_reply",
+            Code::Timeout,
+            Cause::NoReply,
             Layer::Route,
             "the connection timed out",
             Lookup::ListenQueue,
         ),
         ("connect", 113) => (
-            22,
-            "host_unreachable",
+            Code::NoRoute,
+            Cause::HostUnreachable,
             Layer::Route,
             "no route to the host",
             Lookup::Route,
         ),
         ("connect", 13) => (
-            22,
-            "route_prohibited",
+            Code::NoRoute,
+            Cause::RouteProhibited,
             Layer::Route,
             "the routing table forbids this destination",
             Lookup::Route,
         ),
         ("connect", 101) => (
-            26,
-            "net_unreachable",
+            Code::NetUnreachable,
+            Cause::NetUnreachable,
             Layer::Route,
             "the network is unreachable",
             Lookup::Egress,
         ),
         ("connect", 99) => (
-            28,
-            "ports_exhausted",
+            Code::TimeWait,
+            Cause::PortsExhausted,
             Layer::Address,
             "no free local port for this destination",
             Lookup::Ports,
         ),
         ("sendto" | "sendmsg" | "send", 101) => (
-            26,
-            "net_unreachable",
+            Code::NetUnreachable,
+            Cause::NetUnreachable,
             Layer::Route,
             "the network is unreachable",
             Lookup::Egress,
         ),
         ("sendto" | "sendmsg" | "send", 113) => (
-            22,
-            "host_unreachable",
+            Code::NoRoute,
+            Cause::HostUnreachable,
             Layer::Route,
             "no route to the host",
             Lookup::Route,
@@ -697,15 +697,15 @@ fn by_errno(call: &str, err: i32) -> Option<(u16, &'static str, Layer, &'static 
         // Not port exhaustion: the address asked for is not on this host. Reported beside #028
         // because programs see the same error text ("Cannot assign requested address").
         ("bind", 99) => (
-            28,
-            "bind_nonlocal",
+            Code::TimeWait,
+            Cause::BindNonlocal,
             Layer::Address,
             "bind() asked for an address that is not assigned on this host (not port exhaustion)",
             Lookup::None,
         ),
         ("bind" | "listen", 98) => (
-            27,
-            "addr_in_use",
+            Code::AddrInUse,
+            Cause::AddrInUse,
             Layer::Application,
             "the address is already in use",
             Lookup::Holders,
@@ -737,36 +737,36 @@ fn from_conn(
     });
     let (code, cause, layer, summary, lookup) = match v {
         verdict::REFUSED_NO_LISTENER => (
-            21,
-            "no_listener",
+            Code::Refused,
+            Cause::NoListener,
             Layer::Application,
             "the SYN reached this host but nothing listens on the port".to_owned(),
             Lookup::Listeners,
         ),
         verdict::REFUSED_PEER => (
-            21,
-            "peer_reset",
+            Code::Refused,
+            Cause::PeerReset,
             Layer::Application,
             "the peer answered the SYN with a reset: no service on that port there".to_owned(),
             Lookup::None,
         ),
         verdict::FIREWALL_REJECT_RST => (
-            21,
-            "firewall_reject_rst",
+            Code::Refused,
+            Cause::FirewallRejectRst,
             Layer::Firewall,
             format!("{} rejected the SYN with a TCP reset", fw()),
             Lookup::Firewall,
         ),
         verdict::FIREWALL_REJECT_ICMP if d.netfilter > 0 => (
-            21,
-            "firewall_reject_icmp",
+            Code::Refused,
+            Cause::FirewallRejectIcmp,
             Layer::Firewall,
             format!("{} rejected the SYN with an ICMP port-unreachable", fw()),
             Lookup::Firewall,
         ),
         verdict::FIREWALL_REJECT_ICMP => (
-            21,
-            "firewall_reject_icmp",
+            Code::Refused,
+            Cause::FirewallRejectIcmp,
             Layer::Firewall,
             match (&icmp, drops_watched) {
                 (Some((_, _, by)), true) => format!(
@@ -781,8 +781,8 @@ fn from_conn(
             Lookup::None,
         ),
         verdict::TIMEOUT_LOCAL_DROP => (
-            23,
-            "firewall_drop",
+            Code::Timeout,
+            Cause::FirewallDrop,
             Layer::Firewall,
             format!(
                 "{} dropped the handshake ({} packet{})",
@@ -796,7 +796,7 @@ fn from_conn(
             let reason = d.last_reason.as_deref().unwrap_or("unknown");
             let (cause, layer, lookup) = drop_cause(reason, d.location.as_deref());
             (
-                23,
+                Code::Timeout,
                 cause,
                 layer,
                 format!(
@@ -808,8 +808,8 @@ fn from_conn(
             )
         }
         verdict::TIMEOUT_NO_REPLY if gave_up => (
-            23,
-            "app_gave_up",
+            Code::Timeout,
+            Cause::AppGaveUp,
             Layer::Route,
             if drops_watched {
                 "no answer to the SYN and the application gave up first; nothing dropped it on this host"
@@ -820,8 +820,8 @@ fn from_conn(
             Lookup::ListenQueue,
         ),
         verdict::TIMEOUT_NO_REPLY => (
-            23,
-            "no_reply",
+            Code::Timeout,
+            Cause::NoReply,
             Layer::Route,
             if drops_watched {
                 "no answer to the SYN; nothing dropped it on this host: peer down, a firewall on the path, or asymmetric routing".to_owned()
@@ -840,8 +840,8 @@ fn from_conn(
                 String::new()
             };
             (
-                if obs.err == 101 { 26 } else { 22 },
-                "admin_prohibited",
+                if obs.err == 101 { Code::NetUnreachable } else { Code::NoRoute },
+                Cause::AdminProhibited,
                 Layer::Firewall,
                 format!(
                     "{by} refused to forward the SYN: ICMP administratively prohibited (a firewall rule or a prohibit route there){on_host}"
@@ -857,16 +857,16 @@ fn from_conn(
             if neighbour.is_some() || d.last_reason.as_deref() == Some("NEIGH_FAILED") =>
         {
             (
-            29,
-            "neighbour_failed",
+            Code::ArpFailed,
+            Cause::NeighbourFailed,
             Layer::Link,
             "the next hop never answered address resolution (ARP / neighbour discovery)".to_owned(),
             Lookup::Neighbour,
         )
         }
         verdict::HOST_UNREACHABLE => (
-            22,
-            "host_unreachable",
+            Code::NoRoute,
+            Cause::HostUnreachable,
             Layer::Route,
             match &icmp {
                 Some((_, _, by)) => format!(
@@ -883,8 +883,8 @@ fn from_conn(
         verdict::NET_UNREACHABLE => match &icmp {
             // A router said it has no route onward: the network is unreachable beyond it.
             Some((from, _, _)) if obs.dst.is_none_or(|dst| dst.ip() != *from) => (
-                26,
-                "net_unreachable",
+                Code::NetUnreachable,
+                Cause::NetUnreachable,
                 Layer::Route,
                 format!("the network is unreachable beyond {from}: that router answered the SYN with an ICMP net-unreachable"),
                 Lookup::RouteEvidence,
@@ -892,23 +892,23 @@ fn from_conn(
             // The destination itself answered net-unreachable: its address is reached, the
             // host behind it is not.
             Some((_, _, by)) => (
-                22,
-                "host_unreachable",
+                Code::NoRoute,
+                Cause::HostUnreachable,
                 Layer::Route,
                 format!("{by} answered the SYN with an ICMP net-unreachable"),
                 Lookup::RouteEvidence,
             ),
             None => (
-                26,
-                "net_unreachable",
+                Code::NetUnreachable,
+                Cause::NetUnreachable,
                 Layer::Route,
                 "the network is unreachable".to_owned(),
                 Lookup::Egress,
             ),
         },
         verdict::FIREWALL_REJECT_OTHER => (
-            if obs.err == 101 { 26 } else { 22 },
-            "firewall_reject_icmp",
+            if obs.err == 101 { Code::NetUnreachable } else { Code::NoRoute },
+            Cause::FirewallRejectIcmp,
             Layer::Firewall,
             match &icmp {
                 Some((_, kind, _)) => format!("{} rejected the SYN with an ICMP {}", fw(), kind.words()),
@@ -917,8 +917,8 @@ fn from_conn(
             Lookup::Firewall,
         ),
         _ => match obs.err {
-            111 => (21, "refused", Layer::Application, "the connection was refused".to_owned(), Lookup::None),
-            110 => (23, "no_reply", Layer::Route, "the connection timed out".to_owned(), Lookup::None),
+            111 => (Code::Refused, Cause::Refused, Layer::Application, "the connection was refused".to_owned(), Lookup::None),
+            110 => (Code::Timeout, Cause::NoReply, Layer::Route, "the connection timed out".to_owned(), Lookup::None),
             _ => return None,
         },
     };
@@ -955,8 +955,8 @@ fn from_conn(
             incoming: d.incoming,
             ifindex: d.ifindex,
             verdict: match cause {
-                "firewall_reject_rst" => FirewallVerdict::RejectedWithReset,
-                "firewall_reject_icmp" => FirewallVerdict::RejectedWithIcmp,
+                Cause::FirewallRejectRst => FirewallVerdict::RejectedWithReset,
+                Cause::FirewallRejectIcmp => FirewallVerdict::RejectedWithIcmp,
                 _ => FirewallVerdict::Dropped,
             },
         },
@@ -973,29 +973,33 @@ const UNWATCHED: &str =
     "this kernel does not show packet drops, so a drop on this host cannot be ruled out";
 
 /// The cause, layer and look-up of a timeout whose handshake this host dropped, by drop reason.
-fn drop_cause(reason: &str, location: Option<&str>) -> (&'static str, Layer, Lookup) {
+fn drop_cause(reason: &str, location: Option<&str>) -> (Cause, Layer, Lookup) {
     // ip_error: the namespace's route for the destination refused to forward it (an
     // `unreachable`, `prohibit` or `blackhole` route, or none), and no ICMP error came back
     // (rate-limited, or the route is a blackhole): the route says which.
     if location.is_some_and(|l| l.starts_with("ip_error+") || l.starts_with("ip6_pkt_drop")) {
-        return ("route_refused", Layer::Route, Lookup::Route);
+        return (Cause::RouteRefused, Layer::Route, Lookup::Route);
     }
     match reason {
         // A strict reverse-path filter refuses a packet whose source is routed back out another
         // interface; the same check reports IP_INNOROUTES when no route back exists at all.
-        "IP_RPFILTER" | "IP_INNOROUTES" => ("reverse_path_drop", Layer::Route, Lookup::ReversePath),
-        // The listener and its namespace's counters name the process and the queue.
-        "TCP_LISTEN_OVERFLOW" | "SOCKET_BACKLOG" | "TCP_REQQFULLDROP" => {
-            ("accept_queue_full", Layer::Application, Lookup::ListenQueue)
+        "IP_RPFILTER" | "IP_INNOROUTES" => {
+            (Cause::ReversePathDrop, Layer::Route, Lookup::ReversePath)
         }
+        // The listener and its namespace's counters name the process and the queue.
+        "TCP_LISTEN_OVERFLOW" | "SOCKET_BACKLOG" | "TCP_REQQFULLDROP" => (
+            Cause::AcceptQueueFull,
+            Layer::Application,
+            Lookup::ListenQueue,
+        ),
         "NEIGH_FAILED" | "NEIGH_QUEUEFULL" | "NEIGH_DEAD" | "NEIGH_CREATEFAIL" => {
-            ("neighbour_failed", Layer::Link, Lookup::None)
+            (Cause::NeighbourFailed, Layer::Link, Lookup::None)
         }
         r if r.starts_with("NF_") || r.contains("CONNTRACK") || r.starts_with("NETFILTER") => {
-            ("conntrack_drop", Layer::Firewall, Lookup::None)
+            (Cause::ConntrackDrop, Layer::Firewall, Lookup::None)
         }
-        "IP_OUTNOROUTES" => ("no_route", Layer::Route, Lookup::Route),
-        _ => ("host_drop", Layer::Route, Lookup::None),
+        "IP_OUTNOROUTES" => (Cause::NoRoute, Layer::Route, Lookup::Route),
+        _ => (Cause::HostDrop, Layer::Route, Lookup::None),
     }
 }
 

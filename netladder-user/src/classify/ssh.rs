@@ -20,7 +20,7 @@ use std::{
 use netladder_common::ssh;
 
 use super::{Failure, FirewallSeen, Kind, Ledger, Lookup, Observation, Proc};
-use crate::ladder::Layer;
+use crate::ladder::{Cause, Code, Layer};
 
 /// How long a client's key files and destination are kept waiting for a refusal.
 const CLIENT_KEEP_NS: u64 = 600_000_000_000;
@@ -277,8 +277,8 @@ impl State {
             }
         );
         Some(Failure {
-            code: 30,
-            cause: "client_denied",
+            code: Code::SshPublickey,
+            cause: Cause::ClientDenied,
             layer: Layer::Application,
             errno: None,
             proc: obs.proc.clone(),
@@ -504,20 +504,20 @@ fn server_failure(s: Server, end: Result<End, String>, ts: u64) -> Failure {
     let first = s.reasons.first().cloned();
     let (cause, why) = match &first {
         Some(Reason::Modes(r)) => (
-            "server_bad_modes",
+            Cause::ServerBadModes,
             format!("sshd ignored the authorized keys because of StrictModes: {r}"),
         ),
         Some(Reason::NotAllowed(r)) => (
-            "server_user_not_allowed",
+            Cause::ServerUserNotAllowed,
             format!("the user is not allowed to log in: {r}"),
         ),
         Some(Reason::InvalidUser) => (
-            "server_invalid_user",
+            Cause::ServerInvalidUser,
             "no such user on this server".to_owned(),
         ),
-        Some(Reason::Refused(r)) => ("server_refused", format!("sshd refused it: {r}")),
+        Some(Reason::Refused(r)) => (Cause::ServerRefused, format!("sshd refused it: {r}")),
         None if !s.failed_keys.is_empty() => (
-            "server_key_unknown",
+            Cause::ServerKeyUnknown,
             format!(
                 "none of the {} key{} it offered is in the user's authorized keys",
                 s.failed_keys.len(),
@@ -525,7 +525,7 @@ fn server_failure(s: Server, end: Result<End, String>, ts: u64) -> Failure {
             ),
         ),
         None => (
-            "server_key_unknown",
+            Cause::ServerKeyUnknown,
             "no key it offered was accepted: not in the user's authorized keys, or none offered"
                 .to_owned(),
         ),
@@ -558,7 +558,7 @@ fn server_failure(s: Server, end: Result<End, String>, ts: u64) -> Failure {
         Err(why) => evidence.push(why.to_string()),
     }
     Failure {
-        code: 30,
+        code: Code::SshPublickey,
         cause,
         layer: Layer::Application,
         errno: None,
@@ -666,7 +666,7 @@ mod tests {
         let out = st.feed(&app(7, "ssh", ssh::CLIENT_LINE, 2, line, 2 * S), 2 * S);
         assert_eq!(out.len(), 1);
         let f = &out[0];
-        assert_eq!((f.code, f.cause), (30, "client_denied"));
+        assert_eq!((f.code, f.cause), (Code::SshPublickey, Cause::ClientDenied));
         assert_eq!(f.dst, Some("10.0.0.2:2222".parse().unwrap()));
         assert_eq!(f.user.as_deref(), Some("root"));
         assert_eq!(f.host_name.as_deref(), Some("srv"));
@@ -719,7 +719,10 @@ mod tests {
         );
         assert_eq!(out.len(), 1);
         let f = &out[0];
-        assert_eq!((f.code, f.cause), (30, "server_bad_modes"));
+        assert_eq!(
+            (f.code, f.cause),
+            (Code::SshPublickey, Cause::ServerBadModes)
+        );
         assert_eq!(f.dst, Some("10.0.0.1:34762".parse().unwrap()));
         assert_eq!(f.user.as_deref(), Some("root"));
         assert!(
@@ -756,7 +759,7 @@ mod tests {
         let end = "<38>Nov 21 23:41:42 sshd[41]: Connection closed by authenticating user root 10.0.0.1 port 5 [preauth]\n";
         let off = end.find("]: ").unwrap() as u64 + 3;
         let out = st.feed(&app(41, "sshd", ssh::SERVER_LINE, off, end, S), S);
-        assert_eq!(out[0].cause, "server_key_unknown");
+        assert_eq!(out[0].cause, Cause::ServerKeyUnknown);
         assert!(
             out[0]
                 .evidence
@@ -776,7 +779,7 @@ mod tests {
             "Connection closed by authenticating user git 192.0.2.9 port 1 [preauth]",
             S,
         );
-        assert_eq!(out[0].cause, "server_key_unknown");
+        assert_eq!(out[0].cause, Cause::ServerKeyUnknown);
         assert!(out[0]
             .evidence
             .iter()
@@ -829,7 +832,7 @@ mod tests {
             "Connection closed by invalid user bob 10.0.0.1 port 9 [preauth]",
             S,
         );
-        assert_eq!(out[0].cause, "server_user_not_allowed");
+        assert_eq!(out[0].cause, Cause::ServerUserNotAllowed);
         assert!(out[0].summary.contains("AllowUsers"));
         sshd(&mut st, 61, "Invalid user nobody from 10.0.0.1 port 10", S);
         let out = sshd(
@@ -838,10 +841,10 @@ mod tests {
             "Disconnected from invalid user nobody 10.0.0.1 port 10 [preauth]",
             S,
         );
-        assert_eq!(out[0].cause, "server_invalid_user");
+        assert_eq!(out[0].cause, Cause::ServerInvalidUser);
         sshd(&mut st, 62, "error: maximum authentication attempts exceeded for root from 10.0.0.1 port 11 ssh2 [preauth]", S);
         let out = sshd(&mut st, 62, "Disconnecting authenticating user root 10.0.0.1 port 11: Too many authentication failures [preauth]", S);
-        assert_eq!(out[0].cause, "server_key_unknown");
+        assert_eq!(out[0].cause, Cause::ServerKeyUnknown);
         assert!(out[0].evidence.iter().any(|e| e.contains("MaxAuthTries")));
     }
 
@@ -857,7 +860,7 @@ mod tests {
         assert!(st.tick(S + SERVER_WAIT_NS - 1).is_empty());
         let out = st.tick(S + SERVER_WAIT_NS);
         assert_eq!(out.len(), 1);
-        assert_eq!(out[0].cause, "server_bad_modes");
+        assert_eq!(out[0].cause, Cause::ServerBadModes);
         assert!(st.tick(S + 2 * SERVER_WAIT_NS).is_empty());
     }
 

@@ -95,7 +95,7 @@ fn local_refusal_without_listener() {
     let f = &out[0];
     assert_eq!(
         (f.code, f.cause, f.layer),
-        (21, "no_listener", Layer::Application)
+        (Code::Refused, Cause::NoListener, Layer::Application)
     );
     assert_eq!(
         f.lookup,
@@ -125,7 +125,7 @@ fn firewall_reset_is_firewall_not_no_listener() {
     let f = &out[0];
     assert_eq!(
         (f.code, f.cause, f.layer),
-        (21, "firewall_reject_rst", Layer::Firewall)
+        (Code::Refused, Cause::FirewallRejectRst, Layer::Firewall)
     );
     assert!(f.summary.contains("nftables, input"), "{}", f.summary);
     assert!(f
@@ -148,7 +148,7 @@ fn icmp_reject_without_local_drop_blames_the_path() {
         ),
         10,
     );
-    assert_eq!(out[0].cause, "firewall_reject_icmp");
+    assert_eq!(out[0].cause, Cause::FirewallRejectIcmp);
     assert!(out[0].summary.contains("no local drop seen"));
 }
 
@@ -160,7 +160,7 @@ fn timeout_with_local_drops_counts_them() {
     let f = &out[0];
     assert_eq!(
         (f.code, f.cause, f.layer),
-        (23, "firewall_drop", Layer::Firewall)
+        (Code::Timeout, Cause::FirewallDrop, Layer::Firewall)
     );
     assert!(f.summary.contains("3 packets"));
     assert!(f.summary.contains("output"));
@@ -181,7 +181,7 @@ fn timeout_without_drop_and_application_gave_up() {
         conn(verdict::TIMEOUT_NO_REPLY, 110, 0, Drops::default(), 6, 10),
         10,
     );
-    assert_eq!((out[0].cause, out[0].layer), ("no_reply", Layer::Route));
+    assert_eq!((out[0].cause, out[0].layer), (Cause::NoReply, Layer::Route));
     // The enrichment checks for a full listen queue when the destination is on this host.
     assert_eq!(out[0].lookup, Lookup::ListenQueue);
     let mut c = Classifier::new();
@@ -196,7 +196,7 @@ fn timeout_without_drop_and_application_gave_up() {
         ),
         10,
     );
-    assert_eq!(out[0].cause, "app_gave_up");
+    assert_eq!(out[0].cause, Cause::AppGaveUp);
     assert_eq!(out[0].lookup, Lookup::ListenQueue);
     assert_eq!(out[0].errno, None);
     assert!(out[0]
@@ -216,7 +216,7 @@ fn timeout_without_drop_and_application_gave_up() {
         ),
         10,
     );
-    assert_eq!(out[0].cause, "app_gave_up");
+    assert_eq!(out[0].cause, Cause::AppGaveUp);
     assert!(
         out[0].evidence.iter().any(|e| e
             .contains("the kernel tried the SYN 2 times, but fewer retries left this host's TCP")),
@@ -260,7 +260,7 @@ fn a_syscall_error_is_an_attempt_of_its_own_even_beside_a_summary() {
     assert_eq!(c.feed(ev(10), 10).len(), 1);
     let alone = c.feed(syscall(111, 11), 11);
     assert_eq!(alone.len(), 1);
-    assert_eq!(alone[0].code, 21);
+    assert_eq!(alone[0].code, Code::Refused);
     assert!(alone[0]
         .evidence
         .iter()
@@ -273,7 +273,10 @@ fn syscall_errors_are_reported_at_once() {
     let mut c = Classifier::new();
     let out = c.feed(syscall(101, 5), 5);
     assert_eq!(out.len(), 1);
-    assert_eq!((out[0].code, out[0].cause), (26, "net_unreachable"));
+    assert_eq!(
+        (out[0].code, out[0].cause),
+        (Code::NetUnreachable, Cause::NetUnreachable)
+    );
     // Two errors are two attempts.
     assert_eq!(c.feed(syscall(101, 6), 6).len(), 1);
 }
@@ -338,7 +341,7 @@ fn failed_neighbour_resolution_is_the_link_layer() {
     let out = c.feed(conn(verdict::HOST_UNREACHABLE, 113, 0, d, 1, 10), 10);
     assert_eq!(
         (out[0].code, out[0].cause, out[0].layer),
-        (29, "neighbour_failed", Layer::Link)
+        (Code::ArpFailed, Cause::NeighbourFailed, Layer::Link)
     );
     assert_eq!(out[0].lookup, Lookup::Neighbour);
     let out = c.feed(
@@ -348,7 +351,7 @@ fn failed_neighbour_resolution_is_the_link_layer() {
         },
         20,
     );
-    assert_eq!((out[0].code, out[0].lookup), (22, Lookup::Route));
+    assert_eq!((out[0].code, out[0].lookup), (Code::NoRoute, Lookup::Route));
 }
 
 #[test]
@@ -362,7 +365,7 @@ fn bind_and_listen_errors_are_reported_at_once() {
     assert_eq!(out.len(), 1, "no waiting for a connection summary");
     assert_eq!(
         (out[0].code, out[0].cause, out[0].lookup),
-        (27, "addr_in_use", Lookup::Holders)
+        (Code::AddrInUse, Cause::AddrInUse, Lookup::Holders)
     );
     assert_eq!(
         out[0].evidence,
@@ -373,7 +376,7 @@ fn bind_and_listen_errors_are_reported_at_once() {
     let out = c.feed(bind, 6);
     assert_eq!(
         (out[0].code, out[0].cause, out[0].layer),
-        (28, "bind_nonlocal", Layer::Address)
+        (Code::TimeWait, Cause::BindNonlocal, Layer::Address)
     );
     assert!(
         out[0].summary.contains("not port exhaustion"),
@@ -385,11 +388,16 @@ fn bind_and_listen_errors_are_reported_at_once() {
 #[test]
 fn synchronous_connect_errors_map_to_their_rungs() {
     let cases = [
-        (113, 22, "host_unreachable", Lookup::Route),
-        (13, 22, "route_prohibited", Lookup::Route),
-        (101, 26, "net_unreachable", Lookup::Egress),
-        (99, 28, "ports_exhausted", Lookup::Ports),
-        (110, 23, "no_reply", Lookup::ListenQueue),
+        (113, Code::NoRoute, Cause::HostUnreachable, Lookup::Route),
+        (13, Code::NoRoute, Cause::RouteProhibited, Lookup::Route),
+        (
+            101,
+            Code::NetUnreachable,
+            Cause::NetUnreachable,
+            Lookup::Egress,
+        ),
+        (99, Code::TimeWait, Cause::PortsExhausted, Lookup::Ports),
+        (110, Code::Timeout, Cause::NoReply, Lookup::ListenQueue),
     ];
     for (errno, code, cause, lookup) in cases {
         let mut c = Classifier::new();
@@ -421,7 +429,7 @@ fn neighbour_failure_makes_host_unreachable_a_link_failure_without_drop_reasons(
         conn(verdict::HOST_UNREACHABLE, 113, 0, Drops::default(), 2, 6),
         6,
     );
-    assert_eq!((out[0].code, out[0].layer), (29, Layer::Link));
+    assert_eq!((out[0].code, out[0].layer), (Code::ArpFailed, Layer::Link));
     assert!(
         out[0]
             .evidence
@@ -437,7 +445,7 @@ fn neighbour_failure_makes_host_unreachable_a_link_failure_without_drop_reasons(
         ..conn(verdict::HOST_UNREACHABLE, 113, 0, Drops::default(), 2, 7)
     };
     let out = c.feed(later, 7 + NEIGHBOUR_WINDOW_NS);
-    assert_eq!(out[0].code, 22);
+    assert_eq!(out[0].code, Code::NoRoute);
 }
 
 #[test]
@@ -446,11 +454,14 @@ fn datagram_send_errors_map_to_route_rungs() {
     let mut send = syscall(101, 5);
     send.kind = Kind::Syscall { call: "sendto" };
     let out = c.feed(send.clone(), 5);
-    assert_eq!((out[0].code, out[0].lookup), (26, Lookup::Egress));
+    assert_eq!(
+        (out[0].code, out[0].lookup),
+        (Code::NetUnreachable, Lookup::Egress)
+    );
     send.kind = Kind::Syscall { call: "sendmsg" };
     send.err = 113;
     let out = c.feed(send, 6);
-    assert_eq!((out[0].code, out[0].lookup), (22, Lookup::Route));
+    assert_eq!((out[0].code, out[0].lookup), (Code::NoRoute, Lookup::Route));
 }
 
 #[test]
@@ -459,7 +470,10 @@ fn icmp_sender_is_named() {
     let mut o = conn(verdict::HOST_UNREACHABLE, 113, 0, Drops::default(), 0, 10);
     o.icmp = Some(("10.231.30.254".parse().unwrap(), 3, 1));
     let out = c.feed(o, 10);
-    assert_eq!((out[0].code, out[0].cause), (22, "host_unreachable"));
+    assert_eq!(
+        (out[0].code, out[0].cause),
+        (Code::NoRoute, Cause::HostUnreachable)
+    );
     assert!(
         out[0].summary.contains("10.231.30.254 answered the SYN"),
         "{}",
@@ -500,7 +514,10 @@ fn kernel_counted_repeats_take_the_classification_of_their_event() {
     let Repeated::Failure(f) = c.repeated(&key, 41) else {
         panic!("the repeats should be the event's failure");
     };
-    assert_eq!((f.code, f.cause, f.count), (21, printed[0].cause, 41));
+    assert_eq!(
+        (f.code, f.cause, f.count),
+        (Code::Refused, printed[0].cause, 41)
+    );
     assert_eq!(c.outside_repeats, 0);
 
     // A syscall error outside the ladder: its repeats are counted as unclassified.
@@ -796,19 +813,19 @@ fn every_record_ends_in_exactly_one_place() {
         l.unclassified, 3,
         "unknown verdict, EPERM, EAI_SERVICE: {l:?}"
     );
-    let codes: Vec<(u16, &str)> = emitted.iter().map(|f| (f.code, f.cause)).collect();
+    let codes: Vec<(Code, Cause)> = emitted.iter().map(|f| (f.code, f.cause)).collect();
     assert_eq!(
         codes,
         [
-            (21, "no_listener"),
-            (21, "refused"),
-            (25, "cert_expired"),
-            (30, "client_denied"),
-            (30, "server_invalid_user"),
-            (24, "nxdomain"),
-            (24, "refused"),
-            (24, "servfail"),
-            (30, "server_bad_modes"),
+            (Code::Refused, Cause::NoListener),
+            (Code::Refused, Cause::Refused),
+            (Code::TlsVerify, Cause::CertExpired),
+            (Code::SshPublickey, Cause::ClientDenied),
+            (Code::SshPublickey, Cause::ServerInvalidUser),
+            (Code::Dns, Cause::Nxdomain),
+            (Code::Dns, Cause::Refused),
+            (Code::Dns, Cause::Servfail),
+            (Code::SshPublickey, Cause::ServerBadModes),
         ],
         "{emitted:#?}"
     );
@@ -852,7 +869,7 @@ fn held_lookups_and_reasons_come_out_at_exit_saying_they_were_cut_short() {
         .unwrap();
     assert_eq!(
         (refused.code, refused.cause, refused.records),
-        (24, "refused", 2)
+        (Code::Dns, Cause::Refused, 2)
     );
     assert!(
         refused.evidence.iter().any(|e| e.contains(
@@ -865,7 +882,7 @@ fn held_lookups_and_reasons_come_out_at_exit_saying_they_were_cut_short() {
         .iter()
         .find(|f| f.host_name.as_deref() == Some("slow.test"))
         .unwrap();
-    assert_eq!((slow.code, slow.cause), (24, "nxdomain"));
+    assert_eq!((slow.code, slow.cause), (Code::Dns, Cause::Nxdomain));
     assert!(
         slow.evidence
             .iter()
@@ -873,8 +890,8 @@ fn held_lookups_and_reasons_come_out_at_exit_saying_they_were_cut_short() {
         "{:#?}",
         slow.evidence
     );
-    let sshd = out.iter().find(|f| f.code == 30).unwrap();
-    assert_eq!(sshd.cause, "server_bad_modes");
+    let sshd = out.iter().find(|f| f.code == Code::SshPublickey).unwrap();
+    assert_eq!(sshd.cause, Cause::ServerBadModes);
     assert!(
         sshd.evidence
             .iter()

@@ -8,7 +8,7 @@
 use netladder_common::{TLS_AUX_CURL, TLS_FD_SCAN, TLS_NAME_LEN, TLS_PEER_FROM_FILES};
 
 use super::{Failure, FirewallSeen, Kind, Lookup, Observation};
-use crate::ladder::Layer;
+use crate::ladder::{Cause, Code, Layer};
 
 /// A server name carried by a failure for its enrichment (fits in `Lookup`, which is `Copy`).
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -91,7 +91,7 @@ fn failure(obs: &Observation, code: i32, aux: u64, text: &[u8]) -> Failure {
     };
     let (cause, summary) = if curl {
         (
-            "cert_name_mismatch",
+            Cause::CertNameMismatch,
             format!(
                 "curl refused the server's certificate after OpenSSL accepted its chain: it does \
                  not name {}",
@@ -143,7 +143,7 @@ fn failure(obs: &Observation, code: i32, aux: u64, text: &[u8]) -> Failure {
         ),
     });
     Failure {
-        code: 25,
+        code: Code::TlsVerify,
         cause,
         layer: Layer::Application,
         errno: None,
@@ -189,89 +189,89 @@ fn or_unknown(s: &str) -> &str {
 }
 
 /// (cause, summary) for an X509_V_ERR code: the reason in plain words.
-pub fn reason(code: i32, asked: &str) -> (&'static str, String) {
+pub fn reason(code: i32, asked: &str) -> (Cause, String) {
     let asked = or_unknown(asked);
     let (cause, text) = match code {
         10 => (
-            "cert_expired",
+            Cause::CertExpired,
             "the server's certificate has expired".to_owned(),
         ),
         9 => (
-            "cert_not_yet_valid",
+            Cause::CertNotYetValid,
             "the server's certificate is not valid yet: is the system clock right?".to_owned(),
         ),
         62 => (
-            "cert_name_mismatch",
+            Cause::CertNameMismatch,
             format!("the server's certificate does not name {asked}"),
         ),
         64 => (
-            "cert_name_mismatch",
+            Cause::CertNameMismatch,
             format!("the server's certificate does not name the address {asked}"),
         ),
         63 => (
-            "cert_name_mismatch",
+            Cause::CertNameMismatch,
             format!("the server's certificate does not name the e-mail address {asked}"),
         ),
         18 => (
-            "cert_self_signed",
+            Cause::CertSelfSigned,
             "the server's certificate is self-signed and the client does not trust it".to_owned(),
         ),
         19 => (
-            "cert_self_signed",
+            Cause::CertSelfSigned,
             "the server's chain ends in a self-signed root the client does not trust".to_owned(),
         ),
         2 | 20 => (
-            "cert_unknown_issuer",
+            Cause::CertUnknownIssuer,
             "no CA the client trusts vouches for the server's certificate (unknown issuer)"
                 .to_owned(),
         ),
         21 => (
-            "cert_unknown_issuer",
+            Cause::CertUnknownIssuer,
             "the server's certificate could not be verified against a trusted CA: its issuer is \
              unknown here (does the server send its intermediate certificates?)"
                 .to_owned(),
         ),
         23 => (
-            "cert_revoked",
+            Cause::CertRevoked,
             "the server's certificate has been revoked".to_owned(),
         ),
         7 | 4 | 6 => (
-            "cert_invalid",
+            Cause::CertInvalid,
             "a signature in the server's chain does not verify".to_owned(),
         ),
         13 | 14 => (
-            "cert_invalid",
+            Cause::CertInvalid,
             "the server's certificate has a malformed validity date".to_owned(),
         ),
         22 | 25 | 38 => (
-            "cert_invalid",
+            Cause::CertInvalid,
             "the server's chain is longer than its CAs allow".to_owned(),
         ),
         24 | 79 | 37 => (
-            "cert_invalid",
+            Cause::CertInvalid,
             "a certificate in the server's chain is used as a CA but is not one".to_owned(),
         ),
         26 | 28 => (
-            "cert_invalid",
+            Cause::CertInvalid,
             "the server's certificate is not meant for this use (purpose / extended key usage)"
                 .to_owned(),
         ),
         27 => (
-            "cert_untrusted",
+            Cause::CertUntrusted,
             "the root of the server's chain is not trusted for this purpose".to_owned(),
         ),
         66..=68 => (
-            "cert_weak",
+            Cause::CertWeak,
             "a key or signature in the server's chain is too weak for the client's security level"
                 .to_owned(),
         ),
         47 | 48 => (
-            "cert_invalid",
+            Cause::CertInvalid,
             "the server's certificate names a host its CA may not issue for (name constraints)"
                 .to_owned(),
         ),
         _ => (
-            "cert_invalid",
+            Cause::CertInvalid,
             format!(
                 "OpenSSL refused the server's certificate: {}",
                 x509_name(code)
@@ -383,12 +383,12 @@ mod tests {
     fn each_reason_in_plain_words() {
         let mut s = State::default();
         for (code, cause, says) in [
-            (10, "cert_expired", "has expired"),
-            (9, "cert_not_yet_valid", "not valid yet"),
-            (62, "cert_name_mismatch", "does not name good.nl.test"),
-            (18, "cert_self_signed", "self-signed"),
-            (20, "cert_unknown_issuer", "unknown issuer"),
-            (99, "cert_invalid", "X509_V_ERR code 99"),
+            (10, Cause::CertExpired, "has expired"),
+            (9, Cause::CertNotYetValid, "not valid yet"),
+            (62, Cause::CertNameMismatch, "does not name good.nl.test"),
+            (18, Cause::CertSelfSigned, "self-signed"),
+            (20, Cause::CertUnknownIssuer, "unknown issuer"),
+            (99, Cause::CertInvalid, "X509_V_ERR code 99"),
         ] {
             let f = s.feed(
                 &obs(code, TLS_AUX_OPENSSL, "good.nl.test", "good.nl.test"),
@@ -396,7 +396,7 @@ mod tests {
             );
             assert_eq!(f.len(), 1);
             let f = &f[0];
-            assert_eq!((f.code, f.cause), (25, cause), "{code}");
+            assert_eq!((f.code, f.cause), (Code::TlsVerify, cause), "{code}");
             assert!(f.summary.contains(says), "{code}: {}", f.summary);
             assert!(f.evidence.iter().any(|e| e.contains("SNI): good.nl.test")));
             assert!(f
@@ -419,7 +419,7 @@ mod tests {
         // No connect() recorded: the kernel took the process's one connected TCP socket.
         let from_files = TLS_AUX_OPENSSL | TLS_PEER_FROM_FILES;
         let f = &s.feed(&obs(10, from_files, "a.nl.test", ""), 0)[0];
-        assert_eq!(f.cause, "cert_expired");
+        assert_eq!(f.cause, Cause::CertExpired);
         assert!(said(f)
             .unwrap()
             .contains("the process's only connected TCP socket"));
@@ -428,7 +428,7 @@ mod tests {
             &obs(0, TLS_AUX_CURL | TLS_PEER_FROM_FILES, "a.nl.test", ""),
             0,
         )[0];
-        assert_eq!(f.cause, "cert_name_mismatch");
+        assert_eq!(f.cause, Cause::CertNameMismatch);
         let mut none = obs(10, TLS_AUX_OPENSSL, "", "");
         none.dst = None;
         let f = &s.feed(&none, 0)[0];
@@ -440,7 +440,7 @@ mod tests {
     #[test]
     fn curl_refusal_and_names() {
         let f = &State::default().feed(&obs(0, TLS_AUX_CURL, "wrong.nl.test", ""), 0)[0];
-        assert_eq!(f.cause, "cert_name_mismatch");
+        assert_eq!(f.cause, Cause::CertNameMismatch);
         assert!(
             f.summary.contains("does not name wrong.nl.test"),
             "{}",

@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 use crate::classify::Failure;
 use crate::cli::DiagnoseArgs;
 use crate::enrich::{dns, firewall, iptables, link, neigh, nft, ports, route, tls};
-use crate::ladder::{self, Layer, StepCtx};
+use crate::ladder::{self, Cause, Code, Layer, StepCtx};
 use crate::{output, watch};
 
 use target::Host;
@@ -60,8 +60,8 @@ const ORDER: [Layer; 6] = [
 /// Why the target is not reachable.
 #[derive(Clone)]
 struct Verdict {
-    code: u16,
-    cause: &'static str,
+    code: Code,
+    cause: Cause,
     /// The rung that broke.
     rung: Layer,
     summary: String,
@@ -148,7 +148,7 @@ impl Attempt {
                 "{}: #{} {} at the {} rung: {}",
                 self.dst,
                 ladder::id(v.code),
-                ladder::rung(v.code).map_or("", |r| r.title),
+                ladder::rung(v.code).title,
                 v.rung,
                 v.summary
             ),
@@ -339,14 +339,14 @@ fn unresolved_walk(host: &Host, dns_check: &Check, ns: Option<SocketAddr>) -> Re
     );
     if dns_check.status == Status::Failed {
         walk.fail(Verdict {
-            code: 24,
-            cause: "dns",
+            code: Code::Dns,
+            cause: Cause::Dns,
             rung: Layer::Dns,
             summary,
             evidence,
             next: ladder::next_steps(
-                24,
-                "",
+                Code::Dns,
+                None,
                 &StepCtx {
                     dst: ns,
                     host_name: Some(host.text()),
@@ -504,23 +504,22 @@ fn lower_rungs(walk: &mut Walk, dst: SocketAddr, note: Option<&str>) -> Result<O
     let how = format!("read over rtnetlink (as `ip route get {ip}`, `ip -br link`, `ip -br addr`)");
     let family = route::Family::of(ip);
     let same_family = |a: &route::Prefix| a.addr.is_ipv4() == ip.is_ipv4() && !a.addr.is_loopback();
-    let verdict =
-        |code: u16, cause: &'static str, rung: Layer, summary: String, evidence| Verdict {
+    let verdict = |code: Code, cause: Cause, rung: Layer, summary: String, evidence| Verdict {
+        code,
+        cause,
+        rung,
+        next: ladder::next_steps(
             code,
-            cause,
-            rung,
-            next: ladder::next_steps(
-                code,
-                cause,
-                &StepCtx {
-                    dst: Some(dst),
-                    ..StepCtx::default()
-                },
-            ),
-            summary,
-            evidence,
-            failure: None,
-        };
+            Some(cause),
+            &StepCtx {
+                dst: Some(dst),
+                ..StepCtx::default()
+            },
+        ),
+        summary,
+        evidence,
+        failure: None,
+    };
     let r = match &info {
         route::RouteInfo::Found(r) => r.clone(),
         route::RouteInfo::Refused { errno, .. } => {
@@ -570,8 +569,8 @@ fn lower_rungs(walk: &mut Walk, dst: SocketAddr, note: Option<&str>) -> Result<O
             let net_unreachable = *errno == libc::ENETUNREACH;
             if net_unreachable && down.is_some() {
                 return Ok(Some(verdict(
-                    26,
-                    "net_unreachable",
+                    Code::NetUnreachable,
+                    Cause::NetUnreachable,
                     Layer::Link,
                     sentence,
                     with(vec![how]),
@@ -581,28 +580,28 @@ fn lower_rungs(walk: &mut Walk, dst: SocketAddr, note: Option<&str>) -> Result<O
             if net_unreachable {
                 if !has_family {
                     return Ok(Some(verdict(
-                        26,
-                        "net_unreachable",
+                        Code::NetUnreachable,
+                        Cause::NetUnreachable,
                         Layer::Address,
                         format!("no interface has an {} address: {sentence}", family.name()),
                         with(vec![how]),
                     )));
                 }
                 return Ok(Some(verdict(
-                    26,
-                    "net_unreachable",
+                    Code::NetUnreachable,
+                    Cause::NetUnreachable,
                     Layer::Route,
                     route::describe_route(ip, &info, &defaults),
                     with(vec![how]),
                 )));
             }
             let cause = match *errno {
-                libc::EACCES => "route_prohibited",
-                libc::EHOSTUNREACH => "host_unreachable",
-                _ => "route_refused",
+                libc::EACCES => Cause::RouteProhibited,
+                libc::EHOSTUNREACH => Cause::HostUnreachable,
+                _ => Cause::RouteRefused,
             };
             return Ok(Some(verdict(
-                22,
+                Code::NoRoute,
                 cause,
                 Layer::Route,
                 route::describe_route(ip, &info, &defaults),
@@ -667,8 +666,8 @@ fn lower_rungs(walk: &mut Walk, dst: SocketAddr, note: Option<&str>) -> Result<O
     );
     if !egress.usable() || parent.is_some_and(|p| !p.usable()) {
         return Ok(Some(verdict(
-            26,
-            "link_down",
+            Code::NetUnreachable,
+            Cause::LinkDown,
             Layer::Link,
             link::describe_egress(ip, &links, Some(&info)),
             with(vec![link_line, how]),
@@ -939,14 +938,14 @@ fn application_rung(
                     evidence,
                 ),
                 Some(f) => walk.fail(Verdict {
-                    code: 25,
+                    code: Code::TlsVerify,
                     cause: f.cause,
                     rung: Layer::Application,
                     summary: outcome.summary,
                     evidence,
                     next: ladder::next_steps(
-                        25,
-                        f.cause,
+                        Code::TlsVerify,
+                        Some(f.cause),
                         &StepCtx {
                             dst: Some(dst),
                             host_name: Some(name),
@@ -963,7 +962,7 @@ fn application_rung(
             if let Host::Name(n) = host {
                 ctx.host_name = Some(n.clone());
             }
-            let next = ladder::next_steps(f.code, f.cause, &ctx);
+            let next = ladder::next_steps(f.code, Some(f.cause), &ctx);
             let mut evidence = vec![format!("connect() to {dst} failed after {ms} ms: {e}")];
             evidence.extend(f.evidence.iter().cloned());
             evidence.extend(p.notes);
@@ -1046,7 +1045,7 @@ impl Report<'_> {
                 let mut o = json!({
                     "reachable": false,
                     "code": ladder::id(v.code),
-                    "title": ladder::rung(v.code).map_or("", |r| r.title),
+                    "title": ladder::rung(v.code).title,
                     "layer": v.rung,
                     "cause": v.cause,
                     "summary": v.summary,
@@ -1165,7 +1164,7 @@ impl Report<'_> {
             }
             None => out += &format!("verdict: {} is reachable\n", self.host),
             Some(v) => {
-                let title = ladder::rung(v.code).map_or("", |r| r.title);
+                let title = ladder::rung(v.code).title;
                 out += &format!(
                     "verdict: {} #{} {title} at the {} rung: {}\n",
                     paint("FAIL", "31;1"),
@@ -1196,7 +1195,7 @@ impl Report<'_> {
 mod tests {
     use super::*;
 
-    fn attempt(dst: &str, failed: Option<u16>) -> Attempt {
+    fn attempt(dst: &str, failed: Option<Code>) -> Attempt {
         let mut walk = Walk::new();
         for rung in ORDER {
             walk.set(rung, Status::Passed, format!("{rung} ok"), Vec::new());
@@ -1204,7 +1203,7 @@ mod tests {
         if let Some(code) = failed {
             walk.fail(Verdict {
                 code,
-                cause: "no_listener",
+                cause: Cause::NoListener,
                 rung: Layer::Application,
                 summary: "no listener".into(),
                 evidence: Vec::new(),
@@ -1237,7 +1236,7 @@ mod tests {
         let walk = attempt("10.0.0.3:80", None).walk;
         let r = report(
             vec![
-                attempt("10.0.0.2:80", Some(21)),
+                attempt("10.0.0.2:80", Some(Code::Refused)),
                 attempt("10.0.0.3:80", None),
             ],
             walk,
@@ -1279,8 +1278,8 @@ mod tests {
             vec!["local ports: ...".into()],
         );
         walk.fail(Verdict {
-            code: 28,
-            cause: "ports_exhausted",
+            code: Code::TimeWait,
+            cause: Cause::PortsExhausted,
             rung: Layer::Address,
             summary: "no free local port".into(),
             evidence: vec!["connect() returned EADDRNOTAVAIL".into()],

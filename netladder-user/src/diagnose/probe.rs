@@ -175,8 +175,8 @@ fn from_error(dst: SocketAddr, e: &io::Error, elapsed: Duration) -> Failure {
     let mut c = Classifier::new();
     let out = c.feed(obs, 0);
     out.into_iter().next().unwrap_or_else(|| Failure {
-        code: 23,
-        cause: "no_reply",
+        code: crate::ladder::Code::Timeout,
+        cause: crate::ladder::Cause::NoReply,
         layer: crate::ladder::Layer::Application,
         errno: Some(err),
         proc: Proc::default(),

@@ -26,7 +26,7 @@ use anyhow::{anyhow, Context, Result};
 use super::sockdiag::{self, Listener};
 use super::{accepts, canonical, link, plural};
 use crate::classify::{Failure, FirewallSeen, Lookup, Overload, Proc, QueueRises};
-use crate::ladder::Layer;
+use crate::ladder::{Cause, Code, Layer};
 
 /// At most this many network namespaces are polled and searched for addresses; more are
 /// counted and said once.
@@ -680,12 +680,12 @@ fn best_listener(listeners: &[Listener], dst: IpAddr) -> Option<&Listener> {
 
 /// The cause a timed-out connection's listener explains: a full accept queue (now, or its
 /// namespace counted overflows during the connect), else a full SYN queue that dropped SYNs.
-pub fn judge(l: &Listener, rises: Option<QueueRises>) -> Option<&'static str> {
+pub fn judge(l: &Listener, rises: Option<QueueRises>) -> Option<Cause> {
     let r = rises.unwrap_or_default();
     if l.queue_full() || r.overflows > 0 {
-        Some("accept_queue_full")
+        Some(Cause::AcceptQueueFull)
     } else if r.syn_queue_drops > 0 {
-        Some("syn_queue_full")
+        Some(Cause::SynQueueFull)
     } else {
         None
     }
@@ -765,7 +765,7 @@ fn apply(
     };
     let r = rises.unwrap_or_default();
     let summary = match cause {
-        "syn_queue_full" => format!(
+        Cause::SynQueueFull => format!(
             "no answer to the SYN: the SYN queue of {listener} was full and no syncookie was sent \
              ({} SYN{} dropped in that namespace since the connect began): too many half-open \
              connections (a SYN flood, or net.ipv4.tcp_syncookies off)",
@@ -849,8 +849,8 @@ fn server_failure(
     ];
     let (pid, comm) = owner.unwrap_or((0, "?".to_owned()));
     Failure {
-        code: 23,
-        cause: "accept_queue_full",
+        code: Code::Timeout,
+        cause: Cause::AcceptQueueFull,
         layer: Layer::Application,
         errno: None,
         proc: Proc {
@@ -1007,9 +1007,9 @@ IpExt: 0 0\n";
             syn_queue_drops: 1,
             ..QueueRises::default()
         };
-        assert_eq!(judge(&full, None), Some("accept_queue_full"));
-        assert_eq!(judge(&idle, Some(overflowed)), Some("accept_queue_full"));
-        assert_eq!(judge(&idle, Some(syn)), Some("syn_queue_full"));
+        assert_eq!(judge(&full, None), Some(Cause::AcceptQueueFull));
+        assert_eq!(judge(&idle, Some(overflowed)), Some(Cause::AcceptQueueFull));
+        assert_eq!(judge(&idle, Some(syn)), Some(Cause::SynQueueFull));
         assert_eq!(judge(&idle, Some(QueueRises::default())), None);
         assert_eq!(judge(&idle, None), None);
     }
@@ -1049,8 +1049,8 @@ IpExt: 0 0\n";
 
     fn timeout() -> Failure {
         Failure {
-            code: 23,
-            cause: "app_gave_up",
+            code: Code::Timeout,
+            cause: Cause::AppGaveUp,
             layer: Layer::Route,
             errno: None,
             proc: Proc {
@@ -1099,7 +1099,7 @@ IpExt: 0 0\n";
         );
         assert_eq!(
             (f.code, f.cause, f.layer),
-            (23, "accept_queue_full", Layer::Application)
+            (Code::Timeout, Cause::AcceptQueueFull, Layer::Application)
         );
         assert_eq!(f.evidence_netns, 9);
         assert!(f.summary.contains("accept queue of 10.0.0.2:80 (server[812], netns 9) is full (1 connection waiting, backlog 0)"), "{}", f.summary);
@@ -1134,7 +1134,7 @@ IpExt: 0 0\n";
         );
         assert_eq!(
             (f.cause, f.layer, f.evidence_netns),
-            ("app_gave_up", Layer::Route, 1)
+            (Cause::AppGaveUp, Layer::Route, 1)
         );
         assert!(f.overload.is_none());
         assert!(
@@ -1161,7 +1161,7 @@ IpExt: 0 0\n";
             QueueCounters::default(),
             None,
         );
-        assert_eq!(f.cause, "syn_queue_full");
+        assert_eq!(f.cause, Cause::SynQueueFull);
         assert!(
             f.summary
                 .contains("SYN queue of 10.0.0.2:80 (an unknown process, netns 9)"),
@@ -1192,7 +1192,7 @@ IpExt: 0 0\n";
         );
         assert_eq!(
             (f.code, f.cause, f.layer),
-            (23, "accept_queue_full", Layer::Application)
+            (Code::Timeout, Cause::AcceptQueueFull, Layer::Application)
         );
         assert_eq!(
             (

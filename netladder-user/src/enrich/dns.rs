@@ -90,7 +90,7 @@ pub fn explain_failure(f: &mut crate::classify::Failure) {
     if pid == 0 {
         return;
     }
-    if f.code == 24 {
+    if f.code == crate::ladder::Code::Dns {
         match process_resolv_conf(pid) {
             Some(conf) => {
                 let servers: Vec<String> = conf.nameservers.iter().map(|n| n.to_string()).collect();

@@ -13,6 +13,7 @@ use super::firewall::{self, Attribution, Certainty, RuleKey};
 use super::nftrace::{Armed, Flow, Tracer};
 use super::{iptables, link, neigh, netns::run_in_netns, nft, ports, route};
 use crate::classify::{Failure, FirewallRule, FirewallSeen, Lookup};
+use crate::ladder::Cause;
 
 /// Caches answers for a second per (lookup, namespace, address): a storm of identical failures
 /// costs one netlink look-up, not one per connection.
@@ -50,7 +51,7 @@ struct Found {
     summary: Option<String>,
     evidence: String,
     /// Replaces the failure's cause when the look-up tells it more precisely than the kernel.
-    cause: Option<&'static str>,
+    cause: Option<Cause>,
 }
 
 impl Enricher {
@@ -539,7 +540,7 @@ fn reverse_path(
         .clone()
         .unwrap_or_else(|| "an unknown interface".into());
     let filtering = effective.is_some_and(|m| m > 0);
-    let mut cause = "reverse_path_drop";
+    let mut cause = Cause::ReversePathDrop;
     let summary = match (&back, came_in.as_deref()) {
         (Some(out), Some(inn)) if filtering && effective == Some(1) && out != inn => format!(
             "asymmetric routing: the SYN from {client} came in on {inn}, but the route back to {client} leaves by {out}, and the strict reverse-path filter (rp_filter {}) drops such packets",
@@ -550,7 +551,7 @@ fn reverse_path(
             mode(effective)
         ),
         _ => {
-            cause = "no_route_on_input";
+            cause = Cause::NoRouteOnInput;
             let defaults = route::default_routes(route::Family::of(target))?;
             let info = route::route_get(target)?;
             format!(

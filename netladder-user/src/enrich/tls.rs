@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::ladder::Cause;
 use anyhow::{anyhow, Context as _, Result};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
@@ -32,7 +33,7 @@ pub struct TlsOutcome {
 pub struct TlsFailure {
     /// Machine-readable: cert_expired, cert_not_yet_valid, cert_name_mismatch,
     /// cert_unknown_issuer, cert_invalid, tls_handshake_failed.
-    pub cause: &'static str,
+    pub cause: Cause,
 }
 
 /// Records the certificates the server presented, then lets webpki decide.
@@ -190,7 +191,7 @@ pub fn check(
             certificate_problem(ce, leaf.as_ref(), server_name, now)
         }
         _ => (
-            "tls_handshake_failed",
+            Cause::TlsHandshakeFailed,
             format!(
                 "the TLS handshake with {server_name} failed{}: {e}",
                 if presented.is_empty() {
@@ -222,18 +223,18 @@ fn certificate_problem(
     leaf: Option<&Cert>,
     server_name: &str,
     now: SystemTime,
-) -> (&'static str, String) {
+) -> (Cause, String) {
     let clock = format!("the system clock says {}", date(now));
     match (ce, leaf) {
         (CertificateError::Expired | CertificateError::ExpiredContext { .. }, Some(c)) => (
-            "cert_expired",
+            Cause::CertExpired,
             format!(
                 "the certificate of {server_name} expired on {} ({clock})",
                 date(c.not_after)
             ),
         ),
         (CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. }, Some(c)) => (
-            "cert_not_yet_valid",
+            Cause::CertNotYetValid,
             format!(
                 "the certificate of {server_name} is valid only from {} ({clock}: is the clock \
                  right?)",
@@ -241,14 +242,14 @@ fn certificate_problem(
             ),
         ),
         (CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. }, c) => (
-            "cert_name_mismatch",
+            Cause::CertNameMismatch,
             format!(
                 "the certificate does not name {server_name}: it is for {}",
                 c.map_or("other names".to_owned(), |c| c.names_list())
             ),
         ),
         (CertificateError::UnknownIssuer, c) => (
-            "cert_unknown_issuer",
+            Cause::CertUnknownIssuer,
             match c {
                 Some(c) if c.self_signed() => format!(
                     "the certificate of {server_name} is self-signed ({}), and no trusted CA vouches for it",
@@ -263,7 +264,7 @@ fn certificate_problem(
             },
         ),
         (CertificateError::InvalidPurpose | CertificateError::InvalidPurposeContext { .. }, _) => (
-            "cert_invalid",
+            Cause::CertInvalid,
             format!(
                 "the certificate of {server_name} is not for TLS servers: its extended key \
                  usage does not include serverAuth"
@@ -272,7 +273,7 @@ fn certificate_problem(
         // webpki's CaUsedAsEndEntity (rustls passes it on as an opaque error): what
         // `openssl req -x509` makes by default.
         (CertificateError::Other(o), Some(c)) if format!("{o:?}").contains("CaUsedAsEndEntity") => (
-            "cert_invalid",
+            Cause::CertInvalid,
             format!(
                 "the certificate of {server_name} is a CA certificate ({}{}), which verifiers \
                  refuse as a server's own: it needs one without basicConstraints CA:TRUE",
@@ -281,7 +282,7 @@ fn certificate_problem(
             ),
         ),
         (other, _) => (
-            "cert_invalid",
+            Cause::CertInvalid,
             format!("the certificate of {server_name} was refused: {other:?}"),
         ),
     }

@@ -3,10 +3,12 @@
 
 mod rungs;
 mod steps;
+mod vocab;
 
 use serde::Serialize;
 
 pub use steps::{next_steps, StepCtx};
+pub use vocab::{Cause, Code};
 
 /// The layer of the diagnostic ladder a failure belongs to, walked bottom-up:
 /// link -> address -> route -> firewall -> DNS -> application.
@@ -44,8 +46,8 @@ impl std::fmt::Display for Layer {
 /// One rung of the ladder: everything netladder says about one failure code.
 #[derive(Debug, Serialize)]
 pub struct Rung {
-    /// 21..=30; shown as "#021" (see [`id`]).
-    pub code: u16,
+    /// #021..#030; shown as "#021" (see [`id`]).
+    pub code: Code,
     /// Short stable name, accepted wherever a code is ("refused", "no-route", ...).
     pub slug: &'static str,
     /// The error as applications print it.
@@ -67,7 +69,7 @@ impl Rung {
     /// The manual commands that confirm it, with placeholders in capitals (DEST, PORT, NAME...):
     /// the same steps `watch` and `diagnose` fill in with a failure's real addresses.
     pub fn confirm(&self) -> Vec<String> {
-        next_steps(self.code, "", &StepCtx::default())
+        next_steps(self.code, None, &StepCtx::default())
     }
 }
 
@@ -76,25 +78,28 @@ pub fn all() -> &'static [Rung] {
     rungs::RUNGS
 }
 
-/// The rung for a code (21..=30), if it exists.
-pub fn rung(code: u16) -> Option<&'static Rung> {
-    all().iter().find(|r| r.code == code)
+/// The rung for a code.
+pub fn rung(code: Code) -> &'static Rung {
+    all()
+        .iter()
+        .find(|r| r.code == code)
+        .expect("every code has a rung")
 }
 
-/// The three-digit form of a code: 21 -> "021".
-pub fn id(code: u16) -> String {
-    format!("{code:03}")
+/// The three-digit form of a code: #021 -> "021".
+pub fn id(code: Code) -> String {
+    code.to_string()
 }
 
 /// Parses a code as a user types it: "21", "021", "#021" or a slug such as "refused".
-pub fn parse_code(s: &str) -> Result<u16, String> {
+pub fn parse_code(s: &str) -> Result<Code, String> {
     let t = s.trim();
     if t.is_empty() {
         return Err(format!("empty ladder code: {}", expected()));
     }
     let digits = t.strip_prefix('#').unwrap_or(t);
     let code = if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
-        digits.parse::<u16>().ok().filter(|c| rung(*c).is_some())
+        digits.parse::<u16>().ok().and_then(Code::from_number)
     } else {
         all()
             .iter()
@@ -118,15 +123,18 @@ mod tests {
 
     #[test]
     fn every_code_has_one_complete_rung() {
-        let codes: Vec<u16> = all().iter().map(|r| r.code).collect();
+        let codes: Vec<u16> = all().iter().map(|r| r.code.number()).collect();
         assert_eq!(codes, (21..=30).collect::<Vec<u16>>());
         for r in all() {
-            assert!(std::ptr::eq(rung(r.code).unwrap(), r));
+            assert!(std::ptr::eq(rung(r.code), r));
             assert!(!r.slug.is_empty() && !r.title.is_empty());
             assert!(!r.meaning.is_empty() && !r.detection.is_empty());
             assert!(!r.causes.is_empty() && !r.confirm().is_empty());
         }
-        assert!(rung(20).is_none() && rung(31).is_none());
+        assert!(Code::from_number(20).is_none() && Code::from_number(31).is_none());
+        for c in Code::ALL {
+            assert_eq!(rung(c).code, c);
+        }
     }
 
     #[test]
@@ -142,10 +150,10 @@ mod tests {
 
     #[test]
     fn usual_layers() {
-        assert_eq!(rung(21).unwrap().layer, Layer::Application);
-        assert_eq!(rung(22).unwrap().layer, Layer::Route);
-        assert_eq!(rung(24).unwrap().layer, Layer::Dns);
-        assert_eq!(rung(29).unwrap().layer, Layer::Link);
+        assert_eq!(rung(Code::Refused).layer, Layer::Application);
+        assert_eq!(rung(Code::NoRoute).layer, Layer::Route);
+        assert_eq!(rung(Code::Dns).layer, Layer::Dns);
+        assert_eq!(rung(Code::ArpFailed).layer, Layer::Link);
         assert_eq!(Layer::Firewall.as_str(), "firewall");
         assert_eq!(
             serde_json::to_string(&Layer::Application).unwrap(),
@@ -156,12 +164,12 @@ mod tests {
     #[test]
     fn parse_code_accepts_all_spellings() {
         for s in ["21", "021", "#021", "#21", " 021 ", "refused", "REFUSED"] {
-            assert_eq!(parse_code(s), Ok(21), "{s}");
+            assert_eq!(parse_code(s), Ok(Code::Refused), "{s}");
         }
-        assert_eq!(parse_code("030"), Ok(30));
-        assert_eq!(parse_code("no-route"), Ok(22));
-        assert_eq!(parse_code("time-wait"), Ok(28));
-        assert_eq!(parse_code("ssh-publickey"), Ok(30));
+        assert_eq!(parse_code("030"), Ok(Code::SshPublickey));
+        assert_eq!(parse_code("no-route"), Ok(Code::NoRoute));
+        assert_eq!(parse_code("time-wait"), Ok(Code::TimeWait));
+        assert_eq!(parse_code("ssh-publickey"), Ok(Code::SshPublickey));
     }
 
     #[test]
@@ -178,7 +186,7 @@ mod tests {
 
     #[test]
     fn ids_are_three_digits() {
-        assert_eq!(id(21), "021");
-        assert_eq!(id(30), "030");
+        assert_eq!(id(Code::Refused), "021");
+        assert_eq!(id(Code::SshPublickey), "030");
     }
 }

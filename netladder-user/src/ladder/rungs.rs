@@ -1,10 +1,10 @@
 //! The texts of the ten rungs. Placeholders in commands are in capitals (DEST, PORT, DEV...).
 
-use super::{Layer, Rung};
+use super::{Code, Layer, Rung};
 
 pub(super) static RUNGS: &[Rung] = &[
     Rung {
-        code: 21,
+        code: Code::Refused,
         slug: "refused",
         title: "connection refused",
         errno: Some("ECONNREFUSED"),
@@ -31,7 +31,7 @@ pub(super) static RUNGS: &[Rung] = &[
                     iptables with its counter.",
     },
     Rung {
-        code: 22,
+        code: Code::NoRoute,
         slug: "no-route",
         title: "no route to host",
         errno: Some("EHOSTUNREACH"),
@@ -53,7 +53,7 @@ pub(super) static RUNGS: &[Rung] = &[
                     generated is reported as firewall.",
     },
     Rung {
-        code: 23,
+        code: Code::Timeout,
         slug: "timeout",
         title: "connection timed out",
         errno: Some("ETIMEDOUT"),
@@ -90,7 +90,7 @@ pub(super) static RUNGS: &[Rung] = &[
                     at most once per listener per --stats-interval, with the counts.",
     },
     Rung {
-        code: 24,
+        code: Code::Dns,
         slug: "dns",
         title: "name or service not known",
         errno: Some("EAI_NONAME"),
@@ -114,7 +114,7 @@ pub(super) static RUNGS: &[Rung] = &[
                     compares the answers, and says when /etc/hosts answered instead of DNS.",
     },
     Rung {
-        code: 25,
+        code: Code::TlsVerify,
         slug: "tls-verify",
         title: "TLS certificate verify failed",
         errno: None,
@@ -143,7 +143,7 @@ pub(super) static RUNGS: &[Rung] = &[
                     the names it carries, and its chain to a trusted CA.",
     },
     Rung {
-        code: 26,
+        code: Code::NetUnreachable,
         slug: "net-unreachable",
         title: "network is unreachable",
         errno: Some("ENETUNREACH"),
@@ -162,7 +162,7 @@ pub(super) static RUNGS: &[Rung] = &[
                     and routes toward the destination are then read over rtnetlink.",
     },
     Rung {
-        code: 27,
+        code: Code::AddrInUse,
         slug: "addr-in-use",
         title: "address already in use",
         errno: Some("EADDRINUSE"),
@@ -179,7 +179,7 @@ pub(super) static RUNGS: &[Rung] = &[
                     come from sock_diag and /proc.",
     },
     Rung {
-        code: 28,
+        code: Code::TimeWait,
         slug: "time-wait",
         title: "too many TIME_WAIT sockets / ephemeral ports exhausted",
         errno: Some("EADDRNOTAVAIL"),
@@ -196,7 +196,7 @@ pub(super) static RUNGS: &[Rung] = &[
                     counts per destination come from sock_diag.",
     },
     Rung {
-        code: 29,
+        code: Code::ArpFailed,
         slug: "arp-failed",
         title: "ARP / neighbour resolution failed",
         errno: Some("EHOSTUNREACH"),
@@ -215,7 +215,7 @@ pub(super) static RUNGS: &[Rung] = &[
                     then socket error 113, reported here instead of a bare \"no route to host\".",
     },
     Rung {
-        code: 30,
+        code: Code::SshPublickey,
         slug: "ssh-publickey",
         title: "ssh: Permission denied (publickey)",
         errno: None,

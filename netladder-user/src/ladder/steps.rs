@@ -4,6 +4,8 @@
 
 use std::net::{IpAddr, SocketAddr};
 
+use super::{Cause, Code};
+
 /// What is known about a failure when choosing its next steps.
 #[derive(Debug, Clone, Default)]
 pub struct StepCtx {
@@ -34,24 +36,26 @@ pub struct StepCtx {
     pub resolved_name: Option<String>,
 }
 
-/// The next diagnostic commands for a failure with `code` (21..=30) and the classifier's
-/// `cause` ("" for the code's generic steps). Unknown codes give no steps.
-pub fn next_steps(code: u16, cause: &str, ctx: &StepCtx) -> Vec<String> {
+/// The next diagnostic commands for a failure with `code` and the classifier's `cause` (None
+/// for the code's generic steps).
+///
+/// Each builder that reads the cause matches every cause by name, so a new cause has to be
+/// given its steps (or the code's generic ones) before it compiles.
+pub fn next_steps(code: Code, cause: Option<Cause>, ctx: &StepCtx) -> Vec<String> {
     let mut s = Steps::new(ctx);
     match code {
-        21 => refused(&mut s, cause),
-        22 => no_route(&mut s, cause),
-        23 => timed_out(&mut s, cause),
-        24 => dns(&mut s, cause),
-        25 => tls(&mut s),
-        26 => net_unreachable(&mut s, cause),
-        27 => addr_in_use(&mut s),
-        28 => time_wait(&mut s),
-        29 => arp_failed(&mut s),
-        30 => ssh_publickey(&mut s, cause),
-        _ => return Vec::new(),
+        Code::Refused => refused(&mut s, cause),
+        Code::NoRoute => no_route(&mut s, cause),
+        Code::Timeout => timed_out(&mut s, cause),
+        Code::Dns => dns(&mut s, cause),
+        Code::TlsVerify => tls(&mut s),
+        Code::NetUnreachable => net_unreachable(&mut s, cause),
+        Code::AddrInUse => addr_in_use(&mut s),
+        Code::TimeWait => time_wait(&mut s),
+        Code::ArpFailed => arp_failed(&mut s),
+        Code::SshPublickey => ssh_publickey(&mut s, cause),
     }
-    if code != 24 {
+    if code != Code::Dns {
         if let Some(name) = ctx.resolved_name.as_deref().map(sh_quote) {
             s.host(format!(
                 "grep -n {name} /etc/hosts  # the address came from getaddrinfo for {name}: a stale static entry?"
@@ -62,16 +66,20 @@ pub fn next_steps(code: u16, cause: &str, ctx: &StepCtx) -> Vec<String> {
     s.finish()
 }
 
-fn refused(s: &mut Steps, cause: &str) {
+fn refused(s: &mut Steps, cause: Option<Cause>) {
+    use Cause::*;
     let (port, dst) = (s.port(), s.dst());
+    let Some(cause) = cause else {
+        return refused_generic(s);
+    };
     match cause {
-        "no_listener" => {
+        NoListener => {
             s.here(format!(
                 "ss -tlnp 'sport = :{port}'  # who listens on port {port}, on which address and family"
             ));
             s.host("journalctl -u SERVICE -n 50 --no-pager  # did the service stop, crash or fail to start?");
         }
-        "peer_reset" => {
+        PeerReset => {
             s.on_peer(format!(
                 "ss -tlnp 'sport = :{port}'  # is the service listening there?"
             ));
@@ -81,8 +89,8 @@ fn refused(s: &mut Steps, cause: &str) {
                 s.tcpdump()
             ));
         }
-        "firewall_reject_rst" | "firewall_reject_icmp" => {
-            let how = if cause == "firewall_reject_rst" {
+        FirewallRejectRst | FirewallRejectIcmp => {
+            let how = if cause == FirewallRejectRst {
                 "tcp reset"
             } else {
                 "icmp port-unreachable"
@@ -91,25 +99,49 @@ fn refused(s: &mut Steps, cause: &str) {
                 "the rule rejecting tcp port {port} to {dst} with {how}"
             ));
         }
-        _ => {
-            s.here(format!("ss -tlnp 'sport = :{port}'"));
-            s.here(s.tcpdump());
-            s.firewall(&format!("a reject rule for tcp port {port}"));
-        }
+        // The code's generic steps.
+        Refused | HostUnreachable | RouteProhibited | AdminProhibited | RouteRefused | NoReply
+        | AppGaveUp | FirewallDrop | HostDrop | ConntrackDrop | ReversePathDrop
+        | NoRouteOnInput | NoRoute | AcceptQueueFull | SynQueueFull | Nxdomain | Servfail
+        | DnsError | NoNameserver | NoAnswer | NotFoundLocally | NoAddress | ResolverFailed
+        | Dns | CertExpired | CertNotYetValid | CertNameMismatch | CertSelfSigned
+        | CertUnknownIssuer | CertRevoked | CertInvalid | CertUntrusted | CertWeak
+        | TlsHandshakeFailed | NetUnreachable | LinkDown | AddrInUse | PortsExhausted
+        | BindNonlocal | NeighbourFailed | ClientDenied | ServerBadModes | ServerUserNotAllowed
+        | ServerInvalidUser | ServerKeyUnknown | ServerRefused => refused_generic(s),
     }
 }
 
-fn no_route(s: &mut Steps, cause: &str) {
+fn refused_generic(s: &mut Steps) {
+    let port = s.port();
+    s.here(format!("ss -tlnp 'sport = :{port}'"));
+    s.here(s.tcpdump());
+    s.firewall(&format!("a reject rule for tcp port {port}"));
+}
+
+fn no_route(s: &mut Steps, cause: Option<Cause>) {
+    use Cause::*;
     let dst = s.dst();
-    if cause == "admin_prohibited" {
-        admin_prohibited(s);
-        return;
-    }
-    if cause == "firewall_reject_icmp" {
-        s.firewall(&format!(
-            "the rule rejecting traffic to {dst} with icmp host-unreachable or admin-prohibited"
-        ));
-        return;
+    match cause {
+        Some(AdminProhibited) => return admin_prohibited(s),
+        Some(FirewallRejectIcmp) => {
+            return s.firewall(&format!(
+                "the rule rejecting traffic to {dst} with icmp host-unreachable or admin-prohibited"
+            ))
+        }
+        // The code's generic steps.
+        None
+        | Some(
+            NoListener | PeerReset | FirewallRejectRst | Refused | HostUnreachable
+            | RouteProhibited | RouteRefused | NoReply | AppGaveUp | FirewallDrop | HostDrop
+            | ConntrackDrop | ReversePathDrop | NoRouteOnInput | NoRoute | AcceptQueueFull
+            | SynQueueFull | Nxdomain | Servfail | DnsError | NoNameserver | NoAnswer
+            | NotFoundLocally | NoAddress | ResolverFailed | Dns | CertExpired | CertNotYetValid
+            | CertNameMismatch | CertSelfSigned | CertUnknownIssuer | CertRevoked | CertInvalid
+            | CertUntrusted | CertWeak | TlsHandshakeFailed | NetUnreachable | LinkDown | AddrInUse
+            | PortsExhausted | BindNonlocal | NeighbourFailed | ClientDenied | ServerBadModes
+            | ServerUserNotAllowed | ServerInvalidUser | ServerKeyUnknown | ServerRefused,
+        ) => {}
     }
     s.here(format!(
         "ip route get {dst}  # the route the kernel picks for {dst}"
@@ -134,11 +166,15 @@ fn admin_prohibited(s: &mut Steps) {
     ));
 }
 
-fn timed_out(s: &mut Steps, cause: &str) {
+fn timed_out(s: &mut Steps, cause: Option<Cause>) {
+    use Cause::*;
     let (port, dst) = (s.port(), s.dst());
+    let Some(cause) = cause else {
+        return timed_out_generic(s);
+    };
     match cause {
         // Run where the listener is: the failure's namespace is the listener's.
-        "accept_queue_full" | "syn_queue_full" => {
+        AcceptQueueFull | SynQueueFull => {
             let port = s
                 .ctx
                 .dst
@@ -147,7 +183,7 @@ fn timed_out(s: &mut Steps, cause: &str) {
             s.here(format!(
                 "ss -ltnp 'sport = :{port}'  # Recv-Q (connections waiting) above Send-Q (the backlog): the queue is full"
             ));
-            if cause == "syn_queue_full" {
+            if cause == SynQueueFull {
                 s.here("nstat -az TcpExtTCPReqQFullDrop TcpExtTCPReqQFullDoCookies  # SYNs dropped (or answered with cookies) at a full SYN queue");
                 s.here("sysctl net.ipv4.tcp_syncookies net.ipv4.tcp_max_syn_backlog  # syncookies keep a flooded listener answering");
                 return;
@@ -159,7 +195,7 @@ fn timed_out(s: &mut Steps, cause: &str) {
             ));
             s.here("sysctl net.core.somaxconn  # the cap on every listen() backlog: raise the backlog the server passes to listen() (and this cap) for bursts");
         }
-        "reverse_path_drop" => {
+        ReversePathDrop => {
             s.here("sysctl -a 2>/dev/null | grep '\\.rp_filter'  # 1 = strict: a packet whose route back leaves by another interface is dropped");
             let client = s
                 .ctx
@@ -169,27 +205,27 @@ fn timed_out(s: &mut Steps, cause: &str) {
             s.here("nstat -az TcpExtIPReversePathFilter  # counts the packets the filter refused");
             s.here("sysctl -w net.ipv4.conf.all.rp_filter=2  # loose mode, if the asymmetric path is intended");
         }
-        "no_route_on_input" | "route_refused" => {
+        NoRouteOnInput | RouteRefused => {
             s.here(format!("ip route get {dst}  # in the namespace that dropped the SYN"));
             s.here("ip route show table all type unreachable");
             s.here("ip route show table all type prohibit");
             s.here("ip route show table all type blackhole");
             s.here("sysctl net.ipv4.ip_forward  # a router must forward");
         }
-        "conntrack_drop" => {
+        ConntrackDrop => {
             s.host("conntrack -S  # insert_failed, drop, early_drop, invalid");
             s.host("sysctl net.netfilter.nf_conntrack_count net.netfilter.nf_conntrack_max");
             s.here("nstat -az  # the namespace's drop counters");
         }
-        "host_drop" => {
+        HostDrop => {
             s.here(s.tcpdump());
             s.here("nstat -az  # which drop counter rises with each SYN");
             s.host("perf trace -e skb:kfree_skb  # the drop reason and location of each drop");
         }
-        "firewall_drop" => s.firewall(&format!(
+        FirewallDrop => s.firewall(&format!(
             "the drop rule matching tcp port {port} to {dst}; its counter grows with every SYN retry"
         )),
-        "no_reply" | "app_gave_up" => {
+        NoReply | AppGaveUp => {
             s.here(format!(
                 "{}  # do the SYNs leave, and does anything come back?",
                 s.tcpdump()
@@ -200,7 +236,7 @@ fn timed_out(s: &mut Steps, cause: &str) {
             s.here(format!(
                 "traceroute -n -T -p {port} {dst}  # how far the SYN gets (firewalls on the path, security groups)"
             ));
-            if cause == "app_gave_up" {
+            if cause == AppGaveUp {
                 s.here("sysctl net.ipv4.tcp_syn_retries  # the application gave up before the kernel did: raise its connect timeout if the peer is only slow");
             } else {
                 s.on_peer(format!(
@@ -208,18 +244,32 @@ fn timed_out(s: &mut Steps, cause: &str) {
                 ));
             }
         }
-        _ => {
-            s.here(s.tcpdump());
-            s.here(format!("ip route get {dst}"));
-            s.firewall(&format!("a drop rule for tcp port {port}"));
-            s.on_peer(format!(
-                "ss -ltn 'sport = :{port}'; nstat -az TcpExtListenOverflows  # Recv-Q above Send-Q and rising overflows: the listener's accept queue is full"
-            ));
+        // The code's generic steps.
+        NoListener | PeerReset | FirewallRejectRst | FirewallRejectIcmp | Refused
+        | HostUnreachable | RouteProhibited | AdminProhibited | NoRoute | Nxdomain | Servfail
+        | DnsError | NoNameserver | NoAnswer | NotFoundLocally | NoAddress | ResolverFailed
+        | Dns | CertExpired | CertNotYetValid | CertNameMismatch | CertSelfSigned
+        | CertUnknownIssuer | CertRevoked | CertInvalid | CertUntrusted | CertWeak
+        | TlsHandshakeFailed | NetUnreachable | LinkDown | AddrInUse | PortsExhausted
+        | BindNonlocal | NeighbourFailed | ClientDenied | ServerBadModes
+        | ServerUserNotAllowed | ServerInvalidUser | ServerKeyUnknown | ServerRefused => {
+            timed_out_generic(s)
         }
     }
 }
 
-fn dns(s: &mut Steps, cause: &str) {
+fn timed_out_generic(s: &mut Steps) {
+    let (port, dst) = (s.port(), s.dst());
+    s.here(s.tcpdump());
+    s.here(format!("ip route get {dst}"));
+    s.firewall(&format!("a drop rule for tcp port {port}"));
+    s.on_peer(format!(
+        "ss -ltn 'sport = :{port}'; nstat -az TcpExtListenOverflows  # Recv-Q above Send-Q and rising overflows: the listener's accept queue is full"
+    ));
+}
+
+fn dns(s: &mut Steps, cause: Option<Cause>) {
+    use Cause::*;
     let name = s.host_name();
     s.here(format!(
         "getent ahosts {name}  # the answer through nsswitch, /etc/hosts included"
@@ -245,7 +295,24 @@ fn dns(s: &mut Steps, cause: &str) {
             "dig @{server} {name}  # ask nameserver {server} directly"
         ));
     }
-    if matches!(cause, "no_answer" | "no_nameserver") {
+    // No nameserver answered, or none could be asked: the way to it is worth a look.
+    let unanswered = match cause {
+        Some(NoAnswer | NoNameserver) => true,
+        None
+        | Some(
+            NoListener | PeerReset | FirewallRejectRst | FirewallRejectIcmp | Refused
+            | HostUnreachable | RouteProhibited | AdminProhibited | RouteRefused | NoReply
+            | AppGaveUp | FirewallDrop | HostDrop | ConntrackDrop | ReversePathDrop
+            | NoRouteOnInput | NoRoute | AcceptQueueFull | SynQueueFull | Nxdomain | Servfail
+            | DnsError | NotFoundLocally | NoAddress | ResolverFailed | Dns | CertExpired
+            | CertNotYetValid | CertNameMismatch | CertSelfSigned | CertUnknownIssuer | CertRevoked
+            | CertInvalid | CertUntrusted | CertWeak | TlsHandshakeFailed | NetUnreachable
+            | LinkDown | AddrInUse | PortsExhausted | BindNonlocal | NeighbourFailed | ClientDenied
+            | ServerBadModes | ServerUserNotAllowed | ServerInvalidUser | ServerKeyUnknown
+            | ServerRefused,
+        ) => false,
+    };
+    if unanswered {
         let server = servers
             .first()
             .map_or("NAMESERVER".into(), IpAddr::to_string);
@@ -278,10 +345,24 @@ fn tls(s: &mut Steps) {
     s.host("date -u  # a clock far off makes valid certificates look expired or not yet valid");
 }
 
-fn net_unreachable(s: &mut Steps, cause: &str) {
-    if cause == "admin_prohibited" {
-        admin_prohibited(s);
-        return;
+fn net_unreachable(s: &mut Steps, cause: Option<Cause>) {
+    use Cause::*;
+    match cause {
+        Some(AdminProhibited) => return admin_prohibited(s),
+        // The code's generic steps.
+        None
+        | Some(
+            NoListener | PeerReset | FirewallRejectRst | FirewallRejectIcmp | Refused
+            | HostUnreachable | RouteProhibited | RouteRefused | NoReply | AppGaveUp | FirewallDrop
+            | HostDrop | ConntrackDrop | ReversePathDrop | NoRouteOnInput | NoRoute
+            | AcceptQueueFull | SynQueueFull | Nxdomain | Servfail | DnsError | NoNameserver
+            | NoAnswer | NotFoundLocally | NoAddress | ResolverFailed | Dns | CertExpired
+            | CertNotYetValid | CertNameMismatch | CertSelfSigned | CertUnknownIssuer | CertRevoked
+            | CertInvalid | CertUntrusted | CertWeak | TlsHandshakeFailed | NetUnreachable
+            | LinkDown | AddrInUse | PortsExhausted | BindNonlocal | NeighbourFailed | ClientDenied
+            | ServerBadModes | ServerUserNotAllowed | ServerInvalidUser | ServerKeyUnknown
+            | ServerRefused,
+        ) => {}
     }
     let dst = s.dst();
     let six = if s.is_v6() { "-6 " } else { "" };
@@ -323,44 +404,59 @@ fn arp_failed(s: &mut Steps) {
     s.here("tcpdump -ni any 'arp or icmp6'  # do requests leave, does anyone answer?");
 }
 
-fn ssh_publickey(s: &mut Steps, cause: &str) {
+fn ssh_publickey(s: &mut Steps, cause: Option<Cause>) {
+    use Cause::*;
     let user = s.ctx.user.as_deref().map_or("USER".into(), sh_quote);
-    if let Some(server) = cause.strip_prefix("server_") {
+    let home = format!("~{user}");
+    match cause {
         // Seen on the server: sshd's own reason, checked here.
-        let home = format!("~{user}");
-        match server {
-            "bad_modes" => {
-                let owner = if user == "root" {
-                    "root".to_owned()
-                } else {
-                    format!("{user} or root")
-                };
-                s.host(format!(
-                    "ls -ld / {home} {home}/.ssh {home}/.ssh/authorized_keys  # StrictModes: owned by {owner}, no group/world write"
-                ));
-                s.host(format!(
-                    "chmod go-w {home} && chmod 700 {home}/.ssh && chmod 600 {home}/.ssh/authorized_keys  # the usual fix"
-                ));
-            }
-            "user_not_allowed" => {
-                s.host("sshd -T | grep -iE '^(allow|deny)(users|groups)'  # who may log in");
-                s.host(format!("id {user}  # the user's groups"));
-            }
-            "invalid_user" => {
-                s.host(format!(
-                    "getent passwd {user}  # the account does not exist here"
-                ));
-            }
-            _ => {
-                s.host(format!(
-                    "ssh-keygen -lf {home}/.ssh/authorized_keys  # the keys {user} accepts; compare with the client's ssh-keygen -lf KEY.pub"
-                ));
-                s.host("sshd -T | grep -iE '^(authorizedkeysfile|pubkeyacceptedalgorithms|loglevel)'  # where sshd looks; LogLevel VERBOSE logs each rejected key");
-            }
+        Some(ServerBadModes) => {
+            let owner = if user == "root" {
+                "root".to_owned()
+            } else {
+                format!("{user} or root")
+            };
+            s.host(format!(
+                "ls -ld / {home} {home}/.ssh {home}/.ssh/authorized_keys  # StrictModes: owned by {owner}, no group/world write"
+            ));
+            s.host(format!(
+                "chmod go-w {home} && chmod 700 {home}/.ssh && chmod 600 {home}/.ssh/authorized_keys  # the usual fix"
+            ));
         }
-        s.host("journalctl -u ssh -n 50 --no-pager  # sshd's log around the refusal");
-        return;
+        Some(ServerUserNotAllowed) => {
+            s.host("sshd -T | grep -iE '^(allow|deny)(users|groups)'  # who may log in");
+            s.host(format!("id {user}  # the user's groups"));
+        }
+        Some(ServerInvalidUser) => {
+            s.host(format!(
+                "getent passwd {user}  # the account does not exist here"
+            ));
+        }
+        Some(ServerKeyUnknown | ServerRefused) => {
+            s.host(format!(
+                "ssh-keygen -lf {home}/.ssh/authorized_keys  # the keys {user} accepts; compare with the client's ssh-keygen -lf KEY.pub"
+            ));
+            s.host("sshd -T | grep -iE '^(authorizedkeysfile|pubkeyacceptedalgorithms|loglevel)'  # where sshd looks; LogLevel VERBOSE logs each rejected key");
+        }
+        // Seen on the client, or the code's generic steps.
+        None
+        | Some(
+            NoListener | PeerReset | FirewallRejectRst | FirewallRejectIcmp | Refused
+            | HostUnreachable | RouteProhibited | AdminProhibited | RouteRefused | NoReply
+            | AppGaveUp | FirewallDrop | HostDrop | ConntrackDrop | ReversePathDrop
+            | NoRouteOnInput | NoRoute | AcceptQueueFull | SynQueueFull | Nxdomain | Servfail
+            | DnsError | NoNameserver | NoAnswer | NotFoundLocally | NoAddress | ResolverFailed
+            | Dns | CertExpired | CertNotYetValid | CertNameMismatch | CertSelfSigned
+            | CertUnknownIssuer | CertRevoked | CertInvalid | CertUntrusted | CertWeak
+            | TlsHandshakeFailed | NetUnreachable | LinkDown | AddrInUse | PortsExhausted
+            | BindNonlocal | NeighbourFailed | ClientDenied,
+        ) => return ssh_client(s, &user),
     }
+    s.host("journalctl -u ssh -n 50 --no-pager  # sshd's log around the refusal");
+}
+
+/// #030 as the client sees it.
+fn ssh_client(s: &mut Steps, user: &str) {
     let host = match (&s.ctx.host_name, s.ctx.dst) {
         (Some(_), _) | (None, None) => s.host_name(),
         (None, Some(d)) => crate::words::canonical(d.ip()).to_string(),
@@ -512,81 +608,32 @@ mod tests {
         }
     }
 
-    fn joined(code: u16, cause: &str, c: &StepCtx) -> String {
+    fn joined(code: Code, cause: Option<Cause>, c: &StepCtx) -> String {
         next_steps(code, cause, c).join("\n")
     }
 
     #[test]
     fn every_code_and_cause_gives_steps() {
         let c = ctx("10.0.0.2:443");
-        let causes: &[(u16, &[&str])] = &[
-            (
-                21,
-                &[
-                    "no_listener",
-                    "peer_reset",
-                    "firewall_reject_rst",
-                    "firewall_reject_icmp",
-                    "",
-                ],
-            ),
-            (
-                22,
-                &[
-                    "host_unreachable",
-                    "firewall_reject_icmp",
-                    "admin_prohibited",
-                    "",
-                ],
-            ),
-            (
-                23,
-                &[
-                    "firewall_drop",
-                    "no_reply",
-                    "app_gave_up",
-                    "accept_queue_full",
-                    "syn_queue_full",
-                    "reverse_path_drop",
-                    "no_route_on_input",
-                    "route_refused",
-                    "conntrack_drop",
-                    "host_drop",
-                    "",
-                ],
-            ),
-            (26, &["net_unreachable", "admin_prohibited", ""]),
-            (
-                30,
-                &[
-                    "client_denied",
-                    "server_bad_modes",
-                    "server_user_not_allowed",
-                    "server_invalid_user",
-                    "server_key_unknown",
-                    "server_refused",
-                    "",
-                ],
-            ),
-        ];
-        for (code, list) in causes {
-            for cause in *list {
-                assert!(!next_steps(*code, cause, &c).is_empty(), "{code} {cause}");
+        let causes = std::iter::once(None).chain(Cause::ALL.iter().copied().map(Some));
+        for cause in causes {
+            for code in Code::ALL {
+                assert!(!next_steps(code, cause, &c).is_empty(), "{code} {cause:?}");
+                assert!(
+                    !next_steps(code, cause, &StepCtx::default()).is_empty(),
+                    "{code} {cause:?}"
+                );
             }
         }
-        for code in 21..=30 {
-            assert!(!next_steps(code, "", &c).is_empty(), "{code}");
-            assert!(
-                !next_steps(code, "", &StepCtx::default()).is_empty(),
-                "{code}"
-            );
-        }
-        assert!(next_steps(31, "", &c).is_empty());
     }
 
     #[test]
     fn no_listener_names_the_port() {
-        let steps = next_steps(21, "no_listener", &ctx("127.0.0.1:8080"));
+        let steps = next_steps(
+            Code::Refused,
+            Some(Cause::NoListener),
+            &ctx("127.0.0.1:8080"),
+        );
         assert!(
             steps[0].starts_with("ss -tlnp 'sport = :8080'"),
             "{steps:?}"
@@ -596,24 +643,48 @@ mod tests {
 
     #[test]
     fn firewall_causes_list_rules_for_the_family() {
-        let v4 = joined(21, "firewall_reject_rst", &ctx("10.0.0.2:9"));
+        let v4 = joined(
+            Code::Refused,
+            Some(Cause::FirewallRejectRst),
+            &ctx("10.0.0.2:9"),
+        );
         assert!(v4.contains("nft -a list ruleset") && v4.contains("tcp port 9"));
         assert!(v4.contains("iptables -L -nv --line-numbers") && v4.contains("tcp reset"));
-        let v6 = joined(21, "firewall_reject_icmp", &ctx("[fd00::2]:9"));
+        let v6 = joined(
+            Code::Refused,
+            Some(Cause::FirewallRejectIcmp),
+            &ctx("[fd00::2]:9"),
+        );
         assert!(v6.contains("ip6tables -L -nv --line-numbers") && v6.contains("port-unreachable"));
-        let drop = joined(23, "firewall_drop", &ctx("10.0.0.2:443"));
+        let drop = joined(
+            Code::Timeout,
+            Some(Cause::FirewallDrop),
+            &ctx("10.0.0.2:443"),
+        );
         assert!(drop.contains("nft -a list ruleset") && drop.contains("10.0.0.2"));
-        let prohibited = joined(22, "firewall_reject_icmp", &ctx("10.0.0.2:443"));
+        let prohibited = joined(
+            Code::NoRoute,
+            Some(Cause::FirewallRejectIcmp),
+            &ctx("10.0.0.2:443"),
+        );
         assert!(prohibited.contains("admin-prohibited") && prohibited.contains("iptables"));
     }
 
     #[test]
     fn no_reply_captures_the_right_flow() {
-        let steps = joined(23, "no_reply", &ctx("198.51.100.2:443"));
+        let steps = joined(
+            Code::Timeout,
+            Some(Cause::NoReply),
+            &ctx("198.51.100.2:443"),
+        );
         assert!(steps.contains("tcpdump -ni any 'tcp port 443 and host 198.51.100.2'"));
         assert!(steps.contains("ip route get 198.51.100.2"));
         assert!(steps.contains("# on 198.51.100.2: is the peer up"));
-        let gave_up = joined(23, "app_gave_up", &ctx("198.51.100.2:443"));
+        let gave_up = joined(
+            Code::Timeout,
+            Some(Cause::AppGaveUp),
+            &ctx("198.51.100.2:443"),
+        );
         assert!(gave_up.contains("tcp_syn_retries") && !gave_up.contains("# on "));
     }
 
@@ -624,7 +695,7 @@ mod tests {
         c.other_netns = true;
         c.netns_name = Some("srv".into());
         c.pid = Some(812);
-        let steps = next_steps(23, "accept_queue_full", &c);
+        let steps = next_steps(Code::Timeout, Some(Cause::AcceptQueueFull), &c);
         assert!(
             steps[0].starts_with("ip netns exec srv ss -ltnp 'sport = :8080'"),
             "{steps:?}"
@@ -641,25 +712,36 @@ mod tests {
             src: Some("0.0.0.0:9000".parse().unwrap()),
             ..StepCtx::default()
         };
-        assert!(joined(23, "accept_queue_full", &server).starts_with("ss -ltnp 'sport = :9000'"));
-        assert!(joined(23, "syn_queue_full", &server).contains("tcp_syncookies"));
+        assert!(joined(Code::Timeout, Some(Cause::AcceptQueueFull), &server)
+            .starts_with("ss -ltnp 'sport = :9000'"));
+        assert!(
+            joined(Code::Timeout, Some(Cause::SynQueueFull), &server).contains("tcp_syncookies")
+        );
         // explain's generic steps name the queue too.
-        assert!(joined(23, "", &StepCtx::default()).contains("TcpExtListenOverflows"));
+        assert!(joined(Code::Timeout, None, &StepCtx::default()).contains("TcpExtListenOverflows"));
     }
 
     #[test]
     fn peer_commands_are_local_on_loopback() {
-        let remote = joined(21, "peer_reset", &ctx("10.0.0.2:80"));
+        let remote = joined(Code::Refused, Some(Cause::PeerReset), &ctx("10.0.0.2:80"));
         assert!(remote.contains("ss -tlnp 'sport = :80'  # on 10.0.0.2: is the service"));
-        let local = joined(21, "peer_reset", &ctx("[::1]:80"));
+        let local = joined(Code::Refused, Some(Cause::PeerReset), &ctx("[::1]:80"));
         assert!(!local.contains("# on "), "{local}");
     }
 
     #[test]
     fn mapped_addresses_are_shown_as_ipv4() {
-        let steps = joined(22, "host_unreachable", &ctx("[::ffff:10.0.0.2]:80"));
+        let steps = joined(
+            Code::NoRoute,
+            Some(Cause::HostUnreachable),
+            &ctx("[::ffff:10.0.0.2]:80"),
+        );
         assert!(steps.contains("ip route get 10.0.0.2 "), "{steps}");
-        let fw = joined(23, "firewall_drop", &ctx("[::ffff:10.0.0.2]:80"));
+        let fw = joined(
+            Code::Timeout,
+            Some(Cause::FirewallDrop),
+            &ctx("[::ffff:10.0.0.2]:80"),
+        );
         assert!(fw.contains("iptables -L") && !fw.contains("ip6tables"));
     }
 
@@ -668,7 +750,7 @@ mod tests {
         let mut c = ctx("127.0.0.1:8080");
         c.other_netns = true;
         c.pid = Some(4211);
-        let by_pid = next_steps(21, "no_listener", &c);
+        let by_pid = next_steps(Code::Refused, Some(Cause::NoListener), &c);
         assert_eq!(
             by_pid[0].split("  #").next().unwrap(),
             "nsenter -t 4211 -n ss -tlnp 'sport = :8080'"
@@ -676,7 +758,7 @@ mod tests {
         assert!(by_pid[1].starts_with("journalctl "), "{by_pid:?}");
 
         c.netns_name = Some("blue".into());
-        let by_name = next_steps(23, "no_reply", &c);
+        let by_name = next_steps(Code::Timeout, Some(Cause::NoReply), &c);
         assert!(
             by_name.iter().all(|s| s.starts_with("ip netns exec blue ")),
             "{by_name:?}"
@@ -684,7 +766,7 @@ mod tests {
 
         c.netns_name = None;
         c.pid = None;
-        let unknown = next_steps(26, "net_unreachable", &c);
+        let unknown = next_steps(Code::NetUnreachable, Some(Cause::NetUnreachable), &c);
         assert!(unknown[0].starts_with("# run these in"), "{unknown:?}");
     }
 
@@ -693,7 +775,7 @@ mod tests {
         let mut c = ctx("127.0.0.1:8080");
         c.netns_name = Some("ignored".into());
         c.pid = Some(1);
-        assert!(next_steps(21, "no_listener", &c)[0].starts_with("ss "));
+        assert!(next_steps(Code::Refused, Some(Cause::NoListener), &c)[0].starts_with("ss "));
     }
 
     #[test]
@@ -702,27 +784,27 @@ mod tests {
             src: Some("0.0.0.0:5432".parse().unwrap()),
             ..StepCtx::default()
         };
-        assert!(joined(27, "", &c).contains("ss -tlnp 'sport = :5432'"));
+        assert!(joined(Code::AddrInUse, None, &c).contains("ss -tlnp 'sport = :5432'"));
     }
 
     #[test]
     fn time_wait_counts_toward_the_destination() {
-        assert!(joined(28, "", &ctx("[fd00::2]:443")).contains("'dst [fd00::2]:443'"));
+        assert!(joined(Code::TimeWait, None, &ctx("[fd00::2]:443")).contains("'dst [fd00::2]:443'"));
     }
 
     #[test]
     fn names_are_filled_and_quoted() {
         let mut c = ctx("10.0.0.53:53");
         c.host_name = Some("db.internal".into());
-        let dns = joined(24, "", &c);
+        let dns = joined(Code::Dns, None, &c);
         assert!(
             dns.contains("getent ahosts db.internal") && dns.contains("dig @10.0.0.53 db.internal")
         );
         c.host_name = Some("a b;rm".into());
-        assert!(joined(24, "", &c).contains("getent ahosts 'a b;rm'"));
+        assert!(joined(Code::Dns, None, &c).contains("getent ahosts 'a b;rm'"));
         c.host_name = Some("db.internal".into());
         c.nameservers = vec!["10.0.0.53".parse().unwrap(), "fd00::53".parse().unwrap()];
-        let each = joined(24, "no_answer", &c);
+        let each = joined(Code::Dns, Some(Cause::NoAnswer), &c);
         assert!(each.contains("dig @fd00::53 db.internal"), "{each}");
         assert_eq!(each.matches("dig @10.0.0.53").count(), 1, "{each}");
         assert!(each.contains("ip route get 10.0.0.53"), "{each}");
@@ -730,18 +812,19 @@ mod tests {
             resolved_name: Some("db.internal".into()),
             ..ctx("10.9.9.9:5432")
         };
-        assert!(joined(23, "no_reply", &stale).contains("grep -n db.internal /etc/hosts"));
-        let tls = joined(25, "", &ctx("[::1]:8443"));
+        assert!(joined(Code::Timeout, Some(Cause::NoReply), &stale)
+            .contains("grep -n db.internal /etc/hosts"));
+        let tls = joined(Code::TlsVerify, None, &ctx("[::1]:8443"));
         assert!(tls.contains("-connect [::1]:8443 -servername NAME"));
-        let ssh = joined(30, "", &ctx("10.0.0.2:2222"));
+        let ssh = joined(Code::SshPublickey, None, &ctx("10.0.0.2:2222"));
         assert!(ssh.contains("ssh -vvv -p 2222 USER@10.0.0.2"), "{ssh}");
         let mut c = ctx("10.0.0.2:2222");
         c.host_name = Some("srv".into());
         c.user = Some("git".into());
-        let client = joined(30, "client_denied", &c);
+        let client = joined(Code::SshPublickey, Some(Cause::ClientDenied), &c);
         assert!(client.contains("ssh -vvv -p 2222 git@srv"), "{client}");
         assert!(client.contains("ls -ld ~git ~git/.ssh"), "{client}");
-        let modes = joined(30, "server_bad_modes", &c);
+        let modes = joined(Code::SshPublickey, Some(Cause::ServerBadModes), &c);
         assert!(
             modes.starts_with("ls -ld / ~git ~git/.ssh ~git/.ssh/authorized_keys"),
             "{modes}"

@@ -23,7 +23,7 @@ pub fn failure_json(f: &Failure, next: &[String], at: SystemTime) -> Value {
         "type": "failure",
         "time": humantime::format_rfc3339_millis(at).to_string(),
         "code": ladder::id(f.code),
-        "title": rung.map(|r| r.title).unwrap_or(""),
+        "title": rung.title,
         "layer": f.layer.as_str(),
         "cause": f.cause,
         "summary": f.summary,
@@ -134,7 +134,7 @@ fn workload_tag(w: Option<&Workload>) -> String {
 /// One failure as a human line: code, short name, who (with its container and pod), flow, why,
 /// next step.
 pub fn failure_line(f: &Failure, next: &[String], style: &Style, who: Option<&Workload>) -> String {
-    let slug = ladder::rung(f.code).map(|r| r.slug).unwrap_or("failure");
+    let slug = ladder::rung(f.code).slug;
     let mut s = String::new();
     let code = format!("#{} {slug}", ladder::id(f.code));
     if style.color {

@@ -212,7 +212,8 @@ async fn event_loop(
         out.filter.netns.clone(),
         Duration::from_secs_f64(args.stats_interval.max(1.0)),
     );
-    let poll_queues = out.filter.codes.is_empty() || out.filter.codes.contains(&23);
+    let poll_queues =
+        out.filter.codes.is_empty() || out.filter.codes.contains(&crate::ladder::Code::Timeout);
     if poll_queues {
         // The first reading, before anything is reported as watched: connects from then on
         // have a reading of the listeners' counters from before they began.
@@ -428,7 +429,7 @@ impl TimeWaitCheck {
             let summary = enrich::ports::describe_time_wait_pressure(dst, count, range);
             lines.push(out.warning_028(inode, dst, count, range, &summary));
             if let Some(m) = &out.metrics {
-                m.warning(28);
+                m.warning(crate::ladder::Code::TimeWait);
             }
         }
         lines

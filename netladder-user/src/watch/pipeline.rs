@@ -15,7 +15,7 @@ use crate::{
     enrich,
     filter::Filter,
     kernel::loader::{self},
-    ladder,
+    ladder::{self, Cause, Code},
     metrics::Metrics,
     output, sink,
 };
@@ -23,8 +23,8 @@ use crate::{
 /// Failures that count as the same one: process, code, cause, addresses, evidence namespace.
 type RepeatKey = (
     u32,
-    u16,
-    &'static str,
+    Code,
+    Cause,
     Option<SocketAddr>,
     Option<SocketAddr>,
     u32,
@@ -186,7 +186,12 @@ impl Output {
             f.summary = format!("{} more like this within a second: {}", f.count, f.summary);
         }
         // Where a local firewall or a missing listener could be the cause, say it is unseen.
-        if self.no_drop_reasons && matches!(f.code, 21 | 22 | 23 | 26) {
+        if self.no_drop_reasons
+            && matches!(
+                f.code,
+                Code::Refused | Code::NoRoute | Code::Timeout | Code::NetUnreachable
+            )
+        {
             f.evidence.push(
                 "degraded: no drop reasons on this kernel, so a local firewall drop or a missing \
                  local listener cannot be seen; the cause is the best reading without them"
@@ -194,7 +199,7 @@ impl Output {
             );
         }
         let ctx = step_ctx(&f);
-        let next = ladder::next_steps(f.code, f.cause, &ctx);
+        let next = ladder::next_steps(f.code, Some(f.cause), &ctx);
         let who = self.workloads.resolve(f.proc.cgroup_id, f.proc.pid);
         if let Some(m) = &self.metrics {
             m.failure(&f, who.as_deref());
@@ -227,13 +232,13 @@ impl Output {
             other_netns: enrich::netns::own_netns_inode().is_ok_and(|o| o != netns),
             ..ladder::StepCtx::default()
         };
-        let next = ladder::next_steps(28, "ports_exhausted", &ctx);
+        let next = ladder::next_steps(Code::TimeWait, Some(Cause::PortsExhausted), &ctx);
         if self.json {
             serde_json::json!({
                 "type": "warning",
                 "time": humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
                 "code": "028",
-                "title": ladder::rung(28).map(|r| r.title).unwrap_or(""),
+                "title": ladder::rung(Code::TimeWait).title,
                 "layer": "address",
                 "netns": netns,
                 "dst": dst.to_string(),
@@ -321,7 +326,7 @@ pub(crate) fn step_ctx(f: &Failure) -> ladder::StepCtx {
             .flatten(),
         user: f.user.clone(),
         rule_chain: f.firewall_rule.as_ref().map(rule_chain_command),
-        nameservers: if f.code == 24 && f.proc.pid != 0 {
+        nameservers: if f.code == Code::Dns && f.proc.pid != 0 {
             enrich::dns::process_resolv_conf(f.proc.pid)
                 .map(|c| c.nameservers)
                 .unwrap_or_default()
@@ -335,8 +340,8 @@ pub(crate) fn step_ctx(f: &Failure) -> ladder::StepCtx {
 }
 
 /// Codes whose `host_name` is the name the failure is about (#024 DNS, #025 TLS, #030 ssh).
-fn names_a_host(code: u16) -> bool {
-    matches!(code, 24 | 25 | 30)
+fn names_a_host(code: Code) -> bool {
+    matches!(code, Code::Dns | Code::TlsVerify | Code::SshPublickey)
 }
 
 /// The command listing the chain that holds `r`, as its own tool shows it.
