@@ -161,13 +161,24 @@ fn begin(a: Attempt) {
         return;
     }
     let id = bpf_get_current_pid_tgid();
-    end(id);
     if a.call == syscall::CONNECT {
         // #025 and #024: what a connect records (the fexit and syscall paths record it when it
         // succeeds; here it is the attempt, and a failed one never starts a handshake).
         connected(id, &a.addr);
     }
-    let _ = ROUTE_TRY.insert(&id, &a, 0);
+    // The thread's previous attempt ends here; this one takes its entry (a UDP sender's
+    // every datagram comes here: one look-up, no delete and insert).
+    match ROUTE_TRY.get_ptr_mut(&id) {
+        Some(p) => {
+            // SAFETY: the entry of this thread; only this thread writes it.
+            let prev = unsafe { *p };
+            report(&prev);
+            unsafe { *p = a };
+        }
+        None => {
+            let _ = ROUTE_TRY.insert(&id, &a, 0);
+        }
+    }
 }
 
 /// Ends thread `id`'s attempt: a last route lookup that failed is the call's failure.

@@ -429,7 +429,8 @@ fn expired_lab(tag: &str, watch_args: &[&str]) -> Option<(TwoHosts, Watch, TempD
 }
 
 /// With the thread's connect() unrecorded (`--skip-hook` on the connect() results: the fexit on
-/// inet_stream_connect where it loads, the syscall tracepoint elsewhere; standing in for a run
+/// inet_stream_connect where it loads, the route-lookup programs' cgroup connect hooks or the
+/// opt-in syscall tracepoint elsewhere; standing in for a run
 /// the kernel skipped), the event still names its peer: curl's one connected TCP socket, found
 /// through its open files.
 #[test]
@@ -448,6 +449,10 @@ fn without_a_recorded_connect_the_peer_comes_from_the_process_socket() {
             "sys_exit_connect",
             "--skip-hook",
             "inet_stream_connect_exit",
+            "--skip-hook",
+            "route_connect4",
+            "--skip-hook",
+            "route_connect6",
             "--probe-tls",
         ],
     ) else {

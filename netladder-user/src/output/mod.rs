@@ -215,6 +215,9 @@ pub fn hooks_json(outcomes: &[Outcome], degraded: &[String]) -> Value {
                 "reason": reason,
                 "needs": o.hook.needs,
                 "without": o.hook.without,
+                // What is lost while it is not attached (null when it is).
+                "lost": (o.status != Status::Attached)
+                    .then(|| crate::kernel::plan::lost(outcomes, o)),
                 "cost": o.hook.cost().short(),
                 "cost_means": o.hook.cost().explain(),
             })
