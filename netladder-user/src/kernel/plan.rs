@@ -829,6 +829,8 @@ const ROUTE_WITHOUT: &str =
 const ROUTE_REPLACED_BY: &[&str] = &[
     "sys_enter_connect",
     "sys_exit_connect",
+    "sys_enter_sendto",
+    "sys_exit_sendto",
     "sys_enter_sendmsg",
     "sys_exit_sendmsg",
 ];
@@ -955,7 +957,15 @@ mod tests {
             .iter()
             .map(|h| Outcome {
                 hook: *h,
-                status: if [CONNECT_WITHOUT, BIND_WITHOUT, SEND_WITHOUT].contains(&h.without) {
+                status: if [
+                    CONNECT_WITHOUT,
+                    BIND_WITHOUT,
+                    SEND_WITHOUT,
+                    CONNECT_TP_WITHOUT,
+                    SEND_TP_WITHOUT,
+                ]
+                .contains(&h.without)
+                {
                     Status::Refused("EPERM".into())
                 } else {
                     Status::Attached
@@ -967,6 +977,39 @@ mod tests {
         assert!(lost[0].contains("connect()"));
         assert!(lost[1].contains("bind()"));
         assert!(lost[2].contains("sendto()"));
+    }
+
+    /// Where fentry is refused and the syscall tracepoints are not opted in, the route-lookup
+    /// programs attach; what is lost is said once per capability, with how to opt in, and the
+    /// refused fexit programs add no line of their own.
+    #[test]
+    fn without_fentry_the_syscall_tracepoints_are_opt_in() {
+        let out: Vec<Outcome> = HOOKS
+            .iter()
+            .map(|h| Outcome {
+                hook: *h,
+                status: match h.attach {
+                    Attach::FEntry(_) | Attach::FExit(_) => Status::Refused("EPERM".into()),
+                    _ if h.cost() == Cost::EverySyscall => Status::Skipped(SYSCALL_OPT_IN.into()),
+                    _ => Status::Attached,
+                },
+            })
+            .collect();
+        assert!(HOOKS
+            .iter()
+            .any(|h| h.program == "route_fib_lookup" && !replacements_attached(&out, h)));
+        let lost = degraded(&out);
+        assert!(
+            lost.iter().all(|l| l.ends_with("(opt-in here: --syscall-hooks)")
+                || l.contains("io_uring")
+                || l.contains("ICMP")),
+            "{lost:?}"
+        );
+        assert!(lost.iter().any(|l| l.contains("bind()")), "{lost:?}");
+        assert!(!lost.iter().any(|l| l.contains("for want of a route")), "{lost:?}");
+        let mut unique = lost.clone();
+        unique.dedup();
+        assert_eq!(unique, lost);
     }
 
     #[test]
