@@ -343,6 +343,10 @@ pub mod eflag {
     /// fib6:fib6_table_lookup during the call), not at the call's return: `err` is the error
     /// that lookup gives the call.
     pub const ROUTE_LOOKUP: u32 = 1 << 7;
+    /// SYSCALL_FAILED read at the socket's state change: connect() put it in SYN_SENT and it
+    /// went back to CLOSE with no local port (sock:inet_sock_set_state), which is how
+    /// connect() fails with EADDRNOTAVAIL when no free local port is left.
+    pub const NO_LOCAL_PORT: u32 = 1 << 8;
 }
 
 /// Syscalls watched for error returns. For CONNECT the address is the destination (`Flow::daddr`);

@@ -24,6 +24,7 @@ const TCP_CLOSE: i32 = 7;
 const IPPROTO_TCP: u16 = 6;
 
 const ECONNREFUSED: i32 = 111;
+const EADDRNOTAVAIL: i32 = 99;
 const ETIMEDOUT: i32 = 110;
 const EHOSTUNREACH: i32 = 113;
 const ENETUNREACH: i32 = 101;
@@ -170,6 +171,23 @@ fn finish(sk: u64) {
     if u32::from(tried) > state.syn_retrans {
         state.syn_retrans = u32::from(tried);
         flags |= eflag::RETRIES_NOT_SENT;
+    }
+    // No local port: connect() put the socket in SYN_SENT, found no free port for it and put it
+    // back to CLOSE before any SYN (this runs in the connecting task, inside connect()). Where
+    // nothing reads connect()'s return, that is its EADDRNOTAVAIL (#028).
+    if flow.sport == 0 && err == 0 && state.syn_retrans == 0 && crate::route::reads_connect_errors()
+    {
+        let mut failed = flow;
+        failed.saddr = [0; 16];
+        failed.protocol = 0;
+        crate::syscall::emit_flow_error(
+            syscall::CONNECT,
+            failed,
+            -EADDRNOTAVAIL,
+            state.proc.netns,
+            eflag::NO_LOCAL_PORT,
+        );
+        return;
     }
     let Some(verdict) = classify(err, state.syn_retrans, &drops, &mut flags) else {
         return;

@@ -13,7 +13,7 @@
 use aya_ebpf::{
     helpers::bpf_get_current_pid_tgid,
     macros::{cgroup_sock, cgroup_sock_addr, map, tracepoint},
-    maps::LruHashMap,
+    maps::{Array, LruHashMap},
     programs::{SockAddrContext, SockContext, TracePointContext},
 };
 use netladder_common::{eflag, syscall, ABSENT, AF_INET, AF_INET6};
@@ -46,6 +46,9 @@ pub struct Attempt {
     /// The IPv4 destination a lookup must match (also for IPv4-mapped IPv6), 0 when none.
     pub v4: u32,
     pub v6: u32,
+    /// The route was found and what a connect records was recorded (once per attempt).
+    pub noted: u32,
+    pub _pad: u32,
 }
 
 /// Attempts by thread (pid_tgid). LRU: an attempt that never ends (its thread died without
@@ -53,6 +56,18 @@ pub struct Attempt {
 /// still to come, never a failure already seen (those end at the thread's next attempt).
 #[map(name = "ROUTE_TRY")]
 static ROUTE_TRY: LruHashMap<u64, Attempt> = LruHashMap::with_max_entries(16384, 0);
+
+/// 1 when these programs attached (written by the loader): then neither the fexit programs nor
+/// the syscall tracepoints see connect()'s errors, and the state-change program reports a
+/// connect() that found no free local port (`reads_connect_errors`).
+#[map(name = "ROUTE_MODE")]
+static ROUTE_MODE: Array<u32> = Array::with_max_entries(1, 0);
+
+/// Whether connect()'s own errors are read by nothing but these programs.
+#[inline(always)]
+pub fn reads_connect_errors() -> bool {
+    ROUTE_MODE.get(0).copied() == Some(1)
+}
 
 #[cgroup_sock_addr(connect4)]
 pub fn route_connect4(ctx: SockAddrContext) -> i32 {
@@ -109,6 +124,8 @@ fn attempt(ctx: &SockAddrContext, call: u32) -> Option<Attempt> {
         err: 0,
         v4: 0,
         v6: 0,
+        noted: 0,
+        _pad: 0,
     };
     // struct sockaddr_in / sockaddr_in6: family (host order), port (network order), address.
     let port = (port as u16).to_ne_bytes();
@@ -161,11 +178,6 @@ fn begin(a: Attempt) {
         return;
     }
     let id = bpf_get_current_pid_tgid();
-    if a.call == syscall::CONNECT {
-        // #025 and #024: what a connect records (the fexit and syscall paths record it when it
-        // succeeds; here it is the attempt, and a failed one never starts a handshake).
-        connected(id, &a.addr);
-    }
     // The thread's previous attempt ends here; this one takes its entry (a UDP sender's
     // every datagram comes here: one look-up, no delete and insert).
     match ROUTE_TRY.get_ptr_mut(&id) {
@@ -240,6 +252,17 @@ pub fn route_release(ctx: SockContext) -> i32 {
     1
 }
 
+/// The attempt's route was found: a connect() records what the fexit and syscall paths record
+/// when one succeeds (#025: the peer of a TLS handshake the thread may start next; #024: who asks
+/// which nameserver). A connect that finds no route records nothing, as there.
+#[inline(always)]
+fn found(a: &mut Attempt) {
+    if a.call == syscall::CONNECT && a.noted == 0 {
+        a.noted = 1;
+        connected(bpf_get_current_pid_tgid(), &a.addr);
+    }
+}
+
 /// Whether the lookup is for a packet this host sends (its input interface is loopback), not
 /// one it forwards: a router namespace's lookup can run in the sending thread (veth hands the
 /// packet on at once).
@@ -270,6 +293,9 @@ pub fn route_fib_lookup(ctx: TracePointContext) -> u32 {
     }
     if let Ok(err) = unsafe { ctx.read_at::<i32>(err_off as usize) } {
         a.err = err;
+        if err == 0 {
+            found(a);
+        }
     }
     0
 }
@@ -294,6 +320,9 @@ pub fn route_fib6_lookup(ctx: TracePointContext) -> u32 {
     }
     if let Ok(err) = unsafe { ctx.read_at::<i32>(err_off as usize) } {
         a.err = err;
+        if err == 0 {
+            found(a);
+        }
     }
     0
 }

@@ -366,7 +366,7 @@ pub fn emit_call_error_flagged(call: u32, raw: &[u8; 28], ret: i32, netns: u32, 
 /// Emits a SYSCALL_FAILED event for `call` on `flow` (for bind() and listen(), the local end is
 /// its source).
 #[inline(always)]
-fn emit_flow_error(call: u32, flow: Flow, ret: i32, netns: u32, flags: u32) {
+pub(crate) fn emit_flow_error(call: u32, flow: Flow, ret: i32, netns: u32, flags: u32) {
     let now = unsafe { bpf_ktime_get_ns() };
     // A repeat within its window (a flood of refused sends) is only counted: the process's
     // details and the event are gathered only for the one that is sent.

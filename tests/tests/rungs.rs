@@ -294,14 +294,23 @@ fn ephemeral_ports_exhausted() {
     ns.sysctl("net.ipv4.ip_local_port_range", "40000 40001")
         .unwrap();
     let _srv = Peer::listen(Some(&ns), "127.0.0.1:9300", &[]).unwrap();
-    let w = watch_netns_syscalls(&ns);
+    let w = watch_netns(&ns);
     // Two connections held open use both ports; every client's connect() has none left.
     let _holder = PortHolder::start(&ns, "127.0.0.1:9300", 2);
     let want = ("028", "ports_exhausted", "address");
     let m = every_client(&w, &ns, "127.0.0.1:9300", want, "EADDRNOTAVAIL");
+    // Read at connect()'s return, or, where nothing reads it (no fentry, no --syscall-hooks), at
+    // the socket's move back from SYN_SENT to CLOSE with no local port.
+    let line = if hook_attached(&w, "route_connect4") {
+        "connect() failed with EADDRNOTAVAIL: it put the socket in SYN_SENT and the kernel, \
+         finding no free local port"
+    } else {
+        "connect() returned EADDRNOTAVAIL"
+    };
     m.each(|_, ev| {
         summary_has(ev, "40000");
         assert!(ev["src"].is_null(), "no local port was chosen: {ev:#}");
+        assert!(evidence_has(ev, line), "{ev:#}");
     });
     w.stop().unwrap();
 }
@@ -477,7 +486,7 @@ fn ephemeral_ports_exhausted_by_time_wait() {
     let out = connect(Some(&a), "10.231.0.2:9500", &["--count", "2"]).unwrap();
     assert!(out.status.success(), "{out:?}");
     std::thread::sleep(Duration::from_millis(300));
-    let w = watch_netns_syscalls(&a);
+    let w = watch_netns(&a);
     let want = ("028", "ports_exhausted", "address");
     let m = every_client(&w, &a, "10.231.0.2:9500", want, "EADDRNOTAVAIL");
     m.each(|_, ev| {

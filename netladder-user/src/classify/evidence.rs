@@ -66,6 +66,13 @@ pub fn syscall_line(call: &str, err: i32) -> String {
     format!("{} returned {}", call_words(call), errno::name(err))
 }
 
+/// connect() out of local ports, read at the socket's state change (`eflag::NO_LOCAL_PORT`).
+pub fn no_local_port_line() -> String {
+    "connect() failed with EADDRNOTAVAIL: it put the socket in SYN_SENT and the kernel, finding \
+     no free local port for it, put it back to CLOSE before any SYN (sock:inet_sock_set_state)"
+        .to_owned()
+}
+
 /// A call's failure read at the kernel's route lookup during the call (`eflag::ROUTE_LOOKUP`).
 pub fn route_lookup_line(call: &str, err: i32) -> String {
     let found = match err {

@@ -614,6 +614,8 @@ impl Classifier {
             summary: format!("{summary}: {} failed at once", evidence::call_words(call)),
             evidence: vec![if obs.flags & eflag::ROUTE_LOOKUP != 0 {
                 evidence::route_lookup_line(call, obs.err)
+            } else if obs.flags & eflag::NO_LOCAL_PORT != 0 {
+                evidence::no_local_port_line()
             } else {
                 evidence::syscall_line(call, obs.err)
             }],

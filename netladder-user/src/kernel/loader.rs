@@ -123,6 +123,18 @@ pub fn load(config: &Config, opts: &Options) -> Result<Loaded> {
             mode.set(0, 1, 0).context("cannot set DNS_MODE")?;
         }
     }
+    // Where only the route-lookup programs see connect(), the state-change program reports a
+    // connect() that found no free local port.
+    let route = outcomes
+        .iter()
+        .any(|o| o.hook.program == "route_connect4" && o.status == Status::Attached);
+    if route {
+        if let Some(map) = ebpf.map_mut("ROUTE_MODE") {
+            let mut mode: aya::maps::Array<_, u32> =
+                aya::maps::Array::try_from(map).context("map ROUTE_MODE")?;
+            mode.set(0, 1, 0).context("cannot set ROUTE_MODE")?;
+        }
+    }
     drop(btf);
     // Parsing the kernel's BTF and loading the object freed tens of MB: give them back to the
     // system instead of keeping them in the allocator for the whole run.
@@ -568,7 +580,14 @@ mod object_tests {
     fn the_maps_and_globals_the_loader_uses_exist() {
         let syms = symbols();
         for map in [
-            "EVENTS", "COUNTERS", "AGG", "AGG_GEN", "STOP", "ICMP_RCV", "DNS_MODE",
+            "EVENTS",
+            "COUNTERS",
+            "AGG",
+            "AGG_GEN",
+            "STOP",
+            "ICMP_RCV",
+            "DNS_MODE",
+            "ROUTE_MODE",
         ] {
             let (_, section) = syms
                 .get(map)

@@ -1000,13 +1000,17 @@ mod tests {
             .any(|h| h.program == "route_fib_lookup" && !replacements_attached(&out, h)));
         let lost = degraded(&out);
         assert!(
-            lost.iter().all(|l| l.ends_with("(opt-in here: --syscall-hooks)")
-                || l.contains("io_uring")
-                || l.contains("ICMP")),
+            lost.iter()
+                .all(|l| l.ends_with("(opt-in here: --syscall-hooks)")
+                    || l.contains("io_uring")
+                    || l.contains("ICMP")),
             "{lost:?}"
         );
         assert!(lost.iter().any(|l| l.contains("bind()")), "{lost:?}");
-        assert!(!lost.iter().any(|l| l.contains("for want of a route")), "{lost:?}");
+        assert!(
+            !lost.iter().any(|l| l.contains("for want of a route")),
+            "{lost:?}"
+        );
         let mut unique = lost.clone();
         unique.dedup();
         assert_eq!(unique, lost);
