@@ -403,76 +403,13 @@ pub const HOOKS: &[Hook] = &[
     // Where neither the fexit programs nor (opt-in) the syscall tracepoints above attach:
     // connect() and UDP sends that fail for want of a route, read at the route lookup
     // (netladder-ebpf/src/route.rs). Each runs only for its own call or lookup.
-    Hook {
-        program: "route_connect4",
-        attach: Attach::CgroupSockAddr("connect4"),
-        core: false,
-        optional: false,
-        needs: ROUTE_NEEDS,
-        without: ROUTE_WITHOUT,
-        replaced_by: ROUTE_REPLACED_BY,
-        input: Input::Nothing,
-    },
-    Hook {
-        program: "route_connect6",
-        attach: Attach::CgroupSockAddr("connect6"),
-        core: false,
-        optional: false,
-        needs: ROUTE_NEEDS,
-        without: ROUTE_WITHOUT,
-        replaced_by: ROUTE_REPLACED_BY,
-        input: Input::Nothing,
-    },
-    Hook {
-        program: "route_sendmsg4",
-        attach: Attach::CgroupSockAddr("sendmsg4"),
-        core: false,
-        optional: false,
-        needs: ROUTE_NEEDS,
-        without: ROUTE_WITHOUT,
-        replaced_by: ROUTE_REPLACED_BY,
-        input: Input::Nothing,
-    },
-    Hook {
-        program: "route_sendmsg6",
-        attach: Attach::CgroupSockAddr("sendmsg6"),
-        core: false,
-        optional: false,
-        needs: ROUTE_NEEDS,
-        without: ROUTE_WITHOUT,
-        replaced_by: ROUTE_REPLACED_BY,
-        input: Input::Nothing,
-    },
-    Hook {
-        program: "route_release",
-        attach: Attach::CgroupSock("sock_release"),
-        core: false,
-        optional: false,
-        needs: ROUTE_NEEDS,
-        without: ROUTE_WITHOUT,
-        replaced_by: ROUTE_REPLACED_BY,
-        input: Input::Nothing,
-    },
-    Hook {
-        program: "route_fib_lookup",
-        attach: Attach::Tracepoint("fib", "fib_table_lookup"),
-        core: false,
-        optional: false,
-        needs: ROUTE_NEEDS,
-        without: ROUTE_WITHOUT,
-        replaced_by: ROUTE_REPLACED_BY,
-        input: Input::Nothing,
-    },
-    Hook {
-        program: "route_fib6_lookup",
-        attach: Attach::Tracepoint("fib6", "fib6_table_lookup"),
-        core: false,
-        optional: false,
-        needs: ROUTE_NEEDS,
-        without: ROUTE_WITHOUT,
-        replaced_by: ROUTE_REPLACED_BY,
-        input: Input::Nothing,
-    },
+    route_hook("route_connect4", Attach::CgroupSockAddr("connect4")),
+    route_hook("route_connect6", Attach::CgroupSockAddr("connect6")),
+    route_hook("route_sendmsg4", Attach::CgroupSockAddr("sendmsg4")),
+    route_hook("route_sendmsg6", Attach::CgroupSockAddr("sendmsg6")),
+    route_hook("route_release", Attach::CgroupSock("sock_release")),
+    route_hook("route_fib_lookup", Attach::Tracepoint("fib", "fib_table_lookup")),
+    route_hook("route_fib6_lookup", Attach::Tracepoint("fib6", "fib6_table_lookup")),
     Hook {
         program: "neigh_update",
         attach: Attach::TpBtf("neigh_update"),
@@ -824,6 +761,20 @@ const ROUTE_NEEDS: &str =
     "cgroup v2, cgroup sock_addr and sock_release programs (5.9+), fib/fib6 tracepoints";
 const ROUTE_WITHOUT: &str =
     "connect() calls and UDP sends that fail at once for want of a route (#022, #026)";
+/// One of the route-lookup programs: they need, lose and stand in for the same.
+const fn route_hook(program: &'static str, attach: Attach) -> Hook {
+    Hook {
+        program,
+        attach,
+        core: false,
+        optional: false,
+        needs: ROUTE_NEEDS,
+        without: ROUTE_WITHOUT,
+        replaced_by: ROUTE_REPLACED_BY,
+        input: Input::Nothing,
+    }
+}
+
 /// The route-lookup programs stand in for these; where they attached, or were themselves
 /// replaced by fexit programs, the route-lookup programs are not needed.
 const ROUTE_REPLACED_BY: &[&str] = &[
