@@ -122,8 +122,6 @@ pub(super) fn reject_text(kind: u32, code: u8, l3: Option<u8>) -> String {
     }
 }
 
-/// A verdict code: NF_ACCEPT 1, NFT_CONTINUE -1, NFT_BREAK -2, NFT_JUMP -3, NFT_GOTO -4,
-/// NFT_RETURN -5; NF_DROP 0 and NF_QUEUE 3 in the low byte (errno or queue number above).
 /// The `--reject-with` of an iptables-nft REJECT target, from its info (enum ipt_reject_with
 /// or ip6t_reject_with, host order): (iptables option, the kind as nft words).
 pub(super) fn xt_reject_with(family: u8, info: &[u8]) -> Option<(&'static str, &'static str)> {
@@ -158,6 +156,8 @@ pub(super) fn xt_reject_with(family: u8, info: &[u8]) -> Option<(&'static str, &
     table.get(usize::try_from(with).ok()?).copied()
 }
 
+/// A verdict code: NF_ACCEPT 1, NFT_CONTINUE -1, NFT_BREAK -2, NFT_JUMP -3, NFT_GOTO -4,
+/// NFT_RETURN -5; NF_DROP 0 and NF_QUEUE 3 in the low byte (errno or queue number above).
 pub(super) fn verdict_text(code: i32, chain: &Option<String>) -> String {
     let target = chain.as_deref().unwrap_or("?");
     match code {
