@@ -11,117 +11,143 @@ pub const COMM_LEN: usize = 16;
 /// Marker for an offset or drop-reason value that this kernel does not have.
 pub const ABSENT: u32 = u32::MAX;
 
-/// Offsets and values computed in userspace from the running kernel's BTF and tracefs at start-up
-/// and handed to the programs as a read-only global (aya has no CO-RE relocations).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Config {
-    /// Our own process id: events caused by netladder itself are ignored.
-    pub self_tgid: u32,
-    /// Only track connections and calls of this network namespace (inode); 0 = all.
-    pub only_netns: u32,
+/// Declares `Config` once: the struct (every field a `u32`), [`Config::empty`] (each field
+/// `ABSENT` unless it says `= value`) and [`Config::FIELDS`], the field names in order.
+macro_rules! config_struct {
+    (@init) => { ABSENT };
+    (@init $init:expr) => { $init };
+    (
+        $(#[$meta:meta])*
+        pub struct $name:ident {
+            $( $(#[$fmeta:meta])* pub $field:ident: u32 $(= $init:expr)?, )*
+        }
+    ) => {
+        $(#[$meta])*
+        pub struct $name {
+            $( $(#[$fmeta])* pub $field: u32, )*
+        }
 
-    // struct sock / struct sock_common
-    pub sk_daddr: u32,
-    pub sk_rcv_saddr: u32,
-    pub sk_dport: u32,
-    pub sk_num: u32,
-    /// `struct inet_sock` -> `inet_sport`: unlike skc_num it survives the move to CLOSE.
-    pub sk_sport: u32,
-    pub sk_family: u32,
-    pub sk_protocol: u32,
-    pub sk_v6_daddr: u32,
-    pub sk_v6_rcv_saddr: u32,
-    pub sk_net: u32,
-    pub sk_err: u32,
-    pub sk_err_soft: u32,
-    /// `struct net` -> `ns.inum`.
-    pub net_ns_inum: u32,
-    /// `struct task_struct` -> `nsproxy`, `struct nsproxy` -> `net_ns` (netns of the caller).
-    pub task_nsproxy: u32,
-    pub nsproxy_net_ns: u32,
+        impl $name {
+            /// A config where every offset is absent; userspace fills in what the kernel has.
+            pub const fn empty() -> Self {
+                Self { $( $field: config_struct!(@init $($init)?), )* }
+            }
 
-    // struct sk_buff
-    pub skb_head: u32,
-    pub skb_network_header: u32,
-    pub skb_iif: u32,
-    pub skb_dev: u32,
-    /// `struct net_device` -> `ifindex`.
-    pub dev_ifindex: u32,
-    // struct neighbour, struct neigh_table
-    pub neigh_state: u32,
-    pub neigh_key: u32,
-    pub neigh_dev: u32,
-    pub neigh_tbl: u32,
-    pub tbl_family: u32,
-    /// `struct net_device` -> `nd_net` (possible_net_t, whose first member is the net pointer).
-    pub dev_nd_net: u32,
+            /// The field names, in declaration (and memory) order.
+            pub const FIELDS: &'static [&'static str] = &[$(stringify!($field)),*];
+        }
+    };
+}
 
-    // enum skb_drop_reason values, ABSENT when the kernel lacks them
-    pub reason_no_socket: u32,
-    pub reason_netfilter_drop: u32,
+config_struct! {
+    /// Offsets and values computed in userspace from the running kernel's BTF and tracefs at
+    /// start-up and handed to the programs as a read-only global (aya has no CO-RE relocations).
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct Config {
+        /// Our own process id: events caused by netladder itself are ignored.
+        pub self_tgid: u32 = 0,
+        /// Only track connections and calls of this network namespace (inode); 0 = all.
+        pub only_netns: u32 = 0,
 
-    // syscall tracepoint field offsets (tracefs format files)
-    pub sys_enter_connect_fd: u32,
-    pub sys_enter_connect_addr: u32,
-    pub sys_enter_bind_fd: u32,
-    pub sys_enter_bind_addr: u32,
-    pub sys_enter_listen_fd: u32,
-    pub sys_enter_sendto_fd: u32,
-    pub sys_enter_sendto_addr: u32,
-    pub sys_enter_sendmsg_fd: u32,
-    pub sys_enter_sendmsg_msg: u32,
-    /// `struct user_msghdr` -> `msg_name`.
-    pub msghdr_name: u32,
-    /// `ret` of every sys_exit_* event (struct syscall_trace_exit).
-    pub sys_exit_ret: u32,
-    // ssh (#030): sys_enter_write fd/buf/count, sys_enter_sendto buff/len, sys_enter_openat
-    // filename (the fd of sendto and the sockaddr of connect are above).
-    pub sys_enter_write_fd: u32,
-    pub sys_enter_write_buf: u32,
-    pub sys_enter_write_count: u32,
-    pub sys_enter_sendto_buf: u32,
-    pub sys_enter_sendto_len: u32,
-    pub sys_enter_openat_filename: u32,
-    // #025 without a recorded connect(): the process's sockets, read through its open files.
-    /// `struct task_struct` -> `files`, `struct files_struct` -> `fdt`.
-    pub task_files: u32,
-    pub files_fdt: u32,
-    /// `struct fdtable` -> `max_fds`, `fd`.
-    pub fdt_max_fds: u32,
-    pub fdt_fd: u32,
-    /// `struct file` -> `private_data` (the `struct socket` of a socket file).
-    pub file_private_data: u32,
-    /// `struct socket` -> `file` (points back to the file), `sk`, `type`.
-    pub socket_file: u32,
-    pub socket_sk: u32,
-    pub socket_type: u32,
-    /// `struct sock` -> `__sk_common.skc_state`.
-    pub sk_state: u32,
-    /// `struct inet_connection_sock` -> `icsk_retransmits` (u8): the retransmissions the
-    /// kernel tried, whether or not the packet left (a failed one never reaches
-    /// tcp:tcp_retransmit_skb).
-    pub icsk_retransmits: u32,
-    /// `struct msghdr` (the kernel's copy) -> `msg_name`: the destination of a datagram send,
-    /// read by the fexit programs on udp_sendmsg / udpv6_sendmsg.
-    pub kmsghdr_name: u32,
-    /// Route lookup tracepoints (tracefs formats of fib:fib_table_lookup and
-    /// fib6:fib6_table_lookup): the lookup's error and destination.
-    pub fib_err: u32,
-    pub fib_dst: u32,
-    pub fib6_err: u32,
-    pub fib6_dst: u32,
-    /// The lookup's input interface: loopback for a packet this host sends.
-    pub fib_iif: u32,
-    pub fib6_iif: u32,
+        // struct sock / struct sock_common
+        pub sk_daddr: u32,
+        pub sk_rcv_saddr: u32,
+        pub sk_dport: u32,
+        pub sk_num: u32,
+        /// `struct inet_sock` -> `inet_sport`: unlike skc_num it survives the move to CLOSE.
+        pub sk_sport: u32,
+        pub sk_family: u32,
+        pub sk_protocol: u32,
+        pub sk_v6_daddr: u32,
+        pub sk_v6_rcv_saddr: u32,
+        pub sk_net: u32,
+        pub sk_err: u32,
+        pub sk_err_soft: u32,
+        /// `struct net` -> `ns.inum`.
+        pub net_ns_inum: u32,
+        /// `struct task_struct` -> `nsproxy`, `struct nsproxy` -> `net_ns` (netns of the caller).
+        pub task_nsproxy: u32,
+        pub nsproxy_net_ns: u32,
+
+        // struct sk_buff
+        pub skb_head: u32,
+        pub skb_network_header: u32,
+        pub skb_iif: u32,
+        pub skb_dev: u32,
+        /// `struct net_device` -> `ifindex`.
+        pub dev_ifindex: u32,
+        // struct neighbour, struct neigh_table
+        pub neigh_state: u32,
+        pub neigh_key: u32,
+        pub neigh_dev: u32,
+        pub neigh_tbl: u32,
+        pub tbl_family: u32,
+        /// `struct net_device` -> `nd_net` (possible_net_t, whose first member is the net pointer).
+        pub dev_nd_net: u32,
+
+        // enum skb_drop_reason values, ABSENT when the kernel lacks them
+        pub reason_no_socket: u32,
+        pub reason_netfilter_drop: u32,
+
+        // syscall tracepoint field offsets (tracefs format files)
+        pub sys_enter_connect_fd: u32,
+        pub sys_enter_connect_addr: u32,
+        pub sys_enter_bind_fd: u32,
+        pub sys_enter_bind_addr: u32,
+        pub sys_enter_listen_fd: u32,
+        pub sys_enter_sendto_fd: u32,
+        pub sys_enter_sendto_addr: u32,
+        pub sys_enter_sendmsg_fd: u32,
+        pub sys_enter_sendmsg_msg: u32,
+        /// `struct user_msghdr` -> `msg_name`.
+        pub msghdr_name: u32,
+        /// `ret` of every sys_exit_* event (struct syscall_trace_exit).
+        pub sys_exit_ret: u32,
+        // ssh (#030): sys_enter_write fd/buf/count, sys_enter_sendto buff/len, sys_enter_openat
+        // filename (the fd of sendto and the sockaddr of connect are above).
+        pub sys_enter_write_fd: u32,
+        pub sys_enter_write_buf: u32,
+        pub sys_enter_write_count: u32,
+        pub sys_enter_sendto_buf: u32,
+        pub sys_enter_sendto_len: u32,
+        pub sys_enter_openat_filename: u32,
+        // #025 without a recorded connect(): the process's sockets, read through its open files.
+        /// `struct task_struct` -> `files`, `struct files_struct` -> `fdt`.
+        pub task_files: u32,
+        pub files_fdt: u32,
+        /// `struct fdtable` -> `max_fds`, `fd`.
+        pub fdt_max_fds: u32,
+        pub fdt_fd: u32,
+        /// `struct file` -> `private_data` (the `struct socket` of a socket file).
+        pub file_private_data: u32,
+        /// `struct socket` -> `file` (points back to the file), `sk`, `type`.
+        pub socket_file: u32,
+        pub socket_sk: u32,
+        pub socket_type: u32,
+        /// `struct sock` -> `__sk_common.skc_state`.
+        pub sk_state: u32,
+        /// `struct inet_connection_sock` -> `icsk_retransmits` (u8): the retransmissions the
+        /// kernel tried, whether or not the packet left (a failed one never reaches
+        /// tcp:tcp_retransmit_skb).
+        pub icsk_retransmits: u32,
+        /// `struct msghdr` (the kernel's copy) -> `msg_name`: the destination of a datagram send,
+        /// read by the fexit programs on udp_sendmsg / udpv6_sendmsg.
+        pub kmsghdr_name: u32,
+        /// Route lookup tracepoints (tracefs formats of fib:fib_table_lookup and
+        /// fib6:fib6_table_lookup): the lookup's error and destination.
+        pub fib_err: u32,
+        pub fib_dst: u32,
+        pub fib6_err: u32,
+        pub fib6_dst: u32,
+        /// The lookup's input interface: loopback for a packet this host sends.
+        pub fib_iif: u32,
+        pub fib6_iif: u32,
+    }
 }
 
 // The config is copied to the kernel as bytes: it must have no implicit padding.
-// Only u32 fields: 41, ssh's 6 (sys_enter_write_*, sys_enter_sendto_buf/len,
-// sys_enter_openat_filename), #025's 9 (task_files .. sk_state), icsk_retransmits,
-// kmsghdr_name and the route lookup's 6, the last one last.
-const _: () = assert!(core::mem::size_of::<Config>() == (41 + 6 + 9 + 2 + 6) * 4);
-const _: () = assert!(core::mem::offset_of!(Config, fib6_iif) == (41 + 6 + 9 + 2 + 5) * 4);
+const _: () = assert!(core::mem::size_of::<Config>() == Config::FIELDS.len() * 4);
 
 /// Text ranges [start, end) of icmp_rcv and icmpv6_rcv (from /proc/kallsyms): a packet consumed
 /// from inside one of them is an ICMP message the stack handled. The one entry of the
@@ -135,78 +161,6 @@ pub struct IcmpRanges {
 }
 
 const _: () = assert!(core::mem::size_of::<IcmpRanges>() == 4 * 8);
-
-impl Config {
-    /// A config where every offset is absent; userspace fills in what the kernel has.
-    pub const fn empty() -> Self {
-        Self {
-            self_tgid: 0,
-            only_netns: 0,
-            sk_daddr: ABSENT,
-            sk_rcv_saddr: ABSENT,
-            sk_dport: ABSENT,
-            sk_num: ABSENT,
-            sk_sport: ABSENT,
-            sk_family: ABSENT,
-            sk_protocol: ABSENT,
-            sk_v6_daddr: ABSENT,
-            sk_v6_rcv_saddr: ABSENT,
-            sk_net: ABSENT,
-            sk_err: ABSENT,
-            sk_err_soft: ABSENT,
-            net_ns_inum: ABSENT,
-            task_nsproxy: ABSENT,
-            nsproxy_net_ns: ABSENT,
-            skb_head: ABSENT,
-            skb_network_header: ABSENT,
-            skb_iif: ABSENT,
-            skb_dev: ABSENT,
-            dev_ifindex: ABSENT,
-            neigh_state: ABSENT,
-            neigh_key: ABSENT,
-            neigh_dev: ABSENT,
-            neigh_tbl: ABSENT,
-            tbl_family: ABSENT,
-            dev_nd_net: ABSENT,
-            reason_no_socket: ABSENT,
-            reason_netfilter_drop: ABSENT,
-            sys_enter_connect_fd: ABSENT,
-            sys_enter_connect_addr: ABSENT,
-            sys_enter_bind_fd: ABSENT,
-            sys_enter_bind_addr: ABSENT,
-            sys_enter_listen_fd: ABSENT,
-            sys_enter_sendto_fd: ABSENT,
-            sys_enter_sendto_addr: ABSENT,
-            sys_enter_sendmsg_fd: ABSENT,
-            sys_enter_sendmsg_msg: ABSENT,
-            msghdr_name: ABSENT,
-            sys_exit_ret: ABSENT,
-            sys_enter_write_fd: ABSENT,
-            sys_enter_write_buf: ABSENT,
-            sys_enter_write_count: ABSENT,
-            sys_enter_sendto_buf: ABSENT,
-            sys_enter_sendto_len: ABSENT,
-            sys_enter_openat_filename: ABSENT,
-            task_files: ABSENT,
-            files_fdt: ABSENT,
-            fdt_max_fds: ABSENT,
-            fdt_fd: ABSENT,
-            file_private_data: ABSENT,
-            socket_file: ABSENT,
-            socket_sk: ABSENT,
-            socket_type: ABSENT,
-            sk_state: ABSENT,
-            icsk_retransmits: ABSENT,
-            kmsghdr_name: ABSENT,
-            fib_err: ABSENT,
-            fib_dst: ABSENT,
-            fib6_err: ABSENT,
-            fib6_dst: ABSENT,
-            fib_iif: ABSENT,
-            fib6_iif: ABSENT,
-        }
-    }
-}
 
 /// Address family values as the kernel uses them.
 pub const AF_INET: u16 = 2;
