@@ -1,9 +1,14 @@
 //! Wire types shared by the eBPF programs and the `netladder` binary.
 //!
 //! Everything here is `#[repr(C)]`, fixed-size and free of logic: the kernel side fills these
-//! structs, userspace reads them back byte for byte. With the `user` feature the types implement
-//! `aya::Pod` so they can be handed to maps and globals.
+//! structs, userspace reads them back byte for byte. Each record derives zerocopy's `IntoBytes`
+//! and `FromBytes`, which refuse a type with padding or with invalid bit patterns: that is the
+//! proof the two sides see the same bytes, and what lets userspace read them without `unsafe`.
+//! With the `user` feature the types implement `aya::Pod` so they can be handed to maps and
+//! globals.
 #![no_std]
+
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 /// Length of a task's `comm` in the kernel.
 pub const COMM_LEN: usize = 16;
@@ -44,6 +49,7 @@ config_struct! {
     /// start-up and handed to the programs as a read-only global (aya has no CO-RE relocations).
     #[repr(C)]
     #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    #[derive(FromBytes, IntoBytes, KnownLayout, Immutable)]
     pub struct Config {
         /// Our own process id: events caused by netladder itself are ignored.
         pub self_tgid: u32 = 0,
@@ -146,7 +152,7 @@ config_struct! {
     }
 }
 
-// The config is copied to the kernel as bytes: it must have no implicit padding.
+// Copied to the kernel as bytes: `IntoBytes` proves it has no padding, this that it is all there.
 const _: () = assert!(core::mem::size_of::<Config>() == Config::FIELDS.len() * 4);
 
 /// Text ranges [start, end) of icmp_rcv and icmpv6_rcv (from /proc/kallsyms): a packet consumed
@@ -154,7 +160,9 @@ const _: () = assert!(core::mem::size_of::<Config>() == Config::FIELDS.len() * 4
 /// `ICMP_RCV` map, written by the loader just before it attaches `consume_skb` (only then:
 /// reading kallsyms is a tenth of a start), so it is not part of `Config`. All 0 until then.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
 pub struct IcmpRanges {
     pub v4: [u64; 2],
     pub v6: [u64; 2],
@@ -171,7 +179,9 @@ pub const AF_INET6: u16 = 10;
 /// Aligned to 8 bytes (every struct that holds one already placed it at a multiple of 8), so
 /// the eBPF programs copy, clear and compare it in 8-byte words instead of byte loops.
 #[repr(C, align(8))]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
 pub struct Flow {
     pub family: u16,
     pub sport: u16,
@@ -184,7 +194,9 @@ pub struct Flow {
 /// The process a failure belongs to, recorded in process context (the connect() caller),
 /// never in softirq where `current` is unrelated.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
 pub struct ProcInfo {
     /// Thread id.
     pub tid: u32,
@@ -319,7 +331,9 @@ pub mod syscall {
 
 /// One event on the ring buffer. Fixed size so both sides agree without framing.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
 pub struct Event {
     /// One of [`kind`].
     pub kind: u32,
@@ -373,7 +387,7 @@ pub const APP_TEXT_LEN: usize = 256;
 /// One application-layer event on the ring buffer (kinds DNS_ANSWER and above). Each family
 /// documents what `code`, `aux` and `text` hold next to its kind constant and in its eBPF file.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable)]
 pub struct AppEvent {
     /// One of the application kinds in [`kind`].
     pub kind: u32,
@@ -393,7 +407,7 @@ pub struct AppEvent {
     pub text: [u8; APP_TEXT_LEN],
 }
 
-// Copied as bytes: no implicit padding.
+// Copied as bytes (`IntoBytes` proves it has no padding): the size both sides agree on.
 const _: () = assert!(core::mem::size_of::<AppEvent>() == 16 + 40 + 40 + 16 + APP_TEXT_LEN);
 const _: () = assert!(core::mem::offset_of!(AppEvent, flow) == 56);
 
@@ -431,7 +445,9 @@ impl Default for AppEvent {
 /// (kind, verdict or syscall, errno, the evidence flags and ICMP answer), toward which
 /// destination, and in which namespaces. Only the client's port is left out.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
 pub struct AggKey {
     pub tgid: u32,
     pub kind: u32,
@@ -481,7 +497,9 @@ impl AggKey {
 /// `emitted` only grow, so `total - emitted` is the number of failures that were counted
 /// without an event; userspace reads it and reports those as repeats of the event.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
 pub struct AggCount {
     /// Kernel time the current window began (its event was sent then).
     pub window_start: u64,
@@ -554,7 +572,9 @@ pub mod dns {
 
 /// An ICMP error seen for a flow (client's view), until the connection closes.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
 pub struct IcmpRecord {
     pub from: [u8; 16],
     pub last_ns: u64,
@@ -565,7 +585,9 @@ pub struct IcmpRecord {
 
 /// Per-flow drop record kept in the kernel until the connection closes.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
 pub struct DropRecord {
     pub nf_drops: u32,
     pub nosock_drops: u32,
@@ -582,7 +604,9 @@ pub struct DropRecord {
 
 /// Per-socket connection state kept in the kernel from SYN_SENT until close.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
 pub struct ConnState {
     pub proc: ProcInfo,
     pub start_ns: u64,
@@ -613,14 +637,20 @@ pub mod counter {
 
 #[cfg(feature = "user")]
 mod pod {
-    unsafe impl aya::Pod for super::Config {}
-    unsafe impl aya::Pod for super::Event {}
-    unsafe impl aya::Pod for super::AppEvent {}
-    unsafe impl aya::Pod for super::AggKey {}
-    unsafe impl aya::Pod for super::AggCount {}
-    unsafe impl aya::Pod for super::Flow {}
-    unsafe impl aya::Pod for super::DropRecord {}
-    unsafe impl aya::Pod for super::ConnState {}
-    unsafe impl aya::Pod for super::IcmpRecord {}
-    unsafe impl aya::Pod for super::IcmpRanges {}
+    /// The types are `IntoBytes` (no padding) and `FromBytes` (any bytes are a value), which is
+    /// what `aya::Pod` asks for.
+    const fn proven<T: zerocopy::IntoBytes + zerocopy::FromBytes>() {}
+
+    macro_rules! pod {
+        ($($t:ident),* $(,)?) => {$(
+            const _: () = proven::<super::$t>();
+            // SAFETY: `proven` above: no padding, every bit pattern valid.
+            unsafe impl aya::Pod for super::$t {}
+        )*};
+    }
+
+    pod!(
+        Config, Event, AppEvent, AggKey, AggCount, Flow, DropRecord, ConnState, IcmpRecord,
+        IcmpRanges,
+    );
 }
