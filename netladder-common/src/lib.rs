@@ -413,31 +413,7 @@ const _: () = assert!(core::mem::offset_of!(AppEvent, flow) == 56);
 
 impl Default for AppEvent {
     fn default() -> Self {
-        Self {
-            kind: 0,
-            code: 0,
-            ts_ns: 0,
-            proc: ProcInfo {
-                tid: 0,
-                pid: 0,
-                cgroup_id: 0,
-                netns: 0,
-                _pad: 0,
-                comm: [0; COMM_LEN],
-            },
-            flow: Flow {
-                family: 0,
-                sport: 0,
-                dport: 0,
-                protocol: 0,
-                saddr: [0; 16],
-                daddr: [0; 16],
-            },
-            aux: 0,
-            text_len: 0,
-            _pad: 0,
-            text: [0; APP_TEXT_LEN],
-        }
+        zerocopy::FromZeros::new_zeroed()
     }
 }
 
@@ -633,6 +609,26 @@ pub mod counter {
     /// A DNS response that could not be parsed (bad, truncated or looping names).
     pub const DNS_MALFORMED: u32 = 5;
     pub const COUNT: u32 = 8;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_config_is_absent_but_for_the_tgid_and_netns() {
+        let empty = Config::empty();
+        let words = <[u32]>::ref_from_bytes(empty.as_bytes()).unwrap();
+        assert_eq!(words.len(), Config::FIELDS.len());
+        assert_eq!(Config::FIELDS[..2], ["self_tgid", "only_netns"]);
+        assert_eq!(words[..2], [0, 0]);
+        assert!(words[2..].iter().all(|w| *w == ABSENT));
+    }
+
+    #[test]
+    fn a_default_app_event_is_zero() {
+        assert!(AppEvent::default().as_bytes().iter().all(|b| *b == 0));
+    }
 }
 
 #[cfg(feature = "user")]
