@@ -1,9 +1,14 @@
 //! Wire types shared by the eBPF programs and the `netladder` binary.
 //!
 //! Everything here is `#[repr(C)]`, fixed-size and free of logic: the kernel side fills these
-//! structs, userspace reads them back byte for byte. With the `user` feature the types implement
-//! `aya::Pod` so they can be handed to maps and globals.
+//! structs, userspace reads them back byte for byte. Each record derives zerocopy's `IntoBytes`
+//! and `FromBytes`, which refuse a type with padding or with invalid bit patterns: that is the
+//! proof the two sides see the same bytes, and what lets userspace read them without `unsafe`.
+//! With the `user` feature the types implement `aya::Pod` so they can be handed to maps and
+//! globals.
 #![no_std]
+
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 /// Length of a task's `comm` in the kernel.
 pub const COMM_LEN: usize = 16;
@@ -11,202 +16,159 @@ pub const COMM_LEN: usize = 16;
 /// Marker for an offset or drop-reason value that this kernel does not have.
 pub const ABSENT: u32 = u32::MAX;
 
-/// Offsets and values computed in userspace from the running kernel's BTF and tracefs at start-up
-/// and handed to the programs as a read-only global (aya has no CO-RE relocations).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Config {
-    /// Our own process id: events caused by netladder itself are ignored.
-    pub self_tgid: u32,
-    /// Only track connections and calls of this network namespace (inode); 0 = all.
-    pub only_netns: u32,
+/// Declares `Config` once: the struct (every field a `u32`), [`Config::empty`] (each field
+/// `ABSENT` unless it says `= value`) and [`Config::FIELDS`], the field names in order.
+macro_rules! config_struct {
+    (@init) => { ABSENT };
+    (@init $init:expr) => { $init };
+    (
+        $(#[$meta:meta])*
+        pub struct $name:ident {
+            $( $(#[$fmeta:meta])* pub $field:ident: u32 $(= $init:expr)?, )*
+        }
+    ) => {
+        $(#[$meta])*
+        pub struct $name {
+            $( $(#[$fmeta])* pub $field: u32, )*
+        }
 
-    // struct sock / struct sock_common
-    pub sk_daddr: u32,
-    pub sk_rcv_saddr: u32,
-    pub sk_dport: u32,
-    pub sk_num: u32,
-    /// `struct inet_sock` -> `inet_sport`: unlike skc_num it survives the move to CLOSE.
-    pub sk_sport: u32,
-    pub sk_family: u32,
-    pub sk_protocol: u32,
-    pub sk_v6_daddr: u32,
-    pub sk_v6_rcv_saddr: u32,
-    pub sk_net: u32,
-    pub sk_err: u32,
-    pub sk_err_soft: u32,
-    /// `struct net` -> `ns.inum`.
-    pub net_ns_inum: u32,
-    /// `struct task_struct` -> `nsproxy`, `struct nsproxy` -> `net_ns` (netns of the caller).
-    pub task_nsproxy: u32,
-    pub nsproxy_net_ns: u32,
+        impl $name {
+            /// A config where every offset is absent; userspace fills in what the kernel has.
+            pub const fn empty() -> Self {
+                Self { $( $field: config_struct!(@init $($init)?), )* }
+            }
 
-    // struct sk_buff
-    pub skb_head: u32,
-    pub skb_network_header: u32,
-    pub skb_iif: u32,
-    pub skb_dev: u32,
-    /// `struct net_device` -> `ifindex`.
-    pub dev_ifindex: u32,
-    // struct neighbour, struct neigh_table
-    pub neigh_state: u32,
-    pub neigh_key: u32,
-    pub neigh_dev: u32,
-    pub neigh_tbl: u32,
-    pub tbl_family: u32,
-    /// `struct net_device` -> `nd_net` (possible_net_t, whose first member is the net pointer).
-    pub dev_nd_net: u32,
-
-    // enum skb_drop_reason values, ABSENT when the kernel lacks them
-    pub reason_no_socket: u32,
-    pub reason_netfilter_drop: u32,
-
-    // syscall tracepoint field offsets (tracefs format files)
-    pub sys_enter_connect_fd: u32,
-    pub sys_enter_connect_addr: u32,
-    pub sys_enter_bind_fd: u32,
-    pub sys_enter_bind_addr: u32,
-    pub sys_enter_listen_fd: u32,
-    pub sys_enter_sendto_fd: u32,
-    pub sys_enter_sendto_addr: u32,
-    pub sys_enter_sendmsg_fd: u32,
-    pub sys_enter_sendmsg_msg: u32,
-    /// `struct user_msghdr` -> `msg_name`.
-    pub msghdr_name: u32,
-    /// `ret` of every sys_exit_* event (struct syscall_trace_exit).
-    pub sys_exit_ret: u32,
-    // ssh (#030): sys_enter_write fd/buf/count, sys_enter_sendto buff/len, sys_enter_openat
-    // filename (the fd of sendto and the sockaddr of connect are above).
-    pub sys_enter_write_fd: u32,
-    pub sys_enter_write_buf: u32,
-    pub sys_enter_write_count: u32,
-    pub sys_enter_sendto_buf: u32,
-    pub sys_enter_sendto_len: u32,
-    pub sys_enter_openat_filename: u32,
-    // #025 without a recorded connect(): the process's sockets, read through its open files.
-    /// `struct task_struct` -> `files`, `struct files_struct` -> `fdt`.
-    pub task_files: u32,
-    pub files_fdt: u32,
-    /// `struct fdtable` -> `max_fds`, `fd`.
-    pub fdt_max_fds: u32,
-    pub fdt_fd: u32,
-    /// `struct file` -> `private_data` (the `struct socket` of a socket file).
-    pub file_private_data: u32,
-    /// `struct socket` -> `file` (points back to the file), `sk`, `type`.
-    pub socket_file: u32,
-    pub socket_sk: u32,
-    pub socket_type: u32,
-    /// `struct sock` -> `__sk_common.skc_state`.
-    pub sk_state: u32,
-    /// `struct inet_connection_sock` -> `icsk_retransmits` (u8): the retransmissions the
-    /// kernel tried, whether or not the packet left (a failed one never reaches
-    /// tcp:tcp_retransmit_skb).
-    pub icsk_retransmits: u32,
-    /// `struct msghdr` (the kernel's copy) -> `msg_name`: the destination of a datagram send,
-    /// read by the fexit programs on udp_sendmsg / udpv6_sendmsg.
-    pub kmsghdr_name: u32,
-    /// Route lookup tracepoints (tracefs formats of fib:fib_table_lookup and
-    /// fib6:fib6_table_lookup): the lookup's error and destination.
-    pub fib_err: u32,
-    pub fib_dst: u32,
-    pub fib6_err: u32,
-    pub fib6_dst: u32,
-    /// The lookup's input interface: loopback for a packet this host sends.
-    pub fib_iif: u32,
-    pub fib6_iif: u32,
+            /// The field names, in declaration (and memory) order.
+            pub const FIELDS: &'static [&'static str] = &[$(stringify!($field)),*];
+        }
+    };
 }
 
-// The config is copied to the kernel as bytes: it must have no implicit padding.
-// Only u32 fields: 41, ssh's 6 (sys_enter_write_*, sys_enter_sendto_buf/len,
-// sys_enter_openat_filename), #025's 9 (task_files .. sk_state), icsk_retransmits,
-// kmsghdr_name and the route lookup's 6, the last one last.
-const _: () = assert!(core::mem::size_of::<Config>() == (41 + 6 + 9 + 2 + 6) * 4);
-const _: () = assert!(core::mem::offset_of!(Config, fib6_iif) == (41 + 6 + 9 + 2 + 5) * 4);
+config_struct! {
+    /// Offsets and values computed in userspace from the running kernel's BTF and tracefs at
+    /// start-up and handed to the programs as a read-only global (aya has no CO-RE relocations).
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    #[derive(FromBytes, IntoBytes, KnownLayout, Immutable)]
+    pub struct Config {
+        /// Our own process id: events caused by netladder itself are ignored.
+        pub self_tgid: u32 = 0,
+        /// Only track connections and calls of this network namespace (inode); 0 = all.
+        pub only_netns: u32 = 0,
+
+        // struct sock / struct sock_common
+        pub sk_daddr: u32,
+        pub sk_rcv_saddr: u32,
+        pub sk_dport: u32,
+        pub sk_num: u32,
+        /// `struct inet_sock` -> `inet_sport`: unlike skc_num it survives the move to CLOSE.
+        pub sk_sport: u32,
+        pub sk_family: u32,
+        pub sk_protocol: u32,
+        pub sk_v6_daddr: u32,
+        pub sk_v6_rcv_saddr: u32,
+        pub sk_net: u32,
+        pub sk_err: u32,
+        pub sk_err_soft: u32,
+        /// `struct net` -> `ns.inum`.
+        pub net_ns_inum: u32,
+        /// `struct task_struct` -> `nsproxy`, `struct nsproxy` -> `net_ns` (netns of the caller).
+        pub task_nsproxy: u32,
+        pub nsproxy_net_ns: u32,
+
+        // struct sk_buff
+        pub skb_head: u32,
+        pub skb_network_header: u32,
+        pub skb_iif: u32,
+        pub skb_dev: u32,
+        /// `struct net_device` -> `ifindex`.
+        pub dev_ifindex: u32,
+        // struct neighbour, struct neigh_table
+        pub neigh_state: u32,
+        pub neigh_key: u32,
+        pub neigh_dev: u32,
+        pub neigh_tbl: u32,
+        pub tbl_family: u32,
+        /// `struct net_device` -> `nd_net` (possible_net_t, whose first member is the net pointer).
+        pub dev_nd_net: u32,
+
+        // enum skb_drop_reason values, ABSENT when the kernel lacks them
+        pub reason_no_socket: u32,
+        pub reason_netfilter_drop: u32,
+
+        // syscall tracepoint field offsets (tracefs format files)
+        pub sys_enter_connect_fd: u32,
+        pub sys_enter_connect_addr: u32,
+        pub sys_enter_bind_fd: u32,
+        pub sys_enter_bind_addr: u32,
+        pub sys_enter_listen_fd: u32,
+        pub sys_enter_sendto_fd: u32,
+        pub sys_enter_sendto_addr: u32,
+        pub sys_enter_sendmsg_fd: u32,
+        pub sys_enter_sendmsg_msg: u32,
+        /// `struct user_msghdr` -> `msg_name`.
+        pub msghdr_name: u32,
+        /// `ret` of every sys_exit_* event (struct syscall_trace_exit).
+        pub sys_exit_ret: u32,
+        // ssh (#030): sys_enter_write fd/buf/count, sys_enter_sendto buff/len, sys_enter_openat
+        // filename (the fd of sendto and the sockaddr of connect are above).
+        pub sys_enter_write_fd: u32,
+        pub sys_enter_write_buf: u32,
+        pub sys_enter_write_count: u32,
+        pub sys_enter_sendto_buf: u32,
+        pub sys_enter_sendto_len: u32,
+        pub sys_enter_openat_filename: u32,
+        // #025 without a recorded connect(): the process's sockets, read through its open files.
+        /// `struct task_struct` -> `files`, `struct files_struct` -> `fdt`.
+        pub task_files: u32,
+        pub files_fdt: u32,
+        /// `struct fdtable` -> `max_fds`, `fd`.
+        pub fdt_max_fds: u32,
+        pub fdt_fd: u32,
+        /// `struct file` -> `private_data` (the `struct socket` of a socket file).
+        pub file_private_data: u32,
+        /// `struct socket` -> `file` (points back to the file), `sk`, `type`.
+        pub socket_file: u32,
+        pub socket_sk: u32,
+        pub socket_type: u32,
+        /// `struct sock` -> `__sk_common.skc_state`.
+        pub sk_state: u32,
+        /// `struct inet_connection_sock` -> `icsk_retransmits` (u8): the retransmissions the
+        /// kernel tried, whether or not the packet left (a failed one never reaches
+        /// tcp:tcp_retransmit_skb).
+        pub icsk_retransmits: u32,
+        /// `struct msghdr` (the kernel's copy) -> `msg_name`: the destination of a datagram send,
+        /// read by the fexit programs on udp_sendmsg / udpv6_sendmsg.
+        pub kmsghdr_name: u32,
+        /// Route lookup tracepoints (tracefs formats of fib:fib_table_lookup and
+        /// fib6:fib6_table_lookup): the lookup's error and destination.
+        pub fib_err: u32,
+        pub fib_dst: u32,
+        pub fib6_err: u32,
+        pub fib6_dst: u32,
+        /// The lookup's input interface: loopback for a packet this host sends.
+        pub fib_iif: u32,
+        pub fib6_iif: u32,
+    }
+}
+
+// Copied to the kernel as bytes: `IntoBytes` proves it has no padding, this that it is all there.
+const _: () = assert!(core::mem::size_of::<Config>() == Config::FIELDS.len() * 4);
 
 /// Text ranges [start, end) of icmp_rcv and icmpv6_rcv (from /proc/kallsyms): a packet consumed
 /// from inside one of them is an ICMP message the stack handled. The one entry of the
 /// `ICMP_RCV` map, written by the loader just before it attaches `consume_skb` (only then:
 /// reading kallsyms is a tenth of a start), so it is not part of `Config`. All 0 until then.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
 pub struct IcmpRanges {
     pub v4: [u64; 2],
     pub v6: [u64; 2],
 }
 
 const _: () = assert!(core::mem::size_of::<IcmpRanges>() == 4 * 8);
-
-impl Config {
-    /// A config where every offset is absent; userspace fills in what the kernel has.
-    pub const fn empty() -> Self {
-        Self {
-            self_tgid: 0,
-            only_netns: 0,
-            sk_daddr: ABSENT,
-            sk_rcv_saddr: ABSENT,
-            sk_dport: ABSENT,
-            sk_num: ABSENT,
-            sk_sport: ABSENT,
-            sk_family: ABSENT,
-            sk_protocol: ABSENT,
-            sk_v6_daddr: ABSENT,
-            sk_v6_rcv_saddr: ABSENT,
-            sk_net: ABSENT,
-            sk_err: ABSENT,
-            sk_err_soft: ABSENT,
-            net_ns_inum: ABSENT,
-            task_nsproxy: ABSENT,
-            nsproxy_net_ns: ABSENT,
-            skb_head: ABSENT,
-            skb_network_header: ABSENT,
-            skb_iif: ABSENT,
-            skb_dev: ABSENT,
-            dev_ifindex: ABSENT,
-            neigh_state: ABSENT,
-            neigh_key: ABSENT,
-            neigh_dev: ABSENT,
-            neigh_tbl: ABSENT,
-            tbl_family: ABSENT,
-            dev_nd_net: ABSENT,
-            reason_no_socket: ABSENT,
-            reason_netfilter_drop: ABSENT,
-            sys_enter_connect_fd: ABSENT,
-            sys_enter_connect_addr: ABSENT,
-            sys_enter_bind_fd: ABSENT,
-            sys_enter_bind_addr: ABSENT,
-            sys_enter_listen_fd: ABSENT,
-            sys_enter_sendto_fd: ABSENT,
-            sys_enter_sendto_addr: ABSENT,
-            sys_enter_sendmsg_fd: ABSENT,
-            sys_enter_sendmsg_msg: ABSENT,
-            msghdr_name: ABSENT,
-            sys_exit_ret: ABSENT,
-            sys_enter_write_fd: ABSENT,
-            sys_enter_write_buf: ABSENT,
-            sys_enter_write_count: ABSENT,
-            sys_enter_sendto_buf: ABSENT,
-            sys_enter_sendto_len: ABSENT,
-            sys_enter_openat_filename: ABSENT,
-            task_files: ABSENT,
-            files_fdt: ABSENT,
-            fdt_max_fds: ABSENT,
-            fdt_fd: ABSENT,
-            file_private_data: ABSENT,
-            socket_file: ABSENT,
-            socket_sk: ABSENT,
-            socket_type: ABSENT,
-            sk_state: ABSENT,
-            icsk_retransmits: ABSENT,
-            kmsghdr_name: ABSENT,
-            fib_err: ABSENT,
-            fib_dst: ABSENT,
-            fib6_err: ABSENT,
-            fib6_dst: ABSENT,
-            fib_iif: ABSENT,
-            fib6_iif: ABSENT,
-        }
-    }
-}
 
 /// Address family values as the kernel uses them.
 pub const AF_INET: u16 = 2;
@@ -217,7 +179,9 @@ pub const AF_INET6: u16 = 10;
 /// Aligned to 8 bytes (every struct that holds one already placed it at a multiple of 8), so
 /// the eBPF programs copy, clear and compare it in 8-byte words instead of byte loops.
 #[repr(C, align(8))]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
 pub struct Flow {
     pub family: u16,
     pub sport: u16,
@@ -230,7 +194,9 @@ pub struct Flow {
 /// The process a failure belongs to, recorded in process context (the connect() caller),
 /// never in softirq where `current` is unrelated.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
 pub struct ProcInfo {
     /// Thread id.
     pub tid: u32,
@@ -365,7 +331,9 @@ pub mod syscall {
 
 /// One event on the ring buffer. Fixed size so both sides agree without framing.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
 pub struct Event {
     /// One of [`kind`].
     pub kind: u32,
@@ -419,7 +387,7 @@ pub const APP_TEXT_LEN: usize = 256;
 /// One application-layer event on the ring buffer (kinds DNS_ANSWER and above). Each family
 /// documents what `code`, `aux` and `text` hold next to its kind constant and in its eBPF file.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable)]
 pub struct AppEvent {
     /// One of the application kinds in [`kind`].
     pub kind: u32,
@@ -439,37 +407,13 @@ pub struct AppEvent {
     pub text: [u8; APP_TEXT_LEN],
 }
 
-// Copied as bytes: no implicit padding.
+// Copied as bytes (`IntoBytes` proves it has no padding): the size both sides agree on.
 const _: () = assert!(core::mem::size_of::<AppEvent>() == 16 + 40 + 40 + 16 + APP_TEXT_LEN);
 const _: () = assert!(core::mem::offset_of!(AppEvent, flow) == 56);
 
 impl Default for AppEvent {
     fn default() -> Self {
-        Self {
-            kind: 0,
-            code: 0,
-            ts_ns: 0,
-            proc: ProcInfo {
-                tid: 0,
-                pid: 0,
-                cgroup_id: 0,
-                netns: 0,
-                _pad: 0,
-                comm: [0; COMM_LEN],
-            },
-            flow: Flow {
-                family: 0,
-                sport: 0,
-                dport: 0,
-                protocol: 0,
-                saddr: [0; 16],
-                daddr: [0; 16],
-            },
-            aux: 0,
-            text_len: 0,
-            _pad: 0,
-            text: [0; APP_TEXT_LEN],
-        }
+        zerocopy::FromZeros::new_zeroed()
     }
 }
 
@@ -477,7 +421,9 @@ impl Default for AppEvent {
 /// (kind, verdict or syscall, errno, the evidence flags and ICMP answer), toward which
 /// destination, and in which namespaces. Only the client's port is left out.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
 pub struct AggKey {
     pub tgid: u32,
     pub kind: u32,
@@ -527,7 +473,9 @@ impl AggKey {
 /// `emitted` only grow, so `total - emitted` is the number of failures that were counted
 /// without an event; userspace reads it and reports those as repeats of the event.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
 pub struct AggCount {
     /// Kernel time the current window began (its event was sent then).
     pub window_start: u64,
@@ -600,7 +548,9 @@ pub mod dns {
 
 /// An ICMP error seen for a flow (client's view), until the connection closes.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
 pub struct IcmpRecord {
     pub from: [u8; 16],
     pub last_ns: u64,
@@ -611,7 +561,9 @@ pub struct IcmpRecord {
 
 /// Per-flow drop record kept in the kernel until the connection closes.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
 pub struct DropRecord {
     pub nf_drops: u32,
     pub nosock_drops: u32,
@@ -628,7 +580,9 @@ pub struct DropRecord {
 
 /// Per-socket connection state kept in the kernel from SYN_SENT until close.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
 pub struct ConnState {
     pub proc: ProcInfo,
     pub start_ns: u64,
@@ -657,16 +611,42 @@ pub mod counter {
     pub const COUNT: u32 = 8;
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_config_is_absent_but_for_the_tgid_and_netns() {
+        let empty = Config::empty();
+        let words = <[u32]>::ref_from_bytes(empty.as_bytes()).unwrap();
+        assert_eq!(words.len(), Config::FIELDS.len());
+        assert_eq!(Config::FIELDS[..2], ["self_tgid", "only_netns"]);
+        assert_eq!(words[..2], [0, 0]);
+        assert!(words[2..].iter().all(|w| *w == ABSENT));
+    }
+
+    #[test]
+    fn a_default_app_event_is_zero() {
+        assert!(AppEvent::default().as_bytes().iter().all(|b| *b == 0));
+    }
+}
+
 #[cfg(feature = "user")]
 mod pod {
-    unsafe impl aya::Pod for super::Config {}
-    unsafe impl aya::Pod for super::Event {}
-    unsafe impl aya::Pod for super::AppEvent {}
-    unsafe impl aya::Pod for super::AggKey {}
-    unsafe impl aya::Pod for super::AggCount {}
-    unsafe impl aya::Pod for super::Flow {}
-    unsafe impl aya::Pod for super::DropRecord {}
-    unsafe impl aya::Pod for super::ConnState {}
-    unsafe impl aya::Pod for super::IcmpRecord {}
-    unsafe impl aya::Pod for super::IcmpRanges {}
+    /// The types are `IntoBytes` (no padding) and `FromBytes` (any bytes are a value), which is
+    /// what `aya::Pod` asks for.
+    const fn proven<T: zerocopy::IntoBytes + zerocopy::FromBytes>() {}
+
+    macro_rules! pod {
+        ($($t:ident),* $(,)?) => {$(
+            const _: () = proven::<super::$t>();
+            // SAFETY: `proven` above: no padding, every bit pattern valid.
+            unsafe impl aya::Pod for super::$t {}
+        )*};
+    }
+
+    pod!(
+        Config, Event, AppEvent, AggKey, AggCount, Flow, DropRecord, ConnState, IcmpRecord,
+        IcmpRanges,
+    );
 }

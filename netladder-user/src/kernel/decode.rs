@@ -8,6 +8,8 @@ use netladder_common::{
     eflag, kind, syscall, AggKey, AppEvent, Event, Flow, ProcInfo, AF_INET, AF_INET6,
 };
 
+use zerocopy::FromBytes;
+
 use super::kallsyms::OnDemand;
 use crate::classify::{Drops, Kind, Observation, Proc};
 
@@ -19,11 +21,7 @@ pub struct Names {
 
 /// Reads one record; `None` when it is too short (never trusts the kernel blindly).
 pub fn parse(bytes: &[u8]) -> Option<Event> {
-    if bytes.len() < std::mem::size_of::<Event>() {
-        return None;
-    }
-    // SAFETY: Event is repr(C), made of integers and byte arrays: any bit pattern is valid.
-    Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<Event>()) })
+    Event::read_from_prefix(bytes).ok().map(|(e, _)| e)
 }
 
 /// One ring-buffer record to an observation: an [`Event`] or, by its kind, an [`AppEvent`].
@@ -38,11 +36,7 @@ pub fn record(bytes: &[u8], names: &Names) -> Option<Observation> {
 
 /// Reads one application record; `None` when it is too short.
 pub fn parse_app(bytes: &[u8]) -> Option<AppEvent> {
-    if bytes.len() < std::mem::size_of::<AppEvent>() {
-        return None;
-    }
-    // SAFETY: AppEvent is repr(C), made of integers and byte arrays: any bit pattern is valid.
-    Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<AppEvent>()) })
+    AppEvent::read_from_prefix(bytes).ok().map(|(e, _)| e)
 }
 
 /// An application record: either end of its flow may be unknown (family 0).
@@ -183,6 +177,7 @@ fn comm(raw: &[u8; 16]) -> String {
 mod tests {
     use super::*;
     use netladder_common::{verdict, APP_TEXT_LEN};
+    use zerocopy::IntoBytes;
 
     fn names() -> Names {
         Names {
@@ -203,6 +198,25 @@ mod tests {
     }
 
     #[test]
+    fn records_are_read_at_any_alignment() {
+        let e = Event {
+            kind: kind::CONN_FAILED,
+            ts_ns: 7,
+            drop_location: 0xffffffff81100410,
+            ..Event::default()
+        };
+        let mut bytes = vec![0u8; 1];
+        bytes.extend_from_slice(e.as_bytes());
+        bytes.extend_from_slice(&[0xaa; 8]);
+        assert_eq!(
+            parse(&bytes[1..]),
+            Some(e),
+            "odd address, trailing bytes ignored"
+        );
+        assert_eq!(parse(&bytes[1..1 + std::mem::size_of::<Event>() - 1]), None);
+    }
+
+    #[test]
     fn application_records_keep_their_text_within_bounds() {
         let mut e = AppEvent {
             kind: kind::DNS_ANSWER,
@@ -214,8 +228,7 @@ mod tests {
         e.flow.daddr[..4].copy_from_slice(&[10, 0, 0, 53]);
         e.flow.dport = 53;
         e.text[..3].copy_from_slice(b"abc");
-        let bytes: [u8; std::mem::size_of::<AppEvent>()] = unsafe { std::mem::transmute(e) };
-        let o = record(&bytes, &names()).unwrap();
+        let o = record(e.as_bytes(), &names()).unwrap();
         let Kind::App {
             kind, code, text, ..
         } = o.kind
@@ -251,8 +264,7 @@ mod tests {
         e.flow.sport = 40000;
         e.flow.dport = 443;
         e.proc.comm[..4].copy_from_slice(b"curl");
-        let bytes: [u8; std::mem::size_of::<Event>()] = unsafe { std::mem::transmute(e) };
-        let o = observe(&parse(&bytes).unwrap(), &names()).unwrap();
+        let o = observe(&parse(e.as_bytes()).unwrap(), &names()).unwrap();
         assert_eq!(o.dst, Some("10.0.0.2:443".parse().unwrap()));
         assert_eq!(o.src, Some("10.0.0.1:40000".parse().unwrap()));
         assert_eq!(o.proc.comm, "curl");

@@ -67,9 +67,8 @@ pub(crate) fn start(
         _ => None,
     });
     btf.prefetch(
-        config::BTF_NAMES
-            .iter()
-            .copied()
+        config::btf_names()
+            .into_iter()
             .chain(["btf_trace_kfree_skb", "btf_trace_consume_skb"])
             .chain(functions),
     );
