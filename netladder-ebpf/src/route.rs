@@ -52,8 +52,9 @@ pub struct Attempt {
 }
 
 /// Attempts by thread (pid_tgid). LRU: an attempt that never ends (its thread died without
-/// releasing the socket) must not fill the map; one pushed out had a found route or a lookup
-/// still to come, never a failure already seen (those end at the thread's next attempt).
+/// releasing the socket) must not fill the map. The price: a failed attempt still waiting for its
+/// thread's next attempt or its socket's release is pushed out, unreported, once 16384 other
+/// threads have made attempts since.
 #[map(name = "ROUTE_TRY")]
 static ROUTE_TRY: LruHashMap<u64, Attempt> = LruHashMap::with_max_entries(16384, 0);
 
