@@ -194,16 +194,7 @@ fn begin(a: Attempt) {
     }
 }
 
-/// Ends thread `id`'s attempt: a last route lookup that failed is the call's failure.
-#[inline(always)]
-fn end(id: u64) {
-    let Some(a) = (unsafe { ROUTE_TRY.get(&id) }).copied() else {
-        return;
-    };
-    let _ = ROUTE_TRY.remove(&id);
-    report(&a);
-}
-
+/// The end of an attempt: a last route lookup that failed is the call's failure.
 #[inline(always)]
 fn report(a: &Attempt) {
     if a.err >= 0 {
@@ -233,6 +224,10 @@ fn report(a: &Attempt) {
 /// thread when veth hands the packet on at once, is not its failure).
 #[inline(always)]
 pub fn reached_syn_sent(sk: u64) {
+    // Every TCP connect passes here: where these programs are not attached, one array read.
+    if !reads_connect_errors() {
+        return;
+    }
     let id = bpf_get_current_pid_tgid();
     if let Some(a) = unsafe { ROUTE_TRY.get(&id) } {
         if a.sk == sk {
@@ -245,12 +240,24 @@ pub fn reached_syn_sent(sk: u64) {
 #[cgroup_sock(sock_release)]
 pub fn route_release(ctx: SockContext) -> i32 {
     let id = bpf_get_current_pid_tgid();
-    if let Some(a) = unsafe { ROUTE_TRY.get(&id) } {
+    if let Some(a) = (unsafe { ROUTE_TRY.get(&id) }).copied() {
         if a.sk == ctx.sock as u64 {
-            end(id);
+            let _ = ROUTE_TRY.remove(&id);
+            report(&a);
         }
     }
     1
+}
+
+/// The lookup's result for the attempt `a` (its error at `err_off` in the record).
+#[inline(always)]
+fn record(ctx: &TracePointContext, err_off: u32, a: &mut Attempt) {
+    if let Ok(err) = unsafe { ctx.read_at::<i32>(err_off as usize) } {
+        a.err = err;
+        if err == 0 {
+            found(a);
+        }
+    }
 }
 
 /// The attempt's route was found: a connect() records what the fexit and syscall paths record
@@ -292,12 +299,7 @@ pub fn route_fib_lookup(ctx: TracePointContext) -> u32 {
     if a.v4 == 0 || a.v4 != dst {
         return 0;
     }
-    if let Ok(err) = unsafe { ctx.read_at::<i32>(err_off as usize) } {
-        a.err = err;
-        if err == 0 {
-            found(a);
-        }
-    }
+    record(&ctx, err_off, a);
     0
 }
 
@@ -319,11 +321,6 @@ pub fn route_fib6_lookup(ctx: TracePointContext) -> u32 {
     if a.v6 == 0 || a.addr[8..24] != dst {
         return 0;
     }
-    if let Ok(err) = unsafe { ctx.read_at::<i32>(err_off as usize) } {
-        a.err = err;
-        if err == 0 {
-            found(a);
-        }
-    }
+    record(&ctx, err_off, a);
     0
 }
