@@ -149,6 +149,8 @@ config_struct! {
         /// The lookup's input interface: loopback for a packet this host sends.
         pub fib_iif: u32,
         pub fib6_iif: u32,
+        /// The table of an IPv4 lookup: the local table is bind()'s check of its address.
+        pub fib_tb_id: u32,
     }
 }
 
@@ -313,6 +315,11 @@ pub mod eflag {
     /// went back to CLOSE with no local port (sock:inet_sock_set_state), which is how
     /// connect() fails with EADDRNOTAVAIL when no free local port is left.
     pub const NO_LOCAL_PORT: u32 = 1 << 8;
+    /// SYSCALL_FAILED for a bind() that never reached the kernel's post-bind step (cgroup
+    /// bind4/6 saw it start, post_bind4/6 never ran for it): `err` is the error its address
+    /// gives it, EADDRNOTAVAIL when the local-table lookup during the call did not find the
+    /// address, else EADDRINUSE.
+    pub const BIND_INCOMPLETE: u32 = 1 << 9;
 }
 
 /// Syscalls watched for error returns. For CONNECT the address is the destination (`Flow::daddr`);

@@ -10,6 +10,7 @@
 // through a pointer either way, and a moved struct key could cost a copy on the 512-byte stack).
 #![allow(clippy::needless_borrows_for_generic_args)]
 
+mod bind;
 mod conn;
 mod dns;
 mod drop;

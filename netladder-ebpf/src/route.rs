@@ -280,12 +280,35 @@ fn output_lookup(ctx: &TracePointContext, iif_off: u32) -> bool {
         && unsafe { ctx.read_at::<i32>(iif_off as usize) }.is_ok_and(|iif| iif == LOOPBACK_IFINDEX)
 }
 
+/// A lookup with no input interface, as bind() makes in the local table to check its address:
+/// for a thread with a bind() pending (bind.rs).
+#[inline(always)]
+fn local_lookup(ctx: &TracePointContext, err_off: u32, dst_off: u32) {
+    let (tb_off, iif_off) = (conf!(fib_tb_id), conf!(fib_iif));
+    if tb_off == ABSENT || iif_off == ABSENT {
+        return;
+    }
+    let read = |off: u32| unsafe { ctx.read_at::<u32>(off as usize) }.ok();
+    let (Some(iif), Some(tb_id), Some(dst), Some(err)) =
+        (read(iif_off), read(tb_off), read(dst_off), read(err_off))
+    else {
+        return;
+    };
+    if iif == 0 {
+        crate::bind::local_lookup(tb_id, dst, err as i32);
+    }
+}
+
 /// An IPv4 route lookup: `fib_table_lookup(tb_id, err, ..., dst)`. Only a lookup in a thread
 /// with an attempt, for its destination, is looked at.
 #[tracepoint(category = "fib", name = "fib_table_lookup")]
 pub fn route_fib_lookup(ctx: TracePointContext) -> u32 {
     let (err_off, dst_off) = (conf!(fib_err), conf!(fib_dst));
-    if err_off == ABSENT || dst_off == ABSENT || !output_lookup(&ctx, conf!(fib_iif)) {
+    if err_off == ABSENT || dst_off == ABSENT {
+        return 0;
+    }
+    if !output_lookup(&ctx, conf!(fib_iif)) {
+        local_lookup(&ctx, err_off, dst_off);
         return 0;
     }
     let Some(a) = ROUTE_TRY.get_ptr_mut(&bpf_get_current_pid_tgid()) else {

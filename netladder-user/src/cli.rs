@@ -87,9 +87,9 @@ pub struct HookOpts {
     #[arg(long, value_name = "PROGRAM")]
     pub skip_hook: Vec<String>,
     /// Also attach the syscall tracepoint programs where the kernel refuses fentry/fexit: they
-    /// read bind() and listen() failures (#027), the ssh rung (#030) and connect() failures
-    /// other than routing and local ports, but while one is attached every system call of every
-    /// task on the host takes the kernel's slow path.
+    /// read listen() failures, bind() failures the bind programs cannot tell (#027), the ssh
+    /// rung (#030) and connect() failures other than routing and local ports, but while one is
+    /// attached every system call of every task on the host takes the kernel's slow path.
     #[arg(long)]
     pub syscall_hooks: bool,
 }

@@ -257,6 +257,92 @@ fn address_in_use_by_a_live_listener_bind_and_listen() {
     w.stop().unwrap();
 }
 
+/// bind() failures on the default plan, whatever reads them: the fexit programs, or where the
+/// kernel refuses those, the cgroup bind/post_bind programs (no syscall tracepoint). Real
+/// servers: nl-peer and python's http.server, over IPv4 and IPv6, the port taken and the address
+/// missing.
+#[test]
+fn bind_failures_on_the_default_plan() {
+    let Some(_one) = root_serial() else {
+        return;
+    };
+    let ns = Netns::new("bindplan").unwrap();
+    let _v4 = Peer::listen(Some(&ns), "127.0.0.1:9110", &[]).unwrap();
+    let _v6 = Peer::listen(Some(&ns), "[::1]:9111", &[]).unwrap();
+    let w = watch_netns(&ns);
+    let line = |errno: &str| {
+        if hook_attached(&w, "bind_try4") {
+            format!("bind() failed with {errno}: the call started (cgroup bind program)")
+        } else {
+            format!("bind() returned {errno}")
+        }
+    };
+    // The port held by a live listener: nl-peer, then python's http.server.
+    assert!(Peer::listen(Some(&ns), "127.0.0.1:9110", &[]).is_err());
+    let ev = one(
+        &w,
+        |e| e["src"] == "127.0.0.1:9110",
+        "027",
+        "addr_in_use",
+        "application",
+    );
+    assert!(evidence_has(&ev, &line("EADDRINUSE")), "{ev:#}");
+    summary_has(&ev, "live listener");
+    let out = ns
+        .exec(&[
+            "python3",
+            "-m",
+            "http.server",
+            "--bind",
+            "127.0.0.1",
+            "9110",
+        ])
+        .unwrap();
+    assert!(!out.status.success(), "{out:?}");
+    let ev = w
+        .wait_for(
+            |e| e["src"] == "127.0.0.1:9110" && e["comm"] == "python3",
+            FAILURE_TIMEOUT,
+        )
+        .unwrap();
+    assert_eq!(
+        (ev["code"].as_str(), ev["cause"].as_str()),
+        (Some("027"), Some("addr_in_use")),
+        "{ev:#}"
+    );
+    assert!(evidence_has(&ev, &line("EADDRINUSE")), "{ev:#}");
+    // IPv6 loopback, held.
+    assert!(Peer::listen(Some(&ns), "[::1]:9111", &[]).is_err());
+    let ev = one(
+        &w,
+        |e| e["src"] == "[::1]:9111",
+        "027",
+        "addr_in_use",
+        "application",
+    );
+    assert!(evidence_has(&ev, &line("EADDRINUSE")), "{ev:#}");
+    // An address this namespace does not have.
+    assert!(Peer::listen(Some(&ns), "10.231.13.1:8080", &[]).is_err());
+    let ev = one(
+        &w,
+        |e| e["src"] == "10.231.13.1:8080",
+        "028",
+        "bind_nonlocal",
+        "address",
+    );
+    assert!(evidence_has(&ev, &line("EADDRNOTAVAIL")), "{ev:#}");
+    summary_has(&ev, "not port exhaustion");
+    // A second bind() of a socket that has its port fails with EINVAL, which is no address
+    // failure: nothing is reported for it, nor for the binds that succeed.
+    let script = "import socket\ns = socket.socket()\ns.bind(('127.0.0.1', 9112))\n\
+                  try:\n    s.bind(('127.0.0.1', 9113))\nexcept OSError as e:\n    print(e.errno)\n";
+    let out = ns.exec(&["python3", "-c", script]).unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "22", "{out:?}");
+    std::thread::sleep(SETTLE);
+    assert_eq!(w.failures().len(), 4, "{:#?}", w.failures());
+    w.stop().unwrap();
+}
+
 #[test]
 fn address_in_use_by_time_wait_only() {
     let Some(_one) = root_serial() else {
@@ -268,7 +354,8 @@ fn address_in_use_by_time_wait_only() {
     let out = connect(Some(&ns), "127.0.0.1:9200", &["--hold", "0.5"]).unwrap();
     assert!(out.status.success(), "{out:?}");
     drop(first);
-    let w = watch_netns_syscalls(&ns);
+    // The default plan: the cgroup bind programs read this where fexit is refused.
+    let w = watch_netns(&ns);
     assert!(
         Peer::listen(Some(&ns), "127.0.0.1:9200", &[]).is_err(),
         "re-bind blocked by TIME_WAIT"

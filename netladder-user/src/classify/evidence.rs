@@ -73,6 +73,22 @@ pub fn no_local_port_line() -> String {
         .to_owned()
 }
 
+/// A bind() that never reached the kernel's post-bind step (`eflag::BIND_INCOMPLETE`): its
+/// error follows from whether its address is this host's.
+pub fn bind_incomplete_line(err: i32) -> String {
+    let why = if err == 99 {
+        "the kernel's check of the address during the call (its local route table lookup, \
+         fib:fib_table_lookup) did not find it on this host"
+    } else {
+        "its address is this host's, so what it could not have was the port"
+    };
+    format!(
+        "bind() failed with {}: the call started (cgroup bind program) but never reached the \
+         kernel's post-bind step, which runs once the port is the socket's; {why}",
+        errno::name(err)
+    )
+}
+
 /// A call's failure read at the kernel's route lookup during the call (`eflag::ROUTE_LOOKUP`).
 pub fn route_lookup_line(call: &str, err: i32) -> String {
     let found = match err {

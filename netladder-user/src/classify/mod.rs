@@ -616,6 +616,8 @@ impl Classifier {
                 evidence::route_lookup_line(call, obs.err)
             } else if obs.flags & eflag::NO_LOCAL_PORT != 0 {
                 evidence::no_local_port_line()
+            } else if obs.flags & eflag::BIND_INCOMPLETE != 0 {
+                evidence::bind_incomplete_line(obs.err)
             } else {
                 evidence::syscall_line(call, obs.err)
             }],

@@ -101,6 +101,7 @@ const TRACEPOINT_FIELDS: &[(Field, [&str; 3])] = fields! {
     fib6_dst: "fib6", "fib6_table_lookup", "dst";
     fib_iif: "fib", "fib_table_lookup", "iif";
     fib6_iif: "fib6", "fib6_table_lookup", "iif";
+    fib_tb_id: "fib", "fib_table_lookup", "tb_id";
 };
 
 /// Every BTF name `resolve` looks up, each once (`KernelBtf::prefetch` finds them in one pass).

@@ -13,7 +13,7 @@ use aya::{
 };
 use netladder_common::{counter, Config, IcmpRanges};
 
-use super::plan::{Attach, Cost, Hook, Input, Outcome, Status, HOOKS};
+use super::plan::{Attach, Cost, Hook, Input, Outcome, Status, BIND_PROGRAMS, HOOKS};
 use super::targets::Targets;
 
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netladder"));
@@ -133,6 +133,20 @@ pub fn load(config: &Config, opts: &Options) -> Result<Loaded> {
             let mut mode: aya::maps::Array<_, u32> =
                 aya::maps::Array::try_from(map).context("map ROUTE_MODE")?;
             mode.set(0, 1, 0).context("cannot set ROUTE_MODE")?;
+        }
+    }
+    // The bind programs note a bind() only when all of them attached: without its post-bind
+    // program, every bind() would read as a failure.
+    let bind = BIND_PROGRAMS.iter().all(|p| {
+        outcomes
+            .iter()
+            .any(|o| o.hook.program == *p && o.status == Status::Attached)
+    });
+    if bind {
+        if let Some(map) = ebpf.map_mut("BIND_MODE") {
+            let mut mode: aya::maps::Array<_, u32> =
+                aya::maps::Array::try_from(map).context("map BIND_MODE")?;
+            mode.set(0, 1, 0).context("cannot set BIND_MODE")?;
         }
     }
     drop(btf);
@@ -588,6 +602,7 @@ mod object_tests {
             "ICMP_RCV",
             "DNS_MODE",
             "ROUTE_MODE",
+            "BIND_MODE",
         ] {
             let (_, section) = syms
                 .get(map)

@@ -276,7 +276,7 @@ pub const HOOKS: &[Hook] = &[
         core: false,
         optional: true,
         needs: FEXIT_NEEDS,
-        without: BIND_WITHOUT,
+        without: LISTEN_WITHOUT,
         replaced_by: &[],
         input: Input::Nothing,
     },
@@ -326,7 +326,7 @@ pub const HOOKS: &[Hook] = &[
         core: false,
         optional: false,
         needs: SYSCALL_NEEDS,
-        without: BIND_WITHOUT,
+        without: BIND_TP_WITHOUT,
         replaced_by: &["inet_bind_exit", "inet6_bind_exit"],
         input: Input::Nothing,
     },
@@ -336,7 +336,7 @@ pub const HOOKS: &[Hook] = &[
         core: false,
         optional: false,
         needs: SYSCALL_NEEDS,
-        without: BIND_WITHOUT,
+        without: BIND_TP_WITHOUT,
         replaced_by: &["inet_bind_exit", "inet6_bind_exit"],
         input: Input::Nothing,
     },
@@ -346,7 +346,7 @@ pub const HOOKS: &[Hook] = &[
         core: false,
         optional: false,
         needs: SYSCALL_NEEDS,
-        without: BIND_WITHOUT,
+        without: LISTEN_WITHOUT,
         replaced_by: &["inet_listen_exit"],
         input: Input::Nothing,
     },
@@ -356,7 +356,7 @@ pub const HOOKS: &[Hook] = &[
         core: false,
         optional: false,
         needs: SYSCALL_NEEDS,
-        without: BIND_WITHOUT,
+        without: LISTEN_WITHOUT,
         replaced_by: &["inet_listen_exit"],
         input: Input::Nothing,
     },
@@ -410,6 +410,14 @@ pub const HOOKS: &[Hook] = &[
     route_hook("route_release", Attach::CgroupSock("sock_release")),
     route_hook("route_fib_lookup", Attach::Tracepoint("fib", "fib_table_lookup")),
     route_hook("route_fib6_lookup", Attach::Tracepoint("fib6", "fib6_table_lookup")),
+    // bind() failures where neither the fexit programs nor (opt-in) the syscall tracepoints
+    // attach: a bind() that never reached the kernel's post-bind step failed
+    // (netladder-ebpf/src/bind.rs). IPv4 addresses are checked at route_fib_lookup.
+    bind_hook("bind_try4", Attach::CgroupSockAddr("bind4")),
+    bind_hook("bind_try6", Attach::CgroupSockAddr("bind6")),
+    bind_hook("bind_done4", Attach::CgroupSock("post_bind4")),
+    bind_hook("bind_done6", Attach::CgroupSock("post_bind6")),
+    bind_hook("bind_release", Attach::CgroupSock("sock_release")),
     Hook {
         program: "neigh_update",
         attach: Attach::TpBtf("neigh_update"),
@@ -785,7 +793,35 @@ const ROUTE_REPLACED_BY: &[&str] = &[
     "sys_enter_sendmsg",
     "sys_exit_sendmsg",
 ];
-const BIND_WITHOUT: &str = "bind() and listen() failures (address already in use)";
+const BIND_TP_WITHOUT: &str = "bind() failures the bind programs cannot tell: to an IPv6 address other \
+     than :: and ::1, to a port below 1024 by a process that is not root, of a socket already bound";
+const LISTEN_WITHOUT: &str = "listen() failures (address already in use)";
+const BIND_NEEDS: &str =
+    "cgroup v2, cgroup bind4/6, post_bind4/6 and sock_release programs (5.9+), \
+     fib tracepoint (IPv4 addresses)";
+const BIND_WITHOUT: &str =
+    "bind() failures: address already in use (#027), an address this host does not have";
+/// The programs that read bind() failures together: none notes a bind() unless all attached.
+pub const BIND_PROGRAMS: &[&str] = &[
+    "bind_try4",
+    "bind_try6",
+    "bind_done4",
+    "bind_done6",
+    "bind_release",
+];
+/// One of the bind programs: they need, lose and stand in for the same.
+const fn bind_hook(program: &'static str, attach: Attach) -> Hook {
+    Hook {
+        program,
+        attach,
+        core: false,
+        optional: false,
+        needs: BIND_NEEDS,
+        without: BIND_WITHOUT,
+        replaced_by: &["sys_enter_bind", "sys_exit_bind"],
+        input: Input::Nothing,
+    }
+}
 const SEND_WITHOUT: &str =
     "sendto()/sendmsg() failures of datagram sockets (unreachable network or host)";
 const SSH_WRITE_WITHOUT: &str = "ssh publickey refusals (#030) from the client's message, and from sshd logging to stderr or a file (-e, -E)";
@@ -911,6 +947,8 @@ mod tests {
                 status: if [
                     CONNECT_WITHOUT,
                     BIND_WITHOUT,
+                    BIND_TP_WITHOUT,
+                    LISTEN_WITHOUT,
                     SEND_WITHOUT,
                     CONNECT_TP_WITHOUT,
                     SEND_TP_WITHOUT,
@@ -924,10 +962,12 @@ mod tests {
             })
             .collect();
         let lost = degraded(&out);
-        assert_eq!(lost.len(), 3, "one line per capability: {lost:?}");
+        assert_eq!(lost.len(), 5, "one line per capability: {lost:?}");
         assert!(lost[0].contains("connect()"));
-        assert!(lost[1].contains("bind()"));
-        assert!(lost[2].contains("sendto()"));
+        assert!(lost[1].contains("bind() failures: address already in use"));
+        assert!(lost[2].contains("listen()"));
+        assert!(lost[3].contains("sendto()"));
+        assert!(lost[4].contains("the bind programs cannot tell"));
     }
 
     /// Where fentry is refused and the syscall tracepoints are not opted in, the route-lookup
