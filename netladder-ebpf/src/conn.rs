@@ -82,7 +82,7 @@ fn track(sk: u64) {
         flags: 0,
         drop_writes: drop_writes(),
     };
-    crate::syscall::mark_syn_sent(sk);
+    syn_sent(sk);
     if CONNS.insert(&sk, &state, 0).is_err() {
         count(netladder_common::counter::CONN_MAP_FULL);
     }
@@ -377,8 +377,17 @@ fn connect_exit(ctx: &FExitContext) -> u32 {
         // The state-change program missed SYN_SENT: the summary will come from this entry,
         // so the connect() exit must not report the attempt's error too.
         if CONNS.insert(&sk, &state, 0).is_ok() {
-            crate::syscall::mark_syn_sent(sk);
+            syn_sent(sk);
         }
     }
     0
+}
+
+/// Socket `sk` reached SYN_SENT inside the calling task's connect(): the attempt pending in
+/// whichever program noted it (the fexit or syscall tracepoint programs, or the route-lookup
+/// programs) now belongs to the socket's own summary.
+#[inline(always)]
+fn syn_sent(sk: u64) {
+    crate::route::reached_syn_sent(sk);
+    crate::syscall::mark_syn_sent(sk);
 }

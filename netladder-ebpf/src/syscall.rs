@@ -331,7 +331,6 @@ pub(crate) fn connected(id: u64, addr: &[u8; 28]) {
 /// Marks the calling task's pending connect() as having put socket `sk` in SYN_SENT.
 #[inline(always)]
 pub fn mark_syn_sent(sk: u64) {
-    crate::route::reached_syn_sent(sk);
     if let Some(p) = CALL_ARGS.get_ptr_mut(&bpf_get_current_pid_tgid()) {
         unsafe {
             (*p).reached_syn_sent = 1;
