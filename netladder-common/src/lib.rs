@@ -140,17 +140,19 @@ config_struct! {
         /// `struct msghdr` (the kernel's copy) -> `msg_name`: the destination of a datagram send,
         /// read by the fexit programs on udp_sendmsg / udpv6_sendmsg.
         pub kmsghdr_name: u32,
-        /// Route lookup tracepoints (tracefs formats of fib:fib_table_lookup and
-        /// fib6:fib6_table_lookup): the lookup's error and destination.
-        pub fib_err: u32,
-        pub fib_dst: u32,
-        pub fib6_err: u32,
-        pub fib6_dst: u32,
-        /// The lookup's input interface: loopback for a packet this host sends.
-        pub fib_iif: u32,
-        pub fib6_iif: u32,
-        /// The table of an IPv4 lookup: the local table is bind()'s check of its address.
-        pub fib_tb_id: u32,
+        /// Route lookups (tp_btf fib_table_lookup and fib6_table_lookup): the flow's
+        /// destination and input interface (loopback for a packet this host sends), in
+        /// `struct flowi4` / `struct flowi6`.
+        pub flowi4_daddr: u32,
+        pub flowi4_iif: u32,
+        pub flowi6_daddr: u32,
+        pub flowi6_iif: u32,
+        /// `struct fib6_result`: the route found and its type (RTN_*).
+        pub fib6_res_f6i: u32,
+        pub fib6_res_type: u32,
+        /// `struct net` -> `ipv6.fib6_null_entry`: the entry an IPv6 lookup that matched no
+        /// route returns.
+        pub net_fib6_null: u32,
     }
 }
 

@@ -10,7 +10,7 @@
 //! or at the release of its socket (cgroup `sock_release`), and is reported only when the error
 //! is known from what was seen:
 //! - IPv4: the kernel looks the address up in the local route table during the call (the
-//!   `fib:fib_table_lookup` tracepoint, shared with route.rs). An address that is not there is
+//!   `fib_table_lookup` tracepoint, read by route.rs). An address that is not there is
 //!   EADDRNOTAVAIL; one that is (or the wildcard) leaves the port: EADDRINUSE.
 //! - IPv6 `::` and `::1`, always local: EADDRINUSE. Any other IPv6 address is checked without a
 //!   route lookup, so its error cannot be told and the attempt is not reported.
@@ -230,7 +230,7 @@ fn report(b: &BindTry) {
 
 /// A route lookup in the local table by a thread with a bind() pending: bind()'s check that its
 /// IPv4 address is this host's (`err` 0: found; -EAGAIN: not in the table). Called by route.rs's
-/// `fib:fib_table_lookup` program for lookups with no input interface.
+/// `fib_table_lookup` program for lookups with no input interface.
 #[inline(always)]
 pub fn local_lookup(tb_id: u32, dst: u32, err: i32) {
     if tb_id != LOCAL_TABLE {

@@ -4,7 +4,7 @@
 //! Three cheap hooks stand in for the call's return:
 //! - the cgroup `connect4/6` and `sendmsg4/6` programs on the cgroup v2 root run at the start of
 //!   each connect() and unconnected UDP send, in the caller, and note the attempt per thread;
-//! - the route lookup tracepoints (`fib:fib_table_lookup`, `fib6:fib6_table_lookup`) record the
+//! - the route lookup tracepoints (tp_btf `fib_table_lookup`, `fib6_table_lookup`) record the
 //!   result of the lookup for that destination in that thread;
 //! - the thread's next attempt, or the release of the socket (cgroup `sock_release`), ends the
 //!   attempt: if its last lookup failed, so did the call, with the error the lookup gives it.
@@ -12,14 +12,14 @@
 //! The cgroup programs always return 1: they never refuse a call.
 use aya_ebpf::{
     helpers::bpf_get_current_pid_tgid,
-    macros::{cgroup_sock, cgroup_sock_addr, map, tracepoint},
+    macros::{btf_tracepoint, cgroup_sock, cgroup_sock_addr, map},
     maps::{Array, LruHashMap},
-    programs::{SockAddrContext, SockContext, TracePointContext},
+    programs::{BtfTracePointContext, SockAddrContext, SockContext},
 };
-use netladder_common::{eflag, syscall, ABSENT, AF_INET, AF_INET6};
+use netladder_common::{eflag, syscall, AF_INET, AF_INET6};
 
 use crate::{
-    kernel::{conf, current_netns},
+    kernel::{conf, current_netns, read, read_buf},
     syscall::{connected, emit_call_error_flagged, ignored_caller},
 };
 
@@ -28,6 +28,13 @@ const IPPROTO_UDP: u32 = 17;
 const EAGAIN: i32 = 11;
 const ENETUNREACH: i32 = 101;
 const EHOSTUNREACH: i32 = 113;
+const EACCES: i32 = 13;
+const EINVAL: i32 = 22;
+/// Route types (include/uapi/linux/rtnetlink.h, part of the ABI) of the reject routes.
+const RTN_BLACKHOLE: u8 = 6;
+const RTN_UNREACHABLE: u8 = 7;
+const RTN_PROHIBIT: u8 = 8;
+const RTN_THROW: u8 = 9;
 const LOOPBACK_IFINDEX: i32 = 1;
 
 /// A thread's last connect() or UDP send with a destination, until its next one or the release
@@ -202,14 +209,8 @@ fn report(a: &Attempt) {
     }
     // What the lookup's error becomes for the call: no matching route (EAGAIN from every
     // table) is ENETUNREACH; an unreachable, prohibit or blackhole route gives its own error.
-    // The IPv6 tracepoint reports EHOSTUNREACH for every lookup that found nothing usable,
-    // and the call then fails with ENETUNREACH.
     let err = -a.err;
-    let errno = if err == EAGAIN || (a.v6 != 0 && err == EHOSTUNREACH) {
-        ENETUNREACH
-    } else {
-        err
-    };
+    let errno = if err == EAGAIN { ENETUNREACH } else { err };
     emit_call_error_flagged(
         a.call,
         &a.addr,
@@ -249,14 +250,12 @@ pub fn route_release(ctx: SockContext) -> i32 {
     1
 }
 
-/// The lookup's result for the attempt `a` (its error at `err_off` in the record).
+/// The lookup's result `err` for the attempt `a`.
 #[inline(always)]
-fn record(ctx: &TracePointContext, err_off: u32, a: &mut Attempt) {
-    if let Ok(err) = unsafe { ctx.read_at::<i32>(err_off as usize) } {
-        a.err = err;
-        if err == 0 {
-            found(a);
-        }
+fn record(err: i32, a: &mut Attempt) {
+    a.err = err;
+    if err == 0 {
+        found(a);
     }
 }
 
@@ -271,79 +270,77 @@ fn found(a: &mut Attempt) {
     }
 }
 
-/// Whether the lookup is for a packet this host sends (its input interface is loopback), not
-/// one it forwards: a router namespace's lookup can run in the sending thread (veth hands the
-/// packet on at once).
-#[inline(always)]
-fn output_lookup(ctx: &TracePointContext, iif_off: u32) -> bool {
-    iif_off != ABSENT
-        && unsafe { ctx.read_at::<i32>(iif_off as usize) }.is_ok_and(|iif| iif == LOOPBACK_IFINDEX)
-}
-
-/// A lookup with no input interface, as bind() makes in the local table to check its address:
-/// for a thread with a bind() pending (bind.rs).
-#[inline(always)]
-fn local_lookup(ctx: &TracePointContext, err_off: u32, dst_off: u32) {
-    let (tb_off, iif_off) = (conf!(fib_tb_id), conf!(fib_iif));
-    if tb_off == ABSENT || iif_off == ABSENT {
-        return;
-    }
-    let read = |off: u32| unsafe { ctx.read_at::<u32>(off as usize) }.ok();
-    let (Some(iif), Some(tb_id), Some(dst), Some(err)) =
-        (read(iif_off), read(tb_off), read(dst_off), read(err_off))
-    else {
-        return;
+/// An IPv4 route lookup: `fib_table_lookup(tb_id, flp, nhc, err)`. An output lookup (input
+/// interface loopback: a packet this host sends, not one a router namespace forwards, whose
+/// lookup can run in the sending thread when veth hands the packet on at once) is looked at only
+/// in a thread with an attempt, for its destination. A lookup with no input interface in the
+/// local table is bind()'s check of its address (bind.rs).
+#[btf_tracepoint(function = "fib_table_lookup")]
+pub fn route_fib_lookup(ctx: BtfTracePointContext) -> u32 {
+    let flp: u64 = ctx.arg(1);
+    let Ok(iif) = read::<i32>(flp, conf!(flowi4_iif)) else {
+        return 0;
     };
-    if iif == 0 {
-        crate::bind::local_lookup(tb_id, dst, err as i32);
-    }
-}
-
-/// An IPv4 route lookup: `fib_table_lookup(tb_id, err, ..., dst)`. Only a lookup in a thread
-/// with an attempt, for its destination, is looked at.
-#[tracepoint(category = "fib", name = "fib_table_lookup")]
-pub fn route_fib_lookup(ctx: TracePointContext) -> u32 {
-    let (err_off, dst_off) = (conf!(fib_err), conf!(fib_dst));
-    if err_off == ABSENT || dst_off == ABSENT {
+    if iif != LOOPBACK_IFINDEX && iif != 0 {
         return 0;
     }
-    if !output_lookup(&ctx, conf!(fib_iif)) {
-        local_lookup(&ctx, err_off, dst_off);
+    let Ok(dst) = read::<u32>(flp, conf!(flowi4_daddr)) else {
+        return 0;
+    };
+    let err: i32 = ctx.arg(3);
+    if iif == 0 {
+        let tb_id: u32 = ctx.arg(0);
+        crate::bind::local_lookup(tb_id, dst, err);
         return 0;
     }
     let Some(a) = ROUTE_TRY.get_ptr_mut(&bpf_get_current_pid_tgid()) else {
         return 0;
     };
-    let Ok(dst) = (unsafe { ctx.read_at::<u32>(dst_off as usize) }) else {
-        return 0;
-    };
-    // SAFETY: as above.
+    // SAFETY: the entry of this thread; only this thread writes it.
     let a = unsafe { &mut *a };
     if a.v4 == 0 || a.v4 != dst {
         return 0;
     }
-    record(&ctx, err_off, a);
+    record(err, a);
     0
 }
 
-/// An IPv6 route lookup: `fib6_table_lookup(tb_id, err, ..., dst)`.
-#[tracepoint(category = "fib6", name = "fib6_table_lookup")]
-pub fn route_fib6_lookup(ctx: TracePointContext) -> u32 {
-    let (err_off, dst_off) = (conf!(fib6_err), conf!(fib6_dst));
-    if err_off == ABSENT || dst_off == ABSENT || !output_lookup(&ctx, conf!(fib6_iif)) {
+/// An IPv6 route lookup: `fib6_table_lookup(net, res, table, flp)`. The error the lookup gives
+/// the call follows from the route found: none (the null entry) is "no route"; a reject route
+/// gives its type's error.
+#[btf_tracepoint(function = "fib6_table_lookup")]
+pub fn route_fib6_lookup(ctx: BtfTracePointContext) -> u32 {
+    let flp: u64 = ctx.arg(3);
+    if read::<i32>(flp, conf!(flowi6_iif)) != Ok(LOOPBACK_IFINDEX) {
         return 0;
     }
     let Some(a) = ROUTE_TRY.get_ptr_mut(&bpf_get_current_pid_tgid()) else {
         return 0;
     };
-    let Ok(dst) = (unsafe { ctx.read_at::<[u8; 16]>(dst_off as usize) }) else {
+    let mut dst = [0u8; 16];
+    if read_buf(flp, conf!(flowi6_daddr), &mut dst).is_err() {
         return 0;
-    };
+    }
     // SAFETY: `a` points into the map's value for this thread; only this thread writes it.
     let a = unsafe { &mut *a };
     if a.v6 == 0 || a.addr[8..24] != dst {
         return 0;
     }
-    record(&ctx, err_off, a);
+    let (net, res): (u64, u64) = (ctx.arg(0), ctx.arg(1));
+    let null = read::<u64>(net, conf!(net_fib6_null));
+    let f6i = read::<u64>(res, conf!(fib6_res_f6i));
+    let err = if f6i.is_ok() && f6i == null {
+        -EAGAIN
+    } else {
+        match read::<u8>(res, conf!(fib6_res_type)) {
+            Ok(RTN_UNREACHABLE) => -EHOSTUNREACH,
+            Ok(RTN_PROHIBIT) => -EACCES,
+            Ok(RTN_BLACKHOLE) => -EINVAL,
+            Ok(RTN_THROW) => -EAGAIN,
+            Ok(_) => 0,
+            Err(_) => return 0,
+        }
+    };
+    record(err, a);
     0
 }

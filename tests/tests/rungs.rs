@@ -121,6 +121,15 @@ fn no_route_unreachable_route() {
         summary_has(ev, "10.231.9.0/24");
         assert!(evidence_has(ev, &line), "{ev:#}");
     });
+    // The same in IPv6: an unreachable route is EHOSTUNREACH, not "no route" (ENETUNREACH).
+    ns.ip(&["-6", "route", "add", "unreachable", "fd00:231:9::/64"])
+        .unwrap();
+    let m = every_client(&w, &ns, "[fd00:231:9::1]:80", want, "EHOSTUNREACH");
+    m.each(|_, ev| {
+        summary_has(ev, "unreachable");
+        summary_has(ev, "fd00:231:9::/64");
+        assert!(evidence_has(ev, &line), "{ev:#}");
+    });
     w.stop().unwrap();
 }
 
@@ -148,6 +157,9 @@ fn network_unreachable_without_default_route() {
     let w = watch_netns(&ns);
     let want = ("026", "net_unreachable", "route");
     let m = every_client(&w, &ns, "10.231.11.1:80", want, "ENETUNREACH");
+    m.each(|_, ev| summary_has(ev, "no default route"));
+    // IPv6: no route at all is ENETUNREACH too.
+    let m = every_client(&w, &ns, "[fd00:231:11::1]:80", want, "ENETUNREACH");
     m.each(|_, ev| summary_has(ev, "no default route"));
     w.stop().unwrap();
 }

@@ -64,6 +64,14 @@ const BTF_OFFSETS: &[(Field, [&str; 2])] = fields! {
     socket_type: "socket", "type";
     sk_state: "sock", "__sk_common.skc_state";
     icsk_retransmits: "inet_connection_sock", "icsk_retransmits";
+    // Route lookups (route.rs, bind.rs: kernels without fentry).
+    flowi4_daddr: "flowi4", "daddr";
+    flowi4_iif: "flowi4", "__fl_common.flowic_iif";
+    flowi6_daddr: "flowi6", "daddr";
+    flowi6_iif: "flowi6", "__fl_common.flowic_iif";
+    fib6_res_f6i: "fib6_result", "f6i";
+    fib6_res_type: "fib6_result", "fib6_type";
+    net_fib6_null: "net", "ipv6.fib6_null_entry";
 };
 
 /// The enum whose values `DROP_REASONS` reads, and that names the drop reasons of events.
@@ -94,14 +102,6 @@ const TRACEPOINT_FIELDS: &[(Field, [&str; 3])] = fields! {
     sys_enter_sendto_buf: "syscalls", "sys_enter_sendto", "buff";
     sys_enter_sendto_len: "syscalls", "sys_enter_sendto", "len";
     sys_enter_openat_filename: "syscalls", "sys_enter_openat", "filename";
-    // Route lookups (kernels without fentry): their error and destination.
-    fib_err: "fib", "fib_table_lookup", "err";
-    fib_dst: "fib", "fib_table_lookup", "dst";
-    fib6_err: "fib6", "fib6_table_lookup", "err";
-    fib6_dst: "fib6", "fib6_table_lookup", "dst";
-    fib_iif: "fib", "fib_table_lookup", "iif";
-    fib6_iif: "fib6", "fib6_table_lookup", "iif";
-    fib_tb_id: "fib", "fib_table_lookup", "tb_id";
 };
 
 /// Every BTF name `resolve` looks up, each once (`KernelBtf::prefetch` finds them in one pass).

@@ -120,10 +120,11 @@ impl Hook {
     pub fn cost(&self) -> Cost {
         match self.attach {
             Attach::Tracepoint("syscalls", _) => Cost::EverySyscall,
-            // A router looks a route up for every packet it forwards.
-            Attach::Tracepoint("fib" | "fib6", _) => Cost::PerPacket,
             Attach::Tracepoint(..) => Cost::PerEvent,
-            Attach::TpBtf("kfree_skb" | "consume_skb") => Cost::PerPacket,
+            // A router looks a route up for every packet it forwards.
+            Attach::TpBtf(
+                "kfree_skb" | "consume_skb" | "fib_table_lookup" | "fib6_table_lookup",
+            ) => Cost::PerPacket,
             Attach::TpBtf(_) => Cost::PerEvent,
             Attach::FEntry(_) | Attach::FExit(_) => Cost::PerCall,
             Attach::UProbe { .. } | Attach::LibcProbe { .. } => Cost::PerLibraryCall,
@@ -408,8 +409,8 @@ pub const HOOKS: &[Hook] = &[
     route_hook("route_sendmsg4", Attach::CgroupSockAddr("sendmsg4")),
     route_hook("route_sendmsg6", Attach::CgroupSockAddr("sendmsg6")),
     route_hook("route_release", Attach::CgroupSock("sock_release")),
-    route_hook("route_fib_lookup", Attach::Tracepoint("fib", "fib_table_lookup")),
-    route_hook("route_fib6_lookup", Attach::Tracepoint("fib6", "fib6_table_lookup")),
+    route_hook("route_fib_lookup", Attach::TpBtf("fib_table_lookup")),
+    route_hook("route_fib6_lookup", Attach::TpBtf("fib6_table_lookup")),
     // bind() failures where neither the fexit programs nor (opt-in) the syscall tracepoints
     // attach: a bind() that never reached the kernel's post-bind step failed
     // (netladder-ebpf/src/bind.rs). IPv4 addresses are checked at route_fib_lookup.
@@ -766,7 +767,7 @@ const CONNECT_TP_WITHOUT: &str =
 const SEND_TP_WITHOUT: &str =
     "UDP sends that fail at once for another reason than a route (a local firewall's EPERM)";
 const ROUTE_NEEDS: &str =
-    "cgroup v2, cgroup sock_addr and sock_release programs (5.9+), fib/fib6 tracepoints";
+    "cgroup v2, cgroup sock_addr and sock_release programs (5.9+), tp_btf fib_table_lookup and fib6_table_lookup";
 const ROUTE_WITHOUT: &str =
     "connect() calls and UDP sends that fail at once for want of a route (#022, #026)";
 /// One of the route-lookup programs: they need, lose and stand in for the same.
@@ -798,7 +799,7 @@ const BIND_TP_WITHOUT: &str = "bind() failures the bind programs cannot tell: to
 const LISTEN_WITHOUT: &str = "listen() failures (address already in use)";
 const BIND_NEEDS: &str =
     "cgroup v2, cgroup bind4/6, post_bind4/6 and sock_release programs (5.9+), \
-     fib tracepoint (IPv4 addresses)";
+     tp_btf fib_table_lookup (IPv4 addresses)";
 const BIND_WITHOUT: &str =
     "bind() failures: address already in use (#027), an address this host does not have";
 /// The programs that read bind() failures together: none notes a bind() unless all attached.
