@@ -94,7 +94,7 @@ pub fn load(config: &Config, opts: &Options) -> Result<Loaded> {
         .btf(Some(&btf))
         .override_global("CONFIG", config, true);
     for (name, value) in &globals {
-        loader.override_global(*name, value, true);
+        loader.override_global(name, value, true);
     }
     let mut ebpf = loader.load(OBJECT).map_err(|e| {
         anyhow!(
