@@ -986,17 +986,14 @@ pub struct Choices<'a> {
 /// Checks `--skip-hook` names against the table: each must be a program, and not the core.
 pub fn check_skip(names: &[String]) -> Result<(), String> {
     for name in names {
-        match HOOKS.iter().find(|h| h.program == name) {
-            None => {
-                return Err(format!(
-                    "--skip-hook {name}: no such program (see `netladder hooks`)"
-                ))
+        let why = match HOOKS.iter().find(|h| h.program == name) {
+            None => "no such program (see `netladder hooks`)",
+            Some(h) if h.role == Role::Core => {
+                "this program is the core of netladder and cannot be skipped"
             }
-            Some(h) if h.role == Role::Core => return Err(format!(
-                "--skip-hook {name}: this program is the core of netladder and cannot be skipped"
-            )),
-            Some(_) => {}
-        }
+            Some(_) => continue,
+        };
+        return Err(format!("--skip-hook {name}: {why}"));
     }
     Ok(())
 }
