@@ -22,11 +22,7 @@ use prometheus_client::{
 };
 
 use crate::{
-    classify::Failure,
-    enrich::container::Workload,
-    kernel::plan::{Outcome, Status},
-    ladder,
-    output::Stats,
+    classify::Failure, enrich::container::Workload, kernel::plan::Outcome, ladder, output::Stats,
 };
 
 /// Where `--metrics` without an address listens.
@@ -508,12 +504,7 @@ impl Metrics {
     pub fn hooks(&self, outcomes: &[Outcome], degraded: &[String]) {
         let mut attached = 0;
         for o in outcomes {
-            let status = match o.status {
-                Status::Attached => "attached",
-                Status::Refused(_) => "refused",
-                Status::Skipped(_) => "skipped",
-                Status::Replaced(_) => "replaced",
-            };
+            let status = o.status.word();
             attached += i64::from(status == "attached");
             self.hook
                 .get_or_create(&Hook {

@@ -8,6 +8,7 @@ pub mod firewall;
 pub mod iptables;
 pub mod link;
 pub mod neigh;
+mod netlink;
 pub mod netns;
 mod nfnl;
 pub mod nft;

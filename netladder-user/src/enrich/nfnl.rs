@@ -5,11 +5,11 @@
 
 use anyhow::bail;
 
-pub(super) const NLMSG_ERROR: u16 = 2;
-pub(super) const NLMSG_DONE: u16 = 3;
+use super::netlink::{self, Malformed, Message, NLM_F_DUMP_INTR};
+pub(super) use super::netlink::{NLMSG_DONE, NLMSG_ERROR};
+
 pub(super) const NLM_F_REQUEST: u16 = 0x1;
 pub(super) const NLM_F_ACK: u16 = 0x4;
-pub(super) const NLM_F_DUMP_INTR: u16 = 0x10;
 pub(super) const NFNL_SUBSYS_NFTABLES: u16 = 10;
 /// NFNL_MSG_BATCH_BEGIN / END: an nf_tables transaction.
 const BATCH_BEGIN: u16 = 0x10;
@@ -34,36 +34,37 @@ pub(super) struct Batch {
     pub(super) interrupted: bool,
 }
 
-/// Splits a datagram into messages: native-endian nlmsghdr (len u32, type u16, flags u16,
-/// seq u32, pid u32), the 4-byte nfgenmsg, then attributes.
+/// Reads a datagram as a whole (the trace group's, and the fuzz targets'), framed by
+/// `netlink::split`: its nf_tables messages, whether it ends a dump, its errno. Bytes after the
+/// last message too few for a header are left unread.
 pub(super) fn parse_datagram(buf: &[u8]) -> anyhow::Result<Batch> {
     let mut batch = Batch::default();
-    let mut rest = buf;
-    while rest.len() >= 16 {
-        let len = u32::from_ne_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
-        let (kind, flags) = (ne16(&rest[4..]), ne16(&rest[6..]));
-        if len < 16 || len > rest.len() {
-            bail!("malformed nfnetlink reply: a message of length {len}");
-        }
-        let payload = &rest[16..len];
-        let code = native_u32(payload).map_or(0, |c| c as i32);
-        batch.interrupted |= flags & NLM_F_DUMP_INTR != 0;
-        match kind {
+    for m in netlink::split(buf) {
+        let m = match m {
+            Ok(m) => m,
+            Err(Malformed::ShortTail(_)) => break,
+            Err(e) => bail!("malformed nfnetlink reply: {e}"),
+        };
+        let code = native_u32(m.payload()).map_or(0, |c| c as i32);
+        batch.interrupted |= m.flags & NLM_F_DUMP_INTR != 0;
+        match m.kind {
             NLMSG_ERROR | NLMSG_DONE if code < 0 => batch.errno = Some(code.saturating_neg()),
             NLMSG_DONE => batch.done = true,
-            _ if kind >> 8 == NFNL_SUBSYS_NFTABLES && payload.len() >= 4 => {
-                let (family, attrs) = (payload[0], payload[4..].to_vec());
-                batch.msgs.push(NfMsg {
-                    kind: kind & 0xff,
-                    family,
-                    attrs,
-                });
-            }
-            _ => {}
+            _ => batch.msgs.extend(nf_message(&m)),
         }
-        rest = &rest[len.next_multiple_of(4).min(rest.len())..];
     }
     Ok(batch)
+}
+
+/// An nf_tables message: after the header, the 4-byte nfgenmsg (family, version, resource
+/// id), then attributes.
+pub(super) fn nf_message(m: &Message) -> Option<NfMsg> {
+    let payload = m.payload();
+    (m.kind >> 8 == NFNL_SUBSYS_NFTABLES && payload.len() >= 4).then(|| NfMsg {
+        kind: m.kind & 0xff,
+        family: payload[0],
+        attrs: payload[4..].to_vec(),
+    })
 }
 
 pub(super) fn pack16(a: u16, b: u16) -> [u8; 4] {

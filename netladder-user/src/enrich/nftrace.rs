@@ -492,23 +492,17 @@ fn cmp_eq(bytes: &[u8]) -> Vec<u8> {
 
 /// (sequence, errno) of every NLMSG_ERROR (an acknowledgement when errno is 0) in a datagram.
 fn acks(buf: &[u8]) -> Vec<(u32, i32)> {
-    let mut out = Vec::new();
-    let mut rest = buf;
-    while rest.len() >= 16 {
-        let len = u32::from_ne_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
-        if len < 16 || len > rest.len() {
-            break;
-        }
-        let kind = u16::from_ne_bytes([rest[4], rest[5]]);
-        if kind == NLMSG_ERROR && len >= 36 {
+    super::netlink::split(buf)
+        .map_while(Result::ok)
+        .filter(|m| m.kind == NLMSG_ERROR && m.bytes.len() >= 36)
+        .map(|m| {
             // The error code, then a copy of the request's header: its sequence number.
-            let code = i32::from_ne_bytes([rest[16], rest[17], rest[18], rest[19]]);
-            let seq = u32::from_ne_bytes([rest[28], rest[29], rest[30], rest[31]]);
-            out.push((seq, code.saturating_neg()));
-        }
-        rest = &rest[len.next_multiple_of(4).min(rest.len())..];
-    }
-    out
+            let b = m.bytes;
+            let code = i32::from_ne_bytes([b[16], b[17], b[18], b[19]]);
+            let seq = u32::from_ne_bytes([b[28], b[29], b[30], b[31]]);
+            (seq, code.saturating_neg())
+        })
+        .collect()
 }
 
 fn recv_timeout(socket: &Socket, buf: &mut [u8], timeout: Duration) -> anyhow::Result<usize> {

@@ -17,6 +17,7 @@ use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr as NetlinkAddr};
 
 use super::canonical;
+use super::netlink::{self, End, Flow};
 
 /// IPv4 or IPv6.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -402,35 +403,22 @@ pub(super) fn rtnl_request(
         .send_to(&buf, &NetlinkAddr::new(0, 0), 0)
         .context("cannot send the rtnetlink request")?;
     let mut replies = Vec::new();
-    loop {
-        let (datagram, _) = socket
-            .recv_from_full()
-            .context("cannot read the rtnetlink reply")?;
-        let mut offset = 0;
-        while offset < datagram.len() {
-            let reply = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&datagram[offset..])
-                .context("malformed rtnetlink reply")?;
-            let len = reply.header.length as usize;
-            match reply.payload {
-                NetlinkPayload::Done(d) if d.code != 0 => {
-                    return Ok(Err(io::Error::from_raw_os_error(d.code.abs())))
-                }
-                NetlinkPayload::Done(_) => return Ok(Ok(replies)),
-                NetlinkPayload::Error(e) if e.code.is_some() => return Ok(Err(e.to_io())),
-                NetlinkPayload::InnerMessage(m) => {
-                    replies.push(m);
-                    if !dump {
-                        return Ok(Ok(replies));
-                    }
-                }
-                _ => {}
-            }
-            if len == 0 {
-                bail!("malformed rtnetlink reply: a message of length 0");
-            }
-            offset += len.next_multiple_of(4);
+    let reply = netlink::receive(&socket, "rtnetlink", |m| {
+        let message = NetlinkMessage::<RouteNetlinkMessage>::deserialize(m.bytes)
+            .context("cannot decode a message")?;
+        if let NetlinkPayload::InnerMessage(m) = message.payload {
+            replies.push(m);
         }
-    }
+        Ok(if dump || replies.is_empty() {
+            Flow::More
+        } else {
+            Flow::Complete
+        })
+    })?;
+    Ok(match reply.end {
+        End::Done => Ok(replies),
+        End::Refused(e) => Err(e),
+    })
 }
 
 /// A dump whose refusal by the kernel is an error (`what`: "route", "link"...).

@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::net::{IpAddr, SocketAddr, SocketAddrV6};
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use netlink_packet_core::{
     NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_REQUEST,
 };
@@ -16,6 +16,8 @@ use netlink_packet_sock_diag::inet::{
 };
 use netlink_packet_sock_diag::SockDiagMessage;
 use netlink_sys::{protocols::NETLINK_SOCK_DIAG, Socket, SocketAddr as NetlinkAddr};
+
+use super::netlink::{self, End, Flow};
 
 /// A TCP socket in LISTEN state.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -135,28 +137,17 @@ pub(super) fn dump_tcp(family: u8, states: StateFlags) -> anyhow::Result<Vec<Ine
 /// Reads the replies of a dump until NLMSG_DONE.
 fn read_dump(socket: &Socket) -> anyhow::Result<Vec<InetResponse>> {
     let mut sockets = Vec::new();
-    loop {
-        let (datagram, _) = socket
-            .recv_from_full()
-            .context("cannot read the sock_diag reply")?;
-        let mut offset = 0;
-        while offset < datagram.len() {
-            let reply = NetlinkMessage::<SockDiagMessage>::deserialize(&datagram[offset..])
-                .context("malformed sock_diag reply")?;
-            let len = reply.header.length as usize;
-            match reply.payload {
-                NetlinkPayload::Done(_) => return Ok(sockets),
-                NetlinkPayload::Error(e) if e.code.is_some() => {
-                    return Err(e.to_io()).context("the kernel refused the sock_diag dump")
-                }
-                NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(s)) => sockets.push(*s),
-                _ => {}
-            }
-            if len == 0 {
-                bail!("malformed sock_diag reply: a message of length 0");
-            }
-            offset += len.next_multiple_of(4);
+    let reply = netlink::receive(socket, "sock_diag", |m| {
+        let message = NetlinkMessage::<SockDiagMessage>::deserialize(m.bytes)
+            .context("cannot decode a message")?;
+        if let NetlinkPayload::InnerMessage(SockDiagMessage::InetResponse(s)) = message.payload {
+            sockets.push(*s);
         }
+        Ok(Flow::More)
+    })?;
+    match reply.end {
+        End::Done => Ok(sockets),
+        End::Refused(e) => Err(e).context("the kernel refused the sock_diag dump"),
     }
 }
 

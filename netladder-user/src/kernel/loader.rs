@@ -13,25 +13,55 @@ use aya::{
 };
 use netladder_common::{counter, Config, IcmpRanges};
 
-use super::plan::{Attach, Cost, Hook, Input, Outcome, Status, BIND_PROGRAMS, HOOKS};
+use super::plan::{self, Attach, Choices, Hook, Require, Status};
 use super::targets::Targets;
 
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netladder"));
 
+/// What start-up knows about this kernel and what the operator chose; every decision made from
+/// it is the plan's (`plan::run`, `plan::globals`, `plan::map_switches`).
 pub struct Options<'a> {
-    pub optional_hooks: bool,
-    /// Attach syscall tracepoint programs that nothing cheaper replaced (`--syscall-hooks`).
-    pub syscall_hooks: bool,
-    /// Programs this kernel cannot run, with the reason (not tried).
-    pub unavailable: Vec<(&'static str, String)>,
+    pub choices: Choices<'a>,
+    /// The argument count of a BTF tracepoint (`Require::TracepointArgs`).
+    pub tracepoint_args: &'a dyn Fn(&str) -> Option<usize>,
+    /// Whether the kernel's drop reasons were resolved (`Require::DropReasons`).
+    pub drop_reasons: bool,
     /// Whether the kernel has a function of this name (fexit targets).
     pub functions: &'a dyn Fn(&str) -> bool,
-    /// Programs the operator asked not to attach.
-    pub skip: &'a [String],
-    /// The text ranges of icmp_rcv / icmpv6_rcv (`Input::IcmpRanges`), or why they cannot be
+    /// The text ranges of icmp_rcv / icmpv6_rcv (`Require::IcmpRanges`), or why they cannot be
     /// had. Called only when such a program is about to be attached (reading kallsyms is a
     /// tenth of a start, and the program is usually replaced by fentry ones).
     pub icmp_ranges: &'a dyn Fn() -> Result<IcmpRanges, String>,
+}
+
+/// The running kernel and system, as the plan's requirements ask.
+struct System<'a> {
+    opts: &'a Options<'a>,
+    targets: &'a Targets,
+}
+
+impl plan::Kernel for System<'_> {
+    fn check(&self, req: &Require) -> Result<(), String> {
+        let yes = match req {
+            Require::TracepointArgs {
+                tracepoint, args, ..
+            } => (self.opts.tracepoint_args)(tracepoint).is_some_and(|n| n >= *args),
+            Require::DropReasons => self.opts.drop_reasons,
+            Require::IcmpRanges => return (self.opts.icmp_ranges)().map(drop),
+            Require::Function(f) => (self.opts.functions)(f),
+            Require::Library(lib) => super::libs::find(lib).is_some(),
+            // The targets' own reasons say what is missing.
+            Require::Libc => return self.targets.libc.as_ref().map(drop).map_err(Clone::clone),
+            Require::Cgroup2 => {
+                return self.targets.cgroup.as_ref().map(drop).map_err(Clone::clone)
+            }
+        };
+        if yes {
+            Ok(())
+        } else {
+            Err(req.missing())
+        }
+    }
 }
 
 pub struct Loaded {
@@ -45,108 +75,49 @@ pub struct Loaded {
     pub stop: aya::maps::Array<MapData, u32>,
     /// Descriptors of netladder's own loaded programs (for their run statistics).
     pub program_fds: Vec<i32>,
-    pub outcomes: Vec<Outcome>,
+    pub outcomes: Vec<plan::Outcome>,
 }
 
 pub fn load(config: &Config, opts: &Options) -> Result<Loaded> {
     raise_memlock();
     let btf =
         Btf::from_sys_fs().context("cannot read the kernel's BTF from /sys/kernel/btf/vmlinux")?;
-    // #025: the OpenSSL hooks can attach; connect() then records each thread's peer.
-    let tls_watch: u32 = (super::libs::find("libssl.so.3").is_some()
-        && !opts.skip.iter().any(|p| p == "ssl_do_handshake"))
-    .into();
-    let mut ebpf = EbpfLoader::new()
-        .btf(Some(&btf))
-        .override_global("CONFIG", config, true)
-        .override_global("TLS_WATCH", &tls_watch, true)
-        .load(OBJECT)
-        .map_err(|e| {
-            anyhow!(
-                "the kernel refused netladder's eBPF maps or object: {}",
-                chain(&e)
-            )
-        })?;
-
     let targets = Targets::discover();
-    let mut outcomes = Vec::new();
-    for hook in HOOKS {
-        let status = if super::plan::replacements_attached(&outcomes, hook) {
-            Status::Replaced(format!(
-                "not needed: {} attached",
-                hook.replaced_by.join(", ")
-            ))
-        } else if opts.skip.iter().any(|p| p == hook.program) {
-            Status::Skipped("disabled by --skip-hook".into())
-        } else if hook.optional && !opts.optional_hooks {
-            Status::Skipped("disabled by --no-optional-hooks".into())
-        } else if hook.cost() == Cost::EverySyscall && !opts.syscall_hooks {
-            Status::Skipped(super::plan::SYSCALL_OPT_IN.into())
-        } else if let Some((_, why)) = opts.unavailable.iter().find(|(p, _)| *p == hook.program) {
-            Status::Skipped(why.clone())
-        } else if let Some(func) = missing_function(hook, opts) {
-            Status::Skipped(format!("this kernel has no function {func}"))
-        } else if let Attach::UProbe { lib, .. } = hook.attach {
-            match super::libs::find(lib) {
-                Some(_) => attach_status(&mut ebpf, hook, &btf, &targets),
-                None => Status::Skipped(format!("not found: no {lib} on the system library path")),
-            }
-        } else if let Some(why) = missing_target(hook, &targets) {
-            Status::Skipped(why)
-        } else if let Err(status) = give_input(&mut ebpf, hook, opts) {
-            status
-        } else {
-            attach_status(&mut ebpf, hook, &btf, &targets)
-        };
-        if hook.core {
-            if let Status::Refused(why) | Status::Skipped(why) = &status {
-                return Err(anyhow!(
-                    "the kernel refused the core hook {}: {why}",
-                    hook.attach.describe()
-                ));
-            }
-        }
-        outcomes.push(Outcome {
-            hook: *hook,
-            status,
-        });
+    let system = System {
+        opts,
+        targets: &targets,
+    };
+    // The switches the programs read as globals are fixed when the object loads.
+    let globals = plan::globals(&opts.choices, &system);
+    let mut loader = EbpfLoader::new();
+    loader
+        .btf(Some(&btf))
+        .override_global("CONFIG", config, true);
+    for (name, value) in &globals {
+        loader.override_global(name, value, true);
     }
+    let mut ebpf = loader.load(OBJECT).map_err(|e| {
+        anyhow!(
+            "the kernel refused netladder's eBPF maps or object: {}",
+            chain(&e)
+        )
+    })?;
 
-    // #024 without dns_egress: connect() to a nameserver stands in for the questions it sends.
-    let egress = outcomes
-        .iter()
-        .any(|o| o.hook.program == "dns_egress" && o.status == Status::Attached);
-    if !egress {
-        if let Some(map) = ebpf.map_mut("DNS_MODE") {
-            let mut mode: aya::maps::Array<_, u32> =
-                aya::maps::Array::try_from(map).context("map DNS_MODE")?;
-            mode.set(0, 1, 0).context("cannot set DNS_MODE")?;
+    let outcomes = plan::run(&opts.choices, &system, |hook| {
+        if let Err(status) = give_input(&mut ebpf, hook, opts) {
+            return status;
         }
-    }
-    // Where only the route-lookup programs see connect(), the state-change program reports a
-    // connect() that found no free local port.
-    let route = outcomes
-        .iter()
-        .any(|o| o.hook.program == "route_connect4" && o.status == Status::Attached);
-    if route {
-        if let Some(map) = ebpf.map_mut("ROUTE_MODE") {
-            let mut mode: aya::maps::Array<_, u32> =
-                aya::maps::Array::try_from(map).context("map ROUTE_MODE")?;
-            mode.set(0, 1, 0).context("cannot set ROUTE_MODE")?;
-        }
-    }
-    // The bind programs note a bind() only when all of them attached: without its post-bind
-    // program, every bind() would read as a failure.
-    let bind = BIND_PROGRAMS.iter().all(|p| {
-        outcomes
-            .iter()
-            .any(|o| o.hook.program == *p && o.status == Status::Attached)
-    });
-    if bind {
-        if let Some(map) = ebpf.map_mut("BIND_MODE") {
-            let mut mode: aya::maps::Array<_, u32> =
-                aya::maps::Array::try_from(map).context("map BIND_MODE")?;
-            mode.set(0, 1, 0).context("cannot set BIND_MODE")?;
+        attach_status(&mut ebpf, hook, &btf, &targets)
+    })
+    .map_err(|e| anyhow!(e))?;
+
+    for (name, value) in plan::map_switches(&outcomes) {
+        if let Some(map) = ebpf.map_mut(name) {
+            let mut switch: aya::maps::Array<_, u32> =
+                aya::maps::Array::try_from(map).with_context(|| format!("map {name}"))?;
+            switch
+                .set(0, value, 0)
+                .with_context(|| format!("cannot set {name}"))?;
         }
     }
     drop(btf);
@@ -181,43 +152,21 @@ pub fn load(config: &Config, opts: &Options) -> Result<Loaded> {
     })
 }
 
-/// Hands `hook` what it needs before it attaches (`Hook::input`); the status to report
-/// instead of attaching when that cannot be had.
+/// Hands `hook` what its requirements found before it attaches (`Require::IcmpRanges`: the
+/// map the program reads); the status to report instead of attaching when that fails.
 fn give_input(ebpf: &mut Ebpf, hook: &Hook, opts: &Options) -> Result<(), Status> {
-    match hook.input {
-        Input::Nothing => Ok(()),
-        Input::IcmpRanges => {
-            let ranges = (opts.icmp_ranges)().map_err(Status::Skipped)?;
-            let refused = |e: String| Status::Refused(format!("cannot write map ICMP_RCV: {e}"));
-            let map = ebpf
-                .map_mut("ICMP_RCV")
-                .ok_or_else(|| refused("not in the eBPF object".into()))?;
-            let mut map: aya::maps::Array<_, IcmpRanges> =
-                aya::maps::Array::try_from(map).map_err(|e| refused(chain(&e)))?;
-            map.set(0, ranges, 0).map_err(|e| refused(chain(&e)))
-        }
+    if !hook.requires.contains(&Require::IcmpRanges) {
+        return Ok(());
     }
-}
-
-/// The fexit target of `hook` when this kernel lacks it.
-fn missing_function(hook: &Hook, opts: &Options) -> Option<&'static str> {
-    match hook.attach {
-        Attach::FExit(func) | Attach::FEntry(func) if !(opts.functions)(func) => Some(func),
-        _ => None,
-    }
-}
-
-/// Why the cgroup or library `hook` attaches to is not there.
-fn missing_target(hook: &Hook, targets: &Targets) -> Option<String> {
-    match (hook.attach, &targets.cgroup, &targets.libc) {
-        (
-            Attach::CgroupSkb { .. } | Attach::CgroupSockAddr(_) | Attach::CgroupSock(_),
-            Err(why),
-            _,
-        )
-        | (Attach::LibcProbe { .. }, _, Err(why)) => Some(why.clone()),
-        _ => None,
-    }
+    let ranges = (opts.icmp_ranges)().map_err(Status::Skipped)?;
+    let name = plan::ICMP_RANGES_MAP;
+    let refused = |e: String| Status::Refused(format!("cannot write map {name}: {e}"));
+    let map = ebpf
+        .map_mut(name)
+        .ok_or_else(|| refused("not in the eBPF object".into()))?;
+    let mut map: aya::maps::Array<_, IcmpRanges> =
+        aya::maps::Array::try_from(map).map_err(|e| refused(chain(&e)))?;
+    map.set(0, ranges, 0).map_err(|e| refused(chain(&e)))
 }
 
 fn attach_status(ebpf: &mut Ebpf, hook: &Hook, btf: &Btf, targets: &Targets) -> Status {
@@ -498,7 +447,7 @@ mod object_tests {
 
     use object::{Object as _, ObjectSection as _, ObjectSymbol as _, SymbolKind};
 
-    use super::{Attach, HOOKS, OBJECT};
+    use super::{plan, plan::HOOKS, Attach, OBJECT};
 
     /// Symbol name -> section name, for the symbols defined in the object.
     fn symbols() -> BTreeMap<String, (SymbolKind, String)> {
@@ -593,23 +542,31 @@ mod object_tests {
     #[test]
     fn the_maps_and_globals_the_loader_uses_exist() {
         let syms = symbols();
+        let switches = plan::SWITCHES.iter();
+        let map_switches = switches
+            .clone()
+            .filter(|s| !matches!(s, plan::Switch::GlobalIfPlanned { .. }))
+            .map(plan::Switch::name);
         for map in [
             "EVENTS",
             "COUNTERS",
             "AGG",
             "AGG_GEN",
             "STOP",
-            "ICMP_RCV",
-            "DNS_MODE",
-            "ROUTE_MODE",
-            "BIND_MODE",
-        ] {
+            plan::ICMP_RANGES_MAP,
+        ]
+        .into_iter()
+        .chain(map_switches)
+        {
             let (_, section) = syms
                 .get(map)
                 .unwrap_or_else(|| panic!("map {map} is not in the eBPF object"));
             assert_eq!(section, "maps", "{map}");
         }
-        for global in ["CONFIG", "TLS_WATCH"] {
+        let globals = switches
+            .filter(|s| matches!(s, plan::Switch::GlobalIfPlanned { .. }))
+            .map(plan::Switch::name);
+        for global in std::iter::once("CONFIG").chain(globals) {
             let (_, section) = syms
                 .get(global)
                 .unwrap_or_else(|| panic!("global {global} is not in the eBPF object"));

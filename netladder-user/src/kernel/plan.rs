@@ -1,5 +1,8 @@
 //! The hook plan: every program netladder has, what it needs from the kernel, and what is lost
-//! when the kernel refuses it. Every kernel-version difference lives here.
+//! when the kernel refuses it. Every kernel-version difference lives here: each row (`Hook`)
+//! states its role (core, degrades, optional) and its requirements (`Require`); which hooks are
+//! tried, the skip reasons, the degraded lines, the eBPF object's switches (`SWITCHES`), the
+//! `netladder hooks` table and the table of docs/kernels.md all derive from the rows.
 
 /// How a program attaches.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -93,26 +96,120 @@ impl Cost {
     }
 }
 
+/// What a hook is to netladder: whether start-up may go on without it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Must attach: without it nothing can be classified, and start-up fails with one line.
+    Core,
+    /// Attached wherever the kernel allows it; where it does not, what it sees is said lost
+    /// (the degraded lines) and netladder goes on.
+    Degrades,
+    /// Like `Degrades`, and also left out when the operator asks (`--no-optional-hooks`).
+    Optional,
+}
+
+impl Role {
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Core => "core",
+            Role::Degrades => "degrades",
+            Role::Optional => "optional",
+        }
+    }
+}
+
+/// Something a hook needs from the kernel or the system before it is worth trying. A row lists
+/// those its attach point does not already say (`Hook::requires`); `Hook::requirements` adds
+/// the ones its attach point implies (a kernel function, a library, a cgroup v2 mount).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Require {
+    /// The BTF tracepoint `tracepoint` has at least `args` arguments (the last one came with a
+    /// later kernel); `missing` is the reason given where it has fewer.
+    TracepointArgs {
+        tracepoint: &'static str,
+        args: usize,
+        missing: &'static str,
+    },
+    /// The kernel's drop reasons, resolved by name from BTF (5.17+).
+    DropReasons,
+    /// The text ranges of icmp_rcv and icmpv6_rcv from /proc/kallsyms, written to the
+    /// `ICMP_RCV` map just before the program attaches. Costly (a tenth of a start), so it is
+    /// checked last, only for a program that is about to attach.
+    IcmpRanges,
+    /// The kernel function an fentry/fexit program attaches to (in the kernel's BTF).
+    Function(&'static str),
+    /// A shared library on the system library path (`kernel/libs.rs`).
+    Library(&'static str),
+    /// The system's glibc file.
+    Libc,
+    /// A cgroup v2 mount (the programs attach to its root).
+    Cgroup2,
+}
+
+/// The map the `IcmpRanges` requirement fills.
+pub const ICMP_RANGES_MAP: &str = "ICMP_RCV";
+const NO_DROP_REASONS: &str = "this kernel has no drop reasons (5.17+)";
+
+impl Require {
+    /// A few words for the tables.
+    pub fn describe(&self) -> String {
+        match self {
+            Require::TracepointArgs {
+                tracepoint, args, ..
+            } => format!("tracepoint {tracepoint} with {args} arguments"),
+            Require::DropReasons => "drop reasons".into(),
+            Require::IcmpRanges => "kallsyms (icmp_rcv, icmpv6_rcv)".into(),
+            Require::Function(f) => format!("function {f}"),
+            Require::Library(lib) => format!("library {lib}"),
+            Require::Libc => "glibc".into(),
+            Require::Cgroup2 => "cgroup2".into(),
+        }
+    }
+
+    /// Why a hook was not tried when the answer is a plain no (the system's own reason, where
+    /// there is one, comes from `Kernel::check` instead).
+    pub fn missing(&self) -> String {
+        match self {
+            Require::TracepointArgs { missing, .. } => (*missing).to_owned(),
+            Require::DropReasons => NO_DROP_REASONS.to_owned(),
+            Require::IcmpRanges => "icmp_rcv/icmpv6_rcv are not in /proc/kallsyms".to_owned(),
+            Require::Function(f) => format!("this kernel has no function {f}"),
+            Require::Library(lib) => format!("not found: no {lib} on the system library path"),
+            Require::Libc => "no glibc libc.so.6 found".to_owned(),
+            Require::Cgroup2 => "no cgroup v2 mount".to_owned(),
+        }
+    }
+
+    /// Costly to check: only once every other reason to skip the hook was checked.
+    fn costly(&self) -> bool {
+        matches!(self, Require::IcmpRanges)
+    }
+}
+
+/// Answers for the requirements, from the running kernel and system (`loader`), or made up in
+/// the tests.
+pub trait Kernel {
+    /// `Ok` when the kernel or system has `req`, else why not, in one line.
+    fn check(&self, req: &Require) -> Result<(), String>;
+}
+
 /// A program of the eBPF object and its place in the plan.
 #[derive(Clone, Copy, Debug)]
 pub struct Hook {
     /// Program (function) name in the eBPF object.
     pub program: &'static str,
     pub attach: Attach,
-    /// Core hooks must attach or netladder cannot work; the others degrade.
-    pub core: bool,
-    /// Optional extras: skipped with --no-optional-hooks.
-    pub optional: bool,
-    /// What the hook needs from the kernel, for the compatibility table.
+    /// Whether netladder can go on without it, and whether the operator may leave it out.
+    pub role: Role,
+    /// What the hook needs from the kernel, in words, for the compatibility table.
     pub needs: &'static str,
     /// What netladder cannot see without it.
     pub without: &'static str,
     /// Programs that do this one's work better: when all of them attached (they come earlier in
     /// the plan), this one is not attached at all.
     pub replaced_by: &'static [&'static str],
-    /// What userspace hands the program just before attaching it (not at start: only when the
-    /// program is really going to be attached).
-    pub input: Input,
+    /// What it needs that its attach point does not say (see `requirements`).
+    pub requires: &'static [Require],
 }
 
 impl Hook {
@@ -132,91 +229,110 @@ impl Hook {
             Attach::CgroupSockAddr(_) | Attach::CgroupSock(_) => Cost::PerCall,
         }
     }
-}
 
-/// Data a program needs that is costly to find, so it is only found for a program the loader
-/// is about to attach (after every reason to skip it was checked).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Input {
-    Nothing,
-    /// The text ranges of icmp_rcv / icmpv6_rcv from /proc/kallsyms, written to the `ICMP_RCV`
-    /// map (`loader::Options::icmp_ranges`); where they cannot be found, the program is skipped
-    /// with the reason.
-    IcmpRanges,
+    /// Every requirement, in the order start-up checks them: the row's own, then those its
+    /// attach point implies, the costly ones last.
+    pub fn requirements(&self) -> Vec<Require> {
+        let implied = match self.attach {
+            Attach::FEntry(f) | Attach::FExit(f) => Some(Require::Function(f)),
+            Attach::UProbe { lib, .. } => Some(Require::Library(lib)),
+            Attach::LibcProbe { .. } => Some(Require::Libc),
+            Attach::CgroupSkb { .. } | Attach::CgroupSockAddr(_) | Attach::CgroupSock(_) => {
+                Some(Require::Cgroup2)
+            }
+            Attach::TpBtf(_) | Attach::Tracepoint(..) => None,
+        };
+        let mut all: Vec<Require> = self.requires.iter().copied().chain(implied).collect();
+        all.sort_by_key(Require::costly);
+        all
+    }
+
+    /// Opt-in only (`--syscall-hooks`): a syscall tracepoint taxes every system call of every
+    /// task while attached.
+    pub fn opt_in(&self) -> bool {
+        self.cost() == Cost::EverySyscall
+    }
 }
 
 pub const HOOKS: &[Hook] = &[
     Hook {
         program: "inet_sock_set_state",
         attach: Attach::TpBtf("inet_sock_set_state"),
-        core: true,
-        optional: false,
+        role: Role::Core,
         needs: "tp_btf (5.5+), sock:inet_sock_set_state",
         without: "connection tracking (nothing can be classified)",
         replaced_by: &[],
-        input: Input::Nothing,
+        requires: &[],
     },
     Hook {
         program: "tcp_receive_reset",
         attach: Attach::TpBtf("tcp_receive_reset"),
-        core: false,
-        optional: false,
+        role: Role::Degrades,
         needs: "tp_btf, tcp:tcp_receive_reset (4.16+)",
         without: "telling a RST answer apart from an ICMP port-unreachable",
         replaced_by: &[],
-        input: Input::Nothing,
+        requires: &[],
     },
     Hook {
         program: "tcp_retransmit_skb",
         attach: Attach::TpBtf("tcp_retransmit_skb"),
-        core: false,
-        optional: false,
+        role: Role::Degrades,
         needs: "tp_btf, tcp:tcp_retransmit_skb",
         without: "SYN retransmit counts and the application-timeout case",
         replaced_by: &[],
-        input: Input::Nothing,
+        requires: &[],
     },
     Hook {
         program: "kfree_skb",
         attach: Attach::TpBtf("kfree_skb"),
-        core: false,
-        optional: false,
+        role: Role::Degrades,
         needs: "tp_btf, skb:kfree_skb with a drop reason (5.17+)",
         without: "local firewall drops and the no-listener signal (REJECT looks like a peer's RST)",
         replaced_by: &[],
-        input: Input::Nothing,
+        requires: &[
+            Require::TracepointArgs {
+                tracepoint: "kfree_skb",
+                args: 3,
+                missing: NO_DROP_REASONS,
+            },
+            Require::DropReasons,
+        ],
     },
     Hook {
         program: "tcp_v4_err_entry",
         attach: Attach::FEntry("tcp_v4_err"),
-        core: false,
-        optional: true,
+        role: Role::Optional,
         needs: "fentry (5.5+, refused by some kernels)",
         without: ICMP_WITHOUT,
         replaced_by: &[],
-        input: Input::Nothing,
+        requires: &[],
     },
     Hook {
         program: "tcp_v6_err_entry",
         attach: Attach::FEntry("tcp_v6_err"),
-        core: false,
-        optional: true,
+        role: Role::Optional,
         needs: "fentry (5.5+, refused by some kernels)",
         without: ICMP_WITHOUT,
         replaced_by: &[],
-        input: Input::Nothing,
+        requires: &[],
     },
     // Where fentry is refused: every consumed packet passes here (an inlined array look-up and
     // two compares each). The kallsyms ranges are only read when it is about to attach.
     Hook {
         program: "consume_skb",
         attach: Attach::TpBtf("consume_skb"),
-        core: false,
-        optional: false,
+        role: Role::Degrades,
         needs: "tp_btf, skb:consume_skb with its location (6.3+), kallsyms",
         without: ICMP_WITHOUT,
         replaced_by: &["tcp_v4_err_entry", "tcp_v6_err_entry"],
-        input: Input::IcmpRanges,
+        requires: &[
+            Require::TracepointArgs {
+                tracepoint: "consume_skb",
+                args: 2,
+                missing: "consume_skb has no location argument on this kernel (6.3+)",
+            },
+            Require::IcmpRanges,
+        ],
     },
     // Socket calls that fail at once (#022, #026, #027, #028), where fentry/fexit load: they
     // run only when the socket layer is called. The syscall tracepoint programs below do the
@@ -224,182 +340,164 @@ pub const HOOKS: &[Hook] = &[
     Hook {
         program: "inet_stream_connect_entry",
         attach: Attach::FEntry("inet_stream_connect"),
-        core: false,
-        optional: true,
+        role: Role::Optional,
         needs: FEXIT_NEEDS,
         without: CONNECT_WITHOUT,
         replaced_by: &[],
-        input: Input::Nothing,
+        requires: &[],
     },
     Hook {
         program: "inet_stream_connect_exit",
         attach: Attach::FExit("inet_stream_connect"),
-        core: false,
-        optional: true,
+        role: Role::Optional,
         needs: FEXIT_NEEDS,
         without: CONNECT_WITHOUT,
         replaced_by: &[],
-        input: Input::Nothing,
+        requires: &[],
     },
     Hook {
         program: "inet_dgram_connect_exit",
         attach: Attach::FExit("inet_dgram_connect"),
-        core: false,
-        optional: true,
+        role: Role::Optional,
         needs: FEXIT_NEEDS,
         without: CONNECT_WITHOUT,
         replaced_by: &[],
-        input: Input::Nothing,
+        requires: &[],
     },
     Hook {
         program: "inet_bind_exit",
         attach: Attach::FExit("inet_bind"),
-        core: false,
-        optional: true,
+        role: Role::Optional,
         needs: FEXIT_NEEDS,
         without: BIND_WITHOUT,
         replaced_by: &[],
-        input: Input::Nothing,
+        requires: &[],
     },
     Hook {
         program: "inet6_bind_exit",
         attach: Attach::FExit("inet6_bind"),
-        core: false,
-        optional: true,
+        role: Role::Optional,
         needs: FEXIT_NEEDS,
         without: BIND_WITHOUT,
         replaced_by: &[],
-        input: Input::Nothing,
+        requires: &[],
     },
     Hook {
         program: "inet_listen_exit",
         attach: Attach::FExit("inet_listen"),
-        core: false,
-        optional: true,
+        role: Role::Optional,
         needs: FEXIT_NEEDS,
         without: LISTEN_WITHOUT,
         replaced_by: &[],
-        input: Input::Nothing,
+        requires: &[],
     },
     Hook {
         program: "udp_sendmsg_exit",
         attach: Attach::FExit("udp_sendmsg"),
-        core: false,
-        optional: true,
+        role: Role::Optional,
         needs: FEXIT_NEEDS,
         without: SEND_WITHOUT,
         replaced_by: &[],
-        input: Input::Nothing,
+        requires: &[],
     },
     Hook {
         program: "udpv6_sendmsg_exit",
         attach: Attach::FExit("udpv6_sendmsg"),
-        core: false,
-        optional: true,
+        role: Role::Optional,
         needs: FEXIT_NEEDS,
         without: SEND_WITHOUT,
         replaced_by: &[],
-        input: Input::Nothing,
+        requires: &[],
     },
     Hook {
         program: "sys_enter_connect",
         attach: Attach::Tracepoint("syscalls", "sys_enter_connect"),
-        core: false,
-        optional: false,
+        role: Role::Degrades,
         needs: SYSCALL_NEEDS,
         without: CONNECT_TP_WITHOUT,
         replaced_by: &["inet_stream_connect_entry", "inet_stream_connect_exit", "inet_dgram_connect_exit"],
-        input: Input::Nothing,
+        requires: &[],
     },
     Hook {
         program: "sys_exit_connect",
         attach: Attach::Tracepoint("syscalls", "sys_exit_connect"),
-        core: false,
-        optional: false,
+        role: Role::Degrades,
         needs: SYSCALL_NEEDS,
         without: CONNECT_TP_WITHOUT,
         replaced_by: &["inet_stream_connect_entry", "inet_stream_connect_exit", "inet_dgram_connect_exit"],
-        input: Input::Nothing,
+        requires: &[],
     },
     Hook {
         program: "sys_enter_bind",
         attach: Attach::Tracepoint("syscalls", "sys_enter_bind"),
-        core: false,
-        optional: false,
+        role: Role::Degrades,
         needs: SYSCALL_NEEDS,
         without: BIND_TP_WITHOUT,
         replaced_by: &["inet_bind_exit", "inet6_bind_exit"],
-        input: Input::Nothing,
+        requires: &[],
     },
     Hook {
         program: "sys_exit_bind",
         attach: Attach::Tracepoint("syscalls", "sys_exit_bind"),
-        core: false,
-        optional: false,
+        role: Role::Degrades,
         needs: SYSCALL_NEEDS,
         without: BIND_TP_WITHOUT,
         replaced_by: &["inet_bind_exit", "inet6_bind_exit"],
-        input: Input::Nothing,
+        requires: &[],
     },
     Hook {
         program: "sys_enter_listen",
         attach: Attach::Tracepoint("syscalls", "sys_enter_listen"),
-        core: false,
-        optional: false,
+        role: Role::Degrades,
         needs: SYSCALL_NEEDS,
         without: LISTEN_WITHOUT,
         replaced_by: &["inet_listen_exit"],
-        input: Input::Nothing,
+        requires: &[],
     },
     Hook {
         program: "sys_exit_listen",
         attach: Attach::Tracepoint("syscalls", "sys_exit_listen"),
-        core: false,
-        optional: false,
+        role: Role::Degrades,
         needs: SYSCALL_NEEDS,
         without: LISTEN_WITHOUT,
         replaced_by: &["inet_listen_exit"],
-        input: Input::Nothing,
+        requires: &[],
     },
     Hook {
         program: "sys_enter_sendto",
         attach: Attach::Tracepoint("syscalls", "sys_enter_sendto"),
-        core: false,
-        optional: false,
+        role: Role::Degrades,
         needs: SYSCALL_NEEDS,
         without: SEND_TP_WITHOUT,
         replaced_by: &["udp_sendmsg_exit", "udpv6_sendmsg_exit"],
-        input: Input::Nothing,
+        requires: &[],
     },
     Hook {
         program: "sys_exit_sendto",
         attach: Attach::Tracepoint("syscalls", "sys_exit_sendto"),
-        core: false,
-        optional: false,
+        role: Role::Degrades,
         needs: SYSCALL_NEEDS,
         without: SEND_TP_WITHOUT,
         replaced_by: &["udp_sendmsg_exit", "udpv6_sendmsg_exit"],
-        input: Input::Nothing,
+        requires: &[],
     },
     Hook {
         program: "sys_enter_sendmsg",
         attach: Attach::Tracepoint("syscalls", "sys_enter_sendmsg"),
-        core: false,
-        optional: false,
+        role: Role::Degrades,
         needs: SYSCALL_NEEDS,
         without: SEND_TP_WITHOUT,
         replaced_by: &["udp_sendmsg_exit", "udpv6_sendmsg_exit"],
-        input: Input::Nothing,
+        requires: &[],
     },
     Hook {
         program: "sys_exit_sendmsg",
         attach: Attach::Tracepoint("syscalls", "sys_exit_sendmsg"),
-        core: false,
-        optional: false,
+        role: Role::Degrades,
         needs: SYSCALL_NEEDS,
         without: SEND_TP_WITHOUT,
         replaced_by: &["udp_sendmsg_exit", "udpv6_sendmsg_exit"],
-        input: Input::Nothing,
+        requires: &[],
     },
     // Where neither the fexit programs nor (opt-in) the syscall tracepoints above attach:
     // connect() and UDP sends that fail for want of a route, read at the route lookup
@@ -422,22 +520,20 @@ pub const HOOKS: &[Hook] = &[
     Hook {
         program: "neigh_update",
         attach: Attach::TpBtf("neigh_update"),
-        core: false,
-        optional: false,
+        role: Role::Degrades,
         needs: "tp_btf, neigh:neigh_update",
         without: "neighbour (ARP/NDP) failures where drop reasons are missing",
         replaced_by: &[],
-        input: Input::Nothing,
+        requires: &[],
     },
     Hook {
         program: "neigh_timer_handler",
         attach: Attach::TpBtf("neigh_timer_handler"),
-        core: false,
-        optional: false,
+        role: Role::Degrades,
         needs: "tp_btf, neigh:neigh_timer_handler",
         without: "neighbour (ARP/NDP) failures where drop reasons are missing",
         replaced_by: &[],
-        input: Input::Nothing,
+        requires: &[],
     },
     // ssh (#030): log lines of ssh and sshd, the client's key files and destination. Where
     // fentry/fexit load, at the kernel functions behind the calls; elsewhere at syscall
@@ -445,112 +541,101 @@ pub const HOOKS: &[Hook] = &[
     Hook {
         program: "ssh_vfs_write",
         attach: Attach::FEntry("vfs_write"),
-        core: false,
-        optional: true,
+        role: Role::Optional,
         needs: FEXIT_NEEDS,
         without: SSH_WRITE_WITHOUT,
         replaced_by: &[],
-        input: Input::Nothing,
+        requires: &[],
     },
     Hook {
         program: "ssh_sys_sendto",
         attach: Attach::FEntry("__sys_sendto"),
-        core: false,
-        optional: true,
+        role: Role::Optional,
         needs: FEXIT_NEEDS,
         without: SSH_SEND_WITHOUT,
         replaced_by: &[],
-        input: Input::Nothing,
+        requires: &[],
     },
     Hook {
         program: "ssh_openat2_exit",
         attach: Attach::FExit("do_sys_openat2"),
-        core: false,
-        optional: true,
+        role: Role::Optional,
         needs: FEXIT_NEEDS,
         without: SSH_OPEN_WITHOUT,
         replaced_by: &[],
-        input: Input::Nothing,
+        requires: &[],
     },
     Hook {
         program: "ssh_connect_entry",
         attach: Attach::FEntry("inet_stream_connect"),
-        core: false,
-        optional: true,
+        role: Role::Optional,
         needs: FEXIT_NEEDS,
         without: SSH_CONNECT_WITHOUT,
         replaced_by: &[],
-        input: Input::Nothing,
+        requires: &[],
     },
     Hook {
         program: "ssh_write",
         attach: Attach::Tracepoint("syscalls", "sys_enter_write"),
-        core: false,
-        optional: false,
+        role: Role::Degrades,
         needs: SYSCALL_NEEDS,
         without: SSH_WRITE_WITHOUT,
         replaced_by: &["ssh_vfs_write"],
-        input: Input::Nothing,
+        requires: &[],
     },
     Hook {
         program: "ssh_sendto",
         attach: Attach::Tracepoint("syscalls", "sys_enter_sendto"),
-        core: false,
-        optional: false,
+        role: Role::Degrades,
         needs: SYSCALL_NEEDS,
         without: SSH_SEND_WITHOUT,
         replaced_by: &["ssh_sys_sendto"],
-        input: Input::Nothing,
+        requires: &[],
     },
     Hook {
         program: "ssh_openat",
         attach: Attach::Tracepoint("syscalls", "sys_enter_openat"),
-        core: false,
-        optional: false,
+        role: Role::Degrades,
         needs: SYSCALL_NEEDS,
         without: SSH_OPEN_WITHOUT,
         replaced_by: &["ssh_openat2_exit"],
-        input: Input::Nothing,
+        requires: &[],
     },
     Hook {
         program: "ssh_openat_exit",
         attach: Attach::Tracepoint("syscalls", "sys_exit_openat"),
-        core: false,
-        optional: false,
+        role: Role::Degrades,
         needs: SYSCALL_NEEDS,
         without: SSH_OPEN_WITHOUT,
         replaced_by: &["ssh_openat2_exit"],
-        input: Input::Nothing,
+        requires: &[],
     },
     Hook {
         program: "ssh_connect",
         attach: Attach::Tracepoint("syscalls", "sys_enter_connect"),
-        core: false,
-        optional: false,
+        role: Role::Degrades,
         needs: SYSCALL_NEEDS,
         without: SSH_CONNECT_WITHOUT,
         replaced_by: &["ssh_connect_entry"],
-        input: Input::Nothing,
+        requires: &[],
     },
     Hook {
         program: "tcp_v4_connect_exit",
         attach: Attach::FExit("tcp_v4_connect"),
-        core: false,
-        optional: true,
+        role: Role::Optional,
         needs: "fexit (5.5+, refused by some kernels)",
         without: "IPv4 connects outside connect() (io_uring) that fail at once",
         replaced_by: &[],
-        input: Input::Nothing,
+        requires: &[],
     },
     Hook {
         program: "tcp_v6_connect_exit",
         attach: Attach::FExit("tcp_v6_connect"),
-        core: false,
-        optional: true,
+        role: Role::Optional,
         needs: "fexit (5.5+, refused by some kernels)",
         without: "IPv6 connects outside connect() (io_uring) that fail at once",
         replaced_by: &[],
-        input: Input::Nothing,
+        requires: &[],
     },
     // #025 TLS certificate verification (netladder-ebpf/src/tls.rs): OpenSSL 3 and curl.
     Hook {
@@ -560,12 +645,11 @@ pub const HOOKS: &[Hook] = &[
             symbol: "SSL_set_connect_state",
             ret: false,
         },
-        core: false,
-        optional: false,
+        role: Role::Degrades,
         needs: TLS_NEEDS,
         without: TLS_WITHOUT,
         replaced_by: &[],
-        input: Input::Nothing,
+        requires: &[],
     },
     Hook {
         program: "ssl_set_accept_state",
@@ -574,12 +658,11 @@ pub const HOOKS: &[Hook] = &[
             symbol: "SSL_set_accept_state",
             ret: false,
         },
-        core: false,
-        optional: false,
+        role: Role::Degrades,
         needs: TLS_NEEDS,
         without: "telling an OpenSSL server that reuses an SSL object from a client",
         replaced_by: &[],
-        input: Input::Nothing,
+        requires: &[],
     },
     Hook {
         program: "ssl_do_handshake",
@@ -588,12 +671,11 @@ pub const HOOKS: &[Hook] = &[
             symbol: "SSL_do_handshake",
             ret: false,
         },
-        core: false,
-        optional: false,
+        role: Role::Degrades,
         needs: TLS_NEEDS,
         without: TLS_WITHOUT,
         replaced_by: &[],
-        input: Input::Nothing,
+        requires: &[],
     },
     Hook {
         program: "ssl_do_handshake_ret",
@@ -602,12 +684,11 @@ pub const HOOKS: &[Hook] = &[
             symbol: "SSL_do_handshake",
             ret: true,
         },
-        core: false,
-        optional: false,
+        role: Role::Degrades,
         needs: TLS_NEEDS,
         without: TLS_WITHOUT,
         replaced_by: &[],
-        input: Input::Nothing,
+        requires: &[],
     },
     Hook {
         program: "ssl_get_error_ret",
@@ -616,12 +697,11 @@ pub const HOOKS: &[Hook] = &[
             symbol: "SSL_get_error",
             ret: true,
         },
-        core: false,
-        optional: false,
+        role: Role::Degrades,
         needs: TLS_NEEDS,
         without: TLS_WITHOUT,
         replaced_by: &[],
-        input: Input::Nothing,
+        requires: &[],
     },
     Hook {
         program: "ssl_ctrl",
@@ -630,12 +710,11 @@ pub const HOOKS: &[Hook] = &[
             symbol: "SSL_ctrl",
             ret: false,
         },
-        core: false,
-        optional: false,
+        role: Role::Degrades,
         needs: TLS_NEEDS,
         without: "the server name (SNI) an OpenSSL client asked for",
         replaced_by: &[],
-        input: Input::Nothing,
+        requires: &[],
     },
     Hook {
         program: "x509_verify_cert_ret",
@@ -644,12 +723,11 @@ pub const HOOKS: &[Hook] = &[
             symbol: "X509_verify_cert",
             ret: true,
         },
-        core: false,
-        optional: false,
+        role: Role::Degrades,
         needs: "uprobes, OpenSSL 3 (libcrypto.so.3) on the system library path",
         without: TLS_WITHOUT,
         replaced_by: &[],
-        input: Input::Nothing,
+        requires: &[],
     },
     Hook {
         program: "x509_ctx_get_error_ret",
@@ -658,12 +736,11 @@ pub const HOOKS: &[Hook] = &[
             symbol: "X509_STORE_CTX_get_error",
             ret: true,
         },
-        core: false,
-        optional: false,
+        role: Role::Degrades,
         needs: "uprobes, OpenSSL 3 (libcrypto.so.3) on the system library path",
         without: TLS_WITHOUT,
         replaced_by: &[],
-        input: Input::Nothing,
+        requires: &[],
     },
     Hook {
         program: "x509_param_set1_host",
@@ -672,12 +749,11 @@ pub const HOOKS: &[Hook] = &[
             symbol: "X509_VERIFY_PARAM_set1_host",
             ret: false,
         },
-        core: false,
-        optional: false,
+        role: Role::Degrades,
         needs: "uprobes, OpenSSL 3 (libcrypto.so.3) on the system library path",
         without: "the host name an OpenSSL client asked to be checked",
         replaced_by: &[],
-        input: Input::Nothing,
+        requires: &[],
     },
     Hook {
         program: "curl_easy_perform",
@@ -686,12 +762,11 @@ pub const HOOKS: &[Hook] = &[
             symbol: "curl_easy_perform",
             ret: false,
         },
-        core: false,
-        optional: false,
+        role: Role::Degrades,
         needs: CURL_NEEDS,
         without: CURL_WITHOUT,
         replaced_by: &[],
-        input: Input::Nothing,
+        requires: &[],
     },
     Hook {
         program: "curl_easy_perform_ret",
@@ -700,33 +775,30 @@ pub const HOOKS: &[Hook] = &[
             symbol: "curl_easy_perform",
             ret: true,
         },
-        core: false,
-        optional: false,
+        role: Role::Degrades,
         needs: CURL_NEEDS,
         without: CURL_WITHOUT,
         replaced_by: &[],
-        input: Input::Nothing,
+        requires: &[],
     },
     // --- DNS (#024): packets and glibc's resolver ---
     Hook {
         program: "dns_ingress",
         attach: Attach::CgroupSkb { ingress: true },
-        core: false,
-        optional: false,
+        role: Role::Degrades,
         needs: "cgroup_skb (4.10+) and a cgroup v2 mount",
         without: "DNS error answers (NXDOMAIN, SERVFAIL, REFUSED) seen in the packets",
         replaced_by: &[],
-        input: Input::Nothing,
+        requires: &[],
     },
     Hook {
         program: "dns_egress",
         attach: Attach::CgroupSkb { ingress: false },
-        core: false,
-        optional: false,
+        role: Role::Degrades,
         needs: "cgroup_skb with bpf_get_current_pid_tgid (refused by Debian 5.10 and 6.1), a cgroup v2 mount",
         without: "the proven owner of the socket that got a failed DNS answer: the process is then the last one that connected to that nameserver, and a getaddrinfo's questions are counted by its connects",
         replaced_by: &[],
-        input: Input::Nothing,
+        requires: &[],
     },
     Hook {
         program: "getaddrinfo_enter",
@@ -734,12 +806,11 @@ pub const HOOKS: &[Hook] = &[
             func: "getaddrinfo",
             ret: false,
         },
-        core: false,
-        optional: false,
+        role: Role::Degrades,
         needs: "uprobes, glibc's libc.so.6 (programs using another libc file are not seen)",
         without: "getaddrinfo results: lookups failing before any packet, /etc/hosts answers",
         replaced_by: &[],
-        input: Input::Nothing,
+        requires: &[],
     },
     Hook {
         program: "getaddrinfo_exit",
@@ -747,12 +818,11 @@ pub const HOOKS: &[Hook] = &[
             func: "getaddrinfo",
             ret: true,
         },
-        core: false,
-        optional: false,
+        role: Role::Degrades,
         needs: "uretprobes, glibc's libc.so.6 (programs using another libc file are not seen)",
         without: "getaddrinfo results: lookups failing before any packet, /etc/hosts answers",
         replaced_by: &[],
-        input: Input::Nothing,
+        requires: &[],
     },
 ];
 
@@ -775,12 +845,11 @@ const fn route_hook(program: &'static str, attach: Attach) -> Hook {
     Hook {
         program,
         attach,
-        core: false,
-        optional: false,
+        role: Role::Degrades,
         needs: ROUTE_NEEDS,
         without: ROUTE_WITHOUT,
         replaced_by: ROUTE_REPLACED_BY,
-        input: Input::Nothing,
+        requires: &[],
     }
 }
 
@@ -815,12 +884,11 @@ const fn bind_hook(program: &'static str, attach: Attach) -> Hook {
     Hook {
         program,
         attach,
-        core: false,
-        optional: false,
+        role: Role::Degrades,
         needs: BIND_NEEDS,
         without: BIND_WITHOUT,
         replaced_by: &["sys_enter_bind", "sys_exit_bind"],
-        input: Input::Nothing,
+        requires: &[],
     }
 }
 const SEND_WITHOUT: &str =
@@ -836,6 +904,82 @@ const CURL_NEEDS: &str = "uprobes, libcurl.so.4 on the system library path";
 const CURL_WITHOUT: &str =
     "certificates curl refuses itself after OpenSSL accepted them (host name mismatch)";
 
+/// How a program learns what else runs: a value of the eBPF object the loader sets from the
+/// plan, never by a program name of its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Switch {
+    /// Global `name` (read-only data: fixed when the object loads, before anything attaches)
+    /// is 1 where `program` is going to be tried: the operator's choices keep it and its cheap
+    /// requirements are met (`planned`).
+    GlobalIfPlanned {
+        name: &'static str,
+        program: &'static str,
+    },
+    /// Entry 0 of the u32 array map `name` is 1 where `program` attached.
+    MapIfAttached {
+        name: &'static str,
+        program: &'static str,
+    },
+    /// Entry 0 of the u32 array map `name` is 1 where `program` did not attach.
+    MapIfMissing {
+        name: &'static str,
+        program: &'static str,
+    },
+    /// Entry 0 of the u32 array map `name` is 1 where every one of `programs` attached (they
+    /// work only together).
+    MapIfAllAttached {
+        name: &'static str,
+        programs: &'static [&'static str],
+    },
+}
+
+/// For the tests that check the table against the eBPF object.
+#[cfg(test)]
+impl Switch {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Switch::GlobalIfPlanned { name, .. }
+            | Switch::MapIfAttached { name, .. }
+            | Switch::MapIfMissing { name, .. }
+            | Switch::MapIfAllAttached { name, .. } => name,
+        }
+    }
+
+    pub fn program(&self) -> &'static str {
+        match self {
+            Switch::GlobalIfPlanned { program, .. }
+            | Switch::MapIfAttached { program, .. }
+            | Switch::MapIfMissing { program, .. } => program,
+            Switch::MapIfAllAttached { programs, .. } => programs[0],
+        }
+    }
+}
+
+pub const SWITCHES: &[Switch] = &[
+    // #025: where the OpenSSL hooks can attach, connect() records each thread's peer for them.
+    Switch::GlobalIfPlanned {
+        name: "TLS_WATCH",
+        program: "ssl_do_handshake",
+    },
+    // #024: without dns_egress, connect() to a nameserver stands in for the questions it sends.
+    Switch::MapIfMissing {
+        name: "DNS_MODE",
+        program: "dns_egress",
+    },
+    // Where the route-lookup programs see connect(), the state-change program reports a
+    // connect() that found no free local port.
+    Switch::MapIfAttached {
+        name: "ROUTE_MODE",
+        program: "route_connect4",
+    },
+    // The bind programs note a bind() only when all of them attached: without its post-bind
+    // program, every bind() would read as a failure.
+    Switch::MapIfAllAttached {
+        name: "BIND_MODE",
+        programs: BIND_PROGRAMS,
+    },
+];
+
 /// What happened to a hook at start-up.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Status {
@@ -844,9 +988,32 @@ pub enum Status {
     Refused(String),
     /// Not tried, and why.
     Skipped(String),
+    /// A syscall tracepoint not tried because `--syscall-hooks` was not given.
+    OptIn,
     /// Not attached because the programs that replace it (`Hook::replaced_by`) are: nothing is
     /// lost.
     Replaced(String),
+}
+
+impl Status {
+    /// The word `netladder hooks --json` and the metrics give it (an opt-in hook is "skipped").
+    pub fn word(&self) -> &'static str {
+        match self {
+            Status::Attached => "attached",
+            Status::Refused(_) => "refused",
+            Status::Skipped(_) | Status::OptIn => "skipped",
+            Status::Replaced(_) => "replaced",
+        }
+    }
+
+    /// Why it is not attached (none when it is).
+    pub fn reason(&self) -> Option<&str> {
+        match self {
+            Status::Attached => None,
+            Status::Refused(why) | Status::Skipped(why) | Status::Replaced(why) => Some(why),
+            Status::OptIn => Some(SYSCALL_OPT_IN),
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -855,7 +1022,154 @@ pub struct Outcome {
     pub status: Status,
 }
 
-/// The degraded capabilities implied by a set of outcomes, one line each.
+/// What the operator chose at start.
+#[derive(Clone, Copy, Debug)]
+pub struct Choices<'a> {
+    /// Attach the `Role::Optional` hooks (not `--no-optional-hooks`).
+    pub optional_hooks: bool,
+    /// Attach syscall tracepoint programs that nothing cheaper replaced (`--syscall-hooks`).
+    pub syscall_hooks: bool,
+    /// Programs the operator asked not to attach (`--skip-hook`).
+    pub skip: &'a [String],
+}
+
+/// Checks `--skip-hook` names against the table: each must be a program, and not the core.
+pub fn check_skip(names: &[String]) -> Result<(), String> {
+    for name in names {
+        let why = match HOOKS.iter().find(|h| h.program == name) {
+            None => "no such program (see `netladder hooks`)",
+            Some(h) if h.role == Role::Core => {
+                "this program is the core of netladder and cannot be skipped"
+            }
+            Some(_) => continue,
+        };
+        return Err(format!("--skip-hook {name}: {why}"));
+    }
+    Ok(())
+}
+
+/// Why the operator's choices leave `hook` out, if they do.
+fn chosen_out(hook: &Hook, choices: &Choices) -> Option<Status> {
+    if choices.skip.iter().any(|p| p == hook.program) {
+        Some(Status::Skipped("disabled by --skip-hook".into()))
+    } else if hook.role == Role::Optional && !choices.optional_hooks {
+        Some(Status::Skipped("disabled by --no-optional-hooks".into()))
+    } else if hook.opt_in() && !choices.syscall_hooks {
+        Some(Status::OptIn)
+    } else {
+        None
+    }
+}
+
+/// The status `hook` gets without being tried, given what the hooks before it did; `None`:
+/// try it. Checked in this order: replaced, the operator's choices, then each requirement
+/// (`Hook::requirements`: the costly ones only once all else allows it).
+pub fn decide(
+    hook: &Hook,
+    earlier: &[Outcome],
+    choices: &Choices,
+    kernel: &dyn Kernel,
+) -> Option<Status> {
+    if replacements_attached(earlier, hook) {
+        return Some(Status::Replaced(format!(
+            "not needed: {} attached",
+            hook.replaced_by.join(", ")
+        )));
+    }
+    if let Some(status) = chosen_out(hook, choices) {
+        return Some(status);
+    }
+    hook.requirements()
+        .iter()
+        .find_map(|r| kernel.check(r).err())
+        .map(Status::Skipped)
+}
+
+/// Whether `hook` is going to be tried, as far as can be told before the object loads: the
+/// choices keep it and its cheap requirements are met (what `Switch::GlobalIfPlanned` says).
+pub fn planned(hook: &Hook, choices: &Choices, kernel: &dyn Kernel) -> bool {
+    chosen_out(hook, choices).is_none()
+        && hook
+            .requirements()
+            .iter()
+            .filter(|r| !r.costly())
+            .all(|r| kernel.check(r).is_ok())
+}
+
+/// The values of the globals (`Switch::GlobalIfPlanned`), to set before the object loads.
+pub fn globals(choices: &Choices, kernel: &dyn Kernel) -> Vec<(&'static str, u32)> {
+    SWITCHES
+        .iter()
+        .filter_map(|s| match s {
+            Switch::GlobalIfPlanned { name, program } => {
+                let hook = hook(program)?;
+                Some((*name, u32::from(planned(hook, choices, kernel))))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// The values of the switch maps, from what attached.
+pub fn map_switches(outcomes: &[Outcome]) -> Vec<(&'static str, u32)> {
+    let attached = |p: &str| {
+        outcomes
+            .iter()
+            .any(|o| o.hook.program == p && o.status == Status::Attached)
+    };
+    SWITCHES
+        .iter()
+        .filter_map(|s| match s {
+            Switch::MapIfAttached { name, program } => Some((*name, u32::from(attached(program)))),
+            Switch::MapIfMissing { name, program } => Some((*name, u32::from(!attached(program)))),
+            Switch::MapIfAllAttached { name, programs } => {
+                Some((*name, u32::from(programs.iter().all(|p| attached(p)))))
+            }
+            Switch::GlobalIfPlanned { .. } => None,
+        })
+        .collect()
+}
+
+/// The row of `program`.
+pub fn hook(program: &str) -> Option<&'static Hook> {
+    HOOKS.iter().find(|h| h.program == program)
+}
+
+/// The one-line error that ends start-up when a core hook did not attach.
+pub fn core_failure(o: &Outcome) -> Option<String> {
+    if o.hook.role != Role::Core || o.status == Status::Attached {
+        return None;
+    }
+    let why = o.status.reason().unwrap_or_default();
+    let why = why.split_whitespace().collect::<Vec<_>>().join(" ");
+    Some(format!(
+        "the kernel refused the core hook {}: {why}",
+        o.hook.attach.describe()
+    ))
+}
+
+/// Goes through the table in order: `attach` is called for each hook `decide` lets through and
+/// says how that went. Stops at the first core hook that did not attach, with its one-line error.
+pub fn run(
+    choices: &Choices,
+    kernel: &dyn Kernel,
+    mut attach: impl FnMut(&Hook) -> Status,
+) -> Result<Vec<Outcome>, String> {
+    let mut outcomes: Vec<Outcome> = Vec::with_capacity(HOOKS.len());
+    for hook in HOOKS {
+        let status = decide(hook, &outcomes, choices, kernel).unwrap_or_else(|| attach(hook));
+        let outcome = Outcome {
+            hook: *hook,
+            status,
+        };
+        if let Some(error) = core_failure(&outcome) {
+            return Err(error);
+        }
+        outcomes.push(outcome);
+    }
+    Ok(outcomes)
+}
+
 /// The attached program that does the work of `program` when `program` is not attached (it lists
 /// `program` in its `replaced_by`): nothing is lost then.
 pub fn covered_by<'a>(outcomes: &'a [Outcome], program: &str) -> Option<&'a str> {
@@ -876,22 +1190,17 @@ pub fn replacements_attached(outcomes: &[Outcome], hook: &Hook) -> bool {
         })
 }
 
-/// Whether `o` is a syscall tracepoint program left out because `--syscall-hooks` was not given.
-pub fn opted_out(o: &Outcome) -> bool {
-    matches!(&o.status, Status::Skipped(why) if why == SYSCALL_OPT_IN)
-}
-
 /// Whether the work of `o` falls to syscall tracepoint programs left out for want of
 /// `--syscall-hooks` (it is in their `replaced_by`): their opt-in line says what is lost.
 fn left_to_opt_in(outcomes: &[Outcome], o: &Outcome) -> bool {
     outcomes
         .iter()
-        .any(|t| opted_out(t) && t.hook.replaced_by.contains(&o.hook.program))
+        .any(|t| t.status == Status::OptIn && t.hook.replaced_by.contains(&o.hook.program))
 }
 
 /// What is lost while `o` is not attached, for the hook table.
 pub fn lost(outcomes: &[Outcome], o: &Outcome) -> String {
-    if opted_out(o) {
+    if o.status == Status::OptIn {
         return format!("lost: {}", o.hook.without);
     }
     if let Some(other) = covered_by(outcomes, o.hook.program) {
@@ -903,6 +1212,8 @@ pub fn lost(outcomes: &[Outcome], o: &Outcome) -> String {
     format!("lost: {}", o.hook.without)
 }
 
+/// The degraded capabilities implied by a set of outcomes, one line each, each a row's
+/// `without` (with how to opt in for a syscall tracepoint left out).
 pub fn degraded(outcomes: &[Outcome]) -> Vec<String> {
     let mut lines: Vec<String> = Vec::new();
     for o in outcomes.iter().filter(|o| {
@@ -910,10 +1221,10 @@ pub fn degraded(outcomes: &[Outcome]) -> Vec<String> {
             && !left_to_opt_in(outcomes, o)
             // The route-lookup programs stand in for part of a syscall tracepoint's work: what
             // they cannot see is the tracepoint's `without`.
-            && (opted_out(o) || covered_by(outcomes, o.hook.program).is_none())
+            && (o.status == Status::OptIn || covered_by(outcomes, o.hook.program).is_none())
             && !replacements_attached(outcomes, &o.hook)
     }) {
-        let line = if opted_out(o) {
+        let line = if o.status == Status::OptIn {
             format!("{} (opt-in here: --syscall-hooks)", o.hook.without)
         } else {
             o.hook.without.to_owned()
@@ -925,9 +1236,97 @@ pub fn degraded(outcomes: &[Outcome]) -> Vec<String> {
     lines
 }
 
+/// The table of docs/kernels.md ("What each program needs"), made from the plan; a unit test
+/// keeps the document equal to it.
+#[cfg(test)]
+fn markdown_table() -> String {
+    let cell = |s: &str| s.replace('|', "\\|");
+    let mut s = String::from(
+        "| program | hook | role | requires | replaced by | cost | without it |\n\
+         |---|---|---|---|---|---|---|\n",
+    );
+    for h in HOOKS {
+        let requires: Vec<String> = h.requirements().iter().map(Require::describe).collect();
+        let role = if h.opt_in() {
+            format!("{}, opt-in (--syscall-hooks)", h.role.name())
+        } else {
+            h.role.name().to_owned()
+        };
+        let dash = |v: String| if v.is_empty() { "-".to_owned() } else { v };
+        s.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} | {} |\n",
+            h.program,
+            cell(&h.attach.describe()),
+            role,
+            cell(&dash(requires.join(", "))),
+            dash(h.replaced_by.join(", ")),
+            h.cost().short(),
+            cell(h.without),
+        ));
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
+    use std::cell::RefCell;
+
     use super::*;
+
+    /// A made-up kernel: every requirement met but those listed, and a record of what was asked.
+    #[derive(Default)]
+    struct Fake {
+        lacks: Vec<Require>,
+        /// Attach points the kernel refuses (their `describe`).
+        refuses: Vec<&'static str>,
+        asked: RefCell<Vec<Require>>,
+    }
+
+    impl Fake {
+        fn lacking(lacks: &[Require]) -> Self {
+            Fake {
+                lacks: lacks.to_vec(),
+                ..Fake::default()
+            }
+        }
+
+        fn attach(&self, h: &Hook) -> Status {
+            let refused = match h.attach {
+                Attach::FEntry(_) => self.refuses.contains(&"fentry"),
+                Attach::FExit(_) => self.refuses.contains(&"fexit"),
+                _ => self.refuses.contains(&h.program),
+            };
+            if refused {
+                Status::Refused("load failed: Operation not permitted (os error 1)".into())
+            } else {
+                Status::Attached
+            }
+        }
+    }
+
+    impl Kernel for Fake {
+        fn check(&self, req: &Require) -> Result<(), String> {
+            self.asked.borrow_mut().push(*req);
+            if self.lacks.contains(req) {
+                Err(req.missing())
+            } else {
+                Ok(())
+            }
+        }
+    }
+
+    const DEFAULT: Choices = Choices {
+        optional_hooks: true,
+        syscall_hooks: false,
+        skip: &[],
+    };
+
+    fn status_of<'a>(out: &'a [Outcome], program: &str) -> &'a Status {
+        &out.iter()
+            .find(|o| o.hook.program == program)
+            .unwrap()
+            .status
+    }
 
     #[test]
     fn plan_is_consistent() {
@@ -935,8 +1334,270 @@ mod tests {
         names.sort();
         names.dedup();
         assert_eq!(names.len(), HOOKS.len(), "program names are unique");
-        assert_eq!(HOOKS.iter().filter(|h| h.core).count(), 1);
-        assert!(HOOKS.iter().all(|h| !(h.core && h.optional)));
+        for h in HOOKS {
+            for r in h.replaced_by {
+                let pos = |p: &str| HOOKS.iter().position(|h| h.program == p);
+                assert!(
+                    pos(r).is_some_and(|i| i < pos(h.program).unwrap()),
+                    "{}: its replacement {r} comes earlier in the plan",
+                    h.program
+                );
+            }
+        }
+    }
+
+    /// Every row has a role; exactly one is core, and the core cannot be left out by any
+    /// choice or replaced.
+    #[test]
+    fn every_row_has_a_role_and_the_core_is_one() {
+        let core: Vec<_> = HOOKS.iter().filter(|h| h.role == Role::Core).collect();
+        assert_eq!(core.len(), 1, "{core:?}");
+        let core = core[0];
+        assert!(!core.opt_in() && core.replaced_by.is_empty(), "{core:?}");
+        for h in HOOKS {
+            assert!(
+                ["core", "degrades", "optional"].contains(&h.role.name()),
+                "{}",
+                h.program
+            );
+        }
+        let off = Choices {
+            optional_hooks: false,
+            syscall_hooks: false,
+            skip: &[],
+        };
+        assert!(chosen_out(core, &off).is_none());
+        assert!(check_skip(&[core.program.to_owned()]).is_err());
+        assert!(check_skip(&["no_such_program".to_owned()])
+            .is_err_and(|e| e.contains("no such program") && !e.contains('\n')));
+        assert_eq!(check_skip(&["dns_egress".to_owned()]), Ok(()));
+    }
+
+    /// The requirements of each row: the ones its attach point implies come with it, a
+    /// tracepoint's argument count only on that tracepoint, the costly ones last.
+    #[test]
+    fn requirements_follow_the_rows() {
+        for h in HOOKS {
+            let reqs = h.requirements();
+            match h.attach {
+                Attach::FEntry(f) | Attach::FExit(f) => {
+                    assert!(reqs.contains(&Require::Function(f)), "{}", h.program)
+                }
+                Attach::UProbe { lib, .. } => {
+                    assert!(reqs.contains(&Require::Library(lib)), "{}", h.program)
+                }
+                Attach::LibcProbe { .. } => assert!(reqs.contains(&Require::Libc)),
+                Attach::CgroupSkb { .. } | Attach::CgroupSockAddr(_) | Attach::CgroupSock(_) => {
+                    assert!(reqs.contains(&Require::Cgroup2), "{}", h.program)
+                }
+                Attach::TpBtf(_) | Attach::Tracepoint(..) => {}
+            }
+            for r in &reqs {
+                if let Require::TracepointArgs { tracepoint, .. } = r {
+                    assert_eq!(h.attach, Attach::TpBtf(tracepoint), "{}", h.program);
+                }
+            }
+            let first_costly = reqs.iter().position(Require::costly).unwrap_or(reqs.len());
+            assert!(reqs[first_costly..].iter().all(Require::costly), "{reqs:?}");
+        }
+        let kfree = hook("kfree_skb").unwrap();
+        assert!(kfree.requirements().contains(&Require::DropReasons));
+        let consume = hook("consume_skb").unwrap();
+        assert_eq!(consume.requirements().last(), Some(&Require::IcmpRanges));
+    }
+
+    /// The skip reasons that watch/session.rs once wrote by hand come from the rows.
+    #[test]
+    fn a_kernel_without_drop_reasons_or_a_location_argument_skips_with_the_reason() {
+        let kernel = Fake::lacking(&[
+            Require::DropReasons,
+            *hook("consume_skb")
+                .unwrap()
+                .requires
+                .iter()
+                .find(|r| matches!(r, Require::TracepointArgs { .. }))
+                .unwrap(),
+        ]);
+        let choices = Choices {
+            optional_hooks: false,
+            ..DEFAULT
+        };
+        let out = run(&choices, &kernel, |h| kernel.attach(h)).unwrap();
+        assert_eq!(
+            status_of(&out, "kfree_skb"),
+            &Status::Skipped("this kernel has no drop reasons (5.17+)".into())
+        );
+        assert_eq!(
+            status_of(&out, "consume_skb"),
+            &Status::Skipped("consume_skb has no location argument on this kernel (6.3+)".into())
+        );
+        // Skipped for want of the argument: kallsyms was never read for it.
+        assert!(!kernel.asked.borrow().contains(&Require::IcmpRanges));
+        assert!(degraded(&out)
+            .iter()
+            .any(|l| l.starts_with("local firewall drops")));
+    }
+
+    /// Where the fentry pair attached, consume_skb is replaced before anything is asked for it:
+    /// the kallsyms ranges are not read.
+    #[test]
+    fn a_replaced_hook_asks_the_kernel_nothing() {
+        let kernel = Fake::default();
+        let out = run(&DEFAULT, &kernel, |h| kernel.attach(h)).unwrap();
+        assert!(matches!(
+            status_of(&out, "consume_skb"),
+            Status::Replaced(_)
+        ));
+        assert!(!kernel.asked.borrow().contains(&Require::IcmpRanges));
+        assert_eq!(degraded(&out), Vec::<String>::new());
+        // The syscall tracepoints are replaced, not opt-in, where fexit attached.
+        assert!(out.iter().all(|o| o.status != Status::OptIn), "{out:?}");
+    }
+
+    /// A core hook the kernel refuses ends start-up with one line naming it and the reason.
+    #[test]
+    fn a_refused_core_hook_fails_start_with_one_line() {
+        let kernel = Fake {
+            refuses: vec!["inet_sock_set_state"],
+            ..Fake::default()
+        };
+        let mut tried = 0;
+        let err = run(&DEFAULT, &kernel, |h| {
+            tried += 1;
+            kernel.attach(h)
+        })
+        .unwrap_err();
+        assert_eq!(
+            err,
+            "the kernel refused the core hook tp_btf/inet_sock_set_state: load failed: \
+             Operation not permitted (os error 1)"
+        );
+        assert_eq!(tried, 1, "nothing after the core hook is tried");
+        // A reason of several lines (a verifier's) still makes one line.
+        let o = Outcome {
+            hook: HOOKS[0],
+            status: Status::Refused("load failed\nverifier: bad".into()),
+        };
+        assert!(!core_failure(&o).unwrap().contains('\n'));
+        let fine = Outcome {
+            hook: *hook("dns_egress").unwrap(),
+            status: Status::Refused("EINVAL".into()),
+        };
+        assert_eq!(core_failure(&fine), None);
+    }
+
+    /// Each degraded line is a row's `without`: with everything but the core refused, exactly
+    /// the rows' `without`s, once each.
+    #[test]
+    fn degraded_lines_come_from_the_rows() {
+        let out: Vec<Outcome> = HOOKS
+            .iter()
+            .map(|h| Outcome {
+                hook: *h,
+                status: if h.role == Role::Core {
+                    Status::Attached
+                } else {
+                    Status::Refused("EPERM".into())
+                },
+            })
+            .collect();
+        let mut lines = degraded(&out);
+        let mut rows: Vec<String> = HOOKS
+            .iter()
+            .filter(|h| h.role != Role::Core)
+            .map(|h| h.without.to_owned())
+            .collect();
+        rows.sort();
+        rows.dedup();
+        lines.sort();
+        assert_eq!(lines, rows);
+    }
+
+    #[test]
+    fn the_operators_choices_come_before_the_kernel() {
+        let kernel = Fake::lacking(&[Require::Cgroup2]);
+        let skip = ["dns_egress".to_owned()];
+        let choices = Choices {
+            optional_hooks: false,
+            syscall_hooks: false,
+            skip: &skip,
+        };
+        let out = run(&choices, &kernel, |h| kernel.attach(h)).unwrap();
+        assert_eq!(
+            status_of(&out, "dns_egress"),
+            &Status::Skipped("disabled by --skip-hook".into())
+        );
+        assert_eq!(
+            status_of(&out, "dns_ingress"),
+            &Status::Skipped("no cgroup v2 mount".into())
+        );
+        assert_eq!(
+            status_of(&out, "tcp_v4_err_entry"),
+            &Status::Skipped("disabled by --no-optional-hooks".into())
+        );
+        // Without the fexit programs the syscall tracepoints are opt-in, and say so.
+        assert_eq!(status_of(&out, "sys_enter_bind"), &Status::OptIn);
+        assert_eq!(Status::OptIn.word(), "skipped");
+        assert_eq!(Status::OptIn.reason(), Some(SYSCALL_OPT_IN));
+        // With --syscall-hooks they are tried.
+        let opted = Choices {
+            syscall_hooks: true,
+            ..choices
+        };
+        let out = run(&opted, &kernel, |h| kernel.attach(h)).unwrap();
+        assert_eq!(status_of(&out, "sys_enter_bind"), &Status::Attached);
+    }
+
+    /// The switches name programs of the table, and follow what attached.
+    #[test]
+    fn switches_derive_from_the_outcomes() {
+        for s in SWITCHES {
+            assert!(hook(s.program()).is_some(), "{s:?}");
+        }
+        let kernel = Fake {
+            refuses: vec!["fentry", "fexit", "dns_egress"],
+            ..Fake::default()
+        };
+        let out = run(&DEFAULT, &kernel, |h| kernel.attach(h)).unwrap();
+        let maps = map_switches(&out);
+        assert!(maps.contains(&("DNS_MODE", 1)), "{maps:?}");
+        assert!(maps.contains(&("ROUTE_MODE", 1)), "{maps:?}");
+        let kernel = Fake::default();
+        let out = run(&DEFAULT, &kernel, |h| kernel.attach(h)).unwrap();
+        let maps = map_switches(&out);
+        assert!(maps.contains(&("DNS_MODE", 0)), "{maps:?}");
+        assert!(maps.contains(&("ROUTE_MODE", 0)), "{maps:?}");
+        assert_eq!(globals(&DEFAULT, &kernel), vec![("TLS_WATCH", 1)]);
+        let no_ssl = Fake::lacking(&[Require::Library("libssl.so.3")]);
+        assert_eq!(globals(&DEFAULT, &no_ssl), vec![("TLS_WATCH", 0)]);
+        let skip = ["ssl_do_handshake".to_owned()];
+        let skipped = Choices {
+            skip: &skip,
+            ..DEFAULT
+        };
+        assert_eq!(globals(&skipped, &kernel), vec![("TLS_WATCH", 0)]);
+    }
+
+    /// docs/kernels.md holds the table made from the plan (NETLADDER_BLESS_DOCS=1 rewrites it).
+    #[test]
+    fn the_docs_table_is_the_plans() {
+        const BEGIN: &str = "<!-- plan table: made by plan::markdown_table -->\n";
+        const END: &str = "<!-- end of plan table -->";
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/kernels.md");
+        let doc = std::fs::read_to_string(path).unwrap();
+        let start = doc.find(BEGIN).expect("the plan table's start marker") + BEGIN.len();
+        let end = doc.find(END).expect("the plan table's end marker");
+        let table = markdown_table();
+        if std::env::var_os("NETLADDER_BLESS_DOCS").is_some() {
+            let new = format!("{}{table}{}", &doc[..start], &doc[end..]);
+            std::fs::write(path, new).unwrap();
+            return;
+        }
+        assert_eq!(
+            &doc[start..end],
+            table,
+            "docs/kernels.md is not the plan's table: NETLADDER_BLESS_DOCS=1 cargo test rewrites it"
+        );
     }
 
     #[test]
@@ -976,20 +1637,15 @@ mod tests {
     /// refused fexit programs add no line of their own.
     #[test]
     fn without_fentry_the_syscall_tracepoints_are_opt_in() {
-        let out: Vec<Outcome> = HOOKS
-            .iter()
-            .map(|h| Outcome {
-                hook: *h,
-                status: match h.attach {
-                    Attach::FEntry(_) | Attach::FExit(_) => Status::Refused("EPERM".into()),
-                    _ if h.cost() == Cost::EverySyscall => Status::Skipped(SYSCALL_OPT_IN.into()),
-                    _ => Status::Attached,
-                },
-            })
-            .collect();
+        let kernel = Fake {
+            refuses: vec!["fentry", "fexit"],
+            ..Fake::default()
+        };
+        let out = run(&DEFAULT, &kernel, |h| kernel.attach(h)).unwrap();
         assert!(HOOKS
             .iter()
             .any(|h| h.program == "route_fib_lookup" && !replacements_attached(&out, h)));
+        assert_eq!(status_of(&out, "route_fib_lookup"), &Status::Attached);
         let lost = degraded(&out);
         assert!(
             lost.iter()

@@ -8,7 +8,7 @@ use crate::{
     classify::{Failure, Ledger},
     enrich::container::Workload,
     kernel::loader::Counters,
-    kernel::plan::{Outcome, Status},
+    kernel::plan::{Outcome, Require, Role, Status},
     ladder,
 };
 
@@ -179,11 +179,12 @@ pub fn hooks_table(outcomes: &[Outcome]) -> String {
     );
     for o in outcomes {
         let lost = crate::kernel::plan::lost(outcomes, o);
+        let why = o.status.reason().unwrap_or_default();
         let (status, detail) = match &o.status {
             Status::Attached => ("attached", o.hook.needs.to_owned()),
-            Status::Refused(why) => ("REFUSED", format!("{why}; {lost}")),
-            Status::Skipped(why) => ("skipped", format!("{why}; {lost}")),
-            Status::Replaced(why) => ("replaced", why.clone()),
+            Status::Refused(_) => ("REFUSED", format!("{why}; {lost}")),
+            Status::Skipped(_) | Status::OptIn => ("skipped", format!("{why}; {lost}")),
+            Status::Replaced(_) => ("replaced", why.to_owned()),
         };
         let _ = writeln!(
             s,
@@ -201,19 +202,22 @@ pub fn hooks_json(outcomes: &[Outcome], degraded: &[String]) -> Value {
     let hooks: Vec<Value> = outcomes
         .iter()
         .map(|o| {
-            let (status, reason) = match &o.status {
-                Status::Attached => ("attached", None),
-                Status::Refused(r) => ("refused", Some(r.clone())),
-                Status::Skipped(r) => ("skipped", Some(r.clone())),
-                Status::Replaced(r) => ("replaced", Some(r.clone())),
-            };
+            let requires: Vec<String> = o
+                .hook
+                .requirements()
+                .iter()
+                .map(Require::describe)
+                .collect();
             json!({
                 "program": o.hook.program,
                 "hook": o.hook.attach.describe(),
-                "optional": o.hook.optional,
-                "status": status,
-                "reason": reason,
+                "role": o.hook.role.name(),
+                "optional": o.hook.role == Role::Optional,
+                "opt_in": o.hook.opt_in(),
+                "status": o.status.word(),
+                "reason": o.status.reason(),
                 "needs": o.hook.needs,
+                "requires": requires,
                 "without": o.hook.without,
                 // What is lost while it is not attached (null when it is).
                 "lost": (o.status != Status::Attached)

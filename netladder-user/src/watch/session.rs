@@ -2,7 +2,7 @@
 //! attached per the hook plan, the names its numbers need, and the ring buffer read into the
 //! classifier.
 
-use anyhow::{bail, Result};
+use anyhow::{anyhow, Result};
 use aya::maps::{MapData, RingBuf};
 use netladder_common::{IcmpRanges, ABSENT};
 
@@ -49,27 +49,32 @@ pub(crate) fn start(
     only_netns: Option<u32>,
     include_self: bool,
 ) -> Result<Session> {
-    for name in &opts.skip_hook {
-        if !plan::HOOKS.iter().any(|h| h.program == name) {
-            bail!("--skip-hook {name}: no such program (see `netladder hooks`)");
-        }
-        if plan::HOOKS.iter().any(|h| h.program == name && h.core) {
-            bail!(
-                "--skip-hook {name}: this program is the core of netladder and cannot be skipped"
-            );
-        }
-    }
+    plan::check_skip(&opts.skip_hook).map_err(|e| anyhow!(e))?;
     preflight::require_privileges()?;
     let btf = KernelBtf::load()?;
-    // Every type name start-up asks for, found in one pass over the kernel's types.
-    let functions = plan::HOOKS.iter().filter_map(|h| match h.attach {
-        plan::Attach::FExit(f) | plan::Attach::FEntry(f) => Some(f),
-        _ => None,
-    });
+    // Every type name start-up asks for, found in one pass over the kernel's types: the
+    // config's, and those the plan's requirements name.
+    let tracepoints: Vec<String> = plan::HOOKS
+        .iter()
+        .flat_map(|h| h.requirements())
+        .filter_map(|r| match r {
+            plan::Require::TracepointArgs { tracepoint, .. } => {
+                Some(format!("btf_trace_{tracepoint}"))
+            }
+            _ => None,
+        })
+        .collect();
+    let functions = plan::HOOKS
+        .iter()
+        .flat_map(|h| h.requirements())
+        .filter_map(|r| match r {
+            plan::Require::Function(f) => Some(f),
+            _ => None,
+        });
     btf.prefetch(
         config::btf_names()
             .into_iter()
-            .chain(["btf_trace_kfree_skb", "btf_trace_consume_skb"])
+            .chain(tracepoints.iter().map(String::as_str))
             .chain(functions),
     );
     let root = tracefs::root()?;
@@ -82,36 +87,24 @@ pub(crate) fn start(
     // to attach and needs its ICMP receive ranges (where the fentry programs replace it, never
     // at start).
     let kallsyms = OnDemand::new();
-    let mut unavailable = Vec::new();
-    if resolved.config.reason_netfilter_drop == ABSENT
-        || btf.tracepoint_args("kfree_skb").is_none_or(|n| n < 3)
-    {
-        unavailable.push((
-            "kfree_skb",
-            "this kernel has no drop reasons (5.17+)".to_owned(),
-        ));
-    }
-    if btf.tracepoint_args("consume_skb").is_none_or(|n| n < 2) {
-        unavailable.push((
-            "consume_skb",
-            "consume_skb has no location argument on this kernel (6.3+)".to_owned(),
-        ));
-    }
     let icmp_ranges = || {
         let k = kallsyms.get();
         match (k.range("icmp_rcv"), k.range("icmpv6_rcv")) {
             (Some(v4), Some(v6)) => Ok(IcmpRanges { v4, v6 }),
-            _ => Err("icmp_rcv/icmpv6_rcv are not in /proc/kallsyms".to_owned()),
+            _ => Err(plan::Require::IcmpRanges.missing()),
         }
     };
     let loaded = loader::load(
         &resolved.config,
         &loader::Options {
-            optional_hooks: !opts.no_optional_hooks,
-            syscall_hooks: opts.syscall_hooks,
-            unavailable,
+            choices: plan::Choices {
+                optional_hooks: !opts.no_optional_hooks,
+                syscall_hooks: opts.syscall_hooks,
+                skip: &opts.skip_hook,
+            },
+            tracepoint_args: &|name| btf.tracepoint_args(name),
+            drop_reasons: resolved.config.reason_netfilter_drop != ABSENT,
             functions: &|name| btf.has_function(name),
-            skip: &opts.skip_hook,
             icmp_ranges: &icmp_ranges,
         },
     )?;

@@ -1,10 +1,9 @@
 //! The netlink side of reading the ruleset: the NFT_MSG_GET* dump requests, and reading one
 //! dump to its end.
-use std::io;
-
 use anyhow::{bail, Context};
 use netlink_sys::{Socket, SocketAddr};
 
+use crate::enrich::netlink::{self, End, Flow};
 use crate::enrich::nfnl::*;
 
 const NLM_F_REQUEST_DUMP: u16 = NLM_F_REQUEST | 0x300;
@@ -38,24 +37,19 @@ pub(crate) fn dump(socket: &Socket, msg: u16, first: bool) -> anyhow::Result<Opt
         socket
             .send_to(&req, &SocketAddr::new(0, 0), 0)
             .context("cannot send the nf_tables dump request")?;
-        let (mut msgs, mut interrupted) = (Vec::new(), false);
-        loop {
-            let (datagram, _) = socket
-                .recv_from_full()
-                .context("cannot read the nf_tables dump")?;
-            let batch = parse_datagram(&datagram)?;
-            msgs.extend(batch.msgs);
-            interrupted |= batch.interrupted || batch.errno == Some(libc::EINTR);
-            match batch.errno {
-                Some(libc::EINTR) => break,
-                Some(e) if no_nftables(e, first) => return Ok(None),
-                Some(e) => {
-                    let e = io::Error::from_raw_os_error(e);
-                    return Err(e).context("the kernel refused the nf_tables dump");
-                }
-                None if batch.done => break,
-                None => {}
-            }
+        let mut msgs = Vec::new();
+        let reply = netlink::receive(socket, "nf_tables dump", |m| {
+            msgs.extend(nf_message(m));
+            Ok(Flow::More)
+        })?;
+        let mut interrupted = reply.interrupted;
+        match reply.end {
+            End::Done => {}
+            End::Refused(e) => match e.raw_os_error() {
+                Some(libc::EINTR) => interrupted = true,
+                Some(errno) if no_nftables(errno, first) => return Ok(None),
+                _ => return Err(e).context("the kernel refused the nf_tables dump"),
+            },
         }
         if !interrupted {
             return Ok(Some(msgs));
