@@ -115,28 +115,41 @@ pub(super) struct Worker {
     shared: Arc<Shared>,
     /// The loop's own renderer, for lines that find the queue full.
     render: Render,
+    /// Where lines go: the sink (`emit_line`).
+    emit: fn(&str) -> Result<()>,
 }
 
 impl Worker {
     /// Starts the thread that enriches with `enricher` and renders with a copy of `render`.
-    pub(super) fn start(mut enricher: Enricher, render: &Render) -> Result<Self> {
+    pub(super) fn start(enricher: Enricher, render: &Render) -> Result<Self> {
         let delay = std::env::var(DELAY_ENV)
             .ok()
             .and_then(|v| v.parse::<u64>().ok())
             .map(Duration::from_millis)
             .unwrap_or_default();
+        Self::start_with(enricher, render, delay, emit_line)
+    }
+
+    /// [`Worker::start`] with each look-up delayed by `delay`, and lines written by `emit`.
+    fn start_with(
+        mut enricher: Enricher,
+        render: &Render,
+        delay: Duration,
+        emit: fn(&str) -> Result<()>,
+    ) -> Result<Self> {
         let shared = Arc::new(Shared::default());
         let (queue, rx) = sync_channel::<Job>(QUEUE);
         let mut own = render.clone_for_thread();
         let s = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
             .name("netladder-enrich".into())
-            .spawn(move || run(&rx, &mut enricher, &mut own, &s, delay))?;
+            .spawn(move || run(&rx, &mut enricher, &mut own, &s, delay, emit))?;
         Ok(Self {
             queue: Some(queue),
             thread: Some(thread),
             shared,
             render: render.clone_for_thread(),
+            emit,
         })
     }
 
@@ -167,7 +180,7 @@ impl Worker {
                 self.shared.pending.fetch_sub(1, Ordering::Relaxed);
                 self.shared.skip(&mut job.f, Skip::Full);
                 let line = self.render.line(job.f, job.repeats);
-                emit_line(&line)
+                (self.emit)(&line)
             }
             Err(TrySendError::Disconnected(_)) => {
                 self.shared.pending.fetch_sub(1, Ordering::Relaxed);
@@ -221,13 +234,14 @@ fn run(
     render: &mut Render,
     shared: &Shared,
     delay: Duration,
+    emit: fn(&str) -> Result<()>,
 ) {
     let mut traced = Instant::now();
     loop {
         match rx.recv_timeout(TRACE_EVERY) {
             Ok(job) => {
                 let line = enriched(job, enricher, render, shared, delay);
-                if let Err(e) = emit_line(&line) {
+                if let Err(e) = emit(&line) {
                     *shared.failed.lock().unwrap_or_else(|p| p.into_inner()) =
                         Some(format!("{e:#}"));
                 }
@@ -315,6 +329,10 @@ pub(super) fn poll_queues(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{
+        classify::{Lookup, Proc},
+        ladder::{Cause, Code, Layer},
+    };
 
     #[test]
     fn skip_notes_say_why() {
@@ -324,5 +342,114 @@ mod tests {
         for why in [Skip::Backlog, Skip::Waited, Skip::Exit, Skip::Full] {
             assert!(skip_note(why).starts_with("enrichment skipped: "));
         }
+    }
+
+    fn refused(port: u16) -> Failure {
+        Failure {
+            code: Code::Refused,
+            cause: Cause::NoListener,
+            layer: Layer::Application,
+            errno: Some(111),
+            proc: Proc {
+                pid: 0,
+                tid: 0,
+                comm: "test".into(),
+                cgroup_id: 0,
+                netns: 1,
+            },
+            src: None,
+            dst: Some(SocketAddr::from(([127, 0, 0, 1], port))),
+            summary: "refused".into(),
+            evidence: vec![],
+            duration_ns: None,
+            ts_ns: 0,
+            count: 1,
+            lookup: Lookup::None,
+            evidence_netns: 1,
+            firewall: Default::default(),
+            firewall_rule: None,
+            host_name: None,
+            user: None,
+            records: 1,
+            overload: None,
+        }
+    }
+
+    static LINES: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+    fn collect(line: &str) -> Result<()> {
+        LINES.lock().unwrap().push(line.to_owned());
+        Ok(())
+    }
+
+    use std::net::SocketAddr;
+
+    /// More lines than the queue holds, handed over at once to a worker whose look-ups are slow:
+    /// every line is written, those beyond the backlog or the queue without their look-up and
+    /// saying why, each of those counted; the queued ones keep their order.
+    #[test]
+    fn a_slow_worker_writes_every_line_and_counts_what_it_skipped() {
+        let n = QUEUE + 100;
+        let render = Render::new(true);
+        let mut w = Worker::start_with(
+            Enricher::default(),
+            &render,
+            Duration::from_millis(20),
+            collect,
+        )
+        .unwrap();
+        for i in 0..n {
+            w.send(refused(10_000 + i as u16), false).unwrap();
+        }
+        assert_eq!(w.finish(), 0, "nothing left at exit");
+        let lines = LINES.lock().unwrap().clone();
+        let events: Vec<serde_json::Value> = lines
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let port = |e: &serde_json::Value| {
+            e["dst"].as_str().unwrap()[10..].parse::<usize>().unwrap() - 10_000
+        };
+        let note = |e: &serde_json::Value, what: &str| {
+            e["evidence"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|l| l.as_str().unwrap().contains(what))
+        };
+        let mut ports: Vec<usize> = events.iter().map(port).collect();
+        // The lines that found the queue full came out first, from the loop itself.
+        let (full, queued): (Vec<_>, Vec<_>) = events
+            .iter()
+            .partition(|e| note(e, "lines were queued for look-ups"));
+        assert!(!full.is_empty(), "some lines found the queue full");
+        // The first line found the worker idle: it had its look-up.
+        assert!(!note(queued[0], "enrichment skipped"), "{lines:?}");
+        let queued: Vec<usize> = queued.into_iter().map(port).collect();
+        assert_eq!(queued[0], 0);
+        assert!(
+            queued.windows(2).all(|p| p[0] < p[1]),
+            "in order: {queued:?}"
+        );
+        ports.sort_unstable();
+        assert_eq!(ports, (0..n).collect::<Vec<_>>(), "every line, once");
+        let skipped = events
+            .iter()
+            .filter(|e| note(e, "enrichment skipped: "))
+            .count();
+        assert_eq!(w.skipped(), skipped as u64);
+        assert!(
+            events
+                .iter()
+                .filter(|e| note(e, "more than 256 lines were waiting"))
+                .count()
+                >= n - BACKLOG - full.len() - 200,
+            "beyond the backlog, no look-up"
+        );
+        // The first line found the worker idle: it had its look-up.
+        assert!(
+            !note(&events[full.len()], "enrichment skipped"),
+            "{lines:?}"
+        );
     }
 }
