@@ -1,7 +1,8 @@
 //! `netladder watch` and `netladder hooks`: start-up, the event loop, and shutdown. The session
 //! with the kernel (load, attach, read the ring buffer), which `diagnose` shares, is in
-//! `session.rs`; what becomes of a failure after classification (filter, repeats, enrichment,
-//! metrics, the line) is in `pipeline.rs`.
+//! `session.rs`; what becomes of a failure after classification (filter and repeats on this
+//! loop; enrichment, metrics and the line on the enrichment worker) is in `pipeline.rs` and
+//! `worker.rs`. The loop does none of the failures' look-ups: it reads, classifies and hands over.
 use std::{
     collections::HashMap,
     net::SocketAddr,
