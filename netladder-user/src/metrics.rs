@@ -152,6 +152,7 @@ struct Last {
     drop_map_full: u64,
     malformed: u64,
     unclassified: u64,
+    enrich_skipped: u64,
     fates: [u64; 9],
 }
 
@@ -174,6 +175,7 @@ pub struct Metrics {
     drop_map_full: Counter,
     malformed: Counter,
     unclassified: Counter,
+    enrich_skipped: Counter,
     records: Family<Fate, Counter>,
     held: Gauge,
     hook: Family<Hook, Gauge>,
@@ -216,6 +218,7 @@ impl Metrics {
             drop_map_full: Counter::default(),
             malformed: Counter::default(),
             unclassified: Counter::default(),
+            enrich_skipped: Counter::default(),
             records: Family::default(),
             held: Gauge::default(),
             hook: Family::default(),
@@ -311,6 +314,12 @@ impl Metrics {
             "netladder_unclassified_errors",
             "Connection errors outside the ladder",
             m.unclassified.clone(),
+        );
+        r.register(
+            "netladder_enrichment_skipped",
+            "Failures reported without the details netladder looks up (routes, listeners, \
+             firewall rules...) because those look-ups had fallen behind",
+            m.enrich_skipped.clone(),
         );
         r.register(
             "netladder_kernel_records",
@@ -492,6 +501,11 @@ impl Metrics {
             ),
             (&self.malformed, &mut last.malformed, c.malformed),
             (&self.unclassified, &mut last.unclassified, unclassified),
+            (
+                &self.enrich_skipped,
+                &mut last.enrich_skipped,
+                s.enrich_skipped,
+            ),
         ];
         for (counter, last, now) in pairs {
             if now > *last {
@@ -717,6 +731,7 @@ mod tests {
         };
         s.ledger.merged = 3;
         s.held = 4;
+        s.enrich_skipped = 2;
         m.health(&s);
         let text = m.encode();
         assert!(
@@ -729,6 +744,10 @@ mod tests {
         assert!(text.contains("netladder_kernel_events_total 9"), "{text}");
         assert!(text.contains("netladder_lost_events_total 1"));
         assert!(text.contains("netladder_unclassified_errors_total 2"));
+        assert!(
+            text.contains("netladder_enrichment_skipped_total 2"),
+            "{text}"
+        );
         assert!(text.contains("netladder_build_info{version="));
         assert!(
             text.contains(r#"netladder_warnings_total{code="028"} 0"#),

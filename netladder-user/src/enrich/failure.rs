@@ -3,6 +3,7 @@
 use std::{
     collections::HashMap,
     net::{IpAddr, SocketAddr},
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -31,8 +32,8 @@ pub struct Enricher {
     /// #025: certificates read from TLS peers, per (namespace, peer, server name).
     tls_certs: HashMap<TlsKey, (Instant, Result<Option<super::tls::Cert>, String>)>,
     /// #023: the listen queues of the host's namespaces (`Lookup::ListenQueue`, and the
-    /// server-side poll `watch` runs every second).
-    pub queues: QueueWatch,
+    /// server-side poll `watch` runs every second on a thread of its own: hence shared).
+    pub queues: Arc<Mutex<QueueWatch>>,
 }
 
 type Key = (Lookup, u32, Option<SocketAddr>, Option<SocketAddr>);
@@ -89,7 +90,10 @@ impl Enricher {
             return;
         }
         if f.lookup == Lookup::ListenQueue {
-            self.queues.explain_timeout(f, crate::clock::monotonic_ns());
+            self.queues
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .explain_timeout(f, crate::clock::monotonic_ns());
             return;
         }
         if let Lookup::TlsChain { code, name, asked } = f.lookup {

@@ -246,6 +246,8 @@ pub struct Stats {
     pub reported: u64,
     /// Lines the output reader did not take in time.
     pub unwritten: u64,
+    /// Failure lines written without their look-ups (the enrichment worker was behind).
+    pub enrich_skipped: u64,
 }
 
 impl Stats {
@@ -276,6 +278,7 @@ pub fn stats_json(s: &Stats, final_: bool) -> Value {
         "malformed": c.malformed,
         "dns_malformed": c.dns_malformed,
         "unwritten": s.unwritten,
+        "enrich_skipped": s.enrich_skipped,
         "records": {
             "written": s.written(),
             "read": s.read,
@@ -299,6 +302,12 @@ pub fn stats_line(s: &Stats, final_: bool) -> String {
     let slow = match s.unwritten {
         0 => String::new(),
         n => format!(", {n} lines dropped (the output reader did not keep up)"),
+    };
+    let slow = match s.enrich_skipped {
+        0 => slow,
+        n => {
+            format!(", {n} failures written without their look-ups (enrichment fell behind){slow}")
+        }
     };
     let skipped = match c.skipped_runs {
         0 => String::new(),

@@ -1,7 +1,8 @@
 //! `netladder watch` and `netladder hooks`: start-up, the event loop, and shutdown. The session
 //! with the kernel (load, attach, read the ring buffer), which `diagnose` shares, is in
-//! `session.rs`; what becomes of a failure after classification (filter, repeats, enrichment,
-//! metrics, the line) is in `pipeline.rs`.
+//! `session.rs`; what becomes of a failure after classification (filter and repeats on this
+//! loop; enrichment, metrics and the line on the enrichment worker) is in `pipeline.rs` and
+//! `worker.rs`. The loop does none of the failures' look-ups: it reads, classifies and hands over.
 use std::{
     collections::HashMap,
     net::SocketAddr,
@@ -35,9 +36,10 @@ use crate::{
 
 mod pipeline;
 mod session;
+mod worker;
 
 pub(crate) use pipeline::step_ctx;
-use pipeline::{emit_line, Output};
+use pipeline::{emit_line, Output, Render};
 use session::drops_watched;
 pub(crate) use session::{drain_with, start, Session};
 
@@ -197,35 +199,48 @@ async fn event_loop(
     }
     .map_err(|e| anyhow::anyhow!("cannot poll the event ring buffer: {}", e.into_parts().1))?;
     let mut counters = loader::CounterReader::new(counters, program_fds);
-    let mut out = Output::new(args.json, filter);
-    out.metrics = metrics;
+    let mut render = Render::new(args.json);
+    render.metrics = metrics;
     if args.output.is_some() || args.journal {
-        out.style.color = false;
+        render.style.color = false;
     }
-    if args.trace_firewall {
-        out.enricher = enrich::failure::Enricher::tracing();
-    }
-    out.enricher.probe_tls = args.probe_tls;
+    render.no_drop_reasons = !drops_watched(&outcomes);
+    let mut enricher = if args.trace_firewall {
+        enrich::failure::Enricher::tracing()
+    } else {
+        enrich::failure::Enricher::default()
+    };
+    enricher.probe_tls = args.probe_tls;
     // The server side of #023 accept_queue_full: the namespaces --netns names (else all of
     // them), each overloaded listener reported at most once per stats interval.
-    out.enricher.queues = enrich::acceptq::QueueWatch::new(
-        out.filter.netns.clone(),
+    let queues = Arc::new(std::sync::Mutex::new(enrich::acceptq::QueueWatch::new(
+        filter.netns.clone(),
         Duration::from_secs_f64(args.stats_interval.max(1.0)),
-    );
+    )));
+    enricher.queues = Arc::clone(&queues);
     let poll_queues =
-        out.filter.codes.is_empty() || out.filter.codes.contains(&crate::ladder::Code::Timeout);
-    if poll_queues {
-        // The first reading, before anything is reported as watched: connects from then on
-        // have a reading of the listeners' counters from before they began.
-        out.enricher.queues.poll(monotonic_ns());
-    }
-    out.no_drop_reasons = !drops_watched(&outcomes);
+        filter.codes.is_empty() || filter.codes.contains(&crate::ladder::Code::Timeout);
+    // The server-side poll runs on a thread of its own; the first reading comes before
+    // anything is reported as watched: connects from then on have a reading of the listeners'
+    // counters from before they began.
+    let mut polled = if poll_queues {
+        queues
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .poll(monotonic_ns());
+        Some(worker::poll_queues(queues)?)
+    } else {
+        None
+    };
+    // Look-ups, rendering and writing run on the enrichment worker (`worker.rs`).
+    let no_drop_reasons = render.no_drop_reasons;
+    let mut out = Output::new(filter, &render, enricher)?;
+    drop(render);
     let mut classifier = Classifier::new();
-    classifier.set_drops_watched(!out.no_drop_reasons);
+    classifier.set_drops_watched(!no_drop_reasons);
     let mut waiting = Waiting::new();
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut stats_tick = tokio::time::interval(Duration::from_secs_f64(args.stats_interval));
-    let mut queue_tick = tokio::time::interval(Duration::from_secs(1));
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     // SIGHUP reopens --output (logrotate); without --output it keeps its default (terminate).
@@ -240,7 +255,7 @@ async fn event_loop(
     }
     let deadline = tokio::time::sleep(Duration::from_secs_f64(args.duration.unwrap_or(1e9)));
     tokio::pin!(deadline);
-    let (mut last_lost, mut last_skipped, mut last_unwritten) = (0, 0, 0);
+    let (mut last_lost, mut last_skipped, mut last_unwritten, mut last_unenriched) = (0, 0, 0, 0);
 
     loop {
         tokio::select! {
@@ -253,7 +268,6 @@ async fn event_loop(
                 // Events submitted without a wakeup (the kernel batches them) wait for the tick.
                 drain(ring.get_mut(), &names, &mut classifier, &mut out)?;
                 out.flush_repeats(false)?;
-                out.enricher.poll_traces();
                 collect_repeats(&mut aggregates, &mut waiting, &mut classifier, &mut out)?;
                 for f in classifier.tick(monotonic_ns()) {
                     out.failure(f)?;
@@ -274,12 +288,15 @@ async fn event_loop(
             } => {
                 sink::reopen()?;
             }
-            _ = queue_tick.tick(), if poll_queues => {
-                for f in out.enricher.queues.poll(monotonic_ns()) {
-                    out.failure(f)?;
+            Some(p) = async {
+                match polled.as_mut() {
+                    Some(rx) => rx.recv().await,
+                    None => std::future::pending().await,
                 }
-                for note in std::mem::take(&mut out.enricher.queues.notes) {
-                    sink::note(sink::Priority::Warning, &note);
+            } => {
+                match p {
+                    worker::Polled::Failure(f) => out.failure(*f)?,
+                    worker::Polled::Note(note) => sink::note(sink::Priority::Warning, &note),
                 }
             }
             _ = stats_tick.tick() => {
@@ -290,10 +307,12 @@ async fn event_loop(
                 if c.lost > last_lost
                     || c.skipped_runs > last_skipped
                     || sink::unwritten() > last_unwritten
+                    || out.enrich_skipped() > last_unenriched
                 {
                     last_lost = c.lost;
                     last_skipped = c.skipped_runs;
                     last_unwritten = sink::unwritten();
+                    last_unenriched = out.enrich_skipped();
                     let c = loader::Counters { aggregated: aggregates.total, ..c };
                     out.stats(&c, &classifier, false)?;
                 }
@@ -333,7 +352,19 @@ async fn event_loop(
     for f in classifier.flush(stopped_at) {
         out.failure(f)?;
     }
+    // The listen-queue poll ends: what it had sent is reported.
+    if let Some(mut rx) = polled.take() {
+        rx.close();
+        while let Ok(p) = rx.try_recv() {
+            match p {
+                worker::Polled::Failure(f) => out.failure(*f)?,
+                worker::Polled::Note(note) => sink::note(sink::Priority::Warning, &note),
+            }
+        }
+    }
     out.flush_repeats(true)?;
+    // Every line handed to the enrichment worker is written before the final stats.
+    out.finish();
     let c = loader::Counters {
         aggregated: aggregates.total,
         ..counters.read()

@@ -1,5 +1,6 @@
-//! After classification: each failure filtered, counted as a repeat or not, enriched, counted
-//! in the metrics, rendered as a line and flushed (`Output`), and the ladder's step context.
+//! After classification: each failure filtered and counted as a repeat or not on the event loop
+//! (`Output`), then handed to the enrichment worker (`worker.rs`) which enriches it, counts it in
+//! the metrics and renders its line (`Render`) for the sink; and the ladder's step context.
 use std::{
     collections::HashMap,
     io::IsTerminal as _,
@@ -10,6 +11,7 @@ use std::{
 
 use anyhow::Result;
 
+use super::worker::Worker;
 use crate::{
     classify::{Classifier, Failure, Ledger},
     enrich,
@@ -38,41 +40,114 @@ struct Repeat {
     last: Option<Failure>,
 }
 
-/// Where failures go: filtered, aggregated, enriched, rendered, flushed line by line.
+/// Where failures go: filtered and aggregated here, on the event loop; then handed, in order, to
+/// the enrichment worker (`worker.rs`), which looks them up, renders and writes their lines.
 pub(super) struct Output {
     json: bool,
     pub(super) filter: Filter,
-    pub(super) style: output::Style,
     /// Failures told: lines of their own and the repeats counted in repeat lines.
     reported: u64,
     /// Where the records of the failures handed here ended: reported, repeats, merged (the
     /// other records of a failure made of several), filtered.
     ledger: Ledger,
-    pub(super) enricher: enrich::failure::Enricher,
+    repeats: HashMap<RepeatKey, Repeat>,
+    /// Cgroup id -> container and pod (cached), for `--container` and `--pod`.
+    workloads: enrich::container::Resolver,
+    pub(super) metrics: Option<Arc<Metrics>>,
+    worker: Worker,
+}
+
+/// How a failure becomes its line: next steps, workload, metrics, JSON or human text. The
+/// enrichment worker has one; the loop has its own for the lines that find the worker's queue
+/// full.
+pub(super) struct Render {
+    pub(super) json: bool,
+    pub(super) style: output::Style,
     /// kfree_skb is not attached: local drops and missing listeners are invisible.
     pub(super) no_drop_reasons: bool,
-    repeats: HashMap<RepeatKey, Repeat>,
     /// Cgroup id -> container and pod (cached).
     workloads: enrich::container::Resolver,
     pub(super) metrics: Option<Arc<Metrics>>,
 }
 
-impl Output {
-    pub(super) fn new(json: bool, filter: Filter) -> Self {
+impl Render {
+    pub(super) fn new(json: bool) -> Self {
         let color =
             !json && std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
         Self {
             json,
-            filter,
             style: output::Style { color },
-            reported: 0,
-            ledger: Ledger::default(),
-            enricher: enrich::failure::Enricher::default(),
             no_drop_reasons: false,
-            repeats: HashMap::new(),
             workloads: enrich::container::Resolver::new(enrich::container::Paths::host()),
             metrics: None,
         }
+    }
+
+    /// The same settings, with a cache of its own (for another thread).
+    pub(super) fn clone_for_thread(&self) -> Self {
+        Self {
+            json: self.json,
+            style: output::Style {
+                color: self.style.color,
+            },
+            no_drop_reasons: self.no_drop_reasons,
+            workloads: enrich::container::Resolver::new(enrich::container::Paths::host()),
+            metrics: self.metrics.clone(),
+        }
+    }
+
+    /// The line of one failure (enriched or not); `repeats`: it stands for `f.count` repeats
+    /// of an earlier line. Counts it in the metrics.
+    pub(super) fn line(&mut self, mut f: Failure, repeats: bool) -> String {
+        if repeats {
+            f.summary = format!("{} more like this within a second: {}", f.count, f.summary);
+        }
+        // Where a local firewall or a missing listener could be the cause, say it is unseen.
+        if self.no_drop_reasons
+            && matches!(
+                f.code,
+                Code::Refused | Code::NoRoute | Code::Timeout | Code::NetUnreachable
+            )
+        {
+            f.evidence.push(
+                "degraded: no drop reasons on this kernel, so a local firewall drop or a missing \
+                 local listener cannot be seen; the cause is the best reading without them"
+                    .into(),
+            );
+        }
+        let ctx = step_ctx(&f);
+        let next = ladder::next_steps(f.code, Some(f.cause), &ctx);
+        let who = self.workloads.resolve(f.proc.cgroup_id, f.proc.pid);
+        if let Some(m) = &self.metrics {
+            m.failure(&f, who.as_deref());
+        }
+        if self.json {
+            let mut v = output::failure_json(&f, &next, SystemTime::now());
+            output::add_workload(&mut v, who.as_deref());
+            v.to_string()
+        } else {
+            output::failure_line(&f, &next, &self.style, who.as_deref())
+        }
+    }
+}
+
+impl Output {
+    /// Starts the enrichment worker with `enricher` and `render`.
+    pub(super) fn new(
+        filter: Filter,
+        render: &Render,
+        enricher: enrich::failure::Enricher,
+    ) -> Result<Self> {
+        Ok(Self {
+            json: render.json,
+            filter,
+            reported: 0,
+            ledger: Ledger::default(),
+            repeats: HashMap::new(),
+            workloads: enrich::container::Resolver::new(enrich::container::Paths::host()),
+            metrics: render.metrics.clone(),
+            worker: Worker::start(enricher, render)?,
+        })
     }
 
     const REPEAT_WINDOW: Duration = Duration::from_secs(1);
@@ -179,42 +254,32 @@ impl Output {
         Ok(())
     }
 
-    /// Prints one failure; `repeats`: it stands for `f.count` repeats of an earlier line.
-    fn print(&mut self, mut f: Failure, repeats: bool) -> Result<()> {
-        self.enricher.enrich(&mut f);
-        if repeats {
-            f.summary = format!("{} more like this within a second: {}", f.count, f.summary);
-        }
-        // Where a local firewall or a missing listener could be the cause, say it is unseen.
-        if self.no_drop_reasons
-            && matches!(
-                f.code,
-                Code::Refused | Code::NoRoute | Code::Timeout | Code::NetUnreachable
-            )
-        {
-            f.evidence.push(
-                "degraded: no drop reasons on this kernel, so a local firewall drop or a missing \
-                 local listener cannot be seen; the cause is the best reading without them"
-                    .into(),
-            );
-        }
-        let ctx = step_ctx(&f);
-        let next = ladder::next_steps(f.code, Some(f.cause), &ctx);
-        let who = self.workloads.resolve(f.proc.cgroup_id, f.proc.pid);
-        if let Some(m) = &self.metrics {
-            m.failure(&f, who.as_deref());
-        }
-        let line = if self.json {
-            let mut v = output::failure_json(&f, &next, SystemTime::now());
-            output::add_workload(&mut v, who.as_deref());
-            v.to_string()
-        } else {
-            output::failure_line(&f, &next, &self.style, who.as_deref())
-        };
+    /// Hands one failure to the enrichment worker, which writes its line; `repeats`: it stands
+    /// for `f.count` repeats of an earlier line.
+    fn print(&mut self, f: Failure, repeats: bool) -> Result<()> {
         if !repeats {
             self.reported += 1;
         }
-        emit_line(&line)
+        self.worker.send(f, repeats)
+    }
+
+    /// At exit: waits until every failure handed over is written (see `Worker::finish`).
+    pub(super) fn finish(&mut self) {
+        let left = self.worker.finish();
+        if left > 0 {
+            sink::note(
+                sink::Priority::Warning,
+                &format!(
+                    "netladder: {left} failures were still waiting for a look-up that did not \
+                     return; exiting without them"
+                ),
+            );
+        }
+    }
+
+    /// Lines written without their look-up so far.
+    pub(super) fn enrich_skipped(&self) -> u64 {
+        self.worker.skipped()
     }
 
     /// A #028 early-warning line (no process: it is about the namespace's ports).
@@ -267,6 +332,7 @@ impl Output {
             outside_repeats: classifier.outside_repeats,
             reported: self.reported,
             unwritten: sink::unwritten(),
+            enrich_skipped: self.worker.skipped(),
         }
     }
 
