@@ -18,6 +18,7 @@ mod clients;
 pub mod dns;
 mod netns;
 mod peer;
+pub mod schema;
 pub mod tls;
 mod watch;
 

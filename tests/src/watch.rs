@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
-use crate::{netladder_bin, unique_id};
+use crate::{netladder_bin, schema, unique_id};
 
 /// How long `netladder watch` may take to attach its programs and create the ready file.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -21,10 +21,12 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long [`expect_single_failure`] waits for the first matching failure.
 pub const FAILURE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// One stdout line of netladder: JSON, or (a bug in netladder) anything else.
+/// One stdout line of netladder: JSON, or (a bug in netladder) anything else. A JSON line the
+/// published schema does not allow is kept with the reason: a bug in netladder or in the schema.
 enum Line {
     Json(Value),
     Unparsable(String),
+    OffSchema { value: Value, why: String },
 }
 
 /// What the reader threads collected so far.
@@ -33,14 +35,41 @@ struct Collected {
     lines: Vec<Line>,
     stderr: String,
     stdout_closed: bool,
+    /// Whether JSON lines are checked against the schema (not for the harness's own stand-ins).
+    check_schema: bool,
+    /// An error naming the lines off the schema was returned: dropping the watch need not
+    /// fail the test again.
+    off_schema_told: bool,
 }
 
 impl Collected {
     fn events(&self) -> impl Iterator<Item = &Value> {
         self.lines.iter().filter_map(|line| match line {
-            Line::Json(value) => Some(value),
+            Line::Json(value) | Line::OffSchema { value, .. } => Some(value),
             Line::Unparsable(_) => None,
         })
+    }
+
+    /// How many lines the schema does not allow.
+    fn off_schema(&self) -> usize {
+        self.lines
+            .iter()
+            .filter(|line| matches!(line, Line::OffSchema { .. }))
+            .count()
+    }
+
+    /// An error (marking the lines as told) when a line does not match the schema.
+    fn check_schema(&mut self) -> Result<()> {
+        let n = self.off_schema();
+        if n == 0 {
+            return Ok(());
+        }
+        self.off_schema_told = true;
+        bail!(
+            "netladder watch --json printed {n} line(s) that schema/netladder-events.v1.schema.json \
+             does not allow (fix netladder or the schema); {}",
+            self.report()
+        );
     }
 
     fn failures(&self) -> impl Iterator<Item = &Value> {
@@ -52,7 +81,7 @@ impl Collected {
             .iter()
             .filter_map(|line| match line {
                 Line::Unparsable(text) => Some(text.as_str()),
-                Line::Json(_) => None,
+                Line::Json(_) | Line::OffSchema { .. } => None,
             })
             .collect()
     }
@@ -64,6 +93,9 @@ impl Collected {
             match line {
                 Line::Json(value) => text += &format!("  {value}\n"),
                 Line::Unparsable(raw) => text += &format!("  NOT JSON: {raw}\n"),
+                Line::OffSchema { value, why } => {
+                    text += &format!("  NOT IN THE SCHEMA ({why}): {value}\n");
+                }
             }
         }
         text + &format!("stderr:\n{}", self.stderr)
@@ -117,17 +149,19 @@ impl Watch {
         if let Ok(words) = std::env::var("NL_WATCH_ARGS") {
             args.extend(words.split_whitespace().map(str::to_string));
         }
-        Watch::launch(&netladder_bin(), &args)
+        Watch::launch(&netladder_bin(), &args, true)
     }
 
     /// [`Watch::start`] with another program in netladder's place (e.g. a wrapper that runs it
     /// with fewer capabilities); it gets the same arguments.
     pub fn start_bin(bin: &Path, extra_args: &[&str]) -> Result<Watch> {
         let args: Vec<String> = extra_args.iter().map(|s| s.to_string()).collect();
-        Watch::launch(bin, &args)
+        Watch::launch(bin, &args, true)
     }
 
-    fn launch(bin: &Path, args: &[String]) -> Result<Watch> {
+    /// Every JSON line is checked against the published schema when `check_schema`; a line
+    /// that does not match fails the test (the next wait, stop, or the drop of the watch).
+    fn launch(bin: &Path, args: &[String], check_schema: bool) -> Result<Watch> {
         let dir = std::env::temp_dir().join(format!(
             "nltest-{}-{}-watch",
             std::process::id(),
@@ -151,6 +185,7 @@ impl Watch {
             }
         };
         let shared = Arc::new(Shared::default());
+        shared.lock().check_schema = check_schema;
         let readers = vec![
             spawn_stdout_reader(child.stdout.take(), Arc::clone(&shared)),
             spawn_stderr_reader(child.stderr.take(), Arc::clone(&shared)),
@@ -193,6 +228,7 @@ impl Watch {
         let deadline = Instant::now() + timeout;
         let mut collected = self.shared.lock();
         loop {
+            collected.check_schema()?;
             if let Some(event) = collected.failures().find(|ev| pred(ev)) {
                 return Ok(event.clone());
             }
@@ -245,6 +281,7 @@ impl Watch {
         let deadline = Instant::now() + timeout;
         let mut collected = self.shared.lock();
         loop {
+            collected.check_schema()?;
             if let Some(h) = collected.events().find(|e| e["type"] == "hooks") {
                 return Ok(h.clone());
             }
@@ -301,7 +338,7 @@ impl Watch {
 
     fn finished(mut self, status: Option<ExitStatus>, after: &str) -> Result<(Vec<Value>, String)> {
         self.join_readers();
-        let collected = self.shared.lock();
+        let mut collected = self.shared.lock();
         match status {
             None => bail!(
                 "netladder watch did not exit in time after {after} (killed); {}",
@@ -321,6 +358,7 @@ impl Watch {
                 collected.report()
             );
         }
+        collected.check_schema()?;
         Ok((
             collected.events().cloned().collect(),
             collected.stderr.clone(),
@@ -383,6 +421,15 @@ impl Drop for Watch {
         }
         self.join_readers();
         let _ = std::fs::remove_dir_all(&self.dir);
+        // A line off the schema fails the test even when no wait or stop told it (a test that
+        // only read failures, or ignored what stop returned).
+        let mut collected = self.shared.lock();
+        if !collected.off_schema_told && !thread::panicking() {
+            if let Err(e) = collected.check_schema() {
+                drop(collected);
+                panic!("{e:#}");
+            }
+        }
     }
 }
 
@@ -394,7 +441,12 @@ fn spawn_stdout_reader(
         if let Some(pipe) = pipe {
             for line in BufReader::new(pipe).lines() {
                 let Ok(line) = line else { break };
+                let check = shared.lock().check_schema;
                 let parsed = match serde_json::from_str(&line) {
+                    Ok(value) if check => match schema::check_record(&value) {
+                        Ok(()) => Line::Json(value),
+                        Err(why) => Line::OffSchema { value, why },
+                    },
                     Ok(value) => Line::Json(value),
                     Err(_) => Line::Unparsable(line),
                 };
@@ -494,7 +546,7 @@ while :; do sleep 0.05; done
     fn collects_events_and_stops_cleanly() {
         let dir = scratch_dir("fake");
         let script = FAKE_NETLADDER.replace("echo \"$EXTRA\"\n", "");
-        let watch = Watch::launch(&fake_bin(&dir, &script), &[]).unwrap();
+        let watch = Watch::launch(&fake_bin(&dir, &script), &[], false).unwrap();
         let ev = watch
             .wait_for(|ev| ev["code"] == "023", Duration::from_secs(10))
             .unwrap();
@@ -514,7 +566,7 @@ while :; do sleep 0.05; done
     fn stop_reports_non_json_lines() {
         let dir = scratch_dir("fake");
         let script = FAKE_NETLADDER.replace("echo \"$EXTRA\"", "echo 'not json'");
-        let watch = Watch::launch(&fake_bin(&dir, &script), &[]).unwrap();
+        let watch = Watch::launch(&fake_bin(&dir, &script), &[], false).unwrap();
         watch
             .wait_for(|ev| ev["code"] == "023", Duration::from_secs(10))
             .unwrap();
@@ -527,7 +579,7 @@ while :; do sleep 0.05; done
     fn timeout_and_early_exit_are_errors_with_output() {
         let dir = scratch_dir("fake");
         let script = FAKE_NETLADDER.replace("echo \"$EXTRA\"\n", "");
-        let watch = Watch::launch(&fake_bin(&dir, &script), &[]).unwrap();
+        let watch = Watch::launch(&fake_bin(&dir, &script), &[], false).unwrap();
         let err = watch
             .wait_for(|ev| ev["code"] == "029", Duration::from_millis(300))
             .unwrap_err()
@@ -544,7 +596,7 @@ while :; do sleep 0.05; done
             &dir,
             "#!/bin/sh\necho 'cannot attach: no BTF' >&2\nexit 1\n",
         );
-        let err = Watch::launch(&failing, &[])
+        let err = Watch::launch(&failing, &[], false)
             .err()
             .expect("must fail")
             .to_string();
@@ -559,7 +611,7 @@ while :; do sleep 0.05; done
     fn a_missing_hooks_line_is_an_error() {
         let dir = scratch_dir("fake");
         let script = FAKE_NETLADDER.replace("echo \"$EXTRA\"\n", "");
-        let watch = Watch::launch(&fake_bin(&dir, &script), &[]).unwrap();
+        let watch = Watch::launch(&fake_bin(&dir, &script), &[], false).unwrap();
         let err = watch
             .hooks(Duration::from_millis(200))
             .unwrap_err()
@@ -574,10 +626,39 @@ while :; do sleep 0.05; done
             "echo \"$EXTRA\"",
             "echo '{\"type\":\"hooks\",\"hooks\":[]}'",
         );
-        let watch = Watch::launch(&fake_bin(&dir, &script), &[]).unwrap();
+        let watch = Watch::launch(&fake_bin(&dir, &script), &[], false).unwrap();
         let hooks = watch.hooks(Duration::from_secs(10)).unwrap();
         assert_eq!(hooks["hooks"], json!([]));
         drop(watch);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// The fake's lines lack most fields: checked against the schema, each wait and the stop
+    /// fail with the lines and why; a watch dropped before anything told it fails the test.
+    #[test]
+    fn lines_off_the_schema_fail_the_test() {
+        let dir = scratch_dir("fake");
+        let script = FAKE_NETLADDER.replace("echo \"$EXTRA\"\n", "");
+        let watch = Watch::launch(&fake_bin(&dir, &script), &[], true).unwrap();
+        let err = watch
+            .wait_for(|ev| ev["code"] == "023", Duration::from_secs(10))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("does not allow") && err.contains("NOT IN THE SCHEMA"),
+            "{err}"
+        );
+        let err = watch.stop().unwrap_err().to_string();
+        assert!(
+            err.contains("does not allow") && err.contains("\"021\""),
+            "{err}"
+        );
+
+        let watch = Watch::launch(&fake_bin(&dir, &script), &[], true).unwrap();
+        let dropped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(watch)));
+        let msg = dropped.expect_err("the drop fails the test");
+        let msg = msg.downcast_ref::<String>().cloned().unwrap_or_default();
+        assert!(msg.contains("does not allow"), "{msg}");
         std::fs::remove_dir_all(dir).unwrap();
     }
 

@@ -98,7 +98,7 @@ fn hooks_reports_every_program() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = schema::parse_record(&String::from_utf8_lossy(&out.stdout));
     let hooks = v["hooks"].as_array().unwrap();
     let status = |p: &str| {
         hooks
@@ -242,7 +242,7 @@ fn hooks_reports_every_program() {
     let opted = netladder(&["hooks", "--json", "--syscall-hooks"])
         .output()
         .unwrap();
-    let opted: serde_json::Value = serde_json::from_slice(&opted.stdout).unwrap();
+    let opted = schema::parse_record(&String::from_utf8_lossy(&opted.stdout));
     for h in opted["hooks"].as_array().unwrap() {
         let program = h["program"].as_str().unwrap();
         if h["hook"]
@@ -264,7 +264,7 @@ fn hooks_reports_every_program() {
     let off = netladder(&["hooks", "--json", "--no-optional-hooks"])
         .output()
         .unwrap();
-    let v: serde_json::Value = serde_json::from_slice(&off.stdout).unwrap();
+    let v = schema::parse_record(&String::from_utf8_lossy(&off.stdout));
     for h in v["hooks"].as_array().unwrap() {
         if h["optional"] == true {
             assert_eq!(h["status"], "skipped", "{h}");
@@ -418,8 +418,8 @@ fn a_read_only_bpf_filesystem_changes_nothing() {
         );
         let hooks: serde_json::Value = stdout
             .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .find(|v: &serde_json::Value| v["type"] == "hooks")
+            .map(schema::parse_record)
+            .find(|v| v["type"] == "hooks")
             .unwrap_or_else(|| panic!("{mount}: a hooks line: {stdout}"));
         assert!(
             hooks["hooks"]

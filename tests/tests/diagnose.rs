@@ -90,7 +90,7 @@ fn drop_reasons() -> bool {
         .args(["hooks", "--json"])
         .output()
         .expect("netladder hooks runs");
-    let v: Value = serde_json::from_slice(&out.stdout).expect("hooks --json");
+    let v = schema::parse_record(&String::from_utf8_lossy(&out.stdout));
     v["hooks"]
         .as_array()
         .expect("hooks")

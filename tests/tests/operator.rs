@@ -199,7 +199,7 @@ fn wait_in_file(path: &Path, pred: impl Fn(&Value) -> bool) -> Vec<Value> {
         let lines: Vec<Value> = std::fs::read_to_string(path)
             .unwrap_or_default()
             .lines()
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+            .map(schema::parse_record)
             .collect();
         if lines.iter().any(|e| e["type"] == "failure" && pred(e)) {
             return lines;

@@ -543,7 +543,9 @@ except ssl.SSLCertVerificationError as e:
 
 /// Without --probe-tls, watch makes no connection of its own: the event keeps the reason the
 /// client's OpenSSL gave (X509 code, SNI, peer, clock), says that the certificate was not read
-/// and what --probe-tls would add, and the server sees one TCP connection only, curl's.
+/// and what --probe-tls would add, and the server sees one TCP connection only, curl's. The
+/// same count then sees the probe's connection once --probe-tls is given, so it would have
+/// seen one without it.
 #[test]
 fn watch_is_passive_without_probe_tls() {
     let Some(_one) = root_serial() else {
@@ -591,5 +593,28 @@ fn watch_is_passive_without_probe_tls() {
         listing.contains("counter packets 1 "),
         "one SYN reached the server, curl's: {listing}"
     );
-    let _ = w.stop();
+    w.stop().expect("netladder exits cleanly");
+
+    // The counter would have seen a connection of netladder's own: with --probe-tls the same
+    // refusal costs the server one more, the probe's, made before the event is printed.
+    let w = Watch::start(&["--probe-tls"]).expect("netladder watch --probe-tls starts");
+    let out = curl(&h.client, &dir, &[]);
+    assert_eq!(out.status.code(), Some(60), "curl {}", text(&out));
+    let e = next_event(&w, &h, 0, "expired, --probe-tls", "curl");
+    assert_eq!(e["cause"], "cert_expired", "{e:#}");
+    assert!(
+        evidence_has(&e, &format!("read from {SERVER}:{PORT}")),
+        "{e:#}"
+    );
+    assert!(!evidence_has(&e, "was not read"), "{e:#}");
+    let counted = h
+        .server
+        .exec(&["nft", "list", "table", "inet", "nlcount"])
+        .expect("nft list");
+    let listing = String::from_utf8_lossy(&counted.stdout).into_owned();
+    assert!(
+        listing.contains("counter packets 3 "),
+        "curl's first SYN, then curl's and netladder's probe: {listing}"
+    );
+    w.stop().expect("netladder exits cleanly");
 }

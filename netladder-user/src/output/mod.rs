@@ -12,6 +12,10 @@ use crate::{
     ladder,
 };
 
+/// The version every JSON record carries in its `schema` field: the schema it follows is
+/// `schema/netladder-events.v1.schema.json` (fields are only ever added within a version).
+pub const SCHEMA: &str = "netladder/v1";
+
 pub struct Style {
     pub color: bool,
 }
@@ -20,6 +24,7 @@ pub struct Style {
 pub fn failure_json(f: &Failure, next: &[String], at: SystemTime) -> Value {
     let rung = ladder::rung(f.code);
     let mut value = json!({
+        "schema": SCHEMA,
         "type": "failure",
         "time": humantime::format_rfc3339_millis(at).to_string(),
         "code": ladder::id(f.code),
@@ -227,7 +232,7 @@ pub fn hooks_json(outcomes: &[Outcome], degraded: &[String]) -> Value {
             })
         })
         .collect();
-    json!({"type": "hooks", "hooks": hooks, "degraded": degraded})
+    json!({"schema": SCHEMA, "type": "hooks", "hooks": hooks, "degraded": degraded})
 }
 
 /// What the stats lines say: the kernel's counters, and where every record it wrote ended.
@@ -265,6 +270,7 @@ impl Stats {
 pub fn stats_json(s: &Stats, final_: bool) -> Value {
     let (c, l) = (&s.kernel, &s.ledger);
     json!({
+        "schema": SCHEMA,
         "type": "stats",
         "final": final_,
         "events": c.events,
@@ -363,4 +369,231 @@ pub fn stats_line(s: &Stats, final_: bool) -> String {
         c.conn_map_full,
         c.drop_map_full
     )
+}
+
+#[cfg(test)]
+mod tests {
+    //! The published schema (`schema/netladder-events.v1.schema.json`) against the code that
+    //! writes the records: the closed vocabularies listed there are exactly the ladder's, and
+    //! every field a record can carry is described (the scenario tests validate real lines).
+    use std::collections::BTreeSet;
+
+    use serde_json::Value;
+
+    use super::*;
+    use crate::{
+        classify::{FirewallRule, Lookup, Overload, Proc, QueueRises},
+        enrich::container::{Container, Pod},
+        kernel::plan::HOOKS,
+        ladder::{Cause, Code, Layer},
+    };
+
+    const SCHEMA_FILE: &str = include_str!("../../../schema/netladder-events.v1.schema.json");
+
+    fn schema() -> Value {
+        serde_json::from_str(SCHEMA_FILE).expect("the schema file is JSON")
+    }
+
+    fn enum_of(schema: &Value, def: &str) -> Vec<String> {
+        schema["$defs"][def]["enum"]
+            .as_array()
+            .unwrap_or_else(|| panic!("$defs.{def}.enum is an array"))
+            .iter()
+            .map(|v| v.as_str().expect("a string").to_owned())
+            .collect()
+    }
+
+    /// The keys of an object.
+    fn keys(v: &Value) -> BTreeSet<String> {
+        v.as_object().expect("an object").keys().cloned().collect()
+    }
+
+    /// The fields a schema definition allows (`properties`) and those it requires.
+    fn fields(def: &Value) -> (BTreeSet<String>, BTreeSet<String>) {
+        let required = def["required"]
+            .as_array()
+            .expect("required")
+            .iter()
+            .map(|v| v.as_str().unwrap().to_owned())
+            .collect();
+        (keys(&def["properties"]), required)
+    }
+
+    /// `record` has every required field and no field the definition does not describe.
+    fn conforms(record: &Value, def: &Value, what: &str) {
+        let (allowed, required) = fields(def);
+        let have = keys(record);
+        let missing: Vec<_> = required.difference(&have).collect();
+        let unknown: Vec<_> = have.difference(&allowed).collect();
+        assert!(
+            missing.is_empty() && unknown.is_empty(),
+            "{what}: missing {missing:?}, not in the schema {unknown:?}"
+        );
+        assert_eq!(def["additionalProperties"], false, "{what} is closed");
+    }
+
+    #[test]
+    fn schema_version_is_the_records_version() {
+        let s = schema();
+        assert_eq!(s["$defs"]["version"]["const"], SCHEMA);
+        assert_eq!(s["$schema"], "https://json-schema.org/draft/2020-12/schema");
+        let v = SCHEMA.rsplit('/').next().unwrap();
+        assert_eq!(s["$id"], format!("urn:netladder:schema:events:{v}"));
+        // The file name carries the same version.
+        assert_eq!(v, "v1", "rename schema/netladder-events.v1.schema.json too");
+    }
+
+    #[test]
+    fn schema_lists_exactly_the_ladder_vocabulary() {
+        let s = schema();
+        let causes: Vec<String> = Cause::ALL.iter().map(|c| c.as_str().to_owned()).collect();
+        assert_eq!(
+            enum_of(&s, "cause"),
+            causes,
+            "$defs.cause.enum must list Cause::ALL in its order"
+        );
+        let codes: Vec<String> = Code::ALL.iter().map(|c| c.to_string()).collect();
+        assert_eq!(enum_of(&s, "code"), codes);
+        let layer = |l: Layer| match l {
+            // A new layer fails to compile here until the schema lists it.
+            Layer::Link
+            | Layer::Address
+            | Layer::Route
+            | Layer::Firewall
+            | Layer::Dns
+            | Layer::Application => l.as_str().to_owned(),
+        };
+        let layers: Vec<String> = [
+            Layer::Link,
+            Layer::Address,
+            Layer::Route,
+            Layer::Firewall,
+            Layer::Dns,
+            Layer::Application,
+        ]
+        .into_iter()
+        .map(layer)
+        .collect();
+        assert_eq!(enum_of(&s, "layer"), layers);
+    }
+
+    fn failure() -> Failure {
+        Failure {
+            code: Code::Refused,
+            cause: Cause::NoListener,
+            layer: Layer::Application,
+            errno: Some(111),
+            proc: Proc {
+                pid: 42,
+                tid: 43,
+                comm: "curl".into(),
+                cgroup_id: 7,
+                netns: 4026531840,
+            },
+            src: Some("10.0.0.1:50000".parse().unwrap()),
+            dst: Some("[fe80::1%2]:8080".parse().unwrap()),
+            summary: "nothing listens".into(),
+            evidence: vec!["a reset".into()],
+            duration_ns: Some(3_000_000),
+            ts_ns: 0,
+            count: 1,
+            lookup: Lookup::None,
+            evidence_netns: 4026531840,
+            firewall: Default::default(),
+            firewall_rule: None,
+            host_name: None,
+            user: None,
+            records: 1,
+            overload: None,
+        }
+    }
+
+    #[test]
+    fn every_failure_field_is_in_the_schema() {
+        let s = schema();
+        let def = &s["$defs"]["failure"];
+        let at = SystemTime::UNIX_EPOCH;
+        // The fewest fields: no optional object, no workload found.
+        let mut plain = failure_json(&failure(), &[], at);
+        add_workload(&mut plain, None);
+        conforms(&plain, def, "a plain failure");
+        assert_eq!(plain["time"], "1970-01-01T00:00:00.000Z");
+        // Every optional field at once.
+        let mut f = failure();
+        f.user = Some("alice".into());
+        f.host_name = Some("db.example.test".into());
+        f.firewall_rule = Some(FirewallRule {
+            backend: "nftables",
+            family: "inet".into(),
+            table: "filter".into(),
+            chain: "input".into(),
+            hook: Some("input"),
+            priority: Some(0),
+            rule: "handle 7".into(),
+            text: "tcp dport 8080 drop".into(),
+            packets: Some(1),
+            certainty: "certain",
+        });
+        f.overload = Some(Box::new(Overload {
+            server_side: true,
+            netns: 1,
+            addr: "10.0.0.2:80".parse().unwrap(),
+            pid: 9,
+            comm: "nginx".into(),
+            queue: 5,
+            backlog: 4,
+            rises: Some(QueueRises::default()),
+            window_ns: Some(1_000_000_000),
+        }));
+        let mut full = failure_json(&f, &["ss -ltn".into()], at);
+        let w = Workload {
+            cgroup: "/kubepods.slice/x".into(),
+            container: Some(Container {
+                runtime: Some("containerd"),
+                id: "0".repeat(64),
+                name: None,
+            }),
+            pod: Some(Pod {
+                uid: "u".into(),
+                qos: "burstable",
+                namespace: None,
+                name: None,
+            }),
+        };
+        add_workload(&mut full, Some(&w));
+        conforms(&full, def, "a failure with every field");
+        let props = &def["properties"];
+        conforms(&full["listener"], &props["listener"], "listener");
+        conforms(&full["firewall"], &props["firewall"], "firewall");
+        conforms(&full["container"], &props["container"], "container");
+        conforms(&full["pod"], &props["pod"], "pod");
+    }
+
+    #[test]
+    fn every_stats_and_hooks_field_is_in_the_schema() {
+        let s = schema();
+        let stats = stats_json(&Stats::default(), true);
+        conforms(&stats, &s["$defs"]["stats"], "stats");
+        conforms(
+            &stats["records"],
+            &s["$defs"]["stats"]["properties"]["records"],
+            "stats.records",
+        );
+        let outcomes: Vec<Outcome> = HOOKS
+            .iter()
+            .take(2)
+            .map(|h| Outcome {
+                hook: *h,
+                status: Status::Attached,
+            })
+            .collect();
+        let hooks = hooks_json(&outcomes, &[]);
+        let def = &s["$defs"]["hooks"];
+        conforms(&hooks, def, "hooks");
+        conforms(
+            &hooks["hooks"][0],
+            &def["properties"]["hooks"]["items"],
+            "a hook",
+        );
+    }
 }

@@ -300,6 +300,7 @@ impl Output {
         let next = ladder::next_steps(Code::TimeWait, Some(Cause::PortsExhausted), &ctx);
         if self.json {
             serde_json::json!({
+                "schema": output::SCHEMA,
                 "type": "warning",
                 "time": humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
                 "code": "028",
