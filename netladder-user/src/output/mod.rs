@@ -242,6 +242,8 @@ pub struct Stats {
     pub reported: u64,
     /// Lines the output reader did not take in time.
     pub unwritten: u64,
+    /// What the OTLP exporter sent and could not send (`--otlp` only).
+    pub otlp: Option<crate::otlp::Counts>,
 }
 
 impl Stats {
@@ -258,7 +260,7 @@ impl Stats {
 
 pub fn stats_json(s: &Stats, final_: bool) -> Value {
     let (c, l) = (&s.kernel, &s.ledger);
-    json!({
+    let mut v = json!({
         "type": "stats",
         "final": final_,
         "events": c.events,
@@ -287,7 +289,21 @@ pub fn stats_json(s: &Stats, final_: bool) -> Value {
             "dropped": l.dropped,
             "held": s.held,
         },
-    })
+    });
+    // Only with --otlp: what the exporter sent, and what it could not send and why.
+    if let (Some(o), Some(obj)) = (&s.otlp, v.as_object_mut()) {
+        obj.insert(
+            "otlp".into(),
+            json!({
+                "logs_sent": o.logs_sent,
+                "logs_queue_full": o.logs_queue_full,
+                "logs_failed": o.logs_failed,
+                "metrics_sent": o.metrics_sent,
+                "metrics_failed": o.metrics_failed,
+            }),
+        );
+    }
+    v
 }
 
 pub fn stats_line(s: &Stats, final_: bool) -> String {
@@ -295,6 +311,19 @@ pub fn stats_line(s: &Stats, final_: bool) -> String {
     let slow = match s.unwritten {
         0 => String::new(),
         n => format!(", {n} lines dropped (the output reader did not keep up)"),
+    };
+    let slow = match s.otlp {
+        Some(o) => format!(
+            "{slow}; OTLP: {} log records sent, {} not sent ({} queue full, {} failed after \
+             retries), {} metric exports sent, {} failed",
+            o.logs_sent,
+            o.logs_queue_full + o.logs_failed,
+            o.logs_queue_full,
+            o.logs_failed,
+            o.metrics_sent,
+            o.metrics_failed
+        ),
+        None => slow,
     };
     let skipped = match c.skipped_runs {
         0 => String::new(),

@@ -55,6 +55,8 @@ pub(super) struct Output {
     /// Cgroup id -> container and pod (cached).
     workloads: enrich::container::Resolver,
     pub(super) metrics: Option<Arc<Metrics>>,
+    /// `--otlp`: each failure also goes to the exporter.
+    pub(super) otlp: bool,
 }
 
 impl Output {
@@ -72,6 +74,7 @@ impl Output {
             repeats: HashMap::new(),
             workloads: enrich::container::Resolver::new(enrich::container::Paths::host()),
             metrics: None,
+            otlp: false,
         }
     }
 
@@ -204,12 +207,18 @@ impl Output {
         if let Some(m) = &self.metrics {
             m.failure(&f, who.as_deref());
         }
-        let line = if self.json {
+        // The JSON event is also what the OTLP log record is made of (the same fields).
+        let event = (self.json || self.otlp).then(|| {
             let mut v = output::failure_json(&f, &next, SystemTime::now());
             output::add_workload(&mut v, who.as_deref());
-            v.to_string()
-        } else {
-            output::failure_line(&f, &next, &self.style, who.as_deref())
+            v
+        });
+        if let (true, Some(v)) = (self.otlp, &event) {
+            crate::otlp::failure(v);
+        }
+        let line = match event {
+            Some(v) if self.json => v.to_string(),
+            _ => output::failure_line(&f, &next, &self.style, who.as_deref()),
         };
         if !repeats {
             self.reported += 1;
@@ -267,6 +276,7 @@ impl Output {
             outside_repeats: classifier.outside_repeats,
             reported: self.reported,
             unwritten: sink::unwritten(),
+            otlp: self.otlp.then(crate::otlp::counts),
         }
     }
 
