@@ -58,6 +58,11 @@ static LOGS_QUEUE_FULL: AtomicU64 = AtomicU64::new(0);
 static LOGS_FAILED: AtomicU64 = AtomicU64::new(0);
 static METRICS_SENT: AtomicU64 = AtomicU64::new(0);
 static METRICS_FAILED: AtomicU64 = AtomicU64::new(0);
+/// Log records queued or in a batch, not counted yet.
+static PENDING: AtomicU64 = AtomicU64::new(0);
+/// Set when the exit stopped waiting for the exporter: what it still held was counted as failed,
+/// and nothing it does later is counted. Held while counting (see [`settle`]).
+static ABANDONED: Mutex<bool> = Mutex::new(false);
 /// The last reason a send failed, for the next report.
 static LAST_ERROR: Mutex<Option<String>> = Mutex::new(None);
 
@@ -137,7 +142,9 @@ pub fn failure(event: &serde_json::Value) {
         return;
     };
     let record = convert::log_record(event, now_ns());
+    PENDING.fetch_add(1, Ordering::Relaxed);
     if e.queue.try_send(record).is_err() {
+        PENDING.fetch_sub(1, Ordering::Relaxed);
         LOGS_QUEUE_FULL.fetch_add(1, Ordering::Relaxed);
     }
 }
@@ -155,6 +162,25 @@ pub fn finish(bound: Duration) {
     }
     if thread.is_finished() {
         let _ = thread.join();
+        return;
+    }
+    // Given up on: what it holds will not be sent before netladder leaves.
+    let mut abandoned = lock(&ABANDONED);
+    *abandoned = true;
+    LOGS_FAILED.fetch_add(PENDING.swap(0, Ordering::Relaxed), Ordering::Relaxed);
+}
+
+/// Counts `n` log records as sent or failed (unless the exit already counted them).
+fn settle(n: u64, sent: bool) {
+    let abandoned = lock(&ABANDONED);
+    if *abandoned {
+        return;
+    }
+    PENDING.fetch_sub(n, Ordering::Relaxed);
+    if sent {
+        LOGS_SENT.fetch_add(n, Ordering::Relaxed);
+    } else {
+        LOGS_FAILED.fetch_add(n, Ordering::Relaxed);
     }
 }
 
@@ -218,12 +244,7 @@ async fn send_logs(
     let request = convert::logs_request(resource.clone(), records);
     let request = &request;
     let sent = with_retries(retry, config, move || client.logs(request.clone())).await;
-    let n = n as u64;
-    if sent {
-        LOGS_SENT.fetch_add(n, Ordering::Relaxed);
-    } else {
-        LOGS_FAILED.fetch_add(n, Ordering::Relaxed);
-    }
+    settle(n as u64, sent);
 }
 
 async fn send_metrics(
@@ -237,6 +258,9 @@ async fn send_metrics(
     let request = convert::metrics_request(resource.clone(), &metrics.encode(), started, now_ns());
     let request = &request;
     let sent = with_retries(retry, config, move || client.metrics(request.clone())).await;
+    if *lock(&ABANDONED) {
+        return;
+    }
     if sent {
         METRICS_SENT.fetch_add(1, Ordering::Relaxed);
     } else {

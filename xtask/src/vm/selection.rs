@@ -147,6 +147,13 @@ pub const PLACEMENTS: &[Placement] = &[
               drop reasons (the host run has the full one)",
     },
     Placement {
+        binary: "otlp",
+        optional_on: Kernels::No,
+        optional_off: Kernels::No,
+        why: "the OTLP exporter is userspace over readings checked elsewhere, and its receiver \
+              (python3 with grpcio) is not in the guests; it runs on the host only",
+    },
+    Placement {
         binary: "overload",
         optional_on: NEWEST,
         optional_off: Kernels::No,
