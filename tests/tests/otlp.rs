@@ -123,27 +123,27 @@ fn received(file: &Path) -> Vec<Value> {
 
 /// An OTLP AnyValue (protobuf JSON mapping) as plain JSON: what netladder's event holds.
 fn plain(any: &Value) -> Value {
-    if let Some(s) = any.get("stringValue") {
+    if let Some(s) = any.get("string_value") {
         return s.clone();
     }
-    if let Some(i) = any.get("intValue") {
+    if let Some(i) = any.get("int_value") {
         // 64-bit integers are strings in the JSON mapping.
         let n: i64 = i
             .as_str()
             .map_or_else(|| i.as_i64().unwrap(), |s| s.parse().unwrap());
         return json!(n);
     }
-    if let Some(b) = any.get("boolValue") {
+    if let Some(b) = any.get("bool_value") {
         return b.clone();
     }
-    if let Some(d) = any.get("doubleValue") {
+    if let Some(d) = any.get("double_value") {
         return d.clone();
     }
-    if let Some(a) = any.get("arrayValue") {
+    if let Some(a) = any.get("array_value") {
         let values = a["values"].as_array().cloned().unwrap_or_default();
         return Value::Array(values.iter().map(plain).collect());
     }
-    if let Some(kv) = any.get("kvlistValue") {
+    if let Some(kv) = any.get("kvlist_value") {
         return Value::Object(attributes(&kv["values"]));
     }
     panic!("an AnyValue of no known kind: {any}");
@@ -217,7 +217,7 @@ fn wait_record(file: &Path, dst: &str) -> (Value, Map<String, Value>, String) {
 /// Asserts that the record is exactly the event: the summary as body, every other field but
 /// `type` and `time` as an attribute of the same name and value; severity by code; resource.
 fn assert_record_is_event(record: &Value, resource: &Map<String, Value>, ev: &Value) {
-    assert_eq!(record["body"]["stringValue"], ev["summary"], "{record:#}");
+    assert_eq!(record["body"]["string_value"], ev["summary"], "{record:#}");
     let attrs = attributes(&record["attributes"]);
     let mut want = without_nulls(ev).as_object().unwrap().clone();
     for k in ["type", "time", "summary"] {
@@ -411,7 +411,10 @@ fn grpc_receiver_gets_records_and_sums_and_an_outage_is_counted_and_survived() {
     receiver.stop();
     // Said on stderr, once per interval while it lasted, with the reason.
     assert!(
-        stderr.contains("OTLP: ") && stderr.contains("failed after retries"),
+        stderr.contains(&format!(
+            "OTLP: not sent to {endpoint} (gRPC) since the last report"
+        )) && stderr.contains("log records failed after retries")
+            && stderr.contains("last error: "),
         "{stderr}"
     );
     // Every failure line is exactly one of: sent, dropped (queue full), failed.

@@ -198,6 +198,9 @@ async fn run(config: Config, metrics: Arc<Metrics>, mut rx: mpsc::Receiver<LogRe
     let mut batch: Vec<LogRecord> = Vec::new();
     let mut flush = tokio::time::interval(config.batch_delay);
     let mut metric_tick = tokio::time::interval(config.metric_interval);
+    // Ticks missed while a request was retried are not made up in a burst.
+    flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    metric_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // The first metrics go out after one interval, not at start.
     metric_tick.tick().await;
     loop {

@@ -384,20 +384,28 @@ const OTLP_FINISH: Duration = Duration::from_secs(5);
 
 /// Says, once per stats interval, what the OTLP exporter could not send since the last report.
 fn otlp_unsent_note(last: &otlp::Counts, now: &otlp::Counts) {
+    let mut parts = Vec::new();
+    let full = now.logs_queue_full.saturating_sub(last.logs_queue_full);
+    if full > 0 {
+        parts.push(format!("{full} log records dropped (the queue was full)"));
+    }
+    let failed = now.logs_failed.saturating_sub(last.logs_failed);
+    if failed > 0 {
+        parts.push(format!("{failed} log records failed after retries"));
+    }
+    let metrics = now.metrics_failed.saturating_sub(last.metrics_failed);
+    if metrics > 0 {
+        parts.push(format!("{metrics} metric exports failed after retries"));
+    }
     let why = otlp::take_last_error()
         .map(|e| format!("; last error: {e}"))
         .unwrap_or_default();
     sink::note(
         sink::Priority::Warning,
         &format!(
-            "netladder: OTLP: {} log records not sent to {} since the last report ({} dropped, \
-             the queue was full; {} failed after retries), {} metric exports failed{why}",
-            (now.logs_queue_full + now.logs_failed)
-                .saturating_sub(last.logs_queue_full + last.logs_failed),
+            "netladder: OTLP: not sent to {} since the last report: {}{why}",
             otlp::endpoint().unwrap_or_default(),
-            now.logs_queue_full.saturating_sub(last.logs_queue_full),
-            now.logs_failed.saturating_sub(last.logs_failed),
-            now.metrics_failed.saturating_sub(last.metrics_failed),
+            parts.join(", ")
         ),
     );
 }
