@@ -286,10 +286,7 @@ fn wait_failures_sum(file: &Path, count: i64, transport: &str) -> Value {
         assert!(
             Instant::now() < deadline,
             "no netladder_failures sum with {count} for 021 over {transport}: {:#?}",
-            received(file)
-                .iter()
-                .filter(|r| r["signal"] == "metrics")
-                .last()
+            received(file).iter().rfind(|r| r["signal"] == "metrics")
         );
         sleep(Duration::from_millis(200));
     }

@@ -241,8 +241,11 @@ pub fn metrics_request(
     }
 }
 
+/// A sample's labels, in their order.
+type Labels = Vec<(String, String)>;
+
 /// `name{a="x",b="y"} value` (labels optional): the name, the labels, the value.
-fn sample(line: &str) -> Option<(&str, Vec<(String, String)>, f64)> {
+fn sample(line: &str) -> Option<(&str, Labels, f64)> {
     let name_end = line.find(['{', ' '])?;
     let name = &line[..name_end];
     let mut rest = &line[name_end..];
