@@ -304,3 +304,37 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A collector that is not there (a closed port on loopback) and a queue of 2: the records
+    /// beyond the queue are dropped and counted, the rest fail after their retries or are
+    /// counted as failed when the exit stops waiting; each record is counted exactly once.
+    #[test]
+    fn an_unreachable_collector_costs_a_bounded_queue_and_everything_is_counted() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = closed.local_addr().unwrap().port();
+        drop(closed);
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let mut config = Config::new(Some(&endpoint), |_| None).unwrap();
+        config.queue = 2;
+        config.batch = 1;
+        config.timeout = Duration::from_millis(200);
+        start(config, Arc::new(Metrics::new(4))).unwrap();
+        assert!(enabled());
+        let event = serde_json::json!({"type": "failure", "code": "021", "summary": "refused"});
+        for _ in 0..10 {
+            failure(&event);
+        }
+        // At most the queue and the batch being sent hold a record; the rest was dropped.
+        assert!(counts().logs_queue_full >= 7, "{:?}", counts());
+        finish(Duration::from_millis(300));
+        assert!(!enabled());
+        let c = counts();
+        assert_eq!(c.logs_sent, 0, "{c:?}");
+        assert_eq!(c.logs_queue_full + c.logs_failed, 10, "{c:?}");
+        assert_eq!(c.unsent(), 10 + c.metrics_failed);
+    }
+}
