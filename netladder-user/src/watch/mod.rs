@@ -359,7 +359,11 @@ async fn event_loop(
         aggregated: aggregates.total,
         ..counters.read()
     };
-    // The exporter's last batch and metrics before the final stats, which count them.
+    // The exporter's last batch and metrics (with the health counters as of now) before the
+    // final stats, which count what it sent.
+    if let (true, Some(m)) = (out.otlp, &out.metrics) {
+        m.health(&out.snapshot(&c, &classifier));
+    }
     otlp::finish(OTLP_FINISH);
     out.stats(&c, &classifier, true)?;
     // A reader that stopped reading must not hold the exit: what it never took is said on
