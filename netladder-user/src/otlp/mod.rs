@@ -42,7 +42,7 @@ pub struct Counts {
     pub logs_failed: u64,
     /// Metric exports (each a snapshot of every counter) the collector accepted.
     pub metrics_sent: u64,
-    /// Metric exports given up after every retry failed.
+    /// Metric exports that failed (each is tried once).
     pub metrics_failed: u64,
 }
 
@@ -204,7 +204,13 @@ async fn run(config: Config, metrics: Arc<Metrics>, mut rx: mpsc::Receiver<LogRe
     // The first metrics go out after one interval, not at start.
     metric_tick.tick().await;
     loop {
+        // In this order: the metrics once per interval (so a stream of records cannot starve
+        // them), the records, and the age of a batch when no record waits.
         tokio::select! {
+            biased;
+            _ = metric_tick.tick() => {
+                send_metrics(&client, &resource, &metrics, started, &config).await;
+            }
             got = rx.recv() => match got {
                 Some(r) => {
                     batch.push(r);
@@ -219,9 +225,6 @@ async fn run(config: Config, metrics: Arc<Metrics>, mut rx: mpsc::Receiver<LogRe
                     send_logs(&client, &resource, &mut batch, &config, true).await;
                 }
             }
-            _ = metric_tick.tick() => {
-                send_metrics(&client, &resource, &metrics, started, &config, true).await;
-            }
         }
     }
     // The end: what is left, one attempt each.
@@ -231,7 +234,7 @@ async fn run(config: Config, metrics: Arc<Metrics>, mut rx: mpsc::Receiver<LogRe
     while !batch.is_empty() {
         send_logs(&client, &resource, &mut batch, &config, false).await;
     }
-    send_metrics(&client, &resource, &metrics, started, &config, false).await;
+    send_metrics(&client, &resource, &metrics, started, &config).await;
 }
 
 /// Sends up to one batch of `batch` (taken from its front); counts the records sent or failed.
@@ -250,17 +253,18 @@ async fn send_logs(
     settle(n as u64, sent);
 }
 
+/// One metrics export, tried once: the next one carries the same totals, so a retry would only
+/// hold up the log records behind it.
 async fn send_metrics(
     client: &send::Client,
     resource: &opentelemetry_proto::tonic::resource::v1::Resource,
     metrics: &Metrics,
     started: u64,
     config: &Config,
-    retry: bool,
 ) {
     let request = convert::metrics_request(resource.clone(), &metrics.encode(), started, now_ns());
     let request = &request;
-    let sent = with_retries(retry, config, move || client.metrics(request.clone())).await;
+    let sent = with_retries(false, config, move || client.metrics(request.clone())).await;
     if *lock(&ABANDONED) {
         return;
     }

@@ -399,7 +399,7 @@ fn otlp_unsent_note(last: &otlp::Counts, now: &otlp::Counts) {
     }
     let metrics = now.metrics_failed.saturating_sub(last.metrics_failed);
     if metrics > 0 {
-        parts.push(format!("{metrics} metric exports failed after retries"));
+        parts.push(format!("{metrics} metric exports failed"));
     }
     let why = otlp::take_last_error()
         .map(|e| format!("; last error: {e}"))
