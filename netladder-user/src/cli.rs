@@ -160,6 +160,15 @@ pub struct WatchArgs {
     #[arg(long, value_name = "ADDR", num_args = 0..=1, overrides_with = "metrics",
           default_missing_value = crate::metrics::DEFAULT_ADDR, value_parser = crate::metrics::parse_addr)]
     pub metrics: Option<std::net::SocketAddr>,
+    /// Send every failure as an OTLP log record, and the counters --metrics serves as OTLP
+    /// metrics, to an OpenTelemetry collector: http://HOST:PORT for gRPC, a URL with a path
+    /// (http://HOST:4318/v1/logs) for OTLP/HTTP with protobuf bodies. Plain http only. Without a
+    /// value: $OTEL_EXPORTER_OTLP_ENDPOINT, else http://localhost:4317. Also read:
+    /// OTEL_EXPORTER_OTLP_HEADERS, OTEL_EXPORTER_OTLP_PROTOCOL, OTEL_EXPORTER_OTLP_TIMEOUT,
+    /// OTEL_RESOURCE_ATTRIBUTES, OTEL_SERVICE_NAME, OTEL_METRIC_EXPORT_INTERVAL and the
+    /// OTEL_BLRP_* batch settings.
+    #[arg(long, value_name = "ENDPOINT", num_args = 0..=1, default_missing_value = "")]
+    pub otlp: Option<String>,
     /// Distinct values kept per open-ended metric label (comm, netns, container, pod, firewall
     /// chain); later values are counted as "other".
     #[arg(long, value_name = "N", default_value_t = 32)]

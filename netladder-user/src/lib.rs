@@ -14,6 +14,7 @@ mod kernel;
 mod ladder;
 mod metrics;
 mod mountinfo;
+mod otlp;
 mod output;
 mod preflight;
 mod sink;

@@ -118,6 +118,32 @@ fn fates(s: &Stats) -> [u64; 9] {
     ]
 }
 
+/// What became of what was given to the OTLP exporter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Otlp {
+    signal: &'static str,
+    outcome: &'static str,
+}
+
+/// Every (signal, outcome) of [`Otlp`], in the order [`otlp_counts`] gives their totals.
+const OTLP: [(&str, &str); 5] = [
+    ("logs", "sent"),
+    ("logs", "queue_full"),
+    ("logs", "failed"),
+    ("metrics", "sent"),
+    ("metrics", "failed"),
+];
+
+fn otlp_counts(o: &crate::otlp::Counts) -> [u64; 5] {
+    [
+        o.logs_sent,
+        o.logs_queue_full,
+        o.logs_failed,
+        o.metrics_sent,
+        o.metrics_failed,
+    ]
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Label {
     label: String,
@@ -154,6 +180,7 @@ struct Last {
     unclassified: u64,
     enrich_skipped: u64,
     fates: [u64; 9],
+    otlp: [u64; 5],
 }
 
 pub struct Metrics {
@@ -177,6 +204,7 @@ pub struct Metrics {
     unclassified: Counter,
     enrich_skipped: Counter,
     records: Family<Fate, Counter>,
+    otlp: Family<Otlp, Counter>,
     held: Gauge,
     hook: Family<Hook, Gauge>,
     hooks_attached: Gauge,
@@ -220,6 +248,7 @@ impl Metrics {
             unclassified: Counter::default(),
             enrich_skipped: Counter::default(),
             records: Family::default(),
+            otlp: Family::default(),
             held: Gauge::default(),
             hook: Family::default(),
             hooks_attached: Gauge::default(),
@@ -332,6 +361,13 @@ impl Metrics {
             "netladder_kernel_records_held",
             "Records read and held for a failure that is not complete yet",
             m.held.clone(),
+        );
+        r.register(
+            "netladder_otlp",
+            "With --otlp: log records (signal logs) and metric exports (signal metrics) by what \
+             became of them: sent, queue_full (dropped, the queue was full), failed (after \
+             retries)",
+            m.otlp.clone(),
         );
         r.register(
             "netladder_hook",
@@ -485,6 +521,17 @@ impl Metrics {
                 *last = now;
             }
         }
+        if let Some(o) = &s.otlp {
+            for ((&(signal, outcome), now), last) in
+                OTLP.iter().zip(otlp_counts(o)).zip(last.otlp.iter_mut())
+            {
+                let c = self.otlp.get_or_create(&Otlp { signal, outcome });
+                if now > *last {
+                    c.inc_by(now - *last);
+                    *last = now;
+                }
+            }
+        }
         self.held.set(i64::try_from(s.held).unwrap_or(i64::MAX));
         let pairs = [
             (&self.events, &mut last.events, c.events),
@@ -533,8 +580,7 @@ impl Metrics {
         self.degraded.set(degraded.len() as i64);
     }
 
-    /// The exposition text, as a scrape gets it.
-    #[cfg(test)]
+    /// The exposition text, as a scrape gets it (and as `--otlp` exports it).
     pub fn encode(&self) -> String {
         encode(&self.registry)
     }

@@ -44,6 +44,8 @@ const TEST_PACKAGES: &[&str] = &[
     // #025 watch scenarios: OpenSSL 3 clients.
     "curl",
     "python3",
+    // The OTLP scenarios' receiver (see `python_packages`).
+    "python3-pip",
     // watch's #024 scenarios: dig as a DNS client (getent is in libc-bin, python3 optional).
     "bind9-dnsutils",
     // The VM suite: QEMU, initramfs assembly, kernel modules.
@@ -79,6 +81,67 @@ pub fn run_for_tests() -> Result<()> {
     lint_components()?;
     cargo_deb()?;
     cargo_fuzz()?;
+    python_packages()?;
+    Ok(())
+}
+
+/// Python modules only the tests need, for the python3 the tests run: the `watch --otlp`
+/// scenarios' receiver (tests/src/otlp_receiver.py) is a gRPC and OTLP/HTTP server made of
+/// grpcio and the OpenTelemetry protobuf definitions.
+const PYTHON_PACKAGES: &[(&str, &str)] = &[
+    ("grpc", "grpcio"),
+    (
+        "opentelemetry.proto.collector.logs.v1.logs_service_pb2_grpc",
+        "opentelemetry-proto",
+    ),
+];
+
+/// Whether `cmd` runs and exits 0 (its output discarded).
+fn succeeds(cmd: &mut Command) -> bool {
+    cmd.stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Installs the [`PYTHON_PACKAGES`] whose module does not import yet, with pip (for the user,
+/// beside the system's packages where the interpreter is the system's own).
+fn python_packages() -> Result<()> {
+    let missing: Vec<&str> = PYTHON_PACKAGES
+        .iter()
+        .filter(|(module, _)| {
+            !succeeds(cmd::privileged("python3", &[]).args(["-c", &format!("import {module}")]))
+        })
+        .map(|(_, package)| *package)
+        .collect();
+    if missing.is_empty() {
+        report("python packages", "ok (already present)");
+        return Ok(());
+    }
+    // Debian marks its interpreter as managed by apt (PEP 668); these packages are not in
+    // Debian, so they go into the user's site-packages, which apt never touches.
+    let managed = succeeds(cmd::privileged("python3", &[]).args([
+        "-c",
+        "import os, sysconfig, sys; \
+         sys.exit(0 if os.path.exists(os.path.join(sysconfig.get_path('stdlib'), 'EXTERNALLY-MANAGED')) else 1)",
+    ]));
+    let mut pip = cmd::privileged("python3", &[]);
+    pip.args([
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+    ]);
+    if managed {
+        pip.args(["--user", "--break-system-packages"]);
+    }
+    cmd::run(pip.args(&missing))?;
+    report(
+        "python packages",
+        &format!("installed {}", missing.join(" ")),
+    );
     Ok(())
 }
 

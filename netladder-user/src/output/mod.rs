@@ -253,6 +253,8 @@ pub struct Stats {
     pub unwritten: u64,
     /// Failure lines written without their look-ups (the enrichment worker was behind).
     pub enrich_skipped: u64,
+    /// What the OTLP exporter sent and could not send (`--otlp` only).
+    pub otlp: Option<crate::otlp::Counts>,
 }
 
 impl Stats {
@@ -269,7 +271,7 @@ impl Stats {
 
 pub fn stats_json(s: &Stats, final_: bool) -> Value {
     let (c, l) = (&s.kernel, &s.ledger);
-    json!({
+    let mut v = json!({
         "schema": SCHEMA,
         "type": "stats",
         "final": final_,
@@ -300,7 +302,21 @@ pub fn stats_json(s: &Stats, final_: bool) -> Value {
             "dropped": l.dropped,
             "held": s.held,
         },
-    })
+    });
+    // Only with --otlp: what the exporter sent, and what it could not send and why.
+    if let (Some(o), Some(obj)) = (&s.otlp, v.as_object_mut()) {
+        obj.insert(
+            "otlp".into(),
+            json!({
+                "logs_sent": o.logs_sent,
+                "logs_queue_full": o.logs_queue_full,
+                "logs_failed": o.logs_failed,
+                "metrics_sent": o.metrics_sent,
+                "metrics_failed": o.metrics_failed,
+            }),
+        );
+    }
+    v
 }
 
 pub fn stats_line(s: &Stats, final_: bool) -> String {
@@ -314,6 +330,19 @@ pub fn stats_line(s: &Stats, final_: bool) -> String {
         n => {
             format!(", {n} failures written without their look-ups (enrichment fell behind){slow}")
         }
+    };
+    let slow = match s.otlp {
+        Some(o) => format!(
+            "{slow}; OTLP: {} log records sent, {} not sent ({} queue full, {} failed after \
+             retries), {} metric exports sent, {} failed",
+            o.logs_sent,
+            o.logs_queue_full + o.logs_failed,
+            o.logs_queue_full,
+            o.logs_failed,
+            o.metrics_sent,
+            o.metrics_failed
+        ),
+        None => slow,
     };
     let skipped = match c.skipped_runs {
         0 => String::new(),

@@ -31,7 +31,7 @@ use crate::{
         plan,
     },
     metrics::Metrics,
-    output, sink,
+    otlp, output, sink,
 };
 
 mod pipeline;
@@ -105,18 +105,31 @@ pub fn run(args: WatchArgs) -> Result<()> {
     // Where lines go, and the metrics listener: bad values fail before anything is loaded.
     let journal = args.journal || (!args.json && args.output.is_none() && sink::is_journal(1));
     sink::Sink::new(args.output.as_deref(), journal)?.install();
-    let metrics = match args.metrics {
-        Some(addr) => {
-            let m = Arc::new(Metrics::new(args.metrics_label_limit));
-            let bound = m.serve(addr)?;
-            sink::note(
-                sink::Priority::Info,
-                &format!("netladder: metrics at http://{bound}/metrics"),
-            );
-            Some(m)
-        }
+    let otlp = match &args.otlp {
+        Some(flag) => Some(otlp::Config::new(
+            Some(flag.as_str()).filter(|f| !f.is_empty()),
+            |name| std::env::var(name).ok(),
+        )?),
         None => None,
     };
+    // The counters: served with --metrics, exported with --otlp.
+    let metrics = (args.metrics.is_some() || otlp.is_some())
+        .then(|| Arc::new(Metrics::new(args.metrics_label_limit)));
+    if let (Some(addr), Some(m)) = (args.metrics, &metrics) {
+        let bound = m.serve(addr)?;
+        sink::note(
+            sink::Priority::Info,
+            &format!("netladder: metrics at http://{bound}/metrics"),
+        );
+    }
+    if let (Some(config), Some(m)) = (otlp, &metrics) {
+        let to = config.describe();
+        otlp::start(config, Arc::clone(m))?;
+        sink::note(
+            sink::Priority::Info,
+            &format!("netladder: sending failures and metrics over OTLP to {to}"),
+        );
+    }
     let session = start(&args.hooks, only_netns, false)?;
     if let Some(m) = &metrics {
         m.hooks(&session.loaded.outcomes, &session.degraded);
@@ -201,6 +214,7 @@ async fn event_loop(
     let mut counters = loader::CounterReader::new(counters, program_fds);
     let mut render = Render::new(args.json);
     render.metrics = metrics;
+    render.otlp = otlp::enabled();
     if args.output.is_some() || args.journal {
         render.style.color = false;
     }
@@ -256,6 +270,7 @@ async fn event_loop(
     let deadline = tokio::time::sleep(Duration::from_secs_f64(args.duration.unwrap_or(1e9)));
     tokio::pin!(deadline);
     let (mut last_lost, mut last_skipped, mut last_unwritten, mut last_unenriched) = (0, 0, 0, 0);
+    let mut last_otlp = otlp::Counts::default();
 
     loop {
         tokio::select! {
@@ -304,11 +319,17 @@ async fn event_loop(
                     emit_line(&line)?;
                 }
                 let c = counters.read();
+                let o = otlp::counts();
+                if o.unsent() > last_otlp.unsent() {
+                    otlp_unsent_note(&last_otlp, &o);
+                }
                 if c.lost > last_lost
                     || c.skipped_runs > last_skipped
                     || sink::unwritten() > last_unwritten
                     || out.enrich_skipped() > last_unenriched
+                    || o.unsent() > last_otlp.unsent()
                 {
+                    last_otlp = o;
                     last_lost = c.lost;
                     last_skipped = c.skipped_runs;
                     last_unwritten = sink::unwritten();
@@ -369,6 +390,12 @@ async fn event_loop(
         aggregated: aggregates.total,
         ..counters.read()
     };
+    // The exporter's last batch and metrics (with the health counters as of now) before the
+    // final stats, which count what it sent.
+    if let (true, Some(m)) = (otlp::enabled(), &out.metrics) {
+        m.health(&out.snapshot(&c, &classifier));
+    }
+    otlp::finish(OTLP_FINISH);
     out.stats(&c, &classifier, true)?;
     // A reader that stopped reading must not hold the exit: what it never took is said on
     // stderr. One that reads, however slowly, gets every line.
@@ -385,6 +412,37 @@ async fn event_loop(
     }
     drop(ebpf);
     Ok(())
+}
+
+/// How long the exit waits for the OTLP exporter's last requests (one attempt each).
+const OTLP_FINISH: Duration = Duration::from_secs(5);
+
+/// Says, once per stats interval, what the OTLP exporter could not send since the last report.
+fn otlp_unsent_note(last: &otlp::Counts, now: &otlp::Counts) {
+    let mut parts = Vec::new();
+    let full = now.logs_queue_full.saturating_sub(last.logs_queue_full);
+    if full > 0 {
+        parts.push(format!("{full} log records dropped (the queue was full)"));
+    }
+    let failed = now.logs_failed.saturating_sub(last.logs_failed);
+    if failed > 0 {
+        parts.push(format!("{failed} log records failed after retries"));
+    }
+    let metrics = now.metrics_failed.saturating_sub(last.metrics_failed);
+    if metrics > 0 {
+        parts.push(format!("{metrics} metric exports failed"));
+    }
+    let why = otlp::take_last_error()
+        .map(|e| format!("; last error: {e}"))
+        .unwrap_or_default();
+    sink::note(
+        sink::Priority::Warning,
+        &format!(
+            "netladder: OTLP: not sent to {} since the last report: {}{why}",
+            otlp::endpoint().unwrap_or_default(),
+            parts.join(", ")
+        ),
+    );
 }
 
 /// How long the exit waits for an output reader that takes no line at all.

@@ -68,6 +68,8 @@ pub(super) struct Render {
     /// Cgroup id -> container and pod (cached).
     workloads: enrich::container::Resolver,
     pub(super) metrics: Option<Arc<Metrics>>,
+    /// `--otlp`: each failure also goes to the exporter.
+    pub(super) otlp: bool,
 }
 
 impl Render {
@@ -80,6 +82,7 @@ impl Render {
             no_drop_reasons: false,
             workloads: enrich::container::Resolver::new(enrich::container::Paths::host()),
             metrics: None,
+            otlp: false,
         }
     }
 
@@ -93,6 +96,7 @@ impl Render {
             no_drop_reasons: self.no_drop_reasons,
             workloads: enrich::container::Resolver::new(enrich::container::Paths::host()),
             metrics: self.metrics.clone(),
+            otlp: self.otlp,
         }
     }
 
@@ -121,12 +125,18 @@ impl Render {
         if let Some(m) = &self.metrics {
             m.failure(&f, who.as_deref());
         }
-        if self.json {
+        // The JSON event is also what the OTLP log record is made of (the same fields).
+        let event = (self.json || self.otlp).then(|| {
             let mut v = output::failure_json(&f, &next, SystemTime::now());
             output::add_workload(&mut v, who.as_deref());
-            v.to_string()
-        } else {
-            output::failure_line(&f, &next, &self.style, who.as_deref())
+            v
+        });
+        if let (true, Some(v)) = (self.otlp, &event) {
+            crate::otlp::failure(v);
+        }
+        match event {
+            Some(v) if self.json => v.to_string(),
+            _ => output::failure_line(&f, &next, &self.style, who.as_deref()),
         }
     }
 }
@@ -334,6 +344,7 @@ impl Output {
             reported: self.reported,
             unwritten: sink::unwritten(),
             enrich_skipped: self.worker.skipped(),
+            otlp: crate::otlp::enabled().then(crate::otlp::counts),
         }
     }
 
