@@ -90,7 +90,7 @@ mod tests {
             "schema": "netladder/v1", "type": "stats", "final": true, "events": 3,
             "aggregated": 0, "lost": 0, "skipped_runs": 0, "failures_reported": 1,
             "unclassified": 0, "conn_map_full": 0, "drop_map_full": 0, "malformed": 0,
-            "dns_malformed": 0, "unwritten": 0, "records": records
+            "dns_malformed": 0, "unwritten": 0, "enrich_skipped": 0, "records": records
         })
     }
 
@@ -130,7 +130,8 @@ mod tests {
         let hook = json!({
             "program": "kfree_skb", "hook": "tp_btf/kfree_skb", "optional": true,
             "status": "refused", "reason": "no BTF", "needs": "5.17", "without": "drops",
-            "lost": "drop reasons", "cost": "low", "cost_means": "per drop"
+            "lost": "drop reasons", "cost": "low", "cost_means": "per drop",
+            "role": "degrades", "opt_in": false, "requires": ["drop reasons"]
         });
         check_record(&json!({
             "schema": "netladder/v1", "type": "hooks", "hooks": [hook], "degraded": ["x"],
@@ -190,7 +191,7 @@ mod tests {
             "hooks": [{
                 "program": "p", "hook": "h", "optional": false, "status": "attached",
                 "reason": "why", "needs": "", "without": "", "lost": null, "cost": "",
-                "cost_means": ""
+                "cost_means": "", "role": "optional", "opt_in": false, "requires": []
             }]
         }));
     }
