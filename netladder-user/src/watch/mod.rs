@@ -255,6 +255,7 @@ async fn event_loop(
     let mut waiting = Waiting::new();
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut stats_tick = tokio::time::interval(Duration::from_secs_f64(args.stats_interval));
+    let mut tw_seen = tw.start(Duration::from_secs_f64(args.stats_interval))?;
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     // SIGHUP reopens --output (logrotate); without --output it keeps its default (terminate).
@@ -314,10 +315,17 @@ async fn event_loop(
                     worker::Polled::Note(note) => sink::note(sink::Priority::Warning, &note),
                 }
             }
-            _ = stats_tick.tick() => {
-                for line in tw.check(&out) {
+            Some(seen) = async {
+                match tw_seen.as_mut() {
+                    Some(rx) => rx.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                for line in tw.lines(seen, &out) {
                     emit_line(&line)?;
                 }
+            }
+            _ = stats_tick.tick() => {
                 let c = counters.read();
                 let o = otlp::counts();
                 if o.unsent() > last_otlp.unsent() {
@@ -469,6 +477,8 @@ fn drain_to_end(
 }
 
 /// The periodic #028 early warning: TIME_WAIT sockets crowding one destination's local ports.
+/// The look (a thread in the namespace, a sock_diag dump) runs on a thread of its own, once per
+/// stats interval; the loop only turns what it found into warning lines.
 struct TimeWaitCheck {
     /// The namespace to check (None: netladder's own).
     netns: Option<u32>,
@@ -477,31 +487,72 @@ struct TimeWaitCheck {
     warned: HashMap<SocketAddr, Instant>,
 }
 
+/// What one look of the #028 early-warning thread found.
+enum TimeWaitSeen {
+    /// In namespace `inode`, with local ports `range`: destinations and their TIME_WAIT count.
+    Crowded {
+        inode: u64,
+        range: (u16, u16),
+        crowded: Vec<(SocketAddr, u64)>,
+    },
+    Failed(String),
+}
+
 impl TimeWaitCheck {
     const REPEAT: Duration = Duration::from_secs(60);
 
-    /// Warning lines (JSON or human, as `out` prints) for destinations over the share.
-    fn check(&mut self, out: &Output) -> Vec<String> {
+    /// Starts the thread that looks every `every`; None when the warning is off.
+    fn start(&self, every: Duration) -> Result<Option<tokio::sync::mpsc::Receiver<TimeWaitSeen>>> {
         if self.share <= 0.0 {
-            return Vec::new();
+            return Ok(None);
         }
-        let inode = match self.netns {
+        let (netns, share) = (self.netns, self.share);
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        std::thread::Builder::new()
+            .name("netladder-timewait".into())
+            .spawn(move || loop {
+                if tx.blocking_send(Self::look(netns, share)).is_err() {
+                    return;
+                }
+                std::thread::sleep(every);
+            })?;
+        Ok(Some(rx))
+    }
+
+    /// One look: the destinations over the share in the namespace.
+    fn look(netns: Option<u32>, share: f64) -> TimeWaitSeen {
+        let inode = match netns {
             Some(n) => u64::from(n),
             None => match enrich::netns::own_netns_inode() {
                 Ok(n) => n,
-                Err(_) => return Vec::new(),
+                Err(e) => return TimeWaitSeen::Failed(format!("{e:#}")),
             },
         };
-        let share = self.share;
         let found = enrich::netns::run_in_netns(inode, None, move || -> Result<_> {
             let range = enrich::ports::port_range()?;
             let tw = enrich::ports::time_wait_by_destination()?;
             Ok((range, enrich::ports::crowded(&tw, range, share)))
         });
-        let (range, crowded) = match found {
-            Ok(Ok(v)) => v,
-            Ok(Err(e)) | Err(e) => {
-                return vec![format!("netladder: TIME_WAIT check failed: {e:#}")];
+        match found {
+            Ok(Ok((range, crowded))) => TimeWaitSeen::Crowded {
+                inode,
+                range,
+                crowded,
+            },
+            Ok(Err(e)) | Err(e) => TimeWaitSeen::Failed(format!("{e:#}")),
+        }
+    }
+
+    /// Warning lines (JSON or human, as `out` prints) for what a look found.
+    fn lines(&mut self, seen: TimeWaitSeen, out: &Output) -> Vec<String> {
+        let (inode, range, crowded) = match seen {
+            TimeWaitSeen::Crowded {
+                inode,
+                range,
+                crowded,
+            } => (inode, range, crowded),
+            TimeWaitSeen::Failed(e) => {
+                return vec![format!("netladder: TIME_WAIT check failed: {e}")]
             }
         };
         let now = Instant::now();
