@@ -82,7 +82,7 @@ impl Prober {
                     .and_then(|s| kernel_failure(s, dst, &mut notes));
                 let mut f = seen.unwrap_or_else(|| from_error(dst, e, elapsed));
                 // diagnose is asked to connect: it reads a TLS peer's certificate itself.
-                let mut enricher = enrich::failure::Enricher::default();
+                let mut enricher = enrich::enricher::Enricher::default();
                 enricher.probe_tls = true;
                 enricher.enrich(&mut f);
                 Some(f)

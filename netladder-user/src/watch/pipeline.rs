@@ -147,7 +147,7 @@ impl Output {
     pub(super) fn new(
         filter: Filter,
         render: &Render,
-        enricher: enrich::failure::Enricher,
+        enricher: enrich::enricher::Enricher,
     ) -> Result<Self> {
         Ok(Self {
             json: render.json,

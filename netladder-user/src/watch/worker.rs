@@ -29,7 +29,7 @@ use anyhow::Result;
 
 use super::pipeline::{emit_line, Render};
 use crate::{
-    enrich::{acceptq::QueueWatch, failure::Enricher},
+    enrich::{acceptq::QueueWatch, enricher::Enricher},
     failure::Failure,
     sink,
 };
