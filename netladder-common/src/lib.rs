@@ -358,7 +358,9 @@ pub struct Event {
     pub flow: Flow,
     /// sk_err at close (positive errno), or the negative syscall return for SYSCALL_FAILED.
     pub err: i32,
-    pub err_soft: i32,
+    /// Always 0: keeps `drop_location` on its 8-byte boundary with no implicit padding (a
+    /// pending soft error is already folded into `err`, see [`eflag::ERR_SOFT`]).
+    pub _reserved: u32,
     /// SYN retransmissions seen (tcp:tcp_retransmit_skb in SYN_SENT).
     pub syn_retrans: u32,
     /// [`eflag`] bits.

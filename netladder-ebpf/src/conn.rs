@@ -223,7 +223,7 @@ fn finish(sk: u64) {
         proc: state.proc,
         flow,
         err,
-        err_soft,
+        _reserved: 0,
         syn_retrans: state.syn_retrans,
         flags,
         nf_drops: drops.nf_drops,

@@ -3,7 +3,7 @@ use std::os::unix::fs::MetadataExt as _;
 
 use anyhow::{Context as _, Result};
 
-use crate::{classify::Failure, enrich::container::Workload};
+use crate::{enrich::container::Workload, failure::Failure};
 
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Filter {
@@ -123,38 +123,24 @@ fn netns_inode(spec: &str) -> Result<u64> {
 mod tests {
     use super::*;
     use crate::{
-        classify::{Lookup, Proc},
+        failure::Proc,
         ladder::{Cause, Code, Layer},
     };
 
     fn failure() -> Failure {
         Failure {
-            code: Code::Refused,
-            cause: Cause::NoListener,
-            layer: Layer::Application,
             errno: Some(111),
-            proc: Proc {
-                pid: 42,
-                tid: 42,
-                comm: "curl".into(),
-                cgroup_id: 1,
-                netns: 4026531840,
-            },
             src: Some("127.0.0.1:50000".parse().unwrap()),
             dst: Some("127.0.0.1:8080".parse().unwrap()),
-            summary: String::new(),
-            evidence: vec![],
-            duration_ns: None,
-            ts_ns: 0,
-            count: 1,
-            lookup: Lookup::None,
-            evidence_netns: 4026531840,
-            firewall: Default::default(),
-            firewall_rule: None,
-            host_name: None,
-            user: None,
             records: 0,
-            overload: None,
+            ..Failure::new(
+                Code::Refused,
+                Cause::NoListener,
+                Layer::Application,
+                String::new(),
+                Proc::new(42, 42, "curl", 1, 4026531840),
+                0,
+            )
         }
     }
 

@@ -8,6 +8,7 @@ mod diagnose;
 mod dnswire;
 mod enrich;
 mod explain;
+mod failure;
 mod filter;
 pub mod fuzz;
 mod kernel;

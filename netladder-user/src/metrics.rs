@@ -22,7 +22,7 @@ use prometheus_client::{
 };
 
 use crate::{
-    classify::Failure, enrich::container::Workload, kernel::plan::Outcome, ladder, output::Stats,
+    enrich::container::Workload, failure::Failure, kernel::plan::Outcome, ladder, output::Stats,
 };
 
 /// Where `--metrics` without an address listens.
@@ -83,7 +83,7 @@ struct Hook {
     status: String,
 }
 
-/// Where a kernel record ended (see `classify::Ledger`), or `lost`.
+/// Where a kernel record ended (see `failure::Ledger`), or `lost`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct Fate {
     fate: &'static str,
@@ -644,48 +644,22 @@ pub fn parse_addr(s: &str) -> Result<SocketAddr, String> {
 mod tests {
     use super::*;
     use crate::{
-        classify::{FirewallRule, Lookup, Proc},
         enrich::container::{Container, Pod},
+        failure::{FirewallRule, Proc},
         kernel::loader::Counters,
         ladder::{Cause, Code, Layer},
     };
 
     fn failure(code: Code, comm: &str, netns: u32) -> Failure {
+        let (cause, layer) = if code == Code::Refused {
+            (Cause::NoListener, Layer::Application)
+        } else {
+            (Cause::FirewallDrop, Layer::Firewall)
+        };
+        let proc = Proc::new(1, 1, comm, 1, netns);
         Failure {
-            code,
-            cause: if code == Code::Refused {
-                Cause::NoListener
-            } else {
-                Cause::FirewallDrop
-            },
-            layer: if code == Code::Refused {
-                Layer::Application
-            } else {
-                Layer::Firewall
-            },
-            errno: None,
-            proc: Proc {
-                pid: 1,
-                tid: 1,
-                comm: comm.into(),
-                cgroup_id: 1,
-                netns,
-            },
-            src: None,
-            dst: None,
-            summary: String::new(),
-            evidence: vec![],
-            duration_ns: None,
-            ts_ns: 0,
-            count: 1,
-            lookup: Lookup::None,
-            evidence_netns: netns,
-            firewall: Default::default(),
-            firewall_rule: None,
-            host_name: None,
-            user: None,
             records: 0,
-            overload: None,
+            ..Failure::new(code, cause, layer, String::new(), proc, 0)
         }
     }
 

@@ -14,7 +14,7 @@ use std::{
 
 use netladder_common::{dns as wire, kind};
 
-use super::{Failure, FirewallSeen, Kind, Ledger, Lookup, Observation, Proc};
+use super::{Failure, Kind, Ledger, Observation, Proc};
 use crate::words::{canonical, plural};
 use crate::{
     dnswire::{rcode_name, wire_name},
@@ -534,29 +534,14 @@ impl State {
             || p.answers.iter().map(|a| a.ts).max().unwrap_or(0),
             |r| r.ts,
         );
-        let netns = p.proc.netns;
-        let records = p.records;
         Some(Failure {
-            code: Code::Dns,
-            cause,
-            layer,
-            errno: None,
-            proc: p.proc,
             src,
             dst,
-            summary,
             evidence,
             duration_ns: r.map(|r| r.micros * 1000),
-            ts_ns: ts,
-            count: 1,
-            lookup: Lookup::None,
-            evidence_netns: netns,
-            firewall: FirewallSeen::default(),
-            firewall_rule: None,
             host_name: (!name.is_empty() && !name.ends_with(CUT_MARK)).then_some(name),
-            user: None,
-            records,
-            overload: None,
+            records: p.records,
+            ..Failure::new(Code::Dns, cause, layer, summary, p.proc, ts)
         })
     }
 }

@@ -19,7 +19,7 @@ use std::{
 
 use netladder_common::ssh;
 
-use super::{Failure, FirewallSeen, Kind, Ledger, Lookup, Observation, Proc};
+use super::{Failure, Kind, Ledger, Observation, Proc};
 use crate::ladder::{Cause, Code, Layer};
 
 /// How long a client's key files and destination are kept waiting for a refusal.
@@ -277,26 +277,19 @@ impl State {
             }
         );
         Some(Failure {
-            code: Code::SshPublickey,
-            cause: Cause::ClientDenied,
-            layer: Layer::Application,
-            errno: None,
-            proc: obs.proc.clone(),
-            src: None,
             dst: client.dst,
-            summary,
             evidence,
-            duration_ns: None,
-            ts_ns: obs.ts_ns,
-            count: 1,
-            lookup: Lookup::None,
-            evidence_netns: obs.proc.netns,
-            firewall: FirewallSeen::default(),
-            firewall_rule: None,
             host_name: Some(host),
             user,
             records,
-            overload: None,
+            ..Failure::new(
+                Code::SshPublickey,
+                Cause::ClientDenied,
+                Layer::Application,
+                summary,
+                obs.proc.clone(),
+                obs.ts_ns,
+            )
         })
     }
 
@@ -557,27 +550,21 @@ fn server_failure(s: Server, end: Result<End, String>, ts: u64) -> Failure {
         Ok(e) => evidence.push(format!("sshd: {}", e.line)),
         Err(why) => evidence.push(why.to_string()),
     }
+    let summary = format!("sshd refused the login of {user} from {from}: {why}");
     Failure {
-        code: Code::SshPublickey,
-        cause,
-        layer: Layer::Application,
-        errno: None,
-        summary: format!("sshd refused the login of {user} from {from}: {why}"),
-        proc: s.proc,
-        src: None,
         dst: peer,
         evidence,
-        duration_ns: None,
-        ts_ns: ts,
-        count: 1,
-        lookup: Lookup::None,
         evidence_netns: s.netns,
-        firewall: FirewallSeen::default(),
-        firewall_rule: None,
-        host_name: None,
         user: s.user,
         records: s.records,
-        overload: None,
+        ..Failure::new(
+            Code::SshPublickey,
+            cause,
+            Layer::Application,
+            summary,
+            s.proc,
+            ts,
+        )
     }
 }
 

@@ -7,46 +7,9 @@
 //! time-related codes, the system clock.
 use netladder_common::{TLS_AUX_CURL, TLS_FD_SCAN, TLS_NAME_LEN, TLS_PEER_FROM_FILES};
 
-use super::{Failure, FirewallSeen, Kind, Lookup, Observation};
+use super::{Failure, Kind, Lookup, Observation};
+use crate::failure::TlsName;
 use crate::ladder::{Cause, Code, Layer};
-
-/// A server name carried by a failure for its enrichment (fits in `Lookup`, which is `Copy`).
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct TlsName {
-    len: u8,
-    bytes: [u8; TLS_NAME_LEN],
-}
-
-impl TlsName {
-    pub fn new(s: &str) -> TlsName {
-        let mut n = TlsName {
-            len: 0,
-            bytes: [0; TLS_NAME_LEN],
-        };
-        // Cut at a character boundary within the buffer.
-        let mut end = s.len().min(TLS_NAME_LEN - 1);
-        while !s.is_char_boundary(end) {
-            end -= 1;
-        }
-        n.bytes[..end].copy_from_slice(&s.as_bytes()[..end]);
-        n.len = end as u8;
-        n
-    }
-
-    pub fn as_str(&self) -> &str {
-        std::str::from_utf8(&self.bytes[..self.len as usize]).unwrap_or("")
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-}
-
-impl std::fmt::Debug for TlsName {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:?}", self.as_str())
-    }
-}
 
 #[derive(Default)]
 pub struct State {}
@@ -143,26 +106,14 @@ fn failure(obs: &Observation, code: i32, aux: u64, text: &[u8]) -> Failure {
         ),
     });
     Failure {
-        code: Code::TlsVerify,
-        cause,
-        layer: Layer::Application,
-        errno: None,
-        proc: obs.proc.clone(),
         src: obs.src,
         dst: obs.dst,
-        summary,
         evidence,
-        duration_ns: None,
-        ts_ns: obs.ts_ns,
-        count: 1,
         lookup: Lookup::TlsChain {
             code: if curl { X509_NAME_MISMATCH_CURL } else { code },
             name: TlsName::new(if sni.is_empty() { &asked } else { &sni }),
             asked: TlsName::new(&asked),
         },
-        evidence_netns: obs.proc.netns,
-        firewall: FirewallSeen::default(),
-        firewall_rule: None,
         host_name: if !asked.is_empty() {
             Some(asked.to_string())
         } else if !sni.is_empty() {
@@ -170,9 +121,14 @@ fn failure(obs: &Observation, code: i32, aux: u64, text: &[u8]) -> Failure {
         } else {
             None
         },
-        user: None,
-        records: 1,
-        overload: None,
+        ..Failure::new(
+            Code::TlsVerify,
+            cause,
+            Layer::Application,
+            summary,
+            obs.proc.clone(),
+            obs.ts_ns,
+        )
     }
 }
 

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use serde::Serialize;
 
-use crate::classify::Failure;
+use crate::failure::Failure;
 use crate::ladder::{Cause, Code, Layer};
 
 /// A rung's state in the checklist.

@@ -6,9 +6,10 @@ use std::io;
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use crate::classify::{Classifier, Failure, Kind, Observation, Proc};
+use crate::classify::Classifier;
 use crate::cli::HookOpts;
 use crate::enrich::{self, netns};
+use crate::failure::{Failure, Kind, Observation, Proc};
 use crate::watch;
 
 /// What one connection attempt gave.
@@ -81,7 +82,7 @@ impl Prober {
                     .and_then(|s| kernel_failure(s, dst, &mut notes));
                 let mut f = seen.unwrap_or_else(|| from_error(dst, e, elapsed));
                 // diagnose is asked to connect: it reads a TLS peer's certificate itself.
-                let mut enricher = enrich::failure::Enricher::default();
+                let mut enricher = enrich::enricher::Enricher::default();
                 enricher.probe_tls = true;
                 enricher.enrich(&mut f);
                 Some(f)
@@ -175,26 +176,18 @@ fn from_error(dst: SocketAddr, e: &io::Error, elapsed: Duration) -> Failure {
     let mut c = Classifier::new();
     let out = c.feed(obs, 0);
     out.into_iter().next().unwrap_or_else(|| Failure {
-        code: crate::ladder::Code::Timeout,
-        cause: crate::ladder::Cause::NoReply,
-        layer: crate::ladder::Layer::Application,
         errno: Some(err),
-        proc: Proc::default(),
-        src: None,
         dst: Some(dst),
-        summary: format!("the connection failed: {e}"),
-        evidence: Vec::new(),
-        duration_ns: None,
-        ts_ns: 0,
-        count: 1,
-        lookup: crate::classify::Lookup::None,
         evidence_netns: netns,
-        firewall: Default::default(),
-        firewall_rule: None,
-        host_name: None,
-        user: None,
         records: 0,
-        overload: None,
+        ..Failure::new(
+            crate::ladder::Code::Timeout,
+            crate::ladder::Cause::NoReply,
+            crate::ladder::Layer::Application,
+            format!("the connection failed: {e}"),
+            Proc::default(),
+            0,
+        )
     })
 }
 

@@ -25,7 +25,7 @@ use anyhow::{anyhow, Context, Result};
 
 use super::sockdiag::{self, Listener};
 use super::{accepts, canonical, link, plural};
-use crate::classify::{Failure, FirewallSeen, Lookup, Overload, Proc, QueueRises};
+use crate::failure::{Failure, Overload, Proc, QueueRises};
 use crate::ladder::{Cause, Code, Layer};
 
 /// At most this many network namespaces are polled and searched for addresses; more are
@@ -848,31 +848,10 @@ fn server_failure(
         UNSEEN.to_owned(),
     ];
     let (pid, comm) = owner.unwrap_or((0, "?".to_owned()));
+    let proc = Proc::new(pid, pid, comm.clone(), cgroup_id, netns);
     Failure {
-        code: Code::Timeout,
-        cause: Cause::AcceptQueueFull,
-        layer: Layer::Application,
-        errno: None,
-        proc: Proc {
-            pid,
-            tid: pid,
-            comm: comm.clone(),
-            cgroup_id,
-            netns,
-        },
         src: Some(l.addr),
-        dst: None,
-        summary,
         evidence,
-        duration_ns: None,
-        ts_ns: now,
-        count: 1,
-        lookup: Lookup::None,
-        evidence_netns: netns,
-        firewall: FirewallSeen::default(),
-        firewall_rule: None,
-        host_name: None,
-        user: None,
         // Not a kernel record: read from the namespace's counters and sock_diag.
         records: 0,
         overload: Some(Box::new(Overload {
@@ -886,6 +865,14 @@ fn server_failure(
             rises: Some(rises),
             window_ns: Some(window_ns),
         })),
+        ..Failure::new(
+            Code::Timeout,
+            Cause::AcceptQueueFull,
+            Layer::Application,
+            summary,
+            proc,
+            now,
+        )
     }
 }
 
@@ -903,6 +890,7 @@ fn cgroup_id_of(root: &Path, pid: u32) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::failure::Lookup;
 
     const NETSTAT: &str = "TcpExt: SyncookiesSent ListenOverflows ListenDrops TCPReqQFullDoCookies TCPReqQFullDrop TCPTimeouts\n\
 TcpExt: 0 7 9 2 3 11\n\
@@ -1049,32 +1037,18 @@ IpExt: 0 0\n";
 
     fn timeout() -> Failure {
         Failure {
-            code: Code::Timeout,
-            cause: Cause::AppGaveUp,
-            layer: Layer::Route,
-            errno: None,
-            proc: Proc {
-                pid: 40,
-                tid: 40,
-                comm: "curl".into(),
-                cgroup_id: 0,
-                netns: 1,
-            },
             src: Some("10.0.0.1:40000".parse().unwrap()),
             dst: Some("10.0.0.2:80".parse().unwrap()),
-            summary: "no answer to the SYN".into(),
-            evidence: Vec::new(),
             duration_ns: Some(2_000_000_000),
-            ts_ns: 5_000_000_000,
-            count: 1,
             lookup: Lookup::ListenQueue,
-            evidence_netns: 1,
-            firewall: FirewallSeen::default(),
-            firewall_rule: None,
-            host_name: None,
-            user: None,
-            records: 1,
-            overload: None,
+            ..Failure::new(
+                Code::Timeout,
+                Cause::AppGaveUp,
+                Layer::Route,
+                "no answer to the SYN".into(),
+                Proc::new(40, 40, "curl", 0, 1),
+                5_000_000_000,
+            )
         }
     }
 

@@ -82,7 +82,7 @@ pub fn process_hosts_entries(pid: u32, name: &str) -> Option<Vec<IpAddr>> {
 /// Evidence from the failing process's own resolver files (#024, and connection failures whose
 /// address a getaddrinfo of the same process returned): its nameservers and search domains,
 /// and the /etc/hosts entries for the name.
-pub fn explain_failure(f: &mut crate::classify::Failure) {
+pub fn explain_failure(f: &mut crate::failure::Failure) {
     let Some(name) = f.host_name.clone() else {
         return;
     };

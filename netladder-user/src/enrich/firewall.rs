@@ -109,8 +109,8 @@ pub struct Rule {
     pub matches: Matches,
 }
 
-pub use crate::classify::FirewallSeen as Seen;
-use crate::classify::FirewallVerdict;
+pub use crate::failure::FirewallSeen as Seen;
+use crate::failure::FirewallVerdict;
 
 /// Rule identity across reads, for counter deltas.
 pub type RuleKey = (Backend, String, String, String, String);

@@ -3,7 +3,7 @@
 pub mod acceptq;
 pub mod container;
 pub mod dns;
-pub mod failure;
+pub mod enricher;
 pub mod firewall;
 pub mod iptables;
 pub mod link;

@@ -11,7 +11,7 @@ use netladder_common::{
 use zerocopy::FromBytes;
 
 use super::kallsyms::OnDemand;
-use crate::classify::{Drops, Kind, Observation, Proc};
+use crate::failure::{Drops, Kind, Observation, Proc};
 
 /// Names for numbers that differ per kernel.
 pub struct Names {

@@ -5,8 +5,8 @@ use std::{fmt::Write as _, time::SystemTime};
 use serde_json::{json, Value};
 
 use crate::{
-    classify::{Failure, Ledger},
     enrich::container::Workload,
+    failure::{Failure, Ledger},
     kernel::loader::Counters,
     kernel::plan::{Outcome, Require, Role, Status},
     ladder,
@@ -411,8 +411,8 @@ mod tests {
 
     use super::*;
     use crate::{
-        classify::{FirewallRule, Lookup, Overload, Proc, QueueRises},
         enrich::container::{Container, Pod},
+        failure::{FirewallRule, Overload, Proc, QueueRises},
         kernel::plan::HOOKS,
         ladder::{Cause, Code, Layer},
     };
@@ -508,32 +508,19 @@ mod tests {
 
     fn failure() -> Failure {
         Failure {
-            code: Code::Refused,
-            cause: Cause::NoListener,
-            layer: Layer::Application,
             errno: Some(111),
-            proc: Proc {
-                pid: 42,
-                tid: 43,
-                comm: "curl".into(),
-                cgroup_id: 7,
-                netns: 4026531840,
-            },
             src: Some("10.0.0.1:50000".parse().unwrap()),
             dst: Some("[fe80::1%2]:8080".parse().unwrap()),
-            summary: "nothing listens".into(),
             evidence: vec!["a reset".into()],
             duration_ns: Some(3_000_000),
-            ts_ns: 0,
-            count: 1,
-            lookup: Lookup::None,
-            evidence_netns: 4026531840,
-            firewall: Default::default(),
-            firewall_rule: None,
-            host_name: None,
-            user: None,
-            records: 1,
-            overload: None,
+            ..Failure::new(
+                Code::Refused,
+                Cause::NoListener,
+                Layer::Application,
+                "nothing listens".into(),
+                Proc::new(42, 43, "curl", 7, 4026531840),
+                0,
+            )
         }
     }
 

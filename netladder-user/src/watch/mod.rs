@@ -220,9 +220,9 @@ async fn event_loop(
     }
     render.no_drop_reasons = !drops_watched(&outcomes);
     let mut enricher = if args.trace_firewall {
-        enrich::failure::Enricher::tracing()
+        enrich::enricher::Enricher::tracing()
     } else {
-        enrich::failure::Enricher::default()
+        enrich::enricher::Enricher::default()
     };
     enricher.probe_tls = args.probe_tls;
     // The server side of #023 accept_queue_full: the namespaces --netns names (else all of

@@ -13,8 +13,9 @@ use anyhow::Result;
 
 use super::worker::Worker;
 use crate::{
-    classify::{Classifier, Failure, Ledger},
+    classify::Classifier,
     enrich,
+    failure::{Failure, Ledger},
     filter::Filter,
     kernel::loader::{self},
     ladder::{self, Cause, Code},
@@ -146,7 +147,7 @@ impl Output {
     pub(super) fn new(
         filter: Filter,
         render: &Render,
-        enricher: enrich::failure::Enricher,
+        enricher: enrich::enricher::Enricher,
     ) -> Result<Self> {
         Ok(Self {
             json: render.json,
@@ -395,7 +396,7 @@ pub(crate) fn step_ctx(f: &Failure) -> ladder::StepCtx {
         host_name: names_a_host(f.code)
             .then(|| {
                 f.host_name.clone().or(match f.lookup {
-                    crate::classify::Lookup::TlsChain { name, .. } if !name.is_empty() => {
+                    crate::failure::Lookup::TlsChain { name, .. } if !name.is_empty() => {
                         Some(name.as_str().to_owned())
                     }
                     _ => None,
@@ -423,7 +424,7 @@ fn names_a_host(code: Code) -> bool {
 }
 
 /// The command listing the chain that holds `r`, as its own tool shows it.
-fn rule_chain_command(r: &crate::classify::FirewallRule) -> String {
+fn rule_chain_command(r: &crate::failure::FirewallRule) -> String {
     let v6 = r.family == "ipv6" || r.family == "ip6";
     match r.backend {
         "iptables-legacy" | "iptables-nft" => {

@@ -7,9 +7,10 @@ use aya::maps::{MapData, RingBuf};
 use netladder_common::{IcmpRanges, ABSENT};
 
 use crate::{
-    classify::{Classifier, Failure},
+    classify::Classifier,
     cli::HookOpts,
     clock::monotonic_ns,
+    failure::Failure,
     kernel::{
         btf::KernelBtf,
         config,

@@ -29,8 +29,8 @@ use anyhow::Result;
 
 use super::pipeline::{emit_line, Render};
 use crate::{
-    classify::Failure,
-    enrich::{acceptq::QueueWatch, failure::Enricher},
+    enrich::{acceptq::QueueWatch, enricher::Enricher},
+    failure::Failure,
     sink,
 };
 
@@ -330,7 +330,7 @@ pub(super) fn poll_queues(
 mod tests {
     use super::*;
     use crate::{
-        classify::{Lookup, Proc},
+        failure::Proc,
         ladder::{Cause, Code, Layer},
     };
 
@@ -346,32 +346,16 @@ mod tests {
 
     fn refused(port: u16) -> Failure {
         Failure {
-            code: Code::Refused,
-            cause: Cause::NoListener,
-            layer: Layer::Application,
             errno: Some(111),
-            proc: Proc {
-                pid: 0,
-                tid: 0,
-                comm: "test".into(),
-                cgroup_id: 0,
-                netns: 1,
-            },
-            src: None,
             dst: Some(SocketAddr::from(([127, 0, 0, 1], port))),
-            summary: "refused".into(),
-            evidence: vec![],
-            duration_ns: None,
-            ts_ns: 0,
-            count: 1,
-            lookup: Lookup::None,
-            evidence_netns: 1,
-            firewall: Default::default(),
-            firewall_rule: None,
-            host_name: None,
-            user: None,
-            records: 1,
-            overload: None,
+            ..Failure::new(
+                Code::Refused,
+                Cause::NoListener,
+                Layer::Application,
+                "refused".into(),
+                Proc::new(0, 0, "test", 0, 1),
+                0,
+            )
         }
     }
 

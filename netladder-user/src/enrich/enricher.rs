@@ -1,4 +1,4 @@
-//! Applies the look-up a failure asks for (`classify::Lookup`) in the namespace where its evidence
+//! Applies the look-up a failure asks for (`failure::Lookup`) in the namespace where its evidence
 //! is, and writes what it found into the failure: the summary sentence and one evidence line.
 use std::{
     collections::HashMap,
@@ -13,7 +13,7 @@ use super::acceptq::QueueWatch;
 use super::firewall::{self, Attribution, Certainty, RuleKey};
 use super::nftrace::{Armed, Flow, Tracer};
 use super::{iptables, link, neigh, netns::run_in_netns, nft, ports, route};
-use crate::classify::{Failure, FirewallRule, FirewallSeen, Lookup};
+use crate::failure::{Failure, FirewallRule, FirewallSeen, Lookup};
 use crate::ladder::Cause;
 
 /// Caches answers for a second per (lookup, namespace, address): a storm of identical failures
