@@ -400,7 +400,7 @@ async fn event_loop(
     };
     // The exporter's last batch and metrics (with the health counters as of now) before the
     // final stats, which count what it sent.
-    if let (true, Some(m)) = (otlp::enabled(), &out.metrics) {
+    if let (true, Some(m)) = (out.otlp, &out.metrics) {
         m.health(&out.snapshot(&c, &classifier));
     }
     otlp::finish(OTLP_FINISH);

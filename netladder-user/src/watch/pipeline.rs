@@ -55,6 +55,8 @@ pub(super) struct Output {
     /// Cgroup id -> container and pod (cached), for `--container` and `--pod`.
     workloads: enrich::container::Resolver,
     pub(super) metrics: Option<Arc<Metrics>>,
+    /// `--otlp`: the stats count what the exporter sent (also once it has finished).
+    pub(super) otlp: bool,
     worker: Worker,
 }
 
@@ -157,6 +159,7 @@ impl Output {
             repeats: HashMap::new(),
             workloads: enrich::container::Resolver::new(enrich::container::Paths::host()),
             metrics: render.metrics.clone(),
+            otlp: render.otlp,
             worker: Worker::start(enricher, render)?,
         })
     }
@@ -345,7 +348,7 @@ impl Output {
             reported: self.reported,
             unwritten: sink::unwritten(),
             enrich_skipped: self.worker.skipped(),
-            otlp: crate::otlp::enabled().then(crate::otlp::counts),
+            otlp: self.otlp.then(crate::otlp::counts),
         }
     }
 
