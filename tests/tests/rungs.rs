@@ -271,7 +271,7 @@ fn address_in_use_by_a_live_listener_bind_and_listen() {
 
 /// bind() failures on the default plan, whatever reads them: the fexit programs, or where the
 /// kernel refuses those, the cgroup bind/post_bind programs (no syscall tracepoint). Real
-/// servers: nl-peer and python's http.server, over IPv4 and IPv6, the port taken and the address
+/// servers: nl-peer and a python asyncio server, over IPv4 and IPv6, the port taken and the address
 /// missing.
 #[test]
 fn bind_failures_on_the_default_plan() {
@@ -289,7 +289,7 @@ fn bind_failures_on_the_default_plan() {
             format!("bind() returned {errno}")
         }
     };
-    // The port held by a live listener: nl-peer, then python's http.server.
+    // The port held by a live listener: nl-peer, then a python asyncio server.
     assert!(Peer::listen(Some(&ns), "127.0.0.1:9110", &[]).is_err());
     let ev = one(
         &w,
@@ -300,16 +300,13 @@ fn bind_failures_on_the_default_plan() {
     );
     assert!(evidence_has(&ev, &line("EADDRINUSE")), "{ev:#}");
     summary_has(&ev, "live listener");
-    let out = ns
-        .exec(&[
-            "python3",
-            "-m",
-            "http.server",
-            "--bind",
-            "127.0.0.1",
-            "9110",
-        ])
-        .unwrap();
+    // An asyncio server (the event loop sets SO_REUSEADDR, which does not help against a live
+    // listener).
+    let server = "import asyncio\n\
+                  async def main():\n    \
+                  await asyncio.start_server(lambda r, w: None, '127.0.0.1', 9110)\n\
+                  asyncio.run(main())\n";
+    let out = ns.exec(&["python3", "-c", server]).unwrap();
     assert!(!out.status.success(), "{out:?}");
     let ev = w
         .wait_for(
