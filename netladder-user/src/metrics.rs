@@ -134,7 +134,7 @@ const OTLP: [(&str, &str); 5] = [
     ("metrics", "failed"),
 ];
 
-fn otlp_counts(o: &crate::otlp::Counts) -> [u64; 5] {
+fn otlp_counts(o: &crate::otlp::totals::Counts) -> [u64; 5] {
     [
         o.logs_sent,
         o.logs_queue_full,

@@ -254,7 +254,7 @@ pub struct Stats {
     /// Failure lines written without their look-ups (the enrichment worker was behind).
     pub enrich_skipped: u64,
     /// What the OTLP exporter sent and could not send (`--otlp` only).
-    pub otlp: Option<crate::otlp::Counts>,
+    pub otlp: Option<crate::otlp::totals::Counts>,
 }
 
 impl Stats {

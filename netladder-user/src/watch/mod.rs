@@ -35,11 +35,13 @@ use crate::{
 };
 
 mod pipeline;
+mod render;
 mod session;
 mod worker;
 
-pub(crate) use pipeline::step_ctx;
-use pipeline::{emit_line, Output, Render};
+use pipeline::Output;
+pub(crate) use render::step_ctx;
+use render::{emit_line, Render};
 use session::drops_watched;
 pub(crate) use session::{drain_with, start, Session};
 

@@ -27,7 +27,7 @@ use std::{
 
 use anyhow::Result;
 
-use super::pipeline::{emit_line, Render};
+use super::render::{emit_line, Render};
 use crate::{
     enrich::{acceptq::QueueWatch, enricher::Enricher},
     failure::Failure,
