@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
@@ -133,6 +133,7 @@ pub struct Watch {
     shared: Arc<Shared>,
     readers: Vec<JoinHandle<()>>,
     dir: PathBuf,
+    ready_at: SystemTime,
 }
 
 impl Watch {
@@ -195,6 +196,7 @@ impl Watch {
             shared,
             readers,
             dir,
+            ready_at: SystemTime::UNIX_EPOCH,
         };
         watch.wait_ready(&ready)?;
         Ok(watch)
@@ -218,7 +220,16 @@ impl Watch {
             }
             thread::sleep(Duration::from_millis(50));
         }
+        // When netladder wrote it (the file's own time), not when this poll saw it.
+        self.ready_at = std::fs::metadata(ready)
+            .and_then(|m| m.modified())
+            .unwrap_or_else(|_| SystemTime::now());
         Ok(())
+    }
+
+    /// When netladder wrote its ready file, by the wall clock: `--duration` counts from then.
+    pub fn ready_at(&self) -> SystemTime {
+        self.ready_at
     }
 
     /// Waits up to `timeout` for a `"type":"failure"` event matching `pred` (events seen before
