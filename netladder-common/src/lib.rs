@@ -159,20 +159,12 @@ config_struct! {
 // Copied to the kernel as bytes: `IntoBytes` proves it has no padding, this that it is all there.
 const _: () = assert!(core::mem::size_of::<Config>() == Config::FIELDS.len() * 4);
 
-/// Text ranges [start, end) of icmp_rcv and icmpv6_rcv (from /proc/kallsyms): a packet consumed
-/// from inside one of them is an ICMP message the stack handled. The one entry of the
-/// `ICMP_RCV` map, written by the loader just before it attaches `consume_skb` (only then:
-/// reading kallsyms is a tenth of a start), so it is not part of `Config`. All 0 until then.
-#[repr(C)]
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
-)]
-pub struct IcmpRanges {
-    pub v4: [u64; 2],
-    pub v6: [u64; 2],
-}
-
-const _: () = assert!(core::mem::size_of::<IcmpRanges>() == 4 * 8);
+/// The text range [start, end) of one kernel function, from /proc/kallsyms: an address inside
+/// it (a packet's free location, a return address on the stack) was in that function. Written
+/// by the loader into a program's array map just before it attaches the program (only then:
+/// reading kallsyms is a tenth of a start), so it is not part of `Config`. All 0 until then,
+/// which matches nothing.
+pub type TextRange = [u64; 2];
 
 /// Address family values as the kernel uses them.
 pub const AF_INET: u16 = 2;
@@ -322,6 +314,10 @@ pub mod eflag {
     /// gives it, EADDRNOTAVAIL when the local-table lookup during the call did not find the
     /// address, else EADDRINUSE.
     pub const BIND_INCOMPLETE: u32 = 1 << 9;
+    /// SYSCALL_FAILED for a listen() read at the socket's state change: it moved from LISTEN
+    /// back to CLOSE from inside the kernel's start of listening (inet_csk_listen_start),
+    /// which is how listen() fails when it cannot have its port (EADDRINUSE).
+    pub const LISTEN_STATE: u32 = 1 << 10;
 }
 
 /// Syscalls watched for error returns. For CONNECT the address is the destination (`Flow::daddr`);
@@ -656,8 +652,5 @@ mod pod {
         )*};
     }
 
-    pod!(
-        Config, Event, AppEvent, AggKey, AggCount, Flow, DropRecord, ConnState, IcmpRecord,
-        IcmpRanges,
-    );
+    pod!(Config, Event, AppEvent, AggKey, AggCount, Flow, DropRecord, ConnState, IcmpRecord,);
 }

@@ -36,12 +36,12 @@ const HEADER_UNSET: u16 = 0xffff;
 pub fn consume_skb(ctx: BtfTracePointContext) -> u32 {
     let location: u64 = ctx.arg(1);
     // Never empty while attached (userspace fills it first); all 0 would match nothing.
-    let Some(r) = ICMP_RCV.get(0) else {
+    let (Some(v4), Some(v6)) = (ICMP_RCV.get(0), ICMP_RCV.get(1)) else {
         return 0;
     };
-    let family = if location >= r.v4[0] && location < r.v4[1] {
+    let family = if location >= v4[0] && location < v4[1] {
         AF_INET
-    } else if location >= r.v6[0] && location < r.v6[1] {
+    } else if location >= v6[0] && location < v6[1] {
         AF_INET6
     } else {
         return 0;

@@ -16,6 +16,7 @@ mod dns;
 mod drop;
 mod icmp;
 mod kernel;
+mod listen;
 mod maps;
 mod neigh;
 mod route;

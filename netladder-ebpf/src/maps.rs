@@ -5,8 +5,8 @@ use aya_ebpf::{
     maps::{ring_buf::RingBufEntry, Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use netladder_common::{
-    counter, AggCount, AggKey, AppEvent, ConnState, DropRecord, Event, Flow, IcmpRanges,
-    IcmpRecord, ProcInfo, AGG_WINDOW_NS,
+    counter, AggCount, AggKey, AppEvent, ConnState, DropRecord, Event, Flow, IcmpRecord, ProcInfo,
+    TextRange, AGG_WINDOW_NS,
 };
 
 /// Failure events to userspace.
@@ -85,12 +85,12 @@ fn add(n: *mut u64, v: u64) {
 #[map(name = "ICMP_SEEN")]
 pub static ICMP_SEEN: LruHashMap<Flow, IcmpRecord> = LruHashMap::with_max_entries(4096, 0);
 
-/// Index 0: the text ranges of icmp_rcv / icmpv6_rcv for `consume_skb`, written by userspace
-/// just before it attaches that program (never when the fentry programs replace it, so that
-/// start-up reads no kallsyms for it). An array look-up is inlined by the verifier: the
-/// per-packet cost stays a few instructions.
+/// The text ranges of icmp_rcv (index 0) and icmpv6_rcv (index 1) for `consume_skb`, written
+/// by userspace just before it attaches that program (never when the fentry programs replace
+/// it, so that start-up reads no kallsyms for it). An array look-up is inlined by the verifier:
+/// the per-packet cost stays a few instructions.
 #[map(name = "ICMP_RCV")]
-pub static ICMP_RCV: Array<IcmpRanges> = Array::with_max_entries(1, 0);
+pub static ICMP_RCV: Array<TextRange> = Array::with_max_entries(2, 0);
 
 /// Arguments of a socket syscall saved at entry, keyed by pid_tgid.
 #[map(name = "CALL_ARGS")]

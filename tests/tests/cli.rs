@@ -183,8 +183,8 @@ fn hooks_reports_every_program() {
             "{h}"
         );
     }
-    // Where the socket layer's fexit programs attach, no syscall tracepoint does their work:
-    // those are replaced, not attached as well.
+    // Where the socket layer's fexit programs (or what stands in for them) attach, no syscall
+    // tracepoint does their work: those are replaced, not attached as well.
     for (fexit, tracepoints) in [
         (
             &[
@@ -198,8 +198,10 @@ fn hooks_reports_every_program() {
             &["inet_bind_exit", "inet6_bind_exit"][..],
             &["sys_enter_bind", "sys_exit_bind"][..],
         ),
+        // listen(): the state-change program does the work where inet_listen_exit is refused,
+        // and is itself replaced where it attaches.
         (
-            &["inet_listen_exit"][..],
+            &["listen_state"][..],
             &["sys_enter_listen", "sys_exit_listen"][..],
         ),
         (
@@ -214,7 +216,7 @@ fn hooks_reports_every_program() {
     ] {
         let all_attached = fexit
             .iter()
-            .all(|p| status(p).is_some_and(|s| s == "attached"));
+            .all(|p| status(p).is_some_and(|s| s == "attached" || s == "replaced"));
         for t in tracepoints {
             let s = status(t).unwrap();
             if all_attached {

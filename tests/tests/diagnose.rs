@@ -243,14 +243,22 @@ fn exhausted_local_ports_are_028_at_the_address_rung() {
             .spawn()
             .expect("nl-peer connect --hold"),
     );
+    // Both in place before the diagnosis: the held connection open, and the first one's close
+    // finished (the server closes its end once it reads the client's FIN, which a busy machine
+    // may take a while to do; until then the port is in FIN_WAIT, not TIME_WAIT).
     let until = Instant::now() + Duration::from_secs(10);
-    while !h
-        .client
-        .sh("ss -Htn state established dst 10.240.12.2:9012")
-        .is_ok_and(|o| !o.trim().is_empty())
-    {
-        assert!(Instant::now() < until, "the held connection did not open");
-        std::thread::sleep(Duration::from_millis(50));
+    for (state, what) in [
+        ("established", "the held connection did not open"),
+        ("time-wait", "the first connection did not reach TIME_WAIT"),
+    ] {
+        while !h
+            .client
+            .sh(&format!("ss -Htn state {state} dst 10.240.12.2:9012"))
+            .is_ok_and(|o| !o.trim().is_empty())
+        {
+            assert!(Instant::now() < until, "{what}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
     let (status, r) = diagnose(&h.client, &["10.240.12.2:9012"]);
     let v = fails_at(status, &r, "address", "028");

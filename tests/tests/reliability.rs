@@ -476,8 +476,8 @@ fn every_kernel_record_of_a_mixed_burst_is_accounted_for() {
     let Some(_one) = root_serial() else {
         return;
     };
-    // listen() failing is read at its return: opted in where fentry is refused.
-    let Some((l, files, w)) = refusing_lab("rel-sum", 83, &["--syscall-hooks"]) else {
+    // The default plan: every failure below is read whether or not the kernel loads fentry.
+    let Some((l, files, w)) = refusing_lab("rel-sum", 83, &[]) else {
         return;
     };
     // Refused connects to ten closed ports of the server (the kernel folds the repeats of each).

@@ -243,10 +243,21 @@ fn address_in_use_by_a_live_listener_bind_and_listen() {
     );
     let holder_tag = format!("nl-peer[{}]", holder.pid());
     let pair_tag = format!("nl-peer[{}]", pair.pid());
+    // listen() is read at the socket's state change wherever its fexit program is refused,
+    // --syscall-hooks or not (that program replaces the listen() tracepoints).
+    let listen_line = if hook_attached(&w, "listen_state") {
+        "listen() failed with EADDRINUSE: the kernel moved the socket to LISTEN"
+    } else {
+        "listen() returned EADDRINUSE"
+    };
     for (call, port) in [("bind", 9100), ("listen", 9101)] {
-        let needle = format!("{call}() returned EADDRINUSE");
+        let needle = if call == "bind" {
+            "bind() returned EADDRINUSE"
+        } else {
+            listen_line
+        };
         let ev = w
-            .wait_for(|e| evidence_has(e, &needle), FAILURE_TIMEOUT)
+            .wait_for(|e| evidence_has(e, needle), FAILURE_TIMEOUT)
             .unwrap();
         assert_eq!(
             (ev["code"].as_str(), ev["cause"].as_str()),
@@ -349,6 +360,91 @@ fn bind_failures_on_the_default_plan() {
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "22", "{out:?}");
     std::thread::sleep(SETTLE);
     assert_eq!(w.failures().len(), 4, "{:#?}", w.failures());
+    w.stop().unwrap();
+}
+
+/// listen() failures on the default plan: the fexit program, or where the kernel refuses it,
+/// the program that reads the socket's move back from LISTEN to CLOSE inside listen()'s start
+/// (no syscall tracepoint). Two SO_REUSEADDR sockets bound to one port before either listens,
+/// in nl-peer (IPv4, IPv6) and in python; listeners that are closed, shut down or disconnected
+/// make the same state change elsewhere and are not failures.
+#[test]
+fn listen_failures_on_the_default_plan() {
+    let Some(_one) = root_serial() else {
+        return;
+    };
+    let ns = Netns::new("listenplan").unwrap();
+    let w = watch_netns(&ns);
+    let line = if hook_attached(&w, "listen_state") {
+        "listen() failed with EADDRINUSE: the kernel moved the socket to LISTEN"
+    } else {
+        "listen() returned EADDRINUSE"
+    };
+    for (addr, src) in [
+        ("127.0.0.1:9120", "127.0.0.1:9120"),
+        ("[::1]:9121", "[::1]:9121"),
+    ] {
+        let pair = Peer::listen(Some(&ns), addr, &["--reuseaddr", "--pair"]).unwrap();
+        assert!(
+            pair.addr().ends_with("second=error EADDRINUSE 98"),
+            "{}",
+            pair.addr()
+        );
+        let ev = one(&w, |e| e["src"] == src, "027", "addr_in_use", "application");
+        assert!(evidence_has(&ev, line), "{ev:#}");
+        assert_eq!(ev["pid"].as_u64(), Some(u64::from(pair.pid())), "{ev:#}");
+        summary_has(&ev, "live listener");
+    }
+    // python: the same pair; then listeners that end every other way: closed, shut down (a
+    // server waking its accept() threads), disconnected (connect to AF_UNSPEC).
+    let script = r#"
+import socket
+def bound(port):
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("127.0.0.1", port))
+    return s
+a, b = bound(9122), bound(9122)
+a.listen()
+try:
+    b.listen()
+except OSError as e:
+    print(e.errno)
+c = bound(9123)
+c.listen()
+c.close()
+d = bound(9124)
+d.listen()
+d.shutdown(socket.SHUT_RDWR)
+d.close()
+e = bound(9125)
+e.listen()
+try:
+    import ctypes
+    unspec = (ctypes.c_ubyte * 16)()  # sa_family 0: AF_UNSPEC
+    ctypes.CDLL(None).connect(e.fileno(), unspec, 16)
+except ImportError:
+    pass
+e.close()
+a.close()
+"#;
+    let out = ns.exec(&["python3", "-c", script]).unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "98", "{out:?}");
+    let ev = w
+        .wait_for(
+            |e| e["src"] == "127.0.0.1:9122" && e["comm"] == "python3",
+            FAILURE_TIMEOUT,
+        )
+        .unwrap();
+    assert_eq!(
+        (ev["code"].as_str(), ev["cause"].as_str()),
+        (Some("027"), Some("addr_in_use")),
+        "{ev:#}"
+    );
+    assert!(evidence_has(&ev, line), "{ev:#}");
+    std::thread::sleep(SETTLE);
+    assert_eq!(w.failures().len(), 3, "{:#?}", w.failures());
     w.stop().unwrap();
 }
 

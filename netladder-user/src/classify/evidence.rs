@@ -89,6 +89,14 @@ pub fn bind_incomplete_line(err: i32) -> String {
     )
 }
 
+/// listen() failing, read at the socket's state change (`eflag::LISTEN_STATE`).
+pub fn listen_state_line() -> String {
+    "listen() failed with EADDRINUSE: the kernel moved the socket to LISTEN, could not give it \
+     its port, and moved it back to CLOSE before it ever took a connection \
+     (sock:inet_sock_set_state, in the caller)"
+        .to_owned()
+}
+
 /// A call's failure read at the kernel's route lookup during the call (`eflag::ROUTE_LOOKUP`).
 pub fn route_lookup_line(call: &str, err: i32) -> String {
     let found = match err {

@@ -320,6 +320,8 @@ impl Classifier {
                 evidence::no_local_port_line()
             } else if obs.flags & eflag::BIND_INCOMPLETE != 0 {
                 evidence::bind_incomplete_line(obs.err)
+            } else if obs.flags & eflag::LISTEN_STATE != 0 {
+                evidence::listen_state_line()
             } else {
                 evidence::syscall_line(call, obs.err)
             }],

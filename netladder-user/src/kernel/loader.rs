@@ -11,7 +11,7 @@ use aya::{
     },
     Btf, Ebpf, EbpfLoader,
 };
-use netladder_common::{counter, Config, IcmpRanges};
+use netladder_common::{counter, Config, TextRange};
 
 use super::plan::{self, Attach, Choices, Hook, Require, Status};
 use super::targets::Targets;
@@ -28,10 +28,10 @@ pub struct Options<'a> {
     pub drop_reasons: bool,
     /// Whether the kernel has a function of this name (fexit targets).
     pub functions: &'a dyn Fn(&str) -> bool,
-    /// The text ranges of icmp_rcv / icmpv6_rcv (`Require::IcmpRanges`), or why they cannot be
-    /// had. Called only when such a program is about to be attached (reading kallsyms is a
-    /// tenth of a start, and the program is usually replaced by fentry ones).
-    pub icmp_ranges: &'a dyn Fn() -> Result<IcmpRanges, String>,
+    /// The text range of a kernel function (`Require::TextRanges`), or None. Called only when
+    /// such a program is about to be attached (reading kallsyms is a tenth of a start, and the
+    /// programs are usually replaced by fentry ones).
+    pub text_range: &'a dyn Fn(&str) -> Option<TextRange>,
 }
 
 /// The running kernel and system, as the plan's requirements ask.
@@ -47,7 +47,9 @@ impl plan::Kernel for System<'_> {
                 tracepoint, args, ..
             } => (self.opts.tracepoint_args)(tracepoint).is_some_and(|n| n >= *args),
             Require::DropReasons => self.opts.drop_reasons,
-            Require::IcmpRanges => return (self.opts.icmp_ranges)().map(drop),
+            Require::TextRanges { symbols, .. } => {
+                symbols.iter().all(|s| (self.opts.text_range)(s).is_some())
+            }
             Require::Function(f) => (self.opts.functions)(f),
             Require::Library(lib) => super::libs::find(lib).is_some(),
             // The targets' own reasons say what is missing.
@@ -152,21 +154,26 @@ pub fn load(config: &Config, opts: &Options) -> Result<Loaded> {
     })
 }
 
-/// Hands `hook` what its requirements found before it attaches (`Require::IcmpRanges`: the
+/// Hands `hook` what its requirements found before it attaches (`Require::TextRanges`: the
 /// map the program reads); the status to report instead of attaching when that fails.
 fn give_input(ebpf: &mut Ebpf, hook: &Hook, opts: &Options) -> Result<(), Status> {
-    if !hook.requires.contains(&Require::IcmpRanges) {
-        return Ok(());
+    for req in hook.requires {
+        let Require::TextRanges { map: name, symbols } = req else {
+            continue;
+        };
+        let refused = |e: String| Status::Refused(format!("cannot write map {name}: {e}"));
+        let map = ebpf
+            .map_mut(name)
+            .ok_or_else(|| refused("not in the eBPF object".into()))?;
+        let mut map: aya::maps::Array<_, TextRange> =
+            aya::maps::Array::try_from(map).map_err(|e| refused(chain(&e)))?;
+        for (i, symbol) in symbols.iter().enumerate() {
+            let range = (opts.text_range)(symbol).ok_or_else(|| Status::Skipped(req.missing()))?;
+            map.set(i as u32, range, 0)
+                .map_err(|e| refused(chain(&e)))?;
+        }
     }
-    let ranges = (opts.icmp_ranges)().map_err(Status::Skipped)?;
-    let name = plan::ICMP_RANGES_MAP;
-    let refused = |e: String| Status::Refused(format!("cannot write map {name}: {e}"));
-    let map = ebpf
-        .map_mut(name)
-        .ok_or_else(|| refused("not in the eBPF object".into()))?;
-    let mut map: aya::maps::Array<_, IcmpRanges> =
-        aya::maps::Array::try_from(map).map_err(|e| refused(chain(&e)))?;
-    map.set(0, ranges, 0).map_err(|e| refused(chain(&e)))
+    Ok(())
 }
 
 fn attach_status(ebpf: &mut Ebpf, hook: &Hook, btf: &Btf, targets: &Targets) -> Status {
@@ -547,16 +554,18 @@ mod object_tests {
             .clone()
             .filter(|s| !matches!(s, plan::Switch::GlobalIfPlanned { .. }))
             .map(plan::Switch::name);
-        for map in [
-            "EVENTS",
-            "COUNTERS",
-            "AGG",
-            "AGG_GEN",
-            "STOP",
-            plan::ICMP_RANGES_MAP,
-        ]
-        .into_iter()
-        .chain(map_switches)
+        for map in ["EVENTS", "COUNTERS", "AGG", "AGG_GEN", "STOP"]
+            .into_iter()
+            .chain(map_switches)
+            .chain(
+                plan::HOOKS
+                    .iter()
+                    .flat_map(|h| h.requires)
+                    .filter_map(|r| match r {
+                        plan::Require::TextRanges { map, .. } => Some(*map),
+                        _ => None,
+                    }),
+            )
         {
             let (_, section) = syms
                 .get(map)

@@ -132,10 +132,13 @@ pub enum Require {
     },
     /// The kernel's drop reasons, resolved by name from BTF (5.17+).
     DropReasons,
-    /// The text ranges of icmp_rcv and icmpv6_rcv from /proc/kallsyms, written to the
-    /// `ICMP_RCV` map just before the program attaches. Costly (a tenth of a start), so it is
-    /// checked last, only for a program that is about to attach.
-    IcmpRanges,
+    /// The text ranges of kernel functions from /proc/kallsyms, written to the program's array
+    /// map `map` just before it attaches (entry i: the range of `symbols[i]`). Costly (a tenth
+    /// of a start, once), so it is checked last, only for a program that is about to attach.
+    TextRanges {
+        map: &'static str,
+        symbols: &'static [&'static str],
+    },
     /// The kernel function an fentry/fexit program attaches to (in the kernel's BTF).
     Function(&'static str),
     /// A shared library on the system library path (`kernel/libs.rs`).
@@ -146,8 +149,16 @@ pub enum Require {
     Cgroup2,
 }
 
-/// The map the `IcmpRanges` requirement fills.
-pub const ICMP_RANGES_MAP: &str = "ICMP_RCV";
+/// consume_skb's: where the packets it sees were consumed.
+pub const ICMP_RANGES: Require = Require::TextRanges {
+    map: "ICMP_RCV",
+    symbols: &["icmp_rcv", "icmpv6_rcv"],
+};
+/// listen_state's: whether the state change was made inside listen()'s start.
+pub const LISTEN_RANGE: Require = Require::TextRanges {
+    map: "LISTEN_START",
+    symbols: &["inet_csk_listen_start"],
+};
 const NO_DROP_REASONS: &str = "this kernel has no drop reasons (5.17+)";
 
 impl Require {
@@ -158,7 +169,7 @@ impl Require {
                 tracepoint, args, ..
             } => format!("tracepoint {tracepoint} with {args} arguments"),
             Require::DropReasons => "drop reasons".into(),
-            Require::IcmpRanges => "kallsyms (icmp_rcv, icmpv6_rcv)".into(),
+            Require::TextRanges { symbols, .. } => format!("kallsyms ({})", symbols.join(", ")),
             Require::Function(f) => format!("function {f}"),
             Require::Library(lib) => format!("library {lib}"),
             Require::Libc => "glibc".into(),
@@ -172,7 +183,9 @@ impl Require {
         match self {
             Require::TracepointArgs { missing, .. } => (*missing).to_owned(),
             Require::DropReasons => NO_DROP_REASONS.to_owned(),
-            Require::IcmpRanges => "icmp_rcv/icmpv6_rcv are not in /proc/kallsyms".to_owned(),
+            Require::TextRanges { symbols, .. } => {
+                format!("{} not in /proc/kallsyms", symbols.join("/"))
+            }
             Require::Function(f) => format!("this kernel has no function {f}"),
             Require::Library(lib) => format!("not found: no {lib} on the system library path"),
             Require::Libc => "no glibc libc.so.6 found".to_owned(),
@@ -182,7 +195,7 @@ impl Require {
 
     /// Costly to check: only once every other reason to skip the hook was checked.
     fn costly(&self) -> bool {
-        matches!(self, Require::IcmpRanges)
+        matches!(self, Require::TextRanges { .. })
     }
 }
 
@@ -331,7 +344,7 @@ pub const HOOKS: &[Hook] = &[
                 args: 2,
                 missing: "consume_skb has no location argument on this kernel (6.3+)",
             },
-            Require::IcmpRanges,
+            ICMP_RANGES,
         ],
     },
     // Socket calls that fail at once (#022, #026, #027, #028), where fentry/fexit load: they
@@ -445,13 +458,24 @@ pub const HOOKS: &[Hook] = &[
         replaced_by: &["inet_bind_exit", "inet6_bind_exit"],
         requires: &[],
     },
+    // Where fexit is refused, listen() failing is read at the socket's move from LISTEN back
+    // to CLOSE: a program of its own on the state-change tracepoint, attached only there.
+    Hook {
+        program: "listen_state",
+        attach: Attach::TpBtf("inet_sock_set_state"),
+        role: Role::Degrades,
+        needs: "tp_btf (5.5+), sock:inet_sock_set_state, kallsyms",
+        without: LISTEN_WITHOUT,
+        replaced_by: &["inet_listen_exit"],
+        requires: &[LISTEN_RANGE],
+    },
     Hook {
         program: "sys_enter_listen",
         attach: Attach::Tracepoint("syscalls", "sys_enter_listen"),
         role: Role::Degrades,
         needs: SYSCALL_NEEDS,
         without: LISTEN_WITHOUT,
-        replaced_by: &["inet_listen_exit"],
+        replaced_by: &["listen_state"],
         requires: &[],
     },
     Hook {
@@ -460,7 +484,7 @@ pub const HOOKS: &[Hook] = &[
         role: Role::Degrades,
         needs: SYSCALL_NEEDS,
         without: LISTEN_WITHOUT,
-        replaced_by: &["inet_listen_exit"],
+        replaced_by: &["listen_state"],
         requires: &[],
     },
     Hook {
@@ -1403,7 +1427,7 @@ mod tests {
         let kfree = hook("kfree_skb").unwrap();
         assert!(kfree.requirements().contains(&Require::DropReasons));
         let consume = hook("consume_skb").unwrap();
-        assert_eq!(consume.requirements().last(), Some(&Require::IcmpRanges));
+        assert_eq!(consume.requirements().last(), Some(&ICMP_RANGES));
     }
 
     /// The skip reasons that watch/session.rs once wrote by hand come from the rows.
@@ -1432,7 +1456,7 @@ mod tests {
             &Status::Skipped("consume_skb has no location argument on this kernel (6.3+)".into())
         );
         // Skipped for want of the argument: kallsyms was never read for it.
-        assert!(!kernel.asked.borrow().contains(&Require::IcmpRanges));
+        assert!(!kernel.asked.borrow().contains(&ICMP_RANGES));
         assert!(degraded(&out)
             .iter()
             .any(|l| l.starts_with("local firewall drops")));
@@ -1448,7 +1472,7 @@ mod tests {
             status_of(&out, "consume_skb"),
             Status::Replaced(_)
         ));
-        assert!(!kernel.asked.borrow().contains(&Require::IcmpRanges));
+        assert!(!kernel.asked.borrow().contains(&ICMP_RANGES));
         assert_eq!(degraded(&out), Vec::<String>::new());
         // The syscall tracepoints are replaced, not opt-in, where fexit attached.
         assert!(out.iter().all(|o| o.status != Status::OptIn), "{out:?}");

@@ -4,7 +4,7 @@
 
 use anyhow::{anyhow, Result};
 use aya::maps::{MapData, RingBuf};
-use netladder_common::{IcmpRanges, ABSENT};
+use netladder_common::ABSENT;
 
 use crate::{
     classify::Classifier,
@@ -84,17 +84,11 @@ pub(crate) fn start(
     if include_self {
         resolved.config.self_tgid = 0;
     }
-    // The symbols are read at the first drop location to name, or when consume_skb is about
-    // to attach and needs its ICMP receive ranges (where the fentry programs replace it, never
-    // at start).
+    // The symbols are read at the first drop location to name, or when a program that needs
+    // the text range of a kernel function is about to attach (consume_skb, listen_state: where
+    // the fentry programs replace them, never at start).
     let kallsyms = OnDemand::new();
-    let icmp_ranges = || {
-        let k = kallsyms.get();
-        match (k.range("icmp_rcv"), k.range("icmpv6_rcv")) {
-            (Some(v4), Some(v6)) => Ok(IcmpRanges { v4, v6 }),
-            _ => Err(plan::Require::IcmpRanges.missing()),
-        }
-    };
+    let text_range = |symbol: &str| kallsyms.get().range(symbol);
     let loaded = loader::load(
         &resolved.config,
         &loader::Options {
@@ -106,7 +100,7 @@ pub(crate) fn start(
             tracepoint_args: &|name| btf.tracepoint_args(name),
             drop_reasons: resolved.config.reason_netfilter_drop != ABSENT,
             functions: &|name| btf.has_function(name),
-            icmp_ranges: &icmp_ranges,
+            text_range: &text_range,
         },
     )?;
     let mut degraded = plan::degraded(&loaded.outcomes);

@@ -1,0 +1,109 @@
+//! listen() failures (#027: the port is taken) on kernels that refuse fentry/fexit, without
+//! syscall tracepoints (which tax every system call of every task).
+//!
+//! `inet_csk_listen_start` moves the socket to LISTEN, then asks for its port; when the port
+//! cannot be had it moves the socket back to CLOSE with `inet_sk_set_state`, which fires
+//! `sock:inet_sock_set_state` in the caller, inside listen(). listen() then returns EADDRINUSE.
+//!
+//! A listener that is closed, shut down or disconnected later makes the same move (LISTEN to
+//! CLOSE) from other functions (tcp_close, tcp_disconnect). What tells a failed listen() apart
+//! is where the move is made: the kernel stack at the tracepoint holds a return address inside
+//! `inet_csk_listen_start`, whose text range the loader writes to `LISTEN_START` (from
+//! /proc/kallsyms) before it attaches the program. The stack is read only for moves from
+//! LISTEN to CLOSE, which are rare.
+//!
+//! A program of its own on the state-change tracepoint, attached only where neither the fexit
+//! program on inet_listen nor the listen() syscall tracepoints are: it leaves at its first
+//! compares for every other move.
+use aya_ebpf::{
+    helpers::generated::bpf_get_stack, macros::btf_tracepoint, macros::map, maps::Array,
+    programs::BtfTracePointContext, EbpfContext as _,
+};
+use netladder_common::{eflag, syscall, TextRange};
+
+use crate::{
+    kernel::{conf, current_netns, load, sock_flow},
+    syscall::{emit_flow_error, ignored_caller},
+};
+
+// TCP states (include/net/tcp_states.h): part of the kernel ABI, identical on every kernel.
+const TCP_CLOSE: i32 = 7;
+const TCP_LISTEN: i32 = 10;
+const IPPROTO_TCP: u16 = 6;
+const EADDRINUSE: i32 = 98;
+/// Kernel stack frames looked at: the tracepoint's own frames (the program, the BPF run, the
+/// tracepoint's stub), inet_sk_set_state, then its caller.
+const FRAMES: usize = 10;
+
+/// Index 0: the text range of inet_csk_listen_start, written by userspace just before it
+/// attaches `listen_state`. All 0 (matches nothing) until then.
+#[map(name = "LISTEN_START")]
+static LISTEN_START: Array<TextRange> = Array::with_max_entries(1, 0);
+
+#[btf_tracepoint(function = "inet_sock_set_state")]
+pub fn listen_state(ctx: BtfTracePointContext) -> u32 {
+    let old: i32 = ctx.arg(1);
+    let new: i32 = ctx.arg(2);
+    if old != TCP_LISTEN || new != TCP_CLOSE {
+        return 0;
+    }
+    let sk: u64 = ctx.arg(0);
+    if load::<u16>(sk, conf!(sk_protocol)) != IPPROTO_TCP
+        || !inside_listen_start(&ctx)
+        || ignored_caller()
+    {
+        return 0;
+    }
+    let Ok(mut flow) = sock_flow(sk) else {
+        return 0;
+    };
+    // Only the local end: what the socket is bound to.
+    flow.daddr = [0; 16];
+    flow.dport = 0;
+    emit_flow_error(
+        syscall::LISTEN,
+        flow,
+        -EADDRINUSE,
+        current_netns(),
+        eflag::LISTEN_STATE,
+    );
+    0
+}
+
+/// Whether the state change was made from inside inet_csk_listen_start.
+#[inline(always)]
+fn inside_listen_start(ctx: &BtfTracePointContext) -> bool {
+    let Some(range) = LISTEN_START.get(0) else {
+        return false;
+    };
+    let (start, end) = (range[0], range[1]);
+    if start == 0 {
+        return false;
+    }
+    let mut frames = [0u64; FRAMES];
+    // SAFETY: the buffer is ours and its size is given; flags 0: the kernel stack.
+    let got = unsafe {
+        bpf_get_stack(
+            ctx.as_ptr(),
+            frames.as_mut_ptr().cast(),
+            (FRAMES * 8) as u32,
+            0,
+        )
+    };
+    if got <= 0 {
+        return false;
+    }
+    let n = (got as usize / 8).min(FRAMES);
+    let mut i = 0;
+    while i < FRAMES {
+        if i >= n {
+            break;
+        }
+        let addr = frames[i];
+        if addr >= start && addr < end {
+            return true;
+        }
+        i += 1;
+    }
+    false
+}
