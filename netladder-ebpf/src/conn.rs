@@ -21,6 +21,7 @@ use crate::{
 // TCP states (include/net/tcp_states.h): part of the kernel ABI, identical on every kernel.
 const TCP_SYN_SENT: i32 = 2;
 const TCP_CLOSE: i32 = 7;
+const TCP_LISTEN: i32 = 10;
 const IPPROTO_TCP: u16 = 6;
 
 const ECONNREFUSED: i32 = 111;
@@ -43,8 +44,12 @@ pub fn inet_sock_set_state(ctx: BtfTracePointContext) -> u32 {
     let old: i32 = ctx.arg(1);
     let new: i32 = ctx.arg(2);
     // Only a socket in SYN_SENT is ever in CONNS, so only the moves into and out of SYN_SENT
-    // matter: every other state change (the bulk of them on a busy host) leaves here.
+    // matter: every other state change (the bulk of them on a busy host) leaves here, but for
+    // a listener's end (rare), which may be a listen() that failed.
     if old != TCP_SYN_SENT && !(old == TCP_CLOSE && new == TCP_SYN_SENT) {
+        if old == TCP_LISTEN && new == TCP_CLOSE {
+            crate::listen::left_listen(&ctx, sk);
+        }
         return 0;
     }
     if load::<u16>(sk, conf!(sk_protocol)) != IPPROTO_TCP {

@@ -1,5 +1,7 @@
 //! listen() failures (#027: the port is taken) on kernels that refuse fentry/fexit, without
-//! syscall tracepoints (which tax every system call of every task).
+//! syscall tracepoints (which tax every system call of every task). Part of the state-change
+//! program (conn.rs), switched on by `LISTEN_MODE` only where neither the fexit program on
+//! inet_listen nor the listen() syscall tracepoints attached.
 //!
 //! `inet_csk_listen_start` moves the socket to LISTEN, then asks for its port; when the port
 //! cannot be had it moves the socket back to CLOSE with `inet_sk_set_state`, which fires
@@ -9,15 +11,11 @@
 //! CLOSE) from other functions (tcp_close, tcp_disconnect). What tells a failed listen() apart
 //! is where the move is made: the kernel stack at the tracepoint holds a return address inside
 //! `inet_csk_listen_start`, whose text range the loader writes to `LISTEN_START` (from
-//! /proc/kallsyms) before it attaches the program. The stack is read only for moves from
-//! LISTEN to CLOSE, which are rare.
-//!
-//! A program of its own on the state-change tracepoint, attached only where neither the fexit
-//! program on inet_listen nor the listen() syscall tracepoints are: it leaves at its first
-//! compares for every other move.
+//! /proc/kallsyms) before it switches this on. The stack is read only for moves from LISTEN to
+//! CLOSE, which are rare.
 use aya_ebpf::{
-    helpers::generated::bpf_get_stack, macros::btf_tracepoint, macros::map, maps::Array,
-    programs::BtfTracePointContext, EbpfContext as _,
+    helpers::generated::bpf_get_stack, macros::map, maps::Array, programs::BtfTracePointContext,
+    EbpfContext as _,
 };
 use netladder_common::{eflag, syscall, TextRange};
 
@@ -26,36 +24,34 @@ use crate::{
     syscall::{emit_flow_error, ignored_caller},
 };
 
-// TCP states (include/net/tcp_states.h): part of the kernel ABI, identical on every kernel.
-const TCP_CLOSE: i32 = 7;
-const TCP_LISTEN: i32 = 10;
 const IPPROTO_TCP: u16 = 6;
 const EADDRINUSE: i32 = 98;
 /// Kernel stack frames looked at: the tracepoint's own frames (the program, the BPF run, the
 /// tracepoint's stub), inet_sk_set_state, then its caller.
 const FRAMES: usize = 10;
 
-/// Index 0: the text range of inet_csk_listen_start, written by userspace just before it
-/// attaches `listen_state`. All 0 (matches nothing) until then.
+/// 1 when the plan's listen_state row counts as attached (written by the loader).
+#[map(name = "LISTEN_MODE")]
+static LISTEN_MODE: Array<u32> = Array::with_max_entries(1, 0);
+
+/// Index 0: the text range of inet_csk_listen_start, written by userspace before it sets
+/// `LISTEN_MODE`. All 0 (matches nothing) until then.
 #[map(name = "LISTEN_START")]
 static LISTEN_START: Array<TextRange> = Array::with_max_entries(1, 0);
 
-#[btf_tracepoint(function = "inet_sock_set_state")]
-pub fn listen_state(ctx: BtfTracePointContext) -> u32 {
-    let old: i32 = ctx.arg(1);
-    let new: i32 = ctx.arg(2);
-    if old != TCP_LISTEN || new != TCP_CLOSE {
-        return 0;
-    }
-    let sk: u64 = ctx.arg(0);
-    if load::<u16>(sk, conf!(sk_protocol)) != IPPROTO_TCP
-        || !inside_listen_start(&ctx)
+/// Socket `sk` moved from LISTEN to CLOSE: a failed listen() when that happened inside
+/// inet_csk_listen_start.
+#[inline(always)]
+pub fn left_listen(ctx: &BtfTracePointContext, sk: u64) {
+    if LISTEN_MODE.get(0).copied() != Some(1)
+        || load::<u16>(sk, conf!(sk_protocol)) != IPPROTO_TCP
+        || !inside_listen_start(ctx)
         || ignored_caller()
     {
-        return 0;
+        return;
     }
     let Ok(mut flow) = sock_flow(sk) else {
-        return 0;
+        return;
     };
     // Only the local end: what the socket is bound to.
     flow.daddr = [0; 16];
@@ -67,7 +63,6 @@ pub fn listen_state(ctx: BtfTracePointContext) -> u32 {
         current_netns(),
         eflag::LISTEN_STATE,
     );
-    0
 }
 
 /// Whether the state change was made from inside inet_csk_listen_start.
@@ -95,6 +90,7 @@ fn inside_listen_start(ctx: &BtfTracePointContext) -> bool {
     }
     let n = (got as usize / 8).min(FRAMES);
     let mut i = 0;
+    // Bounded by the constant (the verifier's loop bound), then by what the kernel wrote.
     while i < FRAMES {
         if i >= n {
             break;

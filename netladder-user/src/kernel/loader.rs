@@ -184,6 +184,10 @@ fn attach_status(ebpf: &mut Ebpf, hook: &Hook, btf: &Btf, targets: &Targets) -> 
 }
 
 fn attach(ebpf: &mut Ebpf, hook: &Hook, btf: &Btf, targets: &Targets) -> Result<(), String> {
+    // Work inside a program already attached (the plan checked): its switch map turns it on.
+    if let Attach::PartOf(_) = hook.attach {
+        return Ok(());
+    }
     let prog = ebpf
         .program_mut(hook.program)
         .ok_or_else(|| format!("program {} is not in the eBPF object", hook.program))?;
@@ -258,6 +262,7 @@ fn attach(ebpf: &mut Ebpf, hook: &Hook, btf: &Btf, targets: &Targets) -> Result<
             p.load()?;
             p.attach(func, libc, UProbeScope::AllProcesses).map(drop)
         })(),
+        Attach::PartOf(_) => Ok(()),
     };
     res.map_err(|e| describe(&e))
 }
@@ -485,6 +490,7 @@ mod object_tests {
             Attach::UProbe { ret: true, .. } | Attach::LibcProbe { ret: true, .. } => "uretprobe",
             Attach::CgroupSkb { .. } => "cgroup_skb",
             Attach::CgroupSockAddr(_) | Attach::CgroupSock(_) => "cgroup",
+            Attach::PartOf(_) => unreachable!("no program of its own"),
         }
     }
 
@@ -498,14 +504,20 @@ mod object_tests {
             .filter(|(_, (kind, section))| *kind == SymbolKind::Text && !section.starts_with('.'))
             .map(|(name, (_, section))| (name.as_str(), section.as_str()))
             .collect();
-        let mut planned: Vec<&str> = HOOKS.iter().map(|h| h.program).collect();
+        // A row that is part of another program has none of its own; its host is planned.
+        let own = || {
+            HOOKS
+                .iter()
+                .filter(|h| !matches!(h.attach, Attach::PartOf(_)))
+        };
+        let mut planned: Vec<&str> = own().map(|h| h.program).collect();
         planned.sort_unstable();
         assert_eq!(
             programs.keys().copied().collect::<Vec<_>>(),
             planned,
             "the programs of the object and of the plan"
         );
-        for hook in HOOKS {
+        for hook in own() {
             let section = programs[hook.program];
             let kind = section.split('/').next().unwrap_or_default();
             assert_eq!(
@@ -541,7 +553,15 @@ mod object_tests {
                 Attach::CgroupSockAddr(kind) | Attach::CgroupSock(kind) => {
                     assert_eq!(section, format!("cgroup/{kind}"), "{}", hook.program)
                 }
-                Attach::UProbe { .. } | Attach::LibcProbe { .. } => {}
+                Attach::UProbe { .. } | Attach::LibcProbe { .. } | Attach::PartOf(_) => {}
+            }
+        }
+        // A part's host is a program of the object, planned earlier.
+        for hook in HOOKS {
+            if let Attach::PartOf(host) = hook.attach {
+                let at = |p: &str| HOOKS.iter().position(|h| h.program == p);
+                assert!(at(host) < at(hook.program), "{}", hook.program);
+                assert!(programs.contains_key(host), "{}", hook.program);
             }
         }
     }

@@ -32,6 +32,11 @@ pub enum Attach {
     CgroupSockAddr(&'static str),
     /// cgroup sock program (`sock_release`...) on the cgroup v2 root.
     CgroupSock(&'static str),
+    /// No program of its own: work done inside the program of another row (named here, earlier
+    /// in the plan), turned on by a switch map (`Switch::MapIfAttached`) once this row counts
+    /// as attached, which it does where that program attached. It costs the host program a
+    /// compare, not a run of its own.
+    PartOf(&'static str),
 }
 
 impl Attach {
@@ -52,6 +57,10 @@ impl Attach {
             Attach::CgroupSockAddr(kind) | Attach::CgroupSock(kind) => {
                 format!("cgroup/{kind} (cgroup2 root)")
             }
+            Attach::PartOf(host) => match hook(host) {
+                Some(h) => format!("{} (in {host})", h.attach.describe()),
+                None => format!("in {host}"),
+            },
         }
     }
 }
@@ -240,6 +249,8 @@ impl Hook {
             Attach::UProbe { .. } | Attach::LibcProbe { .. } => Cost::PerLibraryCall,
             Attach::CgroupSkb { .. } => Cost::PerPacket,
             Attach::CgroupSockAddr(_) | Attach::CgroupSock(_) => Cost::PerCall,
+            // Runs where its host runs.
+            Attach::PartOf(host) => hook(host).map_or(Cost::PerEvent, Hook::cost),
         }
     }
 
@@ -253,7 +264,7 @@ impl Hook {
             Attach::CgroupSkb { .. } | Attach::CgroupSockAddr(_) | Attach::CgroupSock(_) => {
                 Some(Require::Cgroup2)
             }
-            Attach::TpBtf(_) | Attach::Tracepoint(..) => None,
+            Attach::TpBtf(_) | Attach::Tracepoint(..) | Attach::PartOf(_) => None,
         };
         let mut all: Vec<Require> = self.requires.iter().copied().chain(implied).collect();
         all.sort_by_key(Require::costly);
@@ -459,12 +470,12 @@ pub const HOOKS: &[Hook] = &[
         requires: &[],
     },
     // Where fexit is refused, listen() failing is read at the socket's move from LISTEN back
-    // to CLOSE: a program of its own on the state-change tracepoint, attached only there.
+    // to CLOSE, by the state-change program (switched on only there: LISTEN_MODE).
     Hook {
         program: "listen_state",
-        attach: Attach::TpBtf("inet_sock_set_state"),
+        attach: Attach::PartOf("inet_sock_set_state"),
         role: Role::Degrades,
-        needs: "tp_btf (5.5+), sock:inet_sock_set_state, kallsyms",
+        needs: "the state-change program, kallsyms (inet_csk_listen_start)",
         without: LISTEN_WITHOUT,
         replaced_by: &["inet_listen_exit"],
         requires: &[LISTEN_RANGE],
@@ -1002,6 +1013,12 @@ pub const SWITCHES: &[Switch] = &[
         name: "BIND_MODE",
         programs: BIND_PROGRAMS,
     },
+    // The state-change program reads listen() failures only where listen_state counts as
+    // attached: neither inet_listen's fexit program nor the listen() tracepoints do.
+    Switch::MapIfAttached {
+        name: "LISTEN_MODE",
+        program: "listen_state",
+    },
 ];
 
 /// What happened to a hook at start-up.
@@ -1102,6 +1119,16 @@ pub fn decide(
     }
     if let Some(status) = chosen_out(hook, choices) {
         return Some(status);
+    }
+    if let Attach::PartOf(host) = hook.attach {
+        let attached = earlier
+            .iter()
+            .any(|o| o.hook.program == host && o.status == Status::Attached);
+        if !attached {
+            return Some(Status::Skipped(format!(
+                "{host}, which does its work, is not attached"
+            )));
+        }
     }
     hook.requirements()
         .iter()
@@ -1397,6 +1424,70 @@ mod tests {
         assert_eq!(check_skip(&["dns_egress".to_owned()]), Ok(()));
     }
 
+    /// listen() failures: where inet_listen's fexit program attaches, the state-change program's
+    /// part is replaced and switched off; where fexit is refused, it counts as attached (its
+    /// host did), is switched on, and the listen() tracepoints are not needed, --syscall-hooks
+    /// or not.
+    #[test]
+    fn listen_state_stands_in_for_the_fexit_program_only_where_that_is_refused() {
+        let mode = |out: &[Outcome]| {
+            map_switches(out)
+                .into_iter()
+                .find(|(name, _)| *name == "LISTEN_MODE")
+                .unwrap()
+                .1
+        };
+        let kernel = Fake::default();
+        let out = run(&DEFAULT, &kernel, |h| kernel.attach(h)).unwrap();
+        assert!(matches!(
+            status_of(&out, "listen_state"),
+            Status::Replaced(_)
+        ));
+        assert!(matches!(
+            status_of(&out, "sys_exit_listen"),
+            Status::Replaced(_)
+        ));
+        assert_eq!(mode(&out), 0);
+        let kernel = Fake {
+            refuses: vec!["fentry", "fexit"],
+            ..Fake::default()
+        };
+        for choices in [
+            DEFAULT,
+            Choices {
+                syscall_hooks: true,
+                ..DEFAULT
+            },
+        ] {
+            let out = run(&choices, &kernel, |h| kernel.attach(h)).unwrap();
+            assert_eq!(status_of(&out, "listen_state"), &Status::Attached);
+            assert!(matches!(
+                status_of(&out, "sys_enter_listen"),
+                Status::Replaced(_)
+            ));
+            assert!(matches!(
+                status_of(&out, "sys_exit_listen"),
+                Status::Replaced(_)
+            ));
+            assert_eq!(mode(&out), 1);
+            assert!(!degraded(&out).iter().any(|l| l.contains("listen()")));
+        }
+        // Without kallsyms it cannot tell a failed listen() from a listener's end: skipped, and
+        // the listen() tracepoints are the opt-in way.
+        let kernel = Fake {
+            refuses: vec!["fentry", "fexit"],
+            lacks: vec![LISTEN_RANGE],
+            ..Fake::default()
+        };
+        let out = run(&DEFAULT, &kernel, |h| kernel.attach(h)).unwrap();
+        assert!(matches!(
+            status_of(&out, "listen_state"),
+            Status::Skipped(_)
+        ));
+        assert_eq!(status_of(&out, "sys_exit_listen"), &Status::OptIn);
+        assert_eq!(mode(&out), 0);
+    }
+
     /// The requirements of each row: the ones its attach point implies come with it, a
     /// tracepoint's argument count only on that tracepoint, the costly ones last.
     #[test]
@@ -1414,7 +1505,7 @@ mod tests {
                 Attach::CgroupSkb { .. } | Attach::CgroupSockAddr(_) | Attach::CgroupSock(_) => {
                     assert!(reqs.contains(&Require::Cgroup2), "{}", h.program)
                 }
-                Attach::TpBtf(_) | Attach::Tracepoint(..) => {}
+                Attach::TpBtf(_) | Attach::Tracepoint(..) | Attach::PartOf(_) => {}
             }
             for r in &reqs {
                 if let Require::TracepointArgs { tracepoint, .. } = r {
