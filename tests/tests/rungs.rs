@@ -26,6 +26,22 @@ fn one(w: &Watch, pred: impl Fn(&Value) -> bool, code: &str, cause: &str, layer:
     ev
 }
 
+/// The #027 (address in use) of a python process whose socket is `src`, with `evidence`.
+fn python_addr_in_use(w: &Watch, src: &str, evidence: &str) {
+    let ev = w
+        .wait_for(
+            |e| e["src"] == src && e["comm"] == "python3",
+            FAILURE_TIMEOUT,
+        )
+        .unwrap();
+    assert_eq!(
+        (ev["code"].as_str(), ev["cause"].as_str()),
+        (Some("027"), Some("addr_in_use")),
+        "{ev:#}"
+    );
+    assert!(evidence_has(&ev, evidence), "{ev:#}");
+}
+
 fn to(dst: &str) -> impl Fn(&Value) -> bool + '_ {
     move |e: &Value| e["dst"] == dst
 }
@@ -319,18 +335,7 @@ fn bind_failures_on_the_default_plan() {
                   asyncio.run(main())\n";
     let out = ns.exec(&["python3", "-c", server]).unwrap();
     assert!(!out.status.success(), "{out:?}");
-    let ev = w
-        .wait_for(
-            |e| e["src"] == "127.0.0.1:9110" && e["comm"] == "python3",
-            FAILURE_TIMEOUT,
-        )
-        .unwrap();
-    assert_eq!(
-        (ev["code"].as_str(), ev["cause"].as_str()),
-        (Some("027"), Some("addr_in_use")),
-        "{ev:#}"
-    );
-    assert!(evidence_has(&ev, &line("EADDRINUSE")), "{ev:#}");
+    python_addr_in_use(&w, "127.0.0.1:9110", &line("EADDRINUSE"));
     // IPv6 loopback, held.
     assert!(Peer::listen(Some(&ns), "[::1]:9111", &[]).is_err());
     let ev = one(
@@ -431,18 +436,7 @@ a.close()
     let out = ns.exec(&["python3", "-c", script]).unwrap();
     assert!(out.status.success(), "{out:?}");
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "98", "{out:?}");
-    let ev = w
-        .wait_for(
-            |e| e["src"] == "127.0.0.1:9122" && e["comm"] == "python3",
-            FAILURE_TIMEOUT,
-        )
-        .unwrap();
-    assert_eq!(
-        (ev["code"].as_str(), ev["cause"].as_str()),
-        (Some("027"), Some("addr_in_use")),
-        "{ev:#}"
-    );
-    assert!(evidence_has(&ev, line), "{ev:#}");
+    python_addr_in_use(&w, "127.0.0.1:9122", line);
     std::thread::sleep(SETTLE);
     assert_eq!(w.failures().len(), 3, "{:#?}", w.failures());
     w.stop().unwrap();
