@@ -141,6 +141,12 @@ pub struct WatchArgs {
     /// reason the client's TLS library gave.
     #[arg(long)]
     pub probe_tls: bool,
+    /// At exit, say what each of netladder's programs cost since it was ready: runs and time in
+    /// the kernel. This turns on the kernel's BPF run-time statistics while watch runs, which
+    /// adds two clock reads to every run of every BPF program on the host (netladder's or not):
+    /// for measuring, not for leaving on.
+    #[arg(long)]
+    pub program_costs: bool,
     /// Show the hook table at start.
     #[arg(short, long)]
     pub verbose: bool,

@@ -389,6 +389,56 @@ fn stopping_or_killing_leaves_nothing_attached() {
     w.stop().unwrap();
 }
 
+/// `--program-costs`: one `costs` record, just before the final stats, names the programs that
+/// ran with their runs and run time as the kernel counted them; the text goes to stderr.
+#[test]
+fn program_costs_name_the_programs_that_ran() {
+    if !require_root() {
+        return;
+    }
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let ns = Netns::new("costs").unwrap();
+    ns.ip(&["link", "set", "lo", "up"]).unwrap();
+    let inode = ns.inode().to_string();
+    let w = Watch::start(&["--netns", &inode, "--program-costs"]).unwrap();
+    let out = connect(Some(&ns), "127.0.0.1:9", &["--count", "20"]).unwrap();
+    assert!(
+        out.lines.len() == 20 && out.lines.iter().all(|l| l.contains("ECONNREFUSED")),
+        "{out:?}"
+    );
+    w.wait_for(|e| e["dst"] == "127.0.0.1:9", Duration::from_secs(10))
+        .unwrap();
+    let (events, stderr) = w.stop().unwrap();
+    let at = |kind: &str| {
+        let found: Vec<usize> = events
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e["type"] == kind && (kind != "stats" || e["final"] == true))
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(found.len(), 1, "one {kind} record: {events:#?}");
+        found[0]
+    };
+    let (costs, last) = (at("costs"), at("stats"));
+    assert_eq!(costs + 1, last, "costs just before the final stats");
+    let programs = events[costs]["programs"].as_array().unwrap();
+    let state = programs
+        .iter()
+        .find(|p| p["name"] == "inet_sock_set_state")
+        .unwrap_or_else(|| panic!("the state-change program ran: {programs:#?}"));
+    // Each refused connect moves its socket into SYN_SENT and out of it.
+    assert!(state["runs"].as_u64().unwrap() >= 40, "{state}");
+    assert!(state["run_ns"].as_u64().unwrap() > 0, "{state}");
+    assert!(
+        programs.iter().all(|p| p["runs"].as_u64() > Some(0)),
+        "only programs that ran: {programs:#?}"
+    );
+    assert!(
+        stderr.contains("program costs since ready") && stderr.contains("inet_sock_set_state: "),
+        "{stderr}"
+    );
+}
+
 /// netladder pins nothing: a read-only BPF filesystem (or none at all) changes nothing. Run in
 /// a mount namespace of its own, so the machine's /sys/fs/bpf is never touched.
 #[test]

@@ -75,8 +75,8 @@ pub struct Loaded {
     pub aggregates: super::aggregate::Aggregates,
     /// Set to stop the programs writing records (at exit), before the last drain.
     pub stop: aya::maps::Array<MapData, u32>,
-    /// Descriptors of netladder's own loaded programs (for their run statistics).
-    pub program_fds: Vec<i32>,
+    /// Names and descriptors of netladder's own loaded programs (for their run statistics).
+    pub program_fds: Vec<(String, i32)>,
     pub outcomes: Vec<plan::Outcome>,
 }
 
@@ -140,8 +140,11 @@ pub fn load(config: &Config, opts: &Options) -> Result<Loaded> {
     let stop = aya::maps::Array::try_from(ebpf.take_map("STOP").context("map STOP is missing")?)?;
     let program_fds = ebpf
         .programs()
-        .filter_map(|(_, p)| p.fd().ok())
-        .map(|fd| std::os::fd::AsRawFd::as_raw_fd(&std::os::fd::AsFd::as_fd(fd)))
+        .filter_map(|(name, p)| Some((name.to_string(), p.fd().ok()?)))
+        .map(|(name, fd)| {
+            let fd = std::os::fd::AsRawFd::as_raw_fd(&std::os::fd::AsFd::as_fd(fd));
+            (name, fd)
+        })
         .collect();
     Ok(Loaded {
         _ebpf: ebpf,
@@ -381,26 +384,82 @@ pub struct Counters {
 /// Reads the per-CPU counters once the rest of `Loaded` has been taken apart.
 pub struct CounterReader {
     map: PerCpuArray<MapData, u64>,
-    program_fds: Vec<i32>,
+    program_fds: Vec<(String, i32)>,
     /// The programs' skipped runs as last read before they were detached.
     skipped_final: Option<u64>,
+    /// Their run statistics as last read before they were detached.
+    costs_final: Option<Vec<ProgramCost>>,
+}
+
+/// What one of netladder's programs has cost so far, as the kernel counts it while its BPF
+/// run-time statistics are on (`watch --program-costs`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProgramCost {
+    /// The program's name in the object (`netladder hooks` lists them).
+    pub name: String,
+    /// How many times it ran.
+    pub runs: u64,
+    /// Its time in all those runs, in nanoseconds (the kernel's clock reads around each run
+    /// included).
+    pub run_ns: u64,
+}
+
+/// `now` less `base` for each program of `now` (a program missing from `base` counts from 0),
+/// keeping the programs that ran, the costliest first.
+pub fn costs_since(now: &[ProgramCost], base: &[ProgramCost]) -> Vec<ProgramCost> {
+    let mut out: Vec<ProgramCost> = now
+        .iter()
+        .map(|p| {
+            let b = base.iter().find(|b| b.name == p.name);
+            ProgramCost {
+                name: p.name.clone(),
+                runs: p.runs.saturating_sub(b.map_or(0, |b| b.runs)),
+                run_ns: p.run_ns.saturating_sub(b.map_or(0, |b| b.run_ns)),
+            }
+        })
+        .filter(|p| p.runs > 0)
+        .collect();
+    out.sort_by(|a, b| b.run_ns.cmp(&a.run_ns).then_with(|| a.name.cmp(&b.name)));
+    out
 }
 
 impl CounterReader {
     /// `program_fds`: netladder's own programs, which must stay loaded while this is used.
-    pub fn new(map: PerCpuArray<MapData, u64>, program_fds: Vec<i32>) -> Self {
+    pub fn new(map: PerCpuArray<MapData, u64>, program_fds: Vec<(String, i32)>) -> Self {
         Self {
             map,
             program_fds,
             skipped_final: None,
+            costs_final: None,
         }
     }
 
-    /// Reads the programs' skipped runs a last time and forgets their descriptors: call it
-    /// before the programs are detached (their descriptors close; the counters stay readable).
+    /// Reads the programs' skipped runs and run statistics a last time and forgets their
+    /// descriptors: call it before the programs are detached (their descriptors close; the
+    /// counters stay readable).
     pub fn forget_programs(&mut self) {
         self.skipped_final = Some(self.skipped_runs());
+        self.costs_final = Some(self.program_costs());
         self.program_fds.clear();
+    }
+
+    /// Every program's runs and run time so far, from /proc/self/fdinfo (`run_cnt:` and
+    /// `run_time_ns:`, which the kernel advances only while its BPF statistics are on).
+    pub fn program_costs(&self) -> Vec<ProgramCost> {
+        if let Some(c) = &self.costs_final {
+            return c.clone();
+        }
+        self.program_fds
+            .iter()
+            .filter_map(|(name, fd)| {
+                let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).ok()?;
+                Some(ProgramCost {
+                    name: name.clone(),
+                    runs: fdinfo_value(&info, "run_cnt:").unwrap_or(0),
+                    run_ns: fdinfo_value(&info, "run_time_ns:").unwrap_or(0),
+                })
+            })
+            .collect()
     }
 
     /// Skipped runs of our programs, from /proc/self/fdinfo (`recursion_misses:` lines).
@@ -410,7 +469,7 @@ impl CounterReader {
         }
         self.program_fds
             .iter()
-            .filter_map(|fd| std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).ok())
+            .filter_map(|(_, fd)| std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).ok())
             .map(|info| fdinfo_value(&info, "recursion_misses:").unwrap_or(0))
             .sum()
     }
@@ -439,6 +498,30 @@ fn fdinfo_value(info: &str, key: &str) -> Option<u64> {
 
 #[cfg(test)]
 mod fdinfo_tests {
+    use super::{costs_since, ProgramCost};
+
+    fn cost(name: &str, runs: u64, run_ns: u64) -> ProgramCost {
+        ProgramCost {
+            name: name.into(),
+            runs,
+            run_ns,
+        }
+    }
+
+    #[test]
+    fn costs_since_a_base_keep_the_programs_that_ran_costliest_first() {
+        let base = [cost("a", 10, 1000), cost("b", 5, 500), cost("c", 7, 70)];
+        let now = [
+            cost("a", 12, 1300),
+            cost("b", 5, 500),
+            cost("c", 17, 2070),
+            cost("d", 1, 40),
+        ];
+        assert_eq!(
+            costs_since(&now, &base),
+            [cost("c", 10, 2000), cost("a", 2, 300), cost("d", 1, 40)]
+        );
+    }
     #[test]
     fn reads_a_counter_line() {
         let info = "prog_type:\t26\nrun_cnt:\t5\nrecursion_misses:\t3\nverified_insns:\t9\n";

@@ -319,6 +319,37 @@ pub fn stats_json(s: &Stats, final_: bool) -> Value {
     v
 }
 
+/// The `costs` record of `watch --program-costs --json`: each program that ran since netladder
+/// was ready, with its runs and run time, the costliest first.
+pub fn costs_json(costs: &[crate::kernel::loader::ProgramCost]) -> Value {
+    let programs: Vec<Value> = costs
+        .iter()
+        .map(|p| json!({"name": p.name, "runs": p.runs, "run_ns": p.run_ns}))
+        .collect();
+    json!({"schema": SCHEMA, "type": "costs", "programs": programs})
+}
+
+/// The same as text: a heading, then one line per program.
+pub fn costs_lines(costs: &[crate::kernel::loader::ProgramCost]) -> Vec<String> {
+    let all: u64 = costs.iter().map(|p| p.run_ns).sum();
+    let mut lines = vec![format!(
+        "netladder: program costs since ready (the kernel's BPF run-time statistics): {} programs \
+         ran, {:.1} ms in all",
+        costs.len(),
+        all as f64 / 1e6
+    )];
+    for p in costs {
+        lines.push(format!(
+            "netladder:   {}: {} runs, {} ns per run, {:.1} ms in all",
+            p.name,
+            p.runs,
+            p.run_ns / p.runs.max(1),
+            p.run_ns as f64 / 1e6
+        ));
+    }
+    lines
+}
+
 pub fn stats_line(s: &Stats, final_: bool) -> String {
     let (c, l) = (&s.kernel, &s.ledger);
     let slow = match s.unwritten {
@@ -603,6 +634,25 @@ mod tests {
                 status: Status::Attached,
             })
             .collect();
+        let costs = costs_json(&[crate::kernel::loader::ProgramCost {
+            name: "inet_sock_set_state".into(),
+            runs: 3,
+            run_ns: 600,
+        }]);
+        conforms(&costs, &s["$defs"]["costs"], "costs");
+        conforms(
+            &costs["programs"][0],
+            &s["$defs"]["costs"]["properties"]["programs"]["items"],
+            "a program's costs",
+        );
+        assert_eq!(
+            costs_lines(&[crate::kernel::loader::ProgramCost {
+                name: "kfree_skb".into(),
+                runs: 4,
+                run_ns: 1_000_000,
+            }])[1],
+            "netladder:   kfree_skb: 4 runs, 250000 ns per run, 1.0 ms in all"
+        );
         let hooks = hooks_json(&outcomes, &[]);
         let def = &s["$defs"]["hooks"];
         conforms(&hooks, def, "hooks");

@@ -265,6 +265,18 @@ async fn event_loop(
         Some(_) => Some(signal(SignalKind::hangup())?),
         None => None,
     };
+    // --program-costs: the kernel counts every BPF program's runs and run time while this
+    // descriptor is open (it turns them off when netladder exits).
+    let costs_on = if args.program_costs {
+        Some(
+            aya::sys::enable_stats(aya::sys::Stats::RunTime).map_err(|e| {
+                anyhow::anyhow!("cannot turn on the kernel's BPF run-time statistics: {e}")
+            })?,
+        )
+    } else {
+        None
+    };
+    let costs_base = counters.program_costs();
     // Ready only once a signal can no longer kill netladder before its final report.
     if let Some(path) = &args.ready_file {
         std::fs::write(path, b"ready\n")
@@ -406,6 +418,15 @@ async fn event_loop(
         m.health(&out.snapshot(&c, &classifier));
     }
     otlp::finish(OTLP_FINISH);
+    if costs_on.is_some() {
+        let costs = loader::costs_since(&counters.program_costs(), &costs_base);
+        if args.json {
+            emit_line(&output::costs_json(&costs).to_string())?;
+        }
+        for line in output::costs_lines(&costs) {
+            sink::note(sink::Priority::Info, &line);
+        }
+    }
     out.stats(&c, &classifier, true)?;
     // A reader that stopped reading must not hold the exit: what it never took is said on
     // stderr. One that reads, however slowly, gets every line.

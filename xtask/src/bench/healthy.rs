@@ -16,6 +16,7 @@ use netladder_tests::TwoHosts;
 use serde_json::Value;
 
 use super::child::{last_line, remove_if_present, Guarded};
+use super::costs::{read_costs, Costs};
 use super::procfs::{cpu_secs, system_busy_secs};
 use super::report::{closing, escape_cell, median, Machine, Spread};
 use super::tracer::{count_of, read_failures, FinalStats, Netladder};
@@ -50,10 +51,16 @@ pub(super) fn run(ctx: &Ctx) -> Result<HealthyResults> {
         || lab.traced(),
         Run::progress,
     )?;
+    sleep(SETTLE);
+    let costs = lab.costs().map_err(|e| format!("{e:#}"));
+    if let Err(e) = &costs {
+        eprintln!("bench: healthy path: the program costs run failed: {e}");
+    }
     Ok(HealthyResults {
         rounds,
         foreign,
         seconds: ctx.seconds,
+        costs,
     })
 }
 
@@ -344,6 +351,26 @@ impl<'a> Lab<'a> {
         })
     }
 
+    /// The connects once more under `--program-costs`: each program's runs and time per
+    /// connection (both ends are on this host, so both sockets' programs count).
+    fn costs(&self) -> Result<Costs> {
+        let netladder = Netladder::start_with(
+            &self.ctx.bins,
+            &self.ctx.work,
+            self.ctx.seconds,
+            &["--program-costs"],
+        )?;
+        let connects = self.load_traced(Load::Connects, self.length(), Some(&netladder))?;
+        let stopped = netladder.stop()?;
+        let programs = read_costs(&stopped.out)?;
+        remove_if_present(&stopped.out)?;
+        Ok(Costs {
+            unit: "connection",
+            units: connects.units,
+            programs,
+        })
+    }
+
     fn traced(&self) -> Result<Run> {
         let netladder = Netladder::start(&self.ctx.bins, &self.ctx.work, 2.0 * self.ctx.seconds)?;
         let stream = self.load_traced(Load::Stream, self.length(), Some(&netladder))?;
@@ -400,6 +427,8 @@ pub(super) struct HealthyResults {
     rounds: Vec<Round>,
     foreign: Vec<String>,
     seconds: f64,
+    /// The connects' program costs (a run of their own), or why that run failed.
+    costs: Result<Costs, String>,
 }
 
 impl HealthyResults {
@@ -443,6 +472,11 @@ impl HealthyResults {
         md += &self.summary_table();
         md += "\n";
         md += &self.netladder_table();
+        md += "\n";
+        md += &match &self.costs {
+            Ok(c) => c.markdown(),
+            Err(e) => format!("The program costs run failed: {}\n", escape_cell(e)),
+        };
         let events: Vec<String> = self
             .traced_runs()
             .flat_map(|(i, _, t)| t.events.iter().map(move |e| format!("round {i}: {e}")))
@@ -737,6 +771,7 @@ mod tests {
             ],
             foreign: vec![],
             seconds: 3.0,
+            costs: Err("not run".into()),
         };
         let r = results.ratios(Load::Connects).unwrap();
         assert_eq!((r.min, r.median, r.max), (0.98, 0.995, 1.0));

@@ -23,6 +23,7 @@
 //! load themselves is touched.
 
 mod child;
+mod costs;
 mod drops;
 mod healthy;
 mod hosttax;

@@ -20,6 +20,7 @@ use anyhow::{ensure, Context, Result};
 use serde_json::Value;
 
 use super::child::{last_line, remove_if_present, stop_requested, Guarded};
+use super::costs::{read_costs, Costs};
 use super::procfs::{cpu_secs, foreign_tracers, perf_event_fds, system_busy_secs};
 use super::report::{closing, escape_cell, lost_verdict, Machine, Spread};
 use super::tracer::{final_stats, FinalStats, Netladder};
@@ -61,11 +62,17 @@ pub(super) fn run(ctx: &Ctx) -> Result<StormResults> {
     for round in 0..ctx.rounds {
         rounds.push(bench.round(round, &mut broken, &mut foreign)?);
     }
+    sleep(SETTLE);
+    let costs = bench.costs().map_err(|e| format!("{e:#}"));
+    if let Err(e) = &costs {
+        eprintln!("bench: storm: the program costs run failed: {e}");
+    }
     Ok(StormResults {
         rounds,
         foreign,
         seconds: ctx.seconds,
         threads: ctx.threads,
+        costs,
     })
 }
 
@@ -324,6 +331,26 @@ impl Bench<'_> {
         })
     }
 
+    /// One more storm under `--program-costs`: each program's runs and time per refused
+    /// connect.
+    fn costs(&self) -> Result<Costs> {
+        let netladder = Netladder::start_with(
+            &self.ctx.bins,
+            &self.ctx.work,
+            self.ctx.seconds,
+            &["--program-costs"],
+        )?;
+        let storm = self.storm(self.storm_length())?;
+        let stopped = netladder.stop()?;
+        let programs = read_costs(&stopped.out)?;
+        remove_if_present(&stopped.out)?;
+        Ok(Costs {
+            unit: "refused connect",
+            units: storm.attempts,
+            programs,
+        })
+    }
+
     fn bpftrace(&self) -> Result<BpftraceRun> {
         ensure!(Path::new(BPFTRACE).is_file(), "{BPFTRACE} is not installed");
         let out = self.ctx.work.join("bpftrace.out");
@@ -459,6 +486,8 @@ pub(super) struct StormResults {
     foreign: BTreeSet<String>,
     seconds: f64,
     threads: u32,
+    /// The storm's program costs (a run of its own), or why that run failed.
+    costs: Result<Costs, String>,
 }
 
 impl StormResults {
@@ -497,6 +526,11 @@ impl StormResults {
         md += &self.summary_table();
         md += "\n";
         md += &self.netladder_table();
+        md += "\n";
+        md += &match &self.costs {
+            Ok(c) => c.markdown(),
+            Err(e) => format!("The program costs run failed: {}\n", escape_cell(e)),
+        };
         md += "\n";
         md += &self.bpftrace_note();
         let foreign: Vec<String> = self.foreign.iter().cloned().collect();

@@ -31,6 +31,16 @@ pub(super) struct Stopped {
 impl Netladder {
     /// Starts netladder and waits for its ready file (every program attached).
     pub(super) fn start(bins: &Bins, work: &Path, seconds: f64) -> Result<Netladder> {
+        Netladder::start_with(bins, work, seconds, &[])
+    }
+
+    /// [`Netladder::start`] with more arguments for `watch`.
+    pub(super) fn start_with(
+        bins: &Bins,
+        work: &Path,
+        seconds: f64,
+        extra_args: &[&str],
+    ) -> Result<Netladder> {
         let ready = work.join("netladder.ready");
         remove_if_present(&ready)?;
         // --duration is a backstop only: the bench stops netladder with SIGINT long before.
@@ -39,7 +49,8 @@ impl Netladder {
         command
             .args(["watch", "--json", "--ready-file"])
             .arg(&ready)
-            .args(["--duration", &backstop]);
+            .args(["--duration", &backstop])
+            .args(extra_args);
         let launched = Instant::now();
         let (out, err) = (work.join("netladder.jsonl"), work.join("netladder.err"));
         let mut child = Guarded::spawn(&mut command, "netladder watch", &out, &err)?;
