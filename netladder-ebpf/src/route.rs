@@ -16,10 +16,10 @@ use aya_ebpf::{
     maps::{Array, LruHashMap},
     programs::{BtfTracePointContext, SockAddrContext, SockContext},
 };
-use netladder_common::{eflag, syscall, AF_INET, AF_INET6};
+use netladder_common::{eflag, syscall, ABSENT, AF_INET, AF_INET6};
 
 use crate::{
-    kernel::{conf, current_netns, read, read_buf},
+    kernel::{conf, current_netns, load, read, read_buf},
     syscall::{connected, emit_call_error_flagged, ignored_caller},
 };
 
@@ -58,10 +58,11 @@ pub struct Attempt {
     pub _pad: u32,
 }
 
-/// Attempts by thread (pid_tgid). LRU: an attempt that never ends (its thread died without
-/// releasing the socket) must not fill the map. The price: a failed attempt still waiting for its
-/// thread's next attempt or its socket's release is pushed out, unreported, once 16384 other
-/// threads have made attempts since.
+/// Attempts by thread (pid_tgid). An attempt that ends stays as an ended entry (`finish`), so a
+/// thread's next attempt updates its entry in place: no insert and delete per connect. LRU: the
+/// entries of threads that are gone must not fill the map. The price: a failed attempt still
+/// waiting for its thread's next attempt or its socket's release is pushed out, unreported, once
+/// 16384 other threads have made attempts since.
 #[map(name = "ROUTE_TRY")]
 static ROUTE_TRY: LruHashMap<u64, Attempt> = LruHashMap::with_max_entries(16384, 0);
 
@@ -201,6 +202,16 @@ fn begin(a: Attempt) {
     }
 }
 
+/// Ends the attempt `a` in place: no lookup matches it, its release and the thread's next
+/// attempt report nothing for it.
+#[inline(always)]
+fn finish(a: &mut Attempt) {
+    a.sk = 0;
+    a.err = 0;
+    a.v4 = 0;
+    a.v6 = 0;
+}
+
 /// The end of an attempt: a last route lookup that failed is the call's failure.
 #[inline(always)]
 fn report(a: &Attempt) {
@@ -229,23 +240,28 @@ pub fn reached_syn_sent(sk: u64) {
     if !reads_connect_errors() {
         return;
     }
-    let id = bpf_get_current_pid_tgid();
-    if let Some(a) = unsafe { ROUTE_TRY.get(&id) } {
-        if a.sk == sk {
-            let _ = ROUTE_TRY.remove(&id);
-        }
+    let Some(a) = ROUTE_TRY.get_ptr_mut(&bpf_get_current_pid_tgid()) else {
+        return;
+    };
+    // SAFETY: the entry of this thread; only this thread writes it.
+    let a = unsafe { &mut *a };
+    if a.sk == sk {
+        finish(a);
     }
 }
 
 /// A socket released (closed for the last time): ends its thread's attempt on it.
 #[cgroup_sock(sock_release)]
 pub fn route_release(ctx: SockContext) -> i32 {
-    let id = bpf_get_current_pid_tgid();
-    if let Some(a) = (unsafe { ROUTE_TRY.get(&id) }).copied() {
-        if a.sk == ctx.sock as u64 {
-            let _ = ROUTE_TRY.remove(&id);
-            report(&a);
-        }
+    let Some(a) = ROUTE_TRY.get_ptr_mut(&bpf_get_current_pid_tgid()) else {
+        return 1;
+    };
+    // SAFETY: the entry of this thread; only this thread writes it.
+    let a = unsafe { &mut *a };
+    if a.sk != 0 && a.sk == ctx.sock as u64 {
+        let ended = *a;
+        finish(a);
+        report(&ended);
     }
     1
 }
@@ -277,16 +293,17 @@ fn found(a: &mut Attempt) {
 /// local table is bind()'s check of its address (bind.rs).
 #[btf_tracepoint(function = "fib_table_lookup")]
 pub fn route_fib_lookup(ctx: BtfTracePointContext) -> u32 {
+    // Every route lookup of the host comes here (about nine per connection over a veth pair,
+    // both ends counted): the fields are loaded directly, not through a helper call.
     let flp: u64 = ctx.arg(1);
-    let Ok(iif) = read::<i32>(flp, conf!(flowi4_iif)) else {
+    if conf!(flowi4_iif) == ABSENT || conf!(flowi4_daddr) == ABSENT {
         return 0;
-    };
+    }
+    let iif: i32 = load(flp, conf!(flowi4_iif));
     if iif != LOOPBACK_IFINDEX && iif != 0 {
         return 0;
     }
-    let Ok(dst) = read::<u32>(flp, conf!(flowi4_daddr)) else {
-        return 0;
-    };
+    let dst: u32 = load(flp, conf!(flowi4_daddr));
     let err: i32 = ctx.arg(3);
     if iif == 0 {
         let tb_id: u32 = ctx.arg(0);
@@ -311,7 +328,7 @@ pub fn route_fib_lookup(ctx: BtfTracePointContext) -> u32 {
 #[btf_tracepoint(function = "fib6_table_lookup")]
 pub fn route_fib6_lookup(ctx: BtfTracePointContext) -> u32 {
     let flp: u64 = ctx.arg(3);
-    if read::<i32>(flp, conf!(flowi6_iif)) != Ok(LOOPBACK_IFINDEX) {
+    if conf!(flowi6_iif) == ABSENT || load::<i32>(flp, conf!(flowi6_iif)) != LOOPBACK_IFINDEX {
         return 0;
     }
     let Some(a) = ROUTE_TRY.get_ptr_mut(&bpf_get_current_pid_tgid()) else {
