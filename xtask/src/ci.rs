@@ -218,13 +218,15 @@ fn host_tests(artifacts: &Artifacts) -> Result<(bool, String)> {
     // as fast as they can would otherwise take a core from the guests for a minute.
     let env = [("NL_FLOOD_SECS", "15")];
     let host = hosttest::run(artifacts, &hosttest::Output::Log(log), &env)?;
-    Ok((
-        host.success,
-        format!(
-            "{} passed, {} failed, {} ignored",
-            host.counts.passed, host.counts.failed, host.counts.ignored
-        ),
-    ))
+    // The failed tests are named in the summary itself, the last thing CI prints.
+    let mut detail = format!(
+        "{} passed, {} failed, {} ignored",
+        host.counts.passed, host.counts.failed, host.counts.ignored
+    );
+    for line in host.failure_lines() {
+        detail += &format!("\n      failed: {line}");
+    }
+    Ok((host.success, detail))
 }
 
 /// The Debian package from the release binary just built: a few seconds.

@@ -29,6 +29,28 @@ pub enum Output {
 pub struct HostSummary {
     pub counts: Counts,
     pub success: bool,
+    /// Each failed test (binary::test) with the last lines of its output.
+    pub failures: Vec<(String, Vec<String>)>,
+}
+
+impl HostSummary {
+    /// One line per failed test: its name and the line that says why (the panic message's
+    /// first line when there is one, else its last line), for the end of CI's output.
+    pub fn failure_lines(&self) -> Vec<String> {
+        self.failures
+            .iter()
+            .map(|(name, lines)| {
+                let why = lines
+                    .iter()
+                    .position(|l| l.contains("panicked at"))
+                    .and_then(|i| lines.get(i + 1).or(lines.get(i)))
+                    .or(lines.last())
+                    .map(|l| l.trim().chars().take(200).collect::<String>())
+                    .unwrap_or_default();
+                format!("{name}: {why}")
+            })
+            .collect()
+    }
 }
 
 impl HostSummary {
@@ -168,7 +190,11 @@ pub fn run(artifacts: &Artifacts, output: &Output, env: &[(&str, &str)]) -> Resu
         "host tests: {} passed, {} failed, {} ignored",
         counts.passed, counts.failed, counts.ignored
     );
-    Ok(HostSummary { counts, success })
+    Ok(HostSummary {
+        counts,
+        success,
+        failures,
+    })
 }
 
 /// Runs `command` with stdout and stderr going to `log` (line by line, both through one pipe);
@@ -198,4 +224,38 @@ fn run_logged(mut command: Command, log: &mut dyn Write) -> Result<(bool, String
         .wait()
         .with_context(|| format!("waiting for `{described}`"))?;
     Ok((status.success(), text))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_test_is_named_with_its_panic_message() {
+        let summary = HostSummary {
+            counts: Counts::default(),
+            success: false,
+            failures: vec![
+                (
+                    "rungs::arp".into(),
+                    vec![
+                        "NL-CLIENT something".into(),
+                        "thread 'arp' panicked at tests/tests/rungs.rs:12:5:".into(),
+                        "  one event per connection: 3 != 4".into(),
+                        "note: run with `RUST_BACKTRACE=1`".into(),
+                    ],
+                ),
+                ("cli".into(), vec!["cli exited with a failure".into()]),
+                ("doc tests".into(), vec![]),
+            ],
+        };
+        assert_eq!(
+            summary.failure_lines(),
+            [
+                "rungs::arp: one event per connection: 3 != 4",
+                "cli: cli exited with a failure",
+                "doc tests: ",
+            ]
+        );
+    }
 }
