@@ -323,7 +323,15 @@ fn ignored_error(ret: i64) -> bool {
 #[inline(always)]
 pub(crate) fn connected(id: u64, addr: &[u8; 28]) {
     if crate::tls::watching() {
-        let _ = crate::tls::TLS_PEER.insert(&id, addr, 0);
+        // A thread that connects again overwrites its entry in place: an LRU update would take
+        // a free node and give back the old one on every connect.
+        match crate::tls::TLS_PEER.get_ptr_mut(&id) {
+            // SAFETY: the entry of this thread; only this thread writes it.
+            Some(p) => unsafe { *p = *addr },
+            None => {
+                let _ = crate::tls::TLS_PEER.insert(&id, addr, 0);
+            }
+        }
     }
     crate::dns::connected(id, &sockaddr_flow(addr));
 }
