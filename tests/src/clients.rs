@@ -277,6 +277,11 @@ pub struct Matrix {
     pub runs: Vec<Run>,
     /// Clients that could not run here, with the reason (each also printed as NL-SKIP).
     pub skipped: Vec<(Client, String)>,
+    /// Failures toward `dst` that no client's pid claims, and the stats records netladder had
+    /// printed (it prints one when records are lost or runs skipped): shown when a client's
+    /// event is missing or wrong, to tell a misattributed event from a lost one.
+    unclaimed: Vec<Value>,
+    stats: Vec<Value>,
 }
 
 impl Matrix {
@@ -364,6 +369,16 @@ impl Matrix {
                 .cloned()
                 .collect();
         }
+        let unclaimed = failures
+            .iter()
+            .filter(|e| e["dst"] == dst && !runs.iter().any(|r| mine(e, r.attempt.pid)))
+            .cloned()
+            .collect();
+        let stats = w
+            .events()
+            .into_iter()
+            .filter(|e| e["type"] == "stats")
+            .collect();
         let matrix = Matrix {
             test: test_name(),
             dst: dst.to_string(),
@@ -371,6 +386,8 @@ impl Matrix {
             netns: ns.inode(),
             runs,
             skipped,
+            unclaimed,
+            stats,
         };
         matrix.print();
         matrix
@@ -588,7 +605,8 @@ impl Matrix {
 
     /// Every client's events, for failure messages.
     fn dump(&self) -> String {
-        self.runs
+        let mut out: String = self
+            .runs
             .iter()
             .map(|r| {
                 format!(
@@ -603,7 +621,20 @@ impl Matrix {
                         .join("\n")
                 )
             })
-            .collect()
+            .collect();
+        for (what, records) in [
+            (
+                "failures toward it that no client's pid claims",
+                &self.unclaimed,
+            ),
+            ("netladder's stats records so far", &self.stats),
+        ] {
+            out += &format!("--- {what}: {}\n", records.len());
+            for r in records {
+                out += &format!("{r}\n");
+            }
+        }
+        out
     }
 }
 
