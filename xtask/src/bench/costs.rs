@@ -5,9 +5,15 @@
 
 use std::fs;
 use std::path::Path;
+use std::thread::sleep;
 
 use anyhow::{Context, Result};
 use serde_json::Value;
+
+use super::child::remove_if_present;
+use super::report::escape_cell;
+use super::tracer::Netladder;
+use super::{Ctx, SETTLE};
 
 /// What one of netladder's programs cost during the load.
 #[derive(Clone, Debug, PartialEq)]
@@ -27,8 +33,46 @@ pub(super) struct Costs {
     pub(super) programs: Vec<ProgramCost>,
 }
 
+/// Runs a benchmark's load once more under `netladder watch --program-costs`, apart from its
+/// rounds; `load` returns how many `unit`s it made. A failed run is kept as its message (also
+/// said on stderr, as `bench: NAME: ...`), for the report to say why the table is missing.
+pub(super) fn measure(
+    ctx: &Ctx,
+    bench: &str,
+    unit: &'static str,
+    load: impl FnOnce(&Netladder) -> Result<u64>,
+) -> Result<Costs, String> {
+    sleep(SETTLE);
+    let run = || -> Result<Costs> {
+        let netladder =
+            Netladder::start_with(&ctx.bins, &ctx.work, ctx.seconds, &["--program-costs"])?;
+        let units = load(&netladder)?;
+        let stopped = netladder.stop()?;
+        let programs = read_costs(&stopped.out)?;
+        remove_if_present(&stopped.out)?;
+        Ok(Costs {
+            unit,
+            units,
+            programs,
+        })
+    };
+    run().map_err(|e| {
+        let e = format!("{e:#}");
+        eprintln!("bench: {bench}: the program costs run failed: {e}");
+        e
+    })
+}
+
+/// The report's part for a [`measure`] run: its table, or why it failed.
+pub(super) fn section(costs: &Result<Costs, String>) -> String {
+    match costs {
+        Ok(c) => c.markdown(),
+        Err(e) => format!("The program costs run failed: {}\n", escape_cell(e)),
+    }
+}
+
 /// The `costs` record of a `netladder watch --json --program-costs` output file.
-pub(super) fn read_costs(path: &Path) -> Result<Vec<ProgramCost>> {
+fn read_costs(path: &Path) -> Result<Vec<ProgramCost>> {
     let text = fs::read_to_string(path).context("cannot read netladder's output")?;
     parse_costs(&text)
 }

@@ -16,7 +16,7 @@ use netladder_tests::TwoHosts;
 use serde_json::Value;
 
 use super::child::{last_line, remove_if_present, Guarded};
-use super::costs::{read_costs, Costs};
+use super::costs::{self, Costs};
 use super::procfs::{cpu_secs, system_busy_secs};
 use super::report::{closing, escape_cell, median, Machine, Spread};
 use super::tracer::{count_of, read_failures, FinalStats, Netladder};
@@ -51,11 +51,12 @@ pub(super) fn run(ctx: &Ctx) -> Result<HealthyResults> {
         || lab.traced(),
         Run::progress,
     )?;
-    sleep(SETTLE);
-    let costs = lab.costs().map_err(|e| format!("{e:#}"));
-    if let Err(e) = &costs {
-        eprintln!("bench: healthy path: the program costs run failed: {e}");
-    }
+    // Per connection (both ends are on this host, so both sockets' programs count).
+    let costs = costs::measure(ctx, "healthy path", "connection", |netladder| {
+        Ok(lab
+            .load_traced(Load::Connects, lab.length(), Some(netladder))?
+            .units)
+    });
     Ok(HealthyResults {
         rounds,
         foreign,
@@ -351,26 +352,6 @@ impl<'a> Lab<'a> {
         })
     }
 
-    /// The connects once more under `--program-costs`: each program's runs and time per
-    /// connection (both ends are on this host, so both sockets' programs count).
-    fn costs(&self) -> Result<Costs> {
-        let netladder = Netladder::start_with(
-            &self.ctx.bins,
-            &self.ctx.work,
-            self.ctx.seconds,
-            &["--program-costs"],
-        )?;
-        let connects = self.load_traced(Load::Connects, self.length(), Some(&netladder))?;
-        let stopped = netladder.stop()?;
-        let programs = read_costs(&stopped.out)?;
-        remove_if_present(&stopped.out)?;
-        Ok(Costs {
-            unit: "connection",
-            units: connects.units,
-            programs,
-        })
-    }
-
     fn traced(&self) -> Result<Run> {
         let netladder = Netladder::start(&self.ctx.bins, &self.ctx.work, 2.0 * self.ctx.seconds)?;
         let stream = self.load_traced(Load::Stream, self.length(), Some(&netladder))?;
@@ -473,10 +454,7 @@ impl HealthyResults {
         md += "\n";
         md += &self.netladder_table();
         md += "\n";
-        md += &match &self.costs {
-            Ok(c) => c.markdown(),
-            Err(e) => format!("The program costs run failed: {}\n", escape_cell(e)),
-        };
+        md += &costs::section(&self.costs);
         let events: Vec<String> = self
             .traced_runs()
             .flat_map(|(i, _, t)| t.events.iter().map(move |e| format!("round {i}: {e}")))

@@ -20,7 +20,7 @@ use anyhow::{ensure, Context, Result};
 use serde_json::Value;
 
 use super::child::{last_line, remove_if_present, stop_requested, Guarded};
-use super::costs::{read_costs, Costs};
+use super::costs::{self, Costs};
 use super::procfs::{cpu_secs, foreign_tracers, perf_event_fds, system_busy_secs};
 use super::report::{closing, escape_cell, lost_verdict, Machine, Spread};
 use super::tracer::{final_stats, FinalStats, Netladder};
@@ -62,11 +62,9 @@ pub(super) fn run(ctx: &Ctx) -> Result<StormResults> {
     for round in 0..ctx.rounds {
         rounds.push(bench.round(round, &mut broken, &mut foreign)?);
     }
-    sleep(SETTLE);
-    let costs = bench.costs().map_err(|e| format!("{e:#}"));
-    if let Err(e) = &costs {
-        eprintln!("bench: storm: the program costs run failed: {e}");
-    }
+    let costs = costs::measure(ctx, "storm", "refused connect", |_| {
+        Ok(bench.storm(bench.storm_length())?.attempts)
+    });
     Ok(StormResults {
         rounds,
         foreign,
@@ -331,26 +329,6 @@ impl Bench<'_> {
         })
     }
 
-    /// One more storm under `--program-costs`: each program's runs and time per refused
-    /// connect.
-    fn costs(&self) -> Result<Costs> {
-        let netladder = Netladder::start_with(
-            &self.ctx.bins,
-            &self.ctx.work,
-            self.ctx.seconds,
-            &["--program-costs"],
-        )?;
-        let storm = self.storm(self.storm_length())?;
-        let stopped = netladder.stop()?;
-        let programs = read_costs(&stopped.out)?;
-        remove_if_present(&stopped.out)?;
-        Ok(Costs {
-            unit: "refused connect",
-            units: storm.attempts,
-            programs,
-        })
-    }
-
     fn bpftrace(&self) -> Result<BpftraceRun> {
         ensure!(Path::new(BPFTRACE).is_file(), "{BPFTRACE} is not installed");
         let out = self.ctx.work.join("bpftrace.out");
@@ -527,10 +505,7 @@ impl StormResults {
         md += "\n";
         md += &self.netladder_table();
         md += "\n";
-        md += &match &self.costs {
-            Ok(c) => c.markdown(),
-            Err(e) => format!("The program costs run failed: {}\n", escape_cell(e)),
-        };
+        md += &costs::section(&self.costs);
         md += "\n";
         md += &self.bpftrace_note();
         let foreign: Vec<String> = self.foreign.iter().cloned().collect();
