@@ -267,16 +267,15 @@ async fn event_loop(
     };
     // --program-costs: the kernel counts every BPF program's runs and run time while this
     // descriptor is open (it turns them off when netladder exits).
-    let costs_on = if args.program_costs {
-        Some(
-            aya::sys::enable_stats(aya::sys::Stats::RunTime).map_err(|e| {
-                anyhow::anyhow!("cannot turn on the kernel's BPF run-time statistics: {e}")
-            })?,
-        )
+    // Only then are the programs' descriptors read at start, for the baseline.
+    let costs = if args.program_costs {
+        let on = aya::sys::enable_stats(aya::sys::Stats::RunTime).map_err(|e| {
+            anyhow::anyhow!("cannot turn on the kernel's BPF run-time statistics: {e}")
+        })?;
+        Some((on, counters.program_costs()))
     } else {
         None
     };
-    let costs_base = counters.program_costs();
     // Ready only once a signal can no longer kill netladder before its final report.
     if let Some(path) = &args.ready_file {
         std::fs::write(path, b"ready\n")
@@ -418,8 +417,8 @@ async fn event_loop(
         m.health(&out.snapshot(&c, &classifier));
     }
     otlp::finish(OTLP_FINISH);
-    if costs_on.is_some() {
-        let costs = loader::costs_since(&counters.program_costs(), &costs_base);
+    if let Some((_on, base)) = &costs {
+        let costs = loader::costs_since(&counters.program_costs(), base);
         if args.json {
             emit_line(&output::costs_json(&costs).to_string())?;
         }
