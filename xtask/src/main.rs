@@ -63,6 +63,9 @@ enum Task {
     },
     /// Benchmark netladder's overhead: refused storm, healthy path, drop storm, host tax, start-up (docs/benchmarks.md).
     Bench(bench::BenchArgs),
+    /// netladder's hook plans (fexit, without fexit, with syscall tracepoints) side by side in
+    /// one Debian VM (docs/benchmarks.md).
+    VmBench(bench::vmplans::VmBenchArgs),
     /// One load of the host-tax benchmark, run by `cargo xtask bench` as its own child.
     #[command(hide = true)]
     BenchLoad(bench::LoadArgs),
@@ -117,6 +120,7 @@ fn dispatch(task: Task) -> Result<ExitCode> {
         Task::Ci { kernel } => ci::run(&kernel),
         Task::Bench(args) => bench::run(&args),
         Task::BenchLoad(args) => bench::run_load(&args),
+        Task::VmBench(args) => bench::vmplans::run(&args),
     }
 }
 

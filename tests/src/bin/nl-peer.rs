@@ -50,6 +50,10 @@
 //!     64-byte datagrams to ADDR from one UDP socket, as fast as possible for SECS; print one JSON
 //!     line {"attempts":N,"sent":N,"eperm":N,"other":N,"secs":F,"rate":F,"user":F,"sys":F}
 //!     (eperm: sendto() refused with EPERM, what a local firewall's drop makes of it).
+//! nl-peer rw --duration SECS
+//!     no network at all: read() one byte of /dev/zero and write() it to /dev/null, as fast as
+//!     possible for SECS (what `dd bs=1` does); an op is the pair. Print one JSON line
+//!     {"ops":N,"secs":F,"rate":F,"user":F,"sys":F}. The VM benchmark's host-tax load.
 //! ```
 //! nl-peer dns-serve ADDR MODE
 //!     a tiny UDP DNS responder for the DNS scenarios, print `ready ADDR` and answer every
@@ -62,6 +66,7 @@
 //! Usage errors exit 2. ADDR is `IPv4:port` or `[IPv6]:port`.
 
 use std::ffi::CString;
+use std::fs::File;
 use std::io::{self, Write};
 use std::mem;
 use std::net::{SocketAddr, TcpListener, UdpSocket};
@@ -130,9 +135,10 @@ fn main() -> ExitCode {
         Some("blast") => parse_timed("blast", &args[1..]).map(|(a, d)| run_blast(a, d)),
         Some("churn") => parse_timed("churn", &args[1..]).map(|(a, d)| run_churn(a, d)),
         Some("udp-flood") => parse_timed("udp-flood", &args[1..]).map(|(a, d)| run_udp_flood(a, d)),
+        Some("rw") => parse_rw(&args[1..]).map(run_rw),
         _ => Err(
             "expected a command: listen | connect | udp-send | storm | dns-serve | sink | blast | \
-             churn | udp-flood"
+             churn | udp-flood | rw"
                 .to_string(),
         ),
     };
@@ -275,6 +281,14 @@ fn parse_timed(command: &str, args: &[String]) -> Result<(SocketAddr, Duration),
     }
     let duration = duration.ok_or_else(|| format!("{command}: --duration SECS is required"))?;
     Ok((addr, duration))
+}
+
+/// `rw --duration SECS`.
+fn parse_rw(args: &[String]) -> Result<Duration, String> {
+    match args {
+        [flag, value] if flag == "--duration" => parse_secs(flag, Some(value)),
+        _ => Err("rw: expected --duration SECS".to_string()),
+    }
 }
 
 fn split_addr(args: &[String]) -> Result<(SocketAddr, std::slice::Iter<'_, String>), String> {
@@ -708,6 +722,41 @@ fn run_churn(addr: SocketAddr, duration: Duration) -> ExitCode {
     print_line(&format!(
         r#"{{"connects":{connects},"failures":{failures},{timing}}}"#
     ));
+    ExitCode::SUCCESS
+}
+
+fn run_rw(duration: Duration) -> ExitCode {
+    let (zero, null) = match (File::open("/dev/zero"), File::create("/dev/null")) {
+        (Ok(z), Ok(n)) => (z, n),
+        (Err(err), _) | (_, Err(err)) => {
+            print_line(&error_line(err.raw_os_error().unwrap_or(0)));
+            return ExitCode::FAILURE;
+        }
+    };
+    let start = Instant::now();
+    let deadline = start + duration;
+    let mut ops = 0u64;
+    let mut byte = [0u8; 1];
+    loop {
+        // The clock is read once every 256 ops, so the time goes to the two syscalls.
+        for _ in 0..256 {
+            // SAFETY: both descriptors are open for the whole loop; `byte` is valid for one byte.
+            let ok = unsafe {
+                libc::read(zero.as_raw_fd(), byte.as_mut_ptr().cast(), 1) == 1
+                    && libc::write(null.as_raw_fd(), byte.as_ptr().cast(), 1) == 1
+            };
+            if !ok {
+                print_line(&error_line(last_errno()));
+                return ExitCode::FAILURE;
+            }
+        }
+        ops += 256;
+        if Instant::now() >= deadline {
+            break;
+        }
+    }
+    let timing = timing_fields(start, ops);
+    print_line(&format!(r#"{{"ops":{ops},{timing}}}"#));
     ExitCode::SUCCESS
 }
 

@@ -33,6 +33,7 @@ mod report;
 mod startup;
 mod storm;
 mod tracer;
+pub mod vmplans;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -19,6 +19,9 @@ use crate::cmd;
 
 /// PID 1 inside the VM.
 const INIT_SCRIPT: &str = include_str!("../../vm/init");
+/// The hook plans benchmark, run by init instead of the tests when NL_BENCH is set.
+const BENCH_SCRIPT: &str = include_str!("../../vm/bench");
+const BENCH_IN_VM: &str = "nl/bench";
 const BUSYBOX: &str = "/bin/busybox";
 
 /// Where things live inside the VM (the init script uses the same paths).
@@ -118,6 +121,7 @@ pub fn build_common(artifacts: &Artifacts, work: &Path) -> Result<PathBuf> {
     let root = fresh_dir(&work.join("common"))?;
     skeleton(&root)?;
     write_executable(&root.join("init"), INIT_SCRIPT)?;
+    write_executable(&root.join(BENCH_IN_VM), BENCH_SCRIPT)?;
 
     let mut binaries = vec![copy_file(Path::new(BUSYBOX), &root.join("bin/busybox"))?];
     for tool in TOOLS {

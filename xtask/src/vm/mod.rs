@@ -155,6 +155,55 @@ pub fn run(args: &VmTestArgs) -> Result<SuiteOutcome> {
     suite(&artifacts, &boots, &options)
 }
 
+/// What one boot of the hook plans benchmark printed (`cargo xtask vm-bench`).
+pub struct BenchBoot {
+    /// `tcg` or `kvm`.
+    pub accel: &'static str,
+    /// The kernel release the guest booted.
+    pub release: String,
+    /// Everything the guest wrote on its results port.
+    pub results: String,
+}
+
+/// Boots `spec` once with `NL_BENCH=ROUNDS:SECONDS`: its init runs the plans benchmark
+/// (xtask/vm/bench) instead of the tests.
+pub fn boot_bench(
+    spec: &'static KernelSpec,
+    artifacts: &Artifacts,
+    rounds: u32,
+    seconds: u32,
+    timeout: Duration,
+) -> Result<BenchBoot> {
+    let cache = cmd::workspace_root().join("target").join("vm-cache");
+    let work = cache.join("initramfs-bench");
+    fs::create_dir_all(&work)?;
+    let common = initramfs::build_common(artifacts, &work)?;
+    let (kernel, cpio) = prepare(spec, &common, &cache, &work)?;
+    let dir = cache.join("runs").join(format!("bench-{}", spec.label));
+    let boot = qemu::Boot {
+        kernel: &kernel.vmlinuz,
+        initramfs: &cpio,
+        cmdline: format!("{BASE_CMDLINE} NL_BENCH={rounds}:{seconds}"),
+        dir: &dir,
+        timeout,
+    };
+    let accel = qemu::choose_accel(&boot)?;
+    let result = qemu::boot(&boot, accel)?;
+    if let qemu::End::TimedOut = result.end {
+        anyhow::bail!(
+            "{}: the benchmark boot did not end within {} s (output in {})",
+            spec.label,
+            timeout.as_secs(),
+            dir.display()
+        );
+    }
+    Ok(BenchBoot {
+        accel: result.accel.name(),
+        release: kernel.release.clone(),
+        results: read_lossy(&result.results),
+    })
+}
+
 /// Downloads and unpacks the kernels (what `suite` would do first), so that CI can do it while
 /// it builds. Errors are left for `suite` to report.
 pub fn fetch_kernels(kernels: &[&'static KernelSpec]) {
