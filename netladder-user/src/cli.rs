@@ -86,10 +86,12 @@ pub struct HookOpts {
     /// what it would have shown is reported as degraded (repeatable).
     #[arg(long, value_name = "PROGRAM")]
     pub skip_hook: Vec<String>,
-    /// Also attach the syscall tracepoint programs where the kernel refuses fentry/fexit: they
-    /// read listen() failures, bind() failures the bind programs cannot tell (#027), the ssh
-    /// rung (#030) and connect() failures other than routing and local ports, but while one is
-    /// attached every system call of every task on the host takes the kernel's slow path.
+    /// Also attach the programs every task on the host pays for, network or not: the ssh rung
+    /// (#030) on write(), sendto() and open (fentry/fexit where the kernel allows it), and where
+    /// it refuses fentry/fexit the syscall tracepoint programs, which also read listen()
+    /// failures, bind() failures the bind programs cannot tell (#027) and connect() failures
+    /// other than routing and local ports; while one of those is attached every system call of
+    /// every task takes the kernel's slow path.
     #[arg(long)]
     pub syscall_hooks: bool,
 }

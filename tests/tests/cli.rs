@@ -170,6 +170,7 @@ fn hooks_reports_every_program() {
             [
                 "per packet",
                 "EVERY SYSCALL",
+                "EVERY TASK",
                 "per call",
                 "per event",
                 "per lib call"
@@ -180,6 +181,16 @@ fn hooks_reports_every_program() {
         assert_eq!(
             cost == "EVERY SYSCALL",
             hook.starts_with("tracepoint/syscalls/"),
+            "{h}"
+        );
+        assert_eq!(
+            cost == "EVERY TASK",
+            [
+                "fentry/vfs_write",
+                "fentry/__sys_sendto",
+                "fexit/do_sys_openat2"
+            ]
+            .contains(&hook),
             "{h}"
         );
     }
@@ -237,6 +248,12 @@ fn hooks_reports_every_program() {
         {
             assert_ne!(h["status"], "attached", "{h}");
         }
+        // Nor does a program on write(), sendto() or open, which every task makes, even where
+        // fentry/fexit load.
+        if h["cost"] == "EVERY TASK" {
+            assert_eq!(h["status"], "skipped", "{h}");
+            assert_eq!(h["opt_in"], true, "{h}");
+        }
         if h["program"].as_str().unwrap().starts_with("route_") && connect_fexit {
             assert_eq!(h["status"], "replaced", "{h}");
         }
@@ -256,6 +273,10 @@ fn hooks_reports_every_program() {
                 h["status"] == "attached" || h["status"] == "replaced",
                 "{h}"
             );
+        }
+        // Those on write(), sendto() and open are tried: attached, or refused where fentry is.
+        if h["cost"] == "EVERY TASK" {
+            assert!(h["status"] == "attached" || h["status"] == "refused", "{h}");
         }
         // With the syscall tracepoints (or the fexit programs that replace them) the
         // route-lookup programs are not needed.

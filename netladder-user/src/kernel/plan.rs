@@ -73,6 +73,10 @@ pub enum Cost {
     /// A syscall tracepoint: while one is enabled, every system call of every task takes the
     /// kernel's tracing slow path, whatever call the tracepoint is for.
     EverySyscall,
+    /// fentry/fexit on a kernel function behind a system call that every task makes, network
+    /// or not (write(), sendto(), openat()): every process on the host pays a trampoline and
+    /// the program's first check on each such call.
+    EveryTaskCall,
     /// Runs when one kernel function is called (fentry/fexit).
     PerCall,
     /// Runs on socket or neighbour events: state changes, resets, retransmits, updates.
@@ -87,6 +91,7 @@ impl Cost {
         match self {
             Cost::PerPacket => "per packet",
             Cost::EverySyscall => "EVERY SYSCALL",
+            Cost::EveryTaskCall => "EVERY TASK",
             Cost::PerCall => "per call",
             Cost::PerEvent => "per event",
             Cost::PerLibraryCall => "per lib call",
@@ -98,6 +103,7 @@ impl Cost {
         match self {
             Cost::PerPacket => "runs for every packet its hook sees",
             Cost::EverySyscall => "while attached, every system call of every task on the host takes the kernel's tracing slow path",
+            Cost::EveryTaskCall => "runs on a call every task on the host makes (write(), sendto(), openat()), network or not: every process pays for it on each such call",
             Cost::PerCall => "runs only when its kernel function (or socket call) is called",
             Cost::PerEvent => "runs on socket or neighbour events (state changes, resets, retransmits, neighbour updates)",
             Cost::PerLibraryCall => "runs only in processes that call its library function, as a trap on each call",
@@ -245,6 +251,10 @@ impl Hook {
                 "kfree_skb" | "consume_skb" | "fib_table_lookup" | "fib6_table_lookup",
             ) => Cost::PerPacket,
             Attach::TpBtf(_) => Cost::PerEvent,
+            // The ssh rung's functions: every write(), sendto() and open of every task.
+            Attach::FEntry("vfs_write" | "__sys_sendto") | Attach::FExit("do_sys_openat2") => {
+                Cost::EveryTaskCall
+            }
             Attach::FEntry(_) | Attach::FExit(_) => Cost::PerCall,
             Attach::UProbe { .. } | Attach::LibcProbe { .. } => Cost::PerLibraryCall,
             Attach::CgroupSkb { .. } => Cost::PerPacket,
@@ -272,9 +282,10 @@ impl Hook {
     }
 
     /// Opt-in only (`--syscall-hooks`): a syscall tracepoint taxes every system call of every
-    /// task while attached.
+    /// task while attached, and a fentry/fexit program on write(), sendto() or open taxes those
+    /// calls of every task.
     pub fn opt_in(&self) -> bool {
-        self.cost() == Cost::EverySyscall
+        matches!(self.cost(), Cost::EverySyscall | Cost::EveryTaskCall)
     }
 }
 
@@ -572,7 +583,10 @@ pub const HOOKS: &[Hook] = &[
     },
     // ssh (#030): log lines of ssh and sshd, the client's key files and destination. Where
     // fentry/fexit load, at the kernel functions behind the calls; elsewhere at syscall
-    // tracepoints (below), which tax every system call of every task.
+    // tracepoints (below), which tax every system call of every task. The log lines and key
+    // files come from write(), sendto() and open, which every task makes: those programs are
+    // opt-in (--syscall-hooks) on every kernel (a VM measurement: fentry on vfs_write alone
+    // took 0.80 of a one-byte read/write loop's speed, docs/benchmarks.md).
     Hook {
         program: "ssh_vfs_write",
         attach: Attach::FEntry("vfs_write"),
@@ -866,7 +880,7 @@ const FEXIT_NEEDS: &str = "fentry/fexit (5.5+, refused by some kernels)";
 const CONNECT_WITHOUT: &str = "connect() calls that fail at once (no route, no free local port)";
 const SYSCALL_NEEDS: &str = "syscall tracepoints (CONFIG_FTRACE_SYSCALLS); opt-in (--syscall-hooks) where fentry/fexit are refused";
 /// Why a syscall tracepoint program was not attached: `--syscall-hooks` was not given.
-pub const SYSCALL_OPT_IN: &str = "opt-in (--syscall-hooks): while attached, every system call of every task takes the kernel's slow path";
+pub const SYSCALL_OPT_IN: &str = "opt-in (--syscall-hooks): every task on the host would pay for it on its system calls, network or not";
 const CONNECT_TP_WITHOUT: &str =
     "connect() calls that fail at once for another reason than a route (no free local port, #028)";
 const SEND_TP_WITHOUT: &str =
@@ -1029,7 +1043,8 @@ pub enum Status {
     Refused(String),
     /// Not tried, and why.
     Skipped(String),
-    /// A syscall tracepoint not tried because `--syscall-hooks` was not given.
+    /// A hook every task would pay for (a syscall tracepoint, a fentry on write()...) not
+    /// tried because `--syscall-hooks` was not given.
     OptIn,
     /// Not attached because the programs that replace it (`Hook::replaced_by`) are: nothing is
     /// lost.
@@ -1564,9 +1579,31 @@ mod tests {
             Status::Replaced(_)
         ));
         assert!(!kernel.asked.borrow().contains(&ICMP_RANGES));
+        // The syscall tracepoints are replaced, not opt-in, where fexit attached, but for the
+        // ssh rung's: its programs on write(), sendto() and open are opt-in, whatever their hook.
+        for o in &out {
+            let ssh_log = o.hook.program.starts_with("ssh_")
+                && o.hook.program != "ssh_connect_entry"
+                && o.hook.program != "ssh_connect";
+            assert_eq!(o.status == Status::OptIn, ssh_log, "{o:?}");
+        }
+        assert_eq!(
+            degraded(&out),
+            vec![
+                format!("{SSH_WRITE_WITHOUT} (opt-in here: --syscall-hooks)"),
+                format!("{SSH_SEND_WITHOUT} (opt-in here: --syscall-hooks)"),
+                format!("{SSH_OPEN_WITHOUT} (opt-in here: --syscall-hooks)"),
+            ]
+        );
+        // With --syscall-hooks the fentry/fexit programs attach and replace the tracepoints.
+        let opted = Choices {
+            syscall_hooks: true,
+            ..DEFAULT
+        };
+        let out = run(&opted, &kernel, |h| kernel.attach(h)).unwrap();
+        assert_eq!(status_of(&out, "ssh_vfs_write"), &Status::Attached);
+        assert!(matches!(status_of(&out, "ssh_write"), Status::Replaced(_)));
         assert_eq!(degraded(&out), Vec::<String>::new());
-        // The syscall tracepoints are replaced, not opt-in, where fexit attached.
-        assert!(out.iter().all(|o| o.status != Status::OptIn), "{out:?}");
     }
 
     /// A core hook the kernel refuses ends start-up with one line naming it and the reason.
