@@ -3,7 +3,8 @@
 //! On this project's machine the kernel refuses fentry/fexit, so the host benchmarks can only
 //! measure the plan without them. A Debian kernel allows them, and there one VM boot runs the
 //! same loads untraced and under each plan (xtask/vm/bench, run by the VM's init instead of the
-//! tests): the fexit plan (the default there), the plan of a kernel without fexit
+//! tests): the fexit plan (the default there), the same with `--syscall-hooks` (which there adds
+//! the ssh rung's programs on write(), sendto() and open), the plan of a kernel without fexit
 //! (`--no-optional-hooks`), and that plan with the syscall tracepoints (`--syscall-hooks`).
 //! The modes rotate from round to round and each rate is divided by the untraced rate of the
 //! same round, as in `cargo xtask bench`. The VM runs under TCG here (no KVM): every instruction
@@ -30,6 +31,11 @@ const MODES: &[(&str, &str)] = &[
     (
         "fexit",
         "netladder, fexit plan (the default on this kernel)",
+    ),
+    (
+        "fexit-opt-in",
+        "netladder, fexit plan with `--syscall-hooks` (adds the ssh programs on write(), \
+         sendto() and open)",
     ),
     (
         "no-fexit",
@@ -95,8 +101,9 @@ struct Output {
     runs: Vec<Run>,
     /// Programs each plan attached.
     attached: Vec<(String, u32)>,
-    /// Events netladder lost, summed over a mode's runs.
-    lost: Vec<(String, u64)>,
+    /// Per traced round: the mode, the events netladder lost, and its CPU time during the
+    /// loads (seconds).
+    traced: Vec<(String, u64, f64)>,
 }
 
 pub fn run(args: &VmBenchArgs) -> Result<std::process::ExitCode> {
@@ -155,17 +162,16 @@ fn parse(text: &str) -> Result<Output> {
             };
             out.attached.push((mode.to_string(), n.parse()?));
         } else if let Some(rest) = line.strip_prefix("NL-BENCH-STATS ") {
-            let (head, json) = rest.split_once(' ').unwrap_or((rest, ""));
-            let mode = head
-                .strip_prefix("mode=")
-                .context("stats line without a mode")?;
-            let stats: Value = serde_json::from_str(json)
+            let (head, json) = rest.split_once(" {").unwrap_or((rest, ""));
+            let words: Vec<&str> = head.split_whitespace().collect();
+            let (Some(mode), Some(ticks)) = (field(&words, "mode"), field(&words, "ticks")) else {
+                bail!("bad stats line: {line}");
+            };
+            let stats: Value = serde_json::from_str(&format!("{{{json}"))
                 .with_context(|| format!("netladder printed no final stats ({mode})"))?;
             let lost = stats["lost"].as_u64().context("stats without lost")?;
-            match out.lost.iter_mut().find(|(m, _)| m == mode) {
-                Some((_, n)) => *n += lost,
-                None => out.lost.push((mode.to_string(), lost)),
-            }
+            let secs = ticks.parse::<f64>()? / 100.0;
+            out.traced.push((mode.to_string(), lost, secs));
         } else if let Some(rest) = line.strip_prefix("NL-BENCH ") {
             let (head, json) = rest
                 .split_once(" {")
@@ -235,19 +241,20 @@ fn render(label: &str, release: &str, accel: &str, args: &VmBenchArgs, out: &Out
          under netladder divided by the untraced rate of the same round; median, min, max.\n\n",
         args.rounds, args.seconds
     );
-    md += "| plan | programs attached | events lost |\n|---|---:|---:|\n";
+    md += "| plan | programs attached | events lost | netladder's own CPU during a round's \
+           loads (median) |\n|---|---:|---:|---:|\n";
     for (mode, words) in MODES.iter().skip(1) {
         let attached = out
             .attached
             .iter()
             .find(|(m, _)| m == mode)
             .map_or("-".to_string(), |(_, n)| n.to_string());
-        let lost = out
-            .lost
-            .iter()
-            .find(|(m, _)| m == mode)
-            .map_or("-".to_string(), |(_, n)| n.to_string());
-        md += &format!("| {words} | {attached} | {lost} |\n");
+        let rounds: Vec<&(String, u64, f64)> =
+            out.traced.iter().filter(|(m, _, _)| m == mode).collect();
+        let lost: u64 = rounds.iter().map(|(_, n, _)| n).sum();
+        let cpu = Spread::of(rounds.iter().map(|(_, _, secs)| *secs))
+            .map_or("-".to_string(), |s| format!("{:.2} s", s.median));
+        md += &format!("| {words} | {attached} | {lost} | {cpu} |\n");
     }
     for (load, unit, _) in LOADS {
         md += &format!(
@@ -327,10 +334,10 @@ NL-BENCH-PLAN mode=fexit attached=40
 NL-BENCH-PLAN mode=no-fexit attached=36
 NL-BENCH round=1 mode=untraced load=storm {\"attempts\":1000,\"refused\":1000,\"ok\":0,\"other\":0,\"secs\":1.0,\"rate\":1000.0,\"user\":0.1,\"sys\":0.9}
 NL-BENCH round=1 mode=fexit load=storm {\"attempts\":900,\"refused\":900,\"ok\":0,\"other\":0,\"secs\":1.0,\"rate\":900.0,\"user\":0.1,\"sys\":0.8}
-NL-BENCH-STATS mode=fexit {\"final\":true,\"lost\":2}
+NL-BENCH-STATS mode=fexit ticks=12 {\"final\":true,\"lost\":2}
 NL-BENCH round=2 mode=fexit load=storm {\"attempts\":800,\"refused\":800,\"ok\":0,\"other\":0,\"secs\":1.0,\"rate\":800.0,\"user\":0.1,\"sys\":0.7}
 NL-BENCH round=2 mode=untraced load=storm {\"attempts\":1000,\"refused\":1000,\"ok\":0,\"other\":0,\"secs\":1.0,\"rate\":1000.0,\"user\":0.1,\"sys\":0.9}
-NL-BENCH-STATS mode=fexit {\"final\":true,\"lost\":1}
+NL-BENCH-STATS mode=fexit ticks=30 {\"final\":true,\"lost\":1}
 NL-BENCH-DONE
 ";
 
@@ -339,7 +346,13 @@ NL-BENCH-DONE
         let out = parse(SAMPLE).unwrap();
         assert_eq!(out.runs.len(), 4);
         assert_eq!(out.attached[1], ("no-fexit".to_string(), 36));
-        assert_eq!(out.lost, vec![("fexit".to_string(), 3)]);
+        assert_eq!(
+            out.traced,
+            vec![
+                ("fexit".to_string(), 2, 0.12),
+                ("fexit".to_string(), 1, 0.3)
+            ]
+        );
         assert_eq!(out.runs[1].cpu_per_unit, 0.9 / 900.0);
         assert_eq!(ratios(&out, "storm", "fexit"), vec![0.9, 0.8]);
     }
