@@ -127,7 +127,7 @@ pub fn run(args: &VmBenchArgs) -> Result<std::process::ExitCode> {
             args.seconds,
             Duration::from_secs(args.timeout),
         )?;
-        let out = parse(&boot.results).with_context(|| format!("{}", spec.label))?;
+        let out = parse(&boot.results).context(spec.label)?;
         let table = render(spec.label, &boot.release, boot.accel, args, &out);
         println!("{table}");
         md += &table;
