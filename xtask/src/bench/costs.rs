@@ -101,6 +101,15 @@ fn parse_costs(text: &str) -> Result<Vec<ProgramCost>> {
         .collect()
 }
 
+/// The unit's plural: a unit of measure (MB) stays as it is.
+fn plural(unit: &str) -> String {
+    if unit.chars().all(|c| c.is_ascii_uppercase()) {
+        unit.to_string()
+    } else {
+        format!("{unit}s")
+    }
+}
+
 impl Costs {
     /// Program time per unit, in nanoseconds.
     pub(super) fn ns_per_unit(&self) -> f64 {
@@ -114,10 +123,11 @@ impl Costs {
         let per = |x: u64| x as f64 / self.units.max(1) as f64;
         let mut t = format!(
             "Where the programs' time goes: one more run of this load, outside the rounds, under \
-             `netladder watch --program-costs` ({} {unit}s; the kernel's figures include about \
+             `netladder watch --program-costs` ({} {}; the kernel's figures include about \
              20-30 ns of clock reads per run):\n\n\
              | program | runs per {unit} | ns per run | ns per {unit} |\n|---|---:|---:|---:|\n",
-            self.units
+            self.units,
+            plural(unit)
         );
         for p in &self.programs {
             let per_unit = per(p.run_ns);
@@ -166,6 +176,8 @@ mod tests {
         );
         assert!(!md.contains("dns_egress"), "{md}");
         assert!(md.contains("| all | 4.20 | | 801 |"), "{md}");
+        assert!(md.contains("(10 connections;"), "{md}");
+        assert_eq!(plural("MB"), "MB");
         assert!(parse_costs(r#"{"type":"stats","final":true}"#).is_err());
     }
 }

@@ -51,6 +51,14 @@ pub(super) fn run(ctx: &Ctx) -> Result<HealthyResults> {
         || lab.traced(),
         Run::progress,
     )?;
+    // Per MB of the stream: what the per-packet programs (the DNS cgroup_skb pair,
+    // consume_skb) cost a bulk transfer.
+    let stream_costs = costs::measure(ctx, "healthy path, stream", "MB", |netladder| {
+        Ok(lab
+            .load_traced(Load::Stream, lab.length(), Some(netladder))?
+            .units
+            / 1_000_000)
+    });
     // Per connection (both ends are on this host, so both sockets' programs count).
     let costs = costs::measure(ctx, "healthy path", "connection", |netladder| {
         Ok(lab
@@ -61,6 +69,7 @@ pub(super) fn run(ctx: &Ctx) -> Result<HealthyResults> {
         rounds,
         foreign,
         seconds: ctx.seconds,
+        stream_costs,
         costs,
     })
 }
@@ -408,6 +417,8 @@ pub(super) struct HealthyResults {
     rounds: Vec<Round>,
     foreign: Vec<String>,
     seconds: f64,
+    /// The stream's program costs per MB (a run of its own), or why that run failed.
+    stream_costs: Result<Costs, String>,
     /// The connects' program costs (a run of their own), or why that run failed.
     costs: Result<Costs, String>,
 }
@@ -454,6 +465,9 @@ impl HealthyResults {
         md += "\n";
         md += &self.netladder_table();
         md += "\n";
+        md += "One stream: ";
+        md += &costs::section(&self.stream_costs);
+        md += "\nSuccessful connections: ";
         md += &costs::section(&self.costs);
         let events: Vec<String> = self
             .traced_runs()
@@ -749,6 +763,7 @@ mod tests {
             ],
             foreign: vec![],
             seconds: 3.0,
+            stream_costs: Err("not run".into()),
             costs: Err("not run".into()),
         };
         let r = results.ratios(Load::Connects).unwrap();
