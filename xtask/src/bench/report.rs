@@ -169,7 +169,11 @@ pub(super) fn write_doc(path: &Path, ran: &[(Which, String)]) -> Result<()> {
         Err(err) => return Err(err).with_context(|| format!("cannot read {}", path.display())),
     };
     let body = merge_blocks(generated(&old).unwrap_or(""), ran);
-    let new = splice_section(&old, &format!("{DOC_BEGIN}\n{body}{DOC_END}\n"))?;
+    let new = splice_section(
+        &old,
+        (DOC_BEGIN, DOC_END),
+        &format!("{DOC_BEGIN}\n{body}{DOC_END}\n"),
+    )?;
     if let Some(dir) = path.parent() {
         fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
@@ -197,12 +201,16 @@ fn merge_blocks(old: &str, ran: &[(Which, String)]) -> String {
     blocks.join("\n")
 }
 
-/// Replaces the generated section of the document with `section` (appending it when missing)
-/// and keeps every hand-written line outside it.
-fn splice_section(doc: &str, section: &str) -> Result<String> {
-    match (doc.find(DOC_BEGIN), doc.find(DOC_END)) {
+/// Replaces the generated section between `markers` (begin, end) of the document with
+/// `section` (appending it when missing) and keeps every hand-written line outside it.
+pub(super) fn splice_section(
+    doc: &str,
+    (begin_marker, end_marker): (&str, &str),
+    section: &str,
+) -> Result<String> {
+    match (doc.find(begin_marker), doc.find(end_marker)) {
         (Some(begin), Some(end)) if begin < end => {
-            let after = &doc[end + DOC_END.len()..];
+            let after = &doc[end + end_marker.len()..];
             let after = after.strip_prefix('\n').unwrap_or(after);
             Ok(format!("{}{section}{after}", &doc[..begin]))
         }
@@ -234,14 +242,19 @@ mod tests {
         let section = format!("{DOC_BEGIN}\nnew\n{DOC_END}\n");
         let doc = format!("# B\n\nintro\n\n{DOC_BEGIN}\nold\n{DOC_END}\n\nafter\n");
         assert_eq!(
-            splice_section(&doc, &section).unwrap(),
+            splice_section(&doc, (DOC_BEGIN, DOC_END), &section).unwrap(),
             format!("# B\n\nintro\n\n{section}\nafter\n")
         );
         assert_eq!(
-            splice_section("# B\n", &section).unwrap(),
+            splice_section("# B\n", (DOC_BEGIN, DOC_END), &section).unwrap(),
             format!("# B\n\n{section}")
         );
-        assert!(splice_section(&format!("{DOC_END}\n{DOC_BEGIN}\n"), &section).is_err());
+        assert!(splice_section(
+            &format!("{DOC_END}\n{DOC_BEGIN}\n"),
+            (DOC_BEGIN, DOC_END),
+            &section
+        )
+        .is_err());
     }
 
     #[test]

@@ -17,7 +17,7 @@ use std::time::Duration;
 use anyhow::{bail, ensure, Context, Result};
 use serde_json::Value;
 
-use super::report::Spread;
+use super::report::{ratio_cells, splice_section, Spread};
 use crate::{build, cmd, setup, vm};
 
 const DOC: &str = "docs/benchmarks.md";
@@ -114,6 +114,7 @@ pub fn run(args: &VmBenchArgs) -> Result<std::process::ExitCode> {
     let mut artifacts = build::run(build::Profile::Release)?;
     // The benchmark runs no test binary.
     artifacts.scenario_tests.clear();
+    let common = vm::bench_initramfs(&artifacts)?;
     let mut md = String::new();
     for spec in kernels {
         println!(
@@ -122,7 +123,7 @@ pub fn run(args: &VmBenchArgs) -> Result<std::process::ExitCode> {
         );
         let boot = vm::boot_bench(
             spec,
-            &artifacts,
+            &common,
             args.rounds,
             args.seconds,
             Duration::from_secs(args.timeout),
@@ -273,13 +274,7 @@ fn render(label: &str, release: &str, accel: &str, args: &VmBenchArgs, out: &Out
             };
             let cpu =
                 Spread::of(runs.iter().map(|r| r.cpu_per_unit)).map_or(f64::NAN, |s| s.median);
-            let ratio = if *mode == "untraced" {
-                "1 | 1 | 1".to_string()
-            } else {
-                Spread::of(ratios(out, load, mode)).map_or("- | - | -".to_string(), |s| {
-                    format!("{:.3} | {:.3} | {:.3}", s.median, s.min, s.max)
-                })
-            };
+            let ratio = ratio_cells(*mode == "untraced", Spread::of(ratios(out, load, mode)));
             md += &format!(
                 "| {words} | {:.0} | {:.0} | {:.0} | {ratio} | {} |\n",
                 rate.median,
@@ -308,21 +303,16 @@ fn cpu_words(secs: f64) -> String {
 fn write_doc(path: &Path, md: &str) -> Result<()> {
     let doc =
         fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    fs::write(path, replace_section(&doc, md))
+    fs::write(path, replace_section(&doc, md)?)
         .with_context(|| format!("cannot write {}", path.display()))
 }
 
-fn replace_section(doc: &str, md: &str) -> String {
-    let section = format!("{DOC_BEGIN}\n{md}{DOC_END}");
-    match (doc.find(DOC_BEGIN), doc.find(DOC_END)) {
-        (Some(b), Some(e)) if b < e => {
-            format!("{}{section}{}", &doc[..b], &doc[e + DOC_END.len()..])
-        }
-        _ => format!(
-            "{}\n{section}\n",
-            doc.trim_end_matches('\n').to_string() + "\n"
-        ),
-    }
+fn replace_section(doc: &str, md: &str) -> Result<String> {
+    splice_section(
+        doc,
+        (DOC_BEGIN, DOC_END),
+        &format!("{DOC_BEGIN}\n{md}{DOC_END}\n"),
+    )
 }
 
 #[cfg(test)]
@@ -368,10 +358,10 @@ NL-BENCH-DONE
     #[test]
     fn the_section_is_appended_once_then_replaced() {
         let doc = "# benchmarks\n\ntext\n";
-        let once = replace_section(doc, "first\n");
+        let once = replace_section(doc, "first\n").unwrap();
         assert!(once.starts_with(doc));
         assert!(once.contains("first\n"));
-        let twice = replace_section(&once, "second\n");
+        let twice = replace_section(&once, "second\n").unwrap();
         assert!(!twice.contains("first"));
         assert_eq!(twice.matches(DOC_BEGIN).count(), 1);
         assert!(twice.starts_with(doc));

@@ -165,20 +165,33 @@ pub struct BenchBoot {
     pub results: String,
 }
 
-/// Boots `spec` once with `NL_BENCH=ROUNDS:SECONDS`: its init runs the plans benchmark
-/// (xtask/vm/bench) instead of the tests.
+/// Where the plans benchmark builds its initramfs.
+fn bench_work() -> PathBuf {
+    cmd::workspace_root()
+        .join("target")
+        .join("vm-cache")
+        .join("initramfs-bench")
+}
+
+/// The part of the plans benchmark's initramfs shared by every kernel (built once per run).
+pub fn bench_initramfs(artifacts: &Artifacts) -> Result<PathBuf> {
+    let work = bench_work();
+    fs::create_dir_all(&work)?;
+    initramfs::build_common(artifacts, &work)
+}
+
+/// Boots `spec` once with `NL_BENCH=ROUNDS:SECONDS` and the shared archive `common`
+/// ([`bench_initramfs`]): its init runs the plans benchmark (xtask/vm/bench) instead of the
+/// tests.
 pub fn boot_bench(
     spec: &'static KernelSpec,
-    artifacts: &Artifacts,
+    common: &Path,
     rounds: u32,
     seconds: u32,
     timeout: Duration,
 ) -> Result<BenchBoot> {
     let cache = cmd::workspace_root().join("target").join("vm-cache");
-    let work = cache.join("initramfs-bench");
-    fs::create_dir_all(&work)?;
-    let common = initramfs::build_common(artifacts, &work)?;
-    let (kernel, cpio) = prepare(spec, &common, &cache, &work)?;
+    let (kernel, cpio) = prepare(spec, common, &cache, &bench_work())?;
     let dir = cache.join("runs").join(format!("bench-{}", spec.label));
     let boot = qemu::Boot {
         kernel: &kernel.vmlinuz,
