@@ -526,13 +526,16 @@ const _: () = assert!(2 * TLS_NAME_LEN == APP_TEXT_LEN);
 /// - `text`: the question's name in wire format (length-prefixed labels, ending with the zero
 ///   label unless `ANSWER_NAME_CUT`), never compressed (a pointer there makes it malformed);
 /// - `flow`: `src` the receiving socket's address and port, `dst` the nameserver and port 53;
-/// - `proc`: the process that sent the question (recorded by `cgroup_skb/egress` in its context,
-///   keyed by socket cookie); all zero when unknown.
+/// - `proc`: the process that owns the socket (recorded by socket cookie where its connect() or
+///   unconnected send to port 53 started, in the caller), or with `ANSWER_ASKER_BY_SERVER` the
+///   last process that connect()ed or sent to that nameserver; all zero when unknown.
 ///
 /// `RESOLVER`, one return of glibc's getaddrinfo (uprobe + uretprobe):
 /// - `code`: its result, 0 or a (negative) EAI_* value;
-/// - `aux`: bits 0..16 DNS questions this thread sent during the call, 16..32 DNS responses its
-///   sockets received during the call, 32..64 the call's duration in microseconds;
+/// - `aux`: bits 0..16 the times this thread asked a nameserver during the call (each connect()
+///   to port 53, each datagram sent to port 53 without connect(); questions sent on a connected
+///   socket are not counted one by one), 16..32 DNS responses its sockets received during the
+///   call, 32..64 the call's duration in microseconds;
 /// - `text`: the name asked (as the caller passed it, without its NUL);
 /// - `flow`: `dst` the first address of the result on success (port as returned), else the last
 ///   nameserver the thread asked (port 53); family 0 when neither.
@@ -548,8 +551,9 @@ pub mod dns {
     pub const ANSWER_NO_QUESTION: u64 = 1 << 35;
     /// The TC bit: the UDP answer was truncated (the resolver retries over TCP).
     pub const ANSWER_TRUNCATED: u64 = 1 << 36;
-    /// The process is the last one that connect()ed to this nameserver, not the socket's
-    /// proven owner (kernels without `dns_egress`).
+    /// The process is the last one that connect()ed or sent to this nameserver, not the
+    /// socket's proven owner (no cgroup sock_addr program saw the socket: kernels where fexit
+    /// reads connect()).
     pub const ANSWER_ASKER_BY_SERVER: u64 = 1 << 37;
 }
 

@@ -1,17 +1,19 @@
 //! DNS (#024): error answers parsed from the packets themselves, and glibc's getaddrinfo.
 //!
-//! - `cgroup_skb/egress` (cgroup v2 root): for a socket's first packet to port 53 (UDP or TCP),
-//!   which the kernel sends in the caller's context, records the process by socket cookie
-//!   (DNS_SENDERS); a question sent by a thread inside getaddrinfo is counted in its GAI_CALLS entry.
-//! - `cgroup_skb/ingress`: a response from port 53 with an error RCODE becomes a DNS_ANSWER event
-//!   with the question's name, the server and the process recorded at send time (softirq has no
-//!   useful `current`). Reads go through bpf_skb_load_bytes (non-linear skbs), every loop is
-//!   bounded by a constant, and a response that does not parse is counted (DNS_MALFORMED), never
-//!   reported with a guessed name.
+//! - `cgroup_skb/ingress` (cgroup v2 root): a response from port 53 with an error RCODE becomes
+//!   a DNS_ANSWER event with the question's name, the server and the process that owns the
+//!   socket (softirq has no useful `current`). Reads go through bpf_skb_load_bytes (non-linear
+//!   skbs), every loop is bounded by a constant, and a response that does not parse is counted
+//!   (DNS_MALFORMED), never reported with a guessed name.
+//! - No program runs on the packets a host sends: the owner of a socket that asks a nameserver is
+//!   recorded by socket cookie where its connect() or unconnected send starts (the cgroup
+//!   `connect4/6` and `sendmsg4/6` programs of route.rs, in the caller: DNS_SENDERS), and by the
+//!   nameserver's address where that call succeeds (DNS_ASKERS, the fallback where fexit reads
+//!   connect() instead). The same calls count the questions of a getaddrinfo in progress.
 //! - `uprobe`/`uretprobe` on getaddrinfo: the name asked, the EAI_* result, the first address of
 //!   a success, and the questions sent / responses received during the call (RESOLVER event).
 //!
-//! Both cgroup programs always return 1: they observe, they never change traffic.
+//! The cgroup program always returns 1: it observes, it never changes traffic.
 use core::ptr::{read_volatile, write_volatile};
 
 use aya_ebpf::{
@@ -26,10 +28,7 @@ use netladder_common::{counter, dns, kind, AppEvent, Flow, ProcInfo, AF_INET, AF
 
 use crate::{
     kernel::{current_netns, current_proc, is_self, other_netns},
-    maps::{
-        count, reserve_app, submit_app, GaiCall, Sender, DNS_ASKERS, DNS_MODE, DNS_SENDERS,
-        GAI_CALLS,
-    },
+    maps::{count, reserve_app, submit_app, GaiCall, Sender, DNS_ASKERS, DNS_SENDERS, GAI_CALLS},
 };
 
 const IPPROTO_TCP: u8 = 6;
@@ -46,7 +45,7 @@ const AI_ADDR: u64 = 24;
 
 /// Where a DNS message starts in a packet, and the packet's addresses.
 struct Parsed {
-    /// The packet's flow as the receiving (ingress) or sending (egress) socket sees it.
+    /// The packet's flow as the receiving socket sees it.
     flow: Flow,
     /// Offset of the DNS header.
     dns_off: u32,
@@ -94,11 +93,10 @@ fn load_into(ctx: &SkBuffContext, off: u32, dst: &mut [u8]) -> bool {
     ret == 0
 }
 
-/// The IP and transport headers of a UDP or TCP packet whose remote port is 53 (the source for
-/// `ingress`, where the local end is the packet's destination). Two direct reads for any other
-/// packet.
+/// The IP and transport headers of a UDP or TCP packet received from port 53 (the local end is
+/// the packet's destination). Two direct reads for any other packet.
 #[inline(always)]
-fn parse(ctx: &SkBuffContext, ingress: bool) -> Option<Parsed> {
+fn parse(ctx: &SkBuffContext) -> Option<Parsed> {
     // Enough for the IPv4 fields used (version, header length, fragment offset, protocol) and
     // the IPv6 ones (version, next header).
     let ip: [u8; 10] = head(ctx, 0)?;
@@ -122,27 +120,20 @@ fn parse(ctx: &SkBuffContext, ingress: bool) -> Option<Parsed> {
         u16::from_be_bytes([ports[0], ports[1]]),
         u16::from_be_bytes([ports[2], ports[3]]),
     );
-    let (remote_port, local_port) = if ingress {
-        (sport, dport)
-    } else {
-        (dport, sport)
-    };
-    if remote_port != DNS_PORT {
+    if sport != DNS_PORT {
         return None;
     }
     let mut flow = Flow {
         family,
-        sport: local_port,
+        sport: dport,
         dport: DNS_PORT,
         protocol: proto as u16,
         ..Flow::default()
     };
     let loaded = if family == AF_INET {
-        let (local, remote) = if ingress { (16, 12) } else { (12, 16) };
-        load_into(ctx, local, &mut flow.saddr[..4]) && load_into(ctx, remote, &mut flow.daddr[..4])
+        load_into(ctx, 16, &mut flow.saddr[..4]) && load_into(ctx, 12, &mut flow.daddr[..4])
     } else {
-        let (local, remote) = if ingress { (24, 8) } else { (8, 24) };
-        load_into(ctx, local, &mut flow.saddr) && load_into(ctx, remote, &mut flow.daddr)
+        load_into(ctx, 24, &mut flow.saddr) && load_into(ctx, 8, &mut flow.daddr)
     };
     if !loaded {
         return None;
@@ -167,18 +158,28 @@ pub fn dns_ingress(ctx: SkBuffContext) -> i32 {
     1
 }
 
-#[cgroup_skb(egress)]
-pub fn dns_egress(ctx: SkBuffContext) -> i32 {
-    egress(&ctx);
-    1
-}
-
-/// A connect() to port 53 succeeded (called from syscall.rs with its sockaddr): remember the
-/// process by the nameserver's address, for kernels where `dns_egress` cannot run. There it
-/// also counts as a question of the thread's getaddrinfo call in progress.
+/// A connect() to port 53 succeeded (its route was found): remember the process by the
+/// nameserver's address, the owner of last resort for an answer whose socket no cgroup
+/// `connect`/`sendmsg` program saw (kernels where fexit reads connect()), and count a question
+/// of the thread's getaddrinfo call in progress.
 #[inline(always)]
 pub fn connected(id: u64, flow: &Flow) {
-    if flow.dport != DNS_PORT || is_self() {
+    if flow.dport != DNS_PORT {
+        return;
+    }
+    asked(id, flow);
+}
+
+/// A datagram sent to port 53 without connect() (its route was found, or the send returned):
+/// a question, counted like a connect() to a nameserver.
+#[inline(always)]
+pub fn sent(id: u64, flow: &Flow) {
+    connected(id, flow);
+}
+
+#[inline(always)]
+fn asked(id: u64, flow: &Flow) {
+    if is_self() {
         return;
     }
     let netns = current_netns();
@@ -190,15 +191,33 @@ pub fn connected(id: u64, flow: &Flow) {
         pid_tgid: id,
     };
     let _ = DNS_ASKERS.insert(&flow.daddr, &sender, 0);
-    if DNS_MODE.get(0).copied() == Some(1) {
-        if let Some(call) = GAI_CALLS.get_ptr_mut(&id) {
-            unsafe {
-                (*call).queries += 1;
-                (*call).server = flow.daddr;
-                (*call).server_family = flow.family;
-            }
+    if let Some(call) = GAI_CALLS.get_ptr_mut(&id) {
+        unsafe {
+            (*call).queries += 1;
+            (*call).server = flow.daddr;
+            (*call).server_family = flow.family;
         }
     }
+}
+
+/// A connect() or an unconnected send to port 53 starting (the cgroup `connect4/6` and
+/// `sendmsg4/6` programs, in the caller): the socket's owner by cookie, which `dns_ingress`
+/// finds the answer's process by. Only a socket's first call writes the map.
+#[inline(always)]
+pub fn owner(cookie: u64) {
+    if unsafe { DNS_SENDERS.get(&cookie) }.is_some() || is_self() {
+        return;
+    }
+    let id = bpf_get_current_pid_tgid();
+    let netns = current_netns();
+    if other_netns(netns) {
+        return;
+    }
+    let sender = Sender {
+        proc: current_proc(netns),
+        pid_tgid: id,
+    };
+    let _ = DNS_SENDERS.insert(&cookie, &sender, 0);
 }
 
 #[inline(always)]
@@ -206,48 +225,9 @@ fn cookie(ctx: &SkBuffContext) -> u64 {
     unsafe { bpf_get_socket_cookie(ctx.skb.skb.cast()) }
 }
 
-/// A question leaving: remember who sends on this socket (its first packet only, which the
-/// kernel sends in the sender's context), and count it for a getaddrinfo in progress.
-#[inline(always)]
-fn egress(ctx: &SkBuffContext) {
-    let Some(p) = parse(ctx, false) else {
-        return;
-    };
-    if is_self() {
-        return;
-    }
-    let id = bpf_get_current_pid_tgid();
-    if id >> 32 == 0 {
-        return;
-    }
-    let sk = cookie(ctx);
-    if unsafe { DNS_SENDERS.get(&sk) }.is_none() {
-        let netns = current_netns();
-        if other_netns(netns) {
-            return;
-        }
-        let sender = Sender {
-            proc: current_proc(netns),
-            pid_tgid: id,
-        };
-        let _ = DNS_SENDERS.insert(&sk, &sender, 0);
-    }
-    // A TCP question counts once, at its SYN (later segments may be sent from softirq).
-    if p.tcp && ctx.len() > p.dns_off {
-        return;
-    }
-    if let Some(call) = GAI_CALLS.get_ptr_mut(&id) {
-        unsafe {
-            (*call).queries += 1;
-            (*call).server = p.flow.daddr;
-            (*call).server_family = p.flow.family;
-        }
-    }
-}
-
 #[inline(always)]
 fn ingress(ctx: &SkBuffContext) {
-    let Some(p) = parse(ctx, true) else {
+    let Some(p) = parse(ctx) else {
         return;
     };
     let len = ctx.len();

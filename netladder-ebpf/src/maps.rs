@@ -261,7 +261,8 @@ fn wake_flags(record: u64) -> u64 {
 
 // --- DNS (#024, dns.rs) ---
 
-/// The process that sent on a socket (its first packet to port 53). Key: socket cookie.
+/// The process that owns a socket asking a nameserver (its first connect() or unconnected send
+/// to port 53, seen by the cgroup sock_addr programs). Key: socket cookie.
 #[map(name = "DNS_SENDERS")]
 pub static DNS_SENDERS: LruHashMap<u64, Sender> = LruHashMap::with_max_entries(16384, 0);
 
@@ -269,16 +270,11 @@ pub static DNS_SENDERS: LruHashMap<u64, Sender> = LruHashMap::with_max_entries(1
 #[map(name = "GAI_CALLS")]
 pub static GAI_CALLS: LruHashMap<u64, GaiCall> = LruHashMap::with_max_entries(8192, 0);
 
-/// DNS without `dns_egress` (kernels that refuse the process helpers in cgroup_skb programs,
-/// such as 5.10 and 6.1): the last process that connect()ed to a nameserver, by the server's
-/// address (`syscall.rs` records it at connect()'s exit).
+/// The owner of last resort, where no cgroup sock_addr program saw the socket (kernels where
+/// fexit reads connect()): the last process that connect()ed or sent to a nameserver, by the
+/// server's address (recorded when the call succeeds).
 #[map(name = "DNS_ASKERS")]
 pub static DNS_ASKERS: LruHashMap<[u8; 16], Sender> = LruHashMap::with_max_entries(1024, 0);
-
-/// Index 0: 1 when `dns_egress` is not attached (set by userspace after attaching), so a
-/// connect() to port 53 also counts as a question of a getaddrinfo call in progress.
-#[map(name = "DNS_MODE")]
-pub static DNS_MODE: Array<u32> = Array::with_max_entries(1, 0);
 
 #[repr(C)]
 #[derive(Clone, Copy)]

@@ -9,9 +9,12 @@
 //! - the thread's next attempt, or the release of the socket (cgroup `sock_release`), ends the
 //!   attempt: if its last lookup failed, so did the call, with the error the lookup gives it.
 //!
+//! The same cgroup `connect4/6` and `sendmsg4/6` programs record who owns a socket that calls a
+//! nameserver (port 53), by socket cookie, for the DNS answer (dns.rs).
+//!
 //! The cgroup programs always return 1: they never refuse a call.
 use aya_ebpf::{
-    helpers::bpf_get_current_pid_tgid,
+    helpers::{bpf_get_current_pid_tgid, bpf_get_socket_cookie},
     macros::{btf_tracepoint, cgroup_sock, cgroup_sock_addr, map},
     maps::{Array, LruHashMap},
     programs::{BtfTracePointContext, SockAddrContext, SockContext},
@@ -19,7 +22,7 @@ use aya_ebpf::{
 use netladder_common::{eflag, syscall, ABSENT, AF_INET, AF_INET6};
 
 use crate::{
-    kernel::{conf, current_netns, load, read, read_buf},
+    kernel::{conf, current_netns, load, read, read_buf, sockaddr_flow},
     syscall::{connected, emit_call_error_flagged, ignored_caller},
 };
 
@@ -81,7 +84,7 @@ pub fn reads_connect_errors() -> bool {
 #[cgroup_sock_addr(connect4)]
 pub fn route_connect4(ctx: SockAddrContext) -> i32 {
     if let Some(a) = attempt4(&ctx, syscall::CONNECT) {
-        begin(a);
+        start(&ctx, a);
     }
     1
 }
@@ -89,7 +92,7 @@ pub fn route_connect4(ctx: SockAddrContext) -> i32 {
 #[cgroup_sock_addr(connect6)]
 pub fn route_connect6(ctx: SockAddrContext) -> i32 {
     if let Some(a) = attempt6(&ctx, syscall::CONNECT) {
-        begin(a);
+        start(&ctx, a);
     }
     1
 }
@@ -97,7 +100,7 @@ pub fn route_connect6(ctx: SockAddrContext) -> i32 {
 #[cgroup_sock_addr(sendmsg4)]
 pub fn route_sendmsg4(ctx: SockAddrContext) -> i32 {
     if let Some(a) = attempt4(&ctx, syscall::SEND) {
-        begin(a);
+        start(&ctx, a);
     }
     1
 }
@@ -105,7 +108,7 @@ pub fn route_sendmsg4(ctx: SockAddrContext) -> i32 {
 #[cgroup_sock_addr(sendmsg6)]
 pub fn route_sendmsg6(ctx: SockAddrContext) -> i32 {
     if let Some(a) = attempt6(&ctx, syscall::SEND) {
-        begin(a);
+        start(&ctx, a);
     }
     1
 }
@@ -177,6 +180,23 @@ fn attempt6(ctx: &SockAddrContext, call: u32) -> Option<Attempt> {
         a.v6 = 1;
     }
     Some(a)
+}
+
+/// A call to a nameserver's port also records the socket's owner by cookie, for the answer
+/// (dns.rs): no program runs on the packets the host sends.
+#[inline(always)]
+fn start(ctx: &SockAddrContext, a: Attempt) {
+    if is_dns(&a) {
+        // SAFETY: the context is the kernel's bpf_sock_addr, which the helper takes.
+        crate::dns::owner(unsafe { bpf_get_socket_cookie(ctx.sock_addr.cast()) });
+    }
+    begin(a);
+}
+
+/// The destination port is 53 (network order in the sockaddr).
+#[inline(always)]
+fn is_dns(a: &Attempt) -> bool {
+    a.addr[2] == 0 && a.addr[3] == 53
 }
 
 /// The start of a connect() or a UDP send with a destination: ends the thread's previous
@@ -277,12 +297,19 @@ fn record(err: i32, a: &mut Attempt) {
 
 /// The attempt's route was found: a connect() records what the fexit and syscall paths record
 /// when one succeeds (#025: the peer of a TLS handshake the thread may start next; #024: who asks
-/// which nameserver). A connect that finds no route records nothing, as there.
+/// which nameserver), and a datagram to a nameserver is a question (#024). A call that finds no
+/// route records nothing, as there.
 #[inline(always)]
 fn found(a: &mut Attempt) {
-    if a.call == syscall::CONNECT && a.noted == 0 {
+    if a.noted != 0 {
+        return;
+    }
+    if a.call == syscall::CONNECT {
         a.noted = 1;
         connected(bpf_get_current_pid_tgid(), &a.addr);
+    } else if is_dns(a) {
+        a.noted = 1;
+        crate::dns::sent(bpf_get_current_pid_tgid(), &sockaddr_flow(&a.addr));
     }
 }
 

@@ -11,7 +11,7 @@ use netladder_common::{kind, syscall, Event, Flow};
 
 use crate::{
     kernel::{
-        conf, current_netns, current_proc, is_self, load, other_netns, read_ksockaddr,
+        conf, current_netns, current_proc, is_self, load, other_netns, read_buf, read_ksockaddr,
         read_sockaddr, sock_flow, sockaddr_flow,
     },
     maps::{agg_key, counted_as_repeat, emit, PendingCall, BOUND, CALL_ARGS, CONNS},
@@ -242,7 +242,7 @@ fn finish_call(call: u32, ret: Option<i64>, kaddr: Option<u64>) {
             if ret >= 0 || ignored_error(ret) {
                 // #025: the thread's last connect() destination, the peer of a TLS handshake
                 // it may start next (only while the TLS hooks are attached); #024: who asks
-                // which nameserver (kernels without dns_egress).
+                // which nameserver.
                 if ret >= 0 || -ret == EINPROGRESS {
                     if let Some(p) = unsafe { CALL_ARGS.get(&id) } {
                         if let Some(addr) = read(p).filter(|_| p.call == call) {
@@ -255,8 +255,14 @@ fn finish_call(call: u32, ret: Option<i64>, kaddr: Option<u64>) {
             }
         }
     }
-    // A datagram sent: nothing to report, nothing to keep (one map operation).
+    // A datagram sent: nothing to report, nothing to keep; one sent to a nameserver is a
+    // question (#024).
     if (call == syscall::SENDTO || call == syscall::SENDMSG) && ret.is_some_and(|r| r >= 0) {
+        if let Some(p) = unsafe { CALL_ARGS.get(&id) } {
+            if let Some(addr) = read(p).filter(|a| p.call == call && a[2] == 0 && a[3] == 53) {
+                crate::dns::sent(id, &sockaddr_flow(&addr));
+            }
+        }
         let _ = CALL_ARGS.remove(&id);
         return;
     }
@@ -525,13 +531,25 @@ pub fn udpv6_sendmsg_exit(ctx: FExitContext) -> u32 {
 
 #[inline(always)]
 fn send_exit(msg: u64, ret: i32) -> u32 {
-    if ret >= 0 || ignored_caller() {
+    if ignored_caller() {
         return 0;
     }
     let name: u64 = load(msg, conf!(kmsghdr_name));
     if name == 0 {
         // A send on a connected socket: the destination is the socket's, and its errors
         // (an ICMP answer turned into ECONNREFUSED) are no failure of a route.
+        return 0;
+    }
+    if ret >= 0 {
+        // A datagram sent to a nameserver without connect() is a question (#024). The port
+        // (network order, at the same offset in sockaddr_in and sockaddr_in6) is read first.
+        let mut port = [0u8; 2];
+        if read_buf(name, 2, &mut port).is_err() || port != [0, 53] {
+            return 0;
+        }
+        if let Some(addr) = read_ksockaddr(name) {
+            crate::dns::sent(bpf_get_current_pid_tgid(), &sockaddr_flow(&addr));
+        }
         return 0;
     }
     if let Some(addr) = read_ksockaddr(name) {

@@ -18,7 +18,10 @@ fn is_dns(ev: &Value, name: &str) -> bool {
     ev["code"] == "024" && ev["name"] == name
 }
 
-fn check(ev: &Value, cause: &str, dst: &str, pid: u32) {
+/// The answer's code, cause, nameserver and process; and how the process is known: where the
+/// cgroup connect/sendmsg programs run, as the socket's proven owner, elsewhere as the last
+/// process that asked that nameserver, which the evidence says.
+fn check(w: &Watch, ev: &Value, cause: &str, dst: &str, pid: u32) {
     assert_eq!(
         (
             ev["code"].as_str(),
@@ -30,6 +33,11 @@ fn check(ev: &Value, cause: &str, dst: &str, pid: u32) {
     );
     assert_eq!(ev["pid"].as_u64(), Some(u64::from(pid)), "{ev:#}");
     assert!(!ev["next"].as_array().unwrap().is_empty(), "{ev:#}");
+    // Only an answer has an owner to name.
+    if ["nxdomain", "servfail", "refused"].contains(&cause) {
+        let by_server = evidence_has(ev, "the last one that connected or sent to this nameserver");
+        assert_eq!(by_server, !hook_attached(w, "route_connect4"), "{ev:#}");
+    }
 }
 
 fn dig(l: &Lab, files: &(PathBuf, PathBuf), server: &str, name: &str) -> (Output, u32) {
@@ -58,7 +66,7 @@ fn nxdomain_from_dig_is_one_024_and_a_good_name_is_none() {
     let (out, pid) = dig(&l, &files, &l.server, "missing.nl.test");
     assert!(String::from_utf8_lossy(&out.stdout).contains("NXDOMAIN"));
     let ev = expect_single_failure(&w, |e| is_dns(e, "missing.nl.test"), SETTLE).unwrap();
-    check(&ev, "nxdomain", &format!("{}:53", l.server), pid);
+    check(&w, &ev, "nxdomain", &format!("{}:53", l.server), pid);
     assert_eq!(ev["layer"], "dns", "{ev:#}");
     summary_has(
         &ev,
@@ -80,6 +88,38 @@ fn nxdomain_from_dig_is_one_024_and_a_good_name_is_none() {
         1,
         "the good name is no failure: {failures:#?}"
     );
+}
+
+/// A resolver that never connect()s its UDP socket (musl, many event loops: sendto() and
+/// recvfrom()) gets the same event, with its process, as one that connects (dig, glibc); over
+/// IPv6 too.
+#[test]
+fn an_asker_that_never_connects_is_named_too() {
+    let Some(_one) = root_serial() else {
+        return;
+    };
+    let l = lab("dns-sendto", 48);
+    let files = l.files(&format!("nameserver {}\n", l.server), "");
+    let w = watch_netns(&l.h.client);
+    if !dns_hooks(&w, &["dns_ingress"]) {
+        return;
+    }
+    let peer = peer_bin();
+    for (server, name) in [
+        (format!("{}:53", l.server), "nowhere.nl.test"),
+        ("[fd00:240:48::2]:53".to_owned(), "nowhere6.nl.test"),
+    ] {
+        let (out, pid) = l.run(&files, &[peer.to_str().unwrap(), "dns-ask", &server, name]);
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "rcode 3",
+            "{out:?}"
+        );
+        let ev = expect_single_failure(&w, |e| is_dns(e, name), SETTLE).unwrap();
+        check(&w, &ev, "nxdomain", &server, pid);
+        assert_eq!(ev["comm"], "nl-peer", "{ev:#}");
+    }
+    w.stop().unwrap();
 }
 
 #[test]
@@ -112,7 +152,7 @@ fn nxdomain_over_tcp_and_ipv6_is_seen_too() {
         "{out:?}"
     );
     let ev = expect_single_failure(&w, |e| is_dns(e, "tcp6.nl.test"), SETTLE).unwrap();
-    check(&ev, "nxdomain", "[fd00:240:47::2]:53", pid);
+    check(&w, &ev, "nxdomain", "[fd00:240:47::2]:53", pid);
     assert!(
         evidence_has(&ev, "from [fd00:240:47::2]:53 over TCP"),
         "{ev:#}"
@@ -133,7 +173,7 @@ fn nxdomain_over_tcp_and_ipv6_is_seen_too() {
         "{out:?}"
     );
     let ev = expect_single_failure(&w, |e| is_dns(e, "tcp4.nl.test"), SETTLE).unwrap();
-    check(&ev, "nxdomain", "10.240.47.2:53", pid);
+    check(&w, &ev, "nxdomain", "10.240.47.2:53", pid);
     assert!(evidence_has(&ev, "over TCP"), "{ev:#}");
     w.stop().unwrap();
 }
@@ -156,7 +196,7 @@ fn a_refusing_nameserver_is_024_refused() {
     let (out, pid) = dig(&l, &files, &l.server, "www.outside.test");
     assert!(String::from_utf8_lossy(&out.stdout).contains("REFUSED"));
     let ev = expect_single_failure(&w, |e| is_dns(e, "www.outside.test"), SETTLE).unwrap();
-    check(&ev, "refused", "10.240.41.2:53", pid);
+    check(&w, &ev, "refused", "10.240.41.2:53", pid);
     summary_has(&ev, "refused to resolve www.outside.test (REFUSED)");
     w.stop().unwrap();
 }
@@ -201,7 +241,7 @@ fn servfail_and_compressed_answers_name_the_question_exactly() {
     let fail = responder(&l.h.server, "10.240.42.3:53", "servfail");
     let (_, pid) = dig(&l, &files, "10.240.42.3", "db.broken.test");
     let ev = expect_single_failure(&w, |e| is_dns(e, "db.broken.test"), SETTLE).unwrap();
-    check(&ev, "servfail", "10.240.42.3:53", pid);
+    check(&w, &ev, "servfail", "10.240.42.3:53", pid);
     summary_has(&ev, "failed to resolve db.broken.test (SERVFAIL)");
     drop(fail);
     let _nx = responder(&l.h.server, "10.240.42.3:53", "nxcompressed");
@@ -211,7 +251,7 @@ fn servfail_and_compressed_answers_name_the_question_exactly() {
         "{out:?}"
     );
     let ev = expect_single_failure(&w, |e| is_dns(e, "deep.label.nl.test"), SETTLE).unwrap();
-    check(&ev, "nxdomain", "10.240.42.3:53", pid);
+    check(&w, &ev, "nxdomain", "10.240.42.3:53", pid);
     let (events, _) = w.stop().unwrap();
     let n = events
         .iter()
@@ -314,7 +354,7 @@ fn getaddrinfo_nxdomain_for_both_families_is_one_failure() {
         "{out:?}"
     );
     let ev = expect_single_failure(&w, |e| is_dns(e, "missing.nl.test"), SETTLE).unwrap();
-    check(&ev, "nxdomain", "10.240.44.2:53", pid);
+    check(&w, &ev, "nxdomain", "10.240.44.2:53", pid);
     summary_has(&ev, "EAI_NONAME");
     // A and AAAA answers, and the call's own record, in one event.
     assert!(
@@ -335,11 +375,11 @@ fn getaddrinfo_nxdomain_for_both_families_is_one_failure() {
     // the packets only.
     let (_, pid) = l.run(&files, &["getent", "ahosts", "gone.nl.test"]);
     let ev = expect_single_failure(&w, |e| is_dns(e, "gone.nl.test"), SETTLE).unwrap();
-    check(&ev, "nxdomain", "10.240.44.2:53", pid);
+    check(&w, &ev, "nxdomain", "10.240.44.2:53", pid);
     summary_has(&ev, "EAI_NONAME");
     let (_, pid) = l.run(&files, &["getent", "hosts", "absent.nl.test"]);
     let ev = expect_single_failure(&w, |e| is_dns(e, "absent.nl.test"), SETTLE).unwrap();
-    check(&ev, "nxdomain", "10.240.44.2:53", pid);
+    check(&w, &ev, "nxdomain", "10.240.44.2:53", pid);
 
     // A name that exists: no failure.
     let (out, _) = python(&l, &files, "good.nl.test", 9, 0.0);
@@ -379,7 +419,7 @@ fn no_answer_from_the_nameserver_is_024_pointing_lower() {
         "{out:?}"
     );
     let ev = expect_single_failure(&w, |e| is_dns(e, "any.nl.test"), SETTLE).unwrap();
-    check(&ev, "no_answer", "10.240.45.9:53", pid);
+    check(&w, &ev, "no_answer", "10.240.45.9:53", pid);
     summary_has(&ev, "no nameserver answered");
     assert!(
         matches!(ev["layer"].as_str(), Some("dns" | "link")),
@@ -399,7 +439,7 @@ fn no_answer_from_the_nameserver_is_024_pointing_lower() {
         "{out:?}"
     );
     let ev = expect_single_failure(&w, |e| is_dns(e, "other.nl.test"), SETTLE).unwrap();
-    check(&ev, "no_nameserver", "10.99.45.9:53", pid);
+    check(&w, &ev, "no_nameserver", "10.99.45.9:53", pid);
     assert_eq!(ev["layer"], "route", "{ev:#}");
     assert!(
         evidence_has(&ev, "toward the nameserver returned ENETUNREACH"),

@@ -49,7 +49,8 @@ struct Answer {
     qtype: u16,
     id: u16,
     tcp: bool,
-    /// The process is the last one that connected to this nameserver (no `dns_egress`).
+    /// The process is the last one that connected or sent to this nameserver (no cgroup
+    /// sock_addr program saw the socket).
     by_server: bool,
     ts: u64,
 }
@@ -244,12 +245,12 @@ impl State {
         }
         let ago = f.ts_ns.saturating_sub(r.ts) / 1_000_000;
         let how = if r.queries == 0 {
-            "without sending any DNS question: the address came from /etc/hosts or another \
-             nsswitch source, not from DNS"
+            "without sending any DNS question (no connect() or send to port 53 during the \
+             call): the address came from /etc/hosts or another nsswitch source, not from DNS"
                 .to_owned()
         } else {
             format!(
-                "after {} DNS question{} and {} response{}",
+                "after asking a nameserver {} time{} ({} response{})",
                 r.queries,
                 plural(r.queries),
                 r.responses,
@@ -400,14 +401,16 @@ impl State {
         }
         if p.answers.iter().any(|a| a.by_server) {
             evidence.push(
-                "process: the last one that connected to this nameserver (this kernel does not \
-                 let netladder see who owns the socket that received the answer)"
+                "process: the last one that connected or sent to this nameserver (with this \
+                 kernel's hooks netladder does not see who owns the socket that received the answer)"
                     .into(),
             );
         }
         let eai = r.map(|r| {
             format!(
-                "getaddrinfo(\"{}\") returned {} after {} ms, {} DNS question{} sent, {} response{} received",
+                "getaddrinfo(\"{}\") returned {} after {} ms; during the call it asked a nameserver {} time{} \
+                 (each connect() to port 53 and each datagram sent there without one counts) and got \
+                 {} response{}",
                 r.name,
                 eai_name(r.code),
                 r.micros / 1000,
@@ -493,9 +496,9 @@ impl State {
                         (
                             Cause::NoAnswer,
                             format!(
-                                "no nameserver answered: {q} DNS question{} for {name} (last to {server}) \
-                                 got no response; the route or a firewall toward the nameserver, or the \
-                                 nameserver is down",
+                                "no nameserver answered: {name} was asked {q} time{} (last of {server}) \
+                                 without any response; the route or a firewall toward the nameserver, or \
+                                 the nameserver is down",
                                 plural(q)
                             ),
                         )
@@ -768,7 +771,7 @@ mod tests {
         assert_eq!((out[0].cause, out[0].layer), (Cause::NoAnswer, Layer::Dns));
         assert!(out[0]
             .summary
-            .contains("no nameserver answered: 4 DNS questions"));
+            .contains("no nameserver answered: x.test was asked 4 times"));
         assert_eq!(out[0].src, None);
         assert_eq!(out[0].dst, Some("10.0.0.53:53".parse().unwrap()));
     }

@@ -450,7 +450,11 @@ pub const HOOKS: &[Hook] = &[
         role: Role::Degrades,
         needs: SYSCALL_NEEDS,
         without: CONNECT_TP_WITHOUT,
-        replaced_by: &["inet_stream_connect_entry", "inet_stream_connect_exit", "inet_dgram_connect_exit"],
+        replaced_by: &[
+            "inet_stream_connect_entry",
+            "inet_stream_connect_exit",
+            "inet_dgram_connect_exit",
+        ],
         requires: &[],
     },
     Hook {
@@ -459,7 +463,11 @@ pub const HOOKS: &[Hook] = &[
         role: Role::Degrades,
         needs: SYSCALL_NEEDS,
         without: CONNECT_TP_WITHOUT,
-        replaced_by: &["inet_stream_connect_entry", "inet_stream_connect_exit", "inet_dgram_connect_exit"],
+        replaced_by: &[
+            "inet_stream_connect_entry",
+            "inet_stream_connect_exit",
+            "inet_dgram_connect_exit",
+        ],
         requires: &[],
     },
     Hook {
@@ -841,15 +849,6 @@ pub const HOOKS: &[Hook] = &[
         requires: &[],
     },
     Hook {
-        program: "dns_egress",
-        attach: Attach::CgroupSkb { ingress: false },
-        role: Role::Degrades,
-        needs: "cgroup_skb with bpf_get_current_pid_tgid (refused by Debian 5.10 and 6.1), a cgroup v2 mount",
-        without: "the proven owner of the socket that got a failed DNS answer: the process is then the last one that connected to that nameserver, and a getaddrinfo's questions are counted by its connects",
-        replaced_by: &[],
-        requires: &[],
-    },
-    Hook {
         program: "getaddrinfo_enter",
         attach: Attach::LibcProbe {
             func: "getaddrinfo",
@@ -888,7 +887,9 @@ const SEND_TP_WITHOUT: &str =
 const ROUTE_NEEDS: &str =
     "cgroup v2, cgroup sock_addr and sock_release programs (5.9+), tp_btf fib_table_lookup and fib6_table_lookup";
 const ROUTE_WITHOUT: &str =
-    "connect() calls and UDP sends that fail at once for want of a route (#022, #026)";
+    "connect() calls and UDP sends that fail at once for want of a route (#022, #026); the proven \
+     owner of a socket that gets a DNS error answer (#024: the last process that connected or sent \
+     to that nameserver stands in)";
 /// One of the route-lookup programs: they need, lose and stand in for the same.
 const fn route_hook(program: &'static str, attach: Attach) -> Hook {
     Hook {
@@ -969,11 +970,6 @@ pub enum Switch {
         name: &'static str,
         program: &'static str,
     },
-    /// Entry 0 of the u32 array map `name` is 1 where `program` did not attach.
-    MapIfMissing {
-        name: &'static str,
-        program: &'static str,
-    },
     /// Entry 0 of the u32 array map `name` is 1 where every one of `programs` attached (they
     /// work only together).
     MapIfAllAttached {
@@ -989,16 +985,15 @@ impl Switch {
         match self {
             Switch::GlobalIfPlanned { name, .. }
             | Switch::MapIfAttached { name, .. }
-            | Switch::MapIfMissing { name, .. }
             | Switch::MapIfAllAttached { name, .. } => name,
         }
     }
 
     pub fn program(&self) -> &'static str {
         match self {
-            Switch::GlobalIfPlanned { program, .. }
-            | Switch::MapIfAttached { program, .. }
-            | Switch::MapIfMissing { program, .. } => program,
+            Switch::GlobalIfPlanned { program, .. } | Switch::MapIfAttached { program, .. } => {
+                program
+            }
             Switch::MapIfAllAttached { programs, .. } => programs[0],
         }
     }
@@ -1009,11 +1004,6 @@ pub const SWITCHES: &[Switch] = &[
     Switch::GlobalIfPlanned {
         name: "TLS_WATCH",
         program: "ssl_do_handshake",
-    },
-    // #024: without dns_egress, connect() to a nameserver stands in for the questions it sends.
-    Switch::MapIfMissing {
-        name: "DNS_MODE",
-        program: "dns_egress",
     },
     // Where the route-lookup programs see connect(), the state-change program reports a
     // connect() that found no free local port.
@@ -1187,7 +1177,6 @@ pub fn map_switches(outcomes: &[Outcome]) -> Vec<(&'static str, u32)> {
         .iter()
         .filter_map(|s| match s {
             Switch::MapIfAttached { name, program } => Some((*name, u32::from(attached(program)))),
-            Switch::MapIfMissing { name, program } => Some((*name, u32::from(!attached(program)))),
             Switch::MapIfAllAttached { name, programs } => {
                 Some((*name, u32::from(programs.iter().all(|p| attached(p)))))
             }
@@ -1436,7 +1425,7 @@ mod tests {
         assert!(check_skip(&[core.program.to_owned()]).is_err());
         assert!(check_skip(&["no_such_program".to_owned()])
             .is_err_and(|e| e.contains("no such program") && !e.contains('\n')));
-        assert_eq!(check_skip(&["dns_egress".to_owned()]), Ok(()));
+        assert_eq!(check_skip(&["dns_ingress".to_owned()]), Ok(()));
     }
 
     /// listen() failures: where inet_listen's fexit program attaches, the state-change program's
@@ -1632,7 +1621,7 @@ mod tests {
         };
         assert!(!core_failure(&o).unwrap().contains('\n'));
         let fine = Outcome {
-            hook: *hook("dns_egress").unwrap(),
+            hook: *hook("dns_ingress").unwrap(),
             status: Status::Refused("EINVAL".into()),
         };
         assert_eq!(core_failure(&fine), None);
@@ -1668,7 +1657,7 @@ mod tests {
     #[test]
     fn the_operators_choices_come_before_the_kernel() {
         let kernel = Fake::lacking(&[Require::Cgroup2]);
-        let skip = ["dns_egress".to_owned()];
+        let skip = ["getaddrinfo_enter".to_owned()];
         let choices = Choices {
             optional_hooks: false,
             syscall_hooks: false,
@@ -1676,7 +1665,7 @@ mod tests {
         };
         let out = run(&choices, &kernel, |h| kernel.attach(h)).unwrap();
         assert_eq!(
-            status_of(&out, "dns_egress"),
+            status_of(&out, "getaddrinfo_enter"),
             &Status::Skipped("disabled by --skip-hook".into())
         );
         assert_eq!(
@@ -1700,6 +1689,19 @@ mod tests {
         assert_eq!(status_of(&out, "sys_enter_bind"), &Status::Attached);
     }
 
+    /// No program runs on every packet the host sends: DNS questions are seen at their
+    /// connect() or send (per call), only answers are read from the packets.
+    #[test]
+    fn nothing_runs_on_the_packets_sent() {
+        for h in HOOKS {
+            assert!(
+                !matches!(h.attach, Attach::CgroupSkb { ingress: false }),
+                "{}",
+                h.program
+            );
+        }
+    }
+
     /// The switches name programs of the table, and follow what attached.
     #[test]
     fn switches_derive_from_the_outcomes() {
@@ -1707,17 +1709,15 @@ mod tests {
             assert!(hook(s.program()).is_some(), "{s:?}");
         }
         let kernel = Fake {
-            refuses: vec!["fentry", "fexit", "dns_egress"],
+            refuses: vec!["fentry", "fexit"],
             ..Fake::default()
         };
         let out = run(&DEFAULT, &kernel, |h| kernel.attach(h)).unwrap();
         let maps = map_switches(&out);
-        assert!(maps.contains(&("DNS_MODE", 1)), "{maps:?}");
         assert!(maps.contains(&("ROUTE_MODE", 1)), "{maps:?}");
         let kernel = Fake::default();
         let out = run(&DEFAULT, &kernel, |h| kernel.attach(h)).unwrap();
         let maps = map_switches(&out);
-        assert!(maps.contains(&("DNS_MODE", 0)), "{maps:?}");
         assert!(maps.contains(&("ROUTE_MODE", 0)), "{maps:?}");
         assert_eq!(globals(&DEFAULT, &kernel), vec![("TLS_WATCH", 1)]);
         let no_ssl = Fake::lacking(&[Require::Library("libssl.so.3")]);

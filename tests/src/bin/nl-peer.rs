@@ -29,6 +29,10 @@
 //!     Exit 0 when every attempt succeeded, 1 otherwise.
 //! nl-peer udp-send ADDR
 //!     send one datagram to ADDR; print `ok` or `error NAME ERRNO`.
+//! nl-peer dns-ask ADDR NAME
+//!     ask ADDR for NAME's A record the way resolvers that never connect() their UDP socket do
+//!     (musl, many event loops): sendto() from an unconnected socket, recvfrom() the answer
+//!     (2 s at most); print `rcode N`, or `timeout`, or `error NAME ERRNO`.
 //! nl-peer storm ADDR --duration SECS [--threads N]
 //!     blocking TCP connects to ADDR, as fast as N threads (default 1) can, for SECS; print one
 //!     JSON line {"attempts":N,"refused":N,"ok":N,"other":N,"secs":F,"rate":F,"user":F,"sys":F}
@@ -129,6 +133,7 @@ fn main() -> ExitCode {
         Some("listen") => parse_listen(&args[1..]).map(run_listen),
         Some("connect") => parse_connect(&args[1..]).map(run_connect),
         Some("udp-send") => parse_udp("udp-send", &args[1..]).map(run_udp_send),
+        Some("dns-ask") => parse_dns_ask(&args[1..]).map(|(a, n)| run_dns_ask(a, &n)),
         Some("storm") => parse_storm(&args[1..]).map(run_storm),
         Some("dns-serve") => parse_dns(&args[1..]).map(|(a, m)| run_dns_serve(a, &m)),
         Some("sink") => parse_udp("sink", &args[1..]).map(run_sink),
@@ -803,6 +808,64 @@ fn run_udp_send(addr: SocketAddr) -> ExitCode {
         Ok(_) => {
             print_line("ok");
             ExitCode::SUCCESS
+        }
+        Err(err) => {
+            print_line(&error_line(err.raw_os_error().unwrap_or(0)));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// ADDR NAME (`dns-ask`).
+fn parse_dns_ask(args: &[String]) -> Result<(SocketAddr, String), String> {
+    let (addr, mut rest) = split_addr(args)?;
+    let name = rest.next().ok_or("dns-ask: missing NAME")?;
+    if let Some(other) = rest.next() {
+        return Err(format!("dns-ask: unknown argument {other:?}"));
+    }
+    if name.is_empty() || name.split('.').any(|l| l.is_empty() || l.len() > 63) {
+        return Err(format!("dns-ask: not a host name: {name:?}"));
+    }
+    Ok((addr, name.clone()))
+}
+
+fn run_dns_ask(addr: SocketAddr, name: &str) -> ExitCode {
+    let local: SocketAddr = if addr.is_ipv6() {
+        "[::]:0".parse().expect("valid literal")
+    } else {
+        "0.0.0.0:0".parse().expect("valid literal")
+    };
+    // Header: id, RD, one question; then the name's labels, QTYPE A, QCLASS IN.
+    let mut q = vec![0x4e, 0x4c, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+    for label in name.split('.') {
+        q.push(label.len() as u8);
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.extend_from_slice(&[0, 0, 1, 0, 1]);
+    let asked = UdpSocket::bind(local).and_then(|s| {
+        s.set_read_timeout(Some(Duration::from_secs(2)))?;
+        s.send_to(&q, addr)?;
+        let mut buf = [0u8; 1500];
+        loop {
+            let (len, from) = s.recv_from(&mut buf)?;
+            if from == addr && len >= 12 && buf[..2] == q[..2] {
+                return Ok(buf[3] & 0x0f);
+            }
+        }
+    });
+    match asked {
+        Ok(rcode) => {
+            print_line(&format!("rcode {rcode}"));
+            ExitCode::SUCCESS
+        }
+        Err(err)
+            if matches!(
+                err.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ) =>
+        {
+            print_line("timeout");
+            ExitCode::FAILURE
         }
         Err(err) => {
             print_line(&error_line(err.raw_os_error().unwrap_or(0)));

@@ -125,9 +125,9 @@ pub const PLACEMENTS: &[Placement] = &[
         binary: "dns",
         optional_on: Kernels::All,
         optional_off: Kernels::No,
-        why: "cgroup_skb programs whose helpers differ per kernel (dns_egress is refused for a \
-              different reason on 5.10, 6.1 and 6.12, and attaches on sid); UDP, which the \
-              optional hooks do not see",
+        why: "the answer's owner where fexit reads connect() (by the nameserver's address, not \
+              the socket: the host covers the cgroup sock_addr path), uprobes on each Debian \
+              glibc, and UDP sends counted as questions at the fexit of udp_sendmsg",
     },
     Placement {
         binary: "enrichment",
