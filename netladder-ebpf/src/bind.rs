@@ -7,8 +7,8 @@
 //! - `post_bind4/6` once the port is the socket's: the attempt succeeded and is forgotten.
 //!
 //! An attempt that never reached its post-bind step failed. It ends at the thread's next bind()
-//! or at the release of its socket (cgroup `sock_release`), and is reported only when the error
-//! is known from what was seen:
+//! or at the release of its socket (cgroup `sock_release`, route.rs's program), and is reported
+//! only when the error is known from what was seen:
 //! - IPv4: the kernel looks the address up in the local route table during the call (the
 //!   `fib_table_lookup` tracepoint, read by route.rs). An address that is not there is
 //!   EADDRNOTAVAIL; one that is (or the wildcard) leaves the port: EADDRINUSE.
@@ -197,18 +197,16 @@ pub fn bind_done6(ctx: SockContext) -> i32 {
     1
 }
 
-/// A socket released (closed for the last time): a bind() on it that never reached its
-/// post-bind step failed.
-#[cgroup_sock(sock_release)]
-pub fn bind_release(ctx: SockContext) -> i32 {
-    let id = bpf_get_current_pid_tgid();
+/// Socket `sk` of thread `id` released (route.rs's `sock_release` program): a bind() on it that
+/// never reached its post-bind step failed.
+#[inline(always)]
+pub fn released(id: u64, sk: u64) {
     if let Some(b) = (unsafe { BIND_TRY.get(&id) }).copied() {
-        if b.sk == ctx.sock as u64 {
+        if b.sk == sk {
             let _ = BIND_TRY.remove(&id);
             report(&b);
         }
     }
-    1
 }
 
 /// A bind() that failed, with the error its address gives it; not reported when that is unknown.

@@ -6,8 +6,8 @@
 //!   each connect() and unconnected UDP send, in the caller, and note the attempt per thread;
 //! - the route lookup tracepoints (tp_btf `fib_table_lookup`, `fib6_table_lookup`) record the
 //!   result of the lookup for that destination in that thread;
-//! - the thread's next attempt, or the release of the socket (cgroup `sock_release`), ends the
-//!   attempt: if its last lookup failed, so did the call, with the error the lookup gives it.
+//! - the thread's next attempt, or the release of the socket (cgroup `sock_release`, one program
+//!   with bind.rs's release), ends the attempt: if its last lookup failed, so did the call, with the error the lookup gives it.
 //!
 //! The same cgroup `connect4/6` and `sendmsg4/6` programs record who owns a socket that calls a
 //! nameserver (port 53), by socket cookie, for the DNS answer (dns.rs).
@@ -270,20 +270,31 @@ pub fn reached_syn_sent(sk: u64) {
     }
 }
 
-/// A socket released (closed for the last time): ends its thread's attempt on it.
+/// A socket released (closed for the last time): the end of its thread's connect() or send
+/// attempt on it (here) and of its bind() attempt (bind.rs). One program for both: every socket
+/// the host closes passes here, once.
 #[cgroup_sock(sock_release)]
-pub fn route_release(ctx: SockContext) -> i32 {
-    let Some(a) = ROUTE_TRY.get_ptr_mut(&bpf_get_current_pid_tgid()) else {
-        return 1;
+pub fn sock_release(ctx: SockContext) -> i32 {
+    let id = bpf_get_current_pid_tgid();
+    let sk = ctx.sock as u64;
+    released(id, sk);
+    crate::bind::released(id, sk);
+    1
+}
+
+/// Socket `sk` of thread `id` released: ends the thread's attempt on it.
+#[inline(always)]
+fn released(id: u64, sk: u64) {
+    let Some(a) = ROUTE_TRY.get_ptr_mut(&id) else {
+        return;
     };
     // SAFETY: the entry of this thread; only this thread writes it.
     let a = unsafe { &mut *a };
-    if a.sk != 0 && a.sk == ctx.sock as u64 {
+    if a.sk != 0 && a.sk == sk {
         let ended = *a;
         finish(a);
         report(&ended);
     }
-    1
 }
 
 /// The lookup's result `err` for the attempt `a`.

@@ -556,11 +556,23 @@ pub const HOOKS: &[Hook] = &[
     // Where neither the fexit programs nor (opt-in) the syscall tracepoints above attach:
     // connect() and UDP sends that fail for want of a route, read at the route lookup
     // (netladder-ebpf/src/route.rs). Each runs only for its own call or lookup.
+    // One program ends the route and bind programs' attempts at a socket's release (every
+    // socket the host closes runs it once); their rows below are parts of it.
+    Hook {
+        program: "sock_release",
+        attach: Attach::CgroupSock("sock_release"),
+        role: Role::Degrades,
+        needs: "cgroup v2, cgroup sock_release programs (5.9+)",
+        without: "the end of a failed connect(), UDP send or bind() when its socket is closed \
+                  (what the route and bind programs lose without it is in their rows)",
+        replaced_by: RELEASE_REPLACED_BY,
+        requires: &[],
+    },
     route_hook("route_connect4", Attach::CgroupSockAddr("connect4")),
     route_hook("route_connect6", Attach::CgroupSockAddr("connect6")),
     route_hook("route_sendmsg4", Attach::CgroupSockAddr("sendmsg4")),
     route_hook("route_sendmsg6", Attach::CgroupSockAddr("sendmsg6")),
-    route_hook("route_release", Attach::CgroupSock("sock_release")),
+    route_hook("route_release", Attach::PartOf("sock_release")),
     route_hook("route_fib_lookup", Attach::TpBtf("fib_table_lookup")),
     route_hook("route_fib6_lookup", Attach::TpBtf("fib6_table_lookup")),
     // bind() failures where neither the fexit programs nor (opt-in) the syscall tracepoints
@@ -570,7 +582,7 @@ pub const HOOKS: &[Hook] = &[
     bind_hook("bind_try6", Attach::CgroupSockAddr("bind6")),
     bind_hook("bind_done4", Attach::CgroupSock("post_bind4")),
     bind_hook("bind_done6", Attach::CgroupSock("post_bind6")),
-    bind_hook("bind_release", Attach::CgroupSock("sock_release")),
+    bind_hook("bind_release", Attach::PartOf("sock_release")),
     Hook {
         program: "neigh_update",
         attach: Attach::TpBtf("neigh_update"),
@@ -913,6 +925,18 @@ const ROUTE_REPLACED_BY: &[&str] = &[
     "sys_enter_sendmsg",
     "sys_exit_sendmsg",
 ];
+/// `sock_release` does the route and bind programs' work at a socket's release: not needed
+/// where both families are replaced.
+const RELEASE_REPLACED_BY: &[&str] = &[
+    "sys_enter_connect",
+    "sys_exit_connect",
+    "sys_enter_sendto",
+    "sys_exit_sendto",
+    "sys_enter_sendmsg",
+    "sys_exit_sendmsg",
+    "sys_enter_bind",
+    "sys_exit_bind",
+];
 const BIND_TP_WITHOUT: &str = "bind() failures the bind programs cannot tell: to an IPv6 address other \
      than :: and ::1, to a port below 1024 by a process that is not root, of a socket already bound";
 const LISTEN_WITHOUT: &str = "listen() failures (address already in use)";
@@ -1227,11 +1251,24 @@ pub fn run(
 
 /// The attached program that does the work of `program` when `program` is not attached (it lists
 /// `program` in its `replaced_by`): nothing is lost then.
+/// A program that hosts the work of other rows (`Attach::PartOf`) covers nothing by itself:
+/// its parts do, each by its own row.
 pub fn covered_by<'a>(outcomes: &'a [Outcome], program: &str) -> Option<&'a str> {
     outcomes
         .iter()
-        .find(|o| o.status == Status::Attached && o.hook.replaced_by.contains(&program))
+        .find(|o| {
+            o.status == Status::Attached
+                && o.hook.replaced_by.contains(&program)
+                && !hosts_parts(o.hook.program)
+        })
         .map(|o| o.hook.program)
+}
+
+/// Whether rows of the table are parts of `program` (`Attach::PartOf`).
+fn hosts_parts(program: &str) -> bool {
+    HOOKS
+        .iter()
+        .any(|h| matches!(h.attach, Attach::PartOf(host) if host == program))
 }
 
 /// Whether every program that replaces `hook` attached, or was itself replaced (it has some):
@@ -1687,6 +1724,32 @@ mod tests {
         };
         let out = run(&opted, &kernel, |h| kernel.attach(h)).unwrap();
         assert_eq!(status_of(&out, "sys_enter_bind"), &Status::Attached);
+    }
+
+    /// One release program for the route and bind programs: where fentry is refused it
+    /// attaches and its two parts count as attached; where fexit or the syscall tracepoints do
+    /// their work it is not needed, and it never claims to cover a syscall tracepoint's work.
+    #[test]
+    fn one_release_program_hosts_the_route_and_bind_parts() {
+        let no_fentry = Fake {
+            refuses: vec!["fentry", "fexit"],
+            ..Fake::default()
+        };
+        let out = run(&DEFAULT, &no_fentry, |h| no_fentry.attach(h)).unwrap();
+        for p in ["sock_release", "route_release", "bind_release"] {
+            assert_eq!(status_of(&out, p), &Status::Attached, "{p}");
+        }
+        assert_eq!(covered_by(&out, "sys_enter_bind"), Some("bind_try4"));
+        let opted = Choices {
+            syscall_hooks: true,
+            ..DEFAULT
+        };
+        let out = run(&opted, &no_fentry, |h| no_fentry.attach(h)).unwrap();
+        assert!(matches!(status_of(&out, "sock_release"), Status::Replaced(_)));
+        let fentry = Fake::default();
+        let out = run(&DEFAULT, &fentry, |h| fentry.attach(h)).unwrap();
+        assert!(matches!(status_of(&out, "sock_release"), Status::Replaced(_)));
+        assert!(matches!(status_of(&out, "bind_release"), Status::Replaced(_)));
     }
 
     /// No program runs on every packet the host sends: DNS questions are seen at their
