@@ -1745,11 +1745,20 @@ mod tests {
             ..DEFAULT
         };
         let out = run(&opted, &no_fentry, |h| no_fentry.attach(h)).unwrap();
-        assert!(matches!(status_of(&out, "sock_release"), Status::Replaced(_)));
+        assert!(matches!(
+            status_of(&out, "sock_release"),
+            Status::Replaced(_)
+        ));
         let fentry = Fake::default();
         let out = run(&DEFAULT, &fentry, |h| fentry.attach(h)).unwrap();
-        assert!(matches!(status_of(&out, "sock_release"), Status::Replaced(_)));
-        assert!(matches!(status_of(&out, "bind_release"), Status::Replaced(_)));
+        assert!(matches!(
+            status_of(&out, "sock_release"),
+            Status::Replaced(_)
+        ));
+        assert!(matches!(
+            status_of(&out, "bind_release"),
+            Status::Replaced(_)
+        ));
     }
 
     /// No program runs on every packet the host sends: DNS questions are seen at their
