@@ -915,18 +915,9 @@ const fn route_hook(program: &'static str, attach: Attach) -> Hook {
     }
 }
 
-/// The route-lookup programs stand in for these; where they attached, or were themselves
-/// replaced by fexit programs, the route-lookup programs are not needed.
-const ROUTE_REPLACED_BY: &[&str] = &[
-    "sys_enter_connect",
-    "sys_exit_connect",
-    "sys_enter_sendto",
-    "sys_exit_sendto",
-    "sys_enter_sendmsg",
-    "sys_exit_sendmsg",
-];
-/// `sock_release` does the route and bind programs' work at a socket's release: not needed
-/// where both families are replaced.
+/// The syscall tracepoints the route-lookup programs (the first six) and the bind programs (the
+/// last two) stand in for. `sock_release` does both families' work at a socket's release: it is
+/// not needed where all of them attached or were replaced by fexit programs.
 const RELEASE_REPLACED_BY: &[&str] = &[
     "sys_enter_connect",
     "sys_exit_connect",
@@ -937,6 +928,11 @@ const RELEASE_REPLACED_BY: &[&str] = &[
     "sys_enter_bind",
     "sys_exit_bind",
 ];
+/// The route-lookup programs stand in for these; where they attached, or were themselves
+/// replaced by fexit programs, the route-lookup programs are not needed.
+const ROUTE_REPLACED_BY: &[&str] = RELEASE_REPLACED_BY.split_at(6).0;
+/// The same for the bind programs.
+const BIND_REPLACED_BY: &[&str] = RELEASE_REPLACED_BY.split_at(6).1;
 const BIND_TP_WITHOUT: &str = "bind() failures the bind programs cannot tell: to an IPv6 address other \
      than :: and ::1, to a port below 1024 by a process that is not root, of a socket already bound";
 const LISTEN_WITHOUT: &str = "listen() failures (address already in use)";
@@ -961,7 +957,7 @@ const fn bind_hook(program: &'static str, attach: Attach) -> Hook {
         role: Role::Degrades,
         needs: BIND_NEEDS,
         without: BIND_WITHOUT,
-        replaced_by: &["sys_enter_bind", "sys_exit_bind"],
+        replaced_by: BIND_REPLACED_BY,
         requires: &[],
     }
 }
@@ -1375,6 +1371,14 @@ mod tests {
     }
 
     impl Fake {
+        /// A kernel that refuses fentry and fexit (the host here).
+        fn without_fentry() -> Self {
+            Fake {
+                refuses: vec!["fentry", "fexit"],
+                ..Fake::default()
+            }
+        }
+
         fn lacking(lacks: &[Require]) -> Self {
             Fake {
                 lacks: lacks.to_vec(),
@@ -1412,6 +1416,10 @@ mod tests {
         syscall_hooks: false,
         skip: &[],
     };
+
+    fn replaced(out: &[Outcome], program: &str) -> bool {
+        matches!(status_of(out, program), Status::Replaced(_))
+    }
 
     fn status_of<'a>(out: &'a [Outcome], program: &str) -> &'a Status {
         &out.iter()
@@ -1480,19 +1488,10 @@ mod tests {
         };
         let kernel = Fake::default();
         let out = run(&DEFAULT, &kernel, |h| kernel.attach(h)).unwrap();
-        assert!(matches!(
-            status_of(&out, "listen_state"),
-            Status::Replaced(_)
-        ));
-        assert!(matches!(
-            status_of(&out, "sys_exit_listen"),
-            Status::Replaced(_)
-        ));
+        assert!(replaced(&out, "listen_state"));
+        assert!(replaced(&out, "sys_exit_listen"));
         assert_eq!(mode(&out), 0);
-        let kernel = Fake {
-            refuses: vec!["fentry", "fexit"],
-            ..Fake::default()
-        };
+        let kernel = Fake::without_fentry();
         for choices in [
             DEFAULT,
             Choices {
@@ -1502,14 +1501,8 @@ mod tests {
         ] {
             let out = run(&choices, &kernel, |h| kernel.attach(h)).unwrap();
             assert_eq!(status_of(&out, "listen_state"), &Status::Attached);
-            assert!(matches!(
-                status_of(&out, "sys_enter_listen"),
-                Status::Replaced(_)
-            ));
-            assert!(matches!(
-                status_of(&out, "sys_exit_listen"),
-                Status::Replaced(_)
-            ));
+            assert!(replaced(&out, "sys_enter_listen"));
+            assert!(replaced(&out, "sys_exit_listen"));
             assert_eq!(mode(&out), 1);
             assert!(!degraded(&out).iter().any(|l| l.contains("listen()")));
         }
@@ -1600,10 +1593,7 @@ mod tests {
     fn a_replaced_hook_asks_the_kernel_nothing() {
         let kernel = Fake::default();
         let out = run(&DEFAULT, &kernel, |h| kernel.attach(h)).unwrap();
-        assert!(matches!(
-            status_of(&out, "consume_skb"),
-            Status::Replaced(_)
-        ));
+        assert!(replaced(&out, "consume_skb"));
         assert!(!kernel.asked.borrow().contains(&ICMP_RANGES));
         // The syscall tracepoints are replaced, not opt-in, where fexit attached, but for the
         // ssh rung's: its programs on write(), sendto() and open are opt-in, whatever their hook.
@@ -1731,10 +1721,7 @@ mod tests {
     /// their work it is not needed, and it never claims to cover a syscall tracepoint's work.
     #[test]
     fn one_release_program_hosts_the_route_and_bind_parts() {
-        let no_fentry = Fake {
-            refuses: vec!["fentry", "fexit"],
-            ..Fake::default()
-        };
+        let no_fentry = Fake::without_fentry();
         let out = run(&DEFAULT, &no_fentry, |h| no_fentry.attach(h)).unwrap();
         for p in ["sock_release", "route_release", "bind_release"] {
             assert_eq!(status_of(&out, p), &Status::Attached, "{p}");
@@ -1745,20 +1732,11 @@ mod tests {
             ..DEFAULT
         };
         let out = run(&opted, &no_fentry, |h| no_fentry.attach(h)).unwrap();
-        assert!(matches!(
-            status_of(&out, "sock_release"),
-            Status::Replaced(_)
-        ));
+        assert!(replaced(&out, "sock_release"));
         let fentry = Fake::default();
         let out = run(&DEFAULT, &fentry, |h| fentry.attach(h)).unwrap();
-        assert!(matches!(
-            status_of(&out, "sock_release"),
-            Status::Replaced(_)
-        ));
-        assert!(matches!(
-            status_of(&out, "bind_release"),
-            Status::Replaced(_)
-        ));
+        assert!(replaced(&out, "sock_release"));
+        assert!(replaced(&out, "bind_release"));
     }
 
     /// No program runs on every packet the host sends: DNS questions are seen at their
@@ -1780,10 +1758,7 @@ mod tests {
         for s in SWITCHES {
             assert!(hook(s.program()).is_some(), "{s:?}");
         }
-        let kernel = Fake {
-            refuses: vec!["fentry", "fexit"],
-            ..Fake::default()
-        };
+        let kernel = Fake::without_fentry();
         let out = run(&DEFAULT, &kernel, |h| kernel.attach(h)).unwrap();
         let maps = map_switches(&out);
         assert!(maps.contains(&("ROUTE_MODE", 1)), "{maps:?}");
@@ -1861,10 +1836,7 @@ mod tests {
     /// refused fexit programs add no line of their own.
     #[test]
     fn without_fentry_the_syscall_tracepoints_are_opt_in() {
-        let kernel = Fake {
-            refuses: vec!["fentry", "fexit"],
-            ..Fake::default()
-        };
+        let kernel = Fake::without_fentry();
         let out = run(&DEFAULT, &kernel, |h| kernel.attach(h)).unwrap();
         assert!(HOOKS
             .iter()
