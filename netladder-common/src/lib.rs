@@ -552,8 +552,7 @@ pub mod dns {
     /// The TC bit: the UDP answer was truncated (the resolver retries over TCP).
     pub const ANSWER_TRUNCATED: u64 = 1 << 36;
     /// The process is the last one that connect()ed or sent to this nameserver, not the
-    /// socket's proven owner (no cgroup sock_addr program saw the socket: kernels where fexit
-    /// reads connect()).
+    /// socket's proven owner (no cgroup sock_addr program saw the socket).
     pub const ANSWER_ASKER_BY_SERVER: u64 = 1 << 37;
 }
 

@@ -7,9 +7,10 @@
 //!   (DNS_MALFORMED), never reported with a guessed name.
 //! - No program runs on the packets a host sends: the owner of a socket that asks a nameserver is
 //!   recorded by socket cookie where its connect() or unconnected send starts (the cgroup
-//!   `connect4/6` and `sendmsg4/6` programs of route.rs, in the caller: DNS_SENDERS), and by the
-//!   nameserver's address where that call succeeds (DNS_ASKERS, the fallback where fexit reads
-//!   connect() instead). The same calls count the questions of a getaddrinfo in progress.
+//!   `connect4/6` and `sendmsg4/6` programs of route.rs, in the caller, on every kernel:
+//!   DNS_SENDERS), and by the nameserver's address where that call succeeds (DNS_ASKERS, the
+//!   fallback for a socket no cgroup program saw). The successful calls count the questions of
+//!   a getaddrinfo in progress.
 //! - `uprobe`/`uretprobe` on getaddrinfo: the name asked, the EAI_* result, the first address of
 //!   a success, and the questions sent / responses received during the call (RESOLVER event).
 //!

@@ -270,9 +270,9 @@ pub static DNS_SENDERS: LruHashMap<u64, Sender> = LruHashMap::with_max_entries(1
 #[map(name = "GAI_CALLS")]
 pub static GAI_CALLS: LruHashMap<u64, GaiCall> = LruHashMap::with_max_entries(8192, 0);
 
-/// The owner of last resort, where no cgroup sock_addr program saw the socket (kernels where
-/// fexit reads connect()): the last process that connect()ed or sent to a nameserver, by the
-/// server's address (recorded when the call succeeds).
+/// The owner of last resort, where no cgroup sock_addr program saw the socket (it connected
+/// before they attached, or they were refused): the last process that connect()ed or sent to a
+/// nameserver, by the server's address (recorded when the call succeeds).
 #[map(name = "DNS_ASKERS")]
 pub static DNS_ASKERS: LruHashMap<[u8; 16], Sender> = LruHashMap::with_max_entries(1024, 0);
 

@@ -9,8 +9,10 @@
 //! - the thread's next attempt, or the release of the socket (cgroup `sock_release`, one program
 //!   with bind.rs's release), ends the attempt: if its last lookup failed, so did the call, with the error the lookup gives it.
 //!
-//! The same cgroup `connect4/6` and `sendmsg4/6` programs record who owns a socket that calls a
-//! nameserver (port 53), by socket cookie, for the DNS answer (dns.rs).
+//! The same cgroup `connect4/6` and `sendmsg4/6` programs (`sock_connect4/6`, `sock_sendmsg4/6`)
+//! record who owns a socket that calls a nameserver (port 53), by socket cookie, for the DNS
+//! answer (dns.rs). That part runs on every kernel; the attempts are noted only where the
+//! loader set ROUTE_MODE (the route-lookup programs attached).
 //!
 //! The cgroup programs always return 1: they never refuse a call.
 use aya_ebpf::{
@@ -69,9 +71,9 @@ pub struct Attempt {
 #[map(name = "ROUTE_TRY")]
 static ROUTE_TRY: LruHashMap<u64, Attempt> = LruHashMap::with_max_entries(16384, 0);
 
-/// 1 when these programs attached (written by the loader): then neither the fexit programs nor
-/// the syscall tracepoints see connect()'s errors, and the state-change program reports a
-/// connect() that found no free local port (`reads_connect_errors`).
+/// 1 when the route-lookup programs attached (written by the loader): then neither the fexit
+/// programs nor the syscall tracepoints see connect()'s errors, and the state-change program
+/// reports a connect() that found no free local port (`reads_connect_errors`).
 #[map(name = "ROUTE_MODE")]
 static ROUTE_MODE: Array<u32> = Array::with_max_entries(1, 0);
 
@@ -82,7 +84,7 @@ pub fn reads_connect_errors() -> bool {
 }
 
 #[cgroup_sock_addr(connect4)]
-pub fn route_connect4(ctx: SockAddrContext) -> i32 {
+pub fn sock_connect4(ctx: SockAddrContext) -> i32 {
     if let Some(a) = attempt4(&ctx, syscall::CONNECT) {
         start(&ctx, a);
     }
@@ -90,7 +92,7 @@ pub fn route_connect4(ctx: SockAddrContext) -> i32 {
 }
 
 #[cgroup_sock_addr(connect6)]
-pub fn route_connect6(ctx: SockAddrContext) -> i32 {
+pub fn sock_connect6(ctx: SockAddrContext) -> i32 {
     if let Some(a) = attempt6(&ctx, syscall::CONNECT) {
         start(&ctx, a);
     }
@@ -98,7 +100,7 @@ pub fn route_connect6(ctx: SockAddrContext) -> i32 {
 }
 
 #[cgroup_sock_addr(sendmsg4)]
-pub fn route_sendmsg4(ctx: SockAddrContext) -> i32 {
+pub fn sock_sendmsg4(ctx: SockAddrContext) -> i32 {
     if let Some(a) = attempt4(&ctx, syscall::SEND) {
         start(&ctx, a);
     }
@@ -106,7 +108,7 @@ pub fn route_sendmsg4(ctx: SockAddrContext) -> i32 {
 }
 
 #[cgroup_sock_addr(sendmsg6)]
-pub fn route_sendmsg6(ctx: SockAddrContext) -> i32 {
+pub fn sock_sendmsg6(ctx: SockAddrContext) -> i32 {
     if let Some(a) = attempt6(&ctx, syscall::SEND) {
         start(&ctx, a);
     }
@@ -182,15 +184,18 @@ fn attempt6(ctx: &SockAddrContext, call: u32) -> Option<Attempt> {
     Some(a)
 }
 
-/// A call to a nameserver's port also records the socket's owner by cookie, for the answer
-/// (dns.rs): no program runs on the packets the host sends.
+/// A call to a nameserver's port records the socket's owner by cookie, for the answer (dns.rs:
+/// no program runs on the packets the host sends), on every kernel; the attempt is noted only
+/// where these programs read connect() and sends (ROUTE_MODE).
 #[inline(always)]
 fn start(ctx: &SockAddrContext, a: Attempt) {
     if is_dns(&a) {
         // SAFETY: the context is the kernel's bpf_sock_addr, which the helper takes.
         crate::dns::owner(unsafe { bpf_get_socket_cookie(ctx.sock_addr.cast()) });
     }
-    begin(a);
+    if reads_connect_errors() {
+        begin(a);
+    }
 }
 
 /// The destination port is 53 (network order in the sockaddr).

@@ -19,8 +19,8 @@ fn is_dns(ev: &Value, name: &str) -> bool {
 }
 
 /// The answer's code, cause, nameserver and process; and how the process is known: where the
-/// cgroup connect/sendmsg programs run, as the socket's proven owner, elsewhere as the last
-/// process that asked that nameserver, which the evidence says.
+/// cgroup connect/sendmsg programs run (every kernel of the matrix), as the socket's proven
+/// owner; elsewhere as the last process that asked that nameserver, which the evidence says.
 fn check(w: &Watch, ev: &Value, cause: &str, dst: &str, pid: u32) {
     assert_eq!(
         (
@@ -36,7 +36,7 @@ fn check(w: &Watch, ev: &Value, cause: &str, dst: &str, pid: u32) {
     // Only an answer has an owner to name.
     if ["nxdomain", "servfail", "refused"].contains(&cause) {
         let by_server = evidence_has(ev, "the last one that connected or sent to this nameserver");
-        assert_eq!(by_server, !hook_attached(w, "route_connect4"), "{ev:#}");
+        assert_eq!(by_server, !hook_attached(w, "sock_connect4"), "{ev:#}");
     }
 }
 

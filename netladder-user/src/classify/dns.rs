@@ -401,8 +401,9 @@ impl State {
         }
         if p.answers.iter().any(|a| a.by_server) {
             evidence.push(
-                "process: the last one that connected or sent to this nameserver (with this \
-                 kernel's hooks netladder does not see who owns the socket that received the answer)"
+                "process: the last one that connected or sent to this nameserver (netladder did not \
+                 see the connect() or send of the socket that received the answer: it came before \
+                 the watch, or the cgroup connect/sendmsg programs are not attached)"
                     .into(),
             );
         }

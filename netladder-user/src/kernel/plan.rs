@@ -568,10 +568,17 @@ pub const HOOKS: &[Hook] = &[
         replaced_by: RELEASE_REPLACED_BY,
         requires: &[],
     },
-    route_hook("route_connect4", Attach::CgroupSockAddr("connect4")),
-    route_hook("route_connect6", Attach::CgroupSockAddr("connect6")),
-    route_hook("route_sendmsg4", Attach::CgroupSockAddr("sendmsg4")),
-    route_hook("route_sendmsg6", Attach::CgroupSockAddr("sendmsg6")),
+    // The cgroup connect/sendmsg programs run once per connect() and unconnected UDP send, on
+    // every kernel: they record who owns a socket that asks a nameserver (#024), and host the
+    // route-lookup programs' start of an attempt (the parts below).
+    sock_addr_hook("sock_connect4", Attach::CgroupSockAddr("connect4")),
+    sock_addr_hook("sock_connect6", Attach::CgroupSockAddr("connect6")),
+    sock_addr_hook("sock_sendmsg4", Attach::CgroupSockAddr("sendmsg4")),
+    sock_addr_hook("sock_sendmsg6", Attach::CgroupSockAddr("sendmsg6")),
+    route_hook("route_connect4", Attach::PartOf("sock_connect4")),
+    route_hook("route_connect6", Attach::PartOf("sock_connect6")),
+    route_hook("route_sendmsg4", Attach::PartOf("sock_sendmsg4")),
+    route_hook("route_sendmsg6", Attach::PartOf("sock_sendmsg6")),
     route_hook("route_release", Attach::PartOf("sock_release")),
     route_hook("route_fib_lookup", Attach::TpBtf("fib_table_lookup")),
     route_hook("route_fib6_lookup", Attach::TpBtf("fib6_table_lookup")),
@@ -899,9 +906,21 @@ const SEND_TP_WITHOUT: &str =
 const ROUTE_NEEDS: &str =
     "cgroup v2, cgroup sock_addr and sock_release programs (5.9+), tp_btf fib_table_lookup and fib6_table_lookup";
 const ROUTE_WITHOUT: &str =
-    "connect() calls and UDP sends that fail at once for want of a route (#022, #026); the proven \
-     owner of a socket that gets a DNS error answer (#024: the last process that connected or sent \
-     to that nameserver stands in)";
+    "connect() calls and UDP sends that fail at once for want of a route (#022, #026)";
+/// One of the cgroup connect/sendmsg programs.
+const fn sock_addr_hook(program: &'static str, attach: Attach) -> Hook {
+    Hook {
+        program,
+        attach,
+        role: Role::Degrades,
+        needs: "cgroup v2, cgroup sock_addr programs (4.17+; sendmsg 4.18+)",
+        without: "the proven owner of a socket that gets a DNS error answer (#024: the last process \
+                  that connected or sent to that nameserver stands in), and where fentry is refused \
+                  the route-lookup programs' connect() and UDP send failures",
+        replaced_by: &[],
+        requires: &[],
+    }
+}
 /// One of the route-lookup programs: they need, lose and stand in for the same.
 const fn route_hook(program: &'static str, attach: Attach) -> Hook {
     Hook {

@@ -125,9 +125,9 @@ pub const PLACEMENTS: &[Placement] = &[
         binary: "dns",
         optional_on: Kernels::All,
         optional_off: Kernels::No,
-        why: "the answer's owner where fexit reads connect() (by the nameserver's address, not \
-              the socket: the host covers the cgroup sock_addr path), uprobes on each Debian \
-              glibc, and UDP sends counted as questions at the fexit of udp_sendmsg",
+        why: "the answer's owner from the cgroup connect/sendmsg programs beside the fexit \
+              programs that read connect() there, uprobes on each Debian glibc, and UDP sends \
+              counted as questions at the fexit of udp_sendmsg",
     },
     Placement {
         binary: "enrichment",
