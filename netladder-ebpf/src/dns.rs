@@ -161,8 +161,8 @@ pub fn dns_ingress(ctx: SkBuffContext) -> i32 {
 
 /// A connect() to port 53 succeeded (its route was found): remember the process by the
 /// nameserver's address, the owner of last resort for an answer whose socket no cgroup
-/// `connect`/`sendmsg` program saw (kernels where fexit reads connect()), and count a question
-/// of the thread's getaddrinfo call in progress.
+/// `connect`/`sendmsg` program saw, and count a question of the thread's getaddrinfo call in
+/// progress.
 #[inline(always)]
 pub fn connected(id: u64, flow: &Flow) {
     if flow.dport != DNS_PORT {

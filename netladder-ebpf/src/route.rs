@@ -7,7 +7,8 @@
 //! - the route lookup tracepoints (tp_btf `fib_table_lookup`, `fib6_table_lookup`) record the
 //!   result of the lookup for that destination in that thread;
 //! - the thread's next attempt, or the release of the socket (cgroup `sock_release`, one program
-//!   with bind.rs's release), ends the attempt: if its last lookup failed, so did the call, with the error the lookup gives it.
+//!   with bind.rs's release), ends the attempt: if its last lookup failed, so did the call, with
+//!   the error the lookup gives it.
 //!
 //! The same cgroup `connect4/6` and `sendmsg4/6` programs (`sock_connect4/6`, `sock_sendmsg4/6`)
 //! record who owns a socket that calls a nameserver (port 53), by socket cookie, for the DNS
