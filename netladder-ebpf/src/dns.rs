@@ -159,27 +159,29 @@ pub fn dns_ingress(ctx: SkBuffContext) -> i32 {
     1
 }
 
-/// A connect() to port 53 succeeded (its route was found): remember the process by the
-/// nameserver's address, the owner of last resort for an answer whose socket no cgroup
-/// `connect`/`sendmsg` program saw, and count a question of the thread's getaddrinfo call in
-/// progress.
+/// The port of a sockaddr (network order, at the same offset in `sockaddr_in` and
+/// `sockaddr_in6`, so two bytes read from a user or kernel sockaddr are enough) is DNS's.
 #[inline(always)]
-pub fn connected(id: u64, flow: &Flow) {
+pub fn is_dns_port(port: [u8; 2]) -> bool {
+    port == DNS_PORT.to_be_bytes()
+}
+
+/// The sockaddr (the 28 bytes the programs copy of one) is to a nameserver's port.
+#[inline(always)]
+pub fn to_nameserver(addr: &[u8; 28]) -> bool {
+    is_dns_port([addr[2], addr[3]])
+}
+
+/// A question went out to a nameserver: a connect() to port 53 succeeded (its route was found),
+/// or a datagram was sent there without connect(). Remembers the process by the nameserver's
+/// address, the owner of last resort for an answer whose socket no cgroup `connect`/`sendmsg`
+/// program saw, and counts a question of the thread's getaddrinfo call in progress. Any other
+/// port is ignored.
+#[inline(always)]
+pub fn asked(id: u64, flow: &Flow) {
     if flow.dport != DNS_PORT {
         return;
     }
-    asked(id, flow);
-}
-
-/// A datagram sent to port 53 without connect() (its route was found, or the send returned):
-/// a question, counted like a connect() to a nameserver.
-#[inline(always)]
-pub fn sent(id: u64, flow: &Flow) {
-    connected(id, flow);
-}
-
-#[inline(always)]
-fn asked(id: u64, flow: &Flow) {
     if is_self() {
         return;
     }

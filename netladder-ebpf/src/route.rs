@@ -190,19 +190,13 @@ fn attempt6(ctx: &SockAddrContext, call: u32) -> Option<Attempt> {
 /// where these programs read connect() and sends (ROUTE_MODE).
 #[inline(always)]
 fn start(ctx: &SockAddrContext, a: Attempt) {
-    if is_dns(&a) {
+    if crate::dns::to_nameserver(&a.addr) {
         // SAFETY: the context is the kernel's bpf_sock_addr, which the helper takes.
         crate::dns::owner(unsafe { bpf_get_socket_cookie(ctx.sock_addr.cast()) });
     }
     if reads_connect_errors() {
         begin(a);
     }
-}
-
-/// The destination port is 53 (network order in the sockaddr).
-#[inline(always)]
-fn is_dns(a: &Attempt) -> bool {
-    a.addr[2] == 0 && a.addr[3] == 53
 }
 
 /// The start of a connect() or a UDP send with a destination: ends the thread's previous
@@ -324,9 +318,9 @@ fn found(a: &mut Attempt) {
     if a.call == syscall::CONNECT {
         a.noted = 1;
         connected(bpf_get_current_pid_tgid(), &a.addr);
-    } else if is_dns(a) {
+    } else if crate::dns::to_nameserver(&a.addr) {
         a.noted = 1;
-        crate::dns::sent(bpf_get_current_pid_tgid(), &sockaddr_flow(&a.addr));
+        crate::dns::asked(bpf_get_current_pid_tgid(), &sockaddr_flow(&a.addr));
     }
 }
 

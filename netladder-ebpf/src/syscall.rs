@@ -259,8 +259,8 @@ fn finish_call(call: u32, ret: Option<i64>, kaddr: Option<u64>) {
     // question (#024).
     if (call == syscall::SENDTO || call == syscall::SENDMSG) && ret.is_some_and(|r| r >= 0) {
         if let Some(p) = unsafe { CALL_ARGS.get(&id) } {
-            if let Some(addr) = read(p).filter(|a| p.call == call && a[2] == 0 && a[3] == 53) {
-                crate::dns::sent(id, &sockaddr_flow(&addr));
+            if let Some(addr) = read(p).filter(|a| p.call == call && crate::dns::to_nameserver(a)) {
+                crate::dns::asked(id, &sockaddr_flow(&addr));
             }
         }
         let _ = CALL_ARGS.remove(&id);
@@ -339,7 +339,7 @@ pub(crate) fn connected(id: u64, addr: &[u8; 28]) {
             }
         }
     }
-    crate::dns::connected(id, &sockaddr_flow(addr));
+    crate::dns::asked(id, &sockaddr_flow(addr));
 }
 
 /// Marks the calling task's pending connect() as having put socket `sk` in SYN_SENT.
@@ -541,14 +541,14 @@ fn send_exit(msg: u64, ret: i32) -> u32 {
         return 0;
     }
     if ret >= 0 {
-        // A datagram sent to a nameserver without connect() is a question (#024). The port
-        // (network order, at the same offset in sockaddr_in and sockaddr_in6) is read first.
+        // A datagram sent to a nameserver without connect() is a question (#024). The port is
+        // read first.
         let mut port = [0u8; 2];
-        if read_buf(name, 2, &mut port).is_err() || port != [0, 53] {
+        if read_buf(name, 2, &mut port).is_err() || !crate::dns::is_dns_port(port) {
             return 0;
         }
         if let Some(addr) = read_ksockaddr(name) {
-            crate::dns::sent(bpf_get_current_pid_tgid(), &sockaddr_flow(&addr));
+            crate::dns::asked(bpf_get_current_pid_tgid(), &sockaddr_flow(&addr));
         }
         return 0;
     }

@@ -244,10 +244,18 @@ impl State {
             return;
         }
         let ago = f.ts_ns.saturating_sub(r.ts) / 1_000_000;
-        let how = if r.queries == 0 {
-            "without sending any DNS question (no connect() or send to port 53 during the \
-             call): the address came from /etc/hosts or another nsswitch source, not from DNS"
+        let how = if r.queries == 0 && r.responses == 0 {
+            "with no DNS question or answer seen (no connect() or datagram to port 53 and no \
+             answer during the call): the address most likely came from /etc/hosts or another \
+             nsswitch source, not from DNS"
                 .to_owned()
+        } else if r.queries == 0 {
+            format!(
+                "after {} response{} from a nameserver (its questions went on a socket \
+                 connected before the call, which is not counted)",
+                r.responses,
+                plural(r.responses)
+            )
         } else {
             format!(
                 "after asking a nameserver {} time{} ({} response{})",
@@ -472,7 +480,7 @@ impl State {
                 }
                 let send_error = send_error.map(|(_, e)| e);
                 match (r.code, r.queries, r.responses) {
-                    (EAI_AGAIN, 0, _) => {
+                    (EAI_AGAIN, 0, 0) => {
                         if let Some((err, call, _)) = send_error {
                             layer = Layer::Route;
                             evidence.push(format!(
@@ -484,8 +492,9 @@ impl State {
                         (
                             Cause::NoNameserver,
                             format!(
-                                "no DNS question for {name} could be sent: no nameserver is reachable \
-                                 from here (a network problem, one rung lower)"
+                                "no DNS question for {name} was seen going out (no connect() or \
+                                 datagram to port 53, and no answer, during the call): no nameserver \
+                                 is reachable from here (a network problem, one rung lower)"
                             ),
                         )
                     }
@@ -504,11 +513,12 @@ impl State {
                             ),
                         )
                     }
-                    (EAI_NONAME | EAI_NODATA | EAI_ADDRFAMILY, 0, _) => (
+                    (EAI_NONAME | EAI_NODATA | EAI_ADDRFAMILY, 0, 0) => (
                         Cause::NotFoundLocally,
                         format!(
-                            "{name} was not found and no DNS question was sent: /etc/hosts and the \
-                             other nsswitch sources do not know it, and DNS was not asked"
+                            "{name} was not found and no DNS question or answer was seen (no \
+                             connect() or datagram to port 53 during the call): /etc/hosts and the \
+                             other nsswitch sources do not know it, and DNS was most likely not asked"
                         ),
                     ),
                     (EAI_NONAME | EAI_NODATA | EAI_ADDRFAMILY, _, _) => (
@@ -834,7 +844,7 @@ mod tests {
         f.ts_ns = t + 50 * MS;
         s.annotate(&mut f, t + 50 * MS);
         assert_eq!(f.host_name.as_deref(), Some("stale.test"));
-        assert!(f.evidence.last().unwrap().contains("resolved stale.test to 10.9.9.9 with getaddrinfo 50 ms before, without sending any DNS question"));
+        assert!(f.evidence.last().unwrap().contains("resolved stale.test to 10.9.9.9 with getaddrinfo 50 ms before, with no DNS question or answer seen"));
         // Another process, or long after: nothing.
         let mut other = f.clone();
         other.proc.pid = 99;

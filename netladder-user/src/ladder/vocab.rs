@@ -154,11 +154,11 @@ causes! {
     Servfail = "servfail",
     /// Another DNS error code.
     DnsError = "dns_error",
-    /// No DNS question could be sent.
+    /// No DNS question was seen going out, and no nameserver is reachable.
     NoNameserver = "no_nameserver",
     /// Questions were sent and no nameserver answered.
     NoAnswer = "no_answer",
-    /// Not found and no DNS question was sent.
+    /// Not found, and no DNS question or answer was seen.
     NotFoundLocally = "not_found_locally",
     /// The name exists without an address of the family asked.
     NoAddress = "no_address",

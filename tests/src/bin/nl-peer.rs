@@ -765,13 +765,18 @@ fn run_rw(duration: Duration) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn run_udp_flood(addr: SocketAddr, duration: Duration) -> ExitCode {
-    let local: SocketAddr = if addr.is_ipv6() {
+/// A UDP socket bound to any local address and port of `to`'s family, never connected.
+fn unconnected_udp(to: SocketAddr) -> io::Result<UdpSocket> {
+    let local: SocketAddr = if to.is_ipv6() {
         "[::]:0".parse().expect("valid literal")
     } else {
         "0.0.0.0:0".parse().expect("valid literal")
     };
-    let socket = match UdpSocket::bind(local) {
+    UdpSocket::bind(local)
+}
+
+fn run_udp_flood(addr: SocketAddr, duration: Duration) -> ExitCode {
+    let socket = match unconnected_udp(addr) {
         Ok(s) => s,
         Err(err) => {
             print_line(&error_line(err.raw_os_error().unwrap_or(0)));
@@ -798,12 +803,7 @@ fn run_udp_flood(addr: SocketAddr, duration: Duration) -> ExitCode {
 }
 
 fn run_udp_send(addr: SocketAddr) -> ExitCode {
-    let local: SocketAddr = if addr.is_ipv6() {
-        "[::]:0".parse().expect("valid literal")
-    } else {
-        "0.0.0.0:0".parse().expect("valid literal")
-    };
-    let sent = UdpSocket::bind(local).and_then(|s| s.send_to(b"nl-peer\n", addr));
+    let sent = unconnected_udp(addr).and_then(|s| s.send_to(b"nl-peer\n", addr));
     match sent {
         Ok(_) => {
             print_line("ok");
@@ -830,11 +830,6 @@ fn parse_dns_ask(args: &[String]) -> Result<(SocketAddr, String), String> {
 }
 
 fn run_dns_ask(addr: SocketAddr, name: &str) -> ExitCode {
-    let local: SocketAddr = if addr.is_ipv6() {
-        "[::]:0".parse().expect("valid literal")
-    } else {
-        "0.0.0.0:0".parse().expect("valid literal")
-    };
     // Header: id, RD, one question; then the name's labels, QTYPE A, QCLASS IN.
     let mut q = vec![0x4e, 0x4c, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
     for label in name.split('.') {
@@ -842,7 +837,7 @@ fn run_dns_ask(addr: SocketAddr, name: &str) -> ExitCode {
         q.extend_from_slice(label.as_bytes());
     }
     q.extend_from_slice(&[0, 0, 1, 0, 1]);
-    let asked = UdpSocket::bind(local).and_then(|s| {
+    let asked = unconnected_udp(addr).and_then(|s| {
         s.set_read_timeout(Some(Duration::from_secs(2)))?;
         s.send_to(&q, addr)?;
         let mut buf = [0u8; 1500];
