@@ -10,8 +10,8 @@ use netladder_common::{eflag, kind, syscall, verdict, ConnState, DropRecord, Eve
 
 use crate::{
     kernel::{
-        conf, current_proc, is_self, load, other_netns, read, read_buf, sock_flow, sock_netns,
-        zero_flow, zeroed,
+        conf, current_proc, is_self, load, opaque, other_netns, read, read_buf, sock_flow,
+        sock_netns, zero_flow, zeroed,
     },
     maps::{
         agg_key, count, counted_as_repeat, drop_writes, emit, CALL_ARGS, CONNS, DROPS, ICMP_SEEN,
@@ -171,6 +171,9 @@ fn finish(sk: u64) {
             flags |= eflag::ERR_FROM_ICMP;
         }
     }
+    // From here on one path, whatever the table above gave (see `opaque`).
+    let err = opaque(err);
+    let mut flags = opaque(flags);
     // A retry that failed on the way out (a local firewall drop before 5.17 shows none) never
     // reaches tcp_retransmit_skb; the kernel counted it all the same.
     if u32::from(tried) > state.syn_retrans {
@@ -197,6 +200,7 @@ fn finish(sk: u64) {
     let Some(verdict) = classify(err, state.syn_retrans, &drops, &mut flags) else {
         return;
     };
+    let (verdict, flags) = (opaque(verdict), opaque(flags));
     let now = unsafe { bpf_ktime_get_ns() };
     // A repeat of a failure already sent in this window (a storm) is only counted: the event
     // is built only when it is sent.

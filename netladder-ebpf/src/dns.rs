@@ -28,7 +28,7 @@ use aya_ebpf::{
 use netladder_common::{counter, dns, kind, AppEvent, Flow, ProcInfo, AF_INET, AF_INET6};
 
 use crate::{
-    kernel::{current_netns, current_proc, is_self, other_netns},
+    kernel::{current_netns, current_proc, is_self, opaque, other_netns},
     maps::{count, reserve_app, submit_app, GaiCall, Sender, DNS_ASKERS, DNS_SENDERS, GAI_CALLS},
 };
 
@@ -45,6 +45,7 @@ const AI_FAMILY: u64 = 4;
 const AI_ADDR: u64 = 24;
 
 /// Where a DNS message starts in a packet, and the packet's addresses.
+#[derive(Clone, Copy)]
 struct Parsed {
     /// The packet's flow as the receiving socket sees it.
     flow: Flow,
@@ -233,6 +234,9 @@ fn ingress(ctx: &SkBuffContext) {
     let Some(p) = parse(ctx) else {
         return;
     };
+    // One path on from here, whichever family, transport and header length the packet had
+    // (see `opaque`: Linux 6.1's verifier walked the rest of this program once for each).
+    let p = opaque(p);
     let len = ctx.len();
     if len < p.dns_off + DNS_HEADER {
         // A TCP segment without a message start (an ACK) is not a response; a short UDP one

@@ -266,3 +266,23 @@ pub fn sockaddr_flow(raw: &[u8; 28]) -> Flow {
     flow.dport = u16::from_be_bytes([raw[2], raw[3]]);
     flow
 }
+
+/// `v`, copied by a helper so that the verifier no longer knows its value. Verifiers before
+/// Linux 6.3 (Debian's 5.10 and 6.1) follow every constant that a branch of an inlined table
+/// or classification gives down the rest of the program as a path of its own: one copy after
+/// such a table leaves one path. Costs one helper call; used only on the rare failure paths.
+#[inline(always)]
+pub fn opaque<T: Copy>(v: T) -> T {
+    let src = v;
+    let mut out = v;
+    // SAFETY: both are our own stack values of the same size; the helper copies one into the
+    // other (reading our own stack cannot fail), and the verifier marks `out` as written.
+    unsafe {
+        aya_ebpf::helpers::generated::bpf_probe_read_kernel(
+            (&mut out as *mut T).cast(),
+            core::mem::size_of::<T>() as u32,
+            (&src as *const T).cast(),
+        );
+        core::ptr::read_volatile(&out)
+    }
+}
