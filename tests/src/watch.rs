@@ -170,6 +170,7 @@ impl Watch {
         ));
         std::fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let ready = dir.join("ready");
+        let spawned_at = Instant::now();
         let spawned = Command::new(bin)
             .args(["watch", "--json", "--ready-file"])
             .arg(&ready)
@@ -199,6 +200,11 @@ impl Watch {
             ready_at: SystemTime::UNIX_EPOCH,
         };
         watch.wait_ready(&ready)?;
+        // On the test's output (shown for the VM runs): where a slow kernel spends its time.
+        println!(
+            "NL-WATCH-TIME ready after {:.1} s",
+            spawned_at.elapsed().as_secs_f64()
+        );
         Ok(watch)
     }
 
@@ -336,7 +342,12 @@ impl Watch {
 
     /// [`Watch::stop`] with another signal (SIGTERM: what systemd and `kill` send).
     pub fn stop_with(mut self, signal: libc::c_int) -> Result<(Vec<Value>, String)> {
+        let asked = Instant::now();
         let status = self.signal_and_wait(Some(signal), STOP_TIMEOUT)?;
+        println!(
+            "NL-WATCH-TIME stopped after {:.1} s",
+            asked.elapsed().as_secs_f64()
+        );
         self.finished(status, &format!("signal {signal}"))
     }
 
