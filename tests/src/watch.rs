@@ -18,6 +18,11 @@ const READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// exceeds. Detaching the programs waits for RCU grace periods, one per link (2-3 s on an idle
 /// host); with CI's guests busy on both cores it was seen taking over 10 s.
 const STOP_TIMEOUT: Duration = Duration::from_secs(60);
+/// The most instructions one of netladder's programs may take the kernel's verifier, a quarter
+/// of the one million the kernel allows. Verifiers before Linux 6.3 follow branches that newer
+/// ones merge, so a program that verifies in a few thousand on sid can come near the limit on
+/// 6.1 (and fail to load after a small change) and take seconds of every start there.
+pub const VERIFIED_INSNS_BUDGET: u64 = 250_000;
 /// How long [`expect_single_failure`] waits for the first matching failure.
 pub const FAILURE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -205,7 +210,61 @@ impl Watch {
             "NL-WATCH-TIME ready after {:.1} s",
             spawned_at.elapsed().as_secs_f64()
         );
+        watch.check_verified_insns()?;
         Ok(watch)
+    }
+
+    /// Fails when one of netladder's programs took the verifier more than
+    /// [`VERIFIED_INSNS_BUDGET`] instructions (`verified_insns:` in the fdinfo of netladder's
+    /// own program descriptors, Linux 5.16+; older kernels do not say, and nothing is checked).
+    fn check_verified_insns(&self) -> Result<()> {
+        let pid = self.pid();
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+            return Ok(());
+        };
+        let mut most = (0u64, String::new());
+        for fd in fds.flatten() {
+            let is_prog = std::fs::read_link(fd.path())
+                .is_ok_and(|l| l.to_string_lossy().contains("bpf-prog"));
+            if !is_prog {
+                continue;
+            }
+            let info = format!("/proc/{pid}/fdinfo/{}", fd.file_name().to_string_lossy());
+            let Ok(info) = std::fs::read_to_string(&info) else {
+                continue;
+            };
+            let field = |key: &str| {
+                info.lines()
+                    .find_map(|l| l.strip_prefix(key))
+                    .map(|v| v.trim().to_string())
+            };
+            let Some(n) = field("verified_insns:").and_then(|v| v.parse::<u64>().ok()) else {
+                continue;
+            };
+            if n > most.0 {
+                let id = field("prog_id:").unwrap_or_default();
+                most = (
+                    n,
+                    format!(
+                        "program id {id} (type {})",
+                        field("prog_type:").unwrap_or_default()
+                    ),
+                );
+            }
+        }
+        if most.0 > 0 {
+            println!("NL-WATCH-VERIFIED most {} instructions: {}", most.0, most.1);
+        }
+        if most.0 > VERIFIED_INSNS_BUDGET {
+            bail!(
+                "{} took the kernel's verifier {} instructions, more than the budget of {}: \
+                 `bpftool prog show id` names it",
+                most.1,
+                most.0,
+                VERIFIED_INSNS_BUDGET
+            );
+        }
+        Ok(())
     }
 
     fn wait_ready(&mut self, ready: &Path) -> Result<()> {
