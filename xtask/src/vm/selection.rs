@@ -2,9 +2,9 @@
 //!
 //! `cargo xtask vm-test --kernel all` runs every binary on every kernel in both modes (optional
 //! hooks allowed, and forced off). CI cannot afford that under TCG: the emulated CPU is about
-//! thirty times slower, every scenario starts its own netladder (the verifier, BTF), so a
-//! scenario that takes 3 s on the host takes 15-25 s in a guest, and CI runs two guests on two
-//! cores beside the host tests. CI also runs every binary on the host kernel. So each binary
+//! thirty times slower, every scenario starts its own netladder (the verifier, BTF: 5-7 s a
+//! start in a guest, each test's `NL-WATCH-TIME` line), so a scenario that takes 3 s on the host
+//! takes 8-25 s in a guest, and CI runs two guests on two cores beside the host tests. CI also runs every binary on the host kernel. So each binary
 //! runs in the VMs where its readings can differ:
 //! - the binaries whose readings depend on what the kernel offers (drop reasons and their values,
 //!   the drop location, the ICMP sender, cgroup_skb helpers) run on every kernel of the matrix
