@@ -171,9 +171,6 @@ fn finish(sk: u64) {
             flags |= eflag::ERR_FROM_ICMP;
         }
     }
-    // From here on one path, whatever the table above gave (see `opaque`).
-    let err = opaque(err);
-    let mut flags = opaque(flags);
     // A retry that failed on the way out (a local firewall drop before 5.17 shows none) never
     // reaches tcp_retransmit_skb; the kernel counted it all the same.
     if u32::from(tried) > state.syn_retrans {
@@ -200,7 +197,9 @@ fn finish(sk: u64) {
     let Some(verdict) = classify(err, state.syn_retrans, &drops, &mut flags) else {
         return;
     };
-    let (verdict, flags) = (opaque(verdict), opaque(flags));
+    // From here on one path, whatever the ICMP table and the verdict gave (see `opaque`): one
+    // copy of the three values, one helper call.
+    let (err, verdict, flags) = opaque((err, verdict, flags));
     let now = unsafe { bpf_ktime_get_ns() };
     // A repeat of a failure already sent in this window (a storm) is only counted: the event
     // is built only when it is sent.
