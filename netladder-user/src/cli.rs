@@ -149,7 +149,9 @@ pub struct WatchArgs {
     /// for measuring, not for leaving on.
     #[arg(long)]
     pub program_costs: bool,
-    /// Show the hook table at start.
+    /// Show the hook table at start, and where the start's time went: each phase of loading and
+    /// the programs that took longest (mostly the kernel's verifier), with the instructions
+    /// the verifier went through for each where the kernel says (5.16+).
     #[arg(short, long)]
     pub verbose: bool,
     /// Warn (#028, before connects fail) when TIME_WAIT sockets toward one destination hold more

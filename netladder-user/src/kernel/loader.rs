@@ -14,6 +14,7 @@ use aya::{
 use netladder_common::{counter, Config, TextRange};
 
 use super::plan::{self, Attach, Choices, Hook, Require, Status};
+use super::startup::Timeline;
 use super::targets::Targets;
 
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netladder"));
@@ -80,11 +81,13 @@ pub struct Loaded {
     pub outcomes: Vec<plan::Outcome>,
 }
 
-pub fn load(config: &Config, opts: &Options) -> Result<Loaded> {
+pub fn load(config: &Config, opts: &Options, timeline: &mut Timeline) -> Result<Loaded> {
     raise_memlock();
     let btf =
         Btf::from_sys_fs().context("cannot read the kernel's BTF from /sys/kernel/btf/vmlinux")?;
+    timeline.mark("kernel types for attaching");
     let targets = Targets::discover();
+    timeline.mark("libraries and cgroup");
     let system = System {
         opts,
         targets: &targets,
@@ -92,6 +95,7 @@ pub fn load(config: &Config, opts: &Options) -> Result<Loaded> {
     // The switches the programs read as globals are fixed when the object loads.
     let globals = plan::globals(&opts.choices, &system);
     let mut loader = EbpfLoader::new();
+    timeline.mark("kernel types for relocating");
     loader
         .btf(Some(&btf))
         .override_global("CONFIG", config, true);
@@ -104,12 +108,24 @@ pub fn load(config: &Config, opts: &Options) -> Result<Loaded> {
             chain(&e)
         )
     })?;
+    timeline.mark("maps");
 
     let outcomes = plan::run(&opts.choices, &system, |hook| {
+        let began = std::time::Instant::now();
         if let Err(status) = give_input(&mut ebpf, hook, opts) {
             return status;
         }
-        attach_status(&mut ebpf, hook, &btf, &targets)
+        let status = attach_status(&mut ebpf, hook, &btf, &targets);
+        let verified = (status == Status::Attached)
+            .then(|| {
+                ebpf.program(hook.program)?
+                    .info()
+                    .ok()?
+                    .verified_instruction_count()
+            })
+            .flatten();
+        timeline.program(hook.program, began.elapsed(), verified);
+        status
     })
     .map_err(|e| anyhow!(e))?;
 
@@ -127,6 +143,7 @@ pub fn load(config: &Config, opts: &Options) -> Result<Loaded> {
     // system instead of keeping them in the allocator for the whole run.
     // SAFETY: plain glibc call, no pointers.
     unsafe { libc::malloc_trim(0) };
+    timeline.mark("programs");
 
     let events = RingBuf::try_from(ebpf.take_map("EVENTS").context("map EVENTS is missing")?)?;
     let counters = PerCpuArray::try_from(

@@ -7,5 +7,6 @@ pub mod kallsyms;
 pub mod libs;
 pub mod loader;
 pub mod plan;
+pub mod startup;
 pub mod targets;
 pub mod tracefs;

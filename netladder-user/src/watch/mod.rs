@@ -174,6 +174,7 @@ fn announce(s: &Session, args: &WatchArgs) -> Result<()> {
     );
     if args.verbose {
         eprint!("{}", output::hooks_table(&s.loaded.outcomes));
+        eprintln!("netladder: {}", s.timeline.summary(3));
     }
     for d in &s.degraded {
         sink::note(
@@ -198,6 +199,7 @@ async fn event_loop(
         loaded,
         names,
         degraded: _,
+        timeline: _,
     } = session;
     let Loaded {
         events,

@@ -17,7 +17,9 @@ use crate::{
         decode::{self, Names},
         kallsyms::OnDemand,
         loader::{self, Loaded},
-        plan, tracefs,
+        plan,
+        startup::Timeline,
+        tracefs,
     },
     preflight,
 };
@@ -27,6 +29,8 @@ pub(crate) struct Session {
     pub(crate) loaded: Loaded,
     pub(crate) names: Names,
     pub(crate) degraded: Vec<String>,
+    /// Where the start's time went (`watch -v`).
+    pub(crate) timeline: Timeline,
 }
 
 impl Session {
@@ -52,6 +56,7 @@ pub(crate) fn start(
 ) -> Result<Session> {
     plan::check_skip(&opts.skip_hook).map_err(|e| anyhow!(e))?;
     preflight::require_privileges()?;
+    let mut timeline = Timeline::new();
     let btf = KernelBtf::load()?;
     // Every type name start-up asks for, found in one pass over the kernel's types: the
     // config's, and those the plan's requirements name.
@@ -80,6 +85,7 @@ pub(crate) fn start(
     );
     let root = tracefs::root()?;
     let mut resolved = config::resolve(&btf, &root);
+    timeline.mark("kernel layout");
     resolved.config.only_netns = only_netns.unwrap_or(0);
     if include_self {
         resolved.config.self_tgid = 0;
@@ -102,6 +108,7 @@ pub(crate) fn start(
             functions: &|name| btf.has_function(name),
             text_range: &text_range,
         },
+        &mut timeline,
     )?;
     let mut degraded = plan::degraded(&loaded.outcomes);
     degraded.extend(
@@ -117,6 +124,7 @@ pub(crate) fn start(
             kallsyms,
         },
         degraded,
+        timeline,
     })
 }
 
