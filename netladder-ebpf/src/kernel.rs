@@ -270,9 +270,10 @@ pub fn sockaddr_flow(raw: &[u8; 28]) -> Flow {
 /// `v`, copied by a helper so that the verifier no longer knows its value. Verifiers before
 /// Linux 6.3 (Debian's 5.10 and 6.1) follow every constant that a branch of an inlined table
 /// or classification gives down the rest of the program as a path of its own: one copy after
-/// such a table leaves one path. Costs one helper call: once per failed connection, and once
-/// per packet from port 53 that parses as DNS (placed later in `dns_ingress`, after the answers
-/// without an error leave, it makes LLVM exceed the BPF stack).
+/// such a table leaves one path. Costs one helper call: once per failed connection, once per
+/// packet from port 53 that parses as DNS (placed later in `dns_ingress`, after the answers
+/// without an error leave, it makes LLVM exceed the BPF stack), and once per getaddrinfo() that
+/// returns.
 #[inline(always)]
 pub fn opaque<T: Copy>(v: T) -> T {
     let src = v;
