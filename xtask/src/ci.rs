@@ -21,6 +21,9 @@ use crate::{build, cmd, fuzz, hosttest, package, setup, vm};
 /// Virtual machines at once: each TCG guest keeps one core busy (measured: QEMU's CPU time is
 /// most of its wall time), and CI has two.
 const CI_JOBS: u16 = 2;
+/// The VM problems the summary repeats, and the lines of each (the rest is printed above it).
+const SUMMARY_PROBLEMS: usize = 4;
+const SUMMARY_PROBLEM_LINES: usize = 14;
 /// Seconds of fuzzing per target in CI.
 const CI_FUZZ_SECS: u32 = 15;
 /// Bound on one boot: well above the longest measured, so a slower CI machine is not cut off.
@@ -197,16 +200,38 @@ fn vm_suite(artifacts: &Artifacts, kernels: &[&'static vm::KernelSpec]) -> Resul
         jobs: CI_JOBS,
     };
     let suite = vm::suite(artifacts, &boots, &options)?;
-    Ok((
-        suite.success(),
-        format!(
-            "{} boots (CI selection): {} passed, {} failed, {} skipped",
-            boots.len(),
-            suite.totals.passed,
-            suite.totals.failed,
-            suite.totals.skipped
-        ),
-    ))
+    let mut detail = format!(
+        "{} boots (CI selection): {} passed, {} failed, {} skipped",
+        boots.len(),
+        suite.totals.passed,
+        suite.totals.failed,
+        suite.totals.skipped
+    );
+    detail += &problem_lines(&suite.problems);
+    Ok((suite.success(), detail))
+}
+
+/// The VM problems as the summary repeats them (it is the last thing CI prints, and may be all
+/// of the output a reader gets): what failed, where, and the start of its message.
+fn problem_lines(problems: &[String]) -> String {
+    let mut out = String::new();
+    for problem in problems.iter().take(SUMMARY_PROBLEMS) {
+        for (i, line) in problem.lines().take(SUMMARY_PROBLEM_LINES).enumerate() {
+            out += if i == 0 {
+                "\n      failed: "
+            } else {
+                "\n        "
+            };
+            out += line;
+        }
+    }
+    if problems.len() > SUMMARY_PROBLEMS {
+        out += &format!(
+            "\n      and {} more (see \"vm-test problems\" above)",
+            problems.len() - SUMMARY_PROBLEMS
+        );
+    }
+    out
 }
 
 fn host_tests(artifacts: &Artifacts) -> Result<(bool, String)> {
@@ -312,9 +337,13 @@ fn fuzz_run() -> Result<(bool, String)> {
         .args(["+nightly", "fuzz", "build", "-O"])
         .env("AYA_BUILD_SKIP", "1");
     cmd::run(&mut build)?;
+    // The runs come after the guests, with both cores free: two at a time, each target's
+    // output in a log of its own (a finding prints the end of its log).
     let args = fuzz::FuzzArgs {
         seconds: CI_FUZZ_SECS,
         target: Vec::new(),
+        jobs: 2,
+        log_dir: Some(cmd::workspace_root().join("target").join("ci").join("fuzz")),
     };
     let failed = fuzz::run(&args)?;
     Ok(if failed.is_empty() {
@@ -336,4 +365,28 @@ fn lowest_priority(command: Command) -> Command {
         };
     }
     niced
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_summary_names_each_vm_problem_with_the_start_of_its_message() {
+        assert_eq!(problem_lines(&[]), "");
+        let long: Vec<String> = (0..30).map(|i| format!("line {i}")).collect();
+        let one = format!(
+            "6.1: scenario dns::x FAILED\n    | {}",
+            long.join("\n    | ")
+        );
+        let text = problem_lines(&[one]);
+        assert!(text.starts_with("\n      failed: 6.1: scenario dns::x FAILED\n        "));
+        assert_eq!(text.lines().count(), 1 + SUMMARY_PROBLEM_LINES);
+        let many: Vec<String> = (0..6)
+            .map(|i| format!("boot {i}: did not finish"))
+            .collect();
+        let text = problem_lines(&many);
+        assert_eq!(text.matches("failed: ").count(), SUMMARY_PROBLEMS);
+        assert!(text.ends_with("and 2 more (see \"vm-test problems\" above)"));
+    }
 }

@@ -4,6 +4,9 @@
 //! fuzz/artifacts/TARGET.
 
 use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Mutex;
 
 use anyhow::{bail, Context, Result};
 
@@ -17,7 +20,17 @@ pub struct FuzzArgs {
     /// Only this target (repeatable); all of them by default.
     #[arg(long)]
     pub target: Vec<String>,
+    /// Targets run at once (each is one process on one core).
+    #[arg(long, default_value_t = 1)]
+    pub jobs: usize,
+    /// Write each target's libFuzzer output to DIR/TARGET.log and print one line per target
+    /// (and the end of the log of a target that found something).
+    #[arg(long, value_name = "DIR")]
+    pub log_dir: Option<PathBuf>,
 }
+
+/// Lines of a failed target's log printed when its output goes to a file.
+const FAILED_TAIL: usize = 40;
 
 /// The targets, as listed in fuzz/Cargo.toml.
 pub fn targets() -> Result<Vec<String>> {
@@ -47,29 +60,93 @@ pub fn run(args: &FuzzArgs) -> Result<Vec<String>> {
         }
         args.target.clone()
     };
-    let mut failed = Vec::new();
-    for target in chosen {
-        let scratch = fuzz_dir.join("target/scratch-corpus").join(&target);
-        fs::create_dir_all(&scratch)
-            .with_context(|| format!("cannot create {}", scratch.display()))?;
-        let seeds = fuzz_dir.join("corpus").join(&target);
-        println!("fuzz: {target} for {} s", args.seconds);
-        let status = cmd::cargo()
-            .current_dir(&fuzz_dir)
-            .args(["+nightly", "fuzz", "run", "-O", &target])
-            // The targets only parse: no eBPF object is built for them (see AYA_BUILD_SKIP in
-            // netladder-user/build.rs).
-            .env("AYA_BUILD_SKIP", "1")
-            .arg(&scratch)
-            .arg(&seeds)
-            .arg("--")
-            .arg(format!("-max_total_time={}", args.seconds))
-            .arg("-rss_limit_mb=2048")
-            .status()
-            .context("cannot run cargo fuzz (cargo xtask setup installs it)")?;
+    if let Some(dir) = &args.log_dir {
+        fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let queue = Mutex::new(chosen.into_iter());
+    let failed = Mutex::new(Vec::new());
+    let error = Mutex::new(None);
+    std::thread::scope(|scope| {
+        for _ in 0..args.jobs.max(1) {
+            scope.spawn(|| loop {
+                let Some(target) = queue.lock().unwrap_or_else(|p| p.into_inner()).next() else {
+                    return;
+                };
+                match run_one(&fuzz_dir, &target, args) {
+                    Ok(true) => {}
+                    Ok(false) => failed
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(target),
+                    Err(e) => {
+                        *error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    if let Some(e) = error.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        return Err(e);
+    }
+    let mut failed = failed.into_inner().unwrap_or_else(|p| p.into_inner());
+    failed.sort();
+    Ok(failed)
+}
+
+/// One target for `args.seconds`: whether it found nothing.
+fn run_one(fuzz_dir: &Path, target: &str, args: &FuzzArgs) -> Result<bool> {
+    let scratch = fuzz_dir.join("target/scratch-corpus").join(target);
+    fs::create_dir_all(&scratch).with_context(|| format!("cannot create {}", scratch.display()))?;
+    let seeds = fuzz_dir.join("corpus").join(target);
+    println!("fuzz: {target} for {} s", args.seconds);
+    let mut run = cmd::cargo();
+    run.current_dir(fuzz_dir)
+        .args(["+nightly", "fuzz", "run", "-O", target])
+        // The targets only parse: no eBPF object is built for them (see AYA_BUILD_SKIP in
+        // netladder-user/build.rs).
+        .env("AYA_BUILD_SKIP", "1")
+        .arg(&scratch)
+        .arg(&seeds)
+        .arg("--")
+        .arg(format!("-max_total_time={}", args.seconds))
+        .arg("-rss_limit_mb=2048");
+    let log = match &args.log_dir {
+        Some(dir) => {
+            let path = dir.join(format!("{target}.log"));
+            let file = fs::File::create(&path)
+                .with_context(|| format!("cannot create {}", path.display()))?;
+            run.stdout(Stdio::from(file.try_clone()?))
+                .stderr(Stdio::from(file));
+            Some(path)
+        }
+        None => None,
+    };
+    let status = run
+        .status()
+        .context("cannot run cargo fuzz (cargo xtask setup installs it)")?;
+    if let Some(path) = log {
+        let text = fs::read_to_string(&path).unwrap_or_default();
+        let runs = text
+            .lines()
+            .rev()
+            .find(|l| l.starts_with("Done "))
+            .unwrap_or("no \"Done\" line");
+        let verdict = if status.success() {
+            "ok"
+        } else {
+            "FOUND SOMETHING"
+        };
+        println!(
+            "fuzz: {target}: {verdict}: {runs} (log: {})",
+            path.display()
+        );
         if !status.success() {
-            failed.push(target);
+            let lines: Vec<&str> = text.lines().collect();
+            for line in &lines[lines.len().saturating_sub(FAILED_TAIL)..] {
+                println!("fuzz: {target}: | {line}");
+            }
         }
     }
-    Ok(failed)
+    Ok(status.success())
 }

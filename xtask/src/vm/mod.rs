@@ -67,12 +67,13 @@ pub struct SuiteOptions {
 
 pub struct SuiteOutcome {
     pub totals: Totals,
-    pub problems: usize,
+    /// Each failed test, boot or check, with its excerpt (as printed under "vm-test problems").
+    pub problems: Vec<String>,
 }
 
 impl SuiteOutcome {
     pub fn success(&self) -> bool {
-        self.problems == 0
+        self.problems.is_empty()
     }
 
     pub fn exit_code(&self) -> ExitCode {
@@ -568,10 +569,7 @@ fn summarize(runs: &[RunReport], cache: &Path) -> SuiteOutcome {
         "\nvm-test: {} passed, {} failed, {} skipped",
         totals.passed, totals.failed, totals.skipped
     );
-    SuiteOutcome {
-        totals,
-        problems: problems.len(),
-    }
+    SuiteOutcome { totals, problems }
 }
 
 #[cfg(test)]
