@@ -292,6 +292,16 @@ fn ingress(ctx: &SkBuffContext) {
         return;
     };
     let e: *mut AppEvent = slot.as_mut_ptr();
+    // The sender's process first, so that its pointer is no longer live in the walk below: it
+    // points into one of two maps or is null, three states that Linux 6.1's verifier kept apart
+    // (a pointer's map is part of its state) and walked the rest of the program once for each.
+    unsafe {
+        if sender.is_null() {
+            (*e).proc = ProcInfo::default();
+        } else {
+            (*e).proc = (*sender).proc;
+        }
+    }
     let mut aux = u64::from(u16::from_be_bytes([h[0], h[1]])) << 16;
     if p.tcp {
         aux |= dns::ANSWER_TCP;
@@ -360,11 +370,6 @@ fn ingress(ctx: &SkBuffContext) {
         (*e).kind = kind::DNS_ANSWER;
         (*e).code = i32::from(rcode);
         (*e).ts_ns = bpf_ktime_get_ns();
-        if sender.is_null() {
-            (*e).proc = ProcInfo::default();
-        } else {
-            (*e).proc = (*sender).proc;
-        }
         (*e).flow = p.flow;
         (*e).aux = aux;
         (*e).text_len = text_len;
