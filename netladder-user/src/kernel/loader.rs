@@ -116,15 +116,7 @@ pub fn load(config: &Config, opts: &Options, timeline: &mut Timeline) -> Result<
             return status;
         }
         let status = attach_status(&mut ebpf, hook, &btf, &targets);
-        let verified = (status == Status::Attached)
-            .then(|| {
-                ebpf.program(hook.program)?
-                    .info()
-                    .ok()?
-                    .verified_instruction_count()
-            })
-            .flatten();
-        timeline.program(hook.program, began.elapsed(), verified);
+        timeline.program(hook.program, began.elapsed());
         status
     })
     .map_err(|e| anyhow!(e))?;
@@ -298,6 +290,15 @@ fn cgroup_mode() -> CgroupAttachMode {
     } else {
         CgroupAttachMode::AllowMultiple
     }
+}
+
+/// The instructions the kernel's verifier went through for one of netladder's programs (from
+/// the program's info; kernels 5.16 and later report it).
+pub fn verified_instructions(ebpf: &Ebpf, program: &str) -> Option<u32> {
+    ebpf.program(program)?
+        .info()
+        .ok()?
+        .verified_instruction_count()
 }
 
 /// Detaches and unloads every program of `ebpf`, all at once. Each detach waits for the

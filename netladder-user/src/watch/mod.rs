@@ -174,7 +174,8 @@ fn announce(s: &Session, args: &WatchArgs) -> Result<()> {
     );
     if args.verbose {
         eprint!("{}", output::hooks_table(&s.loaded.outcomes));
-        eprintln!("netladder: {}", s.timeline.summary(3));
+        let verified = |program: &str| loader::verified_instructions(&s.loaded._ebpf, program);
+        eprintln!("netladder: {}", s.timeline.summary(3, verified));
     }
     for d in &s.degraded {
         sink::note(
