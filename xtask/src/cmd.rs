@@ -2,8 +2,36 @@
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::sync::{Mutex, PoisonError};
 
 use anyhow::{bail, Context, Result};
+
+/// `work` on every item, `jobs` at a time (at least one): each thread takes the next item when
+/// it is done with one, so a long item does not hold the others up. The results come back in
+/// the items' order.
+pub fn parallel<T: Sync, R: Send>(
+    items: &[T],
+    jobs: usize,
+    work: impl Fn(&T) -> R + Sync,
+) -> Vec<R> {
+    let queue = Mutex::new(items.iter().enumerate());
+    let done = Mutex::new(Vec::with_capacity(items.len()));
+    std::thread::scope(|scope| {
+        for _ in 0..jobs.max(1) {
+            scope.spawn(|| loop {
+                let next = queue.lock().unwrap_or_else(PoisonError::into_inner).next();
+                let Some((i, item)) = next else { break };
+                let result = work(item);
+                done.lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push((i, result));
+            });
+        }
+    });
+    let mut done = done.into_inner().unwrap_or_else(PoisonError::into_inner);
+    done.sort_by_key(|(i, _)| *i);
+    done.into_iter().map(|(_, result)| result).collect()
+}
 
 /// The workspace root (the parent of the xtask crate).
 pub fn workspace_root() -> PathBuf {
@@ -122,6 +150,17 @@ pub fn probe(cmd: &mut Command) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parallel_keeps_the_items_order_and_runs_each_once() {
+        let items: Vec<u64> = (0..20).collect();
+        let out = parallel(&items, 3, |&i| {
+            std::thread::sleep(std::time::Duration::from_millis((20 - i) % 7));
+            i * 2
+        });
+        assert_eq!(out, items.iter().map(|i| i * 2).collect::<Vec<_>>());
+        assert_eq!(parallel(&items[..2], 0, |&i| i), vec![0, 1]);
+    }
 
     #[test]
     fn package_variables_are_told_from_configuration() {

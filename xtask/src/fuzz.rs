@@ -6,7 +6,6 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::Mutex;
 
 use anyhow::{bail, Context, Result};
 
@@ -63,34 +62,15 @@ pub fn run(args: &FuzzArgs) -> Result<Vec<String>> {
     if let Some(dir) = &args.log_dir {
         fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
-    let queue = Mutex::new(chosen.into_iter());
-    let failed = Mutex::new(Vec::new());
-    let error = Mutex::new(None);
-    std::thread::scope(|scope| {
-        for _ in 0..args.jobs.max(1) {
-            scope.spawn(|| loop {
-                let Some(target) = queue.lock().unwrap_or_else(|p| p.into_inner()).next() else {
-                    return;
-                };
-                match run_one(&fuzz_dir, &target, args) {
-                    Ok(true) => {}
-                    Ok(false) => failed
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .push(target),
-                    Err(e) => {
-                        *error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
-                        return;
-                    }
-                }
-            });
-        }
+    let results = cmd::parallel(&chosen, args.jobs, |target| {
+        run_one(&fuzz_dir, target, args)
     });
-    if let Some(e) = error.into_inner().unwrap_or_else(|p| p.into_inner()) {
-        return Err(e);
+    let mut failed = Vec::new();
+    for (target, found_nothing) in chosen.into_iter().zip(results) {
+        if !found_nothing? {
+            failed.push(target);
+        }
     }
-    let mut failed = failed.into_inner().unwrap_or_else(|p| p.into_inner());
-    failed.sort();
     Ok(failed)
 }
 

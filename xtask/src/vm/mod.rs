@@ -12,8 +12,6 @@ pub mod selection;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::{Mutex, PoisonError};
-use std::thread;
 use std::time::Duration;
 
 use anyhow::Result;
@@ -385,25 +383,11 @@ fn run_jobs(jobs: &[Job], options: &SuiteOptions, cache: &Path) -> Result<Vec<(u
         dir: &cache.join("runs").join("kvm-probe"),
         timeout: options.timeout,
     })?;
-    let queue = Mutex::new(jobs.iter());
-    let done = Mutex::new(Vec::new());
-    thread::scope(|scope| {
-        for _ in 0..options.jobs {
-            let (queue, done) = (&queue, &done);
-            scope.spawn(move || loop {
-                let next = queue.lock().unwrap_or_else(PoisonError::into_inner).next();
-                let Some(job) = next else { break };
-                let report = boot_once(job, options, cache, accel);
-                let mut done = done.lock().unwrap_or_else(PoisonError::into_inner);
-                done.push((job.order, report));
-            });
-        }
-    });
-    done.into_inner()
-        .unwrap_or_else(PoisonError::into_inner)
-        .into_iter()
-        .map(|(order, report)| report.map(|r| (order, r)))
-        .collect()
+    cmd::parallel(jobs, usize::from(options.jobs), |job| {
+        boot_once(job, options, cache, accel).map(|report| (job.order, report))
+    })
+    .into_iter()
+    .collect()
 }
 
 fn unprepared(boot: &BootPlan, err: &anyhow::Error) -> RunReport {
