@@ -6,15 +6,16 @@ use aya_ebpf::{
     macros::{btf_tracepoint, fexit},
     programs::{BtfTracePointContext, FExitContext},
 };
-use netladder_common::{eflag, kind, syscall, verdict, ConnState, DropRecord, Event, IcmpRecord};
+use netladder_common::{eflag, kind, syscall, verdict, ConnState, DropRecord, Event};
 
 use crate::{
     kernel::{
         conf, current_proc, is_self, load, opaque, other_netns, read, read_buf, sock_flow,
-        sock_netns, zero_flow, zeroed,
+        sock_netns, zero_flow,
     },
     maps::{
-        agg_key, count, counted_as_repeat, drop_writes, emit, CALL_ARGS, CONNS, DROPS, ICMP_SEEN,
+        agg_key, blank_records, count, counted_as_repeat, drop_writes, emit, BlankRecords,
+        CALL_ARGS, CONNS, DROPS, ICMP_SEEN,
     },
 };
 
@@ -127,8 +128,16 @@ fn finish(sk: u64) {
     if !flow_ok {
         return;
     }
-    // SAFETY (both): 8-byte aligned records of plain integers, a multiple of 8 bytes.
-    let mut drops: DropRecord = unsafe { zeroed() };
+    // Both records start as zeros the verifier does not know (see `maps::blank_records`).
+    // (Plain values, no Option: Linux 5.10's verifier refuses a read of a stack slot that one
+    // path left unwritten, and the compiler reads an Option's payload on both paths.)
+    let Some(BlankRecords {
+        mut drops,
+        mut icmp,
+    }) = blank_records()
+    else {
+        return;
+    };
     // No drop record written since the connection started: none can be its own.
     let record = if drop_writes() != state.drop_writes {
         unsafe { DROPS.get(&flow) }
@@ -145,9 +154,6 @@ fn finish(sk: u64) {
     crate::drop::claim_no_socket(&flow, state.start_ns, &mut drops);
     let mut flags = state.flags | drops.flags;
     // ICMP errors matter only when no RST answered (a RST decides the verdict and the evidence).
-    // (Plain values, no Option: Linux 5.10's verifier refuses a read of a stack slot that one
-    // path left unwritten, and the compiler reads an Option's payload on both paths.)
-    let mut icmp: IcmpRecord = unsafe { zeroed() };
     if flags & eflag::RST_RECEIVED == 0 {
         if let Some(found) = unsafe { ICMP_SEEN.get(&flow) } {
             if found.last_ns >= state.start_ns {

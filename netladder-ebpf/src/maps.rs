@@ -48,6 +48,28 @@ static AGG_SCRATCH: PerCpuArray<AggKey> = PerCpuArray::with_max_entries(1, 0);
 #[map(name = "AGG_GEN")]
 pub static AGG_GEN: Array<u32> = Array::with_max_entries(1, 0);
 
+/// A drop record and an ICMP record, both zero: never written. A connection's records start as
+/// a copy of it instead of zeros written on the stack. The verifier knows written zeros, and a
+/// known zero decides branches on its own (the ICMP table, the verdict): Linux 5.10 and 6.1 then
+/// walked the rest of `inet_sock_set_state` once more for each way a record was or was not found.
+/// A read of an array map's slot is a few instructions (the verifier inlines it), no helper call.
+#[map(name = "BLANK_RECORDS")]
+static BLANK_RECORDS: Array<BlankRecords> = Array::with_max_entries(1, 0);
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct BlankRecords {
+    pub drops: DropRecord,
+    pub icmp: IcmpRecord,
+}
+
+/// An all-zero drop record and ICMP record the verifier knows nothing of (see `BLANK_RECORDS`);
+/// `None` cannot happen (slot 0 of a one-slot array).
+#[inline(always)]
+pub fn blank_records() -> Option<BlankRecords> {
+    BLANK_RECORDS.get(0).copied()
+}
+
 /// Writes to DROPS so far (one global slot, added to atomically): see `ConnState::drop_writes`.
 #[map(name = "DROP_WRITES")]
 pub static DROP_WRITES: Array<u64> = Array::with_max_entries(1, 0);
