@@ -9,8 +9,16 @@ use serde_json::Value;
 use crate::cmd;
 
 const USER_PACKAGE: &str = "netladder-user";
-/// The packages every build of the tests selects (the same set, the same features).
-const WORKSPACE: &[&str] = &["--workspace", "--exclude", "netladder-ebpf"];
+/// The packages every build of the tests selects (the same set, the same features): not the
+/// eBPF crate (built for its BPF target by netladder-user's build script) nor the fuzz crate
+/// (built by cargo-fuzz, with sanitizers).
+pub const WORKSPACE: &[&str] = &[
+    "--workspace",
+    "--exclude",
+    "netladder-ebpf",
+    "--exclude",
+    "netladder-fuzz",
+];
 const TESTS_PACKAGE: &str = "netladder-tests";
 const PEER_BIN: &str = "nl-peer";
 

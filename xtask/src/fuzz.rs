@@ -31,6 +31,13 @@ pub struct FuzzArgs {
 /// Lines of a failed target's log printed when its output goes to a file.
 const FAILED_TAIL: usize = 40;
 
+/// Where cargo-fuzz builds: fuzz/target, apart from the main target directory (the fuzz crate
+/// is a member of the workspace, but its build has its own flags and must not wait for the
+/// main build's lock).
+pub fn target_dir() -> PathBuf {
+    cmd::workspace_root().join("fuzz").join("target")
+}
+
 /// The targets, as listed in fuzz/Cargo.toml.
 pub fn targets() -> Result<Vec<String>> {
     let manifest = cmd::workspace_root().join("fuzz/Cargo.toml");
@@ -82,7 +89,8 @@ fn run_one(fuzz_dir: &Path, target: &str, args: &FuzzArgs) -> Result<bool> {
     println!("fuzz: {target} for {} s", args.seconds);
     let mut run = cmd::cargo();
     run.current_dir(fuzz_dir)
-        .args(["+nightly", "fuzz", "run", "-O", target])
+        .args(["+nightly", "fuzz", "run", "-O", target, "--target-dir"])
+        .arg(target_dir())
         // The targets only parse: no eBPF object is built for them (see AYA_BUILD_SKIP in
         // netladder-user/build.rs).
         .env("AYA_BUILD_SKIP", "1")

@@ -153,7 +153,8 @@ pub fn run(artifacts: &Artifacts, output: &Output, env: &[(&str, &str)]) -> Resu
     let started = Instant::now();
     let mut doc = cmd::cargo();
     doc.current_dir(cmd::workspace_root())
-        .args(["test", "--workspace", "--exclude", "netladder-ebpf"])
+        .arg("test")
+        .args(crate::build::WORKSPACE)
         .args(["--release", "--doc", "--no-fail-fast"]);
     let (ok, text) = run_logged(doc, &mut log)?;
     for c in text.lines().filter_map(libtest::parse_summary) {
