@@ -26,6 +26,22 @@ pub struct FuzzArgs {
     /// (and the end of the log of a target that found something).
     #[arg(long, value_name = "DIR")]
     pub log_dir: Option<PathBuf>,
+    /// Build the targets without optimizations: half the CPU time of the optimized build, and
+    /// overflow checks and debug assertions on, but each input runs many times slower (CI's
+    /// short run, where the build is most of the cost).
+    #[arg(long)]
+    pub dev: bool,
+}
+
+impl FuzzArgs {
+    /// cargo-fuzz's flag for the build profile.
+    pub fn profile_flag(&self) -> &'static str {
+        if self.dev {
+            "--dev"
+        } else {
+            "-O"
+        }
+    }
 }
 
 /// Lines of a failed target's log printed when its output goes to a file.
@@ -89,7 +105,14 @@ fn run_one(fuzz_dir: &Path, target: &str, args: &FuzzArgs) -> Result<bool> {
     println!("fuzz: {target} for {} s", args.seconds);
     let mut run = cmd::cargo();
     run.current_dir(fuzz_dir)
-        .args(["+nightly", "fuzz", "run", "-O", target, "--target-dir"])
+        .args([
+            "+nightly",
+            "fuzz",
+            "run",
+            args.profile_flag(),
+            target,
+            "--target-dir",
+        ])
         .arg(target_dir())
         // The targets only parse: no eBPF object is built for them (see AYA_BUILD_SKIP in
         // netladder-user/build.rs).
