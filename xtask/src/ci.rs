@@ -318,19 +318,7 @@ fn fuzz_run() -> Result<(bool, String)> {
         log_dir: Some(cmd::workspace_root().join("target").join("ci").join("fuzz")),
         dev: true,
     };
-    let mut build = lowest_priority(cmd::cargo());
-    build
-        .current_dir(cmd::workspace_root().join("fuzz"))
-        .args([
-            "+nightly",
-            "fuzz",
-            "build",
-            args.profile_flag(),
-            "--target-dir",
-        ])
-        .arg(fuzz::target_dir())
-        .env("AYA_BUILD_SKIP", "1");
-    cmd::run(&mut build)?;
+    cmd::run(&mut lowest_priority(fuzz::cargo_fuzz("build", &args)))?;
     // The runs follow at the normal priority, two at a time (9 targets, about 135 s of CPU),
     // each target's output in a log of its own (a finding prints the end of its log).
     let failed = fuzz::run(&args)?;
@@ -344,11 +332,14 @@ fn fuzz_run() -> Result<(bool, String)> {
     })
 }
 
-/// `command` run through `nice -n 19`.
+/// `command` run through `nice -n 19` (its arguments, environment and directory).
 fn lowest_priority(command: Command) -> Command {
     let mut niced = Command::new("nice");
     niced.args(["-n", "19"]).arg(command.get_program());
     niced.args(command.get_args());
+    if let Some(dir) = command.get_current_dir() {
+        niced.current_dir(dir);
+    }
     for (key, value) in command.get_envs() {
         match value {
             Some(value) => niced.env(key, value),
@@ -361,6 +352,25 @@ fn lowest_priority(command: Command) -> Command {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_lowest_priority_keeps_the_arguments_environment_and_directory() {
+        let mut command = Command::new("cargo");
+        command
+            .current_dir("/tmp")
+            .args(["fuzz", "build"])
+            .env("K", "v");
+        let niced = lowest_priority(command);
+        assert_eq!(niced.get_program(), "nice");
+        let args: Vec<_> = niced.get_args().collect();
+        assert_eq!(args, ["-n", "19", "cargo", "fuzz", "build"]);
+        assert_eq!(niced.get_current_dir(), Some(std::path::Path::new("/tmp")));
+        let envs: Vec<_> = niced.get_envs().collect();
+        assert_eq!(
+            envs,
+            [(std::ffi::OsStr::new("K"), Some(std::ffi::OsStr::new("v")))]
+        );
+    }
 
     #[test]
     fn the_summary_names_each_vm_problem_with_the_start_of_its_message() {

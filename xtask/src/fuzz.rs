@@ -5,7 +5,7 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context, Result};
 
@@ -47,11 +47,26 @@ impl FuzzArgs {
 /// Lines of a failed target's log printed when its output goes to a file.
 const FAILED_TAIL: usize = 40;
 
-/// Where cargo-fuzz builds: fuzz/target, apart from the main target directory (the fuzz crate
-/// is a member of the workspace, but its build has its own flags and must not wait for the
-/// main build's lock).
-pub fn target_dir() -> PathBuf {
-    cmd::workspace_root().join("fuzz").join("target")
+/// `cargo fuzz VERB` in fuzz/, with what its build and its runs must agree on (or a run builds
+/// again): the profile, the target directory (fuzz/target, apart from the main one: the fuzz
+/// crate is a member of the workspace, but its build has its own flags and must not wait for
+/// the main build's lock), and no eBPF object (the targets only parse; see AYA_BUILD_SKIP in
+/// netladder-user/build.rs).
+pub fn cargo_fuzz(verb: &str, args: &FuzzArgs) -> Command {
+    let fuzz_dir = cmd::workspace_root().join("fuzz");
+    let mut command = cmd::cargo();
+    command
+        .current_dir(&fuzz_dir)
+        .args([
+            "+nightly",
+            "fuzz",
+            verb,
+            args.profile_flag(),
+            "--target-dir",
+        ])
+        .arg(fuzz_dir.join("target"))
+        .env("AYA_BUILD_SKIP", "1");
+    command
 }
 
 /// The targets, as listed in fuzz/Cargo.toml.
@@ -103,20 +118,8 @@ fn run_one(fuzz_dir: &Path, target: &str, args: &FuzzArgs) -> Result<bool> {
     fs::create_dir_all(&scratch).with_context(|| format!("cannot create {}", scratch.display()))?;
     let seeds = fuzz_dir.join("corpus").join(target);
     println!("fuzz: {target} for {} s", args.seconds);
-    let mut run = cmd::cargo();
-    run.current_dir(fuzz_dir)
-        .args([
-            "+nightly",
-            "fuzz",
-            "run",
-            args.profile_flag(),
-            target,
-            "--target-dir",
-        ])
-        .arg(target_dir())
-        // The targets only parse: no eBPF object is built for them (see AYA_BUILD_SKIP in
-        // netladder-user/build.rs).
-        .env("AYA_BUILD_SKIP", "1")
+    let mut run = cargo_fuzz("run", args);
+    run.arg(target)
         .arg(&scratch)
         .arg(&seeds)
         .arg("--")
