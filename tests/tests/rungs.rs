@@ -614,6 +614,24 @@ fn time_wait_pressure_is_warned_before_failures() {
     let _srv = Peer::listen(Some(&ns), "127.0.0.1:9400", &["--wait-peer-close"]).unwrap();
     let out = connect(Some(&ns), "127.0.0.1:9400", &["--count", "7"]).unwrap();
     assert!(out.status.success(), "{out:?}");
+    // All seven in TIME_WAIT before the watch starts: a port stays in FIN_WAIT until the server
+    // has read the client's FIN and closed its end, which an emulated guest may take a while to
+    // do (5.10 once counted six).
+    let until = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let tw = ns
+            .sh("ss -Htn state time-wait dst 127.0.0.1:9400 | wc -l")
+            .unwrap();
+        if tw.trim() == "7" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "{tw} of 7 ports reached TIME_WAIT; the sockets: {:?}",
+            ns.sh("ss -Htna dst 127.0.0.1:9400")
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let inode = ns.inode().to_string();
     let w = Watch::start(&[
         "--netns",
