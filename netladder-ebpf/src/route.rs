@@ -25,8 +25,8 @@ use aya_ebpf::{
 use netladder_common::{eflag, syscall, ABSENT, AF_INET, AF_INET6};
 
 use crate::{
-    kernel::{conf, current_netns, load, read, read_buf, sockaddr_flow},
-    syscall::{connected, emit_call_error_flagged, ignored_caller},
+    kernel::{blur, conf, current_netns, load, opaque, read, read_buf, sockaddr_flow},
+    syscall::{connected, emit_flow_error, failed_call_flow, ignored_caller},
 };
 
 const IPPROTO_TCP: u32 = 6;
@@ -242,13 +242,17 @@ fn report(a: &Attempt) {
     // table) is ENETUNREACH; an unreachable, prohibit or blackhole route gives its own error.
     let err = -a.err;
     let errno = if err == EAGAIN { ENETUNREACH } else { err };
-    emit_call_error_flagged(
-        a.call,
-        &a.addr,
-        -errno,
-        current_netns(),
-        eflag::ROUTE_LOOKUP,
-    );
+    let Some(mut flow) = failed_call_flow(a.call, &a.addr, -errno) else {
+        return;
+    };
+    // One path on from here, whatever the address family and the error (see `blur`; one
+    // helper call, on a failed lookup only). Linux 5.10 and 6.1 otherwise walked the rest once
+    // for each: these programs took 11,620 (IPv4) and 22,842 (IPv6) instructions on 6.1.
+    let zero = opaque(0u64);
+    // SAFETY: a Flow is 8-byte aligned, 40 bytes of plain integers.
+    unsafe { blur(&mut flow, zero) };
+    let ret = -errno | zero as i32;
+    emit_flow_error(a.call, flow, ret, current_netns(), eflag::ROUTE_LOOKUP);
 }
 
 /// The calling thread's connect() put socket `sk` in SYN_SENT: its route was found, and the

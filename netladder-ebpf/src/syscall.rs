@@ -362,8 +362,17 @@ pub fn emit_call_error(call: u32, raw: &[u8; 28], ret: i32, netns: u32) {
 /// [`emit_call_error`] with `eflag` bits saying how the error was read.
 #[inline(always)]
 pub fn emit_call_error_flagged(call: u32, raw: &[u8; 28], ret: i32, netns: u32, flags: u32) {
+    if let Some(flow) = failed_call_flow(call, raw, ret) {
+        emit_flow_error(call, flow, ret, netns, flags);
+    }
+}
+
+/// The flow a failed `call` reports, from the address in `raw`: `None` when its error is not
+/// a failure or the address is not IPv4 or IPv6.
+#[inline(always)]
+pub fn failed_call_flow(call: u32, raw: &[u8; 28], ret: i32) -> Option<Flow> {
     if ignored_error(ret as i64) {
-        return;
+        return None;
     }
     let mut flow = sockaddr_flow(raw);
     if call == syscall::BIND || call == syscall::LISTEN {
@@ -371,9 +380,9 @@ pub fn emit_call_error_flagged(call: u32, raw: &[u8; 28], ret: i32, netns: u32, 
         core::mem::swap(&mut flow.saddr, &mut flow.daddr);
         core::mem::swap(&mut flow.sport, &mut flow.dport);
     } else if flow.family == 0 {
-        return;
+        return None;
     }
-    emit_flow_error(call, flow, ret, netns, flags);
+    Some(flow)
 }
 
 /// Emits a SYSCALL_FAILED event for `call` on `flow` (for bind() and listen(), the local end is
