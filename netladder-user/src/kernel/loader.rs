@@ -69,7 +69,7 @@ impl plan::Kernel for System<'_> {
 
 pub struct Loaded {
     /// Owns every program and link; dropping it detaches them.
-    pub _ebpf: Ebpf,
+    pub _ebpf: Programs,
     pub events: RingBuf<MapData>,
     pub counters: PerCpuArray<MapData, u64>,
     /// Identical failures the kernel counted without an event.
@@ -110,16 +110,30 @@ pub fn load(config: &Config, opts: &Options, timeline: &mut Timeline) -> Result<
     })?;
     timeline.mark("maps");
 
+    // uprobes become uprobe_multi links where the kernel has them (kernel/multi.rs); the
+    // object is relocated for them once, at the first uprobe.
+    let multi_kernel = (opts.functions)(super::multi::KERNEL_FUNCTION);
+    let mut relocated: Option<Result<super::multi::Relocated, String>> = None;
+    let mut links: Vec<super::multi::Link> = Vec::new();
     let outcomes = plan::run(&opts.choices, &system, |hook| {
         let began = std::time::Instant::now();
         if let Err(status) = give_input(&mut ebpf, hook, opts) {
             return status;
         }
-        let status = attach_status(&mut ebpf, hook, &btf, &targets);
+        let status = match probe_target(hook, &targets) {
+            Some(target) if multi_kernel => {
+                let relocated = relocated
+                    .get_or_insert_with(|| super::multi::Relocated::new(OBJECT, &ebpf, &btf));
+                attach_multi(relocated, &mut links, hook, target)
+                    .unwrap_or_else(|why| fallback(&mut ebpf, hook, &btf, &targets, why))
+            }
+            _ => attach_status(&mut ebpf, hook, &btf, &targets),
+        };
         timeline.program(hook.program, began.elapsed());
         status
     })
     .map_err(|e| anyhow!(e))?;
+    drop(relocated);
 
     for (name, value) in plan::map_switches(&outcomes) {
         if let Some(map) = ebpf.map_mut(name) {
@@ -154,9 +168,10 @@ pub fn load(config: &Config, opts: &Options, timeline: &mut Timeline) -> Result<
             let fd = std::os::fd::AsRawFd::as_raw_fd(&std::os::fd::AsFd::as_fd(fd));
             (name, fd)
         })
+        .chain(links.iter().map(|l| (l.name.clone(), l.prog_fd())))
         .collect();
     Ok(Loaded {
-        _ebpf: ebpf,
+        _ebpf: Programs { ebpf, links },
         events,
         counters,
         aggregates,
@@ -186,6 +201,48 @@ fn give_input(ebpf: &mut Ebpf, hook: &Hook, opts: &Options) -> Result<(), Status
         }
     }
     Ok(())
+}
+
+/// netladder's programs: those aya loaded, and the uprobes attached as uprobe_multi links.
+pub struct Programs {
+    pub ebpf: Ebpf,
+    pub links: Vec<super::multi::Link>,
+}
+
+/// The file and function a uprobe hook attaches to; None for any other hook (or a library
+/// that is not there: aya's path then says so).
+fn probe_target(
+    hook: &Hook,
+    targets: &Targets,
+) -> Option<(std::path::PathBuf, &'static str, bool)> {
+    match hook.attach {
+        Attach::UProbe { lib, symbol, ret } => Some((super::libs::find(lib)?, symbol, ret)),
+        Attach::LibcProbe { func, ret } => Some((targets.libc.as_ref().ok()?.clone(), func, ret)),
+        _ => None,
+    }
+}
+
+/// Attaches `hook` as a uprobe_multi link; why not, when that fails.
+fn attach_multi(
+    relocated: &Result<super::multi::Relocated, String>,
+    links: &mut Vec<super::multi::Link>,
+    hook: &Hook,
+    (path, symbol, ret): (std::path::PathBuf, &'static str, bool),
+) -> Result<Status, String> {
+    let relocated = relocated
+        .as_ref()
+        .map_err(|e| format!("cannot relocate the object: {e}"))?;
+    links.push(relocated.attach(hook.program, &path, symbol, ret)?);
+    Ok(Status::Attached)
+}
+
+/// `hook` attached through aya (a perf-event uprobe) after its uprobe_multi link failed for
+/// `why`; both reasons when that fails too.
+fn fallback(ebpf: &mut Ebpf, hook: &Hook, btf: &Btf, targets: &Targets, why: String) -> Status {
+    match attach_status(ebpf, hook, btf, targets) {
+        Status::Refused(e) => Status::Refused(format!("{e} (as a uprobe_multi link: {why})")),
+        other => other,
+    }
 }
 
 fn attach_status(ebpf: &mut Ebpf, hook: &Hook, btf: &Btf, targets: &Targets) -> Status {
@@ -294,8 +351,14 @@ fn cgroup_mode() -> CgroupAttachMode {
 
 /// The instructions the kernel's verifier went through for one of netladder's programs (from
 /// the program's info; kernels 5.16 and later report it).
-pub fn verified_instructions(ebpf: &Ebpf, program: &str) -> Option<u32> {
-    ebpf.program(program)?
+pub fn verified_instructions(programs: &Programs, program: &str) -> Option<u32> {
+    if let Some(link) = programs.links.iter().find(|l| l.name == program) {
+        let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", link.prog_fd())).ok()?;
+        return fdinfo_value(&info, "verified_insns:").and_then(|n| u32::try_from(n).ok());
+    }
+    programs
+        .ebpf
+        .program(program)?
         .info()
         .ok()?
         .verified_instruction_count()
@@ -304,9 +367,15 @@ pub fn verified_instructions(ebpf: &Ebpf, program: &str) -> Option<u32> {
 /// Detaches and unloads every program of `ebpf`, all at once. Each detach waits for the
 /// kernel's grace period (tens of milliseconds: a tracepoint or probe is only gone once no CPU
 /// can still be running it); one after the other, thirty of them took 2.5 s at exit. Side by
-/// side the waits overlap, and the whole takes about one of them. The maps stay with `ebpf`.
-pub fn detach_all(ebpf: &mut Ebpf) {
+/// side the waits overlap, and the whole takes about one of them (for uprobes only as
+/// uprobe_multi links: the kernel closes perf-event uprobes one at a time). The maps stay with
+/// `ebpf`.
+pub fn detach_all(programs: &mut Programs) {
+    let Programs { ebpf, links } = programs;
     std::thread::scope(|scope| {
+        for link in links.drain(..) {
+            scope.spawn(move || drop(link));
+        }
         for (_, prog) in ebpf.programs_mut() {
             scope.spawn(move || {
                 // An unload error leaves the program to the drop of `ebpf`, which tries again.
