@@ -86,6 +86,41 @@ fn missing_btf_is_a_one_line_error() {
     one_line_error(out, "no kernel BTF at /nonexistent/vmlinux");
 }
 
+/// Where the kernel has uprobe_multi links (6.6+: their attach function is named in its BTF),
+/// every attached uprobe is one (they close side by side at exit; perf-event uprobes close one
+/// at a time); elsewhere none is.
+#[test]
+fn uprobes_are_uprobe_multi_links_where_the_kernel_has_them() {
+    if !require_root() {
+        return;
+    }
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let btf = std::fs::read("/sys/kernel/btf/vmlinux").expect("the kernel's BTF");
+    let name = b"\0bpf_uprobe_multi_link_attach\0";
+    let multi = btf.windows(name.len()).any(|w| w == name);
+    let out = netladder(&["hooks", "--json"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v = schema::parse_record(&String::from_utf8_lossy(&out.stdout));
+    let hooks = v["hooks"].as_array().unwrap();
+    let mut uprobes = 0;
+    for h in hooks {
+        let hook = h["hook"].as_str().unwrap();
+        let is_uprobe = hook.starts_with("uprobe/") || hook.starts_with("uretprobe/");
+        if is_uprobe && h["status"] == "attached" {
+            uprobes += 1;
+            assert_eq!(h["uprobe_multi"], multi, "{h}");
+        } else {
+            assert_eq!(h["uprobe_multi"], false, "{h}");
+        }
+    }
+    // glibc's getaddrinfo at least (every machine of the suite has it).
+    assert!(uprobes >= 2, "{v:#}");
+}
+
 #[test]
 fn hooks_reports_every_program() {
     if !require_root() {

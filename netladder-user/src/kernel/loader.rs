@@ -209,6 +209,13 @@ pub struct Programs {
     pub links: Vec<super::multi::Link>,
 }
 
+impl Programs {
+    /// The programs attached as uprobe_multi links.
+    pub fn linked(&self) -> Vec<&str> {
+        self.links.iter().map(|l| l.name.as_str()).collect()
+    }
+}
+
 /// The file and function a uprobe hook attaches to; None for any other hook (or a library
 /// that is not there: aya's path then says so).
 fn probe_target(

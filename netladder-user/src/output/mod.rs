@@ -175,7 +175,8 @@ pub fn failure_line(f: &Failure, next: &[String], style: &Style, who: Option<&Wo
 }
 
 /// The hook table: what attached, what the kernel refused, what that costs.
-pub fn hooks_table(outcomes: &[Outcome]) -> String {
+/// `linked`: the programs attached as uprobe_multi links (the other uprobes are perf events).
+pub fn hooks_table(outcomes: &[Outcome], linked: &[&str]) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
@@ -186,6 +187,10 @@ pub fn hooks_table(outcomes: &[Outcome]) -> String {
         let lost = crate::kernel::plan::lost(outcomes, o);
         let why = o.status.reason().unwrap_or_default();
         let (status, detail) = match &o.status {
+            Status::Attached if linked.contains(&o.hook.program) => (
+                "attached",
+                format!("{} (a uprobe_multi link)", o.hook.needs),
+            ),
             Status::Attached => ("attached", o.hook.needs.to_owned()),
             Status::Refused(_) => ("REFUSED", format!("{why}; {lost}")),
             Status::Skipped(_) | Status::OptIn => ("skipped", format!("{why}; {lost}")),
@@ -203,7 +208,8 @@ pub fn hooks_table(outcomes: &[Outcome]) -> String {
     s
 }
 
-pub fn hooks_json(outcomes: &[Outcome], degraded: &[String]) -> Value {
+/// `linked` as for [`hooks_table`].
+pub fn hooks_json(outcomes: &[Outcome], degraded: &[String], linked: &[&str]) -> Value {
     let hooks: Vec<Value> = outcomes
         .iter()
         .map(|o| {
@@ -229,6 +235,8 @@ pub fn hooks_json(outcomes: &[Outcome], degraded: &[String]) -> Value {
                     .then(|| crate::kernel::plan::lost(outcomes, o)),
                 "cost": o.hook.cost().short(),
                 "cost_means": o.hook.cost().explain(),
+                // Attached as a uprobe_multi link (a uprobe otherwise is a perf event).
+                "uprobe_multi": linked.contains(&o.hook.program),
             })
         })
         .collect();
@@ -653,7 +661,7 @@ mod tests {
             }])[1],
             "netladder:   kfree_skb: 4 runs, 250000 ns per run, 1.0 ms in all"
         );
-        let hooks = hooks_json(&outcomes, &[]);
+        let hooks = hooks_json(&outcomes, &[], &[]);
         let def = &s["$defs"]["hooks"];
         conforms(&hooks, def, "hooks");
         conforms(

@@ -48,11 +48,14 @@ pub(crate) use session::{drain_with, start, Session};
 pub fn hooks(args: HooksArgs) -> Result<()> {
     let mut s = start(&args.hooks, None, false)?;
     if args.json {
-        let mut v = output::hooks_json(&s.loaded.outcomes, &s.degraded);
+        let mut v = output::hooks_json(&s.loaded.outcomes, &s.degraded, &s.loaded._ebpf.linked());
         v["tls_coverage"] = tls_coverage(&s.loaded.outcomes).into();
         println!("{v}");
     } else {
-        print!("{}", output::hooks_table(&s.loaded.outcomes));
+        print!(
+            "{}",
+            output::hooks_table(&s.loaded.outcomes, &s.loaded._ebpf.linked())
+        );
         for d in &s.degraded {
             println!("degraded: {d}");
         }
@@ -173,7 +176,10 @@ fn announce(s: &Session, args: &WatchArgs) -> Result<()> {
         ),
     );
     if args.verbose {
-        eprint!("{}", output::hooks_table(&s.loaded.outcomes));
+        eprint!(
+            "{}",
+            output::hooks_table(&s.loaded.outcomes, &s.loaded._ebpf.linked())
+        );
         let verified = |program: &str| loader::verified_instructions(&s.loaded._ebpf, program);
         eprintln!("netladder: {}", s.timeline.summary(3, verified));
     }
@@ -184,7 +190,8 @@ fn announce(s: &Session, args: &WatchArgs) -> Result<()> {
         );
     }
     if args.json {
-        emit_line(&output::hooks_json(&s.loaded.outcomes, &s.degraded).to_string())?;
+        let linked = s.loaded._ebpf.linked();
+        emit_line(&output::hooks_json(&s.loaded.outcomes, &s.degraded, &linked).to_string())?;
     }
     Ok(())
 }
