@@ -131,7 +131,8 @@ mod tests {
             "program": "kfree_skb", "hook": "tp_btf/kfree_skb", "optional": true,
             "status": "refused", "reason": "no BTF", "needs": "5.17", "without": "drops",
             "lost": "drop reasons", "cost": "low", "cost_means": "per drop",
-            "role": "degrades", "opt_in": false, "requires": ["drop reasons"]
+            "role": "degrades", "opt_in": false, "requires": ["drop reasons"],
+            "uprobe_multi": false
         });
         check_record(&json!({
             "schema": "netladder/v1", "type": "hooks", "hooks": [hook], "degraded": ["x"],
@@ -191,7 +192,8 @@ mod tests {
             "hooks": [{
                 "program": "p", "hook": "h", "optional": false, "status": "attached",
                 "reason": "why", "needs": "", "without": "", "lost": null, "cost": "",
-                "cost_means": "", "role": "optional", "opt_in": false, "requires": []
+                "cost_means": "", "role": "optional", "opt_in": false, "requires": [],
+                "uprobe_multi": false
             }]
         }));
     }
