@@ -5,6 +5,8 @@ use std::{collections::HashMap, os::fd::FromRawFd as _};
 use anyhow::{anyhow, bail, Context as _, Result};
 use btf_rs::{Backend, Btf, Type};
 
+use super::mapped::Mapped;
+
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
 /// Where the kernel's BTF is: `NETLADDER_BTF` when set (for kernels that keep it elsewhere),
@@ -23,50 +25,6 @@ pub struct KernelBtf {
     ids: std::cell::RefCell<HashMap<String, Vec<u32>>>,
     /// Passes over every type's name made so far (tests: start-up makes one).
     scans: std::cell::Cell<u32>,
-}
-
-/// A read-only private mapping of a whole file, unmapped on drop.
-struct Mapped {
-    ptr: *mut libc::c_void,
-    len: usize,
-}
-
-impl Mapped {
-    fn new(file: &std::fs::File) -> Option<Self> {
-        let len = usize::try_from(file.metadata().ok()?.len()).ok()?;
-        if len == 0 {
-            return None;
-        }
-        // SAFETY: a fresh read-only mapping of `len` bytes of an open file; checked below.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ,
-                libc::MAP_PRIVATE,
-                std::os::fd::AsRawFd::as_raw_fd(file),
-                0,
-            )
-        };
-        (ptr != libc::MAP_FAILED).then_some(Self { ptr, len })
-    }
-
-    fn bytes(&self) -> &[u8] {
-        // SAFETY: the mapping lives as long as `self` and is never written (the file is the
-        // kernel's BTF or our own sealed-by-use copy of it).
-        unsafe { std::slice::from_raw_parts(self.ptr as *const u8, self.len) }
-    }
-}
-
-// SAFETY: the mapping is read-only and owned: any thread may read it or unmap it.
-unsafe impl Send for Mapped {}
-unsafe impl Sync for Mapped {}
-
-impl Drop for Mapped {
-    fn drop(&mut self) {
-        // SAFETY: unmaps exactly the mapping made in `new`.
-        unsafe { libc::munmap(self.ptr, self.len) };
-    }
 }
 
 impl KernelBtf {

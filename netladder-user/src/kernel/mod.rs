@@ -6,6 +6,7 @@ pub mod decode;
 pub mod kallsyms;
 pub mod libs;
 pub mod loader;
+pub mod mapped;
 pub mod multi;
 pub mod plan;
 pub mod startup;

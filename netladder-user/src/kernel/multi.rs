@@ -141,11 +141,16 @@ fn map_data(map: &Map) -> Option<&MapData> {
 
 /// Where `symbol` (a defined function of the dynamic or the full symbol table) starts in the
 /// file at `path`: its address less its section's address, plus that section's offset in the
-/// file (what a uprobe is given).
+/// file (what a uprobe is given). The file is mapped, not read: a uprobe row asks this of a
+/// library of several MB (libcrypto) for one symbol, and only the headers and symbol tables are
+/// touched.
 pub fn symbol_offset(path: &Path, symbol: &str) -> Result<u64, String> {
     use object::{Object as _, ObjectSection as _, ObjectSymbol as _};
-    let data = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let file = object::File::parse(&*data)
+    let opened =
+        std::fs::File::open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mapped = super::mapped::Mapped::new(&opened)
+        .ok_or_else(|| format!("cannot map {}", path.display()))?;
+    let file = object::File::parse(mapped.bytes())
         .map_err(|e| format!("{} is not an ELF file: {e}", path.display()))?;
     let found = file
         .dynamic_symbols()
