@@ -360,7 +360,7 @@ fn cgroup_mode() -> CgroupAttachMode {
 /// the program's info; kernels 5.16 and later report it).
 pub fn verified_instructions(programs: &Programs, program: &str) -> Option<u32> {
     if let Some(link) = programs.links.iter().find(|l| l.name == program) {
-        let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", link.prog_fd())).ok()?;
+        let info = fdinfo(link.prog_fd())?;
         return fdinfo_value(&info, "verified_insns:").and_then(|n| u32::try_from(n).ok());
     }
     programs
@@ -546,7 +546,7 @@ impl CounterReader {
         self.program_fds
             .iter()
             .filter_map(|(name, fd)| {
-                let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).ok()?;
+                let info = fdinfo(*fd)?;
                 Some(ProgramCost {
                     name: name.clone(),
                     runs: fdinfo_value(&info, "run_cnt:").unwrap_or(0),
@@ -563,7 +563,7 @@ impl CounterReader {
         }
         self.program_fds
             .iter()
-            .filter_map(|(_, fd)| std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).ok())
+            .filter_map(|(_, fd)| fdinfo(*fd))
             .map(|info| fdinfo_value(&info, "recursion_misses:").unwrap_or(0))
             .sum()
     }
@@ -581,6 +581,11 @@ impl CounterReader {
             skipped_runs: self.skipped_runs(),
         }
     }
+}
+
+/// The /proc fdinfo text of our descriptor `fd` (a program's counters and verifier figures).
+fn fdinfo(fd: i32) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).ok()
 }
 
 /// The number after `key` in a /proc fdinfo text.
