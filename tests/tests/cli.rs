@@ -19,6 +19,17 @@ fn netladder(args: &[&str]) -> Command {
     c
 }
 
+/// `netladder hooks --json`, which must succeed, as its record (checked against the schema).
+fn hooks_json() -> serde_json::Value {
+    let out = netladder(&["hooks", "--json"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    schema::parse_record(&String::from_utf8_lossy(&out.stdout))
+}
+
 /// Exit status non-zero and exactly one line on stderr containing `needle`.
 fn one_line_error(out: Output, needle: &str) {
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -98,13 +109,7 @@ fn uprobes_are_uprobe_multi_links_where_the_kernel_has_them() {
     let btf = std::fs::read("/sys/kernel/btf/vmlinux").expect("the kernel's BTF");
     let name = b"\0bpf_uprobe_multi_link_attach\0";
     let multi = btf.windows(name.len()).any(|w| w == name);
-    let out = netladder(&["hooks", "--json"]).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v = schema::parse_record(&String::from_utf8_lossy(&out.stdout));
+    let v = hooks_json();
     let hooks = v["hooks"].as_array().unwrap();
     let mut uprobes = 0;
     for h in hooks {
@@ -127,13 +132,7 @@ fn hooks_reports_every_program() {
         return;
     }
     let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let out = netladder(&["hooks", "--json"]).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v = schema::parse_record(&String::from_utf8_lossy(&out.stdout));
+    let v = hooks_json();
     let hooks = v["hooks"].as_array().unwrap();
     let status = |p: &str| {
         hooks
