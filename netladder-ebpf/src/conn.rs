@@ -14,8 +14,8 @@ use crate::{
         sock_netns, zero_flow,
     },
     maps::{
-        agg_key, blank_records, count, counted_as_repeat, drop_writes, emit, BlankRecords,
-        CALL_ARGS, CONNS, DROPS, ICMP_SEEN,
+        add, agg_key, blank_records, count, counted_as_repeat, drop_writes, emit, BlankRecords,
+        CALL_ARGS, CONNS, CONNS_USED, DROPS, ICMP_SEEN,
     },
 };
 
@@ -44,7 +44,7 @@ pub fn inet_sock_set_state(ctx: BtfTracePointContext) -> u32 {
     let sk: u64 = ctx.arg(0);
     let old: i32 = ctx.arg(1);
     let new: i32 = ctx.arg(2);
-    // Only a socket in SYN_SENT is ever in CONNS, so only the moves into and out of SYN_SENT
+    // Only a socket in SYN_SENT is ever live in CONNS, so only the moves into and out of SYN_SENT
     // matter: every other state change (the bulk of them on a busy host) leaves here, but for
     // a listener's end (rare), which may be a listen() that failed.
     if old != TCP_SYN_SENT && !(old == TCP_CLOSE && new == TCP_SYN_SENT) {
@@ -89,9 +89,62 @@ fn track(sk: u64) {
         drop_writes: drop_writes(),
     };
     syn_sent(sk);
-    if CONNS.insert(&sk, &state, 0).is_err() {
-        count(netladder_common::counter::CONN_MAP_FULL);
+    started(sk, &state);
+}
+
+/// CONNS keeps the entry of an ended connection (`start_ns` 0) while it holds fewer entries
+/// than this, so that the next connection of a socket at the same address (the kernel hands
+/// freed sockets out again) takes it over in place: a look-up, no insert and delete per
+/// connection. Past it, an ended connection's entry is deleted at once, so the map never
+/// fills with ended entries: the connections in SYN_SENT always have the other half.
+const CONNS_KEEP: u64 = 32768;
+
+/// The entry of socket `sk` while its connection is in SYN_SENT.
+#[inline(always)]
+pub(crate) fn live(sk: u64) -> Option<*mut ConnState> {
+    let p = CONNS.get_ptr_mut(&sk)?;
+    // SAFETY: a map value; start_ns 0 marks an ended entry.
+    if unsafe { (*p).start_ns } == 0 {
+        None
+    } else {
+        Some(p)
     }
+}
+
+/// Socket `sk` entered SYN_SENT: its entry, in place where an ended one is there.
+#[inline(always)]
+pub(crate) fn started(sk: u64, state: &ConnState) -> bool {
+    if let Some(p) = CONNS.get_ptr_mut(&sk) {
+        // SAFETY: the entry of this socket, written only on its own state changes.
+        unsafe { *p = *state };
+        return true;
+    }
+    if CONNS.insert(&sk, state, 0).is_err() {
+        count(netladder_common::counter::CONN_MAP_FULL);
+        return false;
+    }
+    if let Some(n) = CONNS_USED.get_ptr_mut(0) {
+        add(n, 1);
+    }
+    true
+}
+
+/// The connection of socket `sk` (entry `p`) ended: the entry is marked ended, or deleted
+/// when CONNS holds CONNS_KEEP entries or more.
+#[inline(always)]
+pub(crate) fn ended(sk: u64, p: *mut ConnState) {
+    let used = CONNS_USED.get(0).copied().unwrap_or(u64::MAX);
+    if used >= CONNS_KEEP {
+        if CONNS.remove(&sk).is_ok() {
+            if let Some(n) = CONNS_USED.get_ptr_mut(0) {
+                // A wrapping -1.
+                add(n, u64::MAX);
+            }
+        }
+        return;
+    }
+    // SAFETY: a map value (see `live`).
+    unsafe { (*p).start_ns = 0 };
 }
 
 /// Established: not a failure. Forget the socket. A drop record of its flow (a SYN that was
@@ -99,7 +152,9 @@ fn track(sk: u64) {
 /// the connection, so it can never be taken for a later connection's.
 #[inline(always)]
 fn forget(sk: u64) {
-    let _ = CONNS.remove(&sk);
+    if let Some(p) = live(sk) {
+        ended(sk, p);
+    }
 }
 
 /// The socket left SYN_SENT for CLOSE: a failed connection (or an aborted one). Classify it.
@@ -118,10 +173,12 @@ fn finish(sk: u64) {
     let err_soft: i32 = load(sk, conf!(sk_err_soft));
     // Past the end of struct sock (in inet_connection_sock): a direct load would be refused.
     let tried: u8 = read(sk, conf!(icsk_retransmits)).unwrap_or(0);
-    let Some(mut state) = (unsafe { CONNS.get(&sk) }).copied() else {
+    let Some(p) = live(sk) else {
         return;
     };
-    let _ = CONNS.remove(&sk);
+    // SAFETY: a map value (see `live`).
+    let mut state = unsafe { *p };
+    ended(sk, p);
     if state.proc.netns == 0 {
         state.proc.netns = netns;
     }
@@ -329,7 +386,7 @@ fn classify(err: i32, retrans: u32, drops: &DropRecord, flags: &mut u32) -> Opti
 #[btf_tracepoint(function = "tcp_receive_reset")]
 pub fn tcp_receive_reset(ctx: BtfTracePointContext) -> u32 {
     let sk: u64 = ctx.arg(0);
-    if let Some(state) = CONNS.get_ptr_mut(&sk) {
+    if let Some(state) = live(sk) {
         unsafe { (*state).flags |= eflag::RST_RECEIVED };
     }
     0
@@ -338,8 +395,8 @@ pub fn tcp_receive_reset(ctx: BtfTracePointContext) -> u32 {
 #[btf_tracepoint(function = "tcp_retransmit_skb")]
 pub fn tcp_retransmit_skb(ctx: BtfTracePointContext) -> u32 {
     let sk: u64 = ctx.arg(0);
-    // Only sockets still in SYN_SENT are in CONNS: these are SYN retransmissions.
-    if let Some(state) = CONNS.get_ptr_mut(&sk) {
+    // Only sockets still in SYN_SENT are live in CONNS: these are SYN retransmissions.
+    if let Some(state) = live(sk) {
         unsafe { (*state).syn_retrans += 1 };
     }
     0
@@ -380,7 +437,7 @@ fn connect_exit(ctx: &FExitContext) -> u32 {
         }
         return 0;
     }
-    if unsafe { CONNS.get(&sk) }.is_none() {
+    if live(sk).is_none() {
         let state = ConnState {
             proc: current_proc(netns),
             start_ns: unsafe { bpf_ktime_get_ns() },
@@ -390,7 +447,7 @@ fn connect_exit(ctx: &FExitContext) -> u32 {
         };
         // The state-change program missed SYN_SENT: the summary will come from this entry,
         // so the connect() exit must not report the attempt's error too.
-        if CONNS.insert(&sk, &state, 0).is_ok() {
+        if started(sk, &state) {
             syn_sent(sk);
         }
     }

@@ -22,9 +22,13 @@ const fn record_bytes(size: usize) -> u64 {
     ((size + 8 + 7) & !7) as u64
 }
 
-/// Per-socket state from SYN_SENT until the socket leaves it. Key: socket address.
+/// Per-socket state from SYN_SENT until the socket leaves it (kept after that as an ended entry,
+/// see conn.rs `CONNS_KEEP`). Key: socket address.
 #[map(name = "CONNS")]
 pub static CONNS: HashMap<u64, ConnState> = HashMap::with_max_entries(65536, 0);
+/// Index 0: how many entries CONNS holds, live and ended (conn.rs, `CONNS_KEEP`).
+#[map(name = "CONNS_USED")]
+pub static CONNS_USED: Array<u64> = Array::with_max_entries(1, 0);
 
 /// Drops seen for a flow (client's view), merged into the connection's event at close.
 #[map(name = "DROPS")]
@@ -95,7 +99,7 @@ pub fn count_drop_write() {
 /// core::sync (no compare-and-swap): the intrinsic with its result unused is the BPF atomic add
 /// every kernel has (XADD).
 #[inline(always)]
-fn add(n: *mut u64, v: u64) {
+pub(crate) fn add(n: *mut u64, v: u64) {
     unsafe {
         core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(
             n, v,

@@ -14,7 +14,7 @@ use crate::{
         conf, current_netns, current_proc, is_self, load, other_netns, read_buf, read_ksockaddr,
         read_sockaddr, sock_flow, sockaddr_flow,
     },
-    maps::{agg_key, counted_as_repeat, emit, PendingCall, BOUND, CALL_ARGS, CONNS},
+    maps::{agg_key, counted_as_repeat, emit, PendingCall, BOUND, CALL_ARGS},
 };
 
 /// A 64-bit field of a syscall tracepoint's record at `off` (from its tracefs format file). The
@@ -297,10 +297,10 @@ fn finish_call(call: u32, ret: Option<i64>, kaddr: Option<u64>) {
     );
     if ret < 0 && pending.reached_syn_sent != 0 && after_syn_sent {
         let sk = pending.sk;
-        if unsafe { CONNS.get(&sk) }.is_none() {
+        let Some(p) = crate::conn::live(sk) else {
             return;
-        }
-        let _ = CONNS.remove(&sk);
+        };
+        crate::conn::ended(sk, p);
     }
     if ret < 0 {
         let mut addr = pending.addr;
@@ -345,6 +345,11 @@ pub(crate) fn connected(id: u64, addr: &[u8; 28]) {
 /// Marks the calling task's pending connect() as having put socket `sk` in SYN_SENT.
 #[inline(always)]
 pub fn mark_syn_sent(sk: u64) {
+    // Where the route-lookup programs read connect(), neither the syscall tracepoints nor the
+    // fexit programs note a pending connect(): nothing to mark, no map look-up.
+    if crate::route::reads_connect_errors() {
+        return;
+    }
     if let Some(p) = CALL_ARGS.get_ptr_mut(&bpf_get_current_pid_tgid()) {
         unsafe {
             (*p).reached_syn_sent = 1;
