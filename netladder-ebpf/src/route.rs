@@ -59,9 +59,10 @@ pub struct Attempt {
     /// The IPv4 destination a lookup must match (also for IPv4-mapped IPv6), 0 when none.
     pub v4: u32,
     pub v6: u32,
-    /// The route was found and what a connect records was recorded (once per attempt).
+    /// When what the call records is recorded (`NOTE_*`), once per attempt.
     pub noted: u32,
-    pub _pad: u32,
+    /// IPPROTO_TCP or IPPROTO_UDP.
+    pub protocol: u32,
 }
 
 /// Attempts by thread (pid_tgid). An attempt that ends stays as an ended entry (`finish`), so a
@@ -71,6 +72,57 @@ pub struct Attempt {
 /// 16384 other threads have made attempts since.
 #[map(name = "ROUTE_TRY")]
 static ROUTE_TRY: LruHashMap<u64, Attempt> = LruHashMap::with_max_entries(16384, 0);
+
+/// `Attempt::noted`: what the call records (`note`) waits for a lookup that finds its route (a
+/// UDP call to a nameserver's port: its question, #024, only leaves with a route).
+const NOTE_AT_LOOKUP: u32 = 0;
+/// Recorded, or nothing to record.
+const NOTED: u32 = 1;
+/// Waits for the socket's SYN_SENT (a TCP connect: its route was found).
+const NOTE_AT_SYN_SENT: u32 = 2;
+
+/// Index 0: the attempts in ROUTE_TRY a successful lookup would change: those whose last
+/// lookup failed (`Attempt::err` below 0: a later lookup that finds the route clears it, as
+/// when a policy rule's table misses before the main table answers) plus those that wait for
+/// their route to record what they record (`NOTE_AT_LOOKUP`). While it is 0, the IPv4 lookup
+/// program returns on a found route before any map look-up: nearly every route lookup of the
+/// host. Kept exact by `reweigh` after each change of either field; an entry the LRU pushes
+/// out while it counts here leaves the count above 0 for good, which only turns the shortcut
+/// off.
+#[map(name = "ROUTE_PENDING")]
+static ROUTE_PENDING: Array<u64> = Array::with_max_entries(1, 0);
+
+/// How much attempt `a` counts in ROUTE_PENDING.
+#[inline(always)]
+fn weight(a: &Attempt) -> u64 {
+    u64::from(a.err < 0) + u64::from(a.noted == NOTE_AT_LOOKUP)
+}
+
+/// Moves ROUTE_PENDING by the change of `a`'s weight from `before`.
+#[inline(always)]
+fn reweigh(before: u64, a: &Attempt) {
+    let after = weight(a);
+    if after != before {
+        if let Some(n) = ROUTE_PENDING.get_ptr_mut(0) {
+            // An atomic add on the map's one u64 (wrapping: a decrement adds a negative).
+            crate::maps::add(n, after.wrapping_sub(before));
+        }
+    }
+}
+
+/// Sets the attempt's last lookup result.
+#[inline(always)]
+fn set_err(a: &mut Attempt, err: i32) {
+    let before = weight(a);
+    a.err = err;
+    reweigh(before, a);
+}
+
+/// Whether a successful lookup may have an attempt to change (see ROUTE_PENDING).
+#[inline(always)]
+fn lookups_pending() -> bool {
+    !matches!(ROUTE_PENDING.get(0), Some(n) if *n == 0)
+}
 
 /// 1 when the route-lookup programs attached (written by the loader): then neither the fexit
 /// programs nor the syscall tracepoints see connect()'s errors, and the state-change program
@@ -132,6 +184,17 @@ fn attempt(ctx: &SockAddrContext, call: u32) -> Option<Attempt> {
     if protocol != IPPROTO_TCP && protocol != IPPROTO_UDP {
         return None;
     }
+    let port = (port as u16).to_ne_bytes();
+    // When what the call records is recorded (`note`): a TCP connect's at its SYN_SENT (its
+    // route was found), a UDP call's to a nameserver at the lookup that finds its route, any
+    // other UDP connect()'s at its start (`begin`: no question leaves with it).
+    let noted = if call == syscall::CONNECT && protocol == IPPROTO_TCP {
+        NOTE_AT_SYN_SENT
+    } else if crate::dns::is_dns_port(port) {
+        NOTE_AT_LOOKUP
+    } else {
+        NOTED
+    };
     let mut a = Attempt {
         sk,
         addr: [0; 28],
@@ -139,11 +202,10 @@ fn attempt(ctx: &SockAddrContext, call: u32) -> Option<Attempt> {
         err: 0,
         v4: 0,
         v6: 0,
-        noted: 0,
-        _pad: 0,
+        noted,
+        protocol,
     };
     // struct sockaddr_in / sockaddr_in6: family (host order), port (network order), address.
-    let port = (port as u16).to_ne_bytes();
     a.addr[2] = port[0];
     a.addr[3] = port[1];
     Some(a)
@@ -207,18 +269,41 @@ fn begin(a: Attempt) {
         return;
     }
     let id = bpf_get_current_pid_tgid();
+    // A UDP connect() to another port than a nameserver's records what it records here.
+    let now = a.noted == NOTED && a.call == syscall::CONNECT;
     // The thread's previous attempt ends here; this one takes its entry (a UDP sender's
     // every datagram comes here: one look-up, no delete and insert).
-    match ROUTE_TRY.get_ptr_mut(&id) {
+    let p = match ROUTE_TRY.get_ptr_mut(&id) {
         Some(p) => {
             // SAFETY: the entry of this thread; only this thread writes it.
-            let prev = unsafe { *p };
-            report(&prev);
-            unsafe { *p = a };
+            let prev = unsafe { &mut *p };
+            // Only a failed lookup has something to report (no copy of the entry otherwise).
+            if prev.err < 0 {
+                report(&*prev);
+            }
+            let before = weight(prev);
+            *prev = a;
+            reweigh(before, prev);
+            p
         }
         None => {
-            let _ = ROUTE_TRY.insert(&id, &a, 0);
+            if ROUTE_TRY.insert(&id, &a, 0).is_ok() {
+                reweigh(0, &a);
+            }
+            if !now {
+                return;
+            }
+            match ROUTE_TRY.get_ptr_mut(&id) {
+                Some(p) => p,
+                None => return,
+            }
         }
+    };
+    if now {
+        // From the map's copy: the one on the stack holds the socket pointer, of which the
+        // verifier lets no byte be read.
+        // SAFETY: as above.
+        connected(id, unsafe { &(*p).addr });
     }
 }
 
@@ -226,10 +311,13 @@ fn begin(a: Attempt) {
 /// attempt report nothing for it.
 #[inline(always)]
 fn finish(a: &mut Attempt) {
+    let before = weight(a);
     a.sk = 0;
     a.err = 0;
     a.v4 = 0;
     a.v6 = 0;
+    a.noted = NOTED;
+    reweigh(before, a);
 }
 
 /// The end of an attempt: a last route lookup that failed is the call's failure.
@@ -270,6 +358,7 @@ pub fn reached_syn_sent(sk: u64) {
     // SAFETY: the entry of this thread; only this thread writes it.
     let a = unsafe { &mut *a };
     if a.sk == sk {
+        note(a);
         finish(a);
     }
 }
@@ -301,29 +390,22 @@ fn released(id: u64, sk: u64) {
     }
 }
 
-/// The lookup's result `err` for the attempt `a`.
+/// What a connect() records where the fexit and syscall paths record it when one succeeds (#025:
+/// the peer of a TLS handshake the thread may start next; #024: who asks which nameserver), and
+/// a datagram to a nameserver as a question (#024); once per attempt, when its route was found
+/// (`Attempt::noted` says when that is seen), so a call that finds no route records nothing, as
+/// there.
 #[inline(always)]
-fn record(err: i32, a: &mut Attempt) {
-    a.err = err;
-    if err == 0 {
-        found(a);
-    }
-}
-
-/// The attempt's route was found: a connect() records what the fexit and syscall paths record
-/// when one succeeds (#025: the peer of a TLS handshake the thread may start next; #024: who asks
-/// which nameserver), and a datagram to a nameserver is a question (#024). A call that finds no
-/// route records nothing, as there.
-#[inline(always)]
-fn found(a: &mut Attempt) {
-    if a.noted != 0 {
+fn note(a: &mut Attempt) {
+    if a.noted == NOTED {
         return;
     }
+    let before = weight(a);
+    a.noted = NOTED;
+    reweigh(before, a);
     if a.call == syscall::CONNECT {
-        a.noted = 1;
         connected(bpf_get_current_pid_tgid(), &a.addr);
-    } else if crate::dns::to_nameserver(&a.addr) {
-        a.noted = 1;
+    } else {
         crate::dns::asked(bpf_get_current_pid_tgid(), &sockaddr_flow(&a.addr));
     }
 }
@@ -352,6 +434,10 @@ pub fn route_fib_lookup(ctx: BtfTracePointContext) -> u32 {
         crate::bind::local_lookup(tb_id, dst, err);
         return 0;
     }
+    // A lookup that found a route changes nothing while no attempt holds a failed one.
+    if err == 0 && !lookups_pending() {
+        return 0;
+    }
     let Some(a) = ROUTE_TRY.get_ptr_mut(&bpf_get_current_pid_tgid()) else {
         return 0;
     };
@@ -362,6 +448,15 @@ pub fn route_fib_lookup(ctx: BtfTracePointContext) -> u32 {
     }
     record(err, a);
     0
+}
+
+/// The lookup's result `err` for the attempt `a`.
+#[inline(always)]
+fn record(err: i32, a: &mut Attempt) {
+    set_err(a, err);
+    if err == 0 && a.noted == NOTE_AT_LOOKUP {
+        note(a);
+    }
 }
 
 /// An IPv6 route lookup: `fib6_table_lookup(net, res, table, flp)`. The error the lookup gives

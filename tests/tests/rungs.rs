@@ -808,3 +808,55 @@ fn network_unreachable_vlan_down() {
     });
     w.stop().unwrap();
 }
+
+/// Policy routing: with a rule that looks up another table first, every route lookup of the
+/// namespace misses in that table before the main table answers (each table's lookup is seen on
+/// its own). Connections and sends whose route the main table finds must not read as failures;
+/// a destination no table routes is still #026.
+#[test]
+fn policy_routing_tables_that_miss_are_not_failures() {
+    let Some(_one) = root_serial() else {
+        return;
+    };
+    let a = Netns::new("polrt-a").unwrap();
+    let b = Netns::new("polrt-b").unwrap();
+    let (dev, _) = veth(&a, &["10.231.60.1/24"], &b, &["10.231.60.2/24"]).unwrap();
+    // Table 100 exists (a route for another prefix) and is asked first for everything.
+    a.ip(&[
+        "route",
+        "add",
+        "10.231.61.0/24",
+        "dev",
+        &dev,
+        "table",
+        "100",
+    ])
+    .unwrap();
+    a.ip(&["rule", "add", "pref", "100", "lookup", "100"])
+        .unwrap();
+    let server = Peer::listen(Some(&b), "10.231.60.2:8080", &[]).unwrap();
+    let w = watch_netns(&a);
+    for _ in 0..3 {
+        let out = connect(Some(&a), server.addr(), &[]).unwrap();
+        assert!(out.lines.iter().any(|l| l == "ok"), "{:?}", out.lines);
+        let sent = a
+            .exec(&[peer_bin().to_str().unwrap(), "udp-send", "10.231.60.2:53"])
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&sent.stdout);
+        assert!(!stdout.contains("ENETUNREACH"), "{stdout}");
+    }
+    let want = ("026", "net_unreachable", "route");
+    let m = every_client(&w, &a, "10.231.62.1:80", want, "ENETUNREACH");
+    m.each(|_, ev| summary_has(ev, "no default route"));
+    std::thread::sleep(SETTLE);
+    let wrong: Vec<Value> = w
+        .failures()
+        .into_iter()
+        .filter(|e| e["dst"].as_str().unwrap_or("").starts_with("10.231.60.2:"))
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "successful calls read as failures: {wrong:#?}"
+    );
+    w.stop().unwrap();
+}
