@@ -68,6 +68,28 @@ pub struct BindTry {
 #[map(name = "BIND_TRY")]
 static BIND_TRY: LruHashMap<u64, BindTry> = LruHashMap::with_max_entries(4096, 0);
 
+/// Index 0: how many entries BIND_TRY holds (binds under way, and failed ones waiting for their
+/// thread's next bind() or their socket's release). While it is 0, the release of a socket and
+/// a local-table route lookup have no attempt to look for: every socket the host closes and
+/// many of its lookups skip the map. An entry the LRU pushes out leaves the count above 0 for
+/// good, which only turns the shortcut off.
+#[map(name = "BIND_PENDING")]
+static BIND_PENDING: Array<u64> = Array::with_max_entries(1, 0);
+
+/// Adds `v` (a wrapping -1 to take one off) to BIND_PENDING.
+#[inline(always)]
+fn pending_add(v: u64) {
+    if let Some(n) = BIND_PENDING.get_ptr_mut(0) {
+        crate::maps::add(n, v);
+    }
+}
+
+/// Whether BIND_TRY may hold an attempt.
+#[inline(always)]
+fn pending() -> bool {
+    !matches!(BIND_PENDING.get(0), Some(n) if *n == 0)
+}
+
 /// 1 once every program here attached (written by the loader): a bind() noted while its
 /// post-bind program is missing would read as a failure.
 #[map(name = "BIND_MODE")]
@@ -170,8 +192,13 @@ fn begin(b: BindTry) {
     let id = bpf_get_current_pid_tgid();
     if let Some(prev) = (unsafe { BIND_TRY.get(&id) }).copied() {
         report(&prev);
+        // Takes the entry over: the count stays.
+        let _ = BIND_TRY.insert(&id, &b, 0);
+        return;
     }
-    let _ = BIND_TRY.insert(&id, &b, 0);
+    if BIND_TRY.insert(&id, &b, 0).is_ok() {
+        pending_add(1);
+    }
 }
 
 /// The port is the socket's: the thread's bind() on it succeeded.
@@ -179,8 +206,8 @@ fn begin(b: BindTry) {
 fn bound(ctx: &SockContext) {
     let id = bpf_get_current_pid_tgid();
     if let Some(b) = unsafe { BIND_TRY.get(&id) } {
-        if b.sk == ctx.sock as u64 {
-            let _ = BIND_TRY.remove(&id);
+        if b.sk == ctx.sock as u64 && BIND_TRY.remove(&id).is_ok() {
+            pending_add(u64::MAX);
         }
     }
 }
@@ -201,9 +228,14 @@ pub fn bind_done6(ctx: SockContext) -> i32 {
 /// never reached its post-bind step failed.
 #[inline(always)]
 pub fn released(id: u64, sk: u64) {
+    if !pending() {
+        return;
+    }
     if let Some(b) = (unsafe { BIND_TRY.get(&id) }).copied() {
         if b.sk == sk {
-            let _ = BIND_TRY.remove(&id);
+            if BIND_TRY.remove(&id).is_ok() {
+                pending_add(u64::MAX);
+            }
             report(&b);
         }
     }
@@ -231,7 +263,7 @@ fn report(b: &BindTry) {
 /// `fib_table_lookup` program for lookups with no input interface.
 #[inline(always)]
 pub fn local_lookup(tb_id: u32, dst: u32, err: i32) {
-    if tb_id != LOCAL_TABLE {
+    if tb_id != LOCAL_TABLE || !pending() {
         return;
     }
     let Some(b) = BIND_TRY.get_ptr_mut(&bpf_get_current_pid_tgid()) else {
