@@ -31,6 +31,7 @@ use netladder_common::{eflag, syscall, AF_INET, AF_INET6};
 
 use crate::{
     kernel::current_netns,
+    maps::{tally, tally_add},
     syscall::{emit_call_error_flagged, ignored_caller},
 };
 
@@ -76,18 +77,10 @@ static BIND_TRY: LruHashMap<u64, BindTry> = LruHashMap::with_max_entries(4096, 0
 #[map(name = "BIND_PENDING")]
 static BIND_PENDING: Array<u64> = Array::with_max_entries(1, 0);
 
-/// Adds `v` (a wrapping -1 to take one off) to BIND_PENDING.
-#[inline(always)]
-fn pending_add(v: u64) {
-    if let Some(n) = BIND_PENDING.get_ptr_mut(0) {
-        crate::maps::add(n, v);
-    }
-}
-
 /// Whether BIND_TRY may hold an attempt.
 #[inline(always)]
 fn pending() -> bool {
-    !matches!(BIND_PENDING.get(0), Some(n) if *n == 0)
+    tally(&BIND_PENDING) != 0
 }
 
 /// 1 once every program here attached (written by the loader): a bind() noted while its
@@ -197,7 +190,7 @@ fn begin(b: BindTry) {
         return;
     }
     if BIND_TRY.insert(&id, &b, 0).is_ok() {
-        pending_add(1);
+        tally_add(&BIND_PENDING, 1);
     }
 }
 
@@ -207,7 +200,7 @@ fn bound(ctx: &SockContext) {
     let id = bpf_get_current_pid_tgid();
     if let Some(b) = unsafe { BIND_TRY.get(&id) } {
         if b.sk == ctx.sock as u64 && BIND_TRY.remove(&id).is_ok() {
-            pending_add(u64::MAX);
+            tally_add(&BIND_PENDING, u64::MAX);
         }
     }
 }
@@ -234,7 +227,7 @@ pub fn released(id: u64, sk: u64) {
     if let Some(b) = (unsafe { BIND_TRY.get(&id) }).copied() {
         if b.sk == sk {
             if BIND_TRY.remove(&id).is_ok() {
-                pending_add(u64::MAX);
+                tally_add(&BIND_PENDING, u64::MAX);
             }
             report(&b);
         }

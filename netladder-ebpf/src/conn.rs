@@ -14,8 +14,8 @@ use crate::{
         sock_netns, zero_flow,
     },
     maps::{
-        add, agg_key, blank_records, count, counted_as_repeat, drop_writes, emit, BlankRecords,
-        CALL_ARGS, CONNS, CONNS_USED, DROPS, ICMP_SEEN,
+        agg_key, blank_records, count, counted_as_repeat, drop_writes, emit, tally, tally_add,
+        BlankRecords, CALL_ARGS, CONNS, CONNS_USED, DROPS, ICMP_SEEN,
     },
 };
 
@@ -123,9 +123,7 @@ pub(crate) fn started(sk: u64, state: &ConnState) -> bool {
         count(netladder_common::counter::CONN_MAP_FULL);
         return false;
     }
-    if let Some(n) = CONNS_USED.get_ptr_mut(0) {
-        add(n, 1);
-    }
+    tally_add(&CONNS_USED, 1);
     true
 }
 
@@ -133,13 +131,9 @@ pub(crate) fn started(sk: u64, state: &ConnState) -> bool {
 /// when CONNS holds CONNS_KEEP entries or more.
 #[inline(always)]
 pub(crate) fn ended(sk: u64, p: *mut ConnState) {
-    let used = CONNS_USED.get(0).copied().unwrap_or(u64::MAX);
-    if used >= CONNS_KEEP {
+    if tally(&CONNS_USED) >= CONNS_KEEP {
         if CONNS.remove(&sk).is_ok() {
-            if let Some(n) = CONNS_USED.get_ptr_mut(0) {
-                // A wrapping -1.
-                add(n, u64::MAX);
-            }
+            tally_add(&CONNS_USED, u64::MAX);
         }
         return;
     }

@@ -99,12 +99,28 @@ pub fn count_drop_write() {
 /// core::sync (no compare-and-swap): the intrinsic with its result unused is the BPF atomic add
 /// every kernel has (XADD).
 #[inline(always)]
-pub(crate) fn add(n: *mut u64, v: u64) {
+fn add(n: *mut u64, v: u64) {
     unsafe {
         core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(
             n, v,
         )
     };
+}
+
+/// Index 0 of a one-counter array map (CONNS_USED, ROUTE_PENDING, BIND_PENDING); `u64::MAX`
+/// when it cannot be read, which every caller takes as "not zero, not small".
+#[inline(always)]
+pub(crate) fn tally(map: &Array<u64>) -> u64 {
+    map.get(0).copied().unwrap_or(u64::MAX)
+}
+
+/// Adds `v` to index 0 of a one-counter array map, atomically; a wrapping `v` takes off (the
+/// two's complement of 1 is one less).
+#[inline(always)]
+pub(crate) fn tally_add(map: &Array<u64>, v: u64) {
+    if let Some(n) = map.get_ptr_mut(0) {
+        add(n, v);
+    }
 }
 
 /// ICMP errors received for a flow (client's view), merged into the connection's event at close.

@@ -61,8 +61,7 @@ pub struct Attempt {
     pub v6: u32,
     /// When what the call records is recorded (`NOTE_*`), once per attempt.
     pub noted: u32,
-    /// IPPROTO_TCP or IPPROTO_UDP.
-    pub protocol: u32,
+    pub _pad: u32,
 }
 
 /// Attempts by thread (pid_tgid). An attempt that ends stays as an ended entry (`finish`), so a
@@ -103,10 +102,7 @@ fn weight(a: &Attempt) -> u64 {
 fn reweigh(before: u64, a: &Attempt) {
     let after = weight(a);
     if after != before {
-        if let Some(n) = ROUTE_PENDING.get_ptr_mut(0) {
-            // An atomic add on the map's one u64 (wrapping: a decrement adds a negative).
-            crate::maps::add(n, after.wrapping_sub(before));
-        }
+        crate::maps::tally_add(&ROUTE_PENDING, after.wrapping_sub(before));
     }
 }
 
@@ -121,7 +117,7 @@ fn set_err(a: &mut Attempt, err: i32) {
 /// Whether a successful lookup may have an attempt to change (see ROUTE_PENDING).
 #[inline(always)]
 fn lookups_pending() -> bool {
-    !matches!(ROUTE_PENDING.get(0), Some(n) if *n == 0)
+    crate::maps::tally(&ROUTE_PENDING) != 0
 }
 
 /// 1 when the route-lookup programs attached (written by the loader): then neither the fexit
@@ -203,7 +199,7 @@ fn attempt(ctx: &SockAddrContext, call: u32) -> Option<Attempt> {
         v4: 0,
         v6: 0,
         noted,
-        protocol,
+        _pad: 0,
     };
     // struct sockaddr_in / sockaddr_in6: family (host order), port (network order), address.
     a.addr[2] = port[0];
@@ -277,10 +273,7 @@ fn begin(a: Attempt) {
         Some(p) => {
             // SAFETY: the entry of this thread; only this thread writes it.
             let prev = unsafe { &mut *p };
-            // Only a failed lookup has something to report (no copy of the entry otherwise).
-            if prev.err < 0 {
-                report(&*prev);
-            }
+            report(prev);
             let before = weight(prev);
             *prev = a;
             reweigh(before, prev);
@@ -434,7 +427,8 @@ pub fn route_fib_lookup(ctx: BtfTracePointContext) -> u32 {
         crate::bind::local_lookup(tb_id, dst, err);
         return 0;
     }
-    // A lookup that found a route changes nothing while no attempt holds a failed one.
+    // A lookup that found a route changes nothing while no attempt holds a failed lookup or
+    // waits for its route (ROUTE_PENDING).
     if err == 0 && !lookups_pending() {
         return 0;
     }
