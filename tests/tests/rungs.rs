@@ -600,6 +600,28 @@ fn reject_admin_prohibited_is_the_firewall_not_routing() {
     w.stop().unwrap();
 }
 
+/// Waits (up to 30 s) until `n` sockets of `ns` toward `dst` are in TIME_WAIT: a client's port
+/// stays in FIN_WAIT until the server has read its FIN and closed its end, which a loaded host
+/// or an emulated guest may take a while to do.
+fn all_in_time_wait(ns: &Netns, dst: &str, n: usize) {
+    let until = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let tw = ns
+            .sh(&format!("ss -Htn state time-wait dst {dst} | wc -l"))
+            .unwrap();
+        if tw.trim() == n.to_string() {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "{} of {n} ports reached TIME_WAIT; the sockets: {:?}",
+            tw.trim(),
+            ns.sh(&format!("ss -Htna dst {dst}"))
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Before any connect fails: TIME_WAIT sockets toward one destination crowd the port range, and
 /// netladder warns (#028) with the count and the share.
 #[test]
@@ -614,24 +636,8 @@ fn time_wait_pressure_is_warned_before_failures() {
     let _srv = Peer::listen(Some(&ns), "127.0.0.1:9400", &["--wait-peer-close"]).unwrap();
     let out = connect(Some(&ns), "127.0.0.1:9400", &["--count", "7"]).unwrap();
     assert!(out.status.success(), "{out:?}");
-    // All seven in TIME_WAIT before the watch starts: a port stays in FIN_WAIT until the server
-    // has read the client's FIN and closed its end, which an emulated guest may take a while to
-    // do (5.10 once counted six).
-    let until = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let tw = ns
-            .sh("ss -Htn state time-wait dst 127.0.0.1:9400 | wc -l")
-            .unwrap();
-        if tw.trim() == "7" {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < until,
-            "{tw} of 7 ports reached TIME_WAIT; the sockets: {:?}",
-            ns.sh("ss -Htna dst 127.0.0.1:9400")
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    // All seven in TIME_WAIT before the watch starts (5.10 under emulation once counted six).
+    all_in_time_wait(&ns, "127.0.0.1:9400", 7);
     let inode = ns.inode().to_string();
     let w = Watch::start(&[
         "--netns",
@@ -689,7 +695,9 @@ fn ephemeral_ports_exhausted_by_time_wait() {
     let _srv = Peer::listen(Some(&b), "10.231.0.2:9500", &["--wait-peer-close"]).unwrap();
     let out = connect(Some(&a), "10.231.0.2:9500", &["--count", "2"]).unwrap();
     assert!(out.status.success(), "{out:?}");
-    std::thread::sleep(Duration::from_millis(300));
+    // Both ports in TIME_WAIT before the clients run, so that every client meets the same
+    // state (under load the server may close its end well after the client's FIN).
+    all_in_time_wait(&a, "10.231.0.2:9500", 2);
     let w = watch_netns(&a);
     let want = ("028", "ports_exhausted", "address");
     let m = every_client(&w, &a, "10.231.0.2:9500", want, "EADDRNOTAVAIL");

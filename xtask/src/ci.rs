@@ -238,8 +238,8 @@ fn host_tests(artifacts: &Artifacts) -> Result<(bool, String)> {
         "{} passed, {} failed, {} ignored",
         host.counts.passed, host.counts.failed, host.counts.ignored
     );
-    for line in host.failure_lines() {
-        detail += &format!("\n      failed: {line}");
+    for failure in host.failure_lines() {
+        detail += &format!("\n      failed: {}", failure.replace('\n', "\n        "));
     }
     Ok((host.success, detail))
 }

@@ -34,24 +34,31 @@ pub struct HostSummary {
 }
 
 impl HostSummary {
-    /// One line per failed test: its name and the line that says why (the panic message's
-    /// first line when there is one, else its last line), for the end of CI's output.
+    /// One entry per failed test: its name and what says why, for the end of CI's output (which
+    /// may be all a reader gets): the panic message's first lines (up to [`WHY_LINES`], until the
+    /// backtrace note or a dump of events) when there is one, else its last line.
     pub fn failure_lines(&self) -> Vec<String> {
         self.failures
             .iter()
             .map(|(name, lines)| {
-                let why = lines
-                    .iter()
-                    .position(|l| l.contains("panicked at"))
-                    .and_then(|i| lines.get(i + 1).or(lines.get(i)))
-                    .or(lines.last())
-                    .map(|l| l.trim().chars().take(200).collect::<String>())
-                    .unwrap_or_default();
-                format!("{name}: {why}")
+                let clip = |l: &String| l.trim().chars().take(200).collect::<String>();
+                let why: Vec<String> = match lines.iter().position(|l| l.contains("panicked at")) {
+                    Some(i) => lines[i + 1..]
+                        .iter()
+                        .take_while(|l| !l.starts_with("note: ") && l.trim() != "events:")
+                        .take(WHY_LINES)
+                        .map(clip)
+                        .collect(),
+                    None => lines.last().map(clip).into_iter().collect(),
+                };
+                format!("{name}: {}", why.join("\n  "))
             })
             .collect()
     }
 }
+
+/// How many lines of a failed test's panic message the summary repeats.
+const WHY_LINES: usize = 8;
 
 impl HostSummary {
     pub fn exit_code(&self) -> ExitCode {
@@ -246,6 +253,16 @@ mod tests {
                         "note: run with `RUST_BACKTRACE=1`".into(),
                     ],
                 ),
+                (
+                    "rungs::ports".into(),
+                    vec![
+                        "thread 'ports' panicked at tests/tests/rungs.rs:9:5:".into(),
+                        "1 client(s) toward 10.0.0.2:80 read differently from the scenario:".into(),
+                        "  curl: no event".into(),
+                        "events:".into(),
+                        "  blocking: #028".into(),
+                    ],
+                ),
                 ("cli".into(), vec!["cli exited with a failure".into()]),
                 ("doc tests".into(), vec![]),
             ],
@@ -254,6 +271,8 @@ mod tests {
             summary.failure_lines(),
             [
                 "rungs::arp: one event per connection: 3 != 4",
+                "rungs::ports: 1 client(s) toward 10.0.0.2:80 read differently from the \
+                 scenario:\n  curl: no event",
                 "cli: cli exited with a failure",
                 "doc tests: ",
             ]
