@@ -26,7 +26,7 @@ use netladder_common::{eflag, syscall, ABSENT, AF_INET, AF_INET6};
 
 use crate::{
     kernel::{blur, conf, current_netns, load, opaque, read, read_buf, sockaddr_flow},
-    syscall::{connected, emit_flow_error, failed_call_flow, ignored_caller},
+    syscall::{emit_flow_error, failed_call_flow, ignored_caller},
 };
 
 const IPPROTO_TCP: u32 = 6;
@@ -64,13 +64,26 @@ pub struct Attempt {
     pub _pad: u32,
 }
 
+/// A thread's entry in ROUTE_TRY: its attempt, and what outlives it.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Entry {
+    pub a: Attempt,
+    /// The thread's last connect() destination that found its route (a struct sockaddr in its
+    /// first 28 bytes; family 0: none yet), while the TLS hooks are attached: the peer of a TLS
+    /// handshake it may start next (#025, tls.rs). Outside the attempt, so that a new attempt
+    /// (built on the stack) neither clears nor copies it. (Words, not bytes: a zeroed byte
+    /// array is a call of a byte-by-byte memset loop.)
+    pub peer: [u64; 4],
+}
+
 /// Attempts by thread (pid_tgid). An attempt that ends stays as an ended entry (`finish`), so a
 /// thread's next attempt updates its entry in place: no insert and delete per connect. LRU: the
 /// entries of threads that are gone must not fill the map. The price: a failed attempt still
 /// waiting for its thread's next attempt or its socket's release is pushed out, unreported, once
 /// 16384 other threads have made attempts since.
 #[map(name = "ROUTE_TRY")]
-static ROUTE_TRY: LruHashMap<u64, Attempt> = LruHashMap::with_max_entries(16384, 0);
+static ROUTE_TRY: LruHashMap<u64, Entry> = LruHashMap::with_max_entries(16384, 0);
 
 /// `Attempt::noted`: what the call records (`note`) waits for a lookup that finds its route (a
 /// UDP call to a nameserver's port: its question, #024, only leaves with a route).
@@ -272,7 +285,7 @@ fn begin(a: Attempt) {
     let p = match ROUTE_TRY.get_ptr_mut(&id) {
         Some(p) => {
             // SAFETY: the entry of this thread; only this thread writes it.
-            let prev = unsafe { &mut *p };
+            let prev = unsafe { &mut (*p).a };
             report(prev);
             let before = weight(prev);
             *prev = a;
@@ -280,7 +293,8 @@ fn begin(a: Attempt) {
             p
         }
         None => {
-            if ROUTE_TRY.insert(&id, &a, 0).is_ok() {
+            // A thread's first attempt (the TLS peer starts empty).
+            if ROUTE_TRY.insert(&id, &Entry { a, peer: [0; 4] }, 0).is_ok() {
                 reweigh(0, &a);
             }
             if !now {
@@ -296,8 +310,32 @@ fn begin(a: Attempt) {
         // From the map's copy: the one on the stack holds the socket pointer, of which the
         // verifier lets no byte be read.
         // SAFETY: as above.
-        connected(id, unsafe { &(*p).addr });
+        connected_here(id, unsafe { &mut *p });
     }
+}
+
+/// What a connect() that found its route records (see `syscall::connected`), where these
+/// programs read connect(): the TLS peer in the thread's own entry (no map of its own to look
+/// up and write on every connect), who asks a nameserver in dns.rs.
+#[inline(always)]
+fn connected_here(id: u64, e: &mut Entry) {
+    if crate::tls::watching() {
+        // SAFETY: 28 bytes into the 32 of `peer`.
+        unsafe { core::ptr::write_unaligned((&raw mut e.peer).cast::<[u8; 28]>(), e.a.addr) };
+    }
+    crate::dns::asked(id, &sockaddr_flow(&e.a.addr));
+}
+
+/// The destination of thread `id`'s last connect() that found its route (a struct sockaddr),
+/// where these programs read connect() (`reads_connect_errors`).
+#[inline(always)]
+pub fn tls_peer(id: u64) -> Option<*const [u8; 28]> {
+    let e = unsafe { ROUTE_TRY.get(&id) }?;
+    // The family, in the first two bytes.
+    if e.peer[0] & 0xffff == 0 {
+        return None;
+    }
+    Some((&raw const e.peer).cast())
 }
 
 /// Ends the attempt `a` in place: no lookup matches it, its release and the thread's next
@@ -345,14 +383,14 @@ pub fn reached_syn_sent(sk: u64) {
     if !reads_connect_errors() {
         return;
     }
-    let Some(a) = ROUTE_TRY.get_ptr_mut(&bpf_get_current_pid_tgid()) else {
+    let Some(e) = ROUTE_TRY.get_ptr_mut(&bpf_get_current_pid_tgid()) else {
         return;
     };
     // SAFETY: the entry of this thread; only this thread writes it.
-    let a = unsafe { &mut *a };
-    if a.sk == sk {
-        note(a);
-        finish(a);
+    let e = unsafe { &mut *e };
+    if e.a.sk == sk {
+        note(e);
+        finish(&mut e.a);
     }
 }
 
@@ -371,11 +409,21 @@ pub fn sock_release(ctx: SockContext) -> i32 {
 /// Socket `sk` of thread `id` released: ends the thread's attempt on it.
 #[inline(always)]
 fn released(id: u64, sk: u64) {
+    // While ROUTE_PENDING is 0 no attempt holds a failed lookup or waits for its route: the
+    // release has nothing to report, and nothing to end that a lookup could still change (a
+    // successful one returns at once, see `route_fib_lookup`). The attempt keeps its socket
+    // until the thread's next attempt takes the entry; a failed lookup for the same
+    // destination in this thread before then (from a socket no cgroup program sees, a raw
+    // one) is taken for this attempt's, as it is while the socket is open. Every socket of
+    // the host is released here: most releases now cost one array read.
+    if !lookups_pending() {
+        return;
+    }
     let Some(a) = ROUTE_TRY.get_ptr_mut(&id) else {
         return;
     };
     // SAFETY: the entry of this thread; only this thread writes it.
-    let a = unsafe { &mut *a };
+    let a = unsafe { &mut (*a).a };
     if a.sk != 0 && a.sk == sk {
         let ended = *a;
         finish(a);
@@ -389,17 +437,17 @@ fn released(id: u64, sk: u64) {
 /// (`Attempt::noted` says when that is seen), so a call that finds no route records nothing, as
 /// there.
 #[inline(always)]
-fn note(a: &mut Attempt) {
-    if a.noted == NOTED {
+fn note(e: &mut Entry) {
+    if e.a.noted == NOTED {
         return;
     }
-    let before = weight(a);
-    a.noted = NOTED;
-    reweigh(before, a);
-    if a.call == syscall::CONNECT {
-        connected(bpf_get_current_pid_tgid(), &a.addr);
+    let before = weight(&e.a);
+    e.a.noted = NOTED;
+    reweigh(before, &e.a);
+    if e.a.call == syscall::CONNECT {
+        connected_here(bpf_get_current_pid_tgid(), e);
     } else {
-        crate::dns::asked(bpf_get_current_pid_tgid(), &sockaddr_flow(&a.addr));
+        crate::dns::asked(bpf_get_current_pid_tgid(), &sockaddr_flow(&e.a.addr));
     }
 }
 
@@ -436,20 +484,20 @@ pub fn route_fib_lookup(ctx: BtfTracePointContext) -> u32 {
         return 0;
     };
     // SAFETY: the entry of this thread; only this thread writes it.
-    let a = unsafe { &mut *a };
-    if a.v4 == 0 || a.v4 != dst {
+    let e = unsafe { &mut *a };
+    if e.a.v4 == 0 || e.a.v4 != dst {
         return 0;
     }
-    record(err, a);
+    record(err, e);
     0
 }
 
 /// The lookup's result `err` for the attempt `a`.
 #[inline(always)]
-fn record(err: i32, a: &mut Attempt) {
-    set_err(a, err);
-    if err == 0 && a.noted == NOTE_AT_LOOKUP {
-        note(a);
+fn record(err: i32, e: &mut Entry) {
+    set_err(&mut e.a, err);
+    if err == 0 && e.a.noted == NOTE_AT_LOOKUP {
+        note(e);
     }
 }
 
@@ -470,8 +518,8 @@ pub fn route_fib6_lookup(ctx: BtfTracePointContext) -> u32 {
         return 0;
     }
     // SAFETY: `a` points into the map's value for this thread; only this thread writes it.
-    let a = unsafe { &mut *a };
-    if a.v6 == 0 || a.addr[8..24] != dst {
+    let e = unsafe { &mut *a };
+    if e.a.v6 == 0 || e.a.addr[8..24] != dst {
         return 0;
     }
     let (net, res): (u64, u64) = (ctx.arg(0), ctx.arg(1));
@@ -489,6 +537,6 @@ pub fn route_fib6_lookup(ctx: BtfTracePointContext) -> u32 {
             Err(_) => return 0,
         }
     };
-    record(err, a);
+    record(err, e);
     0
 }
