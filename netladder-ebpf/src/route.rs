@@ -330,6 +330,7 @@ fn connected_here(id: u64, e: &mut Entry) {
 /// where these programs read connect() (`reads_connect_errors`).
 #[inline(always)]
 pub fn tls_peer(id: u64) -> Option<*const [u8; 28]> {
+    // SAFETY: a map value, read in place; only its thread writes it.
     let e = unsafe { ROUTE_TRY.get(&id) }?;
     // The family, in the first two bytes.
     if e.peer[0] & 0xffff == 0 {
@@ -492,7 +493,7 @@ pub fn route_fib_lookup(ctx: BtfTracePointContext) -> u32 {
     0
 }
 
-/// The lookup's result `err` for the attempt `a`.
+/// The lookup's result `err` for the attempt of entry `e`.
 #[inline(always)]
 fn record(err: i32, e: &mut Entry) {
     set_err(&mut e.a, err);

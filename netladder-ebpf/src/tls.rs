@@ -126,7 +126,7 @@ static TLS_OK: LruHashMap<u64, TlsNames> = LruHashMap::with_max_entries(4096, 0)
 static TLS_CURL: LruHashMap<u64, u32> = LruHashMap::with_max_entries(4096, 0);
 
 /// The last connect() destination of each thread (a struct sockaddr), while TLS_WATCH is set,
-/// where the fexit or syscall programs read connect() (route.rs keeps it in its attempts).
+/// where the fexit or syscall programs read connect() (route.rs keeps it in its ROUTE_TRY entries).
 #[map(name = "TLS_PEER")]
 pub static TLS_PEER: LruHashMap<u64, [u8; 28]> = LruHashMap::with_max_entries(16384, 0);
 
@@ -508,8 +508,8 @@ fn emit(id: u64, ssl: u64, code: i32, aux: u64) {
     let Some(scan) = TLS_SCAN.get_ptr_mut(0) else {
         return;
     };
-    // Where the route-lookup programs read connect(), the peer is kept in the thread's attempt
-    // (route.rs), not in TLS_PEER.
+    // Where the route-lookup programs read connect(), the peer is kept in the thread's ROUTE_TRY
+    // entry (route.rs), not in TLS_PEER.
     let peer = if crate::route::reads_connect_errors() {
         crate::route::tls_peer(id)
     } else {
