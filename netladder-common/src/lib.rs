@@ -55,6 +55,9 @@ config_struct! {
         pub self_tgid: u32 = 0,
         /// Only track connections and calls of this network namespace (inode); 0 = all.
         pub only_netns: u32 = 0,
+        /// Not 0: every program returns at once, doing nothing (`cargo xtask bench`'s floor:
+        /// what the hooks cost before any program does its work). Never set by `watch` itself.
+        pub empty_programs: u32 = 0,
 
         // struct sock / struct sock_common
         pub sk_daddr: u32,
@@ -626,13 +629,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn an_empty_config_is_absent_but_for_the_tgid_and_netns() {
+    fn an_empty_config_is_absent_but_for_the_three_switches() {
         let empty = Config::empty();
         let words = <[u32]>::ref_from_bytes(empty.as_bytes()).unwrap();
         assert_eq!(words.len(), Config::FIELDS.len());
-        assert_eq!(Config::FIELDS[..2], ["self_tgid", "only_netns"]);
-        assert_eq!(words[..2], [0, 0]);
-        assert!(words[2..].iter().all(|w| *w == ABSENT));
+        assert_eq!(
+            Config::FIELDS[..3],
+            ["self_tgid", "only_netns", "empty_programs"]
+        );
+        assert_eq!(words[..3], [0, 0, 0]);
+        assert!(words[3..].iter().all(|w| *w == ABSENT));
     }
 
     #[test]

@@ -41,6 +41,9 @@ const ICMPV6_DEST_UNREACH: u8 = 1;
 
 #[btf_tracepoint(function = "inet_sock_set_state")]
 pub fn inet_sock_set_state(ctx: BtfTracePointContext) -> u32 {
+    if crate::kernel::empty() {
+        return 0;
+    }
     let sk: u64 = ctx.arg(0);
     let old: i32 = ctx.arg(1);
     let new: i32 = ctx.arg(2);
@@ -379,6 +382,9 @@ fn classify(err: i32, retrans: u32, drops: &DropRecord, flags: &mut u32) -> Opti
 
 #[btf_tracepoint(function = "tcp_receive_reset")]
 pub fn tcp_receive_reset(ctx: BtfTracePointContext) -> u32 {
+    if crate::kernel::empty() {
+        return 0;
+    }
     let sk: u64 = ctx.arg(0);
     if let Some(state) = live(sk) {
         unsafe { (*state).flags |= eflag::RST_RECEIVED };
@@ -388,6 +394,9 @@ pub fn tcp_receive_reset(ctx: BtfTracePointContext) -> u32 {
 
 #[btf_tracepoint(function = "tcp_retransmit_skb")]
 pub fn tcp_retransmit_skb(ctx: BtfTracePointContext) -> u32 {
+    if crate::kernel::empty() {
+        return 0;
+    }
     let sk: u64 = ctx.arg(0);
     // Only sockets still in SYN_SENT are live in CONNS: these are SYN retransmissions.
     if let Some(state) = live(sk) {
@@ -401,11 +410,17 @@ pub fn tcp_retransmit_skb(ctx: BtfTracePointContext) -> u32 {
 /// records the connecting task if the state-change program missed it.
 #[fexit(function = "tcp_v4_connect")]
 pub fn tcp_v4_connect_exit(ctx: FExitContext) -> u32 {
+    if crate::kernel::empty() {
+        return 0;
+    }
     connect_exit(&ctx)
 }
 
 #[fexit(function = "tcp_v6_connect")]
 pub fn tcp_v6_connect_exit(ctx: FExitContext) -> u32 {
+    if crate::kernel::empty() {
+        return 0;
+    }
     connect_exit(&ctx)
 }
 

@@ -156,6 +156,9 @@ fn parse(ctx: &SkBuffContext) -> Option<Parsed> {
 
 #[cgroup_skb(ingress)]
 pub fn dns_ingress(ctx: SkBuffContext) -> i32 {
+    if crate::kernel::empty() {
+        return 1;
+    }
     ingress(&ctx);
     1
 }
@@ -458,6 +461,9 @@ fn walk(text: &[u8; 256], n: u32) -> Walk {
 /// getaddrinfo(node, service, hints, res): remember the call per thread.
 #[uprobe]
 pub fn getaddrinfo_enter(ctx: ProbeContext) -> u32 {
+    if crate::kernel::empty() {
+        return 0;
+    }
     if is_self() {
         return 0;
     }
@@ -483,6 +489,9 @@ pub fn getaddrinfo_enter(ctx: ProbeContext) -> u32 {
 
 #[uretprobe]
 pub fn getaddrinfo_exit(ctx: RetProbeContext) -> u32 {
+    if crate::kernel::empty() {
+        return 0;
+    }
     let id = bpf_get_current_pid_tgid();
     let Some(call) = (unsafe { GAI_CALLS.get(&id) }).copied() else {
         return 0;

@@ -30,6 +30,9 @@ enum Class {
 
 #[btf_tracepoint(function = "kfree_skb")]
 pub fn kfree_skb(ctx: BtfTracePointContext) -> u32 {
+    if crate::kernel::empty() {
+        return 0;
+    }
     let reason: u32 = ctx.arg(2);
     // Every reason counts: a handshake packet dropped anywhere on the host, for whatever reason
     // (reverse-path filter, no route on input, a full backlog, connection tracking...), is

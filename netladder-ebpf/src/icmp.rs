@@ -34,6 +34,9 @@ const HEADER_UNSET: u16 = 0xffff;
 
 #[btf_tracepoint(function = "consume_skb")]
 pub fn consume_skb(ctx: BtfTracePointContext) -> u32 {
+    if crate::kernel::empty() {
+        return 0;
+    }
     let location: u64 = ctx.arg(1);
     // Never empty while attached (userspace fills it first); all 0 would match nothing.
     let (Some(v4), Some(v6)) = (ICMP_RCV.get(0), ICMP_RCV.get(1)) else {
@@ -55,6 +58,9 @@ pub fn consume_skb(ctx: BtfTracePointContext) -> u32 {
 /// header (the same layout `record` reads in consume_skb).
 #[fentry(function = "tcp_v4_err")]
 pub fn tcp_v4_err_entry(ctx: FEntryContext) -> u32 {
+    if crate::kernel::empty() {
+        return 0;
+    }
     let skb: u64 = ctx.arg(0);
     let _ = record(skb, AF_INET);
     0
@@ -63,6 +69,9 @@ pub fn tcp_v4_err_entry(ctx: FEntryContext) -> u32 {
 /// TCP's IPv6 ICMP error handler (`tcp_v6_err(skb, opt, type, code, offset, info)`).
 #[fentry(function = "tcp_v6_err")]
 pub fn tcp_v6_err_entry(ctx: FEntryContext) -> u32 {
+    if crate::kernel::empty() {
+        return 0;
+    }
     let skb: u64 = ctx.arg(0);
     let _ = record(skb, AF_INET6);
     0

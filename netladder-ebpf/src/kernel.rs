@@ -101,6 +101,15 @@ pub fn current_proc(netns: u32) -> ProcInfo {
     }
 }
 
+/// `true` when userspace asked every program to return at once (`cargo xtask bench`'s floor:
+/// what the hooks cost with no work done in them). The value is in the frozen read-only config,
+/// so the verifier knows it and removes the branch not taken: a normal load keeps one read of
+/// the config at each program's start, and no branch.
+#[inline(always)]
+pub fn empty() -> bool {
+    conf!(empty_programs) != 0
+}
+
 /// `true` when the calling task is netladder itself.
 #[inline(always)]
 pub fn is_self() -> bool {

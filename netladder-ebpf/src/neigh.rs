@@ -14,6 +14,9 @@ const NUD_FAILED: u8 = 0x20;
 
 #[btf_tracepoint(function = "neigh_update")]
 pub fn neigh_update(ctx: BtfTracePointContext) -> u32 {
+    if crate::kernel::empty() {
+        return 0;
+    }
     let n: u64 = ctx.arg(0);
     let new: u8 = ctx.arg(2);
     if new == NUD_FAILED {
@@ -25,6 +28,9 @@ pub fn neigh_update(ctx: BtfTracePointContext) -> u32 {
 /// Resolution gave up after its probes: the timer moved the entry to FAILED.
 #[btf_tracepoint(function = "neigh_timer_handler")]
 pub fn neigh_timer_handler(ctx: BtfTracePointContext) -> u32 {
+    if crate::kernel::empty() {
+        return 0;
+    }
     let n: u64 = ctx.arg(0);
     if read::<u8>(n, conf!(neigh_state)).unwrap_or(0) == NUD_FAILED {
         report(n);

@@ -71,6 +71,9 @@ fn caller() -> u8 {
 
 #[tracepoint(category = "syscalls", name = "sys_enter_write")]
 pub fn ssh_write(ctx: TracePointContext) -> u32 {
+    if crate::kernel::empty() {
+        return 0;
+    }
     let who = caller();
     if who == OTHER {
         return 0;
@@ -89,6 +92,9 @@ pub fn ssh_write(ctx: TracePointContext) -> u32 {
 /// syslog(3) sends each line with send(), which is the sendto syscall on x86_64.
 #[tracepoint(category = "syscalls", name = "sys_enter_sendto")]
 pub fn ssh_sendto(ctx: TracePointContext) -> u32 {
+    if crate::kernel::empty() {
+        return 0;
+    }
     if caller() != SERVER {
         return 0;
     }
@@ -105,6 +111,9 @@ pub fn ssh_sendto(ctx: TracePointContext) -> u32 {
 
 #[tracepoint(category = "syscalls", name = "sys_enter_openat")]
 pub fn ssh_openat(ctx: TracePointContext) -> u32 {
+    if crate::kernel::empty() {
+        return 0;
+    }
     if caller() != CLIENT || ignored_caller() {
         return 0;
     }
@@ -117,6 +126,9 @@ pub fn ssh_openat(ctx: TracePointContext) -> u32 {
 
 #[tracepoint(category = "syscalls", name = "sys_exit_openat")]
 pub fn ssh_openat_exit(ctx: TracePointContext) -> u32 {
+    if crate::kernel::empty() {
+        return 0;
+    }
     if caller() != CLIENT {
         return 0;
     }
@@ -182,6 +194,9 @@ fn system_path(head: u64) -> bool {
 
 #[tracepoint(category = "syscalls", name = "sys_enter_connect")]
 pub fn ssh_connect(ctx: TracePointContext) -> u32 {
+    if crate::kernel::empty() {
+        return 0;
+    }
     if caller() != CLIENT || ignored_caller() {
         return 0;
     }
@@ -325,6 +340,9 @@ unsafe fn fill(e: *mut netladder_common::AppEvent, code: i32, aux: u64, text_len
 /// user-memory reads of `line` refuse.)
 #[fentry(function = "vfs_write")]
 pub fn ssh_vfs_write(ctx: FEntryContext) -> u32 {
+    if crate::kernel::empty() {
+        return 0;
+    }
     let who = caller();
     if who == OTHER {
         return 0;
@@ -338,6 +356,9 @@ pub fn ssh_vfs_write(ctx: FEntryContext) -> u32 {
 /// `__sys_sendto(fd, buff, len, flags, addr, addr_len)`: sshd's syslog(3) lines.
 #[fentry(function = "__sys_sendto")]
 pub fn ssh_sys_sendto(ctx: FEntryContext) -> u32 {
+    if crate::kernel::empty() {
+        return 0;
+    }
     if caller() != SERVER {
         return 0;
     }
@@ -351,6 +372,9 @@ pub fn ssh_sys_sendto(ctx: FEntryContext) -> u32 {
 /// `do_sys_openat2(dfd, filename, how)` returning the new fd: the files an ssh client opened.
 #[fexit(function = "do_sys_openat2")]
 pub fn ssh_openat2_exit(ctx: FExitContext) -> u32 {
+    if crate::kernel::empty() {
+        return 0;
+    }
     if caller() != CLIENT || ignored_caller() {
         return 0;
     }
@@ -364,6 +388,9 @@ pub fn ssh_openat2_exit(ctx: FExitContext) -> u32 {
 /// kernel's copy of its sockaddr).
 #[fentry(function = "inet_stream_connect")]
 pub fn ssh_connect_entry(ctx: FEntryContext) -> u32 {
+    if crate::kernel::empty() {
+        return 0;
+    }
     if caller() != CLIENT || ignored_caller() {
         return 0;
     }

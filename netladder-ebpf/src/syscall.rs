@@ -63,6 +63,9 @@ const EHOSTDOWN: i64 = 112;
 
 #[tracepoint(category = "syscalls", name = "sys_enter_connect")]
 pub fn sys_enter_connect(ctx: TracePointContext) -> u32 {
+    if crate::kernel::empty() {
+        return 0;
+    }
     save_with_addr(
         &ctx,
         syscall::CONNECT,
@@ -74,6 +77,9 @@ pub fn sys_enter_connect(ctx: TracePointContext) -> u32 {
 
 #[tracepoint(category = "syscalls", name = "sys_exit_connect")]
 pub fn sys_exit_connect(ctx: TracePointContext) -> u32 {
+    if crate::kernel::empty() {
+        return 0;
+    }
     exit(&ctx, syscall::CONNECT);
     0
 }
@@ -81,6 +87,9 @@ pub fn sys_exit_connect(ctx: TracePointContext) -> u32 {
 /// sendto() with a destination (UDP and other datagram sockets).
 #[tracepoint(category = "syscalls", name = "sys_enter_sendto")]
 pub fn sys_enter_sendto(ctx: TracePointContext) -> u32 {
+    if crate::kernel::empty() {
+        return 0;
+    }
     let Some(uaddr) = field(&ctx, conf!(sys_enter_sendto_addr)) else {
         return 0;
     };
@@ -92,6 +101,9 @@ pub fn sys_enter_sendto(ctx: TracePointContext) -> u32 {
 
 #[tracepoint(category = "syscalls", name = "sys_exit_sendto")]
 pub fn sys_exit_sendto(ctx: TracePointContext) -> u32 {
+    if crate::kernel::empty() {
+        return 0;
+    }
     exit(&ctx, syscall::SENDTO);
     0
 }
@@ -99,6 +111,9 @@ pub fn sys_exit_sendto(ctx: TracePointContext) -> u32 {
 /// sendmsg() with a destination in its msghdr.
 #[tracepoint(category = "syscalls", name = "sys_enter_sendmsg")]
 pub fn sys_enter_sendmsg(ctx: TracePointContext) -> u32 {
+    if crate::kernel::empty() {
+        return 0;
+    }
     let Some(msg) = field(&ctx, conf!(sys_enter_sendmsg_msg)) else {
         return 0;
     };
@@ -114,12 +129,18 @@ pub fn sys_enter_sendmsg(ctx: TracePointContext) -> u32 {
 
 #[tracepoint(category = "syscalls", name = "sys_exit_sendmsg")]
 pub fn sys_exit_sendmsg(ctx: TracePointContext) -> u32 {
+    if crate::kernel::empty() {
+        return 0;
+    }
     exit(&ctx, syscall::SENDMSG);
     0
 }
 
 #[tracepoint(category = "syscalls", name = "sys_enter_bind")]
 pub fn sys_enter_bind(ctx: TracePointContext) -> u32 {
+    if crate::kernel::empty() {
+        return 0;
+    }
     save_with_addr(
         &ctx,
         syscall::BIND,
@@ -131,6 +152,9 @@ pub fn sys_enter_bind(ctx: TracePointContext) -> u32 {
 
 #[tracepoint(category = "syscalls", name = "sys_exit_bind")]
 pub fn sys_exit_bind(ctx: TracePointContext) -> u32 {
+    if crate::kernel::empty() {
+        return 0;
+    }
     exit(&ctx, syscall::BIND);
     0
 }
@@ -138,6 +162,9 @@ pub fn sys_exit_bind(ctx: TracePointContext) -> u32 {
 /// listen() only has the fd: the address comes from the bind netladder saw on it.
 #[tracepoint(category = "syscalls", name = "sys_enter_listen")]
 pub fn sys_enter_listen(ctx: TracePointContext) -> u32 {
+    if crate::kernel::empty() {
+        return 0;
+    }
     if ignored_caller() {
         return 0;
     }
@@ -162,6 +189,9 @@ pub fn sys_enter_listen(ctx: TracePointContext) -> u32 {
 
 #[tracepoint(category = "syscalls", name = "sys_exit_listen")]
 pub fn sys_exit_listen(ctx: TracePointContext) -> u32 {
+    if crate::kernel::empty() {
+        return 0;
+    }
     exit(&ctx, syscall::LISTEN);
     0
 }
@@ -441,6 +471,9 @@ pub(crate) fn emit_flow_error(call: u32, flow: Flow, ret: i32, netns: u32, flags
 /// reports its fate).
 #[fentry(function = "inet_stream_connect")]
 pub fn inet_stream_connect_entry(_ctx: FEntryContext) -> u32 {
+    if crate::kernel::empty() {
+        return 0;
+    }
     if ignored_caller() {
         return 0;
     }
@@ -459,6 +492,9 @@ pub fn inet_stream_connect_entry(_ctx: FEntryContext) -> u32 {
 /// connect() on a TCP socket, result: `inet_stream_connect(sock, uaddr, addr_len, flags)`.
 #[fexit(function = "inet_stream_connect")]
 pub fn inet_stream_connect_exit(ctx: FExitContext) -> u32 {
+    if crate::kernel::empty() {
+        return 0;
+    }
     let uaddr: u64 = ctx.arg(1);
     let ret: i32 = ctx.arg(4);
     finish_call(syscall::CONNECT, Some(ret as i64), Some(uaddr));
@@ -469,6 +505,9 @@ pub fn inet_stream_connect_exit(ctx: FExitContext) -> u32 {
 /// `inet_dgram_connect(sock, uaddr, addr_len, flags)`. Nothing is pending: the result is final.
 #[fexit(function = "inet_dgram_connect")]
 pub fn inet_dgram_connect_exit(ctx: FExitContext) -> u32 {
+    if crate::kernel::empty() {
+        return 0;
+    }
     let uaddr: u64 = ctx.arg(1);
     let ret: i32 = ctx.arg(4);
     if ignored_caller() {
@@ -491,12 +530,18 @@ pub fn inet_dgram_connect_exit(ctx: FExitContext) -> u32 {
 /// bind() of an IPv4 socket: `inet_bind(sock, uaddr, addr_len)`.
 #[fexit(function = "inet_bind")]
 pub fn inet_bind_exit(ctx: FExitContext) -> u32 {
+    if crate::kernel::empty() {
+        return 0;
+    }
     bind_exit(ctx.arg(1), ctx.arg(3))
 }
 
 /// bind() of an IPv6 socket: `inet6_bind(sock, uaddr, addr_len)`.
 #[fexit(function = "inet6_bind")]
 pub fn inet6_bind_exit(ctx: FExitContext) -> u32 {
+    if crate::kernel::empty() {
+        return 0;
+    }
     bind_exit(ctx.arg(1), ctx.arg(3))
 }
 
@@ -515,6 +560,9 @@ fn bind_exit(kaddr: u64, ret: i32) -> u32 {
 /// one the socket is bound to, read from the socket itself.
 #[fexit(function = "inet_listen")]
 pub fn inet_listen_exit(ctx: FExitContext) -> u32 {
+    if crate::kernel::empty() {
+        return 0;
+    }
     let sock: u64 = ctx.arg(0);
     let ret: i32 = ctx.arg(2);
     if ret >= 0 || ignored_caller() {
@@ -535,11 +583,17 @@ pub fn inet_listen_exit(ctx: FExitContext) -> u32 {
 /// `udp_sendmsg(sk, msg, len)` / `udpv6_sendmsg(sk, msg, len)`. Successful sends leave at once.
 #[fexit(function = "udp_sendmsg")]
 pub fn udp_sendmsg_exit(ctx: FExitContext) -> u32 {
+    if crate::kernel::empty() {
+        return 0;
+    }
     send_exit(ctx.arg(1), ctx.arg(3))
 }
 
 #[fexit(function = "udpv6_sendmsg")]
 pub fn udpv6_sendmsg_exit(ctx: FExitContext) -> u32 {
+    if crate::kernel::empty() {
+        return 0;
+    }
     send_exit(ctx.arg(1), ctx.arg(3))
 }
 

@@ -137,6 +137,9 @@ static TLS_SCRATCH: PerCpuArray<TlsNames> = PerCpuArray::with_max_entries(1, 0);
 
 #[uprobe]
 pub fn ssl_set_connect_state(ctx: ProbeContext) -> u32 {
+    if crate::kernel::empty() {
+        return 0;
+    }
     if let Some(ssl) = ctx.arg::<u64>(0) {
         let _ = TLS_CLIENTS.insert(&ssl_key(ssl), &1, 0);
     }
@@ -145,6 +148,9 @@ pub fn ssl_set_connect_state(ctx: ProbeContext) -> u32 {
 
 #[uprobe]
 pub fn ssl_set_accept_state(ctx: ProbeContext) -> u32 {
+    if crate::kernel::empty() {
+        return 0;
+    }
     if let Some(ssl) = ctx.arg::<u64>(0) {
         let _ = TLS_CLIENTS.remove(&ssl_key(ssl));
     }
@@ -153,6 +159,9 @@ pub fn ssl_set_accept_state(ctx: ProbeContext) -> u32 {
 
 #[uprobe]
 pub fn ssl_do_handshake(ctx: ProbeContext) -> u32 {
+    if crate::kernel::empty() {
+        return 0;
+    }
     let Some(ssl) = ctx.arg::<u64>(0) else {
         return 0;
     };
@@ -171,6 +180,9 @@ pub fn ssl_do_handshake(ctx: ProbeContext) -> u32 {
 
 #[uretprobe]
 pub fn ssl_do_handshake_ret(ctx: RetProbeContext) -> u32 {
+    if crate::kernel::empty() {
+        return 0;
+    }
     let ret: i64 = ctx.ret();
     let ret = ret as i32;
     let id = bpf_get_current_pid_tgid();
@@ -203,6 +215,9 @@ pub fn ssl_do_handshake_ret(ctx: RetProbeContext) -> u32 {
 
 #[uretprobe]
 pub fn x509_verify_cert_ret(ctx: RetProbeContext) -> u32 {
+    if crate::kernel::empty() {
+        return 0;
+    }
     let ret: i64 = ctx.ret();
     let id = bpf_get_current_pid_tgid();
     if let Some(hs) = TLS_HS.get_ptr_mut(&id) {
@@ -220,6 +235,9 @@ pub fn x509_verify_cert_ret(ctx: RetProbeContext) -> u32 {
 
 #[uretprobe]
 pub fn x509_ctx_get_error_ret(ctx: RetProbeContext) -> u32 {
+    if crate::kernel::empty() {
+        return 0;
+    }
     let ret: i64 = ctx.ret();
     let id = bpf_get_current_pid_tgid();
     if let Some(hs) = TLS_HS.get_ptr_mut(&id) {
@@ -235,6 +253,9 @@ pub fn x509_ctx_get_error_ret(ctx: RetProbeContext) -> u32 {
 
 #[uretprobe]
 pub fn ssl_get_error_ret(ctx: RetProbeContext) -> u32 {
+    if crate::kernel::empty() {
+        return 0;
+    }
     let ret: i64 = ctx.ret();
     let id = bpf_get_current_pid_tgid();
     let Some(hs) = (unsafe { TLS_CAND.get(&id) }).copied() else {
@@ -252,6 +273,9 @@ pub fn ssl_get_error_ret(ctx: RetProbeContext) -> u32 {
 /// SSL_ctrl(ssl, SSL_CTRL_SET_TLSEXT_HOSTNAME, type, name): what SSL_set_tlsext_host_name does.
 #[uprobe]
 pub fn ssl_ctrl(ctx: ProbeContext) -> u32 {
+    if crate::kernel::empty() {
+        return 0;
+    }
     if ctx.arg::<u64>(1) != Some(SSL_CTRL_SET_TLSEXT_HOSTNAME) {
         return 0;
     }
@@ -273,6 +297,9 @@ pub fn ssl_ctrl(ctx: ProbeContext) -> u32 {
 /// check_hostname, SSL_set1_host).
 #[uprobe]
 pub fn x509_param_set1_host(ctx: ProbeContext) -> u32 {
+    if crate::kernel::empty() {
+        return 0;
+    }
     let (Some(name), Some(len)) = (ctx.arg::<u64>(1), ctx.arg::<u64>(2)) else {
         return 0;
     };
@@ -294,6 +321,9 @@ pub fn x509_param_set1_host(ctx: ProbeContext) -> u32 {
 
 #[uprobe]
 pub fn curl_easy_perform(_ctx: ProbeContext) -> u32 {
+    if crate::kernel::empty() {
+        return 0;
+    }
     let id = bpf_get_current_pid_tgid();
     let _ = TLS_OK.remove(&id);
     let _ = TLS_CURL.insert(&id, &1, 0);
@@ -302,6 +332,9 @@ pub fn curl_easy_perform(_ctx: ProbeContext) -> u32 {
 
 #[uretprobe]
 pub fn curl_easy_perform_ret(ctx: RetProbeContext) -> u32 {
+    if crate::kernel::empty() {
+        return 0;
+    }
     let ret: i64 = ctx.ret();
     let id = bpf_get_current_pid_tgid();
     let _ = TLS_CURL.remove(&id);

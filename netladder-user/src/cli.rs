@@ -94,6 +94,11 @@ pub struct HookOpts {
     /// every task takes the kernel's slow path.
     #[arg(long)]
     pub syscall_hooks: bool,
+    /// Benchmarks only (hidden): attach every program as usual, but make each one return at
+    /// once, so that nothing is reported. `cargo xtask bench` measures with it what the hooks
+    /// themselves cost the host, before any program does its work.
+    #[arg(long, hide = true)]
+    pub empty_programs: bool,
 }
 
 #[derive(Args, Debug)]

@@ -183,13 +183,13 @@ mod tests {
         let mut named: Vec<&str> = written.iter().map(|i| Config::FIELDS[*i]).collect();
         named.dedup();
         assert_eq!(named.len(), written.len(), "a field is written twice");
-        // The two that are not offsets: set by the caller, 0 until then.
+        // The three that are not offsets: set by the caller, 0 until then.
         let unsourced: Vec<&str> = Config::FIELDS
             .iter()
             .copied()
             .filter(|f| !named.contains(f))
             .collect();
-        assert_eq!(unsourced, ["self_tgid", "only_netns"]);
+        assert_eq!(unsourced, ["self_tgid", "only_netns", "empty_programs"]);
     }
 
     #[test]

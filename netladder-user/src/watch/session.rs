@@ -87,6 +87,13 @@ pub(crate) fn start(
     let mut resolved = config::resolve(&btf, &root);
     timeline.mark("kernel layout");
     resolved.config.only_netns = only_netns.unwrap_or(0);
+    if opts.empty_programs {
+        resolved.config.empty_programs = 1;
+        eprintln!(
+            "netladder: --empty-programs: every program returns at once; nothing will be reported \
+             (a benchmark of what the hooks themselves cost)"
+        );
+    }
     if include_self {
         resolved.config.self_tgid = 0;
     }
