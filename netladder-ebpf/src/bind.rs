@@ -79,7 +79,7 @@ static BIND_PENDING: Array<u64> = Array::with_max_entries(1, 0);
 
 /// Whether BIND_TRY may hold an attempt.
 #[inline(always)]
-fn pending() -> bool {
+pub(crate) fn pending() -> bool {
     tally(&BIND_PENDING) != 0
 }
 
@@ -90,6 +90,9 @@ static BIND_MODE: Array<u32> = Array::with_max_entries(1, 0);
 
 #[cgroup_sock_addr(bind4)]
 pub fn bind_try4(ctx: SockAddrContext) -> i32 {
+    if crate::kernel::empty() {
+        return 1;
+    }
     if let Some(mut b) = attempt(&ctx) {
         let ip = unsafe { (*ctx.sock_addr).user_ip4 };
         b.addr[..2].copy_from_slice(&AF_INET.to_ne_bytes());
@@ -106,6 +109,9 @@ pub fn bind_try4(ctx: SockAddrContext) -> i32 {
 
 #[cgroup_sock_addr(bind6)]
 pub fn bind_try6(ctx: SockAddrContext) -> i32 {
+    if crate::kernel::empty() {
+        return 1;
+    }
     if let Some(mut b) = attempt(&ctx) {
         let sa = ctx.sock_addr;
         let ip = unsafe {
@@ -207,12 +213,18 @@ fn bound(ctx: &SockContext) {
 
 #[cgroup_sock(post_bind4)]
 pub fn bind_done4(ctx: SockContext) -> i32 {
+    if crate::kernel::empty() {
+        return 1;
+    }
     bound(&ctx);
     1
 }
 
 #[cgroup_sock(post_bind6)]
 pub fn bind_done6(ctx: SockContext) -> i32 {
+    if crate::kernel::empty() {
+        return 1;
+    }
     bound(&ctx);
     1
 }

@@ -147,6 +147,9 @@ pub fn reads_connect_errors() -> bool {
 
 #[cgroup_sock_addr(connect4)]
 pub fn sock_connect4(ctx: SockAddrContext) -> i32 {
+    if crate::kernel::empty() {
+        return 1;
+    }
     if let Some(a) = attempt4(&ctx, syscall::CONNECT) {
         start(&ctx, a);
     }
@@ -155,6 +158,9 @@ pub fn sock_connect4(ctx: SockAddrContext) -> i32 {
 
 #[cgroup_sock_addr(connect6)]
 pub fn sock_connect6(ctx: SockAddrContext) -> i32 {
+    if crate::kernel::empty() {
+        return 1;
+    }
     if let Some(a) = attempt6(&ctx, syscall::CONNECT) {
         start(&ctx, a);
     }
@@ -163,6 +169,9 @@ pub fn sock_connect6(ctx: SockAddrContext) -> i32 {
 
 #[cgroup_sock_addr(sendmsg4)]
 pub fn sock_sendmsg4(ctx: SockAddrContext) -> i32 {
+    if crate::kernel::empty() {
+        return 1;
+    }
     if let Some(a) = attempt4(&ctx, syscall::SEND) {
         start(&ctx, a);
     }
@@ -171,6 +180,9 @@ pub fn sock_sendmsg4(ctx: SockAddrContext) -> i32 {
 
 #[cgroup_sock_addr(sendmsg6)]
 pub fn sock_sendmsg6(ctx: SockAddrContext) -> i32 {
+    if crate::kernel::empty() {
+        return 1;
+    }
     if let Some(a) = attempt6(&ctx, syscall::SEND) {
         start(&ctx, a);
     }
@@ -400,6 +412,14 @@ pub fn reached_syn_sent(sk: u64) {
 /// the host closes passes here, once.
 #[cgroup_sock(sock_release)]
 pub fn sock_release(ctx: SockContext) -> i32 {
+    if crate::kernel::empty() {
+        return 1;
+    }
+    // Every socket of the host is released here, and almost every release has nothing pending:
+    // two array reads, and no helper call for the thread's id.
+    if !lookups_pending() && !crate::bind::pending() {
+        return 1;
+    }
     let id = bpf_get_current_pid_tgid();
     let sk = ctx.sock as u64;
     released(id, sk);
@@ -415,8 +435,7 @@ fn released(id: u64, sk: u64) {
     // successful one returns at once, see `route_fib_lookup`). The attempt keeps its socket
     // until the thread's next attempt takes the entry; a failed lookup for the same
     // destination in this thread before then (from a socket no cgroup program sees, a raw
-    // one) is taken for this attempt's, as it is while the socket is open. Every socket of
-    // the host is released here: most releases now cost one array read.
+    // one) is taken for this attempt's, as it is while the socket is open.
     if !lookups_pending() {
         return;
     }
@@ -459,6 +478,9 @@ fn note(e: &mut Entry) {
 /// local table is bind()'s check of its address (bind.rs).
 #[btf_tracepoint(function = "fib_table_lookup")]
 pub fn route_fib_lookup(ctx: BtfTracePointContext) -> u32 {
+    if crate::kernel::empty() {
+        return 0;
+    }
     // Every route lookup of the host comes here (about nine per connection over a veth pair,
     // both ends counted): the fields are loaded directly, not through a helper call.
     let flp: u64 = ctx.arg(1);
@@ -507,6 +529,9 @@ fn record(err: i32, e: &mut Entry) {
 /// gives its type's error.
 #[btf_tracepoint(function = "fib6_table_lookup")]
 pub fn route_fib6_lookup(ctx: BtfTracePointContext) -> u32 {
+    if crate::kernel::empty() {
+        return 0;
+    }
     let flp: u64 = ctx.arg(3);
     if conf!(flowi6_iif) == ABSENT || load::<i32>(flp, conf!(flowi6_iif)) != LOOPBACK_IFINDEX {
         return 0;
