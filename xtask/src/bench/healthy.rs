@@ -76,7 +76,7 @@ pub(super) fn run(ctx: &Ctx) -> Result<HealthyResults> {
 
 /// The two kinds of healthy load.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Load {
+pub(super) enum Load {
     Stream,
     Connects,
 }
@@ -131,14 +131,14 @@ impl Load {
 
 /// What one `nl-peer blast` or `nl-peer churn` printed, plus the CPU used around it.
 #[derive(Clone, Copy, Debug, PartialEq)]
-struct Measured {
+pub(super) struct Measured {
     /// Bytes sent (stream) or connections completed (connects).
     units: u64,
     /// Connects that failed (connects only; any is a problem of the bench, not a result).
     failures: u64,
     secs: f64,
     /// Units per second.
-    rate: f64,
+    pub(super) rate: f64,
     /// CPU seconds the client used (user + system, the kernel's work in its context included).
     client_cpu: f64,
     /// CPU seconds the server process used meanwhile.
@@ -167,7 +167,7 @@ impl Measured {
     }
 
     /// Client CPU per MB (stream) or per connect, in microseconds.
-    fn cpu_per_unit_us(&self, load: Load) -> f64 {
+    pub(super) fn cpu_per_unit_us(&self, load: Load) -> f64 {
         let units = match load {
             Load::Stream => self.units as f64 / 1e6,
             Load::Connects => self.units as f64,
@@ -249,7 +249,7 @@ impl Round {
 
 /// The two namespaces and the two servers. Fields drop in order: the servers first, then the
 /// namespaces (which kill whatever still runs inside and take the veth with them).
-struct Lab<'a> {
+pub(super) struct Lab<'a> {
     ctx: &'a Ctx,
     _sink: Guarded,
     listener: Guarded,
@@ -258,7 +258,7 @@ struct Lab<'a> {
 }
 
 impl<'a> Lab<'a> {
-    fn create(ctx: &'a Ctx) -> Result<Lab<'a>> {
+    pub(super) fn create(ctx: &'a Ctx) -> Result<Lab<'a>> {
         let hosts = TwoHosts::new("bench", &[CLIENT_CIDR], &[SERVER_CIDR])
             .context("cannot create the namespaces and their veth pair")?;
         let sink = Self::server(ctx, &hosts, "sink", &["sink", SINK_ADDR])?;
@@ -307,7 +307,7 @@ impl<'a> Lab<'a> {
         self.load_traced(load, length, None)
     }
 
-    fn load_traced(
+    pub(super) fn load_traced(
         &self,
         load: Load,
         length: Duration,
@@ -346,7 +346,7 @@ impl<'a> Lab<'a> {
         })
     }
 
-    fn length(&self) -> Duration {
+    pub(super) fn length(&self) -> Duration {
         Duration::from_secs_f64(self.ctx.seconds)
     }
 

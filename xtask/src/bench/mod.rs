@@ -25,6 +25,7 @@
 mod child;
 mod costs;
 mod drops;
+mod floor;
 mod healthy;
 mod hosttax;
 mod load;
@@ -74,16 +75,20 @@ pub enum Which {
     HostTax,
     /// Start-up and shutdown (benchmark 4).
     Startup,
+    /// The storm and the connections again, also with every program empty: what the hooks
+    /// cost before the programs do any work (benchmark 6, issue 16).
+    Floor,
 }
 
 impl Which {
     /// Every benchmark, in the order they run and are reported.
-    const ALL: [Which; 5] = [
+    const ALL: [Which; 6] = [
         Which::Storm,
         Which::Healthy,
         Which::Drops,
         Which::HostTax,
         Which::Startup,
+        Which::Floor,
     ];
 
     fn name(self) -> &'static str {
@@ -93,6 +98,7 @@ impl Which {
             Which::Drops => "drops",
             Which::HostTax => "hosttax",
             Which::Startup => "startup",
+            Which::Floor => "floor",
         }
     }
 }
@@ -220,6 +226,7 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
     let startup = runs(Which::Startup)
         .then(|| startup::run(&ctx))
         .transpose()?;
+    let floor = runs(Which::Floor).then(|| floor::run(&ctx)).transpose()?;
 
     let machine = Machine::describe();
     let command_line = args.command_line();
@@ -256,6 +263,9 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
         // The storm's section names the machine; alone, start-up names it itself.
         let measured = storm.is_none().then(|| machine.measured(&command_line));
         sections.push((Which::Startup, s.markdown(measured), s.verdicts()));
+    }
+    if let Some(f) = &floor {
+        sections.push((Which::Floor, f.markdown(), f.verdicts()));
     }
     let markdown: Vec<&str> = sections.iter().map(|(_, md, _)| md.as_str()).collect();
     println!("{}", markdown.join("\n"));

@@ -284,28 +284,7 @@ impl Bench<'_> {
 
     /// Runs one storm and returns what the client counted.
     fn storm(&self, length: Duration) -> Result<Storm> {
-        let out = self.ctx.work.join("storm.out");
-        let err = self.ctx.work.join("storm.err");
-        let mut command = Command::new(&self.ctx.bins.nl_peer);
-        command
-            .arg("storm")
-            .arg(self.target.to_string())
-            .args(["--duration", &length.as_secs_f64().to_string()])
-            .args(["--threads", &self.ctx.threads.to_string()]);
-        let busy_before = system_busy_secs()?;
-        let mut child = Guarded::spawn(&mut command, "nl-peer storm", &out, &err)?;
-        let status = child.wait_for(length + STORM_GRACE)?;
-        let busy_cpu = system_busy_secs()? - busy_before;
-        ensure!(
-            status.success(),
-            "nl-peer storm failed ({status}){}",
-            last_line(&err)
-        );
-        let text = fs::read_to_string(&out).context("cannot read nl-peer's output")?;
-        Ok(Storm {
-            busy_cpu,
-            ..Storm::parse(&text)?
-        })
+        one_storm(self.ctx, self.target, length)
     }
 
     fn netladder(&self) -> Result<NetladderRun> {
@@ -416,13 +395,40 @@ fn parse_netladder_output(text: &str, target: &SocketAddrV4) -> Result<(FinalSta
 
 /// A loopback TCP port bound (never listening) by this process for the whole bench: connects to
 /// it are refused by the kernel ("no listener"), and nobody else can start listening on it.
-struct ClosedPort {
+/// Runs one storm against `target` (a [`ClosedPort`]) and returns what the client counted.
+pub(super) fn one_storm(ctx: &Ctx, target: SocketAddrV4, length: Duration) -> Result<Storm> {
+    let out = ctx.work.join("storm.out");
+    let err = ctx.work.join("storm.err");
+    let mut command = Command::new(&ctx.bins.nl_peer);
+    command
+        .arg("storm")
+        .arg(target.to_string())
+        .args(["--duration", &length.as_secs_f64().to_string()])
+        .args(["--threads", &ctx.threads.to_string()]);
+    let busy_before = system_busy_secs()?;
+    let mut child = Guarded::spawn(&mut command, "nl-peer storm", &out, &err)?;
+    let status = child.wait_for(length + STORM_GRACE)?;
+    let busy_cpu = system_busy_secs()? - busy_before;
+    ensure!(
+        status.success(),
+        "nl-peer storm failed ({status}){}",
+        last_line(&err)
+    );
+    let text = fs::read_to_string(&out).context("cannot read nl-peer's output")?;
+    Ok(Storm {
+        busy_cpu,
+        ..Storm::parse(&text)?
+    })
+}
+
+/// A port on 127.0.0.1 that is bound and never listens: every connect to it is refused.
+pub(super) struct ClosedPort {
     _socket: OwnedFd,
-    addr: SocketAddrV4,
+    pub(super) addr: SocketAddrV4,
 }
 
 impl ClosedPort {
-    fn reserve() -> Result<ClosedPort> {
+    pub(super) fn reserve() -> Result<ClosedPort> {
         // SAFETY: plain syscall; the descriptor is owned right below.
         let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
         if fd < 0 {
