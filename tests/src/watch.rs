@@ -494,13 +494,41 @@ impl Watch {
     }
 }
 
+/// How long a failing test gives netladder to print its final stats before it is killed.
+const STATS_AT_FAILURE: Duration = Duration::from_secs(10);
+
 impl Drop for Watch {
     fn drop(&mut self) {
+        // A test failed while netladder ran: stop it the normal way, so that its final stats
+        // line (records reported, lost, filtered, merged, unclassified, skipped program runs)
+        // goes into the test's output beside the failure. Otherwise kill it.
+        let stopped = thread::panicking()
+            && self.child.is_some()
+            && self
+                .signal_and_wait(Some(libc::SIGINT), STATS_AT_FAILURE)
+                .is_ok_and(|status| status.is_some());
         if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
+            if !stopped {
+                let _ = child.kill();
+            }
             let _ = child.wait();
         }
         self.join_readers();
+        if thread::panicking() {
+            let collected = self.shared.lock();
+            match collected
+                .events()
+                .filter(|e| e["type"] == "stats" && e["final"] == true)
+                .last()
+            {
+                Some(stats) => println!("NL-WATCH-FINAL-STATS {stats}"),
+                None => println!("NL-WATCH-FINAL-STATS none (netladder did not exit in time)"),
+            }
+            let tail: Vec<&str> = collected.stderr.lines().rev().take(8).collect();
+            for line in tail.iter().rev() {
+                println!("NL-WATCH-STDERR {line}");
+            }
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
         // A line off the schema fails the test even when no wait or stop told it (a test that
         // only read failures, or ignored what stop returned).
