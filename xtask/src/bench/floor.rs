@@ -21,7 +21,7 @@ use super::healthy::{Lab, Load};
 use super::report::{ratio_cells, Spread};
 use super::storm::{one_storm, ClosedPort};
 use super::tracer::Netladder;
-use super::{one_line, Ctx, SETTLE};
+use super::{one_line, rotated, Ctx, SETTLE};
 
 /// The targets of issue 16 for these two loads.
 const STORM_TARGET: f64 = 0.95;
@@ -143,8 +143,8 @@ pub(super) fn run(ctx: &Ctx) -> Result<FloorResults> {
     let length = Duration::from_secs_f64(ctx.seconds);
     let skips = other_programs(ctx)?;
     eprintln!(
-        "bench: floor: storm to {} and connections over a veth pair, untraced, under netladder \
-         and under netladder with every program empty; warming up",
+        "bench: floor: storm to {} and connections over a veth pair, untraced, under netladder, \
+         with every program empty, and with only the state-change and drop programs; warming up",
         port.addr
     );
     one_storm(ctx, port.addr, Duration::from_secs(1))?;
@@ -153,9 +153,7 @@ pub(super) fn run(ctx: &Ctx) -> Result<FloorResults> {
     let mut failures = Vec::new();
     for round in 0..ctx.rounds {
         for work in Work::ALL {
-            let mut order = Tracing::ALL;
-            order.rotate_left(round as usize % Tracing::ALL.len());
-            for tracing in order {
+            for tracing in rotated(Tracing::ALL, round) {
                 let sample = measure(ctx, &lab, &port, work, tracing.watch_args(&skips), length);
                 stop_requested()?;
                 let sample = match sample {

@@ -355,8 +355,8 @@ impl Mode {
     }
 }
 
-/// `modes` rotated left by `round` places.
-fn rotated<const N: usize>(mut modes: [Mode; N], round: u32) -> [Mode; N] {
+/// `modes` rotated left by `round` places (the benchmarks' modes, or benchmark 6's).
+fn rotated<T, const N: usize>(mut modes: [T; N], round: u32) -> [T; N] {
     modes.rotate_left(round as usize % N);
     modes
 }
